@@ -1,0 +1,118 @@
+"""What is sold: plans and plan families, margins, add-ons, credit packages, rate cards.
+
+Prices are integer minor units next to their ISO 4217 currency; rate card prices are exact decimals
+(fractions of a cent) rounded once at charge time.
+"""
+
+from tortoise import fields
+
+from models.base import Entity
+from models.enums import BillingInterval, MarginKind, MessageCategory, PlanStatus
+
+
+class PlanFamily(Entity):
+    """Platform plans grouped for partners (Basic/Pro x Monthly/Yearly)."""
+
+    name = fields.CharField(max_length=200, unique=True)
+    description = fields.TextField(default="")
+
+    class Meta:
+        table = "plan_family"
+
+
+class Plan(Entity):
+    """A platform plan (partner is null) or a partner-defined plan."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="plans", null=True, on_delete=fields.CASCADE)
+    family = fields.ForeignKeyField("models.PlanFamily", related_name="plans", null=True, on_delete=fields.RESTRICT)
+    for_partners = fields.BooleanField(default=False)  # a plan partners subscribe to themselves (MonoChat)
+    name = fields.CharField(max_length=200)
+    interval = fields.CharEnumField(BillingInterval, max_length=16, default=BillingInterval.MONTHLY)
+    price_amount = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    # {"chatbots": 5, "members": 3, "conversations": 1000, "message_credits": 10000}
+    limits = fields.JSONField(default=dict)
+    validity_periods = fields.IntField(null=True)
+    max_renewals = fields.IntField(null=True)
+    grace_days = fields.IntField(default=0)
+    trial_days = fields.IntField(default=0)
+    trial_requires_payment_method = fields.BooleanField(default=False)
+    status = fields.CharEnumField(PlanStatus, max_length=16, default=PlanStatus.ACTIVE)
+
+    class Meta:
+        table = "plan"
+
+
+class PartnerMargin(Entity):
+    """A partner's margin over platform prices: on one plan, on a family, or in bulk (both null)."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="margins", on_delete=fields.CASCADE)
+    plan = fields.ForeignKeyField("models.Plan", related_name=None, null=True, on_delete=fields.CASCADE)
+    family = fields.ForeignKeyField("models.PlanFamily", related_name=None, null=True, on_delete=fields.CASCADE)
+    kind = fields.CharEnumField(MarginKind, max_length=16)
+    percentage = fields.DecimalField(max_digits=9, decimal_places=4, null=True)
+    fixed_amount = fields.BigIntField(null=True)
+    currency = fields.CharField(max_length=3, null=True)
+
+    class Meta:
+        table = "partner_margin"
+        unique_together = (("partner", "plan", "family"),)
+
+
+class AddOn(Entity):
+    """A priced extension of limits: {"chatbots": 1} for one extra chatbot per unit of quantity."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="add_ons", null=True, on_delete=fields.CASCADE)
+    name = fields.CharField(max_length=200)
+    limit_deltas = fields.JSONField(default=dict)
+    price_amount = fields.BigIntField(default=0)
+    currency = fields.CharField(max_length=3)
+    points_cost = fields.BigIntField(null=True)  # per period, when credit billing is on
+    status = fields.CharEnumField(PlanStatus, max_length=16, default=PlanStatus.ACTIVE)
+
+    class Meta:
+        table = "add_on"
+
+
+class CreditPackage(Entity):
+    """price -> quantity of a unit. Sold by the platform to partners (partner null) or by a partner."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="credit_packages", null=True, on_delete=fields.CASCADE)
+    name = fields.CharField(max_length=200)
+    unit = fields.CharField(max_length=32)
+    quantity = fields.BigIntField()
+    price_amount = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    expires_after_days = fields.IntField(null=True)
+    status = fields.CharEnumField(PlanStatus, max_length=16, default=PlanStatus.ACTIVE)
+
+    class Meta:
+        table = "credit_package"
+
+
+class RateCard(Entity):
+    """WhatsApp conversation charges: the platform's card (partner null) and partners' margins over it."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="rate_cards", null=True, on_delete=fields.CASCADE)
+    name = fields.CharField(max_length=200)
+    currency = fields.CharField(max_length=3)
+    # Bulk margin over the platform card, when this is a partner's card.
+    margin_kind = fields.CharEnumField(MarginKind, max_length=16, null=True)
+    margin_value = fields.DecimalField(max_digits=18, decimal_places=8, null=True)
+    effective_from = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "rate_card"
+
+
+class RateCardCell(Entity):
+    """Price per delivered message for one country and category (a per-cell margin on partner cards)."""
+
+    rate_card = fields.ForeignKeyField("models.RateCard", related_name="cells", on_delete=fields.CASCADE)
+    country = fields.CharField(max_length=2)  # ISO 3166 alpha-2, "*" for the rest of the world
+    category = fields.CharEnumField(MessageCategory, max_length=32)
+    price = fields.DecimalField(max_digits=18, decimal_places=8)
+
+    class Meta:
+        table = "rate_card_cell"
+        unique_together = (("rate_card", "country", "category"),)

@@ -1,0 +1,151 @@
+"""Enumerations shared by models, the domain layer and the GraphQL schema."""
+
+from enum import StrEnum
+
+
+class OwnerKind(StrEnum):
+    PLATFORM = "PLATFORM"
+    PARTNER = "PARTNER"
+    WORKSPACE = "WORKSPACE"
+    PROJECT = "PROJECT"
+
+
+class PartnerStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    CLOSED = "CLOSED"
+
+
+class WorkspaceStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    RESTRICTED = "RESTRICTED"
+    SUSPENDED = "SUSPENDED"
+
+
+class Permission(StrEnum):
+    """The fixed set of named permissions a key or a user can hold."""
+
+    MANAGE_PARTNERS = "MANAGE_PARTNERS"  # platform only
+    MANAGE_CATALOG = "MANAGE_CATALOG"  # platform plans, families, packages, rate cards
+    REPORT_USAGE = "REPORT_USAGE"  # platform product only
+    MANAGE_WORKSPACES = "MANAGE_WORKSPACES"
+    MANAGE_PLANS = "MANAGE_PLANS"
+    MANAGE_BILLING = "MANAGE_BILLING"  # wallets, grants, payments
+    CONFIGURE_GATEWAY = "CONFIGURE_GATEWAY"
+    READ_REPORTS = "READ_REPORTS"
+    MANAGE_USERS = "MANAGE_USERS"
+
+
+PLATFORM_PERMISSIONS = frozenset(Permission)
+PARTNER_PERMISSIONS = frozenset(
+    {
+        Permission.MANAGE_WORKSPACES,
+        Permission.MANAGE_PLANS,
+        Permission.MANAGE_BILLING,
+        Permission.CONFIGURE_GATEWAY,
+        Permission.READ_REPORTS,
+        Permission.MANAGE_USERS,
+    }
+)
+
+
+class BillingInterval(StrEnum):
+    MONTHLY = "MONTHLY"
+    YEARLY = "YEARLY"
+
+
+class PlanStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    HIDDEN = "HIDDEN"
+    ARCHIVED = "ARCHIVED"
+
+
+class MarginKind(StrEnum):
+    PERCENTAGE = "PERCENTAGE"
+    FIXED = "FIXED"
+
+
+class SubscriptionStatus(StrEnum):
+    TRIALING = "TRIALING"
+    ACTIVE = "ACTIVE"
+    PAST_DUE = "PAST_DUE"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+
+
+class Unit(StrEnum):
+    """Non-currency wallet units. A wallet's unit is one of these or an ISO 4217 currency code."""
+
+    POINTS = "POINTS"
+    MESSAGE_CREDITS = "MESSAGE_CREDITS"
+    SEATS = "SEATS"
+    CONVERSATIONS = "CONVERSATIONS"
+
+
+class LedgerCause(StrEnum):
+    PURCHASE = "PURCHASE"
+    GRANT = "GRANT"
+    RENEWAL = "RENEWAL"
+    USAGE = "USAGE"
+    TRANSFER = "TRANSFER"
+    REFUND = "REFUND"
+    ADJUSTMENT = "ADJUSTMENT"
+    EXPIRY = "EXPIRY"
+
+
+class ExternalAccount(StrEnum):
+    """Counterparties outside whitebill's wallets; they have no balance row."""
+
+    GATEWAY = "GATEWAY"  # money or units that came in through a payment
+    PLATFORM_REVENUE = "PLATFORM_REVENUE"
+    PARTNER_REVENUE = "PARTNER_REVENUE"
+    ISSUANCE = "ISSUANCE"  # units created by a grant or adjustment
+    EXPIRY = "EXPIRY"
+
+
+class MessageCategory(StrEnum):
+    MARKETING = "MARKETING"
+    UTILITY = "UTILITY"
+    AUTHENTICATION = "AUTHENTICATION"
+    AUTHENTICATION_INTERNATIONAL = "AUTHENTICATION_INTERNATIONAL"
+    SERVICE = "SERVICE"
+
+
+class PaymentStatus(StrEnum):
+    CREATED = "CREATED"
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    DECLINED = "DECLINED"
+    NOT_ATTEMPTED = "NOT_ATTEMPTED"
+    UNKNOWN = "UNKNOWN"
+    CANCELED = "CANCELED"
+    REFUNDED = "REFUNDED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    DISPUTED = "DISPUTED"
+    CHARGED_BACK = "CHARGED_BACK"
+
+
+class PaymentMethodKind(StrEnum):
+    CARD = "CARD"
+    BOLETO = "BOLETO"
+    PIX = "PIX"
+    MANUAL = "MANUAL"
+
+
+class GatewayMode(StrEnum):
+    TEST = "TEST"
+    LIVE = "LIVE"
+
+
+class IdempotencyStatus(StrEnum):
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+
+
+class WorkState(StrEnum):
+    """State of a background item (job or outbox event)."""
+
+    PENDING = "PENDING"
+    DONE = "DONE"
+    DEAD = "DEAD"

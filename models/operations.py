@@ -1,0 +1,89 @@
+"""Cross-cutting records: idempotency, the outbox, background jobs, the audit log, the test clock."""
+
+from tortoise import fields
+
+from models.base import Entity
+from models.enums import IdempotencyStatus, WorkState
+
+
+class IdempotencyRecord(Entity):
+    """The first answer to (tenant, operation, key), kept at least 30 days."""
+
+    scope = fields.CharField(max_length=64)  # "PARTNER:7", "PLATFORM"
+    operation = fields.CharField(max_length=64)
+    key = fields.CharField(max_length=255)
+    request_hash = fields.CharField(max_length=64)
+    status = fields.CharEnumField(IdempotencyStatus, max_length=16)
+    result = fields.JSONField(null=True)
+    locked_until = fields.DatetimeField(null=True)
+    expires_at = fields.DatetimeField()
+
+    class Meta:
+        table = "idempotency_record"
+        unique_together = (("scope", "operation", "key"),)
+
+
+class LeasedWork(Entity):
+    """Columns a worker claims with: due time, lease owner and lease expiry, attempts."""
+
+    state = fields.CharEnumField(WorkState, max_length=8, default=WorkState.PENDING)
+    run_at = fields.DatetimeField()
+    lease_owner = fields.CharField(max_length=64, null=True)
+    lease_until = fields.DatetimeField(null=True)
+    attempts = fields.IntField(default=0)
+    last_error = fields.TextField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        abstract = True
+
+
+class OutboxEvent(LeasedWork):
+    """A notification written in the same transaction as the change it announces."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    event_type = fields.CharField(max_length=64)
+    payload = fields.JSONField()
+
+    class Meta:
+        table = "outbox_event"
+        indexes = (("state", "run_at"),)
+
+
+class Job(LeasedWork):
+    """Background work (renewals, retries, reconciliation). A dedupe key makes scheduling idempotent."""
+
+    kind = fields.CharField(max_length=64)
+    payload = fields.JSONField(default=dict)
+    dedupe_key = fields.CharField(max_length=200, null=True, unique=True)
+    result = fields.JSONField(null=True)
+
+    class Meta:
+        table = "job"
+        indexes = (("state", "run_at"),)
+
+
+class AuditLog(Entity):
+    """Every manual or privileged action: who, when, what before and after, request id."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    actor = fields.CharField(max_length=120)
+    action = fields.CharField(max_length=64)
+    target_type = fields.CharField(max_length=32)
+    target_id = fields.CharField(max_length=64)
+    before = fields.JSONField(null=True)
+    after = fields.JSONField(null=True)
+    request_id = fields.CharField(max_length=64, null=True)
+
+    class Meta:
+        table = "audit_log"
+
+
+class ClockSetting(Entity):
+    """The test clock's offset, shared with worker processes through the database."""
+
+    name = fields.CharField(max_length=32, unique=True)
+    offset_microseconds = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "clock_setting"

@@ -1,0 +1,91 @@
+"""Gateway configurations, payments, saved payment methods and provider webhook events."""
+
+from tortoise import fields
+
+from models.base import Entity
+from models.enums import GatewayMode, PaymentMethodKind, PaymentStatus
+
+
+class GatewayConfig(Entity):
+    """A partner's (or, with partner null, the platform's) payment provider configuration."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="gateway_configs", null=True, on_delete=fields.CASCADE)
+    provider = fields.CharField(max_length=32)  # entry point name: manual, stripe, asaas...
+    mode = fields.CharEnumField(GatewayMode, max_length=8, default=GatewayMode.TEST)
+    credentials_encrypted = fields.BinaryField(null=True)
+    credentials_hint = fields.CharField(max_length=16, null=True)
+    methods = fields.JSONField(default=list)  # the methods clients may use, a subset of the provider's
+    is_active = fields.BooleanField(default=True)  # the one new checkouts go to
+    settings = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "gateway_config"
+
+
+class SavedPaymentMethod(Entity):
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, on_delete=fields.RESTRICT)
+    payer_key = fields.CharField(max_length=64)  # "WORKSPACE:12" or "PARTNER:7"
+    kind = fields.CharEnumField(PaymentMethodKind, max_length=16)
+    provider_customer_ref = fields.CharField(max_length=128, null=True)
+    provider_method_ref = fields.CharField(max_length=128)
+    brand = fields.CharField(max_length=32, null=True)
+    last4 = fields.CharField(max_length=4, null=True)
+    is_default = fields.BooleanField(default=True)
+    replaced_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "saved_payment_method"
+
+
+class Payment(Entity):
+    """An attempt to collect money. Our id is created before the provider is called and is its idempotency key."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="payments", null=True, on_delete=fields.RESTRICT)
+    payer_key = fields.CharField(max_length=64)
+    gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, null=True, on_delete=fields.RESTRICT)
+    provider = fields.CharField(max_length=32)
+    method = fields.CharEnumField(PaymentMethodKind, max_length=16)
+    amount = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    status = fields.CharEnumField(PaymentStatus, max_length=24, default=PaymentStatus.CREATED)
+    provider_ref = fields.CharField(max_length=128, null=True)
+    # What it pays for: {"kind": "WALLET_CREDIT", "wallet_id": 5, "quantity": 500}
+    purpose = fields.JSONField()
+    purpose_kind = fields.CharField(max_length=32)
+    decline_reason = fields.TextField(null=True)
+    payer_action = fields.JSONField(null=True)  # hosted invoice URL, boleto line, pix payload...
+    note = fields.TextField(default="")
+    refunded_amount = fields.BigIntField(default=0)
+    fulfilled_at = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "payment"
+        unique_together = (("provider", "provider_ref"),)
+
+
+class PaymentTransition(Entity):
+    """Every state change of a payment, in order: the audit trail of money."""
+
+    payment = fields.ForeignKeyField("models.Payment", related_name="transitions", on_delete=fields.CASCADE)
+    from_status = fields.CharEnumField(PaymentStatus, max_length=24)
+    to_status = fields.CharEnumField(PaymentStatus, max_length=24)
+    reason = fields.TextField(default="")
+
+    class Meta:
+        table = "payment_transition"
+
+
+class WebhookEvent(Entity):
+    """A provider webhook, stored once per provider event id so it is processed exactly once."""
+
+    provider = fields.CharField(max_length=32)
+    event_id = fields.CharField(max_length=128)
+    event_type = fields.CharField(max_length=64)
+    payload = fields.JSONField()
+    processed_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "webhook_event"
+        unique_together = (("provider", "event_id"),)

@@ -1,0 +1,94 @@
+"""A workspace's (or a partner's) plan over time, its add-ons and its usage."""
+
+from tortoise import fields
+
+from models.base import Entity
+from models.enums import SubscriptionStatus
+
+
+class Subscription(Entity):
+    """The current plan of a workspace, or of a partner for partner plans (workspace null)."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="subscriptions", on_delete=fields.CASCADE)
+    workspace = fields.ForeignKeyField(
+        "models.Workspace", related_name="subscriptions", null=True, on_delete=fields.CASCADE
+    )
+    plan = fields.ForeignKeyField("models.Plan", related_name="subscriptions", on_delete=fields.RESTRICT)
+    status = fields.CharEnumField(SubscriptionStatus, max_length=16)
+    price_amount = fields.BigIntField()  # the price this subscriber pays each period
+    currency = fields.CharField(max_length=3)
+    anchor_day = fields.IntField()  # monthly periods keep this day, clamped to the month's end
+    current_period_start = fields.DatetimeField()
+    current_period_end = fields.DatetimeField()
+    trial_end = fields.DatetimeField(null=True)
+    renewals = fields.IntField(default=0)
+    cancel_at_period_end = fields.BooleanField(default=False)
+    payment_mode = fields.CharField(max_length=16, default="MANUAL")  # MANUAL, GATEWAY, POINTS, PARTNER_BALANCE
+    failed_renewals = fields.IntField(default=0)
+    next_retry_at = fields.DatetimeField(null=True)
+    ended_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "subscription"
+
+
+class SubscriptionHistory(Entity):
+    """Every plan a subscriber has had, with the dates it was active (MonoChat)."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    subscription = fields.ForeignKeyField("models.Subscription", related_name="history", on_delete=fields.CASCADE)
+    plan = fields.ForeignKeyField("models.Plan", related_name=None, on_delete=fields.RESTRICT)
+    status = fields.CharEnumField(SubscriptionStatus, max_length=16)
+    started_at = fields.DatetimeField()
+    ended_at = fields.DatetimeField(null=True)
+    note = fields.TextField(default="")
+
+    class Meta:
+        table = "subscription_history"
+
+
+class WorkspaceAddOn(Entity):
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    workspace = fields.ForeignKeyField("models.Workspace", related_name="add_ons", on_delete=fields.CASCADE)
+    add_on = fields.ForeignKeyField("models.AddOn", related_name=None, on_delete=fields.RESTRICT)
+    quantity = fields.IntField()
+    active = fields.BooleanField(default=True)
+    paid_through = fields.DatetimeField(null=True)  # when paid in points, the end of the paid period
+
+    class Meta:
+        table = "workspace_add_on"
+        unique_together = (("workspace", "add_on"),)
+
+
+class UsageCounter(Entity):
+    """Current usage of one limited metric (members, chatbots, conversations this period...)."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    workspace = fields.ForeignKeyField("models.Workspace", related_name="usage", on_delete=fields.CASCADE)
+    metric = fields.CharField(max_length=64)
+    value = fields.BigIntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "usage_counter"
+        unique_together = (("workspace", "metric"),)
+
+
+class UsageEvent(Entity):
+    """A delivered-message report (WCC). The event id makes ingestion exactly-once."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    project = fields.ForeignKeyField("models.Project", related_name=None, on_delete=fields.CASCADE)
+    event_id = fields.CharField(max_length=128)
+    country = fields.CharField(max_length=2)
+    category = fields.CharField(max_length=32)
+    count = fields.IntField()
+    free = fields.BooleanField(default=False)
+    occurred_at = fields.DatetimeField()
+    charged_amount = fields.BigIntField(default=0)
+    platform_amount = fields.BigIntField(default=0)
+    currency = fields.CharField(max_length=3)
+
+    class Meta:
+        table = "usage_event"
+        unique_together = (("partner", "event_id"),)

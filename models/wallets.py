@@ -1,0 +1,83 @@
+"""Balances and their immutable ledger.
+
+``billing.ledger`` is the only writer of ``Wallet.balance`` and of ``LedgerEntry`` rows. The database
+enforces ``balance >= -credit_limit`` so that no bug elsewhere can overdraw a wallet.
+"""
+
+from tortoise import fields
+from tortoise.migrations.constraints import CheckConstraint
+
+from models.base import Entity
+from models.enums import LedgerCause, OwnerKind
+
+
+class Wallet(Entity):
+    """A balance of one unit (POINTS, MESSAGE_CREDITS, SEATS, CONVERSATIONS or a currency code)."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name="wallets", null=True, on_delete=fields.RESTRICT)
+    owner_kind = fields.CharEnumField(OwnerKind, max_length=16)
+    workspace = fields.ForeignKeyField("models.Workspace", related_name="wallets", null=True, on_delete=fields.RESTRICT)
+    project = fields.ForeignKeyField("models.Project", related_name="wallets", null=True, on_delete=fields.RESTRICT)
+    # "PARTNER:7", "WORKSPACE:12": one wallet per owner and unit, whatever the owner's kind.
+    owner_key = fields.CharField(max_length=64)
+    unit = fields.CharField(max_length=32)
+    balance = fields.BigIntField(default=0)
+    credit_limit = fields.BigIntField(default=0)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "wallet"
+        unique_together = (("owner_key", "unit"),)
+        constraints = (
+            CheckConstraint(check="balance >= -credit_limit", name="wallet_balance_within_credit_limit"),
+            CheckConstraint(check="credit_limit >= 0", name="wallet_credit_limit_not_negative"),
+        )
+
+
+class Posting(Entity):
+    """One balanced movement of value: one or more legs, written in one transaction."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    cause = fields.CharEnumField(LedgerCause, max_length=16)
+    caused_by_type = fields.CharField(max_length=32, null=True)  # "Payment", "UsageEvent", "Subscription"...
+    caused_by_id = fields.CharField(max_length=64, null=True)
+    note = fields.TextField(default="")
+    actor = fields.CharField(max_length=120, null=True)  # who asked for it: "api_key:3", "user:PARTNER:9"
+
+    class Meta:
+        table = "posting"
+
+
+class LedgerEntry(Entity):
+    """One side of one leg on one wallet. Never updated, never deleted."""
+
+    posting = fields.ForeignKeyField("models.Posting", related_name="entries", on_delete=fields.RESTRICT)
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    wallet = fields.ForeignKeyField("models.Wallet", related_name="entries", on_delete=fields.RESTRICT)
+    unit = fields.CharField(max_length=32)
+    amount = fields.BigIntField()  # signed: credit > 0, debit < 0
+    balance_after = fields.BigIntField()
+    cause = fields.CharEnumField(LedgerCause, max_length=16)
+    # The other side: another wallet, or an external account (GATEWAY, ISSUANCE, EXPIRY...).
+    counter_wallet = fields.ForeignKeyField("models.Wallet", related_name=None, null=True, on_delete=fields.RESTRICT)
+    counter_account = fields.CharField(max_length=32, null=True)
+    lot = fields.ForeignKeyField("models.CreditLot", related_name="entries", null=True, on_delete=fields.RESTRICT)
+
+    class Meta:
+        table = "ledger_entry"
+        indexes = (("wallet_id", "id"),)
+
+
+class CreditLot(Entity):
+    """Credits granted or bought with an expiry, spent earliest-expiring first (wallets issue)."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    wallet = fields.ForeignKeyField("models.Wallet", related_name="lots", on_delete=fields.RESTRICT)
+    amount = fields.BigIntField()
+    remaining = fields.BigIntField()
+    expires_at = fields.DatetimeField(null=True)
+    expired_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "credit_lot"
+        constraints = (CheckConstraint(check="remaining >= 0", name="credit_lot_remaining_not_negative"),)

@@ -1,0 +1,1 @@
+"""whitebill: the application shell (settings, database, HTTP app, worker, CLI)."""

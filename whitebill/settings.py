@@ -1,0 +1,54 @@
+"""Configuration from the environment; every variable is documented in the README."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite://whitebill.sqlite3"
+    env: str = "development"  # development, production, test
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+    test_clock: bool = False  # lets tests move time, also across processes
+    secret_key: str = ""  # encrypts gateway credentials at rest
+    max_page_size: int = 100
+    max_query_depth: int = 12
+    max_query_tokens: int = 2000
+    max_aliases: int = 30
+    max_query_cost: int = 50_000
+    password_hash_cheap: bool = False  # tests only
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith(("postgres://", "postgresql://", "asyncpg://"))
+
+    @property
+    def development(self) -> bool:
+        return self.env != "production"
+
+
+def load_settings() -> Settings:
+    env = os.environ.get("WHITEBILL_ENV", "development")
+    return Settings(
+        database_url=os.environ.get("DATABASE_URL", "sqlite://whitebill.sqlite3"),
+        env=env,
+        host=os.environ.get("HOST", "127.0.0.1"),
+        port=int(os.environ.get("PORT", "8000")),
+        log_level=os.environ.get("LOG_LEVEL", "INFO"),
+        test_clock=_flag("WHITEBILL_TEST_CLOCK"),
+        secret_key=os.environ.get("WHITEBILL_SECRET_KEY", ""),
+        max_page_size=int(os.environ.get("WHITEBILL_MAX_PAGE_SIZE", "100")),
+        password_hash_cheap=_flag("WHITEBILL_CHEAP_PASSWORD_HASH"),
+    )
