@@ -1,13 +1,15 @@
-"""Database configuration shared by the server, the worker, the CLI and the tests."""
+"""Database configuration and lifecycle shared by the server, the worker, the CLI and the tests."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tortoise import Tortoise
-from tortoise.migrations.executor import MigrationExecutor
-from tortoise.migrations.loader import MigrationLoader
 from tortoise.connection import get_connection
+from tortoise.context import TortoiseContext
+from tortoise.migrations.api import migrate as migrate_api
+from tortoise.migrations.executor import MigrationExecutor
 
 from models import MODEL_MODULES
 
@@ -16,8 +18,9 @@ MIGRATIONS_MODULE = "models.migrations"
 
 
 def normalise_url(url: str) -> str:
-    if url.startswith("postgresql://"):
-        return "postgres://" + url[len("postgresql://") :]
+    for alias in ("postgresql://", "asyncpg://"):
+        if url.startswith(alias):
+            return "postgres://" + url[len(alias) :]
     return url
 
 
@@ -36,9 +39,8 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
     }
 
 
-def dialect() -> str:
-    """'postgres' or 'sqlite' for the default connection."""
-    return "postgres" if get_connection("default").capabilities.dialect == "postgres" else "sqlite"
+async def connect(database_url: str) -> None:
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
 
 
 async def pending_migrations(database_url: str) -> list[str]:
@@ -49,4 +51,37 @@ async def pending_migrations(database_url: str) -> list[str]:
     return [f"{s.migration.app_label}.{s.migration.name}" for s in steps if not s.backward]
 
 
-__all__ = ["APP_LABEL", "MigrationLoader", "Tortoise", "dialect", "pending_migrations", "tortoise_config"]
+async def create_database_if_missing(database_url: str) -> None:
+    """PostgreSQL only: create the named database so a fresh install needs no manual step."""
+    url = normalise_url(database_url)
+    if not url.startswith("postgres://"):
+        return
+    import asyncpg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(("postgresql", parts.netloc, "/postgres", "", ""))
+    conn = await asyncpg.connect(admin)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def migrate(database_url: str, *, quiet: bool = False) -> list[str]:
+    """Apply every pending migration; returns the names applied."""
+    await create_database_if_missing(database_url)
+    applied: list[str] = []
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            applied.append(f"{app_label}.{name}")
+            if not quiet:
+                print(f"applied {app_label}.{name}")
+
+    async with TortoiseContext() as ctx:
+        await ctx.init(config=tortoise_config(database_url))
+        await migrate_api(config=tortoise_config(database_url), progress=progress)
+    return applied

@@ -1,0 +1,1 @@
+"""The domain: one service function per action. Imports models/ and the gateway Protocol, never GraphQL."""

@@ -1,0 +1,80 @@
+"""API keys for machine clients: shown once, stored as a SHA-256 hash (they are long random secrets,
+so a slow password hash would add nothing but latency to every request)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from billing import audit, clock, sql
+from billing.errors import BillingError, ErrorCode
+from billing.tenancy import Viewer
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, Permission
+from models.tenancy import ApiKey, Partner
+
+PREFIX = "wb"
+_TOUCH_EVERY = timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key: ApiKey
+    secret: str  # shown once
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_key(
+    *,
+    partner_id: int | None,
+    name: str = "",
+    permissions: frozenset[Permission] | None = None,
+    actor: str = "cli",
+) -> NewKey:
+    """A key for the platform (partner_id None) or for one partner."""
+    allowed = PLATFORM_PERMISSIONS if partner_id is None else PARTNER_PERMISSIONS
+    chosen = allowed if permissions is None else permissions
+    if not chosen <= allowed:
+        extra = ", ".join(sorted(p.value for p in chosen - allowed))
+        raise BillingError(ErrorCode.FORBIDDEN, f"permissions not available to this owner: {extra}", field="permissions")
+    if partner_id is not None and not await Partner.exists(id=partner_id):
+        raise BillingError(ErrorCode.NOT_FOUND, "partner not found", field="partnerId")
+    prefix = secrets.token_hex(6)
+    secret = f"{PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = await ApiKey.create(
+        partner_id=partner_id,
+        is_platform=partner_id is None,
+        name=name[:200],
+        prefix=prefix,
+        key_hash=_hash(secret),
+        permissions=sorted(p.value for p in chosen),
+    )
+    await audit.record(
+        actor=actor, action="api_key.create", target_type="ApiKey", target_id=key.id, partner_id=partner_id,
+        after={"name": key.name, "permissions": key.permissions},
+    )
+    return NewKey(key, secret)
+
+
+async def authenticate(token: str) -> Viewer | None:
+    """The viewer a key stands for, or None for anything that is not a live key."""
+    parts = token.split("_")
+    if len(parts) != 3 or parts[0] != PREFIX:
+        return None
+    key = await ApiKey.get_or_none(prefix=parts[1])
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, _hash(token)):
+        return None
+    now = clock.now()
+    if key.last_used_at is None or key.last_used_at < now - _TOUCH_EVERY:
+        await sql.execute("UPDATE api_key SET last_used_at = $1 WHERE id = $2", now, key.id)
+    return Viewer(
+        kind="PLATFORM" if key.is_platform else "PARTNER",
+        actor=f"api_key:{key.id}",
+        partner_id=key.partner_id,
+        permissions=frozenset(Permission(p) for p in key.permissions),
+    )

@@ -1,0 +1,45 @@
+"""Expected failures, each with a stable code the API exposes as an enum."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    NOT_FOUND = "NOT_FOUND"
+    INVALID_ID = "INVALID_ID"
+    INVALID_INPUT = "INVALID_INPUT"
+    INVALID_AMOUNT = "INVALID_AMOUNT"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    UNIT_MISMATCH = "UNIT_MISMATCH"
+    INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    PAGE_SIZE_TOO_LARGE = "PAGE_SIZE_TOO_LARGE"
+    INVALID_CURSOR = "INVALID_CURSOR"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    IDEMPOTENCY_KEY_IN_PROGRESS = "IDEMPOTENCY_KEY_IN_PROGRESS"
+    INVALID_PAYMENT_TRANSITION = "INVALID_PAYMENT_TRANSITION"
+    GATEWAY_NOT_CONFIGURED = "GATEWAY_NOT_CONFIGURED"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+
+
+class BillingError(Exception):
+    """An expected failure: the caller did something the rules do not allow."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+
+    def __repr__(self) -> str:
+        return f"BillingError({self.code}, {self.message!r}, field={self.field!r})"
+
+
+def not_found(what: str, field: str | None = "id") -> BillingError:
+    return BillingError(ErrorCode.NOT_FOUND, f"{what} not found", field=field)

@@ -1,0 +1,149 @@
+"""Idempotency keys for money-moving actions.
+
+A key is scoped to (tenant, operation, key). The first call claims the key (status IN_PROGRESS,
+with a lease), runs, and stores its result in the same transaction as its effect, so a crash leaves
+either nothing or the effect together with its stored result. Later calls with the same key:
+
+- same request, completed     -> the stored result, no second effect;
+- same request, still running -> IDEMPOTENCY_KEY_IN_PROGRESS (until the lease runs out after a crash);
+- different request           -> IDEMPOTENCY_KEY_REUSED.
+
+A call that fails with an expected error releases the key: nothing happened, so a retry may run.
+Records are kept for at least 30 days.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from billing import clock, sql
+from billing.errors import BillingError, ErrorCode
+from models.enums import IdempotencyStatus
+
+RETENTION = timedelta(days=30)
+LEASE = timedelta(seconds=60)
+MAX_KEY_LENGTH = 255
+
+T = TypeVar("T")
+
+
+def request_hash(request: Any) -> str:
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def run_once(
+    *,
+    scope: str,
+    operation: str,
+    key: str,
+    request: Any,
+    action: Callable[[], Awaitable[T]],
+    encode: Callable[[T], Any],
+    decode: Callable[[Any], T],
+) -> T:
+    """Run ``action`` at most once per key; its stored result answers every replay."""
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise BillingError(
+            ErrorCode.INVALID_INPUT, f"idempotency key must be 1 to {MAX_KEY_LENGTH} characters", field="idempotencyKey"
+        )
+    digest = request_hash(request)
+    replay = await _claim(scope, operation, key, digest)
+    if replay is not None:
+        return decode(replay)
+    try:
+        async with in_transaction("default"):
+            result = await action()
+            done = await sql.execute(
+                "UPDATE idempotency_record SET status = $1, result = $2, locked_until = NULL "
+                "WHERE scope = $3 AND operation = $4 AND key = $5 AND status = $6",
+                IdempotencyStatus.COMPLETED.value,
+                json.dumps(encode(result)),
+                scope,
+                operation,
+                key,
+                IdempotencyStatus.IN_PROGRESS.value,
+            )
+            if done != 1:  # our lease ran out and another call took the key over: let it win
+                raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
+    except BaseException:
+        await _release(scope, operation, key)
+        raise
+    return result
+
+
+async def _claim(scope: str, operation: str, key: str, digest: str) -> Any | None:
+    """Claim the key, or return the stored result of the completed first call (as JSON)."""
+    now = clock.now()
+    try:
+        await sql.execute(
+            "INSERT INTO idempotency_record (created_at, scope, operation, key, request_hash, status, locked_until,"
+            " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            now,
+            scope,
+            operation,
+            key,
+            digest,
+            IdempotencyStatus.IN_PROGRESS.value,
+            now + LEASE,
+            now + RETENTION,
+        )
+        return None
+    except IntegrityError:
+        pass
+    rows = await sql.fetch(
+        "SELECT request_hash, status, result, locked_until FROM idempotency_record "
+        "WHERE scope = $1 AND operation = $2 AND key = $3",
+        scope,
+        operation,
+        key,
+    )
+    if not rows:  # released between our insert and our read: try once more
+        return await _claim(scope, operation, key, digest)
+    row = rows[0]
+    if row["request_hash"] != digest:
+        raise BillingError(
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this idempotency key was used with a different request",
+            field="idempotencyKey",
+        )
+    if row["status"] == IdempotencyStatus.COMPLETED.value:
+        result = row["result"]
+        return json.loads(result) if isinstance(result, str) else result
+    # In progress: take it over only if the first call's lease has run out (it crashed).
+    taken = await sql.execute(
+        "UPDATE idempotency_record SET locked_until = $1 WHERE scope = $2 AND operation = $3 AND key = $4 "
+        "AND status = $5 AND locked_until < $6",
+        now + LEASE,
+        scope,
+        operation,
+        key,
+        IdempotencyStatus.IN_PROGRESS.value,
+        now,
+    )
+    if taken == 1:
+        return None
+    raise BillingError(
+        ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "a request with this idempotency key is still running", field="idempotencyKey"
+    )
+
+
+async def _release(scope: str, operation: str, key: str) -> None:
+    await sql.execute(
+        "DELETE FROM idempotency_record WHERE scope = $1 AND operation = $2 AND key = $3 AND status = $4",
+        scope,
+        operation,
+        key,
+        IdempotencyStatus.IN_PROGRESS.value,
+    )
+
+
+async def purge_expired() -> int:
+    return await sql.execute("DELETE FROM idempotency_record WHERE expires_at < $1", clock.now())

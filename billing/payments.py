@@ -1,0 +1,169 @@
+"""The payment spine: the state table, charging through a gateway, and exactly-once fulfilment.
+
+A payment row is committed before the provider is called; its id is the provider's idempotency
+key. Every provider answer moves the payment through :data:`TRANSITIONS` with a conditional
+UPDATE, and the move to SUCCEEDED runs the purpose's fulfilment in the same transaction, so the
+thing bought is delivered exactly once however many times the answer arrives (the charge's own
+reply, a webhook, the reconciler).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from billing import clock, sql
+from billing.errors import BillingError, ErrorCode
+from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
+from models.enums import PaymentMethodKind, PaymentStatus
+from models.payments import Payment, PaymentTransition
+
+S = PaymentStatus
+
+# Legal moves: to-status -> the statuses it may come from.
+TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    S.PENDING: frozenset({S.CREATED, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    S.SUCCEEDED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    S.DECLINED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    S.NOT_ATTEMPTED: frozenset({S.CREATED, S.UNKNOWN}),
+    S.UNKNOWN: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED}),
+    S.CANCELED: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED}),
+    S.PARTIALLY_REFUNDED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
+    S.REFUNDED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
+    S.DISPUTED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
+    S.CHARGED_BACK: frozenset({S.DISPUTED}),
+}
+# A dispute won puts the payment back to SUCCEEDED without fulfilling again.
+_DISPUTE_WON = (S.DISPUTED, S.SUCCEEDED)
+
+_OUTCOME_STATUS = {
+    Outcome.SUCCEEDED: S.SUCCEEDED,
+    Outcome.PENDING: S.PENDING,
+    Outcome.DECLINED: S.DECLINED,
+    Outcome.NOT_ATTEMPTED: S.NOT_ATTEMPTED,
+    Outcome.UNKNOWN: S.UNKNOWN,
+}
+
+Fulfilment = Callable[[Payment], Awaitable[None]]
+_FULFILMENTS: dict[str, Fulfilment] = {}
+
+
+def fulfils(purpose_kind: str) -> Callable[[Fulfilment], Fulfilment]:
+    """Register what a paid payment of this purpose delivers (credit a wallet, activate a plan...)."""
+
+    def register(handler: Fulfilment) -> Fulfilment:
+        _FULFILMENTS[purpose_kind] = handler
+        return handler
+
+    return register
+
+
+def can_move(current: PaymentStatus, target: PaymentStatus) -> bool:
+    return current in TRANSITIONS.get(target, frozenset()) or (current, target) == _DISPUTE_WON
+
+
+async def create_payment(
+    *,
+    partner_id: int | None,
+    payer_key: str,
+    gateway_config_id: int | None,
+    provider: str,
+    method: PaymentMethodKind,
+    amount: int,
+    currency: str,
+    purpose: dict[str, Any],
+    note: str = "",
+) -> Payment:
+    if purpose.get("kind") not in _FULFILMENTS:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"nothing fulfils a payment for {purpose.get('kind')!r}")
+    return await Payment.create(
+        partner_id=partner_id,
+        payer_key=payer_key,
+        gateway_config_id=gateway_config_id,
+        provider=provider,
+        method=method,
+        amount=amount,
+        currency=currency,
+        purpose=purpose,
+        purpose_kind=purpose["kind"],
+        note=note,
+    )
+
+
+async def move(payment_id: int, target: PaymentStatus, *, reason: str = "", **changes: Any) -> bool:
+    """Move a payment to ``target`` if the table allows it from its current status.
+
+    Returns False (and changes nothing) when the move is not legal now, e.g. a second delivery of
+    the same success. A move to SUCCEEDED fulfils the purpose in the same transaction.
+    """
+    async with in_transaction("default"):
+        rows = await sql.fetch("SELECT status FROM payment WHERE id = $1", payment_id)
+        if not rows:
+            raise BillingError(ErrorCode.NOT_FOUND, "payment not found")
+        current = PaymentStatus(rows[0]["status"])
+        if not can_move(current, target):
+            return False
+        sets = ["status = $1", "updated_at = $2"]
+        params: list[Any] = [target.value, clock.now()]
+        for column, value in changes.items():
+            params.append(value)
+            sets.append(f"{column} = ${len(params)}")
+        params += [payment_id, current.value]
+        # Conditional on the status we read: a concurrent move makes this one a no-op.
+        updated = await sql.execute(
+            f"UPDATE payment SET {', '.join(sets)} WHERE id = ${len(params) - 1} AND status = ${len(params)}",  # noqa: S608
+            *params,
+        )
+        if updated != 1:
+            return False
+        await PaymentTransition.create(payment_id=payment_id, from_status=current, to_status=target, reason=reason)
+        if target is S.SUCCEEDED and current is not S.DISPUTED:
+            await _fulfil(payment_id)
+        return True
+
+
+async def _fulfil(payment_id: int) -> None:
+    fulfilled = await sql.execute(
+        "UPDATE payment SET fulfilled_at = $1 WHERE id = $2 AND fulfilled_at IS NULL", clock.now(), payment_id
+    )
+    if fulfilled != 1:
+        return
+    payment = await Payment.get(id=payment_id)
+    await _FULFILMENTS[payment.purpose_kind](payment)
+
+
+async def apply_result(payment: Payment, result: ChargeResult) -> Payment:
+    """Fold a provider answer into the payment."""
+    changes: dict[str, Any] = {}
+    if result.provider_ref:
+        changes["provider_ref"] = result.provider_ref
+    if result.decline_reason:
+        changes["decline_reason"] = result.decline_reason
+    if result.payer_action is not None:
+        changes["payer_action"] = json.dumps(result.payer_action)
+    await move(payment.id, _OUTCOME_STATUS[result.outcome], reason=result.decline_reason or "", **changes)
+    await payment.refresh_from_db()
+    return payment
+
+
+async def charge(gateway: Gateway, payment: Payment, payer: Payer, *, saved_method_ref: str | None = None,
+                 off_session: bool = False, description: str = "") -> Payment:
+    """Ask the provider to collect a committed payment. Never call this inside a transaction."""
+    request = ChargeRequest(
+        payment_id=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        method=payment.method.value,
+        payer=payer,
+        description=description,
+        saved_method_ref=saved_method_ref,
+        off_session=off_session,
+    )
+    try:
+        result = await gateway.charge(request)
+    except Exception as exc:  # a timeout or a crash in the adapter: we do not know if money moved
+        result = ChargeResult(Outcome.UNKNOWN, decline_reason=f"{type(exc).__name__}")
+    return await apply_result(payment, result)

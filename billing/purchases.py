@@ -1,0 +1,84 @@
+"""Selling units (points, credits, seats...) for money, and recording payments collected by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing import idempotency, ledger, payments, tenancy
+from billing.errors import BillingError, ErrorCode
+from billing.ledger import CausedBy, Leg
+from billing.money import Money, check_amount
+from billing.tenancy import Viewer
+from billing.wallets import check_unit, workspace_wallet
+from gateways.base import Payer
+from gateways.manual import ManualGateway
+from models.enums import ExternalAccount, LedgerCause, PaymentMethodKind, Permission
+from models.payments import Payment
+from models.wallets import Wallet
+
+WALLET_CREDIT = "WALLET_CREDIT"
+
+
+@payments.fulfils(WALLET_CREDIT)
+async def _credit_wallet(payment: Payment) -> None:
+    wallet = await Wallet.get(id=payment.purpose["wallet_id"])
+    await ledger.post(
+        [Leg(int(payment.purpose["quantity"]), wallet.unit, ExternalAccount.GATEWAY, wallet.id)],
+        cause=LedgerCause.PURCHASE,
+        caused_by=CausedBy("Payment", str(payment.id)),
+        note=payment.note,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ManualPurchase:
+    payment_id: int
+    wallet_id: int
+
+
+async def record_manual_purchase(
+    viewer: Viewer,
+    *,
+    workspace_id: int,
+    unit: str,
+    quantity: int,
+    price: Money,
+    note: str,
+    idempotency_key: str,
+) -> ManualPurchase:
+    """The partner collected ``price`` its own way; the workspace receives ``quantity`` units."""
+    viewer.require(Permission.MANAGE_BILLING)
+    unit = check_unit(unit)
+    check_amount(quantity, field="quantity")
+    check_amount(price.amount, field="price", allow_zero=True)
+    if len(note) > 1000:
+        raise BillingError(ErrorCode.INVALID_INPUT, "note must be at most 1000 characters", field="note")
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    request = {"workspace": workspace_id, "unit": unit, "quantity": quantity, "price": [price.amount, price.currency]}
+
+    async def act() -> ManualPurchase:
+        wallet = await workspace_wallet(workspace, unit)
+        payment = await payments.create_payment(
+            partner_id=workspace.partner_id,
+            payer_key=f"WORKSPACE:{workspace.id}",
+            gateway_config_id=None,
+            provider=ManualGateway.name,
+            method=PaymentMethodKind.MANUAL,
+            amount=price.amount,
+            currency=price.currency,
+            purpose={"kind": WALLET_CREDIT, "wallet_id": wallet.id, "quantity": quantity},
+            note=note,
+        )
+        # The manual gateway answers at once, so the charge and its fulfilment share this transaction.
+        await payments.charge(ManualGateway(), payment, Payer(key=payment.payer_key, name=workspace.name))
+        return ManualPurchase(payment.id, wallet.id)
+
+    return await idempotency.run_once(
+        scope=viewer.scope,
+        operation="purchase.manual",
+        key=idempotency_key,
+        request=request,
+        action=act,
+        encode=lambda p: [p.payment_id, p.wallet_id],
+        decode=lambda raw: ManualPurchase(*raw),
+    )

@@ -1,0 +1,155 @@
+"""Wallets: finding or opening one per owner and unit, and the manual movements partners make.
+
+Balances change only through ``billing.ledger``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing import audit, clock, idempotency, ledger, sql, tenancy
+from billing.errors import BillingError, ErrorCode
+from billing.ledger import CausedBy, Leg
+from billing.money import check_amount, check_currency, is_currency
+from billing.tenancy import Viewer
+from models.enums import ExternalAccount, LedgerCause, OwnerKind, Permission, Unit
+from models.tenancy import Project, Workspace
+from models.wallets import Wallet
+
+MAX_NOTE = 1000
+
+
+def check_unit(unit: str) -> str:
+    value = unit.strip().upper()
+    if value in Unit.__members__:
+        return value
+    return check_currency(value, field="unit")
+
+
+async def open_wallet(*, partner_id: int | None, owner_kind: OwnerKind, owner_id: int | None, unit: str) -> Wallet:
+    """The owner's wallet of ``unit``, opened at zero if it does not exist yet (safe under concurrency)."""
+    owner_key = f"{owner_kind.value}:{owner_id}" if owner_id is not None else owner_kind.value
+    await sql.execute(
+        "INSERT INTO wallet (created_at, updated_at, partner_id, owner_kind, workspace_id, project_id, owner_key,"
+        " unit, balance, credit_limit) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 0, 0)"
+        " ON CONFLICT (owner_key, unit) DO NOTHING",
+        clock.now(),
+        partner_id,
+        owner_kind.value,
+        owner_id if owner_kind is OwnerKind.WORKSPACE else None,
+        owner_id if owner_kind is OwnerKind.PROJECT else None,
+        owner_key,
+        unit,
+    )
+    return await Wallet.get(owner_key=owner_key, unit=unit)
+
+
+async def workspace_wallet(workspace: Workspace, unit: str) -> Wallet:
+    return await open_wallet(
+        partner_id=workspace.partner_id, owner_kind=OwnerKind.WORKSPACE, owner_id=workspace.id, unit=unit
+    )
+
+
+async def project_wallet(project: Project, unit: str) -> Wallet:
+    return await open_wallet(partner_id=project.partner_id, owner_kind=OwnerKind.PROJECT, owner_id=project.id, unit=unit)
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    """The outcome of a manual grant or debit."""
+
+    wallet_id: int
+    posting_id: int
+    balance: int
+
+
+def _check_note(note: str) -> str:
+    if len(note) > MAX_NOTE:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"note must be at most {MAX_NOTE} characters", field="note")
+    return note
+
+
+async def adjust_workspace_balance(
+    viewer: Viewer,
+    *,
+    workspace_id: int,
+    unit: str,
+    amount: int,
+    note: str,
+    idempotency_key: str,
+    debit: bool = False,
+) -> Adjustment:
+    """A partner adds units to a workspace wallet by hand (UChat "add points"), or takes them away."""
+    viewer.require(Permission.MANAGE_BILLING)
+    unit = check_unit(unit)
+    check_amount(amount)
+    note = _check_note(note)
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    operation = "wallet.debit" if debit else "wallet.grant"
+    request = {"workspace": workspace_id, "unit": unit, "amount": amount, "note": note}
+
+    async def act() -> Adjustment:
+        wallet = await workspace_wallet(workspace, unit)
+        external = ExternalAccount.ISSUANCE
+        leg = Leg(amount, unit, wallet.id, external) if debit else Leg(amount, unit, external, wallet.id)
+        result = await ledger.post(
+            [leg],
+            cause=LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT,
+            caused_by=CausedBy("Workspace", str(workspace.id)),
+            note=note,
+            actor=viewer.actor,
+        )
+        balance = result.balance_of(wallet.id)
+        await audit.record(
+            actor=viewer.actor,
+            action=operation,
+            target_type="Wallet",
+            target_id=wallet.id,
+            partner_id=workspace.partner_id,
+            before={"balance": balance + amount if debit else balance - amount},
+            after={"balance": balance, "note": note},
+        )
+        return Adjustment(wallet.id, result.posting_id, balance)
+
+    return await idempotency.run_once(
+        scope=viewer.scope,
+        operation=operation,
+        key=idempotency_key,
+        request=request,
+        action=act,
+        encode=lambda a: [a.wallet_id, a.posting_id, a.balance],
+        decode=lambda raw: Adjustment(*raw),
+    )
+
+
+async def spend(wallet_id: int, amount: int, *, cause: LedgerCause, caused_by: CausedBy | None = None,
+                note: str = "", actor: str | None = None) -> int:
+    """Take ``amount`` from a wallet (usage, renewal...). Returns the new balance."""
+    wallet = await Wallet.get_or_none(id=wallet_id)
+    if wallet is None:
+        raise BillingError(ErrorCode.NOT_FOUND, "wallet not found", field="walletId")
+    revenue = ExternalAccount.PLATFORM_REVENUE if is_currency(wallet.unit) else ExternalAccount.ISSUANCE
+    result = await ledger.post(
+        [Leg(check_amount(amount), wallet.unit, wallet.id, revenue)],
+        cause=cause, caused_by=caused_by, note=note, actor=actor,
+    )
+    return result.balance_of(wallet.id)
+
+
+async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int) -> Wallet:
+    viewer.require(Permission.MANAGE_BILLING)
+    check_amount(credit_limit, field="creditLimit", allow_zero=True)
+    wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    # Lowering the limit below a current overdraft would violate the wallet's CHECK constraint.
+    changed = await sql.execute(
+        "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND balance >= -$1",
+        credit_limit, clock.now(), wallet.id,
+    )
+    if not changed:
+        raise BillingError(ErrorCode.INVALID_INPUT, "the wallet is overdrawn beyond that limit", field="creditLimit")
+    await audit.record(
+        actor=viewer.actor, action="wallet.credit_limit", target_type="Wallet", target_id=wallet.id,
+        partner_id=wallet.partner_id, before={"credit_limit": wallet.credit_limit}, after={"credit_limit": credit_limit},
+    )
+    await wallet.refresh_from_db()
+    return wallet

@@ -1,0 +1,99 @@
+"""Background work with leases. Many workers may run at once: each claims due items with a lease
+(on PostgreSQL with FOR UPDATE SKIP LOCKED, so two workers never take the same item); an item whose
+worker died is claimed again once its lease has run out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tortoise.exceptions import IntegrityError
+
+from billing import clock, sql
+from models.enums import WorkState
+from models.operations import Job
+
+QUEUES = ("job", "outbox_event")  # tables with the LeasedWork columns
+DEFAULT_LEASE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    attempts: int
+    row: dict[str, Any]
+
+
+async def claim(queue: str, owner: str, *, limit: int = 10, lease: timedelta = DEFAULT_LEASE) -> list[Claimed]:
+    if queue not in QUEUES:
+        raise ValueError(queue)
+    now = clock.now()
+    lock = " FOR UPDATE SKIP LOCKED" if sql.is_postgres() else ""
+    # S608: the table name comes from QUEUES, never from input.
+    rows = await sql.fetch(
+        f"UPDATE {queue} SET lease_owner = $1, lease_until = $2, attempts = attempts + 1 "  # noqa: S608
+        f"WHERE id IN (SELECT id FROM {queue} WHERE state = $3 AND run_at <= $4 "
+        f"AND (lease_until IS NULL OR lease_until < $4) ORDER BY run_at, id LIMIT $5{lock}) RETURNING *",
+        owner,
+        now + lease,
+        WorkState.PENDING.value,
+        now,
+        limit,
+    )
+    return [Claimed(row["id"], row["attempts"], row) for row in rows]
+
+
+async def finish(queue: str, item_id: int, owner: str, result: Any = None) -> bool:
+    """Mark an item done, if we still hold its lease."""
+    extra = ", result = $4" if queue == "job" else ""
+    params: list[Any] = [WorkState.DONE.value, clock.now(), item_id]
+    if queue == "job":
+        params.append(json.dumps(result))
+    params.append(owner)
+    owner_slot = f"${len(params)}"
+    changed = await sql.execute(
+        f"UPDATE {queue} SET state = $1, finished_at = $2, lease_owner = NULL, lease_until = NULL{extra} "  # noqa: S608
+        f"WHERE id = $3 AND lease_owner = {owner_slot}",
+        *params,
+    )
+    return changed == 1
+
+
+async def retry_later(queue: str, item_id: int, owner: str, error: str, *, attempts: int, max_attempts: int,
+                      base_delay: timedelta = timedelta(seconds=30)) -> None:
+    """Back off exponentially; after ``max_attempts`` the item is DEAD."""
+    dead = attempts >= max_attempts
+    delay = base_delay * (2 ** max(attempts - 1, 0))
+    await sql.execute(
+        f"UPDATE {queue} SET state = $1, run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL "  # noqa: S608
+        "WHERE id = $4 AND lease_owner = $5",
+        (WorkState.DEAD if dead else WorkState.PENDING).value,
+        clock.now() + delay,
+        error[:2000],
+        item_id,
+        owner,
+    )
+
+
+async def schedule(kind: str, payload: dict[str, Any], *, run_at: datetime | None = None,
+                   dedupe_key: str | None = None) -> Job | None:
+    """Queue a job; with a dedupe key, scheduling the same work twice queues it once."""
+    try:
+        return await Job.create(kind=kind, payload=payload, run_at=run_at or clock.now(), dedupe_key=dedupe_key)
+    except IntegrityError:
+        return None
+
+
+JobHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+JOB_HANDLERS: dict[str, JobHandler] = {}
+
+
+def handles(kind: str) -> Callable[[JobHandler], JobHandler]:
+    def register(handler: JobHandler) -> JobHandler:
+        JOB_HANDLERS[kind] = handler
+        return handler
+
+    return register

@@ -1,0 +1,42 @@
+"""The manual gateway: no provider. The partner records that it collected the money its own way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateways.base import (
+    Capabilities,
+    ChargeRequest,
+    ChargeResult,
+    Outcome,
+    Payer,
+    RefundResult,
+    WebhookNotice,
+    WebhookRejected,
+)
+
+
+class ManualGateway:
+    name = "manual"
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.config = config or {}
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(methods=frozenset({"MANUAL"}), supports_refunds=True)
+
+    async def ensure_customer(self, payer: Payer) -> str | None:
+        return None
+
+    async def charge(self, request: ChargeRequest) -> ChargeResult:
+        # Recording a manual payment is the partner saying it has been paid.
+        return ChargeResult(Outcome.SUCCEEDED, provider_ref=f"manual_{request.payment_id}")
+
+    async def get_payment(self, provider_ref: str) -> ChargeResult:
+        return ChargeResult(Outcome.SUCCEEDED, provider_ref=provider_ref)
+
+    async def refund(self, provider_ref: str, amount: int, currency: str, idempotency_key: str) -> RefundResult:
+        return RefundResult(Outcome.SUCCEEDED, provider_ref=f"{provider_ref}_refund_{idempotency_key}")
+
+    async def parse_webhook(self, body: bytes, headers: dict[str, str]) -> WebhookNotice:
+        raise WebhookRejected("the manual gateway has no webhooks")

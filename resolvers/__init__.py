@@ -1,0 +1,1 @@
+"""Resolvers, one module per area: authorise, call one billing service, map the result."""

@@ -1,0 +1,37 @@
+"""Relay node(id:): every type resolves through the viewer's tenant scope, so a foreign id is null."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+from tortoise.queryset import QuerySet
+
+from billing import tenancy
+from billing.tenancy import Viewer
+from resolvers.auth import viewer_with
+from schema.context import Context
+from schema.ids import from_global_id
+from schema.types import LedgerEntry, Node, Partner, Payment, Project, Wallet, Workspace
+
+_RESOLVABLE: dict[str, tuple[Callable[[Viewer], QuerySet[Any]], Callable[[Any], Node]]] = {
+    "Partner": (tenancy.partners, Partner.of),
+    "Workspace": (tenancy.workspaces, Workspace.of),
+    "Project": (tenancy.projects, Project.of),
+    "Wallet": (tenancy.wallets, Wallet.of),
+    "LedgerEntry": (lambda v: tenancy.ledger_entries(v).select_related("posting"), LedgerEntry.of),
+    "Payment": (tenancy.payments, Payment.of),
+}
+
+
+async def node(info: Info[Context, None], id: strawberry.ID) -> Node | None:
+    viewer = viewer_with(info)
+    type_name, db_id = from_global_id(id)
+    resolvable = _RESOLVABLE.get(type_name)
+    if resolvable is None:
+        return None
+    scoped, to_node = resolvable
+    row = await scoped(viewer).get_or_none(id=db_id)
+    return to_node(row) if row is not None else None

@@ -1,0 +1,60 @@
+"""Workspaces: partners create and list their clients."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from billing import partners, tenancy
+from models.enums import Permission
+from resolvers.auth import viewer_with
+from resolvers.pagination import paginate
+from schema.context import Context
+from schema.errors import UserError, payload
+from schema.ids import expect_id
+from schema.types import Connection, Project, Workspace
+
+
+@strawberry.input
+class CreateWorkspaceInput:
+    name: str
+    owner_email: str
+    partner_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Required for the platform operator; a partner creates in its own tenant."
+    )
+
+
+@strawberry.type
+class CreateWorkspacePayload:
+    workspace: Workspace | None = None
+    default_project: Project | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def create_workspace(info: Info[Context, None], input: CreateWorkspaceInput) -> CreateWorkspacePayload:
+    async def run() -> CreateWorkspacePayload:
+        viewer = viewer_with(info, Permission.MANAGE_WORKSPACES)
+        partner_id = expect_id(input.partner_id, "Partner", "partnerId") if input.partner_id else None
+        row = await partners.create_workspace(
+            viewer, name=input.name, owner_email=input.owner_email, partner_id=partner_id
+        )
+        project = await row.projects.all().first()
+        return CreateWorkspacePayload(workspace=Workspace.of(row), default_project=Project.of(project) if project else None)
+
+    return await payload(run, lambda errors: CreateWorkspacePayload(errors=errors))
+
+
+async def list_workspaces(
+    info: Info[Context, None],
+    first: int | None = None,
+    after: str | None = None,
+    owner_email: str | None = None,
+    partner_db_id: int | None = None,
+) -> Connection[Workspace]:
+    viewer = viewer_with(info)
+    queryset = tenancy.workspaces(viewer)
+    if partner_db_id is not None:
+        queryset = queryset.filter(partner_id=partner_db_id)
+    if owner_email is not None:
+        queryset = queryset.filter(owner_email=owner_email.strip().lower())
+    return await paginate(queryset, first=first, after=after, to_node=Workspace.of)

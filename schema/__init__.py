@@ -1,0 +1,1 @@
+"""The GraphQL schema: types, inputs, errors, loaders and the Schema object (schema.root)."""

@@ -1,0 +1,56 @@
+"""The per-request context: who is calling, and the request's DataLoaders."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from billing.errors import BillingError, ErrorCode
+from billing.tenancy import Viewer
+from models.tenancy import Partner, Project
+from models.wallets import Wallet
+
+
+def _group(rows: Iterable[Any], key: str, keys: list[int]) -> list[list[Any]]:
+    grouped: dict[int, list[Any]] = defaultdict(list)
+    for row in rows:
+        grouped[getattr(row, key)].append(row)
+    return [grouped.get(k, []) for k in keys]
+
+
+async def _load_partners(keys: list[int]) -> list[Partner | None]:
+    found = {p.id: p for p in await Partner.filter(id__in=keys)}
+    return [found.get(k) for k in keys]
+
+
+async def _load_projects(keys: list[int]) -> list[list[Project]]:
+    return _group(await Project.filter(workspace_id__in=keys).order_by("id"), "workspace_id", keys)
+
+
+async def _load_wallets(keys: list[int]) -> list[list[Wallet]]:
+    return _group(await Wallet.filter(workspace_id__in=keys).order_by("id"), "workspace_id", keys)
+
+
+@dataclass
+class Loaders:
+    partner: DataLoader[int, Partner | None] = field(default_factory=lambda: DataLoader(_load_partners))
+    projects_of_workspace: DataLoader[int, list[Project]] = field(default_factory=lambda: DataLoader(_load_projects))
+    wallets_of_workspace: DataLoader[int, list[Wallet]] = field(default_factory=lambda: DataLoader(_load_wallets))
+
+
+@dataclass
+class Context:
+    viewer: Viewer | None
+    request_id: str
+    loaders: Loaders = field(default_factory=Loaders)
+    request: Any = None
+    response: Any = None
+
+    def require_viewer(self) -> Viewer:
+        if self.viewer is None:
+            raise BillingError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key or session token>")
+        return self.viewer

@@ -1,0 +1,54 @@
+"""Relay global ids: base64 of "TypeName:databaseId"."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from billing.errors import BillingError, ErrorCode
+
+MAX_DB_ID = 2**63 - 1
+
+
+def to_global_id(type_name: str, db_id: int) -> str:
+    return base64.b64encode(f"{type_name}:{db_id}".encode()).decode()
+
+
+def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
+    """(type name, database id); INVALID_ID for anything that is not one of our ids."""
+    try:
+        if len(global_id) > 200:
+            raise ValueError
+        raw = base64.b64decode(global_id.encode(), validate=True).decode()
+        type_name, _, number = raw.partition(":")
+        if not type_name.isidentifier() or not number.isdigit():
+            raise ValueError
+        db_id = int(number)
+        if not 0 < db_id <= MAX_DB_ID:
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeError):
+        raise BillingError(ErrorCode.INVALID_ID, "not a valid id", field=field) from None
+    return type_name, db_id
+
+
+def expect_id(global_id: str, type_name: str, field: str) -> int:
+    """The database id of a global id of ``type_name``; an id of another type is not found."""
+    found_type, db_id = from_global_id(global_id, field)
+    if found_type != type_name:
+        raise BillingError(ErrorCode.NOT_FOUND, f"{type_name} not found", field=field)
+    return db_id
+
+
+def encode_cursor(db_id: int) -> str:
+    return base64.b64encode(f"cursor:{db_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.b64decode(cursor.encode(), validate=True).decode()
+        prefix, _, number = raw.partition(":")
+        if prefix != "cursor" or not number.isdigit() or int(number) > MAX_DB_ID:
+            raise ValueError
+        return int(number)
+    except (ValueError, binascii.Error, UnicodeError):
+        raise BillingError(ErrorCode.INVALID_CURSOR, "not a valid cursor", field="after") from None

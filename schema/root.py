@@ -1,0 +1,83 @@
+"""The Schema: root types, extensions and limits."""
+
+from __future__ import annotations
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from resolvers import api_keys, node, partners, viewer, wallets, workspaces
+from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
+from schema.errors import ShapeErrors, log_unexpected
+from schema.limits import cost_rule
+from schema.types import Connection, Node, Partner, Viewer, Workspace
+
+MAX_DEPTH = 12
+MAX_TOKENS = 2000
+MAX_ALIASES = 30
+MAX_COST = 50_000
+
+
+@strawberry.type
+class Query:
+    node: Node | None = strawberry.field(resolver=node.node, description="Any object by its global id; null if unknown or not yours.")
+    viewer: Viewer = strawberry.field(resolver=viewer.viewer)
+    partners: Connection[Partner] = strawberry.field(resolver=partners.list_partners)
+    workspaces: Connection[Workspace] = strawberry.field(
+        resolver=workspaces.list_workspaces, description="Workspaces you can see, oldest first; filter by owner e-mail."
+    )
+
+
+@strawberry.type
+class Mutation:
+    create_partner: partners.CreatePartnerPayload = strawberry.mutation(resolver=partners.create_partner)
+    create_workspace: workspaces.CreateWorkspacePayload = strawberry.mutation(resolver=workspaces.create_workspace)
+    grant_units: wallets.AdjustWorkspaceBalancePayload = strawberry.mutation(
+        resolver=wallets.grant_units, description="Add units to a workspace's wallet by hand, with a note."
+    )
+    debit_units: wallets.AdjustWorkspaceBalancePayload = strawberry.mutation(
+        resolver=wallets.debit_units, description="Take units from a workspace's wallet by hand, with a note."
+    )
+    record_manual_purchase: wallets.RecordManualPurchasePayload = strawberry.mutation(
+        resolver=wallets.record_manual_purchase
+    )
+    set_wallet_credit_limit: wallets.SetWalletCreditLimitPayload = strawberry.mutation(
+        resolver=wallets.set_wallet_credit_limit
+    )
+    create_api_key: api_keys.CreateApiKeyPayload = strawberry.mutation(resolver=api_keys.create_api_key)
+
+
+class WhitebillSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+        # Expected failures are not logged as errors; unexpected ones are, with the request id.
+        log_unexpected(errors)
+
+
+def build_schema() -> strawberry.Schema:
+    return WhitebillSchema(
+        query=Query,
+        mutation=Mutation,
+        types=[Partner, Workspace],
+        config=StrawberryConfig(relay_max_results=MAX_PAGE),
+        extensions=[
+            ParserCache(maxsize=512),
+            ValidationCache(maxsize=512),
+            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+            lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+            lambda: AddValidationRules([cost_rule(MAX_COST, MAX_PAGE, DEFAULT_PAGE)]),
+            ShapeErrors,
+        ],
+    )
+
+
+schema = build_schema()

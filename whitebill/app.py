@@ -1,0 +1,171 @@
+"""The Starlette application: GraphQL at /graphql, health, metrics, provider webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.types import ExecutionResult
+from tortoise import Tortoise
+
+from billing import api_keys, clock, sql
+from billing.audit import request_id
+from schema.context import Context
+from schema.root import schema
+from whitebill import db
+from whitebill.metrics import metrics
+from whitebill.webhooks import handle_provider_webhook
+from whitebill.settings import Settings, load_settings
+
+log = logging.getLogger("whitebill.http")
+
+
+class NotMigrated(RuntimeError):
+    pass
+
+
+class GraphQLApp(GraphQL):
+    """Strawberry's ASGI app with our context, orjson, and error counting."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(schema, graphql_ide="graphiql" if settings.development else None)
+        self.settings = settings
+
+    async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
+        viewer = None
+        header = request.headers.get("authorization", "")
+        if header[:7].lower() == "bearer ":
+            viewer = await api_keys.authenticate(header[7:].strip())
+        return Context(viewer=viewer, request_id=request_id.get() or "", request=request, response=response)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        for error in result.errors or ():
+            if (error.extensions or {}).get("code") == "INTERNAL_ERROR":
+                metrics.count_error("graphql")
+        return process_result(result)
+
+
+class RequestContext:
+    """Gives every request an id (from X-Request-ID or new), logs it, and counts it."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
+        rid = incoming if incoming.replace("-", "").isalnum() else uuid.uuid4().hex
+        token = request_id.set(rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            if self.settings.test_clock:
+                await clock.refresh()
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = scope.get("path", "")
+            route = path if path in ("/graphql", "/healthz", "/metrics") else path.split("/")[1] if path else ""
+            if scope["type"] == "http":
+                metrics.observe(scope.get("method", ""), route, status, elapsed)
+                log.info(
+                    "request",
+                    extra={"method": scope.get("method"), "path": path, "status": status, "ms": round(elapsed * 1000, 2)},
+                )
+            request_id.reset(token)
+
+
+async def healthz(request: Request) -> Response:
+    try:
+        await asyncio.wait_for(sql.fetch("SELECT 1 AS ok"), timeout=2)
+    except Exception:  # any failure to reach the database is "unhealthy"
+        log.exception("health check failed")
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+async def provider_webhook(request: Request) -> Response:
+    return await handle_provider_webhook(request)
+
+
+async def ensure_migrated(settings: Settings) -> None:
+    pending = await db.pending_migrations(settings.database_url)
+    if pending:
+        raise NotMigrated(
+            f"the database has {len(pending)} unapplied migration(s) ({', '.join(pending)}): run `whitebill migrate` first"
+        )
+
+
+def create_app(settings: Settings | None = None, *, manage_database: bool = True) -> Starlette:
+    """The ASGI app. With ``manage_database`` it opens the database on startup, refusing an
+    unmigrated one, and closes it on shutdown; tests that own the connection pass False."""
+    settings = settings or load_settings()
+    clock.use_shared_offset(settings.test_clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not manage_database:
+            yield
+            return
+        await Tortoise.init(config=db.tortoise_config(settings.database_url), _enable_global_fallback=True)
+        try:
+            await ensure_migrated(settings)
+            embedded_worker = None
+            if not settings.is_postgres and settings.env != "test":
+                # Embedded mode is one process: it does its own background work.
+                from whitebill.worker import Worker
+
+                embedded_worker = asyncio.create_task(Worker(settings, name="embedded").run_forever())
+            yield
+            if embedded_worker is not None:
+                embedded_worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await embedded_worker
+        finally:
+            await Tortoise.close_connections()
+
+    graphql = GraphQLApp(settings)
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", metrics_endpoint),
+            Route("/webhooks/{provider}/{config_id:int}", provider_webhook, methods=["POST"]),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestContext, settings=settings)
+    return app

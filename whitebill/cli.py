@@ -1,0 +1,157 @@
+"""The whitebill command line: serve, worker, migrate, demo, schema, api-key create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from whitebill.settings import load_settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from whitebill import logs
+    from whitebill.app import NotMigrated, create_app
+
+    settings = load_settings()
+    logs.configure(settings.log_level)
+
+    async def check() -> str | None:
+        from tortoise import Tortoise
+
+        from whitebill import db
+        from whitebill.app import ensure_migrated
+
+        await db.create_database_if_missing(settings.database_url)
+        await db.connect(settings.database_url)
+        try:
+            await ensure_migrated(settings)
+        except NotMigrated as problem:
+            return str(problem)
+        finally:
+            await Tortoise.close_connections()
+        return None
+
+    problem = asyncio.run(check())
+    if problem:
+        print(f"whitebill: {problem}", file=sys.stderr)
+        return 2
+    port = args.port or settings.port
+    print(f"whitebill serving on http://{settings.host}:{port}/graphql", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=port, log_config=None, access_log=False)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from tortoise import Tortoise
+
+    from billing import clock
+    from whitebill import db, logs
+    from whitebill.worker import Worker
+
+    settings = load_settings()
+    logs.configure(settings.log_level)
+    clock.use_shared_offset(settings.test_clock)
+
+    async def run() -> None:
+        await db.connect(settings.database_url)
+        try:
+            await Worker(settings, name=args.name, poll_seconds=args.poll).run_forever()
+        finally:
+            await Tortoise.close_connections()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from whitebill import db
+
+    settings = load_settings()
+    applied = asyncio.run(db.migrate(settings.database_url))
+    print("database is up to date" if not applied else f"{len(applied)} migration(s) applied")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from whitebill.demo import seed
+
+    settings = load_settings()
+    asyncio.run(seed(settings, port=settings.port))
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from schema.root import schema
+
+    sys.stdout.write(schema.as_str() + "\n")
+    return 0
+
+
+def _api_key_create(args: argparse.Namespace) -> int:
+    from tortoise import Tortoise
+
+    from billing import api_keys
+    from billing.errors import BillingError
+    from whitebill import db
+
+    settings = load_settings()
+
+    async def run() -> str:
+        await db.connect(settings.database_url)
+        try:
+            new = await api_keys.create_key(
+                partner_id=None if args.platform else args.partner, name=args.name, actor="cli"
+            )
+            return new.secret
+        finally:
+            await Tortoise.close_connections()
+
+    try:
+        print(asyncio.run(run()))
+    except BillingError as error:
+        print(f"whitebill: {error.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="whitebill", description="Billing backend for white-label reseller programs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the GraphQL API (PORT, DATABASE_URL from the environment)")
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser("worker", help="run background work: renewals, retries, outbox delivery")
+    worker.add_argument("--name", default="worker")
+    worker.add_argument("--poll", type=float, default=1.0, help="seconds to sleep when idle")
+    worker.set_defaults(run=_worker)
+
+    commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
+    commands.add_parser("demo", help="seed a demo platform, partner, plans and workspaces").set_defaults(run=_demo)
+    commands.add_parser("schema", help="print the GraphQL SDL").set_defaults(run=_schema)
+
+    api_key = commands.add_parser("api-key", help="manage API keys")
+    api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)
+    create = api_key_commands.add_parser("create", help="create a key and print it (shown once)")
+    owner = create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--platform", action="store_true", help="a key for the platform operator")
+    owner.add_argument("--partner", type=int, metavar="ID", help="a key for this partner (database id)")
+    create.add_argument("--name", default="cli")
+    create.set_defaults(run=_api_key_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

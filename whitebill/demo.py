@@ -1,0 +1,77 @@
+"""Seeds a demo platform so GraphiQL shows something at once. Safe to run again: it adds nothing
+twice, and prints fresh keys each time (keys are stored hashed, so old ones cannot be shown)."""
+
+from __future__ import annotations
+
+from tortoise import Tortoise
+
+from billing import api_keys, partners, wallets
+from billing.tenancy import Viewer
+from models.catalog import AddOn, CreditPackage, Plan, PlanFamily
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, Unit
+from models.tenancy import ApiKey, Partner, Workspace
+from schema.ids import to_global_id
+from whitebill import db
+from whitebill.settings import Settings
+
+DEMO_SLUG = "demo-agency"
+SYSTEM = Viewer(kind="PLATFORM", actor="demo", permissions=PLATFORM_PERMISSIONS)
+
+
+async def _catalog() -> None:
+    if await PlanFamily.exists(name="Chatbot"):
+        return
+    family = await PlanFamily.create(name="Chatbot", description="Basic and Pro, monthly or yearly")
+    for tier, monthly, limits in (
+        ("Basic", 2900, {"chatbots": 1, "members": 3, "conversations": 1000, "message_credits": 10000}),
+        ("Pro", 9900, {"chatbots": 5, "members": 10, "conversations": 10000, "message_credits": 50000}),
+    ):
+        await Plan.create(family=family, name=f"{tier} Monthly", interval=BillingInterval.MONTHLY,
+                          price_amount=monthly, currency="USD", limits=limits)
+        await Plan.create(family=family, name=f"{tier} Yearly", interval=BillingInterval.YEARLY,
+                          price_amount=monthly * 10, currency="USD", limits=limits)
+    await CreditPackage.create(name="2,000 message credits", unit=Unit.MESSAGE_CREDITS, quantity=2000,
+                               price_amount=1000, currency="USD")
+
+
+async def _partner() -> Partner:
+    partner = await Partner.get_or_none(slug=DEMO_SLUG)
+    if partner is None:
+        partner = await partners.create_partner(SYSTEM, name="Demo Agency", slug=DEMO_SLUG, currency="BRL")
+        await AddOn.create(partner=partner, name="Extra chatbot", limit_deltas={"chatbots": 1}, price_amount=4990,
+                           currency="BRL", points_cost=200)
+        await CreditPackage.create(partner=partner, name="500 points", unit=Unit.POINTS, quantity=500,
+                                   price_amount=4990, currency="BRL")
+    agency = Viewer(kind="PARTNER", actor="demo", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
+    for name, email in (("Padaria Central", "dono@padaria.example"), ("Clinica Sorriso", "admin@sorriso.example"),
+                        ("Loja Azul", "contato@lojaazul.example")):
+        if not await Workspace.exists(partner_id=partner.id, owner_email=email):
+            workspace = await partners.create_workspace(agency, name=name, owner_email=email)
+            await wallets.adjust_workspace_balance(agency, workspace_id=workspace.id, unit="POINTS", amount=500,
+                                                   note="welcome points", idempotency_key=f"demo-welcome-{workspace.id}")
+    return partner
+
+
+async def seed(settings: Settings, *, port: int = 8000) -> None:
+    await db.connect(settings.database_url)
+    try:
+        await _catalog()
+        partner = await _partner()
+        await ApiKey.filter(name__in=["demo platform", "demo partner"]).delete()
+        platform_key = await api_keys.create_key(partner_id=None, name="demo platform", actor="demo")
+        partner_key = await api_keys.create_key(partner_id=partner.id, name="demo partner", actor="demo")
+    finally:
+        await Tortoise.close_connections()
+    print(
+        f"""
+Demo data is ready: partner "Demo Agency" (id {to_global_id("Partner", partner.id)}) with three workspaces.
+
+  Platform operator key:  {platform_key.secret}
+  Demo partner key:       {partner_key.secret}
+
+Open http://127.0.0.1:{port}/graphql and add the header
+  {{"Authorization": "Bearer {partner_key.secret}"}}
+then run:  {{ workspaces(first: 10) {{ nodes {{ id name ownerEmail wallets {{ unit balance {{ amount unit }} }} }} }} }}
+""",
+        flush=True,
+    )

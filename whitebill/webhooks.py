@@ -1,0 +1,35 @@
+"""HTTP endpoint for provider webhooks: POST /webhooks/{provider}/{gateway config id}."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from billing.webhooks import process_notice
+from gateways import registry
+from gateways.base import WebhookRejected
+from models.payments import GatewayConfig
+
+log = logging.getLogger("whitebill.webhooks")
+MAX_BODY = 1_000_000
+
+
+async def handle_provider_webhook(request: Request) -> Response:
+    provider = request.path_params["provider"]
+    config = await GatewayConfig.get_or_none(id=request.path_params["config_id"], provider=provider)
+    if config is None or provider not in registry.available():
+        return JSONResponse({"error": "unknown gateway"}, status_code=404)
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        return JSONResponse({"error": "body too large"}, status_code=413)
+    gateway = registry.create(provider, dict(config.settings))
+    try:
+        notice = await gateway.parse_webhook(body, {k.lower(): v for k, v in request.headers.items()})
+    except WebhookRejected as rejected:
+        # A forged or malformed webhook changes nothing; do not echo why in detail.
+        log.warning("webhook rejected", extra={"provider": provider, "reason": str(rejected)})
+        return JSONResponse({"error": "rejected"}, status_code=400)
+    first_time = await process_notice(provider, notice)
+    return JSONResponse({"received": True, "duplicate": not first_time})

@@ -1,0 +1,79 @@
+"""The worker: claims due jobs and outbox events with leases and runs them. Run as many as you like."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+from billing import clock, idempotency, notifications, work
+from whitebill.settings import Settings
+
+log = logging.getLogger("whitebill.worker")
+
+MAX_ATTEMPTS = 8
+
+
+@work.handles("idempotency.purge")
+async def _purge_idempotency(payload: dict[str, Any]) -> dict[str, int]:
+    return {"deleted": await idempotency.purge_expired()}
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, name: str | None = None, poll_seconds: float = 1.0) -> None:
+        self.settings = settings
+        self.owner = f"{name or 'worker'}:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.poll_seconds = poll_seconds
+
+    async def tick(self) -> int:
+        """One pass over every queue; returns how many items it handled."""
+        if self.settings.test_clock:
+            await clock.refresh()
+        handled = 0
+        for item in await work.claim("outbox_event", self.owner, limit=50):
+            handled += 1
+            row = dict(item.row)
+            if isinstance(row.get("payload"), str):
+                row["payload"] = json.loads(row["payload"])
+            try:
+                await notifications.deliver(row)
+            except Exception as exc:  # delivery failures are retried with back-off
+                await work.retry_later("outbox_event", item.id, self.owner, repr(exc), attempts=item.attempts,
+                                       max_attempts=MAX_ATTEMPTS)
+            else:
+                await work.finish("outbox_event", item.id, self.owner)
+        for item in await work.claim("job", self.owner, limit=20):
+            handled += 1
+            kind = item.row["kind"]
+            handler = work.JOB_HANDLERS.get(kind)
+            payload = item.row["payload"]
+            if isinstance(payload, str):
+                payload = json.loads(payload)
+            try:
+                if handler is None:
+                    raise LookupError(f"no handler for job kind {kind!r}")
+                result = await handler(payload)
+            except Exception as exc:
+                log.exception("job failed", extra={"job_id": item.id, "kind": kind})
+                await work.retry_later("job", item.id, self.owner, repr(exc), attempts=item.attempts,
+                                       max_attempts=MAX_ATTEMPTS)
+            else:
+                await work.finish("job", item.id, self.owner, result)
+        return handled
+
+    async def run_forever(self) -> None:
+        log.info("worker started", extra={"owner": self.owner})
+        await work.schedule("idempotency.purge", {}, dedupe_key=f"idempotency.purge:{clock.now():%Y-%m-%d}")
+        while True:
+            try:
+                busy = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker tick failed")
+                busy = 0
+            if not busy:
+                await asyncio.sleep(self.poll_seconds)
