@@ -21,6 +21,9 @@ def normalise_url(url: str) -> str:
     for alias in ("postgresql://", "asyncpg://"):
         if url.startswith(alias):
             return "postgres://" + url[len(alias) :]
+    if url.startswith("sqlite://") and "busy_timeout" not in url:
+        # Wait for a lock held by another process (a worker, a test) instead of failing at once.
+        return url + ("&" if "?" in url else "?") + "busy_timeout=10000"
     return url
 
 

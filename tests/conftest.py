@@ -1,0 +1,182 @@
+"""Every database test runs on SQLite and on PostgreSQL: the backend is in the test id.
+
+PostgreSQL: a fresh, randomly named database per test session on the server named by
+WHITEBILL_TEST_POSTGRES (default: the local one). When it cannot be reached, the PostgreSQL half
+is skipped with a notice, or fails the run when WHITEBILL_REQUIRE_POSTGRES=true (CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from tortoise import Tortoise
+from tortoise.backends.base import executor
+
+from billing import clock
+from whitebill import db
+
+os.environ.setdefault("WHITEBILL_CHEAP_PASSWORD_HASH", "1")
+
+PG_ADMIN = os.environ.get("WHITEBILL_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
+REQUIRE_PG = os.environ.get("WHITEBILL_REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}
+_pg_skipped: list[str] = []
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    url: str
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.name == "postgres"
+
+
+def _pg_url(database: str, **params: str) -> str:
+    base = PG_ADMIN.rsplit("/", 1)[0] + "/" + database
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return f"{base}?{query}" if query else base
+
+
+def _run(coro):  # noqa: ANN001, ANN202
+    return asyncio.run(coro)
+
+
+async def _pg_reachable() -> str | None:
+    try:
+        conn = await asyncpg.connect(PG_ADMIN.replace("postgres://", "postgresql://", 1), timeout=5)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    await conn.close()
+    return None
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "whitebill.sqlite3"
+        url = f"sqlite://{path}"
+        _run(db.migrate(url, quiet=True))
+        yield Backend("sqlite", url)
+        return
+    problem = _run(_pg_reachable())
+    if problem:
+        message = f"PostgreSQL at {PG_ADMIN} is unreachable ({problem})"
+        if REQUIRE_PG:
+            pytest.fail(f"{message}, and WHITEBILL_REQUIRE_POSTGRES is set", pytrace=False)
+        _pg_skipped.append(message)
+        pytest.skip(message)
+    name = f"whitebill_test_{secrets.token_hex(4)}"
+    url = _pg_url(name, minsize="1", maxsize="20")
+    _run(db.migrate(url, quiet=True))
+    yield Backend("postgres", url)
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_ADMIN.replace("postgres://", "postgresql://", 1))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    _run(drop())
+
+
+_TABLES_SQL = {
+    "postgres": "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'",
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+}
+_KEEP = {"tortoise_migrations"}
+
+
+async def _wipe(backend: Backend) -> None:
+    conn = Tortoise.get_connection("default")
+    tables = [r["name"] for r in await conn.execute_query_dict(_TABLES_SQL[backend.name])]
+    tables = [t for t in tables if t not in _KEEP and "migration" not in t]
+    if backend.is_postgres:
+        await conn.execute_script("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+    else:
+        await conn.execute_script(
+            "PRAGMA foreign_keys = OFF;" + "".join(f'DELETE FROM "{t}";' for t in tables) + "PRAGMA foreign_keys = ON;"
+        )
+
+
+@pytest.fixture
+async def database(backend: Backend) -> AsyncIterator[Backend]:
+    """A connected, migrated, empty database of the test's backend."""
+    # Tortoise caches INSERT statements per connection name: switching backends must forget them.
+    executor.EXECUTOR_CACHE.clear()
+    await Tortoise.init(config=db.tortoise_config(backend.url), _enable_global_fallback=True)
+    await _wipe(backend)
+    clock.use_shared_offset(True)
+    await clock.reset()
+    try:
+        yield backend
+    finally:
+        await clock.reset()
+        clock.use_shared_offset(False)
+        await Tortoise.close_connections()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("server") / f"{backend.name}.log"
+    env = dict(os.environ, DATABASE_URL=backend.url, PORT=str(port), WHITEBILL_ENV="test", WHITEBILL_TEST_CLOCK="1")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "whitebill.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"server did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.1)
+    yield Server(url, process, log_path)
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _pg_skipped:
+        terminalreporter.write_sep("!", "PostgreSQL half SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(_pg_skipped[0])
+        terminalreporter.write_line("Only the SQLite half ran. Start PostgreSQL (see README) to run both.")

@@ -1,0 +1,175 @@
+"""The ledger core: balances equal their entries, nothing goes below -credit_limit, concurrency is safe."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from tortoise.exceptions import IntegrityError, OperationalError
+
+from billing import ledger, sql, wallets
+from billing.errors import BillingError, ErrorCode
+from billing.ledger import CausedBy, Leg
+from models.enums import ExternalAccount, LedgerCause, OwnerKind
+from models.wallets import LedgerEntry, Posting, Wallet
+from tests.factories import a_partner, a_workspace, partner_viewer
+
+pytestmark = pytest.mark.usefixtures("database")
+
+
+async def entries_sum(wallet_id: int) -> int:
+    rows = await sql.fetch("SELECT COALESCE(SUM(amount), 0) AS total FROM ledger_entry WHERE wallet_id = $1", wallet_id)
+    return int(rows[0]["total"])
+
+
+async def balance(wallet_id: int) -> int:
+    return (await Wallet.get(id=wallet_id)).balance
+
+
+async def funded_wallet(amount: int, unit: str = "POINTS") -> Wallet:
+    workspace = await a_workspace(await a_partner())
+    wallet = await wallets.workspace_wallet(workspace, unit)
+    if amount:
+        await ledger.post([Leg(amount, unit, ExternalAccount.ISSUANCE, wallet.id)], cause=LedgerCause.GRANT)
+    return wallet
+
+
+async def test_grant_then_spend_keeps_balance_equal_to_entries() -> None:
+    wallet = await funded_wallet(500)
+    new_balance = await wallets.spend(wallet.id, 200, cause=LedgerCause.USAGE, note="add-on")
+    assert new_balance == 300
+    assert await balance(wallet.id) == 300 == await entries_sum(wallet.id)
+    entries = await LedgerEntry.filter(wallet_id=wallet.id).order_by("id")
+    assert [(e.amount, e.balance_after) for e in entries] == [(500, 500), (-200, 300)]
+
+
+async def test_a_spend_beyond_the_balance_is_refused_and_writes_nothing() -> None:
+    wallet = await funded_wallet(100)
+    postings_before = await Posting.all().count()
+    with pytest.raises(BillingError) as refused:
+        await wallets.spend(wallet.id, 101, cause=LedgerCause.USAGE)
+    assert refused.value.code is ErrorCode.INSUFFICIENT_BALANCE
+    assert await balance(wallet.id) == 100 == await entries_sum(wallet.id)
+    assert await Posting.all().count() == postings_before
+
+
+async def test_the_credit_limit_allows_an_overdraft_down_to_minus_the_limit() -> None:
+    wallet = await funded_wallet(10)
+    await Wallet.filter(id=wallet.id).update(credit_limit=50)
+    assert await wallets.spend(wallet.id, 60, cause=LedgerCause.USAGE) == -50
+    with pytest.raises(BillingError) as refused:
+        await wallets.spend(wallet.id, 1, cause=LedgerCause.USAGE)
+    assert refused.value.code is ErrorCode.INSUFFICIENT_BALANCE
+    assert await entries_sum(wallet.id) == -50
+
+
+async def test_a_posting_with_several_legs_is_all_or_nothing() -> None:
+    """A usage event charges the project's credit and the partner's balance at once."""
+    rich = await funded_wallet(1000, "USD")
+    poor = await funded_wallet(5, "USD")
+    with pytest.raises(BillingError):
+        await ledger.post(
+            [
+                Leg(100, "USD", rich.id, ExternalAccount.PARTNER_REVENUE),
+                Leg(10, "USD", poor.id, ExternalAccount.PLATFORM_REVENUE),
+            ],
+            cause=LedgerCause.USAGE,
+            caused_by=CausedBy("UsageEvent", "evt-1"),
+        )
+    assert await balance(rich.id) == 1000 == await entries_sum(rich.id)
+    assert await balance(poor.id) == 5 == await entries_sum(poor.id)
+
+    result = await ledger.post(
+        [Leg(100, "USD", rich.id, ExternalAccount.PARTNER_REVENUE), Leg(5, "USD", poor.id, ExternalAccount.PLATFORM_REVENUE)],
+        cause=LedgerCause.USAGE,
+    )
+    assert result.balance_of(rich.id) == 900 and result.balance_of(poor.id) == 0
+    assert len(await LedgerEntry.filter(posting_id=result.posting_id)) == 2
+
+
+async def test_a_transfer_writes_both_sides_in_one_posting() -> None:
+    pool = await funded_wallet(9000, "MESSAGE_CREDITS")
+    client = await funded_wallet(0, "MESSAGE_CREDITS")
+    result = await ledger.post([Leg(8000, "MESSAGE_CREDITS", pool.id, client.id)], cause=LedgerCause.TRANSFER)
+    assert (result.balance_of(pool.id), result.balance_of(client.id)) == (1000, 8000)
+    pool_entry = await LedgerEntry.get(posting_id=result.posting_id, wallet_id=pool.id)
+    assert pool_entry.counter_wallet_id == client.id and pool_entry.amount == -8000
+
+
+async def test_units_cannot_be_mixed() -> None:
+    points = await funded_wallet(100, "POINTS")
+    credits = await funded_wallet(100, "MESSAGE_CREDITS")
+    with pytest.raises(BillingError) as refused:
+        await ledger.post([Leg(10, "POINTS", points.id, credits.id)], cause=LedgerCause.TRANSFER)
+    assert refused.value.code is ErrorCode.UNIT_MISMATCH
+    assert await balance(points.id) == 100 and await balance(credits.id) == 100
+
+
+@pytest.mark.parametrize("amount", [0, -5, 10**16])
+async def test_absurd_amounts_are_refused(amount: int) -> None:
+    wallet = await funded_wallet(100)
+    with pytest.raises(BillingError) as refused:
+        await ledger.post([Leg(amount, "POINTS", ExternalAccount.ISSUANCE, wallet.id)], cause=LedgerCause.GRANT)
+    assert refused.value.code is ErrorCode.INVALID_AMOUNT
+
+
+async def test_the_database_itself_refuses_a_balance_below_the_credit_limit() -> None:
+    """Even a write that bypasses the ledger cannot overdraw a wallet."""
+    wallet = await funded_wallet(10)
+    with pytest.raises((IntegrityError, OperationalError)):
+        await sql.execute("UPDATE wallet SET balance = -1 WHERE id = $1", wallet.id)
+    assert await balance(wallet.id) == 10
+
+
+async def test_one_wallet_per_owner_and_unit() -> None:
+    wallet = await funded_wallet(0)
+    again = await wallets.open_wallet(
+        partner_id=wallet.partner_id, owner_kind=OwnerKind.WORKSPACE, owner_id=wallet.workspace_id, unit="POINTS"
+    )
+    assert again.id == wallet.id
+    with pytest.raises(IntegrityError):
+        await Wallet.create(
+            partner_id=wallet.partner_id, owner_kind=OwnerKind.WORKSPACE, workspace_id=wallet.workspace_id,
+            owner_key=wallet.owner_key, unit="POINTS",
+        )
+
+
+async def test_200_concurrent_spends_of_1_on_a_wallet_holding_100() -> None:
+    """Exactly 100 succeed; the balance is 0 and equals the sum of its entries."""
+    wallet = await funded_wallet(100)
+
+    async def spend_one() -> bool:
+        try:
+            await wallets.spend(wallet.id, 1, cause=LedgerCause.USAGE)
+        except BillingError as error:
+            assert error.code is ErrorCode.INSUFFICIENT_BALANCE
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(spend_one() for _ in range(200)))
+    assert outcomes.count(True) == 100
+    assert await balance(wallet.id) == 0 == await entries_sum(wallet.id)
+    assert await LedgerEntry.filter(wallet_id=wallet.id, amount=-1).count() == 100
+
+
+async def test_200_concurrent_keyed_debits_through_the_service() -> None:
+    """The same through the partner's debit service, each with its own idempotency key."""
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    viewer = partner_viewer(partner)
+    await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=100, note="",
+                                           idempotency_key="fund")
+
+    async def debit(i: int) -> bool:
+        try:
+            await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=1,
+                                                   note="", idempotency_key=f"spend-{i}", debit=True)
+        except BillingError as error:
+            assert error.code is ErrorCode.INSUFFICIENT_BALANCE
+            return False
+        return True
+
+    outcomes = await asyncio.gather(*(debit(i) for i in range(200)))
+    assert outcomes.count(True) == 100
+    wallet = await Wallet.get(workspace_id=workspace.id, unit="POINTS")
+    assert wallet.balance == 0 == await entries_sum(wallet.id)
