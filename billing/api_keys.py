@@ -12,6 +12,7 @@ from datetime import timedelta
 from billing import audit, clock, sql
 from billing.errors import BillingError, ErrorCode
 from billing.tenancy import Viewer
+from billing.text import check_text
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, Permission
 from models.tenancy import ApiKey, Partner
 
@@ -25,6 +26,11 @@ class NewKey:
     secret: str  # shown once
 
 
+def permissions_for(partner_id: int | None) -> frozenset[Permission]:
+    """What a key of this owner can hold at most."""
+    return PLATFORM_PERMISSIONS if partner_id is None else PARTNER_PERMISSIONS
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -36,9 +42,12 @@ async def create_key(
     permissions: frozenset[Permission] | None = None,
     actor: str = "cli",
 ) -> NewKey:
-    """A key for the platform (partner_id None) or for one partner."""
-    allowed = PLATFORM_PERMISSIONS if partner_id is None else PARTNER_PERMISSIONS
+    """A key for the platform (partner_id None) or for one partner; by default with every
+    permission its owner can hold (the command line's keys)."""
+    allowed = permissions_for(partner_id)
     chosen = allowed if permissions is None else permissions
+    if not chosen:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a key needs at least one permission", field="permissions")
     if not chosen <= allowed:
         extra = ", ".join(sorted(p.value for p in chosen - allowed))
         raise BillingError(ErrorCode.FORBIDDEN, f"permissions not available to this owner: {extra}", field="permissions")
@@ -49,7 +58,7 @@ async def create_key(
     key = await ApiKey.create(
         partner_id=partner_id,
         is_platform=partner_id is None,
-        name=name[:200],
+        name=check_text(name, "name", max_length=200, allow_empty=True),
         prefix=prefix,
         key_hash=_hash(secret),
         permissions=sorted(p.value for p in chosen),
@@ -63,7 +72,7 @@ async def create_key(
 
 async def authenticate(token: str) -> Viewer | None:
     """The viewer a key stands for, or None for anything that is not a live key."""
-    parts = token.split("_")
+    parts = token.split("_", 2)  # the secret part may itself contain "_"
     if len(parts) != 3 or parts[0] != PREFIX:
         return None
     key = await ApiKey.get_or_none(prefix=parts[1])

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from billing import clock, sql
 from billing.errors import BillingError, ErrorCode
+from billing.text import check_text
 from models.enums import IdempotencyStatus
 
 RETENTION = timedelta(days=30)
@@ -50,54 +51,55 @@ async def run_once(
     decode: Callable[[Any], T],
 ) -> T:
     """Run ``action`` at most once per key; its stored result answers every replay."""
-    if not key or len(key) > MAX_KEY_LENGTH:
-        raise BillingError(
-            ErrorCode.INVALID_INPUT, f"idempotency key must be 1 to {MAX_KEY_LENGTH} characters", field="idempotencyKey"
-        )
+    key = check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
     digest = request_hash(request)
-    replay = await _claim(scope, operation, key, digest)
+    token = secrets.token_hex(16)
+    replay = await _claim(scope, operation, key, digest, token)
     if replay is not None:
         return decode(replay)
     try:
         async with in_transaction("default"):
             result = await action()
             done = await sql.execute(
-                "UPDATE idempotency_record SET status = $1, result = $2, locked_until = NULL "
-                "WHERE scope = $3 AND operation = $4 AND key = $5 AND status = $6",
+                "UPDATE idempotency_record SET status = $1, result = $2, locked_until = NULL, claim_token = NULL "
+                "WHERE scope = $3 AND operation = $4 AND key = $5 AND status = $6 AND claim_token = $7",
                 IdempotencyStatus.COMPLETED.value,
                 json.dumps(encode(result)),
                 scope,
                 operation,
                 key,
                 IdempotencyStatus.IN_PROGRESS.value,
+                token,
             )
-            if done != 1:  # our lease ran out and another call took the key over: let it win
+            if done != 1:  # our lease ran out and another call took the key over: roll back, let it win
                 raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
     except BaseException:
-        await _release(scope, operation, key)
+        await _release(scope, operation, key, token)
         raise
     return result
 
 
-async def _claim(scope: str, operation: str, key: str, digest: str) -> Any | None:
+async def _claim(scope: str, operation: str, key: str, digest: str, token: str) -> Any | None:
     """Claim the key, or return the stored result of the completed first call (as JSON)."""
     now = clock.now()
-    try:
-        await sql.execute(
-            "INSERT INTO idempotency_record (created_at, scope, operation, key, request_hash, status, locked_until,"
-            " expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            now,
-            scope,
-            operation,
-            key,
-            digest,
-            IdempotencyStatus.IN_PROGRESS.value,
-            now + LEASE,
-            now + RETENTION,
-        )
+    # ON CONFLICT rather than catching a unique violation, which on PostgreSQL would abort an
+    # enclosing transaction.
+    claimed = await sql.execute(
+        "INSERT INTO idempotency_record (created_at, scope, operation, key, request_hash, status, claim_token,"
+        " locked_until, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (scope, operation, key) DO NOTHING",
+        now,
+        scope,
+        operation,
+        key,
+        digest,
+        IdempotencyStatus.IN_PROGRESS.value,
+        token,
+        now + LEASE,
+        now + RETENTION,
+    )
+    if claimed == 1:
         return None
-    except IntegrityError:
-        pass
     rows = await sql.fetch(
         "SELECT request_hash, status, result, locked_until FROM idempotency_record "
         "WHERE scope = $1 AND operation = $2 AND key = $3",
@@ -105,8 +107,8 @@ async def _claim(scope: str, operation: str, key: str, digest: str) -> Any | Non
         operation,
         key,
     )
-    if not rows:  # released between our insert and our read: try once more
-        return await _claim(scope, operation, key, digest)
+    if not rows:  # released between our insert and our read: try again
+        return await _claim(scope, operation, key, digest, token)
     row = rows[0]
     if row["request_hash"] != digest:
         raise BillingError(
@@ -119,14 +121,15 @@ async def _claim(scope: str, operation: str, key: str, digest: str) -> Any | Non
         return json.loads(result) if isinstance(result, str) else result
     # In progress: take it over only if the first call's lease has run out (it crashed).
     taken = await sql.execute(
-        "UPDATE idempotency_record SET locked_until = $1 WHERE scope = $2 AND operation = $3 AND key = $4 "
-        "AND status = $5 AND locked_until < $6",
+        "UPDATE idempotency_record SET locked_until = $1, claim_token = $7 WHERE scope = $2 AND operation = $3 "
+        "AND key = $4 AND status = $5 AND locked_until < $6",
         now + LEASE,
         scope,
         operation,
         key,
         IdempotencyStatus.IN_PROGRESS.value,
         now,
+        token,
     )
     if taken == 1:
         return None
@@ -135,13 +138,15 @@ async def _claim(scope: str, operation: str, key: str, digest: str) -> Any | Non
     )
 
 
-async def _release(scope: str, operation: str, key: str) -> None:
+async def _release(scope: str, operation: str, key: str, token: str) -> None:
     await sql.execute(
-        "DELETE FROM idempotency_record WHERE scope = $1 AND operation = $2 AND key = $3 AND status = $4",
+        "DELETE FROM idempotency_record WHERE scope = $1 AND operation = $2 AND key = $3 AND status = $4"
+        " AND claim_token = $5",
         scope,
         operation,
         key,
         IdempotencyStatus.IN_PROGRESS.value,
+        token,
     )
 
 

@@ -19,7 +19,7 @@ from tortoise.transactions import in_transaction
 
 from billing import clock, sql
 from billing.errors import BillingError, ErrorCode
-from billing.money import MAX_AMOUNT
+from billing.money import MAX_AMOUNT, MAX_BALANCE
 from models.enums import ExternalAccount, LedgerCause
 
 Account = int | ExternalAccount  # a wallet id, or an account outside whitebill's wallets
@@ -104,7 +104,7 @@ async def post(
 _SINGLE_WALLET_PG = """
 WITH w AS (
     UPDATE wallet SET balance = balance + $1, updated_at = $2
-    WHERE id = $3 AND unit = $4 AND balance + $1 >= -credit_limit
+    WHERE id = $3 AND unit = $4 AND balance + $1 >= -credit_limit AND balance + $1 <= $12
     RETURNING id, balance, partner_id
 ), p AS (
     INSERT INTO posting (created_at, partner_id, cause, caused_by_type, caused_by_id, note, actor)
@@ -143,9 +143,10 @@ async def _post_single_wallet_pg(
         actor,
         None if isinstance(counter, ExternalAccount) else counter,
         counter.value if isinstance(counter, ExternalAccount) else None,
+        MAX_BALANCE,
     )
     if not rows:
-        await _explain_refusal(wallet_id, unit)
+        await _explain_refusal(wallet_id, unit, amount)
     row = rows[0]
     return PostingResult(row["posting_id"], [Entry(row["id"], wallet_id, amount, row["balance_after"])])
 
@@ -172,14 +173,16 @@ async def _post_in_transaction(
         delta, unit = totals[wallet_id]
         rows = await sql.fetch(
             "UPDATE wallet SET balance = balance + $1, updated_at = $2 "
-            "WHERE id = $3 AND unit = $4 AND balance + $1 >= -credit_limit RETURNING balance, partner_id",
+            "WHERE id = $3 AND unit = $4 AND balance + $1 >= -credit_limit AND balance + $1 <= $5 "
+            "RETURNING balance, partner_id",
             delta,
             now,
             wallet_id,
             unit,
+            MAX_BALANCE,
         )
         if not rows:
-            await _explain_refusal(wallet_id, unit)
+            await _explain_refusal(wallet_id, unit, delta)
         final[wallet_id] = rows[0]["balance"]
         partner_of[wallet_id] = rows[0]["partner_id"]
 
@@ -221,12 +224,14 @@ async def _post_in_transaction(
     return PostingResult(posting_id, entries)
 
 
-async def _explain_refusal(wallet_id: int, unit: str) -> None:
+async def _explain_refusal(wallet_id: int, unit: str, delta: int) -> None:
     rows = await sql.fetch("SELECT unit, balance, credit_limit FROM wallet WHERE id = $1", wallet_id)
     if not rows:
         raise BillingError(ErrorCode.NOT_FOUND, "wallet not found", field="walletId")
     if rows[0]["unit"] != unit:
         raise BillingError(ErrorCode.UNIT_MISMATCH, f"wallet holds {rows[0]['unit']}, not {unit}")
+    if delta > 0:
+        raise BillingError(ErrorCode.INVALID_AMOUNT, f"a balance cannot exceed {MAX_BALANCE}", field="amount")
     raise BillingError(
         ErrorCode.INSUFFICIENT_BALANCE,
         "the wallet's balance and credit limit do not cover this amount",

@@ -7,7 +7,8 @@ fractions of a cent) stay ``Decimal`` until :func:`round_to_minor` is called onc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+import re
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 from billing.errors import BillingError, ErrorCode
 
@@ -29,6 +30,10 @@ _KNOWN_CURRENCIES = frozenset(
 # 10^15 minor units: far above any real balance, far below a 64-bit column's limit, so sums of
 # many such amounts stay exact in BIGINT.
 MAX_AMOUNT = 10**15
+# No wallet holds more than this (the database's CHECK says the same), so balances fit BIGINT.
+MAX_BALANCE = 10**18
+# Enough precision for any value _DECIMAL admits, so scaling never rounds.
+_EXACT = Context(prec=80)
 
 
 def exponent(currency: str) -> int:
@@ -53,28 +58,29 @@ def check_amount(amount: int, field: str = "amount", *, allow_zero: bool = False
     return amount
 
 
+# Plain decimal notation only: ASCII digits, an optional sign and fraction. No exponents, no "_",
+# no other scripts' digits, no NaN or Infinity, which Python's Decimal would all accept.
+_DECIMAL = re.compile(r"[+-]?[0-9]{1,30}(?:\.[0-9]{1,30})?")
+
+
 def parse_decimal(text: str, field: str = "amount") -> Decimal:
-    try:
-        value = Decimal(text.strip())
-    except (InvalidOperation, AttributeError):
-        raise BillingError(ErrorCode.INVALID_AMOUNT, f"{text!r} is not a decimal number", field=field) from None
-    if not value.is_finite():
-        raise BillingError(ErrorCode.INVALID_AMOUNT, "amount must be finite", field=field)
-    return value
+    candidate = text.strip()
+    if not _DECIMAL.fullmatch(candidate):
+        shown = candidate if len(candidate) <= 40 else candidate[:40] + "..."
+        raise BillingError(ErrorCode.INVALID_AMOUNT, f"{shown!r} is not a plain decimal number", field=field)
+    return Decimal(candidate)  # exact: Decimal() from a string never rounds
 
 
 def to_minor(text: str, unit: str, field: str = "amount") -> int:
     """Parse a decimal string into minor units of ``unit`` exactly; refuse extra decimals."""
     value = parse_decimal(text, field)
-    if abs(value) > Decimal(MAX_AMOUNT):
-        raise BillingError(ErrorCode.INVALID_AMOUNT, "amount is too large", field=field)
     digits = exponent(unit) if is_currency(unit) else 0
-    scaled = value.scaleb(digits)
-    if scaled != scaled.to_integral_value():
-        raise BillingError(
-            ErrorCode.INVALID_AMOUNT, f"{unit} amounts have at most {digits} decimal places", field=field
-        )
-    return int(scaled)
+    if -value.as_tuple().exponent > digits and value != value.quantize(Decimal(1).scaleb(-digits), context=_EXACT):
+        raise BillingError(ErrorCode.INVALID_AMOUNT, f"{unit} amounts have at most {digits} decimal places", field=field)
+    minor = int(value.scaleb(digits, context=_EXACT))
+    if abs(minor) > MAX_AMOUNT:
+        raise BillingError(ErrorCode.INVALID_AMOUNT, f"amount is too large (at most {MAX_AMOUNT} minor units)", field=field)
+    return minor
 
 
 def format_minor(amount: int, unit: str) -> str:

@@ -11,6 +11,7 @@ from billing import audit, tenancy
 from billing.errors import BillingError, ErrorCode
 from billing.money import check_currency
 from billing.tenancy import Viewer
+from billing.text import check_text
 from models.enums import Permission
 from models.tenancy import Branding, Partner, Project, Workspace
 
@@ -19,23 +20,20 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]+$")
 
 
 def check_email(email: str, field: str = "email") -> str:
-    value = email.strip().lower()
-    if len(value) > 254 or not _EMAIL.match(value):
+    value = check_text(email, field, max_length=254).lower()
+    if not _EMAIL.match(value):
         raise BillingError(ErrorCode.INVALID_INPUT, "not a valid e-mail address", field=field)
     return value
 
 
 def check_name(name: str, field: str = "name") -> str:
-    value = name.strip()
-    if not 1 <= len(value) <= 200:
-        raise BillingError(ErrorCode.INVALID_INPUT, "name must be 1 to 200 characters", field=field)
-    return value
+    return check_text(name, field, max_length=200)
 
 
 async def create_partner(viewer: Viewer, *, name: str, slug: str, currency: str = "USD") -> Partner:
     viewer.require(Permission.MANAGE_PARTNERS)
     name = check_name(name)
-    slug = slug.strip().lower()
+    slug = check_text(slug, "slug", max_length=80).lower()
     if not _SLUG.match(slug):
         raise BillingError(ErrorCode.INVALID_INPUT, "slug must be lowercase letters, digits and dashes", field="slug")
     currency = check_currency(currency, field="currency")

@@ -10,6 +10,7 @@ reply, a webhook, the reconciler).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,7 +27,8 @@ S = PaymentStatus
 # Legal moves: to-status -> the statuses it may come from.
 TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     S.PENDING: frozenset({S.CREATED, S.UNKNOWN, S.NOT_ATTEMPTED}),
-    S.SUCCEEDED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    # A late success (a pix paid after we gave up on it) still delivers: the money was collected.
+    S.SUCCEEDED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED, S.DECLINED, S.CANCELED}),
     S.DECLINED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED}),
     S.NOT_ATTEMPTED: frozenset({S.CREATED, S.UNKNOWN}),
     S.UNKNOWN: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED}),
@@ -82,6 +84,7 @@ async def create_payment(
     return await Payment.create(
         partner_id=partner_id,
         payer_key=payer_key,
+        reference=f"pay_{uuid.uuid4().hex}",
         gateway_config_id=gateway_config_id,
         provider=provider,
         method=method,
@@ -154,6 +157,7 @@ async def charge(gateway: Gateway, payment: Payment, payer: Payer, *, saved_meth
     """Ask the provider to collect a committed payment. Never call this inside a transaction."""
     request = ChargeRequest(
         payment_id=payment.id,
+        idempotency_key=payment.reference,
         amount=payment.amount,
         currency=payment.currency,
         method=payment.method.value,

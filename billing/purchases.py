@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billing import idempotency, ledger, payments, tenancy
-from billing.errors import BillingError, ErrorCode
+from billing.text import check_text
 from billing.ledger import CausedBy, Leg
 from billing.money import Money, check_amount
 from billing.tenancy import Viewer
 from billing.wallets import check_unit, workspace_wallet
-from gateways.base import Payer
 from gateways.manual import ManualGateway
-from models.enums import ExternalAccount, LedgerCause, PaymentMethodKind, Permission
+from models.enums import ExternalAccount, LedgerCause, PaymentMethodKind, PaymentStatus, Permission
 from models.payments import Payment
 from models.wallets import Wallet
 
@@ -51,8 +50,7 @@ async def record_manual_purchase(
     unit = check_unit(unit)
     check_amount(quantity, field="quantity")
     check_amount(price.amount, field="price", allow_zero=True)
-    if len(note) > 1000:
-        raise BillingError(ErrorCode.INVALID_INPUT, "note must be at most 1000 characters", field="note")
+    note = check_text(note, "note", max_length=1000, allow_empty=True)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     request = {"workspace": workspace_id, "unit": unit, "quantity": quantity, "price": [price.amount, price.currency]}
 
@@ -69,8 +67,10 @@ async def record_manual_purchase(
             purpose={"kind": WALLET_CREDIT, "wallet_id": wallet.id, "quantity": quantity},
             note=note,
         )
-        # The manual gateway answers at once, so the charge and its fulfilment share this transaction.
-        await payments.charge(ManualGateway(), payment, Payer(key=payment.payer_key, name=workspace.name))
+        # Nothing to ask a provider: recording it is the partner saying it was paid, so the payment
+        # and its fulfilment commit together with the idempotency record.
+        await payments.move(payment.id, PaymentStatus.SUCCEEDED, reason="recorded by hand",
+                            provider_ref=f"manual_{payment.reference}")
         return ManualPurchase(payment.id, wallet.id)
 
     return await idempotency.run_once(

@@ -9,7 +9,9 @@ import re
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.connection import get_connection
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
@@ -42,6 +44,17 @@ async def execute(sql: str, *params: Any, conn: BaseDBAsyncClient | None = None)
     """Run one statement and return the number of rows it changed."""
     client = conn or connection()
     text, values = _adapt(client, sql, list(params))
+    if is_postgres(client):
+        # Tortoise reads the count from the command tag's second word, which for INSERT is the
+        # OID ("INSERT 0 1"): read the last word ourselves.
+        try:
+            async with client.acquire_connection() as raw:
+                tag = await raw.execute(text, *values)
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise IntegrityError(error) from error
+        except asyncpg.PostgresError as error:
+            raise OperationalError(error) from error
+        return int(tag.rsplit(" ", 1)[-1]) if tag and tag.rsplit(" ", 1)[-1].isdigit() else 0
     count, _ = await client.execute_query(text, values)
     return count
 

@@ -12,6 +12,7 @@ from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import check_amount, check_currency, is_currency
 from billing.tenancy import Viewer
+from billing.text import check_text
 from models.enums import ExternalAccount, LedgerCause, OwnerKind, Permission, Unit
 from models.tenancy import Project, Workspace
 from models.wallets import Wallet
@@ -20,7 +21,7 @@ MAX_NOTE = 1000
 
 
 def check_unit(unit: str) -> str:
-    value = unit.strip().upper()
+    value = check_text(unit, "unit", max_length=32).upper()
     if value in Unit.__members__:
         return value
     return check_currency(value, field="unit")
@@ -64,9 +65,7 @@ class Adjustment:
 
 
 def _check_note(note: str) -> str:
-    if len(note) > MAX_NOTE:
-        raise BillingError(ErrorCode.INVALID_INPUT, f"note must be at most {MAX_NOTE} characters", field="note")
-    return note
+    return check_text(note, "note", max_length=MAX_NOTE, allow_empty=True)
 
 
 async def adjust_workspace_balance(

@@ -9,7 +9,7 @@ from tortoise.transactions import in_transaction
 from billing import clock, payments
 from gateways.base import Outcome, WebhookNotice
 from models.enums import PaymentStatus
-from models.payments import Payment, WebhookEvent
+from models.payments import GatewayConfig, Payment, WebhookEvent
 
 _STATUS = {
     Outcome.SUCCEEDED: PaymentStatus.SUCCEEDED,
@@ -18,18 +18,25 @@ _STATUS = {
 }
 
 
-async def process_notice(provider: str, notice: WebhookNotice) -> bool:
-    """Apply a verified notice. Returns False for an event already processed."""
+async def process_notice(config: GatewayConfig, notice: WebhookNotice) -> bool:
+    """Apply a notice verified with ``config``'s secret. It can only touch payments made through
+    that configuration. Returns False for an event already processed."""
     async with in_transaction("default"):
         try:
             async with in_transaction("default"):  # a savepoint: a duplicate must not abort the outer transaction
                 event = await WebhookEvent.create(
-                    provider=provider, event_id=notice.event_id, event_type=notice.event_type, payload=notice.raw
+                    gateway_config_id=config.id,
+                    provider=config.provider,
+                    event_id=notice.event_id,
+                    event_type=notice.event_type,
+                    payload=notice.raw,
                 )
         except IntegrityError:
             return False
         payment = (
-            await Payment.get_or_none(provider=provider, provider_ref=notice.provider_ref) if notice.provider_ref else None
+            await Payment.get_or_none(gateway_config_id=config.id, provider_ref=notice.provider_ref)
+            if notice.provider_ref
+            else None
         )
         if payment is not None:
             if notice.disputed:

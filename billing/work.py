@@ -10,11 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from tortoise.exceptions import IntegrityError
-
 from billing import clock, sql
 from models.enums import WorkState
-from models.operations import Job
 
 QUEUES = ("job", "outbox_event")  # tables with the LeasedWork columns
 DEFAULT_LEASE = timedelta(seconds=60)
@@ -79,12 +76,15 @@ async def retry_later(queue: str, item_id: int, owner: str, error: str, *, attem
 
 
 async def schedule(kind: str, payload: dict[str, Any], *, run_at: datetime | None = None,
-                   dedupe_key: str | None = None) -> Job | None:
-    """Queue a job; with a dedupe key, scheduling the same work twice queues it once."""
-    try:
-        return await Job.create(kind=kind, payload=payload, run_at=run_at or clock.now(), dedupe_key=dedupe_key)
-    except IntegrityError:
-        return None
+                   dedupe_key: str | None = None) -> bool:
+    """Queue a job; with a dedupe key, scheduling the same work twice queues it once (returns False)."""
+    now = clock.now()
+    added = await sql.execute(
+        "INSERT INTO job (created_at, kind, payload, run_at, state, attempts, dedupe_key)"
+        " VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (dedupe_key) DO NOTHING",
+        now, kind, json.dumps(payload), run_at or now, WorkState.PENDING.value, dedupe_key,
+    )
+    return added == 1
 
 
 JobHandler = Callable[[dict[str, Any]], Awaitable[Any]]

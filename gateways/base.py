@@ -1,7 +1,7 @@
 """The gateway contract. Adapters turn every provider answer into one of five outcomes.
 
-Our payment id exists before the provider is called and is passed as the provider's idempotency
-key, so retrying a charge after a timeout can never charge twice.
+Our payment exists before the provider is called, and its random reference is passed as the
+provider's idempotency key, so retrying a charge after a timeout can never charge twice.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class Payer:
 
 @dataclass(frozen=True, slots=True)
 class ChargeRequest:
-    payment_id: int  # also the idempotency key sent to the provider
+    payment_id: int
+    idempotency_key: str  # the payment's random reference: the provider must dedupe on it
     amount: int  # minor units
     currency: str
     method: str

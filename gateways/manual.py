@@ -30,7 +30,7 @@ class ManualGateway:
 
     async def charge(self, request: ChargeRequest) -> ChargeResult:
         # Recording a manual payment is the partner saying it has been paid.
-        return ChargeResult(Outcome.SUCCEEDED, provider_ref=f"manual_{request.payment_id}")
+        return ChargeResult(Outcome.SUCCEEDED, provider_ref=f"manual_{request.idempotency_key}")
 
     async def get_payment(self, provider_ref: str) -> ChargeResult:
         return ChargeResult(Outcome.SUCCEEDED, provider_ref=provider_ref)

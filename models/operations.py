@@ -14,6 +14,7 @@ class IdempotencyRecord(Entity):
     key = fields.CharField(max_length=255)
     request_hash = fields.CharField(max_length=64)
     status = fields.CharEnumField(IdempotencyStatus, max_length=16)
+    claim_token = fields.CharField(max_length=32, null=True)  # who holds an IN_PROGRESS claim
     result = fields.JSONField(null=True)
     locked_until = fields.DatetimeField(null=True)
     expires_at = fields.DatetimeField()

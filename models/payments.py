@@ -43,6 +43,8 @@ class Payment(Entity):
 
     partner = fields.ForeignKeyField("models.Partner", related_name="payments", null=True, on_delete=fields.RESTRICT)
     payer_key = fields.CharField(max_length=64)
+    # Random and unique: the idempotency key we send to the provider (ids repeat across installs).
+    reference = fields.CharField(max_length=64, unique=True)
     gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, null=True, on_delete=fields.RESTRICT)
     provider = fields.CharField(max_length=32)
     method = fields.CharEnumField(PaymentMethodKind, max_length=16)
@@ -80,6 +82,7 @@ class PaymentTransition(Entity):
 class WebhookEvent(Entity):
     """A provider webhook, stored once per provider event id so it is processed exactly once."""
 
+    gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, on_delete=fields.RESTRICT)
     provider = fields.CharField(max_length=32)
     event_id = fields.CharField(max_length=128)
     event_type = fields.CharField(max_length=64)
@@ -88,4 +91,4 @@ class WebhookEvent(Entity):
 
     class Meta:
         table = "webhook_event"
-        unique_together = (("provider", "event_id"),)
+        unique_together = (("gateway_config", "event_id"),)

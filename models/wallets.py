@@ -31,6 +31,7 @@ class Wallet(Entity):
         constraints = (
             CheckConstraint(check="balance >= -credit_limit", name="wallet_balance_within_credit_limit"),
             CheckConstraint(check="credit_limit >= 0", name="wallet_credit_limit_not_negative"),
+            CheckConstraint(check="balance <= 1000000000000000000", name="wallet_balance_at_most_10_pow_18"),
         )
 
 

@@ -44,8 +44,15 @@ async def create_api_key(info: Info[Context, None], input: CreateApiKeyInput) ->
             if input.partner_id and expect_id(input.partner_id, "Partner", "partnerId") != viewer.partner_id:
                 raise BillingError(ErrorCode.NOT_FOUND, "Partner not found", field="partnerId")
             partner_id = viewer.partner_id
-        permissions = frozenset(DomainPermission(p.value) for p in input.permissions) if input.permissions else None
-        if permissions is not None and not permissions <= viewer.permissions:
+        owner_can_hold = api_keys.permissions_for(partner_id)
+        if input.permissions is None:
+            # By default a key gets what its creator holds, as far as its owner can hold it.
+            permissions = viewer.permissions & owner_can_hold
+        else:
+            permissions = frozenset(DomainPermission(p.value) for p in input.permissions)
+        if not permissions:
+            raise BillingError(ErrorCode.INVALID_INPUT, "a key needs at least one permission", field="permissions")
+        if not permissions <= viewer.permissions:
             raise BillingError(ErrorCode.FORBIDDEN, "a key cannot hold permissions its creator lacks", field="permissions")
         new = await api_keys.create_key(partner_id=partner_id, name=input.name, permissions=permissions, actor=viewer.actor)
         return CreateApiKeyPayload(key_id=strawberry.ID(to_global_id("ApiKey", new.key.id)), secret=new.secret)

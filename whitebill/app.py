@@ -18,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http.exceptions import HTTPException
 from strawberry.types import ExecutionResult
 from tortoise import Tortoise
 
@@ -54,11 +55,32 @@ class GraphQLApp(GraphQL):
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson refuses lone surrogates, which no database can store; NUL is refused in any string
+        # because PostgreSQL cannot store it: both answer 400 instead of failing deep inside.
+        try:
+            decoded = orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise HTTPException(400, f"Unable to parse request body as JSON: {error}") from None
+        if _has_nul(decoded):
+            raise HTTPException(400, "Strings must not contain NUL characters")
+        return decoded
+
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
         for error in result.errors or ():
             if (error.extensions or {}).get("code") == "INTERNAL_ERROR":
                 metrics.count_error("graphql")
         return process_result(result)
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class RequestContext:

@@ -14,11 +14,15 @@ from models.payments import GatewayConfig
 
 log = logging.getLogger("whitebill.webhooks")
 MAX_BODY = 1_000_000
+MAX_ID = 2**63 - 1
 
 
 async def handle_provider_webhook(request: Request) -> Response:
     provider = request.path_params["provider"]
-    config = await GatewayConfig.get_or_none(id=request.path_params["config_id"], provider=provider)
+    config_id = request.path_params["config_id"]
+    if config_id > MAX_ID:
+        return JSONResponse({"error": "unknown gateway"}, status_code=404)
+    config = await GatewayConfig.get_or_none(id=config_id, provider=provider)
     if config is None or provider not in registry.available():
         return JSONResponse({"error": "unknown gateway"}, status_code=404)
     body = await request.body()
@@ -31,5 +35,5 @@ async def handle_provider_webhook(request: Request) -> Response:
         # A forged or malformed webhook changes nothing; do not echo why in detail.
         log.warning("webhook rejected", extra={"provider": provider, "reason": str(rejected)})
         return JSONResponse({"error": "rejected"}, status_code=400)
-    first_time = await process_notice(provider, notice)
+    first_time = await process_notice(config, notice)
     return JSONResponse({"received": True, "duplicate": not first_time})

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+from datetime import datetime, timedelta
 from typing import Any
 
 from billing import clock, idempotency, notifications, work
@@ -17,9 +18,16 @@ log = logging.getLogger("whitebill.worker")
 MAX_ATTEMPTS = 8
 
 
+def _purge_key(day: datetime) -> str:
+    return f"idempotency.purge:{day:%Y-%m-%d}"
+
+
 @work.handles("idempotency.purge")
 async def _purge_idempotency(payload: dict[str, Any]) -> dict[str, int]:
-    return {"deleted": await idempotency.purge_expired()}
+    deleted = await idempotency.purge_expired()
+    tomorrow = clock.now() + timedelta(days=1)
+    await work.schedule("idempotency.purge", {}, run_at=tomorrow, dedupe_key=_purge_key(tomorrow))
+    return {"deleted": deleted}
 
 
 class Worker:
@@ -66,7 +74,7 @@ class Worker:
 
     async def run_forever(self) -> None:
         log.info("worker started", extra={"owner": self.owner})
-        await work.schedule("idempotency.purge", {}, dedupe_key=f"idempotency.purge:{clock.now():%Y-%m-%d}")
+        await work.schedule("idempotency.purge", {}, dedupe_key=_purge_key(clock.now()))
         while True:
             try:
                 busy = await self.tick()

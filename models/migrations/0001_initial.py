@@ -247,6 +247,7 @@ class Migration(migrations.Migration):
                 ('key', fields.CharField(max_length=255)),
                 ('request_hash', fields.CharField(max_length=64)),
                 ('status', fields.CharEnumField(description='IN_PROGRESS: IN_PROGRESS\nCOMPLETED: COMPLETED', enum_type=IdempotencyStatus, max_length=16)),
+                ('claim_token', fields.CharField(null=True, max_length=32)),
                 ('result', fields.JSONField(null=True, encoder=JSON_DUMPS, decoder=loads)),
                 ('locked_until', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
@@ -400,6 +401,7 @@ class Migration(migrations.Migration):
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
                 ('partner', fields.ForeignKeyField('models.Partner', source_field='partner_id', null=True, db_constraint=True, to_field='id', related_name='payments', on_delete=OnDelete.RESTRICT)),
                 ('payer_key', fields.CharField(max_length=64)),
+                ('reference', fields.CharField(unique=True, max_length=64)),
                 ('gateway_config', fields.ForeignKeyField('models.GatewayConfig', source_field='gateway_config_id', null=True, db_constraint=True, to_field='id', on_delete=OnDelete.RESTRICT)),
                 ('provider', fields.CharField(max_length=32)),
                 ('method', fields.CharEnumField(description='CARD: CARD\nBOLETO: BOLETO\nPIX: PIX\nMANUAL: MANUAL', enum_type=PaymentMethodKind, max_length=16)),
@@ -587,13 +589,14 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
                 ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('gateway_config', fields.ForeignKeyField('models.GatewayConfig', source_field='gateway_config_id', db_constraint=True, to_field='id', on_delete=OnDelete.RESTRICT)),
                 ('provider', fields.CharField(max_length=32)),
                 ('event_id', fields.CharField(max_length=128)),
                 ('event_type', fields.CharField(max_length=64)),
                 ('payload', fields.JSONField(encoder=JSON_DUMPS, decoder=loads)),
                 ('processed_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'webhook_event', 'app': 'models', 'unique_together': (('provider', 'event_id'),), 'pk_attr': 'id', 'table_description': 'A provider webhook, stored once per provider event id so it is processed exactly once.'},
+            options={'table': 'webhook_event', 'app': 'models', 'unique_together': (('gateway_config', 'event_id'),), 'pk_attr': 'id', 'table_description': 'A provider webhook, stored once per provider event id so it is processed exactly once.'},
             bases=['Entity'],
         ),
         ops.CreateModel(
@@ -642,6 +645,10 @@ class Migration(migrations.Migration):
         ops.AddConstraint(
             model_name='Wallet',
             constraint=CheckConstraint(check='credit_limit >= 0', name='wallet_credit_limit_not_negative'),
+        ),
+        ops.AddConstraint(
+            model_name='Wallet',
+            constraint=CheckConstraint(check='balance <= 1000000000000000000', name='wallet_balance_at_most_10_pow_18'),
         ),
         # SQLite adds a CHECK constraint by rebuilding the table, which drops its unique constraints:
         # restore them (a no-op where they survived).
