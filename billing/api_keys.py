@@ -50,7 +50,9 @@ async def create_key(
         raise BillingError(ErrorCode.INVALID_INPUT, "a key needs at least one permission", field="permissions")
     if not chosen <= allowed:
         extra = ", ".join(sorted(p.value for p in chosen - allowed))
-        raise BillingError(ErrorCode.FORBIDDEN, f"permissions not available to this owner: {extra}", field="permissions")
+        raise BillingError(
+            ErrorCode.FORBIDDEN, f"permissions not available to this owner: {extra}", field="permissions"
+        )
     if partner_id is not None and not await Partner.exists(id=partner_id):
         raise BillingError(ErrorCode.NOT_FOUND, "partner not found", field="partnerId")
     prefix = secrets.token_hex(6)
@@ -64,7 +66,11 @@ async def create_key(
         permissions=sorted(p.value for p in chosen),
     )
     await audit.record(
-        actor=actor, action="api_key.create", target_type="ApiKey", target_id=key.id, partner_id=partner_id,
+        actor=actor,
+        action="api_key.create",
+        target_type="ApiKey",
+        target_id=key.id,
+        partner_id=partner_id,
         after={"name": key.name, "permissions": key.permissions},
     )
     return NewKey(key, secret)

@@ -134,7 +134,9 @@ async def _claim(scope: str, operation: str, key: str, digest: str, token: str) 
     if taken == 1:
         return None
     raise BillingError(
-        ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "a request with this idempotency key is still running", field="idempotencyKey"
+        ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
+        "a request with this idempotency key is still running",
+        field="idempotencyKey",
     )
 
 

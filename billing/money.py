@@ -6,8 +6,8 @@ fractions of a cent) stay ``Decimal`` until :func:`round_to_minor` is called onc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 from billing.errors import BillingError, ErrorCode
@@ -76,10 +76,14 @@ def to_minor(text: str, unit: str, field: str = "amount") -> int:
     value = parse_decimal(text, field)
     digits = exponent(unit) if is_currency(unit) else 0
     if -value.as_tuple().exponent > digits and value != value.quantize(Decimal(1).scaleb(-digits), context=_EXACT):
-        raise BillingError(ErrorCode.INVALID_AMOUNT, f"{unit} amounts have at most {digits} decimal places", field=field)
+        raise BillingError(
+            ErrorCode.INVALID_AMOUNT, f"{unit} amounts have at most {digits} decimal places", field=field
+        )
     minor = int(value.scaleb(digits, context=_EXACT))
     if abs(minor) > MAX_AMOUNT:
-        raise BillingError(ErrorCode.INVALID_AMOUNT, f"amount is too large (at most {MAX_AMOUNT} minor units)", field=field)
+        raise BillingError(
+            ErrorCode.INVALID_AMOUNT, f"amount is too large (at most {MAX_AMOUNT} minor units)", field=field
+        )
     return minor
 
 

@@ -54,9 +54,7 @@ async def create_partner(viewer: Viewer, *, name: str, slug: str, currency: str 
     return partner
 
 
-async def create_workspace(
-    viewer: Viewer, *, name: str, owner_email: str, partner_id: int | None = None
-) -> Workspace:
+async def create_workspace(viewer: Viewer, *, name: str, owner_email: str, partner_id: int | None = None) -> Workspace:
     """Create a client workspace and its default project (AiSensy)."""
     viewer.require(Permission.MANAGE_WORKSPACES)
     if viewer.is_platform:

@@ -152,8 +152,15 @@ async def apply_result(payment: Payment, result: ChargeResult) -> Payment:
     return payment
 
 
-async def charge(gateway: Gateway, payment: Payment, payer: Payer, *, saved_method_ref: str | None = None,
-                 off_session: bool = False, description: str = "") -> Payment:
+async def charge(
+    gateway: Gateway,
+    payment: Payment,
+    payer: Payer,
+    *,
+    saved_method_ref: str | None = None,
+    off_session: bool = False,
+    description: str = "",
+) -> Payment:
     """Ask the provider to collect a committed payment. Never call this inside a transaction."""
     request = ChargeRequest(
         payment_id=payment.id,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billing import idempotency, ledger, payments, tenancy
-from billing.text import check_text
 from billing.ledger import CausedBy, Leg
 from billing.money import Money, check_amount
 from billing.tenancy import Viewer
+from billing.text import check_text
 from billing.wallets import check_unit, workspace_wallet
 from gateways.manual import ManualGateway
 from models.enums import ExternalAccount, LedgerCause, PaymentMethodKind, PaymentStatus, Permission
@@ -52,7 +52,12 @@ async def record_manual_purchase(
     check_amount(price.amount, field="price", allow_zero=True)
     note = check_text(note, "note", max_length=1000, allow_empty=True)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
-    request = {"workspace": workspace_id, "unit": unit, "quantity": quantity, "price": [price.amount, price.currency]}
+    request = {
+        "workspace": workspace_id,
+        "unit": unit,
+        "quantity": quantity,
+        "price": [price.amount, price.currency],
+    }
 
     async def act() -> ManualPurchase:
         wallet = await workspace_wallet(workspace, unit)
@@ -69,8 +74,12 @@ async def record_manual_purchase(
         )
         # Nothing to ask a provider: recording it is the partner saying it was paid, so the payment
         # and its fulfilment commit together with the idempotency record.
-        await payments.move(payment.id, PaymentStatus.SUCCEEDED, reason="recorded by hand",
-                            provider_ref=f"manual_{payment.reference}")
+        await payments.move(
+            payment.id,
+            PaymentStatus.SUCCEEDED,
+            reason="recorded by hand",
+            provider_ref=f"manual_{payment.reference}",
+        )
         return ManualPurchase(payment.id, wallet.id)
 
     return await idempotency.run_once(

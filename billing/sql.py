@@ -11,8 +11,8 @@ from typing import Any
 
 import asyncpg
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.connection import get_connection
+from tortoise.exceptions import IntegrityError, OperationalError
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 

@@ -18,5 +18,7 @@ def check_text(value: str, field: str, *, max_length: int, allow_empty: bool = F
     for char in text:
         category = unicodedata.category(char)
         if category == "Cs" or (category == "Cc" and char not in "\n\t"):
-            raise BillingError(ErrorCode.INVALID_INPUT, f"{field} contains characters that are not allowed", field=field)
+            raise BillingError(
+                ErrorCode.INVALID_INPUT, f"{field} contains characters that are not allowed", field=field
+            )
     return text

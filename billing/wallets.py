@@ -52,7 +52,9 @@ async def workspace_wallet(workspace: Workspace, unit: str) -> Wallet:
 
 
 async def project_wallet(project: Project, unit: str) -> Wallet:
-    return await open_wallet(partner_id=project.partner_id, owner_kind=OwnerKind.PROJECT, owner_id=project.id, unit=unit)
+    return await open_wallet(
+        partner_id=project.partner_id, owner_kind=OwnerKind.PROJECT, owner_id=project.id, unit=unit
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +123,15 @@ async def adjust_workspace_balance(
     )
 
 
-async def spend(wallet_id: int, amount: int, *, cause: LedgerCause, caused_by: CausedBy | None = None,
-                note: str = "", actor: str | None = None) -> int:
+async def spend(
+    wallet_id: int,
+    amount: int,
+    *,
+    cause: LedgerCause,
+    caused_by: CausedBy | None = None,
+    note: str = "",
+    actor: str | None = None,
+) -> int:
     """Take ``amount`` from a wallet (usage, renewal...). Returns the new balance."""
     wallet = await Wallet.get_or_none(id=wallet_id)
     if wallet is None:
@@ -130,7 +139,10 @@ async def spend(wallet_id: int, amount: int, *, cause: LedgerCause, caused_by: C
     revenue = ExternalAccount.PLATFORM_REVENUE if is_currency(wallet.unit) else ExternalAccount.ISSUANCE
     result = await ledger.post(
         [Leg(check_amount(amount), wallet.unit, wallet.id, revenue)],
-        cause=cause, caused_by=caused_by, note=note, actor=actor,
+        cause=cause,
+        caused_by=caused_by,
+        note=note,
+        actor=actor,
     )
     return result.balance_of(wallet.id)
 
@@ -142,13 +154,20 @@ async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int)
     # Lowering the limit below a current overdraft would violate the wallet's CHECK constraint.
     changed = await sql.execute(
         "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND balance >= -$1",
-        credit_limit, clock.now(), wallet.id,
+        credit_limit,
+        clock.now(),
+        wallet.id,
     )
     if not changed:
         raise BillingError(ErrorCode.INVALID_INPUT, "the wallet is overdrawn beyond that limit", field="creditLimit")
     await audit.record(
-        actor=viewer.actor, action="wallet.credit_limit", target_type="Wallet", target_id=wallet.id,
-        partner_id=wallet.partner_id, before={"credit_limit": wallet.credit_limit}, after={"credit_limit": credit_limit},
+        actor=viewer.actor,
+        action="wallet.credit_limit",
+        target_type="Wallet",
+        target_id=wallet.id,
+        partner_id=wallet.partner_id,
+        before={"credit_limit": wallet.credit_limit},
+        after={"credit_limit": credit_limit},
     )
     await wallet.refresh_from_db()
     return wallet

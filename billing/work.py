@@ -59,8 +59,16 @@ async def finish(queue: str, item_id: int, owner: str, result: Any = None) -> bo
     return changed == 1
 
 
-async def retry_later(queue: str, item_id: int, owner: str, error: str, *, attempts: int, max_attempts: int,
-                      base_delay: timedelta = timedelta(seconds=30)) -> None:
+async def retry_later(
+    queue: str,
+    item_id: int,
+    owner: str,
+    error: str,
+    *,
+    attempts: int,
+    max_attempts: int,
+    base_delay: timedelta = timedelta(seconds=30),
+) -> None:
     """Back off exponentially; after ``max_attempts`` the item is DEAD."""
     dead = attempts >= max_attempts
     delay = base_delay * (2 ** max(attempts - 1, 0))
@@ -75,14 +83,20 @@ async def retry_later(queue: str, item_id: int, owner: str, error: str, *, attem
     )
 
 
-async def schedule(kind: str, payload: dict[str, Any], *, run_at: datetime | None = None,
-                   dedupe_key: str | None = None) -> bool:
+async def schedule(
+    kind: str, payload: dict[str, Any], *, run_at: datetime | None = None, dedupe_key: str | None = None
+) -> bool:
     """Queue a job; with a dedupe key, scheduling the same work twice queues it once (returns False)."""
     now = clock.now()
     added = await sql.execute(
         "INSERT INTO job (created_at, kind, payload, run_at, state, attempts, dedupe_key)"
         " VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (dedupe_key) DO NOTHING",
-        now, kind, json.dumps(payload), run_at or now, WorkState.PENDING.value, dedupe_key,
+        now,
+        kind,
+        json.dumps(payload),
+        run_at or now,
+        WorkState.PENDING.value,
+        dedupe_key,
     )
     return added == 1
 

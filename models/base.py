@@ -12,4 +12,3 @@ class Entity(Model):
 
     class Meta:
         abstract = True
-

@@ -77,7 +77,9 @@ class AddOn(Entity):
 class CreditPackage(Entity):
     """price -> quantity of a unit. Sold by the platform to partners (partner null) or by a partner."""
 
-    partner = fields.ForeignKeyField("models.Partner", related_name="credit_packages", null=True, on_delete=fields.CASCADE)
+    partner = fields.ForeignKeyField(
+        "models.Partner", related_name="credit_packages", null=True, on_delete=fields.CASCADE
+    )
     name = fields.CharField(max_length=200)
     unit = fields.CharField(max_length=32)
     quantity = fields.BigIntField()

@@ -9,7 +9,9 @@ from models.enums import GatewayMode, PaymentMethodKind, PaymentStatus
 class GatewayConfig(Entity):
     """A partner's (or, with partner null, the platform's) payment provider configuration."""
 
-    partner = fields.ForeignKeyField("models.Partner", related_name="gateway_configs", null=True, on_delete=fields.CASCADE)
+    partner = fields.ForeignKeyField(
+        "models.Partner", related_name="gateway_configs", null=True, on_delete=fields.CASCADE
+    )
     provider = fields.CharField(max_length=32)  # entry point name: manual, stripe, asaas...
     mode = fields.CharEnumField(GatewayMode, max_length=8, default=GatewayMode.TEST)
     credentials_encrypted = fields.BinaryField(null=True)
@@ -45,7 +47,9 @@ class Payment(Entity):
     payer_key = fields.CharField(max_length=64)
     # Random and unique: the idempotency key we send to the provider (ids repeat across installs).
     reference = fields.CharField(max_length=64, unique=True)
-    gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, null=True, on_delete=fields.RESTRICT)
+    gateway_config = fields.ForeignKeyField(
+        "models.GatewayConfig", related_name=None, null=True, on_delete=fields.RESTRICT
+    )
     provider = fields.CharField(max_length=32)
     method = fields.CharEnumField(PaymentMethodKind, max_length=16)
     amount = fields.BigIntField()

@@ -21,9 +21,7 @@ class Partner(Entity):
     default_currency = fields.CharField(max_length=3, default="USD")
     credit_billing_enabled = fields.BooleanField(default=False)
     auto_billing_enabled = fields.BooleanField(default=False)
-    fallback_plan = fields.ForeignKeyField(
-        "models.Plan", related_name=None, null=True, on_delete=fields.SET_NULL
-    )
+    fallback_plan = fields.ForeignKeyField("models.Plan", related_name=None, null=True, on_delete=fields.SET_NULL)
     # Dunning schedule: days after the due date on which a failed renewal is retried.
     dunning_retry_days = fields.JSONField(default=default_dunning_days)
     dunning_restrict_after = fields.IntField(default=3)

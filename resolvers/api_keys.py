@@ -53,8 +53,12 @@ async def create_api_key(info: Info[Context, None], input: CreateApiKeyInput) ->
         if not permissions:
             raise BillingError(ErrorCode.INVALID_INPUT, "a key needs at least one permission", field="permissions")
         if not permissions <= viewer.permissions:
-            raise BillingError(ErrorCode.FORBIDDEN, "a key cannot hold permissions its creator lacks", field="permissions")
-        new = await api_keys.create_key(partner_id=partner_id, name=input.name, permissions=permissions, actor=viewer.actor)
+            raise BillingError(
+                ErrorCode.FORBIDDEN, "a key cannot hold permissions its creator lacks", field="permissions"
+            )
+        new = await api_keys.create_key(
+            partner_id=partner_id, name=input.name, permissions=permissions, actor=viewer.actor
+        )
         return CreateApiKeyPayload(key_id=strawberry.ID(to_global_id("ApiKey", new.key.id)), secret=new.secret)
 
     return await payload(run, lambda errors: CreateApiKeyPayload(errors=errors))

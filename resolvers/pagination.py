@@ -37,5 +37,8 @@ async def paginate(
     rows = await queryset.order_by("id").limit(size + 1) if size else []
     page = rows[:size]
     return connection_of(
-        [to_node(r) for r in page], [r.id for r in page], has_next=len(rows) > size, has_previous=after is not None
+        [to_node(r) for r in page],
+        [r.id for r in page],
+        has_next=len(rows) > size,
+        has_previous=after is not None,
     )

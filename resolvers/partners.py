@@ -36,6 +36,8 @@ async def create_partner(info: Info[Context, None], input: CreatePartnerInput) -
     return await payload(run, lambda errors: CreatePartnerPayload(errors=errors))
 
 
-async def list_partners(info: Info[Context, None], first: int | None = None, after: str | None = None) -> Connection[Partner]:
+async def list_partners(
+    info: Info[Context, None], first: int | None = None, after: str | None = None
+) -> Connection[Partner]:
     viewer = viewer_with(info)
     return await paginate(tenancy.partners(viewer), first=first, after=after, to_node=Partner.of)

@@ -17,7 +17,7 @@ from resolvers.pagination import paginate
 from schema.context import Context
 from schema.errors import UserError, payload
 from schema.ids import expect_id
-from schema.types import Connection, LedgerCause, LedgerEntry, Payment, Wallet
+from schema.types import Connection, LedgerEntry, Payment, Wallet
 
 
 async def wallet_entries(
@@ -39,7 +39,7 @@ async def wallet_entries(
 class AdjustWorkspaceBalanceInput:
     workspace_id: strawberry.ID
     unit: str = strawberry.field(description="POINTS, MESSAGE_CREDITS, SEATS, CONVERSATIONS or a currency code.")
-    amount: str = strawberry.field(description="A positive decimal string, e.g. \"500\" or \"49.90\".")
+    amount: str = strawberry.field(description='A positive decimal string, e.g. "500" or "49.90".')
     note: str = ""
     idempotency_key: str
 
@@ -50,7 +50,9 @@ class AdjustWorkspaceBalancePayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-async def _adjust(info: Info[Context, None], input: AdjustWorkspaceBalanceInput, *, debit: bool) -> AdjustWorkspaceBalancePayload:
+async def _adjust(
+    info: Info[Context, None], input: AdjustWorkspaceBalanceInput, *, debit: bool
+) -> AdjustWorkspaceBalancePayload:
     async def run() -> AdjustWorkspaceBalancePayload:
         viewer = viewer_with(info, Permission.MANAGE_BILLING)
         workspace_id = expect_id(input.workspace_id, "Workspace", "workspaceId")
@@ -96,7 +98,9 @@ class RecordManualPurchasePayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-async def record_manual_purchase(info: Info[Context, None], input: RecordManualPurchaseInput) -> RecordManualPurchasePayload:
+async def record_manual_purchase(
+    info: Info[Context, None], input: RecordManualPurchaseInput
+) -> RecordManualPurchasePayload:
     async def run() -> RecordManualPurchasePayload:
         viewer = viewer_with(info, Permission.MANAGE_BILLING)
         workspace_id = expect_id(input.workspace_id, "Workspace", "workspaceId")
@@ -129,13 +133,17 @@ class SetWalletCreditLimitPayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-async def set_wallet_credit_limit(info: Info[Context, None], input: SetWalletCreditLimitInput) -> SetWalletCreditLimitPayload:
+async def set_wallet_credit_limit(
+    info: Info[Context, None], input: SetWalletCreditLimitInput
+) -> SetWalletCreditLimitPayload:
     async def run() -> SetWalletCreditLimitPayload:
         viewer = viewer_with(info, Permission.MANAGE_BILLING)
         wallet_id = expect_id(input.wallet_id, "Wallet", "walletId")
         current = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
         row = await wallets.set_credit_limit(
-            viewer, wallet_id=wallet_id, credit_limit=to_minor(input.credit_limit, current.unit, field="creditLimit")
+            viewer,
+            wallet_id=wallet_id,
+            credit_limit=to_minor(input.credit_limit, current.unit, field="creditLimit"),
         )
         return SetWalletCreditLimitPayload(wallet=Wallet.of(row))
 

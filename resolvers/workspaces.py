@@ -39,7 +39,9 @@ async def create_workspace(info: Info[Context, None], input: CreateWorkspaceInpu
             viewer, name=input.name, owner_email=input.owner_email, partner_id=partner_id
         )
         project = await row.projects.all().first()
-        return CreateWorkspacePayload(workspace=Workspace.of(row), default_project=Project.of(project) if project else None)
+        return CreateWorkspacePayload(
+            workspace=Workspace.of(row), default_project=Project.of(project) if project else None
+        )
 
     return await payload(run, lambda errors: CreateWorkspacePayload(errors=errors))
 

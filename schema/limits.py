@@ -65,8 +65,11 @@ def cost_rule(max_cost: int, max_page: int, default_page: int = 20) -> type[Vali
                     if isinstance(argument.value, IntValueNode):
                         return max(1, min(int(argument.value.value), max_page))
                     return max_page
-            selected = {s.name.value for s in field.selection_set.selections if isinstance(s, FieldNode)} \
-                if field.selection_set else set()
+            selected = (
+                {s.name.value for s in field.selection_set.selections if isinstance(s, FieldNode)}
+                if field.selection_set
+                else set()
+            )
             if selected & {"edges", "nodes", "pageInfo"}:
                 return default_page  # a connection asked for without "first"
             return 1

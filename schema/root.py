@@ -29,11 +29,14 @@ MAX_COST = 50_000
 
 @strawberry.type
 class Query:
-    node: Node | None = strawberry.field(resolver=node.node, description="Any object by its global id; null if unknown or not yours.")
+    node: Node | None = strawberry.field(
+        resolver=node.node, description="Any object by its global id; null if unknown or not yours."
+    )
     viewer: Viewer = strawberry.field(resolver=viewer.viewer)
     partners: Connection[Partner] = strawberry.field(resolver=partners.list_partners)
     workspaces: Connection[Workspace] = strawberry.field(
-        resolver=workspaces.list_workspaces, description="Workspaces you can see, oldest first; filter by owner e-mail."
+        resolver=workspaces.list_workspaces,
+        description="Workspaces you can see, oldest first; filter by owner e-mail.",
     )
 
 

@@ -13,7 +13,12 @@ PLATFORM = Viewer(kind="PLATFORM", actor="test:platform", permissions=PLATFORM_P
 
 
 def partner_viewer(partner: Partner) -> Viewer:
-    return Viewer(kind="PARTNER", actor=f"test:partner:{partner.id}", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
+    return Viewer(
+        kind="PARTNER",
+        actor=f"test:partner:{partner.id}",
+        partner_id=partner.id,
+        permissions=PARTNER_PERMISSIONS,
+    )
 
 
 async def a_partner(name: str = "Agency") -> Partner:

@@ -12,7 +12,9 @@ class GraphQLClient:
         self.base_url = base_url
         self.token = token
 
-    async def post(self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None) -> httpx.Response:
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> httpx.Response:
         headers = {}
         bearer = token or self.token
         if bearer:
@@ -20,7 +22,9 @@ class GraphQLClient:
         async with httpx.AsyncClient(base_url=self.base_url, timeout=30) as http:
             return await http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
 
-    async def execute(self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None) -> dict[str, Any]:
+    async def execute(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> dict[str, Any]:
         """The response body; fails the test on a non-200 status or a masked unexpected error."""
         response = await self.post(query, variables, token=token)
         assert response.status_code == 200, response.text
@@ -29,7 +33,9 @@ class GraphQLClient:
             assert (error.get("extensions") or {}).get("code") != "INTERNAL_ERROR", body
         return body
 
-    async def data(self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None) -> dict[str, Any]:
+    async def data(
+        self, query: str, variables: dict[str, Any] | None = None, *, token: str | None = None
+    ) -> dict[str, Any]:
         body = await self.execute(query, variables, token=token)
         assert not body.get("errors"), body
         return body["data"]

@@ -24,10 +24,22 @@ async def setup_workspace() -> tuple:
 
 async def test_a_replayed_key_returns_the_first_result_without_a_second_grant() -> None:
     viewer, workspace = await setup_workspace()
-    first = await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=500,
-                                                   note="welcome", idempotency_key="grant-1")
-    again = await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=500,
-                                                   note="welcome", idempotency_key="grant-1")
+    first = await wallets.adjust_workspace_balance(
+        viewer,
+        workspace_id=workspace.id,
+        unit="POINTS",
+        amount=500,
+        note="welcome",
+        idempotency_key="grant-1",
+    )
+    again = await wallets.adjust_workspace_balance(
+        viewer,
+        workspace_id=workspace.id,
+        unit="POINTS",
+        amount=500,
+        note="welcome",
+        idempotency_key="grant-1",
+    )
     assert again == first
     wallet = await Wallet.get(id=first.wallet_id)
     assert wallet.balance == 500
@@ -36,11 +48,13 @@ async def test_a_replayed_key_returns_the_first_result_without_a_second_grant() 
 
 async def test_the_same_key_with_a_different_request_is_refused() -> None:
     viewer, workspace = await setup_workspace()
-    await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=500, note="",
-                                           idempotency_key="grant-1")
+    await wallets.adjust_workspace_balance(
+        viewer, workspace_id=workspace.id, unit="POINTS", amount=500, note="", idempotency_key="grant-1"
+    )
     with pytest.raises(BillingError) as refused:
-        await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=600, note="",
-                                               idempotency_key="grant-1")
+        await wallets.adjust_workspace_balance(
+            viewer, workspace_id=workspace.id, unit="POINTS", amount=600, note="", idempotency_key="grant-1"
+        )
     assert refused.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
     assert (await Wallet.get(workspace_id=workspace.id)).balance == 500
 
@@ -49,10 +63,12 @@ async def test_keys_are_scoped_to_the_tenant() -> None:
     """Two partners may use the same key without seeing each other's results."""
     viewer_a, workspace_a = await setup_workspace()
     viewer_b, workspace_b = await setup_workspace()
-    a = await wallets.adjust_workspace_balance(viewer_a, workspace_id=workspace_a.id, unit="POINTS", amount=5,
-                                               note="", idempotency_key="same")
-    b = await wallets.adjust_workspace_balance(viewer_b, workspace_id=workspace_b.id, unit="POINTS", amount=7,
-                                               note="", idempotency_key="same")
+    a = await wallets.adjust_workspace_balance(
+        viewer_a, workspace_id=workspace_a.id, unit="POINTS", amount=5, note="", idempotency_key="same"
+    )
+    b = await wallets.adjust_workspace_balance(
+        viewer_b, workspace_id=workspace_b.id, unit="POINTS", amount=7, note="", idempotency_key="same"
+    )
     assert a.wallet_id != b.wallet_id and (a.balance, b.balance) == (5, 7)
 
 
@@ -61,8 +77,9 @@ async def test_concurrent_replays_of_one_key_grant_once() -> None:
 
     async def attempt() -> str:
         try:
-            await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=100,
-                                                   note="", idempotency_key="burst")
+            await wallets.adjust_workspace_balance(
+                viewer, workspace_id=workspace.id, unit="POINTS", amount=100, note="", idempotency_key="burst"
+            )
         except BillingError as error:
             assert error.code is ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS
             return "in progress"
@@ -74,8 +91,9 @@ async def test_concurrent_replays_of_one_key_grant_once() -> None:
     assert wallet.balance == 100
     assert await LedgerEntry.filter(wallet_id=wallet.id).count() == 1
     # Once the first has finished, every replay gets its result.
-    replay = await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=100,
-                                                    note="", idempotency_key="burst")
+    replay = await wallets.adjust_workspace_balance(
+        viewer, workspace_id=workspace.id, unit="POINTS", amount=100, note="", idempotency_key="burst"
+    )
     assert replay.balance == 100
 
 
@@ -92,8 +110,9 @@ async def test_a_key_still_running_answers_in_progress(database) -> None:
         return 42
 
     async def run() -> int:
-        return await idempotency.run_once(scope="T", operation="op", key="k", request={"a": 1}, action=slow,
-                                          encode=lambda r: r, decode=int)
+        return await idempotency.run_once(
+            scope="T", operation="op", key="k", request={"a": 1}, action=slow, encode=lambda r: r, decode=int
+        )
 
     first = asyncio.create_task(run())
     await started.wait()
@@ -108,8 +127,15 @@ async def test_a_key_still_running_answers_in_progress(database) -> None:
 async def test_a_failed_call_releases_its_key() -> None:
     viewer, workspace = await setup_workspace()
     with pytest.raises(BillingError) as refused:
-        await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=10, note="",
-                                               idempotency_key="retry-me", debit=True)
+        await wallets.adjust_workspace_balance(
+            viewer,
+            workspace_id=workspace.id,
+            unit="POINTS",
+            amount=10,
+            note="",
+            idempotency_key="retry-me",
+            debit=True,
+        )
     assert refused.value.code is ErrorCode.INSUFFICIENT_BALANCE
     assert not await IdempotencyRecord.exists(key="retry-me")
 
@@ -120,12 +146,22 @@ async def test_a_crashed_call_is_taken_over_after_its_lease() -> None:
     await sql.execute(
         "INSERT INTO idempotency_record (created_at, scope, operation, key, request_hash, status, locked_until,"
         " expires_at) VALUES ($1, 'T', 'op', 'k', $2, 'IN_PROGRESS', $3, $4)",
-        now, idempotency.request_hash({"a": 1}), now + idempotency.LEASE, now + idempotency.RETENTION,
+        now,
+        idempotency.request_hash({"a": 1}),
+        now + idempotency.LEASE,
+        now + idempotency.RETENTION,
     )
 
     async def run() -> int:
-        return await idempotency.run_once(scope="T", operation="op", key="k", request={"a": 1},
-                                          action=lambda: asyncio.sleep(0, 7), encode=lambda r: r, decode=int)
+        return await idempotency.run_once(
+            scope="T",
+            operation="op",
+            key="k",
+            request={"a": 1},
+            action=lambda: asyncio.sleep(0, 7),
+            encode=lambda r: r,
+            decode=int,
+        )
 
     with pytest.raises(BillingError):
         await run()
@@ -135,8 +171,9 @@ async def test_a_crashed_call_is_taken_over_after_its_lease() -> None:
 
 async def test_records_are_kept_30_days_then_purged() -> None:
     viewer, workspace = await setup_workspace()
-    await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=1, note="",
-                                           idempotency_key="old")
+    await wallets.adjust_workspace_balance(
+        viewer, workspace_id=workspace.id, unit="POINTS", amount=1, note="", idempotency_key="old"
+    )
     await clock.advance(timedelta(days=29))
     assert await idempotency.purge_expired() == 0
     await clock.advance(timedelta(days=2))
@@ -147,6 +184,7 @@ async def test_records_are_kept_30_days_then_purged() -> None:
 async def test_keys_must_have_a_sensible_length(key: str) -> None:
     viewer, workspace = await setup_workspace()
     with pytest.raises(BillingError) as refused:
-        await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=1, note="",
-                                               idempotency_key=key)
+        await wallets.adjust_workspace_balance(
+            viewer, workspace_id=workspace.id, unit="POINTS", amount=1, note="", idempotency_key=key
+        )
     assert refused.value.code is ErrorCode.INVALID_INPUT and refused.value.field == "idempotencyKey"

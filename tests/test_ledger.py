@@ -80,7 +80,10 @@ async def test_a_posting_with_several_legs_is_all_or_nothing() -> None:
     assert await balance(poor.id) == 5 == await entries_sum(poor.id)
 
     result = await ledger.post(
-        [Leg(100, "USD", rich.id, ExternalAccount.PARTNER_REVENUE), Leg(5, "USD", poor.id, ExternalAccount.PLATFORM_REVENUE)],
+        [
+            Leg(100, "USD", rich.id, ExternalAccount.PARTNER_REVENUE),
+            Leg(5, "USD", poor.id, ExternalAccount.PLATFORM_REVENUE),
+        ],
         cause=LedgerCause.USAGE,
     )
     assert result.balance_of(rich.id) == 900 and result.balance_of(poor.id) == 0
@@ -124,13 +127,19 @@ async def test_the_database_itself_refuses_a_balance_below_the_credit_limit() ->
 async def test_one_wallet_per_owner_and_unit() -> None:
     wallet = await funded_wallet(0)
     again = await wallets.open_wallet(
-        partner_id=wallet.partner_id, owner_kind=OwnerKind.WORKSPACE, owner_id=wallet.workspace_id, unit="POINTS"
+        partner_id=wallet.partner_id,
+        owner_kind=OwnerKind.WORKSPACE,
+        owner_id=wallet.workspace_id,
+        unit="POINTS",
     )
     assert again.id == wallet.id
     with pytest.raises(IntegrityError):
         await Wallet.create(
-            partner_id=wallet.partner_id, owner_kind=OwnerKind.WORKSPACE, workspace_id=wallet.workspace_id,
-            owner_key=wallet.owner_key, unit="POINTS",
+            partner_id=wallet.partner_id,
+            owner_kind=OwnerKind.WORKSPACE,
+            workspace_id=wallet.workspace_id,
+            owner_key=wallet.owner_key,
+            unit="POINTS",
         )
 
 
@@ -157,13 +166,21 @@ async def test_200_concurrent_keyed_debits_through_the_service() -> None:
     partner = await a_partner()
     workspace = await a_workspace(partner)
     viewer = partner_viewer(partner)
-    await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=100, note="",
-                                           idempotency_key="fund")
+    await wallets.adjust_workspace_balance(
+        viewer, workspace_id=workspace.id, unit="POINTS", amount=100, note="", idempotency_key="fund"
+    )
 
     async def debit(i: int) -> bool:
         try:
-            await wallets.adjust_workspace_balance(viewer, workspace_id=workspace.id, unit="POINTS", amount=1,
-                                                   note="", idempotency_key=f"spend-{i}", debit=True)
+            await wallets.adjust_workspace_balance(
+                viewer,
+                workspace_id=workspace.id,
+                unit="POINTS",
+                amount=1,
+                note="",
+                idempotency_key=f"spend-{i}",
+                debit=True,
+            )
         except BillingError as error:
             assert error.code is ErrorCode.INSUFFICIENT_BALANCE
             return False

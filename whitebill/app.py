@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -18,7 +19,6 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
-from strawberry.http.exceptions import HTTPException
 from strawberry.types import ExecutionResult
 from tortoise import Tortoise
 
@@ -28,8 +28,8 @@ from schema.context import Context
 from schema.root import schema
 from whitebill import db
 from whitebill.metrics import metrics
-from whitebill.webhooks import handle_provider_webhook
 from whitebill.settings import Settings, load_settings
+from whitebill.webhooks import handle_provider_webhook
 
 log = logging.getLogger("whitebill.http")
 
@@ -120,7 +120,12 @@ class RequestContext:
                 metrics.observe(scope.get("method", ""), route, status, elapsed)
                 log.info(
                     "request",
-                    extra={"method": scope.get("method"), "path": path, "status": status, "ms": round(elapsed * 1000, 2)},
+                    extra={
+                        "method": scope.get("method"),
+                        "path": path,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
                 )
             request_id.reset(token)
 
@@ -146,7 +151,8 @@ async def ensure_migrated(settings: Settings) -> None:
     pending = await db.pending_migrations(settings.database_url)
     if pending:
         raise NotMigrated(
-            f"the database has {len(pending)} unapplied migration(s) ({', '.join(pending)}): run `whitebill migrate` first"
+            f"the database has {len(pending)} unapplied migration(s) ({', '.join(pending)}): "
+            "run `whitebill migrate` first"
         )
 
 

@@ -26,29 +26,67 @@ async def _catalog() -> None:
         ("Basic", 2900, {"chatbots": 1, "members": 3, "conversations": 1000, "message_credits": 10000}),
         ("Pro", 9900, {"chatbots": 5, "members": 10, "conversations": 10000, "message_credits": 50000}),
     ):
-        await Plan.create(family=family, name=f"{tier} Monthly", interval=BillingInterval.MONTHLY,
-                          price_amount=monthly, currency="USD", limits=limits)
-        await Plan.create(family=family, name=f"{tier} Yearly", interval=BillingInterval.YEARLY,
-                          price_amount=monthly * 10, currency="USD", limits=limits)
-    await CreditPackage.create(name="2,000 message credits", unit=Unit.MESSAGE_CREDITS, quantity=2000,
-                               price_amount=1000, currency="USD")
+        await Plan.create(
+            family=family,
+            name=f"{tier} Monthly",
+            interval=BillingInterval.MONTHLY,
+            price_amount=monthly,
+            currency="USD",
+            limits=limits,
+        )
+        await Plan.create(
+            family=family,
+            name=f"{tier} Yearly",
+            interval=BillingInterval.YEARLY,
+            price_amount=monthly * 10,
+            currency="USD",
+            limits=limits,
+        )
+    await CreditPackage.create(
+        name="2,000 message credits",
+        unit=Unit.MESSAGE_CREDITS,
+        quantity=2000,
+        price_amount=1000,
+        currency="USD",
+    )
 
 
 async def _partner() -> Partner:
     partner = await Partner.get_or_none(slug=DEMO_SLUG)
     if partner is None:
         partner = await partners.create_partner(SYSTEM, name="Demo Agency", slug=DEMO_SLUG, currency="BRL")
-        await AddOn.create(partner=partner, name="Extra chatbot", limit_deltas={"chatbots": 1}, price_amount=4990,
-                           currency="BRL", points_cost=200)
-        await CreditPackage.create(partner=partner, name="500 points", unit=Unit.POINTS, quantity=500,
-                                   price_amount=4990, currency="BRL")
+        await AddOn.create(
+            partner=partner,
+            name="Extra chatbot",
+            limit_deltas={"chatbots": 1},
+            price_amount=4990,
+            currency="BRL",
+            points_cost=200,
+        )
+        await CreditPackage.create(
+            partner=partner,
+            name="500 points",
+            unit=Unit.POINTS,
+            quantity=500,
+            price_amount=4990,
+            currency="BRL",
+        )
     agency = Viewer(kind="PARTNER", actor="demo", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
-    for name, email in (("Padaria Central", "dono@padaria.example"), ("Clinica Sorriso", "admin@sorriso.example"),
-                        ("Loja Azul", "contato@lojaazul.example")):
+    for name, email in (
+        ("Padaria Central", "dono@padaria.example"),
+        ("Clinica Sorriso", "admin@sorriso.example"),
+        ("Loja Azul", "contato@lojaazul.example"),
+    ):
         if not await Workspace.exists(partner_id=partner.id, owner_email=email):
             workspace = await partners.create_workspace(agency, name=name, owner_email=email)
-            await wallets.adjust_workspace_balance(agency, workspace_id=workspace.id, unit="POINTS", amount=500,
-                                                   note="welcome points", idempotency_key=f"demo-welcome-{workspace.id}")
+            await wallets.adjust_workspace_balance(
+                agency,
+                workspace_id=workspace.id,
+                unit="POINTS",
+                amount=500,
+                note="welcome points",
+                idempotency_key=f"demo-welcome-{workspace.id}",
+            )
     return partner
 
 

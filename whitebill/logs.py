@@ -37,7 +37,16 @@ def configure(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries that would print SQL or request bodies stay quiet: bodies can hold secrets.
-    for noisy in ("tortoise", "tortoise.db_client", "aiosqlite", "asyncpg", "stripe", "asaas", "urllib3", "httpx"):
+    for noisy in (
+        "tortoise",
+        "tortoise.db_client",
+        "aiosqlite",
+        "asyncpg",
+        "stripe",
+        "asaas",
+        "urllib3",
+        "httpx",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
     logging.getLogger("uvicorn.access").disabled = True

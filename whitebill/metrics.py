@@ -42,7 +42,9 @@ class Metrics:
         ]
         with self._lock:
             for (method, path, status), count in sorted(self.requests.items()):
-                lines.append(f'whitebill_http_requests_total{{method="{method}",path="{path}",status="{status}"}} {count}')
+                lines.append(
+                    f'whitebill_http_requests_total{{method="{method}",path="{path}",status="{status}"}} {count}'
+                )
             lines += [
                 "# HELP whitebill_errors_total Server errors (5xx) and unexpected GraphQL errors.",
                 "# TYPE whitebill_errors_total counter",
@@ -55,10 +57,14 @@ class Metrics:
             ]
             for path, counts in sorted(self.buckets.items()):
                 for bound, count in zip(_BUCKETS, counts, strict=True):
-                    lines.append(f'whitebill_http_request_duration_seconds_bucket{{path="{path}",le="{bound}"}} {count}')
+                    lines.append(
+                        f'whitebill_http_request_duration_seconds_bucket{{path="{path}",le="{bound}"}} {count}'
+                    )
                 total = self.latency_count[path]
                 lines.append(f'whitebill_http_request_duration_seconds_bucket{{path="{path}",le="+Inf"}} {total}')
-                lines.append(f'whitebill_http_request_duration_seconds_sum{{path="{path}"}} {self.latency_sum[path]:.6f}')
+                lines.append(
+                    f'whitebill_http_request_duration_seconds_sum{{path="{path}"}} {self.latency_sum[path]:.6f}'
+                )
                 lines.append(f'whitebill_http_request_duration_seconds_count{{path="{path}"}} {total}')
         lines.append(f"whitebill_uptime_seconds {time.time() - self.started:.0f}")
         return "\n".join(lines) + "\n"

@@ -49,8 +49,14 @@ class Worker:
             try:
                 await notifications.deliver(row)
             except Exception as exc:  # delivery failures are retried with back-off
-                await work.retry_later("outbox_event", item.id, self.owner, repr(exc), attempts=item.attempts,
-                                       max_attempts=MAX_ATTEMPTS)
+                await work.retry_later(
+                    "outbox_event",
+                    item.id,
+                    self.owner,
+                    repr(exc),
+                    attempts=item.attempts,
+                    max_attempts=MAX_ATTEMPTS,
+                )
             else:
                 await work.finish("outbox_event", item.id, self.owner)
         for item in await work.claim("job", self.owner, limit=20):
@@ -66,8 +72,9 @@ class Worker:
                 result = await handler(payload)
             except Exception as exc:
                 log.exception("job failed", extra={"job_id": item.id, "kind": kind})
-                await work.retry_later("job", item.id, self.owner, repr(exc), attempts=item.attempts,
-                                       max_attempts=MAX_ATTEMPTS)
+                await work.retry_later(
+                    "job", item.id, self.owner, repr(exc), attempts=item.attempts, max_attempts=MAX_ATTEMPTS
+                )
             else:
                 await work.finish("job", item.id, self.owner, result)
         return handled
