@@ -18,6 +18,7 @@ from strawberry.types import ExecutionContext
 from resolvers import api_keys, node, partners, viewer, wallets, workspaces
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
+from schema.extensions import OneConnectionPerQuery
 from schema.limits import cost_rule
 from schema.types import Connection, Node, Partner, Viewer, Workspace
 
@@ -72,13 +73,14 @@ def build_schema() -> strawberry.Schema:
         types=[Partner, Workspace],
         config=StrawberryConfig(relay_max_results=MAX_PAGE),
         extensions=[
-            ParserCache(maxsize=512),
-            ValidationCache(maxsize=512),
+            lambda: ParserCache(maxsize=512),
+            lambda: ValidationCache(maxsize=512),
             lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
             lambda: AddValidationRules([cost_rule(MAX_COST, MAX_PAGE, DEFAULT_PAGE)]),
             ShapeErrors,
+            OneConnectionPerQuery,
         ],
     )
 
