@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/whitebill demo
 	PORT=$(PORT) $(BIN)/whitebill serve
 
-test: $(STAMP) lint
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -75,7 +75,7 @@ def to_minor(text: str, unit: str, field: str = "amount") -> int:
     """Parse a decimal string into minor units of ``unit`` exactly; refuse extra decimals."""
     value = parse_decimal(text, field)
     digits = exponent(unit) if is_currency(unit) else 0
-    if -value.as_tuple().exponent > digits and value != value.quantize(Decimal(1).scaleb(-digits), context=_EXACT):
+    if value != value.quantize(Decimal(1).scaleb(-digits), context=_EXACT):  # trailing zeros are fine
         raise BillingError(
             ErrorCode.INVALID_AMOUNT, f"{unit} amounts have at most {digits} decimal places", field=field
         )

@@ -3,6 +3,8 @@ payment goes through the payment state table (so fulfilment still happens exactl
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -18,10 +20,32 @@ _STATUS = {
 }
 
 
-async def process_notice(config: GatewayConfig, notice: WebhookNotice) -> bool:
+class NoticeResult(StrEnum):
+    PROCESSED = "PROCESSED"
+    DUPLICATE = "DUPLICATE"  # this event was processed before: nothing to do
+    # No payment of this configuration matches (yet): the event may have overtaken the charge's own
+    # reply. Nothing is recorded, so the provider's redelivery will be processed.
+    UNMATCHED = "UNMATCHED"
+
+
+async def _find_payment(config: GatewayConfig, notice: WebhookNotice) -> Payment | None:
+    scoped = Payment.filter(gateway_config_id=config.id)
+    if notice.provider_ref:
+        payment = await scoped.get_or_none(provider_ref=notice.provider_ref)
+        if payment is not None:
+            return payment
+    if notice.reference:
+        return await scoped.get_or_none(reference=notice.reference)
+    return None
+
+
+async def process_notice(config: GatewayConfig, notice: WebhookNotice) -> NoticeResult:
     """Apply a notice verified with ``config``'s secret. It can only touch payments made through
-    that configuration. Returns False for an event already processed."""
+    that configuration."""
     async with in_transaction("default"):
+        payment = await _find_payment(config, notice)
+        if payment is None:
+            return NoticeResult.UNMATCHED
         try:
             async with in_transaction("default"):  # a savepoint: a duplicate must not abort the outer transaction
                 event = await WebhookEvent.create(
@@ -32,17 +56,18 @@ async def process_notice(config: GatewayConfig, notice: WebhookNotice) -> bool:
                     payload=notice.raw,
                 )
         except IntegrityError:
-            return False
-        payment = (
-            await Payment.get_or_none(gateway_config_id=config.id, provider_ref=notice.provider_ref)
-            if notice.provider_ref
-            else None
-        )
-        if payment is not None:
-            if notice.disputed:
-                await payments.move(payment.id, PaymentStatus.DISPUTED, reason=notice.event_type)
-            elif notice.outcome in _STATUS:
-                await payments.move(payment.id, _STATUS[notice.outcome], reason=notice.event_type)
+            return NoticeResult.DUPLICATE
+        if notice.provider_ref and payment.provider_ref is None:
+            payment.provider_ref = notice.provider_ref
+            await payment.save(update_fields=["provider_ref"])
+        if notice.disputed:
+            await payments.move(payment.id, PaymentStatus.DISPUTED, reason=notice.event_type)
+        elif notice.refunded_amount is not None:
+            refunded = min(notice.refunded_amount, payment.amount)
+            target = PaymentStatus.REFUNDED if refunded >= payment.amount else PaymentStatus.PARTIALLY_REFUNDED
+            await payments.move(payment.id, target, reason=notice.event_type, refunded_amount=refunded)
+        elif notice.outcome in _STATUS:
+            await payments.move(payment.id, _STATUS[notice.outcome], reason=notice.event_type)
         event.processed_at = clock.now()
         await event.save(update_fields=["processed_at"])
-    return True
+    return NoticeResult.PROCESSED

@@ -72,6 +72,7 @@ class WebhookNotice:
     event_id: str
     event_type: str
     provider_ref: str | None
+    reference: str | None = None  # our payment reference, where the provider echoes it back
     outcome: Outcome | None = None
     refunded_amount: int | None = None
     disputed: bool = False

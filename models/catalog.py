@@ -24,7 +24,9 @@ class Plan(Entity):
     """A platform plan (partner is null) or a partner-defined plan."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="plans", null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     family = fields.ForeignKeyField("models.PlanFamily", related_name="plans", null=True, on_delete=fields.RESTRICT)
+    family_id: int | None
     for_partners = fields.BooleanField(default=False)  # a plan partners subscribe to themselves (MonoChat)
     name = fields.CharField(max_length=200)
     interval = fields.CharEnumField(BillingInterval, max_length=16, default=BillingInterval.MONTHLY)
@@ -47,8 +49,11 @@ class PartnerMargin(Entity):
     """A partner's margin over platform prices: on one plan, on a family, or in bulk (both null)."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="margins", on_delete=fields.CASCADE)
+    partner_id: int
     plan = fields.ForeignKeyField("models.Plan", related_name=None, null=True, on_delete=fields.CASCADE)
+    plan_id: int | None
     family = fields.ForeignKeyField("models.PlanFamily", related_name=None, null=True, on_delete=fields.CASCADE)
+    family_id: int | None
     kind = fields.CharEnumField(MarginKind, max_length=16)
     percentage = fields.DecimalField(max_digits=9, decimal_places=4, null=True)
     fixed_amount = fields.BigIntField(null=True)
@@ -63,6 +68,7 @@ class AddOn(Entity):
     """A priced extension of limits: {"chatbots": 1} for one extra chatbot per unit of quantity."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="add_ons", null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     name = fields.CharField(max_length=200)
     limit_deltas = fields.JSONField(default=dict)
     price_amount = fields.BigIntField(default=0)
@@ -80,6 +86,7 @@ class CreditPackage(Entity):
     partner = fields.ForeignKeyField(
         "models.Partner", related_name="credit_packages", null=True, on_delete=fields.CASCADE
     )
+    partner_id: int | None
     name = fields.CharField(max_length=200)
     unit = fields.CharField(max_length=32)
     quantity = fields.BigIntField()
@@ -96,6 +103,7 @@ class RateCard(Entity):
     """WhatsApp conversation charges: the platform's card (partner null) and partners' margins over it."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="rate_cards", null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     name = fields.CharField(max_length=200)
     currency = fields.CharField(max_length=3)
     # Bulk margin over the platform card, when this is a partner's card.
@@ -111,6 +119,7 @@ class RateCardCell(Entity):
     """Price per delivered message for one country and category (a per-cell margin on partner cards)."""
 
     rate_card = fields.ForeignKeyField("models.RateCard", related_name="cells", on_delete=fields.CASCADE)
+    rate_card_id: int
     country = fields.CharField(max_length=2)  # ISO 3166 alpha-2, "*" for the rest of the world
     category = fields.CharEnumField(MessageCategory, max_length=32)
     price = fields.DecimalField(max_digits=18, decimal_places=8)

@@ -43,6 +43,7 @@ class OutboxEvent(LeasedWork):
     """A notification written in the same transaction as the change it announces."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     event_type = fields.CharField(max_length=64)
     payload = fields.JSONField()
 
@@ -68,6 +69,7 @@ class AuditLog(Entity):
     """Every manual or privileged action: who, when, what before and after, request id."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     actor = fields.CharField(max_length=120)
     action = fields.CharField(max_length=64)
     target_type = fields.CharField(max_length=32)

@@ -12,6 +12,7 @@ class GatewayConfig(Entity):
     partner = fields.ForeignKeyField(
         "models.Partner", related_name="gateway_configs", null=True, on_delete=fields.CASCADE
     )
+    partner_id: int | None
     provider = fields.CharField(max_length=32)  # entry point name: manual, stripe, asaas...
     mode = fields.CharEnumField(GatewayMode, max_length=8, default=GatewayMode.TEST)
     credentials_encrypted = fields.BinaryField(null=True)
@@ -26,7 +27,9 @@ class GatewayConfig(Entity):
 
 class SavedPaymentMethod(Entity):
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, on_delete=fields.RESTRICT)
+    gateway_config_id: int
     payer_key = fields.CharField(max_length=64)  # "WORKSPACE:12" or "PARTNER:7"
     kind = fields.CharEnumField(PaymentMethodKind, max_length=16)
     provider_customer_ref = fields.CharField(max_length=128, null=True)
@@ -44,12 +47,14 @@ class Payment(Entity):
     """An attempt to collect money. Our id is created before the provider is called and is its idempotency key."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="payments", null=True, on_delete=fields.RESTRICT)
+    partner_id: int | None
     payer_key = fields.CharField(max_length=64)
     # Random and unique: the idempotency key we send to the provider (ids repeat across installs).
     reference = fields.CharField(max_length=64, unique=True)
     gateway_config = fields.ForeignKeyField(
         "models.GatewayConfig", related_name=None, null=True, on_delete=fields.RESTRICT
     )
+    gateway_config_id: int | None
     provider = fields.CharField(max_length=32)
     method = fields.CharEnumField(PaymentMethodKind, max_length=16)
     amount = fields.BigIntField()
@@ -75,6 +80,7 @@ class PaymentTransition(Entity):
     """Every state change of a payment, in order: the audit trail of money."""
 
     payment = fields.ForeignKeyField("models.Payment", related_name="transitions", on_delete=fields.CASCADE)
+    payment_id: int
     from_status = fields.CharEnumField(PaymentStatus, max_length=24)
     to_status = fields.CharEnumField(PaymentStatus, max_length=24)
     reason = fields.TextField(default="")
@@ -87,6 +93,7 @@ class WebhookEvent(Entity):
     """A provider webhook, stored once per provider event id so it is processed exactly once."""
 
     gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, on_delete=fields.RESTRICT)
+    gateway_config_id: int
     provider = fields.CharField(max_length=32)
     event_id = fields.CharField(max_length=128)
     event_type = fields.CharField(max_length=64)

@@ -10,10 +10,13 @@ class Subscription(Entity):
     """The current plan of a workspace, or of a partner for partner plans (workspace null)."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="subscriptions", on_delete=fields.CASCADE)
+    partner_id: int
     workspace = fields.ForeignKeyField(
         "models.Workspace", related_name="subscriptions", null=True, on_delete=fields.CASCADE
     )
+    workspace_id: int | None
     plan = fields.ForeignKeyField("models.Plan", related_name="subscriptions", on_delete=fields.RESTRICT)
+    plan_id: int
     status = fields.CharEnumField(SubscriptionStatus, max_length=16)
     price_amount = fields.BigIntField()  # the price this subscriber pays each period
     currency = fields.CharField(max_length=3)
@@ -36,8 +39,11 @@ class SubscriptionHistory(Entity):
     """Every plan a subscriber has had, with the dates it was active (MonoChat)."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
     subscription = fields.ForeignKeyField("models.Subscription", related_name="history", on_delete=fields.CASCADE)
+    subscription_id: int
     plan = fields.ForeignKeyField("models.Plan", related_name=None, on_delete=fields.RESTRICT)
+    plan_id: int
     status = fields.CharEnumField(SubscriptionStatus, max_length=16)
     started_at = fields.DatetimeField()
     ended_at = fields.DatetimeField(null=True)
@@ -49,8 +55,11 @@ class SubscriptionHistory(Entity):
 
 class WorkspaceAddOn(Entity):
     partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
     workspace = fields.ForeignKeyField("models.Workspace", related_name="add_ons", on_delete=fields.CASCADE)
+    workspace_id: int
     add_on = fields.ForeignKeyField("models.AddOn", related_name=None, on_delete=fields.RESTRICT)
+    add_on_id: int
     quantity = fields.IntField()
     active = fields.BooleanField(default=True)
     paid_through = fields.DatetimeField(null=True)  # when paid in points, the end of the paid period
@@ -64,7 +73,9 @@ class UsageCounter(Entity):
     """Current usage of one limited metric (members, chatbots, conversations this period...)."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
     workspace = fields.ForeignKeyField("models.Workspace", related_name="usage", on_delete=fields.CASCADE)
+    workspace_id: int
     metric = fields.CharField(max_length=64)
     value = fields.BigIntField(default=0)
     updated_at = fields.DatetimeField(auto_now=True)
@@ -78,7 +89,9 @@ class UsageEvent(Entity):
     """A delivered-message report (WCC). The event id makes ingestion exactly-once."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
     project = fields.ForeignKeyField("models.Project", related_name=None, on_delete=fields.CASCADE)
+    project_id: int
     event_id = fields.CharField(max_length=128)
     country = fields.CharField(max_length=2)
     category = fields.CharField(max_length=32)

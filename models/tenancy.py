@@ -22,6 +22,7 @@ class Partner(Entity):
     credit_billing_enabled = fields.BooleanField(default=False)
     auto_billing_enabled = fields.BooleanField(default=False)
     fallback_plan = fields.ForeignKeyField("models.Plan", related_name=None, null=True, on_delete=fields.SET_NULL)
+    fallback_plan_id: int | None
     # Dunning schedule: days after the due date on which a failed renewal is retried.
     dunning_retry_days = fields.JSONField(default=default_dunning_days)
     dunning_restrict_after = fields.IntField(default=3)
@@ -35,6 +36,7 @@ class Partner(Entity):
 
 class Branding(Entity):
     partner = fields.OneToOneField("models.Partner", related_name="branding", on_delete=fields.CASCADE)
+    partner_id: int
     display_name = fields.CharField(max_length=200)
     logo_url = fields.CharField(max_length=500, null=True)
     logo_dark_url = fields.CharField(max_length=500, null=True)
@@ -52,9 +54,11 @@ class BillingProfile(Entity):
     """Legal identity of a payer (Asaas needs name, CPF/CNPJ and address)."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="billing_profiles", on_delete=fields.CASCADE)
+    partner_id: int
     workspace = fields.OneToOneField(
         "models.Workspace", related_name="billing_profile", null=True, on_delete=fields.CASCADE
     )
+    workspace_id: int | None
     is_partner_profile = fields.BooleanField(default=False)
     legal_name = fields.CharField(max_length=200)
     tax_id = fields.CharField(max_length=32, null=True)
@@ -85,6 +89,7 @@ class PlatformUser(Entity):
 
 class PartnerUser(Entity):
     partner = fields.ForeignKeyField("models.Partner", related_name="users", on_delete=fields.CASCADE)
+    partner_id: int
     email = fields.CharField(max_length=254)
     password_hash = fields.CharField(max_length=200, null=True)
     name = fields.CharField(max_length=200, default="")
@@ -101,6 +106,7 @@ class Workspace(Entity):
     """A partner's client: it has projects, a subscription, add-ons, limits, usage and wallets."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="workspaces", on_delete=fields.RESTRICT)
+    partner_id: int
     name = fields.CharField(max_length=200)
     owner_email = fields.CharField(max_length=254, db_index=True)
     status = fields.CharEnumField(WorkspaceStatus, default=WorkspaceStatus.ACTIVE, max_length=16)
@@ -117,7 +123,9 @@ class Workspace(Entity):
 
 class Project(Entity):
     partner = fields.ForeignKeyField("models.Partner", related_name="projects", on_delete=fields.RESTRICT)
+    partner_id: int
     workspace = fields.ForeignKeyField("models.Workspace", related_name="projects", on_delete=fields.CASCADE)
+    workspace_id: int
     name = fields.CharField(max_length=200)
     is_default = fields.BooleanField(default=False)
 
@@ -127,7 +135,9 @@ class Project(Entity):
 
 class WorkspaceUser(Entity):
     partner = fields.ForeignKeyField("models.Partner", related_name="workspace_users", on_delete=fields.CASCADE)
+    partner_id: int
     workspace = fields.ForeignKeyField("models.Workspace", related_name="users", on_delete=fields.CASCADE)
+    workspace_id: int
     email = fields.CharField(max_length=254)
     password_hash = fields.CharField(max_length=200, null=True)
     name = fields.CharField(max_length=200, default="")
@@ -143,6 +153,7 @@ class ApiKey(Entity):
     """A machine client's key: shown once, stored as a SHA-256 hash of the whole secret."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="api_keys", null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     is_platform = fields.BooleanField(default=False)
     name = fields.CharField(max_length=200, default="")
     prefix = fields.CharField(max_length=16, unique=True)
@@ -162,6 +173,7 @@ class UserSession(Entity):
     user_kind = fields.CharField(max_length=16)  # PLATFORM, PARTNER, WORKSPACE
     user_id = fields.BigIntField()
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
 

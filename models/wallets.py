@@ -15,9 +15,12 @@ class Wallet(Entity):
     """A balance of one unit (POINTS, MESSAGE_CREDITS, SEATS, CONVERSATIONS or a currency code)."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name="wallets", null=True, on_delete=fields.RESTRICT)
+    partner_id: int | None
     owner_kind = fields.CharEnumField(OwnerKind, max_length=16)
     workspace = fields.ForeignKeyField("models.Workspace", related_name="wallets", null=True, on_delete=fields.RESTRICT)
+    workspace_id: int | None
     project = fields.ForeignKeyField("models.Project", related_name="wallets", null=True, on_delete=fields.RESTRICT)
+    project_id: int | None
     # "PARTNER:7", "WORKSPACE:12": one wallet per owner and unit, whatever the owner's kind.
     owner_key = fields.CharField(max_length=64)
     unit = fields.CharField(max_length=32)
@@ -39,6 +42,7 @@ class Posting(Entity):
     """One balanced movement of value: one or more legs, written in one transaction."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    partner_id: int | None
     cause = fields.CharEnumField(LedgerCause, max_length=16)
     caused_by_type = fields.CharField(max_length=32, null=True)  # "Payment", "UsageEvent", "Subscription"...
     caused_by_id = fields.CharField(max_length=64, null=True)
@@ -53,16 +57,21 @@ class LedgerEntry(Entity):
     """One side of one leg on one wallet. Never updated, never deleted."""
 
     posting = fields.ForeignKeyField("models.Posting", related_name="entries", on_delete=fields.RESTRICT)
+    posting_id: int
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    partner_id: int | None
     wallet = fields.ForeignKeyField("models.Wallet", related_name="entries", on_delete=fields.RESTRICT)
+    wallet_id: int
     unit = fields.CharField(max_length=32)
     amount = fields.BigIntField()  # signed: credit > 0, debit < 0
     balance_after = fields.BigIntField()
     cause = fields.CharEnumField(LedgerCause, max_length=16)
     # The other side: another wallet, or an external account (GATEWAY, ISSUANCE, EXPIRY...).
     counter_wallet = fields.ForeignKeyField("models.Wallet", related_name=None, null=True, on_delete=fields.RESTRICT)
+    counter_wallet_id: int | None
     counter_account = fields.CharField(max_length=32, null=True)
     lot = fields.ForeignKeyField("models.CreditLot", related_name="entries", null=True, on_delete=fields.RESTRICT)
+    lot_id: int | None
 
     class Meta:
         table = "ledger_entry"
@@ -73,7 +82,9 @@ class CreditLot(Entity):
     """Credits granted or bought with an expiry, spent earliest-expiring first (wallets issue)."""
 
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    partner_id: int | None
     wallet = fields.ForeignKeyField("models.Wallet", related_name="lots", on_delete=fields.RESTRICT)
+    wallet_id: int
     amount = fields.BigIntField()
     remaining = fields.BigIntField()
     expires_at = fields.DatetimeField(null=True)

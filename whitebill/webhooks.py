@@ -7,7 +7,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from billing.webhooks import process_notice
+from billing.webhooks import NoticeResult, process_notice
 from gateways import registry
 from gateways.base import WebhookRejected
 from models.payments import GatewayConfig
@@ -35,5 +35,9 @@ async def handle_provider_webhook(request: Request) -> Response:
         # A forged or malformed webhook changes nothing; do not echo why in detail.
         log.warning("webhook rejected", extra={"provider": provider, "reason": str(rejected)})
         return JSONResponse({"error": "rejected"}, status_code=400)
-    first_time = await process_notice(config, notice)
-    return JSONResponse({"received": True, "duplicate": not first_time})
+    result = await process_notice(config, notice)
+    if result is NoticeResult.UNMATCHED:
+        # Not an error of the sender's: the event may have overtaken the charge's reply. A non-2xx
+        # answer makes the provider deliver it again later.
+        return JSONResponse({"received": False, "reason": "unknown payment, retry later"}, status_code=409)
+    return JSONResponse({"received": True, "duplicate": result is NoticeResult.DUPLICATE})
