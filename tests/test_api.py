@@ -284,3 +284,39 @@ async def test_unknown_webhook_targets_are_not_found(server) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
         for path in ("/webhooks/manual/1", "/webhooks/nope/1", f"/webhooks/manual/{10**25}"):
             assert (await http.post(path, content=b"{}")).status_code == 404
+
+
+async def test_the_server_reads_the_clock_the_test_moved(platform: GraphQLClient) -> None:
+    """The test clock is shared through the database: the server process sees time move too."""
+    from datetime import datetime, timedelta
+
+    from billing import clock
+
+    _, agency = await onboard(platform, "timely")
+    workspace = (await new_workspace(agency, "Client", "c@timely.example"))["workspace"]
+    await clock.advance(timedelta(days=40))
+    wallet = (await agency.data(GRANT, {"id": workspace["id"], "amount": "1", "key": "later"}))["grantUnits"]["wallet"]
+    entries = await agency.data(
+        "query($id: ID!) { node(id: $id) { ... on Wallet { entries { nodes { createdAt } } } } }", {"id": wallet["id"]}
+    )
+    created = datetime.fromisoformat(entries["node"]["entries"]["nodes"][0]["createdAt"])
+    assert created - clock.now() > timedelta(days=-1)
+    assert created - datetime.now(created.tzinfo) > timedelta(days=39)
+
+
+async def test_privileged_actions_are_audited_with_the_request_id(platform: GraphQLClient) -> None:
+    from models.operations import AuditLog
+
+    _, agency = await onboard(platform, "audited")
+    workspace = (await new_workspace(agency, "Client", "c@audited.example"))["workspace"]
+    async with httpx.AsyncClient(base_url=agency.base_url) as http:
+        response = await http.post(
+            "/graphql",
+            json={"query": GRANT, "variables": {"id": workspace["id"], "amount": "7", "key": "a", "note": "why"}},
+            headers={"authorization": f"Bearer {agency.token}", "x-request-id": "audit-trail-1"},
+        )
+    assert response.json()["data"]["grantUnits"]["errors"] == []
+    row = await AuditLog.get(action="wallet.grant")
+    assert row.request_id == "audit-trail-1"
+    assert row.before == {"balance": 0} and row.after == {"balance": 7, "note": "why"}
+    assert row.actor.startswith("api_key:")
