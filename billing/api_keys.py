@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from billing import audit, clock, sql
+from billing import audit, clock, sql, tenancy
 from billing.errors import BillingError, ErrorCode
 from billing.tenancy import Viewer
 from billing.text import check_text
@@ -93,3 +93,20 @@ async def authenticate(token: str) -> Viewer | None:
         partner_id=key.partner_id,
         permissions=frozenset(Permission(p) for p in key.permissions),
     )
+
+
+async def revoke_key(viewer: Viewer, key_id: int) -> ApiKey:
+    key = await tenancy.get_scoped(tenancy.api_keys(viewer), key_id, "API key")
+    viewer.require(Permission.MANAGE_PARTNERS if key.is_platform or viewer.is_platform else Permission.MANAGE_USERS)
+    if key.revoked_at is None:
+        key.revoked_at = clock.now()
+        await key.save(update_fields=["revoked_at"])
+        await audit.record(
+            actor=viewer.actor,
+            action="api_key.revoke",
+            target_type="ApiKey",
+            target_id=key.id,
+            partner_id=key.partner_id,
+            after={"revoked": True},
+        )
+    return key

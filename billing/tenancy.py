@@ -14,9 +14,10 @@ from tortoise.queryset import QuerySet
 
 from billing.errors import BillingError, ErrorCode
 from models.enums import Permission
+from models.operations import AuditLog
 from models.payments import Payment
 from models.subscriptions import Subscription
-from models.tenancy import ApiKey, Partner, Project, Workspace
+from models.tenancy import ApiKey, Partner, PartnerUser, Project, Workspace, WorkspaceUser
 from models.wallets import LedgerEntry, Wallet
 
 M = TypeVar("M", bound=Model)
@@ -94,7 +95,29 @@ def payments(viewer: Viewer) -> QuerySet[Payment]:
 def api_keys(viewer: Viewer) -> QuerySet[ApiKey]:
     if viewer.is_platform:
         return ApiKey.all()
+    if viewer.kind == "WORKSPACE":
+        return ApiKey.filter(id=-1)  # workspace users have no keys
     return ApiKey.filter(partner_id=viewer.partner_id)
+
+
+def partner_users(viewer: Viewer) -> QuerySet[PartnerUser]:
+    if viewer.is_platform:
+        return PartnerUser.all()
+    if viewer.kind == "WORKSPACE":
+        return PartnerUser.filter(id=-1)  # a client does not see the agency's team
+    return PartnerUser.filter(partner_id=viewer.partner_id)
+
+
+def workspace_users(viewer: Viewer) -> QuerySet[WorkspaceUser]:
+    return _scoped(WorkspaceUser.all(), viewer)
+
+
+def audit_entries(viewer: Viewer) -> QuerySet[AuditLog]:
+    if viewer.is_platform:
+        return AuditLog.all()
+    if viewer.kind == "WORKSPACE":
+        return AuditLog.filter(id=-1)
+    return AuditLog.filter(partner_id=viewer.partner_id)
 
 
 async def get_scoped(queryset: QuerySet[M], object_id: int, what: str) -> M:

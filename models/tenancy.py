@@ -44,7 +44,6 @@ class Branding(Entity):
     primary_color = fields.CharField(max_length=7, null=True)
     secondary_color = fields.CharField(max_length=7, null=True)
     support_email = fields.CharField(max_length=254, null=True)
-    custom_domain = fields.CharField(max_length=253, null=True)
 
     class Meta:
         table = "branding"
@@ -176,6 +175,22 @@ class UserSession(Entity):
     partner_id: int | None
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
+    last_seen_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "user_session"
+
+
+class PasswordResetToken(Entity):
+    """A single-use, expiring token sent by e-mail to set or reset a password (stored hashed)."""
+
+    token_hash = fields.CharField(max_length=64, unique=True)
+    user_kind = fields.CharField(max_length=16)  # PLATFORM, PARTNER, WORKSPACE
+    user_id = fields.BigIntField()
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "password_reset_token"

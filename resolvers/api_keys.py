@@ -5,14 +5,15 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import api_keys
+from billing import api_keys, tenancy
 from billing.errors import BillingError, ErrorCode
 from models.enums import Permission as DomainPermission
 from resolvers.auth import viewer_with
+from resolvers.pagination import paginate
 from schema.context import Context
 from schema.errors import UserError, payload
 from schema.ids import expect_id, to_global_id
-from schema.types import Permission
+from schema.types import ApiKey, Connection, Permission
 
 
 @strawberry.input
@@ -62,3 +63,35 @@ async def create_api_key(info: Info[Context, None], input: CreateApiKeyInput) ->
         return CreateApiKeyPayload(key_id=strawberry.ID(to_global_id("ApiKey", new.key.id)), secret=new.secret)
 
     return await payload(run, lambda errors: CreateApiKeyPayload(errors=errors))
+
+
+async def list_api_keys(
+    info: Info[Context, None], first: int | None = None, after: str | None = None
+) -> Connection[ApiKey]:
+    viewer = viewer_with(
+        info,
+        DomainPermission.MANAGE_PARTNERS
+        if info.context.require_viewer().is_platform
+        else DomainPermission.MANAGE_USERS,
+    )
+    return await paginate(tenancy.api_keys(viewer), first=first, after=after, to_node=ApiKey.of)
+
+
+@strawberry.input
+class RevokeApiKeyInput:
+    key_id: strawberry.ID
+
+
+@strawberry.type
+class RevokeApiKeyPayload:
+    key: ApiKey | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def revoke_api_key(info: Info[Context, None], input: RevokeApiKeyInput) -> RevokeApiKeyPayload:
+    async def run() -> RevokeApiKeyPayload:
+        viewer = viewer_with(info)
+        key = await api_keys.revoke_key(viewer, expect_id(input.key_id, "ApiKey", "keyId"))
+        return RevokeApiKeyPayload(key=ApiKey.of(key))
+
+    return await payload(run, lambda errors: RevokeApiKeyPayload(errors=errors))

@@ -14,7 +14,19 @@ from billing.tenancy import Viewer
 from resolvers.auth import viewer_with
 from schema.context import Context
 from schema.ids import from_global_id
-from schema.types import LedgerEntry, Node, Partner, Payment, Project, Wallet, Workspace
+from schema.types import (
+    ApiKey,
+    AuditEntry,
+    LedgerEntry,
+    Node,
+    Partner,
+    PartnerUser,
+    Payment,
+    Project,
+    Wallet,
+    Workspace,
+    WorkspaceUser,
+)
 
 _RESOLVABLE: dict[str, tuple[Callable[[Viewer], QuerySet[Any]], Callable[[Any], Node]]] = {
     "Partner": (tenancy.partners, Partner.of),
@@ -23,6 +35,10 @@ _RESOLVABLE: dict[str, tuple[Callable[[Viewer], QuerySet[Any]], Callable[[Any], 
     "Wallet": (tenancy.wallets, Wallet.of),
     "LedgerEntry": (lambda v: tenancy.ledger_entries(v).select_related("posting"), LedgerEntry.of),
     "Payment": (tenancy.payments, Payment.of),
+    "PartnerUser": (tenancy.partner_users, PartnerUser.of),
+    "WorkspaceUser": (tenancy.workspace_users, WorkspaceUser.of),
+    "ApiKey": (tenancy.api_keys, ApiKey.of),
+    "AuditEntry": (tenancy.audit_entries, AuditEntry.of),
 }
 
 

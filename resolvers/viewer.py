@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
+from billing import identity
 from resolvers.auth import viewer_with
+from resolvers.identity import viewer_type
 from schema.context import Context
-from schema.types import Permission, Viewer
+from schema.types import Viewer
 
 
 async def viewer(info: Info[Context, None]) -> Viewer:
     current = viewer_with(info)
-    return Viewer(
-        kind=current.kind,
-        permissions=[Permission(p.value) for p in sorted(current.permissions)],
-        partner_db_id=current.partner_id,
-    )
+    via = "SESSION" if (info.context.token or "").startswith(f"{identity.SESSION_PREFIX}_") else "API_KEY"
+    email = await identity.email_of(current) if via == "SESSION" else None
+    return viewer_type(current, via=via, email=email)

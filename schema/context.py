@@ -11,7 +11,7 @@ from strawberry.dataloader import DataLoader
 
 from billing.errors import BillingError, ErrorCode
 from billing.tenancy import Viewer
-from models.tenancy import Partner, Project
+from models.tenancy import Branding, Partner, Project
 from models.wallets import Wallet
 
 
@@ -27,6 +27,11 @@ async def _load_partners(keys: list[int]) -> list[Partner | None]:
     return [found.get(k) for k in keys]
 
 
+async def _load_brandings(keys: list[int]) -> list[Branding | None]:
+    found = {b.partner_id: b for b in await Branding.filter(partner_id__in=keys)}
+    return [found.get(k) for k in keys]
+
+
 async def _load_projects(keys: list[int]) -> list[list[Project]]:
     return _group(await Project.filter(workspace_id__in=keys).order_by("id"), "workspace_id", keys)
 
@@ -38,6 +43,7 @@ async def _load_wallets(keys: list[int]) -> list[list[Wallet]]:
 @dataclass
 class Loaders:
     partner: DataLoader[int, Partner | None] = field(default_factory=lambda: DataLoader(_load_partners))
+    branding_of_partner: DataLoader[int, Branding | None] = field(default_factory=lambda: DataLoader(_load_brandings))
     projects_of_workspace: DataLoader[int, list[Project]] = field(default_factory=lambda: DataLoader(_load_projects))
     wallets_of_workspace: DataLoader[int, list[Wallet]] = field(default_factory=lambda: DataLoader(_load_wallets))
 
@@ -49,6 +55,8 @@ class Context:
     loaders: Loaders = field(default_factory=Loaders)
     request: Any = None
     response: Any = None
+    token: str | None = None  # the bearer token, for logout
+    client_address: str | None = None
 
     def require_viewer(self) -> Viewer:
         if self.viewer is None:

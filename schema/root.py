@@ -15,7 +15,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from resolvers import api_keys, node, partners, viewer, wallets, workspaces
+from resolvers import api_keys, branding, identity, node, partners, viewer, wallets, workspaces
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
 from schema.extensions import OneConnectionPerQuery
@@ -58,6 +58,20 @@ class Mutation:
         resolver=wallets.set_wallet_credit_limit
     )
     create_api_key: api_keys.CreateApiKeyPayload = strawberry.mutation(resolver=api_keys.create_api_key)
+    revoke_api_key: api_keys.RevokeApiKeyPayload = strawberry.mutation(resolver=api_keys.revoke_api_key)
+    login: identity.LoginPayload = strawberry.mutation(resolver=identity.login)
+    logout: identity.DonePayload = strawberry.mutation(resolver=identity.logout)
+    request_password_reset: identity.DonePayload = strawberry.mutation(resolver=identity.request_password_reset)
+    reset_password: identity.DonePayload = strawberry.mutation(resolver=identity.reset_password)
+    change_password: identity.DonePayload = strawberry.mutation(resolver=identity.change_password)
+    invite_partner_user: identity.InvitePartnerUserPayload = strawberry.mutation(resolver=identity.invite_partner_user)
+    set_partner_user_permissions: identity.InvitePartnerUserPayload = strawberry.mutation(
+        resolver=identity.set_partner_user_permissions
+    )
+    create_workspace_user: identity.CreateWorkspaceUserPayload = strawberry.mutation(
+        resolver=identity.create_workspace_user
+    )
+    update_branding: branding.UpdateBrandingPayload = strawberry.mutation(resolver=branding.update_branding)
 
 
 class WhitebillSchema(strawberry.Schema):

@@ -7,10 +7,12 @@ from datetime import datetime
 from typing import Annotated, Generic, TypeVar
 
 import strawberry
+import strawberry.scalars
 from strawberry.types import Info
 
 from billing.money import format_minor
 from models import enums
+from models import operations as operations_models
 from models import payments as payment_models
 from models import tenancy as tenancy_models
 from models import wallets as wallet_models
@@ -233,7 +235,15 @@ class Partner(Node):
             status=row.status,
             default_currency=row.default_currency,
             created_at=row.created_at,
+            domain=row.domain,
         )
+
+    domain: str | None = None
+
+    @strawberry.field
+    async def branding(self, info: Info[Context, None]) -> Branding | None:
+        row = await info.context.loaders.branding_of_partner.load(self.db_id)
+        return Branding.of(row, self.domain) if row else None
 
     @strawberry.field(description="This partner's workspaces, oldest first; ownerEmail finds one by its owner.")
     async def workspaces(
@@ -274,11 +284,133 @@ class Payment(Node):
         )
 
 
+@strawberry.type(description="A person on a partner's team.")
+class PartnerUser(Node):
+    email: str
+    name: str
+    is_admin: bool
+    permissions: list[Permission]
+    is_active: bool
+    has_password: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.PartnerUser) -> PartnerUser:
+        return cls(
+            id=strawberry.ID(to_global_id("PartnerUser", row.id)),
+            email=row.email,
+            name=row.name,
+            is_admin=row.is_admin,
+            permissions=[enums.Permission(p) for p in row.permissions],
+            is_active=row.is_active,
+            has_password=row.password_hash is not None,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="A client's login to the partner's branded portal.")
+class WorkspaceUser(Node):
+    email: str
+    name: str
+    is_active: bool
+    has_password: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.WorkspaceUser) -> WorkspaceUser:
+        return cls(
+            id=strawberry.ID(to_global_id("WorkspaceUser", row.id)),
+            email=row.email,
+            name=row.name,
+            is_active=row.is_active,
+            has_password=row.password_hash is not None,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="A machine client's key. The secret is shown only when it is created.")
+class ApiKey(Node):
+    name: str
+    prefix: str
+    permissions: list[Permission]
+    is_platform: bool
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.ApiKey) -> ApiKey:
+        return cls(
+            id=strawberry.ID(to_global_id("ApiKey", row.id)),
+            name=row.name,
+            prefix=row.prefix,
+            permissions=[enums.Permission(p) for p in row.permissions],
+            is_platform=row.is_platform,
+            last_used_at=row.last_used_at,
+            revoked_at=row.revoked_at,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="How a partner's white-label portal looks.")
+class Branding:
+    display_name: str
+    logo_url: str | None
+    logo_dark_url: str | None
+    favicon_url: str | None
+    primary_color: str | None
+    secondary_color: str | None
+    support_email: str | None
+    custom_domain: str | None
+
+    @classmethod
+    def of(cls, row: tenancy_models.Branding, domain: str | None) -> Branding:
+        return cls(
+            display_name=row.display_name,
+            logo_url=row.logo_url,
+            logo_dark_url=row.logo_dark_url,
+            favicon_url=row.favicon_url,
+            primary_color=row.primary_color,
+            secondary_color=row.secondary_color,
+            support_email=row.support_email,
+            custom_domain=domain,
+        )
+
+
+@strawberry.type(description="One manual or privileged action: who, when, what before and after.")
+class AuditEntry(Node):
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    before: strawberry.scalars.JSON | None
+    after: strawberry.scalars.JSON | None
+    request_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: operations_models.AuditLog) -> AuditEntry:
+        return cls(
+            id=strawberry.ID(to_global_id("AuditEntry", row.id)),
+            actor=row.actor,
+            action=row.action,
+            target_type=row.target_type,
+            target_id=row.target_id,
+            before=row.before,
+            after=row.after,
+            request_id=row.request_id,
+            created_at=row.created_at,
+        )
+
+
 @strawberry.type(description="Who is calling and what they may do.")
 class Viewer:
-    kind: str
+    kind: str = strawberry.field(description="PLATFORM, PARTNER or WORKSPACE.")
     permissions: list[Permission]
+    via: str = strawberry.field(description="API_KEY or SESSION.")
     partner_db_id: strawberry.Private[int | None]
+    workspace_db_id: strawberry.Private[int | None]
+    email: str | None = strawberry.field(description="The signed-in person's e-mail; null for an API key.")
 
     @strawberry.field
     async def partner(self, info: Info[Context, None]) -> Partner | None:
@@ -286,3 +418,10 @@ class Viewer:
             return None
         row = await info.context.loaders.partner.load(self.partner_db_id)
         return Partner.of(row) if row else None
+
+    @strawberry.field
+    async def workspace(self, info: Info[Context, None]) -> Workspace | None:
+        if self.workspace_db_id is None:
+            return None
+        row = await tenancy_models.Workspace.get_or_none(id=self.workspace_db_id)
+        return Workspace.of(row) if row else None

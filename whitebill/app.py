@@ -22,7 +22,7 @@ from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 from tortoise import Tortoise
 
-from billing import api_keys, clock, sql
+from billing import api_keys, clock, identity, sql
 from billing.audit import request_id
 from schema.context import Context
 from schema.root import schema
@@ -48,9 +48,20 @@ class GraphQLApp(GraphQL):
     async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
         viewer = None
         header = request.headers.get("authorization", "")
-        if header[:7].lower() == "bearer ":
-            viewer = await api_keys.authenticate(header[7:].strip())
-        return Context(viewer=viewer, request_id=request_id.get() or "", request=request, response=response)
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if token.startswith(f"{identity.SESSION_PREFIX}_"):
+            viewer = await identity.authenticate_session(token)
+        elif token:
+            viewer = await api_keys.authenticate(token)
+        client = getattr(request, "client", None)
+        return Context(
+            viewer=viewer,
+            request_id=request_id.get() or "",
+            request=request,
+            response=response,
+            token=token or None,
+            client_address=client.host if client else None,
+        )
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

@@ -141,7 +141,6 @@ class Migration(migrations.Migration):
                 ('primary_color', fields.CharField(null=True, max_length=7)),
                 ('secondary_color', fields.CharField(null=True, max_length=7)),
                 ('support_email', fields.CharField(null=True, max_length=254)),
-                ('custom_domain', fields.CharField(null=True, max_length=253)),
             ],
             options={'table': 'branding', 'app': 'models', 'pk_attr': 'id'},
             bases=['Entity'],
@@ -395,6 +394,21 @@ class Migration(migrations.Migration):
             bases=['Entity'],
         ),
         ops.CreateModel(
+            name='PasswordResetToken',
+            fields=[
+                ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
+                ('created_at', fields.DatetimeField(auto_now=False, auto_now_add=True)),
+                ('token_hash', fields.CharField(unique=True, max_length=64)),
+                ('user_kind', fields.CharField(max_length=16)),
+                ('user_id', fields.BigIntField()),
+                ('partner', fields.ForeignKeyField('models.Partner', source_field='partner_id', null=True, db_constraint=True, to_field='id', on_delete=OnDelete.CASCADE)),
+                ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('used_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+            ],
+            options={'table': 'password_reset_token', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A single-use, expiring token sent by e-mail to set or reset a password (stored hashed).'},
+            bases=['Entity'],
+        ),
+        ops.CreateModel(
             name='Payment',
             fields=[
                 ('id', fields.BigIntField(generated=True, primary_key=True, unique=True, db_index=True)),
@@ -580,6 +594,7 @@ class Migration(migrations.Migration):
                 ('partner', fields.ForeignKeyField('models.Partner', source_field='partner_id', null=True, db_constraint=True, to_field='id', on_delete=OnDelete.CASCADE)),
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('revoked_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
+                ('last_seen_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'user_session', 'app': 'models', 'pk_attr': 'id', 'table_description': 'A login session. The token is stored hashed.'},
             bases=['Entity'],
