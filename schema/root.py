@@ -15,12 +15,13 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from resolvers import api_keys, branding, identity, node, partners, viewer, wallets, workspaces
+from resolvers import api_keys, audit, branding, identity, node, partners, viewer, wallets, workspaces
+from resolvers.branding import PublicBranding
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
 from schema.extensions import OneConnectionPerQuery
 from schema.limits import cost_rule
-from schema.types import Connection, Node, Partner, Viewer, Workspace
+from schema.types import ApiKey, AuditEntry, Connection, Node, Partner, PartnerUser, Viewer, Workspace, WorkspaceUser
 
 MAX_DEPTH = 12
 MAX_TOKENS = 2000
@@ -38,6 +39,13 @@ class Query:
     workspaces: Connection[Workspace] = strawberry.field(
         resolver=workspaces.list_workspaces,
         description="Workspaces you can see, oldest first; filter by owner e-mail.",
+    )
+    partner_users: Connection[PartnerUser] = strawberry.field(resolver=identity.partner_users)
+    workspace_users: Connection[WorkspaceUser] = strawberry.field(resolver=identity.workspace_users)
+    api_keys: Connection[ApiKey] = strawberry.field(resolver=api_keys.list_api_keys)
+    audit_log: Connection[AuditEntry] = strawberry.field(resolver=audit.audit_log)
+    branding: PublicBranding | None = strawberry.field(
+        resolver=branding.branding_by_domain, description="Public: a partner's branding by its domain."
     )
 
 

@@ -24,7 +24,7 @@ import pytest
 from tortoise import Tortoise
 from tortoise.backends.base import executor
 
-from billing import clock
+from billing import clock, ratelimit
 from whitebill import db
 
 os.environ.setdefault("WHITEBILL_CHEAP_PASSWORD_HASH", "1")
@@ -121,6 +121,7 @@ async def database(backend: Backend) -> AsyncIterator[Backend]:
     await _wipe(backend)
     clock.use_shared_offset(True)
     await clock.reset()
+    await ratelimit.reset()
     try:
         yield backend
     finally:
@@ -150,7 +151,16 @@ def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / f"{backend.name}.log"
-    env = dict(os.environ, DATABASE_URL=backend.url, PORT=str(port), WHITEBILL_ENV="test", WHITEBILL_TEST_CLOCK="1")
+    env = dict(
+        os.environ,
+        DATABASE_URL=backend.url,
+        PORT=str(port),
+        WHITEBILL_ENV="test",
+        WHITEBILL_TEST_CLOCK="1",
+        # Every test request comes from 127.0.0.1: per-address limits would make the suite flaky.
+        WHITEBILL_LOGIN_LIMIT_PER_ADDRESS="100000/minute",
+        WHITEBILL_RESET_LIMIT_PER_ADDRESS="100000/minute",
+    )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "whitebill.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT

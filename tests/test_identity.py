@@ -1,0 +1,298 @@
+"""People and sessions: invitations, login per brand, password resets, permissions, keys, branding."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from billing import api_keys, clock, identity, ratelimit
+from billing.errors import BillingError, ErrorCode
+from models.enums import Permission
+from models.operations import OutboxEvent
+from models.tenancy import PartnerUser, WorkspaceUser
+from schema.ids import to_global_id
+from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
+from tests.graphql import GraphQLClient
+
+pytestmark = pytest.mark.usefixtures("database")
+
+PASSWORD = "correct horse battery"
+
+
+async def mailed_token(email: str) -> str:
+    """The token of the newest password e-mail to ``email`` (the outbox is the mailbox until SMTP lands)."""
+    events = await OutboxEvent.filter(event_type="email.password_reset").order_by("-id")
+    for event in events:
+        if event.payload["to"] == email:
+            return event.payload["token"]
+    raise AssertionError(f"no password e-mail to {email}")
+
+
+async def a_partner_admin(email: str = "owner@agency.example") -> tuple[object, PartnerUser]:
+    partner = await a_partner()
+    new = await identity.invite_partner_user(PLATFORM, partner_id=partner.id, email=email)
+    await identity.reset_password(token=await mailed_token(email), new_password=PASSWORD)
+    return partner, await PartnerUser.get(id=new.user.id)
+
+
+async def test_the_first_user_of_a_partner_is_its_admin_and_sets_a_password_by_email() -> None:
+    partner, admin = await a_partner_admin()
+    assert admin.is_admin and set(admin.permissions) == {p.value for p in partner_viewer(partner).permissions}
+    session = await identity.login(
+        brand=partner.slug, email="OWNER@agency.example", password=PASSWORD, client_address="10.0.0.1"
+    )
+    assert session.token.startswith("wbs_")
+    viewer = await identity.authenticate_session(session.token)
+    assert viewer is not None and viewer.kind == "PARTNER" and viewer.partner_id == partner.id
+    second = await identity.invite_partner_user(
+        viewer, partner_id=partner.id, email="ops@agency.example", permissions=frozenset({Permission.READ_REPORTS})
+    )
+    assert not second.user.is_admin and second.user.permissions == ["READ_REPORTS"]
+
+
+async def test_one_person_can_be_a_client_of_two_brands() -> None:
+    brand_a, brand_b = await a_partner("Brand A"), await a_partner("Brand B")
+    for brand, password in ((brand_a, "password for A"), (brand_b, "password for B")):
+        workspace = await a_workspace(brand)
+        await identity.create_workspace_user(
+            partner_viewer(brand), workspace_id=workspace.id, email="maria@example.com"
+        )
+        await identity.reset_password(token=await mailed_token("maria@example.com"), new_password=password)
+    assert await WorkspaceUser.filter(email="maria@example.com").count() == 2
+    a = await identity.login(
+        brand=brand_a.slug, email="maria@example.com", password="password for A", client_address=None
+    )
+    assert a.viewer.partner_id == brand_a.id and a.viewer.kind == "WORKSPACE"
+    with pytest.raises(BillingError) as wrong_brand:
+        await identity.login(
+            brand=brand_b.slug, email="maria@example.com", password="password for A", client_address=None
+        )
+    assert wrong_brand.value.code is ErrorCode.INVALID_CREDENTIALS
+
+
+async def test_login_failures_all_look_the_same() -> None:
+    partner, _ = await a_partner_admin()
+    messages = set()
+    for brand, email, password in (
+        (partner.slug, "owner@agency.example", "wrong password"),
+        (partner.slug, "nobody@agency.example", PASSWORD),
+        ("no-such-brand", "owner@agency.example", PASSWORD),
+        (None, "owner@agency.example", PASSWORD),  # not a platform operator
+    ):
+        with pytest.raises(BillingError) as refused:
+            await identity.login(brand=brand, email=email, password=password, client_address=None)
+        assert refused.value.code is ErrorCode.INVALID_CREDENTIALS
+        messages.add(refused.value.message)
+    assert len(messages) == 1
+
+
+async def test_logins_are_rate_limited_per_email() -> None:
+    partner, _ = await a_partner_admin()
+    for _ in range(ratelimit.LOGIN_PER_EMAIL.amount):
+        with pytest.raises(BillingError):
+            await identity.login(
+                brand=partner.slug, email="owner@agency.example", password="guess", client_address=None
+            )
+    with pytest.raises(BillingError) as limited:
+        await identity.login(brand=partner.slug, email="owner@agency.example", password=PASSWORD, client_address=None)
+    assert limited.value.code is ErrorCode.RATE_LIMITED
+
+
+async def test_a_reset_token_works_once() -> None:
+    partner, _ = await a_partner_admin()
+    await identity.request_password_reset(brand=partner.slug, email="owner@agency.example", client_address=None)
+    token = await mailed_token("owner@agency.example")
+    await identity.reset_password(token=token, new_password="a brand new password")
+    with pytest.raises(BillingError) as reused:
+        await identity.reset_password(token=token, new_password="yet another password")
+    assert reused.value.code is ErrorCode.INVALID_TOKEN
+    await identity.login(
+        brand=partner.slug, email="owner@agency.example", password="a brand new password", client_address=None
+    )
+
+
+async def test_concurrent_uses_of_one_reset_token_succeed_once() -> None:
+    partner, _ = await a_partner_admin()
+    await identity.request_password_reset(brand=partner.slug, email="owner@agency.example", client_address=None)
+    token = await mailed_token("owner@agency.example")
+
+    async def use(i: int) -> bool:
+        try:
+            await identity.reset_password(token=token, new_password=f"new password {i}")
+        except BillingError:
+            return False
+        return True
+
+    assert (await asyncio.gather(*(use(i) for i in range(5)))).count(True) == 1
+
+
+async def test_a_reset_token_expires() -> None:
+    partner, _ = await a_partner_admin()
+    await identity.request_password_reset(brand=partner.slug, email="owner@agency.example", client_address=None)
+    token = await mailed_token("owner@agency.example")
+    await clock.advance(identity.RESET_LIFETIME + timedelta(minutes=1))
+    with pytest.raises(BillingError) as expired:
+        await identity.reset_password(token=token, new_password="too late password")
+    assert expired.value.code is ErrorCode.INVALID_TOKEN
+
+
+async def test_a_password_change_ends_sessions_and_pending_reset_tokens() -> None:
+    partner, _ = await a_partner_admin()
+    session = await identity.login(
+        brand=partner.slug, email="owner@agency.example", password=PASSWORD, client_address=None
+    )
+    await identity.request_password_reset(brand=partner.slug, email="owner@agency.example", client_address=None)
+    pending = await mailed_token("owner@agency.example")
+    viewer = await identity.authenticate_session(session.token)
+    assert viewer is not None
+    await identity.change_password(viewer, current=PASSWORD, new="a changed password")
+    assert await identity.authenticate_session(session.token) is None
+    with pytest.raises(BillingError) as dead:
+        await identity.reset_password(token=pending, new_password="should not work")
+    assert dead.value.code is ErrorCode.INVALID_TOKEN
+
+
+async def test_a_reset_request_answers_the_same_for_an_unknown_email() -> None:
+    partner, _ = await a_partner_admin()
+    before = await OutboxEvent.filter(event_type="email.password_reset").count()
+    assert (
+        await identity.request_password_reset(brand=partner.slug, email="ghost@agency.example", client_address=None)
+        is None
+    )
+    assert await OutboxEvent.filter(event_type="email.password_reset").count() == before
+
+
+async def test_sessions_expire_and_logout_ends_them() -> None:
+    partner, _ = await a_partner_admin()
+    first = await identity.login(
+        brand=partner.slug, email="owner@agency.example", password=PASSWORD, client_address=None
+    )
+    assert await identity.logout(first.token)
+    assert await identity.authenticate_session(first.token) is None
+    second = await identity.login(
+        brand=partner.slug, email="owner@agency.example", password=PASSWORD, client_address=None
+    )
+    await clock.advance(identity.SESSION_LIFETIME + timedelta(seconds=1))
+    assert await identity.authenticate_session(second.token) is None
+
+
+async def test_a_revoked_key_stops_working() -> None:
+    partner = await a_partner()
+    new = await api_keys.create_key(partner_id=partner.id, name="backend")
+    assert await api_keys.authenticate(new.secret) is not None
+    await new.key.refresh_from_db()
+    assert new.key.last_used_at is not None
+    await api_keys.revoke_key(partner_viewer(partner), new.key.id)
+    assert await api_keys.authenticate(new.secret) is None
+
+
+# ---------------------------------------------------------------- through the API
+
+
+async def login_over_api(client: GraphQLClient, brand: str, email: str, password: str) -> GraphQLClient:
+    result = await client.data(
+        "mutation($b: String, $e: String!, $p: String!) { login(input: {brand: $b, email: $e, password: $p}) {"
+        " token viewer { kind email } errors { code } } }",
+        {"b": brand, "e": email, "p": password},
+    )
+    assert result["login"]["errors"] == [], result
+    return GraphQLClient(client.base_url, result["login"]["token"])
+
+
+async def test_a_team_member_without_a_permission_is_refused_naming_it(server) -> None:
+    partner, _ = await a_partner_admin()
+    admin = await login_over_api(GraphQLClient(server.url), partner.slug, "owner@agency.example", PASSWORD)
+    invited = await admin.data(
+        'mutation { invitePartnerUser(input: {email: "reader@agency.example", permissions: [READ_REPORTS]}) {'
+        " user { id isAdmin permissions } errors { code } } }"
+    )
+    assert invited["invitePartnerUser"]["user"]["permissions"] == ["READ_REPORTS"]
+    await identity.reset_password(token=await mailed_token("reader@agency.example"), new_password=PASSWORD)
+    reader = await login_over_api(GraphQLClient(server.url), partner.slug, "reader@agency.example", PASSWORD)
+    workspace = await a_workspace(partner)
+    refused = await reader.data(
+        'mutation($id: ID!) { grantUnits(input: {workspaceId: $id, unit: "POINTS", amount: "5",'
+        ' idempotencyKey: "k"}) { errors { code message } } }',
+        {"id": to_global_id("Workspace", workspace.id)},
+    )
+    [error] = refused["grantUnits"]["errors"]
+    assert error["code"] == "FORBIDDEN" and "MANAGE_BILLING" in error["message"]
+    viewer = await reader.data("{ viewer { kind via email permissions partner { slug } } }")
+    assert viewer["viewer"] == {
+        "kind": "PARTNER",
+        "via": "SESSION",
+        "email": "reader@agency.example",
+        "permissions": ["READ_REPORTS"],
+        "partner": {"slug": partner.slug},
+    }
+    # The admin grants MANAGE_BILLING; the same session may now grant units.
+    granted = await admin.data(
+        "mutation($id: ID!) { setPartnerUserPermissions(input: {userId: $id, permissions: [READ_REPORTS, MANAGE_BILLING]})"
+        " { user { permissions } errors { code } } }",
+        {"id": invited["invitePartnerUser"]["user"]["id"]},
+    )
+    assert set(granted["setPartnerUserPermissions"]["user"]["permissions"]) == {"READ_REPORTS", "MANAGE_BILLING"}
+    allowed = await reader.data(
+        'mutation($id: ID!) { grantUnits(input: {workspaceId: $id, unit: "POINTS", amount: "5",'
+        ' idempotencyKey: "k"}) { wallet { balance { amount } } errors { code } } }',
+        {"id": to_global_id("Workspace", workspace.id)},
+    )
+    assert allowed["grantUnits"]["wallet"]["balance"]["amount"] == "5"
+    log = await admin.data(
+        '{ auditLog(action: "partner_user.permissions") { nodes { actor before after requestId } } }'
+    )
+    [entry] = log["auditLog"]["nodes"]
+    assert entry["before"] == {"permissions": ["READ_REPORTS"]} and entry["requestId"]
+
+
+async def test_a_workspace_user_sees_only_its_workspace(server) -> None:
+    partner = await a_partner()
+    mine, other = await a_workspace(partner, name="Mine"), await a_workspace(partner, name="Other")
+    await identity.create_workspace_user(partner_viewer(partner), workspace_id=mine.id, email="client@mine.example")
+    await identity.reset_password(token=await mailed_token("client@mine.example"), new_password=PASSWORD)
+    client = await login_over_api(GraphQLClient(server.url), partner.slug, "client@mine.example", PASSWORD)
+    listed = await client.data("{ workspaces { nodes { name } } viewer { kind workspace { name } } }")
+    assert listed["workspaces"]["nodes"] == [{"name": "Mine"}]
+    assert listed["viewer"] == {"kind": "WORKSPACE", "workspace": {"name": "Mine"}}
+    assert (await client.data("query($id: ID!) { node(id: $id) { id } }", {"id": to_global_id("Workspace", other.id)}))[
+        "node"
+    ] is None
+    logout = await client.data("mutation { logout { ok } }")
+    assert logout["logout"]["ok"] is True
+    after = await client.execute("{ viewer { kind } }")
+    assert after["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_branding_is_validated_and_public_by_domain(server) -> None:
+    partner = await a_partner()
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    agency = GraphQLClient(server.url, key)
+    bad = await agency.data(
+        'mutation { updateBranding(input: {logoUrl: "http://insecure.example/logo.png", primaryColor: "red"}) {'
+        " errors { code field } } }"
+    )
+    assert {e["field"] for e in bad["updateBranding"]["errors"]} <= {"logoUrl", "primaryColor"}
+    ok = await agency.data(
+        'mutation { updateBranding(input: {displayName: "Acme Chat", logoUrl: "https://cdn.acme.example/logo.png",'
+        ' primaryColor: "#FF6600", supportEmail: "help@acme.example", customDomain: "chat.acme.example"}) {'
+        " branding { displayName primaryColor customDomain } errors { code } } }"
+    )
+    assert ok["updateBranding"]["branding"] == {
+        "displayName": "Acme Chat",
+        "primaryColor": "#ff6600",
+        "customDomain": "chat.acme.example",
+    }
+    public = await GraphQLClient(server.url).data(
+        '{ branding(domain: "chat.acme.example") { partnerId branding { displayName logoUrl } } }'
+    )
+    assert public["branding"]["branding"] == {
+        "displayName": "Acme Chat",
+        "logoUrl": "https://cdn.acme.example/logo.png",
+    }
+    assert (await GraphQLClient(server.url).data('{ branding(domain: "nobody.example") { partnerId } }'))[
+        "branding"
+    ] is None
+    # The brand's domain is also how its users sign in.
+    assert (await identity.find_brand("chat.acme.example")).id == partner.id
