@@ -51,6 +51,12 @@ def test_migrate_demo_and_api_keys_from_the_command_line(tmp_path: Path) -> None
     assert platform_key.returncode == 0 and platform_key.stdout.startswith("wb_")
     partner_key = whitebill("api-key", "create", "--partner", "1", env=env)
     assert partner_key.returncode == 0 and partner_key.stdout.startswith("wb_")
+    usage_only = whitebill("api-key", "create", "--platform", "--permissions", "report_usage", env=env)
+    assert usage_only.returncode == 0 and usage_only.stdout.startswith("wb_")
+    bad = whitebill("api-key", "create", "--partner", "1", "--permissions", "REPORT_USAGE", env=env)
+    assert bad.returncode == 2 and "REPORT_USAGE" in bad.stderr  # only the platform's product reports usage
+    typo = whitebill("api-key", "create", "--platform", "--permissions", "MANAGE_EVERYTHING", env=env)
+    assert typo.returncode == 2 and "unknown permission" in typo.stderr
     unknown = whitebill("api-key", "create", "--partner", "999", env=env)
     assert unknown.returncode == 2 and "partner not found" in unknown.stderr
 

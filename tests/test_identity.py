@@ -229,8 +229,8 @@ async def test_a_team_member_without_a_permission_is_refused_naming_it(server) -
     }
     # The admin grants MANAGE_BILLING; the same session may now grant units.
     granted = await admin.data(
-        "mutation($id: ID!) { setPartnerUserPermissions(input: {userId: $id, permissions: [READ_REPORTS, MANAGE_BILLING]})"
-        " { user { permissions } errors { code } } }",
+        "mutation($id: ID!) { setPartnerUserPermissions(input: {userId: $id,"
+        " permissions: [READ_REPORTS, MANAGE_BILLING]}) { user { permissions } errors { code } } }",
         {"id": invited["invitePartnerUser"]["user"]["id"]},
     )
     assert set(granted["setPartnerUserPermissions"]["user"]["permissions"]) == {"READ_REPORTS", "MANAGE_BILLING"}

@@ -98,6 +98,7 @@ def _api_key_create(args: argparse.Namespace) -> int:
 
     from billing import api_keys
     from billing.errors import BillingError
+    from models.enums import Permission
     from whitebill import db
 
     settings = load_settings()
@@ -105,8 +106,13 @@ def _api_key_create(args: argparse.Namespace) -> int:
     async def run() -> str:
         await db.connect(settings.database_url)
         try:
+            permissions = (
+                frozenset(Permission(p.strip().upper()) for p in args.permissions.split(",") if p.strip())
+                if args.permissions
+                else None
+            )
             new = await api_keys.create_key(
-                partner_id=None if args.platform else args.partner, name=args.name, actor="cli"
+                partner_id=None if args.platform else args.partner, name=args.name, permissions=permissions, actor="cli"
             )
             return new.secret
         finally:
@@ -114,6 +120,12 @@ def _api_key_create(args: argparse.Namespace) -> int:
 
     try:
         print(asyncio.run(run()))
+    except ValueError as error:
+        print(
+            f"whitebill: unknown permission ({error}); choose from {', '.join(p.value for p in Permission)}",
+            file=sys.stderr,
+        )
+        return 2
     except BillingError as error:
         print(f"whitebill: {error.message}", file=sys.stderr)
         return 2
@@ -144,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     owner.add_argument("--platform", action="store_true", help="a key for the platform operator")
     owner.add_argument("--partner", type=int, metavar="ID", help="a key for this partner (database id)")
     create.add_argument("--name", default="cli")
+    create.add_argument(
+        "--permissions", default=None, help="comma-separated, e.g. REPORT_USAGE; default: all the owner can hold"
+    )
     create.set_defaults(run=_api_key_create)
     return parser
 
