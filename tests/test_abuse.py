@@ -1,0 +1,98 @@
+"""Query bombs are refused before anything runs, and other requests keep being served."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from strawberry.extensions import SchemaExtension
+
+from billing import api_keys
+from schema.root import schema
+from tests.factories import a_partner, a_workspace
+from whitebill.app import create_app
+from whitebill.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("database")
+
+resolved: list[str] = []
+
+
+class CountResolvers(SchemaExtension):
+    """Records every field a request resolves."""
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        resolved.append(info.field_name)
+        return _next(root, info, *args, **kwargs)
+
+
+DEEP = (
+    "{ viewer { partner { workspaces { nodes { partner { workspaces { nodes { partner { workspaces { nodes {"
+    " partner { workspaces { nodes { id } } } } } } } } } } } } } }"
+)
+ALIASES = "{ " + " ".join(f"a{i}: viewer {{ kind }}" for i in range(40)) + " }"
+TOKENS = "{ viewer { " + " ".join(["kind"] * 2100) + " } }"
+COSTLY = (
+    "{ partners(first: 100) { nodes { workspaces(first: 100) { nodes { wallets { entries(first: 100) {"
+    " nodes { id } } } } } } } }"
+)
+FRAGMENT_CYCLE = (
+    "{ viewer { ...A } } fragment A on Viewer { partner { workspaces { nodes { partner { ...B } } } } }"
+    " fragment B on Partner { workspaces { nodes { partner { name } } } }"
+)
+BOMBS = {"depth": DEEP, "aliases": ALIASES, "tokens": TOKENS, "cost": COSTLY}
+
+
+@pytest.fixture
+async def client(monkeypatch: pytest.MonkeyPatch) -> httpx.AsyncClient:
+    monkeypatch.setattr(schema, "extensions", (*schema.extensions, CountResolvers))
+    partner = await a_partner()
+    await a_workspace(partner)
+    key = (await api_keys.create_key(partner_id=None)).secret
+    app = create_app(Settings(env="test"), manage_database=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://test", headers={"authorization": f"Bearer {key}"}
+    ) as http:
+        yield http
+
+
+@pytest.mark.parametrize("kind", BOMBS)
+async def test_a_bomb_is_refused_before_any_resolver_runs(client: httpx.AsyncClient, kind: str) -> None:
+    resolved.clear()
+    response = await client.post("/graphql", json={"query": BOMBS[kind]})
+    body = response.json()
+    assert response.status_code < 500
+    assert body.get("data") is None and body["errors"], body
+    assert resolved == []
+
+
+async def test_a_legitimate_query_still_resolves(client: httpx.AsyncClient) -> None:
+    resolved.clear()
+    body = (await client.post("/graphql", json={"query": "{ viewer { kind } }"})).json()
+    assert body == {"data": {"viewer": {"kind": "PLATFORM"}}}
+    assert resolved == ["viewer", "kind"]
+
+
+async def test_requests_keep_being_served_during_a_flood_of_bombs(client: httpx.AsyncClient) -> None:
+    async def bomb(i: int) -> dict:
+        query = list(BOMBS.values())[i % len(BOMBS)]
+        return (await client.post("/graphql", json={"query": query})).json()
+
+    async def honest() -> dict:
+        return (await client.post("/graphql", json={"query": "{ partners(first: 5) { nodes { name } } }"})).json()
+
+    results = await asyncio.gather(*(bomb(i) for i in range(40)), *(honest() for _ in range(10)))
+    bombs, honest_results = results[:40], results[40:]
+    assert all(r.get("data") is None for r in bombs)
+    assert all(len(r["data"]["partners"]["nodes"]) == 1 for r in honest_results)
+
+
+async def test_cyclic_fragments_are_refused(client: httpx.AsyncClient) -> None:
+    body = (await client.post("/graphql", json={"query": "{ viewer { ...A } } fragment A on Viewer { ...A }"})).json()
+    assert body.get("data") is None and body["errors"]
+    response = await client.post("/graphql", json={"query": FRAGMENT_CYCLE})  # deep through fragments, not cyclic
+    assert response.status_code == 200
+    assert all(e.get("extensions", {}).get("code") != "INTERNAL_ERROR" for e in response.json().get("errors", []))
