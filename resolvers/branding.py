@@ -6,12 +6,11 @@ import strawberry
 from strawberry.types import Info
 
 from billing import branding
-from billing.errors import BillingError, ErrorCode
 from models.tenancy import Partner as PartnerRow
-from resolvers.auth import viewer_with
+from resolvers.auth import target_partner, viewer_with
 from schema.context import Context
 from schema.errors import UserError, payload
-from schema.ids import expect_id, to_global_id
+from schema.ids import to_global_id
 from schema.types import Branding
 
 
@@ -54,12 +53,7 @@ class UpdateBrandingPayload:
 async def update_branding(info: Info[Context, None], input: UpdateBrandingInput) -> UpdateBrandingPayload:
     async def run() -> UpdateBrandingPayload:
         viewer = viewer_with(info)
-        if input.partner_id:
-            partner_id = expect_id(input.partner_id, "Partner", "partnerId")
-        elif viewer.partner_id is not None:
-            partner_id = viewer.partner_id
-        else:
-            raise BillingError(ErrorCode.INVALID_INPUT, "name the partner", field="partnerId")
+        partner_id = target_partner(viewer, input.partner_id)
         change = branding.BrandingChange(
             display_name=input.display_name,
             logo_url=input.logo_url,

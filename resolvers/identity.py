@@ -12,7 +12,7 @@ from billing.errors import BillingError, ErrorCode
 from models.enums import Permission as DomainPermission
 from models.tenancy import PartnerUser as PartnerUserRow
 from models.tenancy import WorkspaceUser as WorkspaceUserRow
-from resolvers.auth import viewer_with
+from resolvers.auth import target_partner, viewer_with
 from resolvers.pagination import paginate
 from schema.context import Context
 from schema.errors import UserError, payload
@@ -146,12 +146,7 @@ async def invite_partner_user(info: Info[Context, None], input: InvitePartnerUse
 
     async def run() -> InvitePartnerUserPayload:
         viewer = viewer_with(info)
-        if input.partner_id:
-            partner_id = expect_id(input.partner_id, "Partner", "partnerId")
-        elif viewer.partner_id is not None:
-            partner_id = viewer.partner_id
-        else:
-            raise BillingError(ErrorCode.INVALID_INPUT, "name the partner", field="partnerId")
+        partner_id = target_partner(viewer, input.partner_id)
         new = await identity.invite_partner_user(
             viewer,
             partner_id=partner_id,
@@ -234,6 +229,8 @@ async def workspace_users(
         tenancy.workspaces(viewer), expect_id(workspace_id, "Workspace", "workspaceId"), "workspace"
     )
     return await paginate(
-        tenancy.workspace_users(viewer).filter(workspace_id=workspace.id), first=first, after=after,
+        tenancy.workspace_users(viewer).filter(workspace_id=workspace.id),
+        first=first,
+        after=after,
         to_node=WorkspaceUser.of,
     )
