@@ -153,7 +153,7 @@ async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int)
     wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
     # Lowering the limit below a current overdraft would violate the wallet's CHECK constraint.
     changed = await sql.execute(
-        "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND balance >= -$1",
+        "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND balance + $1 >= 0",
         credit_limit,
         clock.now(),
         wallet.id,

@@ -17,6 +17,7 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
     ValidationContext,
     ValidationRule,
 )
@@ -75,3 +76,16 @@ def cost_rule(max_cost: int, max_page: int, default_page: int = 20) -> type[Vali
             return 1
 
     return QueryCost
+
+
+def _unstorable(text: str) -> bool:
+    return "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+class StorableStrings(ValidationRule):
+    """String literals in the document may not hold NUL or lone surrogates: no database stores
+    them. (JSON variables are checked when the request body is decoded.)"""
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
+        if _unstorable(node.value):
+            self.report_error(GraphQLError("Strings must not contain NUL or unpaired surrogate characters.", node))

@@ -20,7 +20,7 @@ from resolvers.branding import PublicBranding
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
 from schema.extensions import OneConnectionPerQuery
-from schema.limits import cost_rule
+from schema.limits import StorableStrings, cost_rule
 from schema.types import ApiKey, AuditEntry, Connection, Node, Partner, PartnerUser, Viewer, Workspace, WorkspaceUser
 
 MAX_DEPTH = 12
@@ -100,7 +100,7 @@ def build_schema() -> strawberry.Schema:
             lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            lambda: AddValidationRules([cost_rule(MAX_COST, MAX_PAGE, DEFAULT_PAGE)]),
+            lambda: AddValidationRules([cost_rule(MAX_COST, MAX_PAGE, DEFAULT_PAGE), StorableStrings]),
             ShapeErrors,
             OneConnectionPerQuery,
         ],

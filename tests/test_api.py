@@ -245,6 +245,19 @@ async def test_malformed_bodies_are_client_errors(platform: GraphQLClient, paylo
     assert 400 <= response.status_code < 500, response.text
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        '{ workspaces(ownerEmail: "a\\u0000b") { nodes { id } } }',
+        'mutation { requestPasswordReset(input: {email: "x@y.example", brand: "nul\\u0000.example"}) { ok } }',
+        '{ auditLog(action: "wallet\\u0000grant") { nodes { id } } }',
+    ],
+)
+async def test_nul_in_a_string_literal_is_refused_before_execution(platform: GraphQLClient, query: str) -> None:
+    body = await platform.execute(query)
+    assert body.get("data") is None and "NUL" in body["errors"][0]["message"]
+
+
 async def test_query_bombs_are_refused_before_execution(platform: GraphQLClient) -> None:
     deep = (
         "{ viewer { partner { workspaces { nodes { partner { workspaces { nodes { partner { workspaces { nodes {"

@@ -11,6 +11,7 @@ from billing import ledger, sql, wallets
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from models.enums import ExternalAccount, LedgerCause, OwnerKind
+from models.tenancy import Partner
 from models.wallets import LedgerEntry, Posting, Wallet
 from tests.factories import a_partner, a_workspace, partner_viewer
 
@@ -190,3 +191,15 @@ async def test_200_concurrent_keyed_debits_through_the_service() -> None:
     assert outcomes.count(True) == 100
     wallet = await Wallet.get(workspace_id=workspace.id, unit="POINTS")
     assert wallet.balance == 0 == await entries_sum(wallet.id)
+
+
+async def test_a_partner_sets_a_credit_limit_for_a_postpaid_client() -> None:
+    wallet = await funded_wallet(0)
+    viewer = partner_viewer(await Partner.get(id=wallet.partner_id))
+    updated = await wallets.set_credit_limit(viewer, wallet_id=wallet.id, credit_limit=300)
+    assert updated.credit_limit == 300
+    assert await wallets.spend(wallet.id, 250, cause=LedgerCause.USAGE) == -250
+    with pytest.raises(BillingError) as refused:  # the limit cannot go below what is already owed
+        await wallets.set_credit_limit(viewer, wallet_id=wallet.id, credit_limit=100)
+    assert refused.value.code is ErrorCode.INVALID_INPUT
+    assert (await Wallet.get(id=wallet.id)).credit_limit == 300
