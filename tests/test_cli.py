@@ -57,6 +57,18 @@ def test_migrate_demo_and_api_keys_from_the_command_line(tmp_path: Path) -> None
     assert bad.returncode == 2 and "REPORT_USAGE" in bad.stderr  # only the platform's product reports usage
     typo = whitebill("api-key", "create", "--platform", "--permissions", "MANAGE_EVERYTHING", env=env)
     assert typo.returncode == 2 and "unknown permission" in typo.stderr
+    operator = whitebill(
+        "operator",
+        "create",
+        "--email",
+        "ops@platform.example",
+        env={**env, "WHITEBILL_OPERATOR_PASSWORD": "a long operator password"},
+    )
+    assert operator.returncode == 0, operator.stderr
+    weak = whitebill(
+        "operator", "create", "--email", "b@platform.example", env={**env, "WHITEBILL_OPERATOR_PASSWORD": "x"}
+    )
+    assert weak.returncode == 2 and "password" in weak.stderr
     unknown = whitebill("api-key", "create", "--partner", "999", env=env)
     assert unknown.returncode == 2 and "partner not found" in unknown.stderr
 

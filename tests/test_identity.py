@@ -296,3 +296,9 @@ async def test_branding_is_validated_and_public_by_domain(server) -> None:
     ] is None
     # The brand's domain is also how its users sign in.
     assert (await identity.find_brand("chat.acme.example")).id == partner.id
+
+
+async def test_a_platform_operator_signs_in_without_a_brand() -> None:
+    await identity.create_platform_user(email="ops@platform.example", password=PASSWORD)
+    session = await identity.login(brand=None, email="ops@platform.example", password=PASSWORD, client_address=None)
+    assert session.viewer.is_platform and Permission.MANAGE_PARTNERS in session.viewer.permissions

@@ -132,6 +132,35 @@ def _api_key_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operator_create(args: argparse.Namespace) -> int:
+    import getpass
+    import os
+
+    from tortoise import Tortoise
+
+    from billing import identity
+    from billing.errors import BillingError
+    from whitebill import db
+
+    settings = load_settings()
+    password = os.environ.get("WHITEBILL_OPERATOR_PASSWORD") or getpass.getpass("Password: ")
+
+    async def run() -> None:
+        await db.connect(settings.database_url)
+        try:
+            await identity.create_platform_user(email=args.email, password=password, name=args.name)
+        finally:
+            await Tortoise.close_connections()
+
+    try:
+        asyncio.run(run())
+    except BillingError as error:
+        print(f"whitebill: {error.message}", file=sys.stderr)
+        return 2
+    print(f"platform operator {args.email} created: sign in with login(input: {{email, password}}) and no brand")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whitebill", description="Billing backend for white-label reseller programs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -160,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--permissions", default=None, help="comma-separated, e.g. REPORT_USAGE; default: all the owner can hold"
     )
     create.set_defaults(run=_api_key_create)
+
+    operator = commands.add_parser("operator", help="manage platform operators (people)")
+    operator_commands = operator.add_subparsers(dest="operator_command", required=True)
+    make = operator_commands.add_parser(
+        "create", help="add a platform operator; the password comes from WHITEBILL_OPERATOR_PASSWORD or a prompt"
+    )
+    make.add_argument("--email", required=True)
+    make.add_argument("--name", default="")
+    make.set_defaults(run=_operator_create)
     return parser
 
 
