@@ -57,12 +57,10 @@ async def create_partner(viewer: Viewer, *, name: str, slug: str, currency: str 
 async def create_workspace(viewer: Viewer, *, name: str, owner_email: str, partner_id: int | None = None) -> Workspace:
     """Create a client workspace and its default project (AiSensy)."""
     viewer.require(Permission.MANAGE_WORKSPACES)
-    if viewer.is_platform:
-        if partner_id is None:
-            raise BillingError(ErrorCode.INVALID_INPUT, "the platform must name the partner", field="partnerId")
-        partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
-    else:
-        partner = await tenancy.get_scoped(tenancy.partners(viewer), viewer.partner_id or 0, "partner")
+    partner_id = partner_id if partner_id is not None else viewer.partner_id
+    if partner_id is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "the platform must name the partner", field="partnerId")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     name = check_name(name)
     owner_email = check_email(owner_email, field="ownerEmail")
     async with in_transaction("default"):

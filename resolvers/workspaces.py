@@ -7,11 +7,10 @@ from strawberry.types import Info
 
 from billing import partners, tenancy
 from models.enums import Permission
-from resolvers.auth import viewer_with
+from resolvers.auth import target_partner, viewer_with
 from resolvers.pagination import paginate
 from schema.context import Context
 from schema.errors import UserError, payload
-from schema.ids import expect_id
 from schema.types import Connection, Project, Workspace
 
 
@@ -34,7 +33,7 @@ class CreateWorkspacePayload:
 async def create_workspace(info: Info[Context, None], input: CreateWorkspaceInput) -> CreateWorkspacePayload:
     async def run() -> CreateWorkspacePayload:
         viewer = viewer_with(info, Permission.MANAGE_WORKSPACES)
-        partner_id = expect_id(input.partner_id, "Partner", "partnerId") if input.partner_id else None
+        partner_id = target_partner(viewer, input.partner_id) if input.partner_id or not viewer.is_platform else None
         row = await partners.create_workspace(
             viewer, name=input.name, owner_email=input.owner_email, partner_id=partner_id
         )

@@ -333,3 +333,14 @@ async def test_privileged_actions_are_audited_with_the_request_id(platform: Grap
     assert row.request_id == "audit-trail-1"
     assert row.before == {"balance": 0} and row.after == {"balance": 7, "note": "why"}
     assert row.actor.startswith("api_key:")
+
+
+async def test_a_partner_cannot_create_a_workspace_in_another_tenant(platform: GraphQLClient) -> None:
+    other_id, _ = await onboard(platform, "other-tenant")
+    _, agency = await onboard(platform, "self-tenant")
+    result = await agency.data(
+        'mutation($p: ID) { createWorkspace(input: {name: "X", ownerEmail: "x@x.example", partnerId: $p}) {'
+        " workspace { id } errors { code field } } }",
+        {"p": other_id},
+    )
+    assert result["createWorkspace"] == {"workspace": None, "errors": [{"code": "NOT_FOUND", "field": "id"}]}
