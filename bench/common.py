@@ -1,0 +1,102 @@
+"""Shared pieces: a throwaway PostgreSQL database, a real server process, the result line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+
+from whitebill import db
+
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def admin_url() -> str:
+    return db.normalise_url(os.environ.get("DATABASE_URL", DEFAULT_URL)).split("?")[0]
+
+
+def database_url(name: str, **params: str) -> str:
+    parts = urlsplit(admin_url())
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", query, ""))
+
+
+def asyncpg_dsn(url: str) -> str:
+    return url.split("?")[0].replace("postgres://", "postgresql://", 1)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database() -> AsyncIterator[str]:
+    """A freshly migrated database on the server named by DATABASE_URL, dropped afterwards."""
+    name = f"whitebill_bench_{secrets.token_hex(4)}"
+    await db.migrate(database_url(name), quiet=True)
+    try:
+        yield name
+    finally:
+        conn = await asyncpg.connect(asyncpg_dsn(admin_url()))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=url, PORT=str(port), WHITEBILL_ENV="production", LOG_LEVEL="WARNING")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "whitebill.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("server did not start")
+        time.sleep(0.1)
+    try:
+        yield base, process
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def report(bench_id: str, figure: float, unit: str, floor: float) -> None:
+    ratio = figure / floor if floor else 0.0
+    print(f"BENCH {bench_id} {figure:.1f} {unit} floor={floor:.1f} ratio={ratio:.3f}", flush=True)
+
+
+async def run_for(seconds: float, clients: int, work) -> int:
+    """Run ``work()`` from ``clients`` concurrent tasks for ``seconds``; returns how many completed."""
+    done = 0
+    stop = time.monotonic() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.monotonic() < stop:
+            await work()
+            done += 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done

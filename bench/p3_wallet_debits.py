@@ -1,0 +1,110 @@
+"""P3: 64 clients debiting one wallet.
+
+whitebill: the debitUnits mutation over HTTP (each with its own idempotency key) against a real
+server whose pool holds POOL connections. Floor: the same 64 clients doing a raw conditional UPDATE
+plus a ledger INSERT through asyncpg with a pool of the same size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+
+import asyncpg
+import httpx
+from tortoise import Tortoise
+
+from bench.common import asyncpg_dsn, database_url, report, run_for, scratch_database, server
+from billing import api_keys, partners, wallets
+from billing.tenancy import Viewer
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS
+from schema.ids import to_global_id
+from whitebill import db
+
+CLIENTS = 64
+POOL = int(os.environ.get("BENCH_POOL", "8"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+START_BALANCE = 10**12
+PLATFORM = Viewer(kind="PLATFORM", actor="bench", permissions=PLATFORM_PERMISSIONS)
+
+DEBIT = """mutation($id: ID!, $key: String!) { debitUnits(input: {workspaceId: $id, unit: "POINTS",
+amount: "1", idempotencyKey: $key}) { errors { code } } }"""
+
+
+async def seed(url: str) -> tuple[int, int, str]:
+    await db.connect(url)
+    try:
+        partner = await partners.create_partner(PLATFORM, name="Bench", slug="bench")
+        agency = Viewer(kind="PARTNER", actor="bench", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
+        workspace = await partners.create_workspace(agency, name="Hot", owner_email="hot@bench.example")
+        result = await wallets.adjust_workspace_balance(
+            agency, workspace_id=workspace.id, unit="POINTS", amount=START_BALANCE, note="", idempotency_key="seed"
+        )
+        key = (await api_keys.create_key(partner_id=partner.id)).secret
+        return workspace.id, result.wallet_id, key
+    finally:
+        await Tortoise.close_connections()
+
+
+async def floor(dsn: str, wallet_id: int) -> float:
+    pool = await asyncpg.create_pool(dsn, min_size=POOL, max_size=POOL)
+    try:
+
+        async def debit() -> None:
+            async with pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "UPDATE wallet SET balance = balance - 1 WHERE id = $1 AND balance - 1 >= -credit_limit"
+                    " RETURNING balance, partner_id",
+                    wallet_id,
+                )
+                await conn.execute(
+                    "INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount,"
+                    " balance_after, cause) VALUES (now(), 1, $1, $2, 'POINTS', -1, $3, 'USAGE')",
+                    row["partner_id"],
+                    wallet_id,
+                    row["balance"],
+                )
+
+        count = await run_for(SECONDS, CLIENTS, debit)
+        return count / SECONDS
+    finally:
+        await pool.close()
+
+
+async def through_api(base: str, workspace_id: int, key: str) -> float:
+    counter = itertools.count()
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(
+        base_url=base, limits=limits, timeout=30, headers={"authorization": f"Bearer {key}"}
+    ) as http:
+        gid = to_global_id("Workspace", workspace_id)
+
+        async def debit() -> None:
+            response = await http.post(
+                "/graphql", json={"query": DEBIT, "variables": {"id": gid, "key": f"d{next(counter)}"}}
+            )
+            assert response.json()["data"]["debitUnits"]["errors"] == [], response.text
+
+        count = await run_for(SECONDS, CLIENTS, debit)
+        return count / SECONDS
+
+
+async def main() -> None:
+    async with scratch_database() as name:
+        url = database_url(name, minsize=str(POOL), maxsize=str(POOL))
+        workspace_id, wallet_id, key = await seed(url)
+        # A posting row for the floor's entries to point at.
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        await conn.execute(
+            "INSERT INTO posting (id, created_at, cause, note) VALUES (1, now(), 'USAGE', '') ON CONFLICT DO NOTHING"
+        )
+        await conn.close()
+        raw = await floor(asyncpg_dsn(url), wallet_id)
+        with server(url) as (base, _):
+            ours = await through_api(base, workspace_id, key)
+    report("P3", ours, "debits/s", raw)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
