@@ -18,7 +18,8 @@ from tortoise import Tortoise
 from bench.common import asyncpg_dsn, database_url, report, run_for, scratch_database, server
 from billing import api_keys, partners, wallets
 from billing.tenancy import Viewer
-from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, LedgerCause
+from models.tenancy import Workspace
 from schema.ids import to_global_id
 from whitebill import db
 
@@ -90,6 +91,33 @@ async def through_api(base: str, workspace_id: int, key: str) -> float:
         return count / SECONDS
 
 
+async def in_process(url: str, workspace_id: int, wallet_id: int) -> tuple[float, float]:
+    """Where the time goes: the same keyed debit called in-process, and a bare one-statement spend."""
+    await db.connect(url)
+    try:
+        workspace = await Workspace.get(id=workspace_id)
+        agency = Viewer(kind="PARTNER", actor="bench", partner_id=workspace.partner_id, permissions=PARTNER_PERMISSIONS)
+        counter = itertools.count()
+
+        async def keyed() -> None:
+            await wallets.adjust_workspace_balance(
+                agency,
+                workspace_id=workspace_id,
+                unit="POINTS",
+                amount=1,
+                note="",
+                idempotency_key=f"p{next(counter)}",
+                debit=True,
+            )
+
+        async def bare() -> None:
+            await wallets.spend(wallet_id, 1, cause=LedgerCause.USAGE)
+
+        return await run_for(SECONDS, CLIENTS, keyed) / SECONDS, await run_for(SECONDS, CLIENTS, bare) / SECONDS
+    finally:
+        await Tortoise.close_connections()
+
+
 async def main() -> None:
     async with scratch_database() as name:
         url = database_url(name, minsize=str(POOL), maxsize=str(POOL))
@@ -101,8 +129,10 @@ async def main() -> None:
         )
         await conn.close()
         raw = await floor(asyncpg_dsn(url), wallet_id)
+        keyed, bare = await in_process(url, workspace_id, wallet_id)
         with server(url) as (base, _):
             ours = await through_api(base, workspace_id, key)
+    print(f"P3 detail: in-process keyed debit {keyed:.1f}/s, in-process one-statement spend {bare:.1f}/s", flush=True)
     report("P3", ours, "debits/s", raw)
 
 
