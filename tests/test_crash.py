@@ -27,7 +27,8 @@ idempotencyKey: $key}) { errors { code } } }"""
 DEBIT = """mutation($id: ID!, $key: String!) { debitUnits(input: {workspaceId: $id, unit: "POINTS", amount: "1",
 idempotencyKey: $key}) { errors { code } } }"""
 PURCHASE = """mutation($id: ID!, $key: String!) { recordManualPurchase(input: {workspaceId: $id,
-unit: "MESSAGE_CREDITS", quantity: "100", priceAmount: "5.00", priceCurrency: "USD", idempotencyKey: $key}) { errors { code } } }"""
+unit: "MESSAGE_CREDITS", quantity: "100", priceAmount: "5.00", priceCurrency: "USD", idempotencyKey: $key}) {
+errors { code } } }"""
 
 
 def start(args: list[str], backend: Backend, port: int | None = None) -> subprocess.Popen[bytes]:
