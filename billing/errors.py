@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
     INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 (an error code, not a secret)
     LAST_ADMIN = "LAST_ADMIN"
+    LIMIT_BELOW_USAGE = "LIMIT_BELOW_USAGE"
+    PLAN_REQUIRED = "PLAN_REQUIRED"
 
 
 class BillingError(Exception):

@@ -12,7 +12,7 @@ from billing.errors import BillingError, ErrorCode
 from billing.money import check_currency
 from billing.tenancy import Viewer
 from billing.text import check_text
-from models.enums import Permission
+from models.enums import Permission, WorkspaceStatus
 from models.tenancy import Branding, Partner, Project, Workspace
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
@@ -64,7 +64,14 @@ async def create_workspace(viewer: Viewer, *, name: str, owner_email: str, partn
     name = check_name(name)
     owner_email = check_email(owner_email, field="ownerEmail")
     async with in_transaction("default"):
-        workspace = await Workspace.create(partner_id=partner.id, name=name, owner_email=owner_email)
+        # No plan yet: a new client starts RESTRICTED (LiveChat360) until one is assigned.
+        workspace = await Workspace.create(
+            partner_id=partner.id,
+            name=name,
+            owner_email=owner_email,
+            status=WorkspaceStatus.RESTRICTED,
+            status_reasons=[{"kind": "NO_PLAN"}],
+        )
         await Project.create(partner_id=partner.id, workspace=workspace, name=name, is_default=True)
         await audit.record(
             actor=viewer.actor,

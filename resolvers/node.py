@@ -9,12 +9,14 @@ import strawberry
 from strawberry.types import Info
 from tortoise.queryset import QuerySet
 
-from billing import tenancy
+from billing import catalog, tenancy
 from billing.tenancy import Viewer
+from models.catalog import PlanFamily as PlanFamilyRow
 from resolvers.auth import viewer_with
 from schema.context import Context
 from schema.ids import from_global_id
 from schema.types import (
+    AddOn,
     ApiKey,
     AuditEntry,
     LedgerEntry,
@@ -22,7 +24,10 @@ from schema.types import (
     Partner,
     PartnerUser,
     Payment,
+    Plan,
+    PlanFamily,
     Project,
+    Subscription,
     Wallet,
     Workspace,
     WorkspaceUser,
@@ -39,6 +44,10 @@ _RESOLVABLE: dict[str, tuple[Callable[[Viewer], QuerySet[Any]], Callable[[Any], 
     "WorkspaceUser": (tenancy.workspace_users, WorkspaceUser.of),
     "ApiKey": (tenancy.api_keys, ApiKey.of),
     "AuditEntry": (tenancy.audit_entries, AuditEntry.of),
+    "Plan": (catalog.visible_plans, Plan.of),
+    "PlanFamily": (lambda _: PlanFamilyRow.all(), PlanFamily.of),
+    "AddOn": (catalog.visible_add_ons, AddOn.of),
+    "Subscription": (tenancy.subscriptions, Subscription.of),
 }
 
 

@@ -15,13 +15,38 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from resolvers import api_keys, audit, branding, identity, node, partners, viewer, wallets, workspaces
+from resolvers import (
+    api_keys,
+    audit,
+    branding,
+    catalog,
+    identity,
+    node,
+    partners,
+    subscriptions,
+    viewer,
+    wallets,
+    workspaces,
+)
 from resolvers.branding import PublicBranding
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
 from schema.extensions import OneConnectionPerQuery
 from schema.limits import StorableStrings, cost_rule
-from schema.types import ApiKey, AuditEntry, Connection, Node, Partner, PartnerUser, Viewer, Workspace, WorkspaceUser
+from schema.types import (
+    AddOn,
+    ApiKey,
+    AuditEntry,
+    Connection,
+    Node,
+    Partner,
+    PartnerUser,
+    Plan,
+    PlanFamily,
+    Viewer,
+    Workspace,
+    WorkspaceUser,
+)
 
 MAX_DEPTH = 12
 MAX_TOKENS = 2000
@@ -44,6 +69,12 @@ class Query:
     workspace_users: Connection[WorkspaceUser] = strawberry.field(resolver=identity.workspace_users)
     api_keys: Connection[ApiKey] = strawberry.field(resolver=api_keys.list_api_keys)
     audit_log: Connection[AuditEntry] = strawberry.field(resolver=audit.audit_log)
+    plans: Connection[Plan] = strawberry.field(resolver=catalog.plans)
+    plan_families: Connection[PlanFamily] = strawberry.field(resolver=catalog.plan_families)
+    add_ons: Connection[AddOn] = strawberry.field(resolver=catalog.add_ons)
+    preview_change: subscriptions.ChangePreview = strawberry.field(
+        resolver=subscriptions.preview_change, description="Dry run: limits, price and excesses a change would give."
+    )
     branding: PublicBranding | None = strawberry.field(
         resolver=branding.branding_by_domain, description="Public: a partner's branding by its domain."
     )
@@ -80,6 +111,16 @@ class Mutation:
         resolver=identity.create_workspace_user
     )
     update_branding: branding.UpdateBrandingPayload = strawberry.mutation(resolver=branding.update_branding)
+    create_plan_family: catalog.PlanFamilyPayload = strawberry.mutation(resolver=catalog.create_plan_family)
+    create_plan: catalog.PlanPayload = strawberry.mutation(resolver=catalog.create_plan)
+    set_plan_status: catalog.PlanPayload = strawberry.mutation(resolver=catalog.set_plan_status)
+    set_partner_margin: catalog.SetPartnerMarginPayload = strawberry.mutation(resolver=catalog.set_partner_margin)
+    create_add_on: catalog.AddOnPayload = strawberry.mutation(resolver=catalog.create_add_on)
+    assign_plan: subscriptions.AssignPlanPayload = strawberry.mutation(resolver=subscriptions.assign_plan)
+    set_workspace_add_on: subscriptions.SetWorkspaceAddOnPayload = strawberry.mutation(
+        resolver=subscriptions.set_workspace_add_on
+    )
+    report_usage: subscriptions.ReportUsagePayload = strawberry.mutation(resolver=subscriptions.report_usage)
 
 
 class WhitebillSchema(strawberry.Schema):

@@ -11,13 +11,15 @@ import strawberry.scalars
 from strawberry.types import Info
 
 from billing.money import format_minor
+from models import catalog as catalog_models
 from models import enums
 from models import operations as operations_models
 from models import payments as payment_models
+from models import subscriptions as subscription_models
 from models import tenancy as tenancy_models
 from models import wallets as wallet_models
 from schema.context import Context
-from schema.ids import encode_cursor, to_global_id
+from schema.ids import encode_cursor, from_global_id, to_global_id
 
 WorkspaceStatus = strawberry.enum(enums.WorkspaceStatus)
 PartnerStatus = strawberry.enum(enums.PartnerStatus)
@@ -199,6 +201,10 @@ class Workspace(Node):
             status=row.status,
             auto_renew=row.auto_renew,
             created_at=row.created_at,
+            status_reasons=[
+                StatusReason(kind=r.get("kind", ""), limit=r.get("limit"), usage=r.get("usage"), max=r.get("max"))
+                for r in row.status_reasons
+            ],
         )
 
     @strawberry.field
@@ -206,6 +212,27 @@ class Workspace(Node):
         row = await info.context.loaders.partner.load(self.partner_db_id)
         assert row is not None  # a workspace always has its partner
         return Partner.of(row)
+
+    status_reasons: list[StatusReason] = strawberry.field(default_factory=list)
+
+    @strawberry.field(description="The live subscription, if any.")
+    async def subscription(self) -> Annotated[Subscription, strawberry.lazy("schema.types")] | None:
+        from billing.subscriptions import live_subscription
+
+        row = await live_subscription(self.db_id)
+        return Subscription.of(row) if row else None
+
+    @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
+    async def limits(self) -> list[Limit]:
+        from billing.subscriptions import effective_limits
+
+        return Limit.all_of(await effective_limits(self.db_id))
+
+    @strawberry.field(description="Current usage of limited metrics, as the platform reported it.")
+    async def usage(self) -> list[Limit]:
+        from billing.subscriptions import usage_of
+
+        return Limit.all_of(await usage_of(self.db_id))
 
     @strawberry.field
     async def projects(self, info: Info[Context, None]) -> list[Project]:
@@ -425,3 +452,161 @@ class Viewer:
             return None
         row = await tenancy_models.Workspace.get_or_none(id=self.workspace_db_id)
         return Workspace.of(row) if row else None
+
+
+PlanStatus = strawberry.enum(enums.PlanStatus)
+BillingInterval = strawberry.enum(enums.BillingInterval)
+MarginKind = strawberry.enum(enums.MarginKind)
+SubscriptionStatus = strawberry.enum(enums.SubscriptionStatus)
+
+
+@strawberry.type(description="One limit: a name (members, chatbots...) and its value.")
+class Limit:
+    name: str
+    value: int
+
+    @classmethod
+    def all_of(cls, limits: dict[str, int]) -> list[Limit]:
+        return [cls(name=k, value=v) for k, v in sorted(limits.items())]
+
+
+@strawberry.type(description="Usage above a limit: members 7 > 5.")
+class LimitExcess:
+    limit: str
+    usage: int
+    max: int
+
+
+@strawberry.type(description="Why a workspace has its status; every reason that applies is listed.")
+class StatusReason:
+    kind: str = strawberry.field(description="NO_PLAN, LIMIT_EXCEEDED, ...")
+    limit: str | None = None
+    usage: int | None = None
+    max: int | None = None
+
+
+@strawberry.type
+class PlanFamily(Node):
+    name: str
+    description: str
+
+    @classmethod
+    def of(cls, row: catalog_models.PlanFamily) -> PlanFamily:
+        return cls(id=strawberry.ID(to_global_id("PlanFamily", row.id)), name=row.name, description=row.description)
+
+
+@strawberry.type(description="A plan: the platform's (sold by partners with their margin) or a partner's own.")
+class Plan(Node):
+    name: str
+    interval: BillingInterval
+    platform_price: Money = strawberry.field(
+        description="The plan's own price (the platform price for platform plans)."
+    )
+    limits: list[Limit]
+    status: PlanStatus
+    is_platform_plan: bool
+    validity_periods: int | None
+    max_renewals: int | None
+    grace_days: int
+    trial_days: int
+    trial_requires_payment_method: bool
+    family_id: strawberry.ID | None
+    row: strawberry.Private[catalog_models.Plan]
+
+    @strawberry.field(description="What the caller's clients pay each period: the platform price plus its margin.")
+    async def price(self, info: Info[Context, None]) -> Money:
+        from billing.catalog import price_for
+
+        viewer = info.context.viewer
+        price = await price_for(viewer.partner_id if viewer else None, self.row)
+        return Money.of(price.amount, price.currency)
+
+    @classmethod
+    def of(cls, row: catalog_models.Plan) -> Plan:
+        return cls(
+            row=row,
+            id=strawberry.ID(to_global_id("Plan", row.id)),
+            name=row.name,
+            interval=row.interval,
+            platform_price=Money.of(row.price_amount, row.currency),
+            limits=Limit.all_of(row.limits),
+            status=row.status,
+            is_platform_plan=row.partner_id is None,
+            validity_periods=row.validity_periods,
+            max_renewals=row.max_renewals,
+            grace_days=row.grace_days,
+            trial_days=row.trial_days,
+            trial_requires_payment_method=row.trial_requires_payment_method,
+            family_id=strawberry.ID(to_global_id("PlanFamily", row.family_id)) if row.family_id else None,
+        )
+
+
+@strawberry.type(description="A priced extension of limits.")
+class AddOn(Node):
+    name: str
+    limit_deltas: list[Limit]
+    price: Money
+    points_cost: str | None
+
+    @classmethod
+    def of(cls, row: catalog_models.AddOn) -> AddOn:
+        return cls(
+            id=strawberry.ID(to_global_id("AddOn", row.id)),
+            name=row.name,
+            limit_deltas=Limit.all_of(row.limit_deltas),
+            price=Money.of(row.price_amount, row.currency),
+            points_cost=str(row.points_cost) if row.points_cost is not None else None,
+        )
+
+
+@strawberry.type(description="A plan a subscriber had, with the dates it was active.")
+class SubscriptionHistoryEntry:
+    plan_id: strawberry.ID
+    plan_name: str
+    status: SubscriptionStatus
+    started_at: datetime
+    ended_at: datetime | None
+    note: str
+
+
+@strawberry.type(description="A workspace's plan over time.")
+class Subscription(Node):
+    db_id: strawberry.Private[int]
+    status: SubscriptionStatus
+    price: Money
+    current_period_start: datetime
+    current_period_end: datetime
+    plan_id: strawberry.ID
+
+    @classmethod
+    def of(cls, row: subscription_models.Subscription) -> Subscription:
+        return cls(
+            id=strawberry.ID(to_global_id("Subscription", row.id)),
+            db_id=row.id,
+            status=row.status,
+            price=Money.of(row.price_amount, row.currency),
+            current_period_start=row.current_period_start,
+            current_period_end=row.current_period_end,
+            plan_id=strawberry.ID(to_global_id("Plan", row.plan_id)),
+        )
+
+    @strawberry.field
+    async def plan(self) -> Plan:
+        _, plan_db_id = from_global_id(self.plan_id)
+        return Plan.of(await catalog_models.Plan.get(id=plan_db_id))
+
+    @strawberry.field(description="Every plan this subscription has had, oldest first.")
+    async def history(self) -> list[SubscriptionHistoryEntry]:
+        rows = await subscription_models.SubscriptionHistory.filter(subscription_id=self.db_id).order_by("id")
+        plans = {p.id: p for p in await catalog_models.Plan.filter(id__in=list({r.plan_id for r in rows}))}
+        return [
+            SubscriptionHistoryEntry(
+                plan_id=strawberry.ID(to_global_id("Plan", r.plan_id)),
+                plan_name=plans[r.plan_id].name,
+                status=r.status,
+                started_at=r.started_at,
+                ended_at=r.ended_at,
+                note=r.note,
+            )
+            for r in rows
+        ]

@@ -69,7 +69,7 @@ async def test_the_vertical_slice(platform: GraphQLClient) -> None:
     partner_id, agency = await onboard(platform, "acme")
     created = await new_workspace(agency, "Padaria Central", "Dono@Padaria.example")
     workspace = created["workspace"]
-    assert workspace["ownerEmail"] == "dono@padaria.example" and workspace["status"] == "ACTIVE"
+    assert workspace["ownerEmail"] == "dono@padaria.example" and workspace["status"] == "RESTRICTED"
     assert created["defaultProject"]["isDefault"] is True
     await new_workspace(agency, "Loja Azul", "contato@lojaazul.example")
 

@@ -70,6 +70,8 @@ VICTIM_PASSWORD = "the victim's own password"
 ATTACKER_PASSWORD = "the attacker's own password"
 PREFERRED_ENUM = {"Permission": "READ_REPORTS"}  # the first value (MANAGE_PARTNERS) is platform-only
 TABLES = {"AuditEntry": "audit_log"}  # Node types whose table is not their snake_case name
+# A partner's catalog: its clients (workspace users) see it, since they buy from it; other tenants do not.
+CATALOG = {"Plan", "AddOn", "PlanFamily"}
 
 
 @dataclass(frozen=True)
@@ -334,8 +336,10 @@ class Generator:
         if ref["kind"] == "NON_NULL":
             return self.value(ref["ofType"], name, v, required=True, lookup_ok=lookup_ok)
         if ref["kind"] == "LIST":
+            if not (required or v.optional):  # decide before the inner value declares its variables
+                return None
             inner = self.value(ref["ofType"], name, v, required=True, lookup_ok=lookup_ok)
-            return None if inner is None or not (required or v.optional) else f"[{inner}]"
+            return None if inner is None else f"[{inner}]"
         type_name, kind = ref["name"], ref["kind"]
         lower = name.lower()
         if kind == "INPUT_OBJECT":
@@ -865,6 +869,50 @@ async def seed(
             note=f"{text} purchase note {i}",
             idempotencyKey=idempotency[-1],
         )
+    # The tenant's own catalog: a plan and an add-on, assigned to every workspace.
+    plan = await api.run(
+        key,
+        "createPlan",
+        "CreatePlanInput",
+        "plan { id }",
+        name=f"{texts[0]} plan",
+        interval="MONTHLY",
+        priceAmount="49.90",
+        priceCurrency="BRL",
+        limits=[{"name": "members", "value": 5}],
+    )
+    add_on = await api.run(
+        key,
+        "createAddOn",
+        "CreateAddOnInput",
+        "addOn { id }",
+        name=f"{texts[0]} add-on",
+        limitDeltas=[{"name": "members", "value": 3}],
+        priceAmount="10",
+        priceCurrency="BRL",
+    )
+    for i, workspace_db_id in enumerate(workspaces):
+        workspace = to_global_id("Workspace", workspace_db_id)
+        idempotency.append(f"{texts[i]}-plan-{i}")
+        await api.run(
+            key,
+            "assignPlan",
+            "AssignPlanInput",
+            "subscription { id }",
+            workspaceId=workspace,
+            planId=plan["plan"]["id"],
+            note=f"{texts[i]} plan note {i}",
+            idempotencyKey=idempotency[-1],
+        )
+        await api.run(
+            key,
+            "setWorkspaceAddOn",
+            "SetWorkspaceAddOnInput",
+            "limits { name }",
+            workspaceId=workspace,
+            addOnId=add_on["addOn"]["id"],
+            quantity=1,
+        )
     users: dict[str, str] = {}
     for role, email in team.items():
         await api.run(
@@ -926,6 +974,8 @@ async def sides(schema: Schema, a: Tenant, b: Tenant, marks: dict[str, str]) -> 
     ids, db_ids = await ids_in(schema, of_workspace(b.workspaces[1]))
     team_ids, team_db_ids = await ids_in(schema, of_partner(b.partner, with_partner=False))
     for type_name in schema.node_types:
+        if type_name in CATALOG:  # what the partner sells is visible to its clients
+            continue
         if type_name not in ids and type_name in team_ids:  # not a workspace's: the agency's team, keys, log
             ids[type_name], db_ids[type_name] = team_ids[type_name], team_db_ids[type_name]
     hidden = Side(
@@ -1048,6 +1098,20 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
 
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         api = Api(http)
+        # The platform's catalog, which every partner may see and sell: it carries no tenant's marker.
+        family = await api.run(platform, "createPlanFamily", "CreatePlanFamilyInput", "family { id }", name="Chatbot")
+        await api.run(
+            platform,
+            "createPlan",
+            "CreatePlanInput",
+            "plan { id }",
+            name="Basic Monthly",
+            interval="MONTHLY",
+            priceAmount="29.00",
+            priceCurrency="USD",
+            familyId=family["family"]["id"],
+            limits=[{"name": "members", "value": 3}],
+        )
         a = await seed(
             api,
             platform,

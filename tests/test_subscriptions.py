@@ -1,0 +1,128 @@
+"""Flow A (credit billing off): the partner assigns plans and add-ons by hand; changes below usage
+are refused with every excess, or forced and the workspace pauses; margins give exact partner prices."""
+
+from __future__ import annotations
+
+import pytest
+
+from billing import api_keys
+from schema.ids import to_global_id
+from tests.factories import a_partner, a_workspace
+from tests.graphql import GraphQLClient
+
+pytestmark = pytest.mark.usefixtures("database")
+
+CREATE_PLAN = """mutation($name: String!, $amount: String!, $currency: String!, $limits: [LimitInput!]!, $family: ID) {
+  createPlan(input: {name: $name, interval: MONTHLY, priceAmount: $amount, priceCurrency: $currency,
+                     limits: $limits, familyId: $family}) { plan { id } errors { code message } } }"""
+ASSIGN = """mutation($ws: ID!, $plan: ID!, $key: String!, $force: Boolean! = false) {
+  assignPlan(input: {workspaceId: $ws, planId: $plan, note: "paid by bank transfer", idempotencyKey: $key,
+                     force: $force}) {
+    workspace { status } excesses { limit usage max } errors { code message } } }"""
+SET_ADD_ON = """mutation($ws: ID!, $addOn: ID!, $quantity: Int!, $force: Boolean! = false) {
+  setWorkspaceAddOn(input: {workspaceId: $ws, addOnId: $addOn, quantity: $quantity, force: $force}) {
+    workspace { status statusReasons { kind limit usage max } } limits { name value }
+    excesses { limit usage max } errors { code message } } }"""
+USAGE = """mutation($ws: ID!, $value: Int!) { reportUsage(input: {workspaceId: $ws, metric: "members", value: $value}) {
+  workspace { status } errors { code } } }"""
+
+
+@pytest.fixture
+async def agency(server) -> tuple[GraphQLClient, GraphQLClient, str]:
+    """The partner's client, the platform's product (it reports usage), and a workspace."""
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    partner_key = (await api_keys.create_key(partner_id=partner.id)).secret
+    product_key = (await api_keys.create_key(partner_id=None, name="product")).secret
+    return (
+        GraphQLClient(server.url, partner_key),
+        GraphQLClient(server.url, product_key),
+        to_global_id("Workspace", workspace.id),
+    )
+
+
+async def test_flow_a_members_above_the_limit_refuse_then_pause_then_resume(agency) -> None:
+    partner, product, workspace = agency
+    plan = (
+        await partner.data(
+            CREATE_PLAN,
+            {"name": "Team 5", "amount": "99.00", "currency": "BRL", "limits": [{"name": "members", "value": 5}]},
+        )
+    )["createPlan"]["plan"]
+    add_on = (
+        await partner.data(
+            'mutation { createAddOn(input: {name: "3 more members", limitDeltas: [{name: "members", value: 3}],'
+            ' priceAmount: "15.00", priceCurrency: "BRL"}) { addOn { id } errors { code } } }'
+        )
+    )["createAddOn"]["addOn"]
+    assigned = await partner.data(ASSIGN, {"ws": workspace, "plan": plan["id"], "key": "plan-1"})
+    assert assigned["assignPlan"]["workspace"] == {"status": "ACTIVE"}  # no longer RESTRICTED
+    added = await partner.data(SET_ADD_ON, {"ws": workspace, "addOn": add_on["id"], "quantity": 1})
+    assert {"name": "members", "value": 8} in added["setWorkspaceAddOn"]["limits"]
+    assert (await product.data(USAGE, {"ws": workspace, "value": 7}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
+
+    preview = await partner.data(
+        "query($ws: ID!, $addOn: ID!) { previewChange(workspaceId: $ws, addOns: [{addOnId: $addOn, quantity: 0}]) {"
+        " wouldPause excesses { limit usage max } price { amount currency } } }",
+        {"ws": workspace, "addOn": add_on["id"]},
+    )
+    assert preview["previewChange"] == {
+        "wouldPause": True,
+        "excesses": [{"limit": "members", "usage": 7, "max": 5}],
+        "price": {"amount": "99.00", "currency": "BRL"},
+    }
+    refused = (await partner.data(SET_ADD_ON, {"ws": workspace, "addOn": add_on["id"], "quantity": 0}))[
+        "setWorkspaceAddOn"
+    ]
+    assert refused["errors"][0]["code"] == "LIMIT_BELOW_USAGE" and "members 7 > 5" in refused["errors"][0]["message"]
+    assert refused["excesses"] == [{"limit": "members", "usage": 7, "max": 5}]
+
+    forced = (await partner.data(SET_ADD_ON, {"ws": workspace, "addOn": add_on["id"], "quantity": 0, "force": True}))[
+        "setWorkspaceAddOn"
+    ]
+    assert forced["workspace"] == {
+        "status": "PAUSED",
+        "statusReasons": [{"kind": "LIMIT_EXCEEDED", "limit": "members", "usage": 7, "max": 5}],
+    }
+    resumed = await product.data(USAGE, {"ws": workspace, "value": 5})
+    assert resumed["reportUsage"]["workspace"]["status"] == "ACTIVE"
+
+
+async def test_a_partner_cannot_report_its_own_usage(agency) -> None:
+    partner, _, workspace = agency
+    refused = await partner.data(USAGE, {"ws": workspace, "value": 1})
+    assert refused["reportUsage"]["errors"] == [{"code": "FORBIDDEN"}]
+
+
+async def test_margins_give_exact_partner_prices(server, agency) -> None:
+    partner, _, _ = agency
+    platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None)).secret)
+    family = (await platform.data('mutation { createPlanFamily(input: {name: "Chatbot"}) { family { id } } }'))[
+        "createPlanFamily"
+    ]["family"]
+    plans = {}
+    for name, amount in (("Basic", "49.90"), ("Pro", "99.00")):
+        made = await platform.data(
+            CREATE_PLAN, {"name": name, "amount": amount, "currency": "BRL", "limits": [], "family": family["id"]}
+        )
+        plans[name] = made["createPlan"]["plan"]["id"]
+    margin = (
+        "mutation($kind: MarginKind!, $value: String!, $plan: ID, $family: ID) { setPartnerMargin(input:"
+        ' {kind: $kind, value: $value, planId: $plan, familyId: $family, currency: "BRL"}) { ok errors { code } } }'
+    )
+    price = "query($id: ID!) { node(id: $id) { ... on Plan { price { amount currency } platformPrice { amount } } } }"
+
+    await partner.data(margin, {"kind": "PERCENTAGE", "value": "20", "plan": plans["Basic"]})
+    basic = (await partner.data(price, {"id": plans["Basic"]}))["node"]
+    assert basic == {"price": {"amount": "59.88", "currency": "BRL"}, "platformPrice": {"amount": "49.90"}}
+
+    await partner.data(margin, {"kind": "PERCENTAGE", "value": "12.5", "family": family["id"]})
+    assert (await partner.data(price, {"id": plans["Pro"]}))["node"]["price"][
+        "amount"
+    ] == "111.38"  # 111.375, half-even
+    assert (await partner.data(price, {"id": plans["Basic"]}))["node"]["price"]["amount"] == "59.88"  # the plan's wins
+
+    await partner.data(margin, {"kind": "FIXED", "value": "5.00", "family": family["id"]})
+    assert (await partner.data(price, {"id": plans["Pro"]}))["node"]["price"]["amount"] == "104.00"
+    # The platform itself sees platform prices.
+    assert (await platform.data(price, {"id": plans["Pro"]}))["node"]["price"]["amount"] == "99.00"
