@@ -9,6 +9,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
+from tortoise.transactions import in_transaction
+
 from billing import audit, clock, sql, tenancy
 from billing.errors import BillingError, ErrorCode
 from billing.tenancy import Viewer
@@ -57,29 +59,30 @@ async def create_key(
         raise BillingError(ErrorCode.NOT_FOUND, "partner not found", field="partnerId")
     prefix = secrets.token_hex(6)
     secret = f"{PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    key = await ApiKey.create(
-        partner_id=partner_id,
-        is_platform=partner_id is None,
-        name=check_text(name, "name", max_length=200, allow_empty=True),
-        prefix=prefix,
-        key_hash=_hash(secret),
-        permissions=sorted(p.value for p in chosen),
-    )
-    await audit.record(
-        actor=actor,
-        action="api_key.create",
-        target_type="ApiKey",
-        target_id=key.id,
-        partner_id=partner_id,
-        after={"name": key.name, "permissions": key.permissions},
-    )
+    async with in_transaction("default"):  # the change and its audit row together
+        key = await ApiKey.create(
+            partner_id=partner_id,
+            is_platform=partner_id is None,
+            name=check_text(name, "name", max_length=200, allow_empty=True),
+            prefix=prefix,
+            key_hash=_hash(secret),
+            permissions=sorted(p.value for p in chosen),
+        )
+        await audit.record(
+            actor=actor,
+            action="api_key.create",
+            target_type="ApiKey",
+            target_id=key.id,
+            partner_id=partner_id,
+            after={"name": key.name, "permissions": key.permissions},
+        )
     return NewKey(key, secret)
 
 
 async def authenticate(token: str) -> Viewer | None:
     """The viewer a key stands for, or None for anything that is not a live key."""
     parts = token.split("_", 2)  # the secret part may itself contain "_"
-    if len(parts) != 3 or parts[0] != PREFIX:
+    if len(token) > 200 or len(parts) != 3 or parts[0] != PREFIX or len(parts[1]) != 12:
         return None
     key = await ApiKey.get_or_none(prefix=parts[1])
     if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, _hash(token)):
@@ -100,13 +103,14 @@ async def revoke_key(viewer: Viewer, key_id: int) -> ApiKey:
     viewer.require(Permission.MANAGE_PARTNERS if key.is_platform or viewer.is_platform else Permission.MANAGE_USERS)
     if key.revoked_at is None:
         key.revoked_at = clock.now()
-        await key.save(update_fields=["revoked_at"])
-        await audit.record(
-            actor=viewer.actor,
-            action="api_key.revoke",
-            target_type="ApiKey",
-            target_id=key.id,
-            partner_id=key.partner_id,
-            after={"revoked": True},
-        )
+        async with in_transaction("default"):  # the change and its audit row together
+            await key.save(update_fields=["revoked_at"])
+            await audit.record(
+                actor=viewer.actor,
+                action="api_key.revoke",
+                target_type="ApiKey",
+                target_id=key.id,
+                partner_id=key.partner_id,
+                after={"revoked": True},
+            )
     return key

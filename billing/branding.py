@@ -95,25 +95,25 @@ async def update_branding(viewer: Viewer, *, partner_id: int, change: BrandingCh
             setattr(target, attribute, None)
         else:
             setattr(target, attribute, check(value, camel[name]))
+    after = _snapshot(branding)
+    after["custom_domain"] = partner.domain
     try:
-        async with in_transaction("default"):
+        async with in_transaction("default"):  # the change and its audit row together
             await partner.save(update_fields=["domain"])
             await branding.save()
+            await audit.record(
+                actor=viewer.actor,
+                action="branding.update",
+                target_type="Branding",
+                target_id=branding.id,
+                partner_id=partner.id,
+                before=before,
+                after=after,
+            )
     except IntegrityError:
         raise BillingError(
             ErrorCode.ALREADY_EXISTS, "that domain belongs to another partner", field="customDomain"
         ) from None
-    after = _snapshot(branding)
-    after["custom_domain"] = partner.domain
-    await audit.record(
-        actor=viewer.actor,
-        action="branding.update",
-        target_type="Branding",
-        target_id=branding.id,
-        partner_id=partner.id,
-        before=before,
-        after=after,
-    )
     return branding
 
 

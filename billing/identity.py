@@ -60,9 +60,11 @@ def viewer_for(kind: str, user: AnyUser) -> Viewer:
 async def find_brand(brand: str) -> Partner | None:
     """A partner by its custom domain, its slug or its database id."""
     text = brand.strip().lower()
-    if not text or len(text) > 253:
+    if not text or len(text) > 253 or "\x00" in text:
         return None
-    partner = await Partner.filter(domain=text).first() or await Partner.filter(slug=text).first()
+    partner = await Partner.filter(domain=text).first()
+    if partner is None and len(text) <= 80:
+        partner = await Partner.filter(slug=text).first()
     if partner is None and text.isdigit() and len(text) < 19:
         partner = await Partner.get_or_none(id=int(text))
     return partner
@@ -111,8 +113,12 @@ async def invite_partner_user(
     async with in_transaction("default"):
         first = not await PartnerUser.exists(partner_id=partner.id)
         if first:
-            if not viewer.is_platform:
-                viewer.require(Permission.MANAGE_USERS)
+            # The first user becomes the admin with every permission: only someone who already holds
+            # them all may create it.
+            if not viewer.is_platform and not PARTNER_PERMISSIONS <= viewer.permissions:
+                raise BillingError(
+                    ErrorCode.FORBIDDEN, "the partner's first user is its admin: it needs every permission to invite"
+                )
         else:
             viewer.require(Permission.MANAGE_USERS)
         if not permissions <= PARTNER_PERMISSIONS:
@@ -181,16 +187,17 @@ async def set_permissions(viewer: Viewer, *, user_id: int, permissions: frozense
         raise BillingError(ErrorCode.LAST_ADMIN, "the partner admin holds every permission", field="userId")
     before = list(user.permissions)
     user.permissions = sorted(p.value for p in permissions)
-    await user.save(update_fields=["permissions"])
-    await audit.record(
-        actor=viewer.actor,
-        action="partner_user.permissions",
-        target_type="PartnerUser",
-        target_id=user.id,
-        partner_id=user.partner_id,
-        before={"permissions": before},
-        after={"permissions": user.permissions},
-    )
+    async with in_transaction("default"):  # the change and its audit row together
+        await user.save(update_fields=["permissions"])
+        await audit.record(
+            actor=viewer.actor,
+            action="partner_user.permissions",
+            target_type="PartnerUser",
+            target_id=user.id,
+            partner_id=user.partner_id,
+            before={"permissions": before},
+            after={"permissions": user.permissions},
+        )
     return user
 
 
@@ -206,7 +213,7 @@ class Session:
 
 async def login(*, brand: str | None, email: str, password: str, client_address: str | None) -> Session:
     """Exchange an e-mail and password for a session token. Every failure looks the same."""
-    email_key = (email or "").strip().lower()[:254]
+    email_key = (email or "").strip().lower()[:254].replace("\x00", "")
     await ratelimit.hit("login", email=f"{brand}|{email_key}", address=client_address)
     found = await _find_user(brand, email_key) if email_key else None
     user = found[1] if found else None
@@ -313,7 +320,7 @@ async def _send_reset(*, kind: str, user: AnyUser, lifetime: timedelta, purpose:
 
 async def request_password_reset(*, brand: str | None, email: str, client_address: str | None) -> None:
     """Always answers the same, whether or not the e-mail belongs to anyone."""
-    email_key = (email or "").strip().lower()[:254]
+    email_key = (email or "").strip().lower()[:254].replace("\x00", "")
     await ratelimit.hit("reset", email=f"{brand}|{email_key}", address=client_address)
     found = await _find_user(brand, email_key) if email_key else None
     if found is None:

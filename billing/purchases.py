@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from billing import idempotency, ledger, payments, tenancy
+from billing import audit, idempotency, ledger, payments, tenancy
 from billing.ledger import CausedBy, Leg
 from billing.money import Money, check_amount
 from billing.tenancy import Viewer
@@ -79,6 +79,14 @@ async def record_manual_purchase(
             PaymentStatus.SUCCEEDED,
             reason="recorded by hand",
             provider_ref=f"manual_{payment.reference}",
+        )
+        await audit.record(
+            actor=viewer.actor,
+            action="purchase.manual",
+            target_type="Payment",
+            target_id=payment.id,
+            partner_id=workspace.partner_id,
+            after={"wallet_id": wallet.id, "unit": unit, "quantity": quantity, "price": price.amount, "note": note},
         )
         return ManualPurchase(payment.id, wallet.id)
 

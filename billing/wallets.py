@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tortoise.transactions import in_transaction
+
 from billing import audit, clock, idempotency, ledger, sql, tenancy
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
@@ -151,23 +153,29 @@ async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int)
     viewer.require(Permission.MANAGE_BILLING)
     check_amount(credit_limit, field="creditLimit", allow_zero=True)
     wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    if not viewer.is_platform and wallet.owner_kind not in (OwnerKind.WORKSPACE, OwnerKind.PROJECT):
+        # A partner's own wallets (its pool, its balance with the platform) get credit from the platform.
+        raise BillingError(ErrorCode.FORBIDDEN, "only the platform sets credit on a partner's own wallet")
     # Lowering the limit below a current overdraft would violate the wallet's CHECK constraint.
-    changed = await sql.execute(
-        "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND balance + $1 >= 0",
-        credit_limit,
-        clock.now(),
-        wallet.id,
-    )
-    if not changed:
-        raise BillingError(ErrorCode.INVALID_INPUT, "the wallet is overdrawn beyond that limit", field="creditLimit")
-    await audit.record(
-        actor=viewer.actor,
-        action="wallet.credit_limit",
-        target_type="Wallet",
-        target_id=wallet.id,
-        partner_id=wallet.partner_id,
-        before={"credit_limit": wallet.credit_limit},
-        after={"credit_limit": credit_limit},
-    )
+    async with in_transaction("default"):  # the change and its audit row together
+        changed = await sql.execute(
+            "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND balance + $1 >= 0",
+            credit_limit,
+            clock.now(),
+            wallet.id,
+        )
+        if not changed:
+            raise BillingError(
+                ErrorCode.INVALID_INPUT, "the wallet is overdrawn beyond that limit", field="creditLimit"
+            )
+        await audit.record(
+            actor=viewer.actor,
+            action="wallet.credit_limit",
+            target_type="Wallet",
+            target_id=wallet.id,
+            partner_id=wallet.partner_id,
+            before={"credit_limit": wallet.credit_limit},
+            after={"credit_limit": credit_limit},
+        )
     await wallet.refresh_from_db()
     return wallet

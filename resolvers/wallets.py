@@ -17,7 +17,7 @@ from resolvers.pagination import paginate
 from schema.context import Context
 from schema.errors import UserError, payload
 from schema.ids import expect_id
-from schema.types import Connection, LedgerEntry, Payment, Wallet
+from schema.types import Connection, LedgerEntry, Payment, Quantity, Wallet
 
 
 async def wallet_entries(
@@ -67,7 +67,10 @@ async def _adjust(
             debit=debit,
         )
         row = await WalletRow.get(id=adjustment.wallet_id)
-        return AdjustWorkspaceBalancePayload(wallet=Wallet.of(row))
+        wallet = Wallet.of(row)
+        # The balance right after this adjustment: a replay answers what the first call answered.
+        wallet.balance = Quantity.of(adjustment.balance, row.unit)
+        return AdjustWorkspaceBalancePayload(wallet=wallet)
 
     return await payload(run, lambda errors: AdjustWorkspaceBalancePayload(errors=errors))
 

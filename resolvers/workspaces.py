@@ -6,6 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from billing import partners, tenancy
+from billing.text import check_text
 from models.enums import Permission
 from resolvers.auth import target_partner, viewer_with
 from resolvers.pagination import paginate
@@ -57,5 +58,5 @@ async def list_workspaces(
     if partner_db_id is not None:
         queryset = queryset.filter(partner_id=partner_db_id)
     if owner_email is not None:
-        queryset = queryset.filter(owner_email=owner_email.strip().lower())
+        queryset = queryset.filter(owner_email=check_text(owner_email, "ownerEmail", max_length=254).lower())
     return await paginate(queryset, first=first, after=after, to_node=Workspace.of)

@@ -344,3 +344,43 @@ async def test_a_partner_cannot_create_a_workspace_in_another_tenant(platform: G
         {"p": other_id},
     )
     assert result["createWorkspace"] == {"workspace": None, "errors": [{"code": "NOT_FOUND", "field": "id"}]}
+
+
+async def test_odd_credentials_and_lookups_are_client_errors(platform: GraphQLClient, server) -> None:
+    """Over-long tokens, brands, e-mails and provider names never reach the database as 5xx."""
+    for token in ("wb_" + "a" * 40 + "_x", "wb_" + "b" * 12 + "_" + "c" * 500, "x" * 5000):
+        body = await GraphQLClient(server.url, token).execute("{ viewer { kind } }")
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    long_brand = "b" * 200 + ".example"
+    login = await GraphQLClient(server.url).data(
+        'mutation($b: String) { login(input: {brand: $b, email: "a@b.example", password: "whatever1"}) {'
+        " errors { code } } }",
+        {"b": long_brand},
+    )
+    assert login["login"]["errors"] == [{"code": "INVALID_CREDENTIALS"}]
+    body = await platform.execute("query($e: String) { workspaces(ownerEmail: $e) { nodes { id } } }", {"e": "e" * 300})
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.post("/webhooks/" + "p" * 64 + "/1", content=b"{}")).status_code == 404
+
+
+async def test_a_replayed_grant_answers_the_first_balance(platform: GraphQLClient) -> None:
+    _, agency = await onboard(platform, "replays")
+    workspace = (await new_workspace(agency, "Client", "c@replays.example"))["workspace"]
+    first = await agency.data(GRANT, {"id": workspace["id"], "amount": "10", "key": "first"})
+    await agency.data(GRANT, {"id": workspace["id"], "amount": "5", "key": "second"})
+    replay = await agency.data(GRANT, {"id": workspace["id"], "amount": "10", "key": "first"})
+    assert first["grantUnits"]["wallet"]["balance"]["amount"] == "10"
+    assert replay["grantUnits"]["wallet"]["balance"]["amount"] == "10"  # what the first call answered, not 15
+
+
+async def test_only_a_holder_of_every_permission_creates_a_partners_first_user(platform: GraphQLClient) -> None:
+    _, agency = await onboard(platform, "first-user")
+    narrow = (await agency.data("mutation { createApiKey(input: {permissions: [MANAGE_USERS]}) { secret } }"))[
+        "createApiKey"
+    ]["secret"]
+    invite = 'mutation { invitePartnerUser(input: {email: "boss@first.example"}) { user { isAdmin } errors { code } } }'
+    refused = await GraphQLClient(agency.base_url, narrow).data(invite)
+    assert refused["invitePartnerUser"]["errors"] == [{"code": "FORBIDDEN"}]
+    allowed = await agency.data(invite)
+    assert allowed["invitePartnerUser"]["user"] == {"isAdmin": True}

@@ -20,10 +20,12 @@ MAX_ID = 2**63 - 1
 async def handle_provider_webhook(request: Request) -> Response:
     provider = request.path_params["provider"]
     config_id = request.path_params["config_id"]
-    if config_id > MAX_ID:
+    if config_id > MAX_ID or provider not in registry.available():
         return JSONResponse({"error": "unknown gateway"}, status_code=404)
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        return JSONResponse({"error": "body too large"}, status_code=413)
     config = await GatewayConfig.get_or_none(id=config_id, provider=provider)
-    if config is None or provider not in registry.available():
+    if config is None:
         return JSONResponse({"error": "unknown gateway"}, status_code=404)
     body = await request.body()
     if len(body) > MAX_BODY:
