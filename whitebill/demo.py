@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from tortoise import Tortoise
 
-from billing import api_keys, partners, wallets
+from billing import api_keys, partners, subscriptions, wallets
+from billing.passwords import hash_password
 from billing.tenancy import Viewer
 from models.catalog import AddOn, CreditPackage, Plan, PlanFamily
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, Unit
-from models.tenancy import ApiKey, Partner, Workspace
+from models.tenancy import ApiKey, Partner, PartnerUser, Workspace
 from schema.ids import to_global_id
 from whitebill import db
 from whitebill.settings import Settings
 
 DEMO_SLUG = "demo-agency"
+DEMO_USER = "owner@demo-agency.example"
+DEMO_PASSWORD = "demo-password"  # noqa: S105 (the demo's, printed on purpose)
 SYSTEM = Viewer(kind="PLATFORM", actor="demo", permissions=PLATFORM_PERMISSIONS)
 
 
@@ -87,6 +90,23 @@ async def _partner() -> Partner:
                 note="welcome points",
                 idempotency_key=f"demo-welcome-{workspace.id}",
             )
+            basic = await Plan.get(name="Basic Monthly")
+            await subscriptions.assign_plan(
+                agency,
+                workspace_id=workspace.id,
+                plan_id=basic.id,
+                note="demo",
+                idempotency_key=f"demo-plan-{workspace.id}",
+            )
+    if not await PartnerUser.exists(partner_id=partner.id):
+        await PartnerUser.create(
+            partner_id=partner.id,
+            email=DEMO_USER,
+            name="Demo owner",
+            is_admin=True,
+            permissions=sorted(p.value for p in PARTNER_PERMISSIONS),
+            password_hash=hash_password(DEMO_PASSWORD),
+        )
     return partner
 
 
@@ -106,6 +126,7 @@ Demo data is ready: partner "Demo Agency" (id {to_global_id("Partner", partner.i
 
   Platform operator key:  {platform_key.secret}
   Demo partner key:       {partner_key.secret}
+  Demo partner sign-in:   login(input: {{brand: "{DEMO_SLUG}", email: "{DEMO_USER}", password: "{DEMO_PASSWORD}"}})
 
 Open http://127.0.0.1:{port}/graphql and add the header
   {{"Authorization": "Bearer {partner_key.secret}"}}

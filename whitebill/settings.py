@@ -21,12 +21,6 @@ class Settings:
     port: int = 8000
     log_level: str = "INFO"
     test_clock: bool = False  # lets tests move time, also across processes
-    secret_key: str = ""  # encrypts gateway credentials at rest
-    max_page_size: int = 100
-    max_query_depth: int = 12
-    max_query_tokens: int = 2000
-    max_aliases: int = 30
-    max_query_cost: int = 50_000
     password_hash_cheap: bool = False  # tests only
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -48,7 +42,5 @@ def load_settings() -> Settings:
         port=int(os.environ.get("PORT", "8000")),
         log_level=os.environ.get("LOG_LEVEL", "INFO"),
         test_clock=_flag("WHITEBILL_TEST_CLOCK"),
-        secret_key=os.environ.get("WHITEBILL_SECRET_KEY", ""),
-        max_page_size=int(os.environ.get("WHITEBILL_MAX_PAGE_SIZE", "100")),
         password_hash_cheap=_flag("WHITEBILL_CHEAP_PASSWORD_HASH"),
     )
