@@ -197,12 +197,18 @@ async def set_margin(
 
 async def price_for(partner_id: int | None, plan: Plan) -> Money:
     """What this partner's clients pay for ``plan`` each period."""
+    margins = await PartnerMargin.filter(partner_id=partner_id) if partner_id is not None else []
+    return price_with(margins, partner_id, plan)
+
+
+def price_with(margins: list[PartnerMargin], partner_id: int | None, plan: Plan) -> Money:
+    """The same from the partner's margins already at hand (a page of plans reads them once)."""
     base = Money(plan.price_amount, plan.currency)
     if plan.partner_id is not None or partner_id is None:
         return base
-    margins = {(m.plan_id, m.family_id): m for m in await PartnerMargin.filter(partner_id=partner_id)}
+    by_scope = {(m.plan_id, m.family_id): m for m in margins}
     # The most specific margin wins: this plan's, else its family's, else the bulk one.
-    margin = margins.get((plan.id, None)) or margins.get((None, plan.family_id)) or margins.get((None, None))
+    margin = by_scope.get((plan.id, None)) or by_scope.get((None, plan.family_id)) or by_scope.get((None, None))
     if margin is None:
         return base
     value = margin.percentage if margin.kind is MarginKind.PERCENTAGE else margin.fixed_amount

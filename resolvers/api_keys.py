@@ -68,12 +68,8 @@ async def create_api_key(info: Info[Context, None], input: CreateApiKeyInput) ->
 async def list_api_keys(
     info: Info[Context, None], first: int | None = None, after: str | None = None
 ) -> Connection[ApiKey]:
-    viewer = viewer_with(
-        info,
-        DomainPermission.MANAGE_PARTNERS
-        if info.context.require_viewer().is_platform
-        else DomainPermission.MANAGE_USERS,
-    )
+    viewer = viewer_with(info)
+    viewer.require(DomainPermission.MANAGE_PARTNERS if viewer.is_platform else DomainPermission.MANAGE_USERS)
     return await paginate(tenancy.api_keys(viewer), first=first, after=after, to_node=ApiKey.of)
 
 

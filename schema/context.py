@@ -10,7 +10,10 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from billing.errors import BillingError, ErrorCode
+from billing.subscriptions import LIVE
 from billing.tenancy import Viewer
+from models.catalog import PartnerMargin
+from models.subscriptions import Subscription, UsageCounter
 from models.tenancy import Branding, Partner, Project
 from models.wallets import Wallet
 
@@ -32,6 +35,21 @@ async def _load_brandings(keys: list[int]) -> list[Branding | None]:
     return [found.get(k) for k in keys]
 
 
+async def _load_margins(keys: list[int]) -> list[list[PartnerMargin]]:
+    return _group(await PartnerMargin.filter(partner_id__in=keys), "partner_id", keys)
+
+
+async def _load_live_subscriptions(keys: list[int]) -> list[Subscription | None]:
+    found: dict[int, Subscription] = {}
+    for row in await Subscription.filter(workspace_id__in=keys, status__in=LIVE).order_by("id"):
+        found[row.workspace_id] = row  # the newest live one
+    return [found.get(k) for k in keys]
+
+
+async def _load_usage(keys: list[int]) -> list[list[UsageCounter]]:
+    return _group(await UsageCounter.filter(workspace_id__in=keys).order_by("metric"), "workspace_id", keys)
+
+
 async def _load_projects(keys: list[int]) -> list[list[Project]]:
     return _group(await Project.filter(workspace_id__in=keys).order_by("id"), "workspace_id", keys)
 
@@ -46,6 +64,11 @@ class Loaders:
     branding_of_partner: DataLoader[int, Branding | None] = field(default_factory=lambda: DataLoader(_load_brandings))
     projects_of_workspace: DataLoader[int, list[Project]] = field(default_factory=lambda: DataLoader(_load_projects))
     wallets_of_workspace: DataLoader[int, list[Wallet]] = field(default_factory=lambda: DataLoader(_load_wallets))
+    margins_of_partner: DataLoader[int, list[PartnerMargin]] = field(default_factory=lambda: DataLoader(_load_margins))
+    live_subscription: DataLoader[int, Subscription | None] = field(
+        default_factory=lambda: DataLoader(_load_live_subscriptions)
+    )
+    usage_of_workspace: DataLoader[int, list[UsageCounter]] = field(default_factory=lambda: DataLoader(_load_usage))
 
 
 @dataclass

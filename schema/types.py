@@ -10,7 +10,9 @@ import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
+from billing.catalog import price_with
 from billing.money import format_minor
+from billing.subscriptions import effective_limits
 from models import catalog as catalog_models
 from models import enums
 from models import operations as operations_models
@@ -19,7 +21,7 @@ from models import subscriptions as subscription_models
 from models import tenancy as tenancy_models
 from models import wallets as wallet_models
 from schema.context import Context
-from schema.ids import encode_cursor, from_global_id, to_global_id
+from schema.ids import encode_cursor, to_global_id
 
 WorkspaceStatus = strawberry.enum(enums.WorkspaceStatus)
 PartnerStatus = strawberry.enum(enums.PartnerStatus)
@@ -216,23 +218,20 @@ class Workspace(Node):
     status_reasons: list[StatusReason] = strawberry.field(default_factory=list)
 
     @strawberry.field(description="The live subscription, if any.")
-    async def subscription(self) -> Annotated[Subscription, strawberry.lazy("schema.types")] | None:
-        from billing.subscriptions import live_subscription
-
-        row = await live_subscription(self.db_id)
+    async def subscription(
+        self, info: Info[Context, None]
+    ) -> Annotated[Subscription, strawberry.lazy("schema.types")] | None:
+        row = await info.context.loaders.live_subscription.load(self.db_id)
         return Subscription.of(row) if row else None
 
     @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
     async def limits(self) -> list[Limit]:
-        from billing.subscriptions import effective_limits
-
         return Limit.all_of(await effective_limits(self.db_id))
 
     @strawberry.field(description="Current usage of limited metrics, as the platform reported it.")
-    async def usage(self) -> list[Limit]:
-        from billing.subscriptions import usage_of
-
-        return Limit.all_of(await usage_of(self.db_id))
+    async def usage(self, info: Info[Context, None]) -> list[Limit]:
+        rows = await info.context.loaders.usage_of_workspace.load(self.db_id)
+        return [Limit(name=u.metric, value=u.value) for u in rows]
 
     @strawberry.field
     async def projects(self, info: Info[Context, None]) -> list[Project]:
@@ -515,10 +514,10 @@ class Plan(Node):
 
     @strawberry.field(description="What the caller's clients pay each period: the platform price plus its margin.")
     async def price(self, info: Info[Context, None]) -> Money:
-        from billing.catalog import price_for
-
         viewer = info.context.viewer
-        price = await price_for(viewer.partner_id if viewer else None, self.row)
+        partner_id = viewer.partner_id if viewer else None
+        margins = await info.context.loaders.margins_of_partner.load(partner_id) if partner_id is not None else []
+        price = price_with(margins, partner_id, self.row)
         return Money.of(price.amount, price.currency)
 
     @classmethod
@@ -577,6 +576,7 @@ class Subscription(Node):
     current_period_start: datetime
     current_period_end: datetime
     plan_id: strawberry.ID
+    plan_db_id: strawberry.Private[int]
 
     @classmethod
     def of(cls, row: subscription_models.Subscription) -> Subscription:
@@ -588,12 +588,12 @@ class Subscription(Node):
             current_period_start=row.current_period_start,
             current_period_end=row.current_period_end,
             plan_id=strawberry.ID(to_global_id("Plan", row.plan_id)),
+            plan_db_id=row.plan_id,
         )
 
     @strawberry.field
     async def plan(self) -> Plan:
-        _, plan_db_id = from_global_id(self.plan_id)
-        return Plan.of(await catalog_models.Plan.get(id=plan_db_id))
+        return Plan.of(await catalog_models.Plan.get(id=self.plan_db_id))
 
     @strawberry.field(description="Every plan this subscription has had, oldest first.")
     async def history(self) -> list[SubscriptionHistoryEntry]:
