@@ -12,13 +12,14 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
-from billing import audit, tenancy
+from billing import audit, clock, sql, tenancy
 from billing.errors import BillingError, ErrorCode
 from billing.money import Money, check_amount, check_currency
 from billing.partners import check_name
 from billing.pricing import partner_price
 from billing.tenancy import Viewer
 from billing.text import check_text
+from billing.wallets import check_unit
 from models.catalog import AddOn, PartnerMargin, Plan, PlanFamily
 from models.enums import BillingInterval, MarginKind, Permission, PlanStatus
 
@@ -38,6 +39,14 @@ def check_limits(limits: dict[str, int], field: str = "limits") -> dict[str, int
         if not 0 <= value <= MAX_LIMIT:
             raise BillingError(ErrorCode.INVALID_INPUT, f"limit {key} must be between 0 and {MAX_LIMIT}", field=field)
         checked[key] = value
+    return checked
+
+
+def _check_included(units: dict[str, int]) -> dict[str, int]:
+    """{"MESSAGE_CREDITS": 10000}: units granted each paid period."""
+    checked = {check_unit(unit): value for unit, value in units.items()}
+    for value in checked.values():
+        check_amount(value, field="includedUnits")
     return checked
 
 
@@ -81,6 +90,7 @@ async def create_plan(
     grace_days: int = 0,
     trial_days: int = 0,
     trial_requires_payment_method: bool = False,
+    included_units: dict[str, int] | None = None,
 ) -> Plan:
     """A platform plan (the operator) or one of the partner's own plans."""
     if viewer.is_platform:
@@ -116,6 +126,7 @@ async def create_plan(
         grace_days=grace_days,
         trial_days=trial_days,
         trial_requires_payment_method=trial_requires_payment_method,
+        included_units=_check_included(included_units or {}),
     )
     await audit.record(
         actor=viewer.actor,
@@ -173,16 +184,28 @@ async def set_margin(
         if value != value.to_integral_value():
             raise BillingError(ErrorCode.INVALID_AMOUNT, "a fixed margin is in minor units", field="value")
         percentage, fixed = None, check_amount(int(value), field="value", allow_zero=True)
-    margin = await PartnerMargin.get_or_none(partner_id=viewer.partner_id, plan_id=plan_id, family_id=family_id)
+    scope = f"PLAN:{plan_id}" if plan_id is not None else f"FAMILY:{family_id}" if family_id is not None else "BULK"
+    previous = await PartnerMargin.get_or_none(partner_id=viewer.partner_id, scope=scope)
     before = (
         None
-        if margin is None
-        else {"kind": margin.kind, "percentage": str(margin.percentage), "fixed": margin.fixed_amount}
+        if previous is None
+        else {"kind": previous.kind, "percentage": str(previous.percentage), "fixed": previous.fixed_amount}
     )
-    if margin is None:
-        margin = PartnerMargin(partner_id=viewer.partner_id, plan_id=plan_id, family_id=family_id)
-    margin.kind, margin.percentage, margin.fixed_amount = kind, percentage, fixed
-    await margin.save()
+    # One statement: two concurrent first margins of a scope leave one row, the later one's.
+    await sql.execute(
+        "INSERT INTO partner_margin (created_at, partner_id, plan_id, family_id, scope, kind, percentage, fixed_amount)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (partner_id, scope) DO UPDATE"
+        " SET kind = excluded.kind, percentage = excluded.percentage, fixed_amount = excluded.fixed_amount",
+        clock.now(),
+        viewer.partner_id,
+        plan_id,
+        family_id,
+        scope,
+        kind.value,
+        percentage if sql.is_postgres() else (None if percentage is None else str(percentage)),
+        fixed,
+    )
+    margin = await PartnerMargin.get(partner_id=viewer.partner_id, scope=scope)
     await audit.record(
         actor=viewer.actor,
         action="margin.set",
@@ -206,9 +229,9 @@ def price_with(margins: list[PartnerMargin], partner_id: int | None, plan: Plan)
     base = Money(plan.price_amount, plan.currency)
     if plan.partner_id is not None or partner_id is None:
         return base
-    by_scope = {(m.plan_id, m.family_id): m for m in margins}
+    by_scope = {m.scope: m for m in margins}
     # The most specific margin wins: this plan's, else its family's, else the bulk one.
-    margin = by_scope.get((plan.id, None)) or by_scope.get((None, plan.family_id)) or by_scope.get((None, None))
+    margin = by_scope.get(f"PLAN:{plan.id}") or by_scope.get(f"FAMILY:{plan.family_id}") or by_scope.get("BULK")
     if margin is None:
         return base
     value = margin.percentage if margin.kind is MarginKind.PERCENTAGE else margin.fixed_amount

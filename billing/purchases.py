@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tortoise.transactions import in_transaction
+
 from billing import audit, idempotency, ledger, payments, tenancy
+from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import Money, check_amount
 from billing.tenancy import Viewer
@@ -99,3 +102,38 @@ async def record_manual_purchase(
         encode=lambda p: [p.payment_id, p.wallet_id],
         decode=lambda raw: ManualPurchase(*raw),
     )
+
+
+async def record_payment(viewer: Viewer, *, payment_id: int, note: str) -> Payment:
+    """The partner says it collected a pending manual payment (a plan bought, a renewal due): the
+    payment is paid and what it pays for is delivered, once."""
+    viewer.require(Permission.MANAGE_BILLING)
+    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
+    if payment.provider not in (ManualGateway.name, "balance"):
+        raise BillingError(
+            ErrorCode.INVALID_PAYMENT_TRANSITION, "only manual payments are recorded by hand", field="paymentId"
+        )
+    async with in_transaction("default"):
+        moved = await payments.move(
+            payment.id,
+            PaymentStatus.SUCCEEDED,
+            reason=f"recorded by hand: {note}" if note else "recorded by hand",
+            provider_ref=f"manual_{payment.reference}",
+        )
+        if not moved:
+            await payment.refresh_from_db()
+            raise BillingError(
+                ErrorCode.INVALID_PAYMENT_TRANSITION, f"the payment is {payment.status.value}", field="paymentId"
+            )
+        await audit.record(
+            actor=viewer.actor,
+            action="payment.record",
+            target_type="Payment",
+            target_id=payment.id,
+            partner_id=payment.partner_id,
+            before={"status": payment.status},
+            after={"status": PaymentStatus.SUCCEEDED, "note": note},
+        )
+    await payment.refresh_from_db()
+    return payment

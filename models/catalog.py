@@ -40,6 +40,8 @@ class Plan(Entity):
     trial_days = fields.IntField(default=0)
     trial_requires_payment_method = fields.BooleanField(default=False)
     status = fields.CharEnumField(PlanStatus, max_length=16, default=PlanStatus.ACTIVE)
+    # Units granted each paid period: {"MESSAGE_CREDITS": 10000}.
+    included_units = fields.JSONField(default=dict)
 
     class Meta:
         table = "plan"
@@ -58,10 +60,13 @@ class PartnerMargin(Entity):
     percentage = fields.DecimalField(max_digits=9, decimal_places=4, null=True)
     fixed_amount = fields.BigIntField(null=True)
     currency = fields.CharField(max_length=3, null=True)
+    # "PLAN:5", "FAMILY:3" or "BULK": unique per partner, so there is one margin per scope even in bulk
+    # (a unique key over nullable plan and family would let two bulk rows in).
+    scope = fields.CharField(max_length=40)
 
     class Meta:
         table = "partner_margin"
-        unique_together = (("partner", "plan", "family"),)
+        unique_together = (("partner", "plan", "family"), ("partner", "scope"))
 
 
 class AddOn(Entity):

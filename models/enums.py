@@ -74,6 +74,27 @@ class SubscriptionStatus(StrEnum):
     EXPIRED = "EXPIRED"
 
 
+class PeriodStatus(StrEnum):
+    """A billed period: DUE until its payment succeeds, VOID when dunning gave up on it."""
+
+    DUE = "DUE"
+    PAID = "PAID"
+    VOID = "VOID"
+
+
+class PaymentMode(StrEnum):
+    """How a subscription's charges are collected."""
+
+    MANUAL = "MANUAL"  # the partner collects its own way and records it
+    PARTNER_BALANCE = "PARTNER_BALANCE"  # debited from the partner's centralised balance
+
+
+class PlanChangeTiming(StrEnum):
+    AUTO = "AUTO"  # upgrades now, downgrades at the end of the period
+    NOW = "NOW"
+    PERIOD_END = "PERIOD_END"
+
+
 class Unit(StrEnum):
     """Non-currency wallet units. A wallet's unit is one of these or an ISO 4217 currency code."""
 
@@ -131,6 +152,7 @@ class PaymentMethodKind(StrEnum):
     BOLETO = "BOLETO"
     PIX = "PIX"
     MANUAL = "MANUAL"
+    BALANCE = "BALANCE"  # the partner's centralised balance with the platform
 
 
 class GatewayMode(StrEnum):

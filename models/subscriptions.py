@@ -3,7 +3,7 @@
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import SubscriptionStatus
+from models.enums import PeriodStatus, SubscriptionStatus
 
 
 class Subscription(Entity):
@@ -30,9 +30,41 @@ class Subscription(Entity):
     failed_renewals = fields.IntField(default=0)
     next_retry_at = fields.DatetimeField(null=True)
     ended_at = fields.DatetimeField(null=True)
+    # When the worker must next look at it: period end, a dunning retry. Null once it has ended.
+    next_action_at = fields.DatetimeField(null=True)
+    # A downgrade (or any change asked for at period end) waiting for the current period to end.
+    scheduled_plan = fields.ForeignKeyField(
+        "models.Plan", related_name="scheduled_subscriptions", null=True, on_delete=fields.RESTRICT
+    )
+    scheduled_plan_id: int | None
 
     class Meta:
         table = "subscription"
+        indexes = (("next_action_at",),)
+
+
+class SubscriptionPeriod(Entity):
+    """One billed period. Unique per subscription and start: no period can be billed twice."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
+    subscription = fields.ForeignKeyField("models.Subscription", related_name="periods", on_delete=fields.CASCADE)
+    subscription_id: int
+    plan = fields.ForeignKeyField("models.Plan", related_name=None, on_delete=fields.RESTRICT)
+    plan_id: int
+    number = fields.IntField()  # 1 for the first billed period
+    starts_at = fields.DatetimeField()
+    ends_at = fields.DatetimeField()
+    amount = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    status = fields.CharEnumField(PeriodStatus, max_length=8)
+    payment = fields.ForeignKeyField("models.Payment", related_name=None, null=True, on_delete=fields.RESTRICT)
+    payment_id: int | None
+    paid_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "subscription_period"
+        unique_together = (("subscription", "starts_at"),)
 
 
 class SubscriptionHistory(Entity):

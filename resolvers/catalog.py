@@ -70,6 +70,9 @@ class CreatePlanInput:
     grace_days: int = 0
     trial_days: int = 0
     trial_requires_payment_method: bool = False
+    included_units: list[LimitInput] = strawberry.field(
+        default_factory=list, description="Units granted each paid period, e.g. MESSAGE_CREDITS 10000."
+    )
 
 
 @strawberry.type
@@ -93,6 +96,7 @@ async def create_plan(info: Info[Context, None], input: CreatePlanInput) -> Plan
             grace_days=input.grace_days,
             trial_days=input.trial_days,
             trial_requires_payment_method=input.trial_requires_payment_method,
+            included_units=limits_of(input.included_units),
         )
         return PlanPayload(plan=Plan.of(plan))
 

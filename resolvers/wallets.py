@@ -151,3 +151,27 @@ async def set_wallet_credit_limit(
         return SetWalletCreditLimitPayload(wallet=Wallet.of(row))
 
     return await payload(run, lambda errors: SetWalletCreditLimitPayload(errors=errors))
+
+
+@strawberry.input(description="The partner collected a pending manual payment its own way.")
+class RecordPaymentInput:
+    payment_id: strawberry.ID
+    note: str = ""
+
+
+@strawberry.type
+class RecordPaymentPayload:
+    payment: Payment | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def record_payment(info: Info[Context, None], input: RecordPaymentInput) -> RecordPaymentPayload:
+    async def run() -> RecordPaymentPayload:
+        row = await purchases.record_payment(
+            viewer_with(info, Permission.MANAGE_BILLING),
+            payment_id=expect_id(input.payment_id, "Payment", "paymentId"),
+            note=input.note,
+        )
+        return RecordPaymentPayload(payment=Payment.of(row))
+
+    return await payload(run, lambda errors: RecordPaymentPayload(errors=errors))

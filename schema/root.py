@@ -75,6 +75,10 @@ class Query:
     preview_change: subscriptions.ChangePreview = strawberry.field(
         resolver=subscriptions.preview_change, description="Dry run: limits, price and excesses a change would give."
     )
+    renewal_forecast: subscriptions.RenewalForecast = strawberry.field(
+        resolver=subscriptions.renewal_forecast,
+        description="Renewals due over the next days (7, 30...) for a partner's workspaces and its own plan.",
+    )
     branding: PublicBranding | None = strawberry.field(
         resolver=branding.branding_by_domain, description="Public: a partner's branding by its domain."
     )
@@ -121,6 +125,24 @@ class Mutation:
         resolver=subscriptions.set_workspace_add_on
     )
     report_usage: subscriptions.ReportUsagePayload = strawberry.mutation(resolver=subscriptions.report_usage)
+    purchase_plan: subscriptions.SubscriptionChangePayload = strawberry.mutation(
+        resolver=subscriptions.purchase_plan, description="A workspace buys a plan (allowed whatever its status)."
+    )
+    change_plan: subscriptions.SubscriptionChangePayload = strawberry.mutation(resolver=subscriptions.change_plan)
+    cancel_subscription: subscriptions.SubscriptionChangePayload = strawberry.mutation(
+        resolver=subscriptions.cancel_subscription
+    )
+    set_auto_renew: subscriptions.WorkspacePayload = strawberry.mutation(resolver=subscriptions.set_auto_renew)
+    subscribe_partner_plan: subscriptions.SubscriptionChangePayload = strawberry.mutation(
+        resolver=subscriptions.subscribe_partner_plan
+    )
+    set_dunning_policy: subscriptions.SetDunningPolicyPayload = strawberry.mutation(
+        resolver=subscriptions.set_dunning_policy
+    )
+    record_payment: wallets.RecordPaymentPayload = strawberry.mutation(
+        resolver=wallets.record_payment,
+        description="Record a pending manual payment as collected; it is delivered once.",
+    )
 
 
 class WhitebillSchema(strawberry.Schema):

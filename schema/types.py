@@ -11,8 +11,9 @@ import strawberry.scalars
 from strawberry.types import Info
 
 from billing.catalog import price_with
+from billing.limits import effective_limits
 from billing.money import format_minor
-from billing.subscriptions import effective_limits
+from billing.subscriptions import history_of, live_partner_subscription
 from models import catalog as catalog_models
 from models import enums
 from models import operations as operations_models
@@ -204,7 +205,13 @@ class Workspace(Node):
             auto_renew=row.auto_renew,
             created_at=row.created_at,
             status_reasons=[
-                StatusReason(kind=r.get("kind", ""), limit=r.get("limit"), usage=r.get("usage"), max=r.get("max"))
+                StatusReason(
+                    kind=r.get("kind", ""),
+                    limit=r.get("limit"),
+                    usage=r.get("usage"),
+                    max=r.get("max"),
+                    failures=r.get("failures"),
+                )
                 for r in row.status_reasons
             ],
         )
@@ -223,6 +230,10 @@ class Workspace(Node):
     ) -> Annotated[Subscription, strawberry.lazy("schema.types")] | None:
         row = await info.context.loaders.live_subscription.load(self.db_id)
         return Subscription.of(row) if row else None
+
+    @strawberry.field(description="Every plan this workspace has had, with status and dates, oldest first.")
+    async def plan_history(self) -> list[Annotated[SubscriptionHistoryEntry, strawberry.lazy("schema.types")]]:
+        return await SubscriptionHistoryEntry.all_of(await history_of(workspace_id=self.db_id))
 
     @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
     async def limits(self) -> list[Limit]:
@@ -266,6 +277,15 @@ class Partner(Node):
 
     domain: str | None = None
 
+    @strawberry.field(description="The partner's own plan with the platform (partner plans), if any.")
+    async def plan_subscription(self) -> Annotated[Subscription, strawberry.lazy("schema.types")] | None:
+        row = await live_partner_subscription(self.db_id)
+        return Subscription.of(row) if row else None
+
+    @strawberry.field(description="Every partner plan this partner has had, with status and dates, oldest first.")
+    async def plan_history(self) -> list[Annotated[SubscriptionHistoryEntry, strawberry.lazy("schema.types")]]:
+        return await SubscriptionHistoryEntry.all_of(await history_of(partner_id=self.db_id))
+
     @strawberry.field
     async def branding(self, info: Info[Context, None]) -> Branding | None:
         row = await info.context.loaders.branding_of_partner.load(self.db_id)
@@ -294,6 +314,9 @@ class Payment(Node):
     purpose: str
     note: str
     created_at: datetime
+    payer_action: strawberry.scalars.JSON | None = strawberry.field(
+        default=None, description="What the payer needs to pay a pending payment: a link or instructions."
+    )
 
     @classmethod
     def of(cls, row: payment_models.Payment) -> Payment:
@@ -307,6 +330,7 @@ class Payment(Node):
             purpose=row.purpose_kind,
             note=row.note,
             created_at=row.created_at,
+            payer_action=row.payer_action,
         )
 
 
@@ -457,6 +481,7 @@ PlanStatus = strawberry.enum(enums.PlanStatus)
 BillingInterval = strawberry.enum(enums.BillingInterval)
 MarginKind = strawberry.enum(enums.MarginKind)
 SubscriptionStatus = strawberry.enum(enums.SubscriptionStatus)
+PeriodStatus = strawberry.enum(enums.PeriodStatus)
 
 
 @strawberry.type(description="One limit: a name (members, chatbots...) and its value.")
@@ -478,10 +503,11 @@ class LimitExcess:
 
 @strawberry.type(description="Why a workspace has its status; every reason that applies is listed.")
 class StatusReason:
-    kind: str = strawberry.field(description="NO_PLAN, LIMIT_EXCEEDED, ...")
+    kind: str = strawberry.field(description="NO_PLAN, PAYMENT_OVERDUE or LIMIT_EXCEEDED.")
     limit: str | None = None
     usage: int | None = None
     max: int | None = None
+    failures: int | None = strawberry.field(default=None, description="Failed renewal attempts (PAYMENT_OVERDUE).")
 
 
 @strawberry.type
@@ -510,6 +536,7 @@ class Plan(Node):
     trial_days: int
     trial_requires_payment_method: bool
     family_id: strawberry.ID | None
+    included_units: list[Limit] = strawberry.field(description="Units granted each paid period (MESSAGE_CREDITS...).")
     row: strawberry.Private[catalog_models.Plan]
 
     @strawberry.field(description="What the caller's clients pay each period: the platform price plus its margin.")
@@ -537,6 +564,7 @@ class Plan(Node):
             trial_days=row.trial_days,
             trial_requires_payment_method=row.trial_requires_payment_method,
             family_id=strawberry.ID(to_global_id("PlanFamily", row.family_id)) if row.family_id else None,
+            included_units=Limit.all_of(row.included_units),
         )
 
 
@@ -567,8 +595,34 @@ class SubscriptionHistoryEntry:
     ended_at: datetime | None
     note: str
 
+    @classmethod
+    async def all_of(cls, rows: list[subscription_models.SubscriptionHistory]) -> list[SubscriptionHistoryEntry]:
+        plans = {p.id: p for p in await catalog_models.Plan.filter(id__in=list({r.plan_id for r in rows}))}
+        return [
+            cls(
+                plan_id=strawberry.ID(to_global_id("Plan", r.plan_id)),
+                plan_name=plans[r.plan_id].name,
+                status=r.status,
+                started_at=r.started_at,
+                ended_at=r.ended_at,
+                note=r.note,
+            )
+            for r in rows
+        ]
 
-@strawberry.type(description="A workspace's plan over time.")
+
+@strawberry.type(description="One billed period of a subscription.")
+class SubscriptionPeriod:
+    number: int
+    starts_at: datetime
+    ends_at: datetime
+    amount: Money
+    status: PeriodStatus
+    paid_at: datetime | None
+    payment_id: strawberry.ID | None
+
+
+@strawberry.type(description="A workspace's (or, for partner plans, a partner's) plan over time.")
 class Subscription(Node):
     db_id: strawberry.Private[int]
     status: SubscriptionStatus
@@ -577,6 +631,16 @@ class Subscription(Node):
     current_period_end: datetime
     plan_id: strawberry.ID
     plan_db_id: strawberry.Private[int]
+    payment_mode: str = strawberry.field(description="MANUAL or PARTNER_BALANCE.")
+    trial_end: datetime | None
+    cancel_at_period_end: bool
+    renewals: int
+    failed_renewals: int
+    next_retry_at: datetime | None
+    ended_at: datetime | None
+    scheduled_plan_id: strawberry.ID | None = strawberry.field(
+        description="A change (a downgrade) that takes effect at the end of the current period."
+    )
 
     @classmethod
     def of(cls, row: subscription_models.Subscription) -> Subscription:
@@ -589,7 +653,33 @@ class Subscription(Node):
             current_period_end=row.current_period_end,
             plan_id=strawberry.ID(to_global_id("Plan", row.plan_id)),
             plan_db_id=row.plan_id,
+            payment_mode=row.payment_mode,
+            trial_end=row.trial_end,
+            cancel_at_period_end=row.cancel_at_period_end,
+            renewals=row.renewals,
+            failed_renewals=row.failed_renewals,
+            next_retry_at=row.next_retry_at,
+            ended_at=row.ended_at,
+            scheduled_plan_id=(
+                strawberry.ID(to_global_id("Plan", row.scheduled_plan_id)) if row.scheduled_plan_id else None
+            ),
         )
+
+    @strawberry.field(description="Billed periods, newest first (at most 100).")
+    async def periods(self) -> list[SubscriptionPeriod]:
+        rows = await subscription_models.SubscriptionPeriod.filter(subscription_id=self.db_id).order_by("-number")
+        return [
+            SubscriptionPeriod(
+                number=r.number,
+                starts_at=r.starts_at,
+                ends_at=r.ends_at,
+                amount=Money.of(r.amount, r.currency),
+                status=r.status,
+                paid_at=r.paid_at,
+                payment_id=strawberry.ID(to_global_id("Payment", r.payment_id)) if r.payment_id else None,
+            )
+            for r in rows[:100]
+        ]
 
     @strawberry.field
     async def plan(self) -> Plan:
@@ -598,15 +688,4 @@ class Subscription(Node):
     @strawberry.field(description="Every plan this subscription has had, oldest first.")
     async def history(self) -> list[SubscriptionHistoryEntry]:
         rows = await subscription_models.SubscriptionHistory.filter(subscription_id=self.db_id).order_by("id")
-        plans = {p.id: p for p in await catalog_models.Plan.filter(id__in=list({r.plan_id for r in rows}))}
-        return [
-            SubscriptionHistoryEntry(
-                plan_id=strawberry.ID(to_global_id("Plan", r.plan_id)),
-                plan_name=plans[r.plan_id].name,
-                status=r.status,
-                started_at=r.started_at,
-                ended_at=r.ended_at,
-                note=r.note,
-            )
-            for r in rows
-        ]
+        return await SubscriptionHistoryEntry.all_of(rows)

@@ -39,7 +39,10 @@ def test_the_server_refuses_an_unmigrated_database(tmp_path: Path) -> None:
 
 def test_migrate_demo_and_api_keys_from_the_command_line(tmp_path: Path) -> None:
     env = {"DATABASE_URL": f"sqlite://{tmp_path / 'cli.sqlite3'}"}
-    assert "1 migration(s) applied" in whitebill("migrate", env=env).stdout
+    migrations = sorted(p.stem for p in (Path(__file__).parent.parent / "models" / "migrations").glob("0*.py"))
+    applied = whitebill("migrate", env=env).stdout
+    assert f"{len(migrations)} migration(s) applied" in applied
+    assert all(f"applied models.{name}" in applied for name in migrations)
     assert "up to date" in whitebill("migrate", env=env).stdout
     demo = whitebill("demo", env=env)
     assert demo.returncode == 0, demo.stderr
