@@ -120,7 +120,8 @@ async def _period_end(subscription: Subscription) -> None:
         {"kind": SUBSCRIPTION_PERIOD, "period_id": period.id},
         f"{plan.name}, period {period.number}",
     )
-    await SubscriptionPeriod.filter(id=period.id).update(payment_id=payment.id)
+    period.payment_id = payment.id
+    await period.save(update_fields=["payment_id"])
     await _collect_or_fail(subscription, period)
 
 

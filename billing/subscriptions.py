@@ -13,6 +13,7 @@ partner records it; partner plans are debited from the partner's centralised bal
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -167,7 +168,13 @@ async def collect(payment: Payment, mode: PaymentMode, *, by_hand: bool, refuse_
                 reason="recorded by hand",
                 provider_ref=f"manual_{payment.reference}",
             )
-        await payments.move(payment.id, PaymentStatus.PENDING, reason="awaiting the partner's record of payment")
+        instructions = {"kind": "MANUAL", "instructions": "pay your provider as agreed; it records the payment"}
+        await payments.move(
+            payment.id,
+            PaymentStatus.PENDING,
+            reason="awaiting the partner's record of payment",
+            payer_action=json.dumps(instructions),
+        )
         return False
     wallet = await wallets.open_wallet(
         partner_id=payment.partner_id, owner_kind=OwnerKind.PARTNER, owner_id=payment.partner_id, unit=payment.currency

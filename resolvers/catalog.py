@@ -70,6 +70,9 @@ class CreatePlanInput:
     grace_days: int = 0
     trial_days: int = 0
     trial_requires_payment_method: bool = False
+    for_partners: bool = strawberry.field(
+        default=False, description="A partner plan: partners subscribe to it themselves (platform only)."
+    )
     included_units: list[LimitInput] = strawberry.field(
         default_factory=list, description="Units granted each paid period, e.g. MESSAGE_CREDITS 10000."
     )
@@ -97,6 +100,7 @@ async def create_plan(info: Info[Context, None], input: CreatePlanInput) -> Plan
             trial_days=input.trial_days,
             trial_requires_payment_method=input.trial_requires_payment_method,
             included_units=limits_of(input.included_units),
+            for_partners=input.for_partners,
         )
         return PlanPayload(plan=Plan.of(plan))
 

@@ -1,0 +1,247 @@
+"""Flows E and G through GraphQL: a client without a plan is restricted yet can buy one; upgrades
+are charged the prorated difference at once, downgrades wait for the period's end; cancelling,
+auto-renew off; a partner's own plan paid from its balance, with its history (MonoChat)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from billing import api_keys, clock, identity, passwords, renewals
+from billing.ledger import Leg
+from billing.wallets import open_wallet
+from models.enums import ExternalAccount, LedgerCause, OwnerKind
+from models.subscriptions import Subscription
+from models.tenancy import WorkspaceUser
+from schema.ids import to_global_id
+from tests.factories import a_partner, a_workspace, partner_viewer
+from tests.graphql import GraphQLClient
+
+pytestmark = pytest.mark.usefixtures("database")
+
+CREATE_PLAN = """mutation($name: String!, $amount: String!, $limits: [LimitInput!]!, $interval: BillingInterval!) {
+  createPlan(input: {name: $name, interval: $interval, priceAmount: $amount, priceCurrency: "BRL", limits: $limits})
+  { plan { id } errors { code message } } }"""
+SUBSCRIPTION = """query($ws: ID!) { node(id: $ws) { ... on Workspace { status statusReasons { kind }
+  subscription { status price { amount } currentPeriodStart currentPeriodEnd cancelAtPeriodEnd scheduledPlanId
+                 plan { name } periods { number amount { amount } status } }
+  planHistory { planName status startedAt endedAt } } } }"""
+CHANGE = """mutation($ws: ID!, $plan: ID!, $key: String!, $timing: PlanChangeTiming! = AUTO) {
+  changePlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: $key, timing: $timing, note: "by phone"}) {
+    subscription { plan { name } price { amount } scheduledPlanId } payment { amount { amount } status purpose }
+    errors { code message } } }"""
+ASSIGN = """mutation($ws: ID!, $plan: ID!, $key: String!) {
+  assignPlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: $key, note: "paid by pix"}) {
+    subscription { id } errors { code message } } }"""
+USAGE = """mutation($ws: ID!, $value: Int!) { reportUsage(input: {workspaceId: $ws, metric: "members", value: $value}) {
+  workspace { status } errors { code } } }"""
+
+
+async def plan(client: GraphQLClient, name: str, amount: str, interval: str = "MONTHLY", members: int = 10) -> str:
+    made = await client.data(
+        CREATE_PLAN,
+        {"name": name, "amount": amount, "interval": interval, "limits": [{"name": "members", "value": members}]},
+    )
+    assert made["createPlan"]["errors"] == [], made
+    return made["createPlan"]["plan"]["id"]
+
+
+async def at(moment: datetime) -> None:
+    await clock.advance(moment - clock.now())
+
+
+@pytest.fixture
+async def agency(server):
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    partner_client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    product = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None, name="product")).secret)
+    platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None, name="ops")).secret)
+    return partner, workspace, partner_client, product, platform
+
+
+async def a_client_user(partner, workspace, server) -> GraphQLClient:
+    made = await identity.create_workspace_user(
+        partner_viewer(partner), workspace_id=workspace.id, email="ana@client.example"
+    )
+    await WorkspaceUser.filter(id=made.user.id).update(password_hash=passwords.hash_password("correct horse 42"))
+    session = await identity.login(
+        brand=partner.slug, email="ana@client.example", password="correct horse 42", client_address=None
+    )
+    return GraphQLClient(server.url, session.token)
+
+
+async def test_a_client_without_a_plan_gets_plan_required_and_can_still_buy_one(agency, server) -> None:
+    partner, workspace, partner_client, product, _ = agency
+    ws = to_global_id("Workspace", workspace.id)
+    basic = await plan(partner_client, "Basic", "49.90")
+    client = await a_client_user(partner, workspace, server)
+
+    refused = await product.data(USAGE, {"ws": ws, "value": 1})
+    assert refused["reportUsage"]["errors"] == [{"code": "PLAN_REQUIRED"}]
+
+    bought = await client.data(
+        'mutation($ws: ID!, $plan: ID!) { purchasePlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: "b1"}) {'
+        " subscription { id } payment { id status amount { amount currency } payerAction } errors { code } } }",
+        {"ws": ws, "plan": basic},
+    )
+    payment = bought["purchasePlan"]["payment"]
+    assert bought["purchasePlan"]["errors"] == [] and bought["purchasePlan"]["subscription"] is None
+    assert payment["status"] == "PENDING" and payment["amount"] == {"amount": "49.90", "currency": "BRL"}
+    assert payment["payerAction"]["kind"] == "MANUAL"
+    # Still restricted until the partner records the money it collected.
+    assert (await product.data(USAGE, {"ws": ws, "value": 1}))["reportUsage"]["errors"] == [{"code": "PLAN_REQUIRED"}]
+
+    record = 'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix received"}) { payment { status } errors { code } } }'
+    assert (await partner_client.data(record, {"p": payment["id"]}))["recordPayment"]["payment"][
+        "status"
+    ] == "SUCCEEDED"
+    again = await partner_client.data(record, {"p": payment["id"]})  # recorded twice: delivered once
+    assert again["recordPayment"]["errors"] == [{"code": "INVALID_PAYMENT_TRANSITION"}]
+
+    state = (await client.data(SUBSCRIPTION, {"ws": ws}))["node"]
+    assert state["status"] == "ACTIVE" and state["subscription"]["plan"]["name"] == "Basic"
+    assert state["subscription"]["periods"] == [{"number": 1, "amount": {"amount": "49.90"}, "status": "PAID"}]
+    assert (await product.data(USAGE, {"ws": ws, "value": 1}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
+    assert await Subscription.filter(workspace_id=workspace.id).count() == 1
+
+
+async def test_upgrade_now_pays_the_prorated_difference_and_a_downgrade_waits_for_period_end(agency) -> None:
+    _, workspace, partner_client, _, _ = agency
+    ws = to_global_id("Workspace", workspace.id)
+    await at(datetime(2027, 3, 1, tzinfo=UTC))
+    basic, pro = await plan(partner_client, "Basic", "49.90"), await plan(partner_client, "Pro", "99.00")
+    assert (await partner_client.data(ASSIGN, {"ws": ws, "plan": basic, "key": "a1"}))["assignPlan"]["errors"] == []
+
+    # Halfway through March's 31 days (15.5 days left): 49.10 x 15.5 / 31 = 24.55.
+    await at(datetime(2027, 3, 16, 12, tzinfo=UTC))
+    up = (await partner_client.data(CHANGE, {"ws": ws, "plan": pro, "key": "c1"}))["changePlan"]
+    assert up["errors"] == [] and up["subscription"]["plan"] == {"name": "Pro"}
+    paid = await partner_client.data(
+        "query($ws: ID!) { node(id: $ws) { ... on Workspace { subscription { periods { number } } } } }", {"ws": ws}
+    )
+    assert len(paid["node"]["subscription"]["periods"]) == 1  # the difference is a charge, not a new period
+    changes = await Subscription.get(workspace_id=workspace.id)
+    from models.payments import Payment
+
+    charge = await Payment.get(purpose_kind="PLAN_CHANGE", payer_key=f"WORKSPACE:{workspace.id}")
+    assert (charge.amount, charge.status.value) == (2455, "SUCCEEDED")
+    assert changes.price_amount == 9900
+
+    down = (await partner_client.data(CHANGE, {"ws": ws, "plan": basic, "key": "c2"}))["changePlan"]
+    assert down["subscription"] == {"plan": {"name": "Pro"}, "price": {"amount": "99.00"}, "scheduledPlanId": basic}
+    await at(datetime(2027, 4, 1, 0, 0, 1, tzinfo=UTC))
+    await renewals.run_due()
+    state = (await partner_client.data(SUBSCRIPTION, {"ws": ws}))["node"]
+    assert state["subscription"]["plan"]["name"] == "Basic" and state["subscription"]["scheduledPlanId"] is None
+    assert [p["amount"]["amount"] for p in state["subscription"]["periods"]] == ["49.90", "49.90"]
+    assert [(h["planName"], h["endedAt"] is None) for h in state["planHistory"]] == [
+        ("Basic", False),
+        ("Pro", False),
+        ("Basic", True),
+    ]
+
+
+async def test_a_downgrade_below_usage_is_refused_listing_the_excess(agency) -> None:
+    _, workspace, partner_client, product, _ = agency
+    ws = to_global_id("Workspace", workspace.id)
+    big, small = (
+        await plan(partner_client, "Big", "99.00", members=10),
+        await plan(partner_client, "Small", "19.00", members=3),
+    )
+    await partner_client.data(ASSIGN, {"ws": ws, "plan": big, "key": "a1"})
+    await product.data(USAGE, {"ws": ws, "value": 5})
+    refused = (await partner_client.data(CHANGE, {"ws": ws, "plan": small, "key": "c1", "timing": "NOW"}))["changePlan"]
+    assert refused["errors"][0]["code"] == "LIMIT_BELOW_USAGE" and "members 5 > 3" in refused["errors"][0]["message"]
+
+
+async def test_cancel_at_period_end_and_auto_renew_off_run_to_the_end_then_restrict(agency) -> None:
+    partner, workspace, partner_client, _, _ = agency
+    other = await a_workspace(partner, "Other")
+    await at(datetime(2027, 1, 10, tzinfo=UTC))
+    basic = await plan(partner_client, "Basic", "49.90")
+    for w, key in ((workspace, "a1"), (other, "a2")):
+        await partner_client.data(ASSIGN, {"ws": to_global_id("Workspace", w.id), "plan": basic, "key": key})
+    canceled = await partner_client.data(
+        "mutation($ws: ID!) { cancelSubscription(input: {workspaceId: $ws}) { subscription { status cancelAtPeriodEnd } } }",
+        {"ws": to_global_id("Workspace", workspace.id)},
+    )
+    assert canceled["cancelSubscription"]["subscription"] == {"status": "ACTIVE", "cancelAtPeriodEnd": True}
+    off = await partner_client.data(
+        "mutation($ws: ID!) { setAutoRenew(input: {workspaceId: $ws, enabled: false}) { workspace { autoRenew } } }",
+        {"ws": to_global_id("Workspace", other.id)},
+    )
+    assert off["setAutoRenew"]["workspace"] == {"autoRenew": False}
+    await at(datetime(2027, 2, 9, tzinfo=UTC))
+    assert await renewals.run_due() == 0  # nothing before the period's end
+    await at(datetime(2027, 2, 10, 0, 0, 1, tzinfo=UTC))
+    assert await renewals.run_due() == 2
+    for w in (workspace, other):
+        state = (await partner_client.data(SUBSCRIPTION, {"ws": to_global_id("Workspace", w.id)}))["node"]
+        assert state["subscription"] is None and state["status"] == "RESTRICTED"
+        assert state["planHistory"][-1]["status"] == "CANCELED"
+
+
+async def test_a_partner_plan_is_paid_from_its_balance_changed_and_kept_in_history(agency) -> None:
+    partner, _, partner_client, _, platform = agency
+    await at(datetime(2027, 5, 1, tzinfo=UTC))
+    make = (
+        "mutation($name: String!, $amount: String!) { createPlan(input: {name: $name, interval: MONTHLY,"
+        ' priceAmount: $amount, priceCurrency: "BRL", forPartners: true}) { plan { id } errors { code } } }'
+    )
+    starter = (await platform.data(make, {"name": "Partner Starter", "amount": "300.00"}))["createPlan"]["plan"]["id"]
+    growth = (await platform.data(make, {"name": "Partner Growth", "amount": "600.00"}))["createPlan"]["plan"]["id"]
+    subscribe = (
+        "mutation($plan: ID!, $key: String!) { subscribePartnerPlan(input: {planId: $plan, idempotencyKey: $key}) {"
+        " subscription { status price { amount } plan { name } } errors { code } } }"
+    )
+    short = await partner_client.data(subscribe, {"plan": starter, "key": "s0"})
+    assert short["subscribePartnerPlan"]["errors"] == [{"code": "INSUFFICIENT_BALANCE"}]
+
+    balance = await open_wallet(partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit="BRL")
+    from billing import ledger
+
+    await ledger.post([Leg(100_000, "BRL", ExternalAccount.GATEWAY, balance.id)], cause=LedgerCause.PURCHASE)
+    first = (await partner_client.data(subscribe, {"plan": starter, "key": "s1"}))["subscribePartnerPlan"]
+    assert first["subscription"] == {
+        "status": "ACTIVE",
+        "price": {"amount": "300.00"},
+        "plan": {"name": "Partner Starter"},
+    }
+    await balance.refresh_from_db()
+    assert balance.balance == 70_000
+
+    await at(datetime(2027, 5, 16, 12, tzinfo=UTC))  # 15.5 of 31 days left: 300.00 more x 1/2 = 150.00
+    changed = (await partner_client.data(subscribe, {"plan": growth, "key": "s2"}))["subscribePartnerPlan"]
+    assert changed["subscription"]["plan"] == {"name": "Partner Growth"}
+    await balance.refresh_from_db()
+    assert balance.balance == 55_000
+
+    seen = await partner_client.data(
+        "{ viewer { partner { planSubscription { status plan { name } } planHistory { planName status endedAt } } } }"
+    )
+    partner_view = seen["viewer"]["partner"]
+    assert partner_view["planSubscription"] == {"status": "ACTIVE", "plan": {"name": "Partner Growth"}}
+    assert [(h["planName"], h["endedAt"] is None) for h in partner_view["planHistory"]] == [
+        ("Partner Starter", False),
+        ("Partner Growth", True),
+    ]
+    # Partner plans are not offered to workspaces.
+    assert (await partner_client.data("{ plans(first: 50) { edges { node { name } } } }"))["plans"]["edges"] == []
+
+
+async def test_the_renewal_forecast_sums_what_falls_due_in_7_and_30_days(agency) -> None:
+    partner, workspace, partner_client, _, _ = agency
+    await at(datetime(2027, 6, 1, tzinfo=UTC))
+    basic, pro = await plan(partner_client, "Basic", "49.90"), await plan(partner_client, "Pro", "99.00")
+    second = await a_workspace(partner, "Second")
+    await partner_client.data(ASSIGN, {"ws": to_global_id("Workspace", workspace.id), "plan": basic, "key": "a1"})
+    await at(datetime(2027, 6, 20, tzinfo=UTC))
+    await partner_client.data(ASSIGN, {"ws": to_global_id("Workspace", second.id), "plan": pro, "key": "a2"})
+    await at(datetime(2027, 6, 28, tzinfo=UTC))
+    query = "query($d: Int!) { renewalForecast(days: $d) { count totals { amount currency } } }"
+    week = (await partner_client.data(query, {"d": 7}))["renewalForecast"]
+    month = (await partner_client.data(query, {"d": 30}))["renewalForecast"]
+    assert week == {"count": 1, "totals": [{"amount": "49.90", "currency": "BRL"}]}  # July 1
+    assert month == {"count": 2, "totals": [{"amount": "148.90", "currency": "BRL"}]}  # July 1 and July 20
