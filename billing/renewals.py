@@ -38,6 +38,7 @@ from models.tenancy import Partner, Workspace
 log = logging.getLogger("whitebill.renewals")
 
 RETRY_AFTER_ERROR = timedelta(hours=1)
+MIN_RETRY_GAP = timedelta(days=1)
 _NEXT_DUE = "SELECT id FROM subscription WHERE next_action_at <= $1 ORDER BY next_action_at, id LIMIT 1"
 
 
@@ -68,8 +69,9 @@ async def run_due(*, limit: int = 50) -> int:
 
 
 async def _act(subscription: Subscription, now: datetime) -> None:
-    if subscription.status is SubscriptionStatus.PAST_DUE:
-        await _retry(subscription)
+    unpaid = await SubscriptionPeriod.filter(subscription_id=subscription.id, status=PeriodStatus.DUE).first()
+    if unpaid is not None:
+        await _collect_or_fail(subscription, unpaid, retry=True)
     else:
         await _period_end(subscription)
 
@@ -122,41 +124,32 @@ async def _period_end(subscription: Subscription) -> None:
     )
     period.payment_id = payment.id
     await period.save(update_fields=["payment_id"])
-    await _collect_or_fail(subscription, period)
+    await _collect_or_fail(subscription, period, retry=False)
 
 
-async def _retry(subscription: Subscription) -> None:
-    period = await SubscriptionPeriod.filter(subscription_id=subscription.id, status=PeriodStatus.DUE).first()
-    if period is None:  # paid meanwhile: nothing is overdue
-        await subscriptions.set_status(subscription, SubscriptionStatus.ACTIVE)
-        subscription.failed_renewals, subscription.next_retry_at = 0, None
-        subscription.next_action_at = subscription.current_period_end
-        await subscription.save(update_fields=["status", "failed_renewals", "next_retry_at", "next_action_at"])
-        return
-    await _collect_or_fail(subscription, period)
-
-
-async def _collect_or_fail(subscription: Subscription, period: SubscriptionPeriod) -> None:
+async def _collect_or_fail(subscription: Subscription, period: SubscriptionPeriod, *, retry: bool) -> None:
     assert period.payment_id is not None
     payment = await Payment.get(id=period.payment_id)
-    if await subscriptions.collect(
-        payment, PaymentMode(subscription.payment_mode), by_hand=False, refuse_decline=False
-    ):
+    mode = PaymentMode(subscription.payment_mode)
+    if await subscriptions.collect(payment, mode, by_hand=False, refuse_decline=False):
         return  # the fulfilment marked the period paid and cleared any dunning
-    await _failed(subscription, period)
+    await _unpaid(subscription, period, failed=retry, overdue=retry or mode is not PaymentMode.MANUAL)
 
 
-async def _failed(subscription: Subscription, period: SubscriptionPeriod) -> None:
+async def _unpaid(subscription: Subscription, period: SubscriptionPeriod, *, failed: bool, overdue: bool) -> None:
+    """A renewal not paid when tried. The due-date attempt is not counted: a manual renewal is then
+    simply issued (the partner records it when paid), an automatic one is overdue. Each retry day
+    that finds it unpaid counts one failure."""
     partner = await Partner.get(id=subscription.partner_id)
     plan = await Plan.get(id=period.plan_id)
-    failures = subscription.failed_renewals + 1
+    failures = subscription.failed_renewals + (1 if failed else 0)
     retry_days: list[int] = list(partner.dunning_retry_days or [])
-    next_retry = (
-        period.starts_at + timedelta(days=plan.grace_days + retry_days[failures - 1])
-        if failures <= len(retry_days)
-        else None
-    )
-    if subscription.status is not SubscriptionStatus.PAST_DUE:
+    next_retry = None
+    if failures < len(retry_days):
+        scheduled = period.starts_at + timedelta(days=plan.grace_days + retry_days[failures])
+        # Catching up on a period that fell due long ago: retry a day later, not all at once.
+        next_retry = scheduled if scheduled > clock.now() else clock.now() + MIN_RETRY_GAP
+    if overdue and subscription.status is not SubscriptionStatus.PAST_DUE:
         await subscriptions.set_status(subscription, SubscriptionStatus.PAST_DUE)
     subscription.failed_renewals, subscription.next_retry_at, subscription.next_action_at = (
         failures,
@@ -165,7 +158,7 @@ async def _failed(subscription: Subscription, period: SubscriptionPeriod) -> Non
     )
     await subscription.save(update_fields=["status", "failed_renewals", "next_retry_at", "next_action_at"])
     await audit.emit(
-        "renewal.overdue",
+        "renewal.overdue" if overdue else "renewal.issued",
         subscription.partner_id,
         {
             "subscription_id": subscription.id,
@@ -175,7 +168,7 @@ async def _failed(subscription: Subscription, period: SubscriptionPeriod) -> Non
             "next_retry_at": next_retry.isoformat() if next_retry else None,
         },
     )
-    if subscription.workspace_id is None:
+    if subscription.workspace_id is None or not overdue:
         return
     if partner.dunning_fallback_after and failures >= partner.dunning_fallback_after and partner.fallback_plan_id:
         await subscriptions.end(

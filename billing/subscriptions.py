@@ -90,6 +90,11 @@ async def _live_of(subscriber: Subscriber) -> Subscription | None:
     return await live_partner_subscription(subscriber.partner_id)
 
 
+def _whole_second() -> datetime:
+    """Periods start on a whole second: proration counts seconds."""
+    return clock.now().replace(microsecond=0)
+
+
 def _months(interval: BillingInterval) -> int:
     return 12 if interval is BillingInterval.YEARLY else 1
 
@@ -262,7 +267,7 @@ async def start(
 ) -> Subscription:
     """Start a subscription now: paid for its first period, or free until ``first_due`` (a
     future-dated activation) or until its trial ends; the worker bills the next period then."""
-    now = clock.now()
+    now = _whole_second()
     if trial_days:
         end, status = now + timedelta(days=trial_days), SubscriptionStatus.TRIALING
     elif first_due is not None:
@@ -300,7 +305,7 @@ async def switch_plan(
 ) -> None:
     """Put the subscription on ``plan`` from now. A change of interval starts a new period now
     (unless the change happens at a period's end, where the roll starts it)."""
-    now = clock.now()
+    now = _whole_second()
     price = await _price(Subscriber.of(subscription), plan)
     old_interval = (await Plan.get(id=subscription.plan_id)).interval
     await _close_history(subscription, now)
@@ -393,8 +398,11 @@ async def _period_paid(payment: Payment) -> None:
     await SubscriptionPeriod.filter(id=period.id).update(status=PeriodStatus.PAID, paid_at=clock.now())
     subscription = await Subscription.get(id=period.subscription_id)
     await grant_included_units(subscription, period)
-    if subscription.status is SubscriptionStatus.PAST_DUE:
-        await set_status(subscription, SubscriptionStatus.ACTIVE)
+    if subscription.status in LIVE and not await SubscriptionPeriod.exists(
+        subscription_id=subscription.id, status=PeriodStatus.DUE
+    ):
+        if subscription.status is SubscriptionStatus.PAST_DUE:
+            await set_status(subscription, SubscriptionStatus.ACTIVE)
         # Renewals wait while a period is unpaid: the next one is due at the current period's end.
         subscription.failed_renewals, subscription.next_retry_at = 0, None
         subscription.next_action_at = subscription.current_period_end
