@@ -5,7 +5,9 @@ Balances change only through ``billing.ledger``.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
@@ -84,21 +86,68 @@ async def adjust_workspace_balance(
 ) -> Adjustment:
     """A partner adds units to a workspace wallet by hand (UChat "add points"), or takes them away."""
     viewer.require(Permission.MANAGE_BILLING)
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    return await _adjust(
+        viewer,
+        open_it=lambda: workspace_wallet(workspace, unit),
+        caused_by=CausedBy("Workspace", str(workspace.id)),
+        request={"workspace": workspace_id},
+        unit=unit,
+        amount=amount,
+        note=note,
+        idempotency_key=idempotency_key,
+        debit=debit,
+    )
+
+
+async def grant_partner_balance(
+    viewer: Viewer, *, partner_id: int, currency: str, amount: int, note: str, idempotency_key: str
+) -> Adjustment:
+    """The platform funds a partner's centralised balance by hand (what pays its partner plan)."""
+    viewer.require(Permission.MANAGE_PARTNERS)
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    code = check_currency(currency)
+    return await _adjust(
+        viewer,
+        open_it=lambda: open_wallet(
+            partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=code
+        ),
+        caused_by=CausedBy("Partner", str(partner.id)),
+        request={"partner": partner_id},
+        unit=code,
+        amount=amount,
+        note=note,
+        idempotency_key=idempotency_key,
+        debit=False,
+    )
+
+
+async def _adjust(
+    viewer: Viewer,
+    *,
+    open_it: Callable[[], Awaitable[Wallet]],
+    caused_by: CausedBy,
+    request: dict[str, Any],
+    unit: str,
+    amount: int,
+    note: str,
+    idempotency_key: str,
+    debit: bool,
+) -> Adjustment:
     unit = check_unit(unit)
     check_amount(amount)
     note = _check_note(note)
-    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     operation = "wallet.debit" if debit else "wallet.grant"
-    request = {"workspace": workspace_id, "unit": unit, "amount": amount, "note": note}
+    request = {**request, "unit": unit, "amount": amount, "note": note}
 
     async def act() -> Adjustment:
-        wallet = await workspace_wallet(workspace, unit)
+        wallet = await open_it()
         external = ExternalAccount.ISSUANCE
         leg = Leg(amount, unit, wallet.id, external) if debit else Leg(amount, unit, external, wallet.id)
         result = await ledger.post(
             [leg],
             cause=LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT,
-            caused_by=CausedBy("Workspace", str(workspace.id)),
+            caused_by=caused_by,
             note=note,
             actor=viewer.actor,
         )
@@ -108,7 +157,7 @@ async def adjust_workspace_balance(
             action=operation,
             target_type="Wallet",
             target_id=wallet.id,
-            partner_id=workspace.partner_id,
+            partner_id=wallet.partner_id,
             before={"balance": balance + amount if debit else balance - amount},
             after={"balance": balance, "note": note},
         )

@@ -175,3 +175,33 @@ async def record_payment(info: Info[Context, None], input: RecordPaymentInput) -
         return RecordPaymentPayload(payment=Payment.of(row))
 
     return await payload(run, lambda errors: RecordPaymentPayload(errors=errors))
+
+
+@strawberry.input(description="The platform funds a partner's centralised balance by hand.")
+class GrantPartnerBalanceInput:
+    partner_id: strawberry.ID
+    amount: str = strawberry.field(description='A positive decimal string, e.g. "1500.00".')
+    currency: str
+    note: str = ""
+    idempotency_key: str
+
+
+async def grant_partner_balance(
+    info: Info[Context, None], input: GrantPartnerBalanceInput
+) -> AdjustWorkspaceBalancePayload:
+    async def run() -> AdjustWorkspaceBalancePayload:
+        money = DomainMoney.parse(input.amount, input.currency)
+        adjustment = await wallets.grant_partner_balance(
+            viewer_with(info, Permission.MANAGE_PARTNERS),
+            partner_id=expect_id(input.partner_id, "Partner", "partnerId"),
+            currency=money.currency,
+            amount=money.amount,
+            note=input.note,
+            idempotency_key=input.idempotency_key,
+        )
+        row = await WalletRow.get(id=adjustment.wallet_id)
+        wallet = Wallet.of(row)
+        wallet.balance = Quantity.of(adjustment.balance, row.unit)
+        return AdjustWorkspaceBalancePayload(wallet=wallet)
+
+    return await payload(run, lambda errors: AdjustWorkspaceBalancePayload(errors=errors))

@@ -94,6 +94,10 @@ class Mutation:
     debit_units: wallets.AdjustWorkspaceBalancePayload = strawberry.mutation(
         resolver=wallets.debit_units, description="Take units from a workspace's wallet by hand, with a note."
     )
+    grant_partner_balance: wallets.AdjustWorkspaceBalancePayload = strawberry.mutation(
+        resolver=wallets.grant_partner_balance,
+        description="The platform funds a partner's centralised balance by hand, with a note.",
+    )
     record_manual_purchase: wallets.RecordManualPurchasePayload = strawberry.mutation(
         resolver=wallets.record_manual_purchase
     )

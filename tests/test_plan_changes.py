@@ -4,14 +4,13 @@ auto-renew off; a partner's own plan paid from its balance, with its history (Mo
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 from billing import api_keys, clock, identity, passwords, renewals
-from billing.ledger import Leg
 from billing.wallets import open_wallet
-from models.enums import ExternalAccount, LedgerCause, OwnerKind
+from models.enums import OwnerKind
 from models.subscriptions import Subscription
 from models.tenancy import WorkspaceUser
 from schema.ids import to_global_id
@@ -82,7 +81,8 @@ async def test_a_client_without_a_plan_gets_plan_required_and_can_still_buy_one(
     assert refused["reportUsage"]["errors"] == [{"code": "PLAN_REQUIRED"}]
 
     bought = await client.data(
-        'mutation($ws: ID!, $plan: ID!) { purchasePlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: "b1"}) {'
+        "mutation($ws: ID!, $plan: ID!) {"
+        ' purchasePlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: "b1"}) {'
         " subscription { id } payment { id status amount { amount currency } payerAction } errors { code } } }",
         {"ws": ws, "plan": basic},
     )
@@ -93,7 +93,10 @@ async def test_a_client_without_a_plan_gets_plan_required_and_can_still_buy_one(
     # Still restricted until the partner records the money it collected.
     assert (await product.data(USAGE, {"ws": ws, "value": 1}))["reportUsage"]["errors"] == [{"code": "PLAN_REQUIRED"}]
 
-    record = 'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix received"}) { payment { status } errors { code } } }'
+    record = (
+        'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix received"}) {'
+        " payment { status } errors { code } } }"
+    )
     assert (await partner_client.data(record, {"p": payment["id"]}))["recordPayment"]["payment"][
         "status"
     ] == "SUCCEEDED"
@@ -164,7 +167,8 @@ async def test_cancel_at_period_end_and_auto_renew_off_run_to_the_end_then_restr
     for w, key in ((workspace, "a1"), (other, "a2")):
         await partner_client.data(ASSIGN, {"ws": to_global_id("Workspace", w.id), "plan": basic, "key": key})
     canceled = await partner_client.data(
-        "mutation($ws: ID!) { cancelSubscription(input: {workspaceId: $ws}) { subscription { status cancelAtPeriodEnd } } }",
+        "mutation($ws: ID!) { cancelSubscription(input: {workspaceId: $ws}) {"
+        " subscription { status cancelAtPeriodEnd } } }",
         {"ws": to_global_id("Workspace", workspace.id)},
     )
     assert canceled["cancelSubscription"]["subscription"] == {"status": "ACTIVE", "cancelAtPeriodEnd": True}
@@ -199,10 +203,19 @@ async def test_a_partner_plan_is_paid_from_its_balance_changed_and_kept_in_histo
     short = await partner_client.data(subscribe, {"plan": starter, "key": "s0"})
     assert short["subscribePartnerPlan"]["errors"] == [{"code": "INSUFFICIENT_BALANCE"}]
 
+    granted = await platform.data(
+        'mutation($p: ID!) { grantPartnerBalance(input: {partnerId: $p, amount: "1000.00", currency: "BRL",'
+        ' note: "prepaid", idempotencyKey: "g1"}) { wallet { balance { amount unit } } errors { code } } }',
+        {"p": to_global_id("Partner", partner.id)},
+    )
+    assert granted["grantPartnerBalance"]["wallet"]["balance"] == {"amount": "1000.00", "unit": "BRL"}
+    refused = await partner_client.data(
+        'mutation($p: ID!) { grantPartnerBalance(input: {partnerId: $p, amount: "1.00", currency: "BRL",'
+        ' idempotencyKey: "g2"}) { errors { code } } }',
+        {"p": to_global_id("Partner", partner.id)},
+    )
+    assert refused["grantPartnerBalance"]["errors"] == [{"code": "FORBIDDEN"}]  # a partner cannot fund itself
     balance = await open_wallet(partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit="BRL")
-    from billing import ledger
-
-    await ledger.post([Leg(100_000, "BRL", ExternalAccount.GATEWAY, balance.id)], cause=LedgerCause.PURCHASE)
     first = (await partner_client.data(subscribe, {"plan": starter, "key": "s1"}))["subscribePartnerPlan"]
     assert first["subscription"] == {
         "status": "ACTIVE",

@@ -5,10 +5,11 @@ even with 4 worker processes on one PostgreSQL database."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -30,7 +31,7 @@ from models.enums import (
 )
 from models.operations import OutboxEvent
 from models.payments import Payment
-from models.subscriptions import Subscription, SubscriptionHistory, SubscriptionPeriod
+from models.subscriptions import Subscription, SubscriptionPeriod
 from models.tenancy import Workspace
 from models.wallets import Wallet
 from tests.conftest import Backend
@@ -376,7 +377,7 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
     for sub in await Subscription.all():
         periods = await SubscriptionPeriod.filter(subscription_id=sub.id).order_by("number")
         assert [p.number for p in periods] == list(range(1, len(periods) + 1))
-        assert all(a.ends_at == b.starts_at for a, b in zip(periods, periods[1:], strict=False))  # contiguous
+        assert all(a.ends_at == b.starts_at for a, b in itertools.pairwise(periods))  # contiguous
         assert all(p.status is PeriodStatus.PAID for p in periods), sub.id
         payments = [await Payment.get(id=p.payment_id) for p in periods if p.payment_id]
         assert all(pay.status is PaymentStatus.SUCCEEDED for pay in payments)
