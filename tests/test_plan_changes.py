@@ -11,6 +11,7 @@ import pytest
 from billing import api_keys, clock, identity, passwords, renewals
 from billing.wallets import open_wallet
 from models.enums import OwnerKind
+from models.payments import Payment
 from models.subscriptions import Subscription
 from models.tenancy import WorkspaceUser
 from schema.ids import to_global_id
@@ -126,8 +127,6 @@ async def test_upgrade_now_pays_the_prorated_difference_and_a_downgrade_waits_fo
     )
     assert len(paid["node"]["subscription"]["periods"]) == 1  # the difference is a charge, not a new period
     changes = await Subscription.get(workspace_id=workspace.id)
-    from models.payments import Payment
-
     charge = await Payment.get(purpose_kind="PLAN_CHANGE", payer_key=f"WORKSPACE:{workspace.id}")
     assert (charge.amount, charge.status.value) == (2455, "SUCCEEDED")
     assert changes.price_amount == 9900

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -18,10 +19,12 @@ from billing.errors import BillingError, ErrorCode
 from billing.ledger import Leg
 from billing.money import Money
 from billing.wallets import open_wallet
+from models.catalog import PartnerMargin
 from models.enums import (
     BillingInterval,
     ExternalAccount,
     LedgerCause,
+    MarginKind,
     OwnerKind,
     PaymentStatus,
     PeriodStatus,
@@ -33,7 +36,7 @@ from models.operations import OutboxEvent
 from models.payments import Payment
 from models.subscriptions import Subscription, SubscriptionPeriod
 from models.tenancy import Workspace
-from models.wallets import Wallet
+from models.wallets import LedgerEntry, Wallet
 from tests.conftest import Backend
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
 
@@ -265,10 +268,6 @@ async def test_bulk_margins_over_a_family_are_exact_and_one_per_scope() -> None:
     solo = await catalog.create_plan(
         PLATFORM, name="Solo", interval=BillingInterval.MONTHLY, price=Money(1000, "BRL"), limits={}
     )
-    from decimal import Decimal
-
-    from models.enums import MarginKind
-
     viewer = partner_viewer(partner)
     await asyncio.gather(
         *(
@@ -278,8 +277,6 @@ async def test_bulk_margins_over_a_family_are_exact_and_one_per_scope() -> None:
     )
     await catalog.set_margin(viewer, kind=MarginKind.PERCENTAGE, value=Decimal("7.5"))  # bulk, below the family's
     await catalog.set_margin(viewer, kind=MarginKind.FIXED, value=Decimal("300"))  # bulk again: replaces it
-    from models.catalog import PartnerMargin
-
     assert await PartnerMargin.filter(partner_id=partner.id).count() == 2
     prices = [(await catalog.price_for(partner.id, p)).amount for p in plans]
     assert prices == [5738, 11385, 57385, 113850]  # 49.90 x 1.15 = 57.385 -> 57.38, half-even
@@ -396,6 +393,4 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
 
 
 async def ledger_sum(wallet_id: int) -> int:
-    from models.wallets import LedgerEntry
-
     return sum(e.amount for e in await LedgerEntry.filter(wallet_id=wallet_id))
