@@ -45,17 +45,17 @@ _NEXT_DUE = "SELECT id FROM subscription WHERE next_action_at <= $1 ORDER BY nex
 async def run_due(*, limit: int = 50) -> int:
     """Act on up to ``limit`` due subscriptions, one transaction each; returns how many."""
     handled = 0
-    subscription_id: int | None = None
     lock = " FOR UPDATE SKIP LOCKED" if sql.is_postgres() else ""
     while handled < limit:
         now = clock.now()
+        subscription_id: int | None = None
         try:
             async with in_transaction("default"):
                 rows = await sql.fetch(_NEXT_DUE + lock, now)
                 if not rows:
                     return handled
                 subscription_id = int(rows[0]["id"])
-                await _act(await Subscription.get(id=subscription_id), now)
+                await _act(await Subscription.get(id=subscription_id))
         except Exception:
             if subscription_id is None:
                 raise
@@ -68,7 +68,7 @@ async def run_due(*, limit: int = 50) -> int:
     return handled
 
 
-async def _act(subscription: Subscription, now: datetime) -> None:
+async def _act(subscription: Subscription) -> None:
     unpaid = await SubscriptionPeriod.filter(subscription_id=subscription.id, status=PeriodStatus.DUE).first()
     if unpaid is not None:
         await _collect_or_fail(subscription, unpaid, retry=True)
@@ -92,7 +92,7 @@ async def _period_end(subscription: Subscription) -> None:
         return
     if subscription.scheduled_plan_id is not None:
         plan = await Plan.get(id=subscription.scheduled_plan_id)
-        await subscriptions.switch_plan(subscription, plan, note="scheduled change", restart_period=False)
+        await subscriptions.switch_plan(subscription, plan, note="scheduled change", at=due)
     # Roll into the next period; the current one is over.
     end = period_end(due, plan.interval, subscription.anchor_day)
     if subscription.status is SubscriptionStatus.TRIALING:

@@ -301,18 +301,18 @@ async def switch_plan(
     *,
     note: str = "",
     paid_by: Payment | None = None,
-    restart_period: bool = True,
+    at: datetime | None = None,
 ) -> None:
-    """Put the subscription on ``plan`` from now. A change of interval starts a new period now
-    (unless the change happens at a period's end, where the roll starts it)."""
-    now = _whole_second()
+    """Put the subscription on ``plan`` from now, or from ``at``, a period's end (a scheduled
+    change: the roll then starts the next period). A change of interval now starts a new period."""
+    now = at or _whole_second()
     price = await _price(Subscriber.of(subscription), plan)
     old_interval = (await Plan.get(id=subscription.plan_id)).interval
     await _close_history(subscription, now)
     subscription.plan_id, subscription.price_amount, subscription.currency = plan.id, price.amount, price.currency
     subscription.scheduled_plan_id = None
     fields = ["plan_id", "price_amount", "currency", "scheduled_plan_id"]
-    if restart_period and plan.interval is not old_interval and subscription.status is SubscriptionStatus.ACTIVE:
+    if at is None and plan.interval is not old_interval and subscription.status is SubscriptionStatus.ACTIVE:
         end = period_end(now, plan.interval, now.day)
         subscription.current_period_start, subscription.current_period_end = now, end
         subscription.anchor_day, subscription.next_action_at = now.day, end
@@ -327,9 +327,11 @@ async def switch_plan(
     )
 
 
-async def end(subscription: Subscription, status: SubscriptionStatus, *, at: datetime, reason: str) -> None:
+async def end(
+    subscription: Subscription, status: SubscriptionStatus, *, at: datetime, reason: str, fallback: bool = True
+) -> None:
     """End a subscription (canceled, expired, lapsed); a workspace then drops to its partner's
-    fallback plan, if the partner named one."""
+    fallback plan, if the partner named one (unless another plan replaces it)."""
     await set_status(subscription, status)
     subscription.ended_at, subscription.next_action_at, subscription.next_retry_at = at, None, None
     subscription.scheduled_plan_id = None
@@ -347,10 +349,11 @@ async def end(subscription: Subscription, status: SubscriptionStatus, *, at: dat
     )
     partner = await Partner.get(id=subscription.partner_id)
     fallback_id = partner.fallback_plan_id
-    if subscriber.workspace_id and fallback_id and fallback_id != subscription.plan_id:
-        fallback = await Plan.get(id=fallback_id)
+    if fallback and subscriber.workspace_id and fallback_id and fallback_id != subscription.plan_id:
+        fallback_plan = await Plan.get(id=fallback_id)
         # Billed by the worker at once (nothing to pay for a free plan).
-        await start(subscriber, fallback, await _price(subscriber, fallback), note=f"fallback: {reason}", first_due=at)
+        price = await _price(subscriber, fallback_plan)
+        await start(subscriber, fallback_plan, price, note=f"fallback: {reason}", first_due=at)
 
 
 async def _announce(subscriber: Subscriber, event: str, payload: dict[str, Any]) -> None:
@@ -372,10 +375,7 @@ async def _plan_bought(payment: Payment) -> None:
     if current is not None:
         # Paid while another plan was live (two purchases raced): the money bought a full period of
         # this plan, so the old subscription gives way to it.
-        await end(current, SubscriptionStatus.CANCELED, at=clock.now(), reason="replaced by a purchase")
-        current = await _live_of(subscriber)
-        if current is not None:  # the fallback plan that ending it started
-            await end(current, SubscriptionStatus.CANCELED, at=clock.now(), reason="replaced by a purchase")
+        await end(current, SubscriptionStatus.CANCELED, at=clock.now(), reason="replaced by a purchase", fallback=False)
     await start(
         subscriber, plan, Money(payment.amount, payment.currency), note=str(purpose.get("note", "")), paid_by=payment
     )

@@ -50,6 +50,14 @@ class AdjustWorkspaceBalancePayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+async def _adjusted(adjustment: wallets.Adjustment) -> AdjustWorkspaceBalancePayload:
+    row = await WalletRow.get(id=adjustment.wallet_id)
+    wallet = Wallet.of(row)
+    # The balance right after this adjustment: a replay answers what the first call answered.
+    wallet.balance = Quantity.of(adjustment.balance, row.unit)
+    return AdjustWorkspaceBalancePayload(wallet=wallet)
+
+
 async def _adjust(
     info: Info[Context, None], input: AdjustWorkspaceBalanceInput, *, debit: bool
 ) -> AdjustWorkspaceBalancePayload:
@@ -66,11 +74,7 @@ async def _adjust(
             idempotency_key=input.idempotency_key,
             debit=debit,
         )
-        row = await WalletRow.get(id=adjustment.wallet_id)
-        wallet = Wallet.of(row)
-        # The balance right after this adjustment: a replay answers what the first call answered.
-        wallet.balance = Quantity.of(adjustment.balance, row.unit)
-        return AdjustWorkspaceBalancePayload(wallet=wallet)
+        return await _adjusted(adjustment)
 
     return await payload(run, lambda errors: AdjustWorkspaceBalancePayload(errors=errors))
 
@@ -199,9 +203,6 @@ async def grant_partner_balance(
             note=input.note,
             idempotency_key=input.idempotency_key,
         )
-        row = await WalletRow.get(id=adjustment.wallet_id)
-        wallet = Wallet.of(row)
-        wallet.balance = Quantity.of(adjustment.balance, row.unit)
-        return AdjustWorkspaceBalancePayload(wallet=wallet)
+        return await _adjusted(adjustment)
 
     return await payload(run, lambda errors: AdjustWorkspaceBalancePayload(errors=errors))

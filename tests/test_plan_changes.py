@@ -143,6 +143,9 @@ async def test_upgrade_now_pays_the_prorated_difference_and_a_downgrade_waits_fo
         ("Pro", False),
         ("Basic", True),
     ]
+    # The scheduled change took effect exactly at the period's end, not when the worker ran.
+    assert state["planHistory"][-1]["startedAt"].startswith("2027-04-01T00:00:00")
+    assert state["planHistory"][1]["endedAt"].startswith("2027-04-01T00:00:00")
 
 
 async def test_a_downgrade_below_usage_is_refused_listing_the_excess(agency) -> None:
