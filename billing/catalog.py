@@ -20,7 +20,7 @@ from billing.pricing import partner_price
 from billing.tenancy import Viewer
 from billing.text import check_text
 from billing.wallets import check_unit
-from models.catalog import AddOn, PartnerMargin, Plan, PlanFamily
+from models.catalog import AddOn, CreditPackage, PartnerMargin, Plan, PlanFamily
 from models.enums import BillingInterval, MarginKind, Permission, PlanStatus
 
 MAX_LIMIT = 10**12
@@ -264,6 +264,35 @@ async def create_add_on(
         after={"name": add_on.name, "limit_deltas": add_on.limit_deltas},
     )
     return add_on
+
+
+async def create_credit_package(viewer: Viewer, *, name: str, unit: str, quantity: int, price: Money) -> CreditPackage:
+    """A partner's package of units for its clients (the platform's are sold to partners)."""
+    viewer.require(Permission.MANAGE_PLANS)
+    partner_id = None if viewer.is_platform else viewer.partner_id
+    package = await CreditPackage.create(
+        partner_id=partner_id,
+        name=check_name(name),
+        unit=check_unit(unit),
+        quantity=check_amount(quantity, field="quantity"),
+        price_amount=check_amount(price.amount, field="price"),
+        currency=check_currency(price.currency),
+    )
+    await audit.record(
+        actor=viewer.actor,
+        action="credit_package.create",
+        target_type="CreditPackage",
+        target_id=package.id,
+        partner_id=partner_id,
+        after={"name": package.name, "unit": package.unit, "quantity": package.quantity, "price": price.amount},
+    )
+    return package
+
+
+def visible_credit_packages(viewer: Viewer) -> QuerySet[CreditPackage]:
+    if viewer.is_platform:
+        return CreditPackage.all()
+    return CreditPackage.filter(Q(partner_id=None) | Q(partner_id=viewer.partner_id))
 
 
 def visible_add_ons(viewer: Viewer) -> QuerySet[AddOn]:

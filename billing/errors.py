@@ -35,6 +35,9 @@ class ErrorCode(StrEnum):
     WORKSPACE_PAUSED = "WORKSPACE_PAUSED"
     PAYMENT_METHOD_REQUIRED = "PAYMENT_METHOD_REQUIRED"
     SUBSCRIPTION_REQUIRED = "SUBSCRIPTION_REQUIRED"
+    GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"  # the provider did not answer: retry with the same key
+    REFUND_REFUSED = "REFUND_REFUSED"
+    TAX_ID_REQUIRED = "TAX_ID_REQUIRED"  # the provider needs the payer's CPF/CNPJ
 
 
 class BillingError(Exception):

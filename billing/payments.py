@@ -158,9 +158,11 @@ async def charge(
     payer: Payer,
     *,
     saved_method_ref: str | None = None,
+    method_token: str | None = None,
+    save_method: bool = False,
     off_session: bool = False,
     description: str = "",
-) -> Payment:
+) -> tuple[Payment, ChargeResult]:
     """Ask the provider to collect a committed payment. Never call this inside a transaction."""
     request = ChargeRequest(
         payment_id=payment.id,
@@ -171,10 +173,12 @@ async def charge(
         payer=payer,
         description=description,
         saved_method_ref=saved_method_ref,
+        method_token=method_token,
+        save_method=save_method,
         off_session=off_session,
     )
     try:
         result = await gateway.charge(request)
     except Exception as exc:  # a timeout or a crash in the adapter: we do not know if money moved
         result = ChargeResult(Outcome.UNKNOWN, decline_reason=f"{type(exc).__name__}")
-    return await apply_result(payment, result)
+    return await apply_result(payment, result), result

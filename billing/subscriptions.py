@@ -470,19 +470,37 @@ async def _subscribe(
                 ErrorCode.PAYMENT_METHOD_REQUIRED, "this plan's trial needs a saved payment method", field="planId"
             )
         return await start(subscriber, plan, price, note=note, trial_days=plan.trial_days)
-    purpose = {
+    payment = await new_payment(subscriber, subscriber.mode, price, purchase_purpose(subscriber, plan, note), note)
+    if await collect(payment, subscriber.mode, by_hand=by_hand, refuse_decline=True):
+        subscription = await _live_of(subscriber)
+        assert subscription is not None  # the fulfilment started it
+        return subscription
+    return await Payment.get(id=payment.id)
+
+
+def purchase_purpose(subscriber: Subscriber, plan: Plan, note: str) -> dict[str, Any]:
+    """What a payment that buys ``plan`` delivers when paid: its first period, starting then."""
+    return {
         "kind": PLAN_PURCHASE,
         "partner_id": subscriber.partner_id,
         "workspace_id": subscriber.workspace_id,
         "plan_id": plan.id,
         "note": note,
     }
-    payment = await new_payment(subscriber, subscriber.mode, price, purpose, note)
-    if await collect(payment, subscriber.mode, by_hand=by_hand, refuse_decline=True):
-        subscription = await _live_of(subscriber)
-        assert subscription is not None  # the fulfilment started it
-        return subscription
-    return await Payment.get(id=payment.id)
+
+
+async def plan_for_sale(viewer: Viewer, workspace: Workspace, plan_id: int) -> tuple[Plan, Money] | None:
+    """A plan a workspace without one may buy through a gateway, and its price; None when buying it
+    costs nothing now (free, or a trial), so it starts at once through :func:`purchase_plan`."""
+    if await live_subscription(workspace.id) is not None:
+        raise BillingError(ErrorCode.ALREADY_EXISTS, "the workspace has a plan: change it instead", field="planId")
+    subscriber = Subscriber(workspace.partner_id, workspace.id)
+    plan = await _assignable_plan(viewer, plan_id, for_partner=False)
+    await _check_limits(viewer, subscriber, plan.id, False)
+    price = await _price(subscriber, plan)
+    if price.amount == 0 or (plan.trial_days and await _first_subscription(subscriber)):
+        return None
+    return plan, price
 
 
 def _is_upgrade(old_price: int, old_interval: BillingInterval, new_price: Money, new_interval: BillingInterval) -> bool:

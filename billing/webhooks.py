@@ -8,7 +8,7 @@ from enum import StrEnum
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from billing import clock, payments
+from billing import charging, clock, payments, refunds
 from gateways.base import Outcome, WebhookNotice
 from models.enums import PaymentStatus
 from models.payments import GatewayConfig, Payment, WebhookEvent
@@ -60,14 +60,21 @@ async def process_notice(config: GatewayConfig, notice: WebhookNotice) -> Notice
         if notice.provider_ref and payment.provider_ref is None:
             payment.provider_ref = notice.provider_ref
             await payment.save(update_fields=["provider_ref"])
-        if notice.disputed:
+        if notice.charged_back:
+            await refunds.record_chargeback(payment.id, reason=notice.event_type)
+        elif notice.disputed:
             await payments.move(payment.id, PaymentStatus.DISPUTED, reason=notice.event_type)
         elif notice.refunded_amount is not None:
-            refunded = min(notice.refunded_amount, payment.amount)
-            target = PaymentStatus.REFUNDED if refunded >= payment.amount else PaymentStatus.PARTIALLY_REFUNDED
-            await payments.move(payment.id, target, reason=notice.event_type, refunded_amount=refunded)
+            await refunds.record_refund(payment.id, notice.refunded_amount, reason=notice.event_type)
         elif notice.outcome in _STATUS:
             await payments.move(payment.id, _STATUS[notice.outcome], reason=notice.event_type)
+        if notice.saved_method is not None and payment.purpose.get("save_card"):
+            await charging.keep_saved_method(
+                config_id=config.id,
+                partner_id=payment.partner_id,
+                payer_key=payment.payer_key,
+                saved=notice.saved_method,
+            )
         event.processed_at = clock.now()
         await event.save(update_fields=["processed_at"])
     return NoticeResult.PROCESSED

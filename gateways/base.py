@@ -1,7 +1,12 @@
 """The gateway contract. Adapters turn every provider answer into one of five outcomes.
 
 Our payment exists before the provider is called, and its random reference is passed as the
-provider's idempotency key, so retrying a charge after a timeout can never charge twice.
+provider's idempotency key (Stripe ``idempotency_key`` and metadata, Asaas ``externalReference``),
+so retrying a charge after a timeout can never charge twice: before retrying an UNKNOWN outcome the
+caller asks :meth:`Gateway.find_payment` whether the provider already has it.
+
+A gateway is built by the factory registered under the ``whitebill.gateways`` entry point group,
+called with one :class:`GatewayConfig`. Adapters never log request bodies, credentials or card data.
 """
 
 from __future__ import annotations
@@ -17,6 +22,24 @@ class Outcome(StrEnum):
     DECLINED = "DECLINED"
     NOT_ATTEMPTED = "NOT_ATTEMPTED"  # certainly not charged: safe to retry
     UNKNOWN = "UNKNOWN"  # may or may not have been charged: reconcile later
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """What a factory is given: the decrypted secrets and the non-secret settings of one configuration.
+
+    ``credentials`` by provider: stripe ``{"api_key", "webhook_secret"}``; asaas ``{"api_key",
+    "webhook_token"}``. ``settings`` may hold ``api_base`` (a local server in tests) and
+    ``timeout_seconds``. ``mode`` is TEST or LIVE (Asaas: sandbox or production address).
+    """
+
+    mode: str = "TEST"
+    credentials: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    config_id: int | None = None
+
+    def __repr__(self) -> str:  # never print secrets
+        return f"GatewayConfig(mode={self.mode!r}, config_id={self.config_id!r}, credentials=<hidden>)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +68,22 @@ class ChargeRequest:
     method: str
     payer: Payer
     description: str = ""
-    saved_method_ref: str | None = None
+    saved_method_ref: str | None = None  # a method kept from an earlier payment (off-session charges)
+    method_token: str | None = None  # a new card made by the provider's frontend library (Stripe pm_...)
+    save_method: bool = False  # keep the new card for later off-session charges
     off_session: bool = False
+    due_date: str | None = None  # ISO date for boleto/pix expiry; the adapter picks a default
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMethod:
+    """A reusable payment method at the provider: never card numbers, only a reference and a hint."""
+
+    provider_method_ref: str
+    kind: str = "CARD"
+    brand: str | None = None
+    last4: str | None = None
+    provider_customer_ref: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +91,11 @@ class ChargeResult:
     outcome: Outcome
     provider_ref: str | None = None
     decline_reason: str | None = None
-    # What the payer needs to pay: {"url": ...}, {"boleto_line": ..., "url": ...}, {"pix_payload": ..., ...}
+    # What the payer needs to pay (a PENDING payment): one shape for every provider,
+    # {"kind": "URL" | "BOLETO" | "PIX" | "MANUAL", "url": ..., "boleto_line": ..., "pix_payload": ...,
+    #  "pix_qr_png_base64": ..., "expires_at": ..., "client_secret": ...}
     payer_action: dict[str, Any] | None = None
+    saved_method: SavedMethod | None = None  # the charge left a reusable method (card saved for later)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +114,10 @@ class WebhookNotice:
     provider_ref: str | None
     reference: str | None = None  # our payment reference, where the provider echoes it back
     outcome: Outcome | None = None
-    refunded_amount: int | None = None
-    disputed: bool = False
+    refunded_amount: int | None = None  # the total refunded so far, in minor units
+    disputed: bool = False  # a dispute or chargeback was opened (a won dispute reports outcome SUCCEEDED)
+    charged_back: bool = False  # the dispute was lost: the money is gone
+    saved_method: SavedMethod | None = None  # e.g. the card token Asaas returns after a hosted-page payment
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,15 +133,21 @@ class Gateway(Protocol):
 
     def capabilities(self) -> Capabilities: ...
 
-    async def ensure_customer(self, payer: Payer) -> str | None: ...
+    async def ensure_customer(self, payer: Payer) -> str | None:
+        """The provider's customer for this payer (created if needed), or None if it has none."""
+        ...
 
     async def charge(self, request: ChargeRequest) -> ChargeResult: ...
 
     async def get_payment(self, provider_ref: str) -> ChargeResult: ...
+
+    async def find_payment(self, reference: str, payer: Payer) -> ChargeResult | None:
+        """The provider's payment made with our ``reference``, or None if it never received one."""
+        ...
 
     async def refund(self, provider_ref: str, amount: int, currency: str, idempotency_key: str) -> RefundResult: ...
 
     async def parse_webhook(self, body: bytes, headers: dict[str, str]) -> WebhookNotice: ...
 
 
-GatewayFactory = Any  # a callable (config: dict) -> Gateway, registered under the entry point group
+GatewayFactory = Any  # a callable (config: GatewayConfig) -> Gateway, registered under the entry point group

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from gateways.base import (
     Capabilities,
     ChargeRequest,
     ChargeResult,
+    GatewayConfig,
     Outcome,
     Payer,
     RefundResult,
@@ -19,8 +18,8 @@ from gateways.base import (
 class ManualGateway:
     name = "manual"
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        self.config = config or {}
+    def __init__(self, config: GatewayConfig | None = None) -> None:
+        self.config = config or GatewayConfig()
 
     def capabilities(self) -> Capabilities:
         return Capabilities(methods=frozenset({"MANUAL"}), supports_refunds=True)
@@ -34,6 +33,9 @@ class ManualGateway:
 
     async def get_payment(self, provider_ref: str) -> ChargeResult:
         return ChargeResult(Outcome.SUCCEEDED, provider_ref=provider_ref)
+
+    async def find_payment(self, reference: str, payer: Payer) -> ChargeResult | None:
+        return None  # nothing is ever sent anywhere
 
     async def refund(self, provider_ref: str, amount: int, currency: str, idempotency_key: str) -> RefundResult:
         return RefundResult(Outcome.SUCCEEDED, provider_ref=f"{provider_ref}_refund_{idempotency_key}")

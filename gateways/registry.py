@@ -7,7 +7,7 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from gateways.base import Gateway
+from gateways.base import Gateway, GatewayConfig
 
 GROUP = "whitebill.gateways"
 
@@ -30,11 +30,11 @@ def refresh() -> None:
     _factories.cache_clear()
 
 
-def create(name: str, config: dict[str, Any] | None = None) -> Gateway:
+def create(name: str, config: GatewayConfig | None = None) -> Gateway:
     entry = _factories().get(name)
     if entry is None:
         raise UnknownGateway(name)
-    gateway = entry.load()(config or {})
+    gateway = entry.load()(config or GatewayConfig())
     if not isinstance(gateway, Gateway):
         raise TypeError(f"gateway plugin {name!r} does not implement the Gateway protocol")
     return gateway

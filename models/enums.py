@@ -111,6 +111,7 @@ class LedgerCause(StrEnum):
     USAGE = "USAGE"
     TRANSFER = "TRANSFER"
     REFUND = "REFUND"
+    CHARGEBACK = "CHARGEBACK"
     ADJUSTMENT = "ADJUSTMENT"
     EXPIRY = "EXPIRY"
 
@@ -153,6 +154,13 @@ class PaymentMethodKind(StrEnum):
     PIX = "PIX"
     MANUAL = "MANUAL"
     BALANCE = "BALANCE"  # the partner's centralised balance with the platform
+
+
+class RefundPlanPolicy(StrEnum):
+    """What a refunded or charged-back plan payment does to the plan it bought."""
+
+    END_NOW = "END_NOW"  # the plan ends at once (the partner's fallback plan, if any, takes over)
+    KEEP_TO_PERIOD_END = "KEEP_TO_PERIOD_END"  # the paid-for period runs out, nothing renews
 
 
 class GatewayMode(StrEnum):

@@ -25,6 +25,19 @@ class GatewayConfig(Entity):
         table = "gateway_config"
 
 
+class GatewayCustomer(Entity):
+    """A payer's customer record at one configuration's provider."""
+
+    gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, on_delete=fields.CASCADE)
+    gateway_config_id: int
+    payer_key = fields.CharField(max_length=64)
+    provider_customer_ref = fields.CharField(max_length=128)
+
+    class Meta:
+        table = "gateway_customer"
+        unique_together = (("gateway_config", "payer_key"),)
+
+
 class SavedPaymentMethod(Entity):
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
     partner_id: int | None
@@ -68,6 +81,12 @@ class Payment(Entity):
     payer_action = fields.JSONField(null=True)  # hosted invoice URL, boleto line, pix payload...
     note = fields.TextField(default="")
     refunded_amount = fields.BigIntField(default=0)
+    # How much of what it bought has been taken back (refunds, chargebacks): reversals apply the
+    # difference to the refunded amount once, with a conditional update on this column.
+    reversed_amount = fields.BigIntField(default=0)
+    # The reconciler asks the provider again at this time (pending and unknown payments), backing off.
+    next_check_at = fields.DatetimeField(null=True, index=True)
+    check_attempts = fields.IntField(default=0)
     fulfilled_at = fields.DatetimeField(null=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

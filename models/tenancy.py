@@ -3,7 +3,7 @@
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import PartnerStatus, WorkspaceStatus
+from models.enums import PartnerStatus, RefundPlanPolicy, WorkspaceStatus
 
 
 def default_dunning_days() -> list[int]:
@@ -28,6 +28,11 @@ class Partner(Entity):
     dunning_restrict_after = fields.IntField(default=3)
     dunning_suspend_after = fields.IntField(default=5)
     dunning_fallback_after = fields.IntField(null=True)  # UChat: drop to the fallback plan after N failures
+    refund_plan_policy = fields.CharEnumField(
+        RefundPlanPolicy, max_length=24, default=RefundPlanPolicy.KEEP_TO_PERIOD_END
+    )
+    refund_takes_back_units = fields.BooleanField(default=True)  # points bought are taken back on refund
+    tax_id = fields.CharField(max_length=20, null=True)  # when the platform charges the partner through Asaas
     settings = fields.JSONField(default=dict)
 
     class Meta:
@@ -113,6 +118,7 @@ class Workspace(Entity):
     status_reasons = fields.JSONField(default=list)
     auto_renew = fields.BooleanField(default=True)
     external_ref = fields.CharField(max_length=120, null=True)
+    tax_id = fields.CharField(max_length=20, null=True)  # CPF/CNPJ: Asaas needs one to charge the payer
     deleted_at = fields.DatetimeField(null=True)
 
     class Meta:

@@ -19,6 +19,7 @@ from schema.types import (
     AddOn,
     ApiKey,
     AuditEntry,
+    CreditPackage,
     LedgerEntry,
     Node,
     Partner,
@@ -47,6 +48,7 @@ _RESOLVABLE: dict[str, tuple[Callable[[Viewer], QuerySet[Any]], Callable[[Any], 
     "Plan": (catalog.visible_plans, Plan.of),
     "PlanFamily": (lambda _: PlanFamilyRow.all(), PlanFamily.of),
     "AddOn": (catalog.visible_add_ons, AddOn.of),
+    "CreditPackage": (catalog.visible_credit_packages, CreditPackage.of),
     "Subscription": (tenancy.subscriptions, Subscription.of),
 }
 

@@ -23,6 +23,7 @@ from resolvers import (
     identity,
     node,
     partners,
+    payments,
     subscriptions,
     viewer,
     wallets,
@@ -142,6 +143,22 @@ class Mutation:
     )
     set_dunning_policy: subscriptions.SetDunningPolicyPayload = strawberry.mutation(
         resolver=subscriptions.set_dunning_policy
+    )
+    configure_gateway: payments.ConfigureGatewayPayload = strawberry.mutation(
+        resolver=payments.configure_gateway,
+        description="Point new checkouts at a provider; earlier configurations keep settling what they started.",
+    )
+    checkout: payments.CheckoutPayload = strawberry.mutation(
+        resolver=payments.checkout_,
+        description="Pay for a plan, an add-on or a credit package by card, boleto, pix or by hand.",
+    )
+    refund_payment: payments.RefundPaymentPayload = strawberry.mutation(
+        resolver=payments.refund_payment,
+        description="Refund a payment in full or in part; what it bought is taken back by the refund policy.",
+    )
+    set_refund_policy: payments.SetRefundPolicyPayload = strawberry.mutation(resolver=payments.set_refund_policy)
+    create_credit_package: payments.CreateCreditPackagePayload = strawberry.mutation(
+        resolver=payments.create_credit_package
     )
     record_payment: wallets.RecordPaymentPayload = strawberry.mutation(
         resolver=wallets.record_payment,

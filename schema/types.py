@@ -252,6 +252,26 @@ class Workspace(Node):
     async def wallets(self, info: Info[Context, None]) -> list[Wallet]:
         return [Wallet.of(w) for w in await info.context.loaders.wallets_of_workspace.load(self.db_id)]
 
+    @strawberry.field(description="The workspace's payments, newest first (at most 100).")
+    async def payments(self) -> list[Annotated[Payment, strawberry.lazy("schema.types")]]:
+        rows = (
+            await payment_models.Payment.filter(partner_id=self.partner_db_id, payer_key=f"WORKSPACE:{self.db_id}")
+            .order_by("-id")
+            .limit(100)
+        )
+        return [Payment.of(r) for r in rows]
+
+    @strawberry.field(description="Cards kept for off-session charges (the newest one is used).")
+    async def saved_payment_methods(self) -> list[Annotated[SavedPaymentMethod, strawberry.lazy("schema.types")]]:
+        rows = (
+            await payment_models.SavedPaymentMethod.filter(
+                partner_id=self.partner_db_id, payer_key=f"WORKSPACE:{self.db_id}", replaced_at=None
+            )
+            .order_by("-id")
+            .prefetch_related("gateway_config")
+        )
+        return [SavedPaymentMethod.of(r, r.gateway_config.provider) for r in rows]
+
 
 @strawberry.type(description="An agency or reseller.")
 class Partner(Node):
@@ -273,9 +293,18 @@ class Partner(Node):
             default_currency=row.default_currency,
             created_at=row.created_at,
             domain=row.domain,
+            refund_plan_policy=row.refund_plan_policy,
+            refund_takes_back_units=row.refund_takes_back_units,
         )
 
     domain: str | None = None
+    refund_plan_policy: RefundPlanPolicy = strawberry.field(
+        default=enums.RefundPlanPolicy.KEEP_TO_PERIOD_END,
+        description="What a refunded or charged-back plan payment does to the plan.",
+    )
+    refund_takes_back_units: bool = strawberry.field(
+        default=True, description="Whether refunds take back the points (or other units) a payment bought."
+    )
 
     @strawberry.field(description="The partner's own plan with the platform (partner plans), if any.")
     async def plan_subscription(self) -> Annotated[Subscription, strawberry.lazy("schema.types")] | None:
@@ -285,6 +314,25 @@ class Partner(Node):
     @strawberry.field(description="Every partner plan this partner has had, with status and dates, oldest first.")
     async def plan_history(self) -> list[Annotated[SubscriptionHistoryEntry, strawberry.lazy("schema.types")]]:
         return await SubscriptionHistoryEntry.all_of(await history_of(partner_id=self.db_id))
+
+    @strawberry.field(description="The methods this partner's clients may pay with at checkout.")
+    async def payment_methods(self) -> list[PaymentMethodKind]:
+        from billing.gateway_configs import active_config
+
+        config = await active_config(self.db_id)
+        return [enums.PaymentMethodKind(m) for m in config.methods] if config else [enums.PaymentMethodKind.MANUAL]
+
+    @strawberry.field(description="Gateway configurations, newest first (needs CONFIGURE_GATEWAY).")
+    async def gateway_configs(
+        self, info: Info[Context, None]
+    ) -> list[Annotated[GatewayConfig, strawberry.lazy("schema.types")]]:
+        from billing.gateway_configs import configs_of
+
+        viewer = info.context.require_viewer()
+        if viewer.kind == "WORKSPACE":
+            return []
+        viewer.require(enums.Permission.CONFIGURE_GATEWAY)
+        return [GatewayConfig.of(row) for row in await configs_of(self.db_id)]
 
     @strawberry.field
     async def branding(self, info: Info[Context, None]) -> Branding | None:
@@ -314,6 +362,8 @@ class Payment(Node):
     purpose: str
     note: str
     created_at: datetime
+    refunded: Money | None = None
+    decline_reason: str | None = None
     payer_action: strawberry.scalars.JSON | None = strawberry.field(
         default=None, description="What the payer needs to pay a pending payment: a link or instructions."
     )
@@ -331,6 +381,60 @@ class Payment(Node):
             note=row.note,
             created_at=row.created_at,
             payer_action=row.payer_action,
+            refunded=Money.of(row.refunded_amount, row.currency) if row.refunded_amount else None,
+            decline_reason=row.decline_reason,
+        )
+
+
+GatewayMode = strawberry.enum(enums.GatewayMode)
+RefundPlanPolicy = strawberry.enum(enums.RefundPlanPolicy)
+
+
+@strawberry.type(description="A payment provider configuration. Credentials are write-only: only a hint shows.")
+class GatewayConfig(Node):
+    provider: str
+    mode: GatewayMode
+    methods: list[PaymentMethodKind]
+    is_active: bool = strawberry.field(description="New checkouts go here; inactive ones still settle their payments.")
+    credentials_hint: str | None = strawberry.field(description="The last characters of the API key, e.g. …f00d.")
+    webhook_url: str = strawberry.field(description="Where the provider must send its events for this configuration.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: payment_models.GatewayConfig) -> GatewayConfig:
+        from billing.gateway_configs import webhook_url
+
+        return cls(
+            id=strawberry.ID(to_global_id("GatewayConfig", row.id)),
+            provider=row.provider,
+            mode=row.mode,
+            methods=[enums.PaymentMethodKind(m) for m in row.methods],
+            is_active=row.is_active,
+            credentials_hint=row.credentials_hint,
+            webhook_url=webhook_url(row),
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="A card kept at the provider for off-session charges: never its number, only a hint.")
+class SavedPaymentMethod(Node):
+    kind: PaymentMethodKind
+    provider: str
+    brand: str | None
+    last4: str | None
+    is_default: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: payment_models.SavedPaymentMethod, provider: str) -> SavedPaymentMethod:
+        return cls(
+            id=strawberry.ID(to_global_id("SavedPaymentMethod", row.id)),
+            kind=row.kind,
+            provider=provider,
+            brand=row.brand,
+            last4=row.last4,
+            is_default=row.is_default,
+            created_at=row.created_at,
         )
 
 
@@ -583,6 +687,24 @@ class AddOn(Node):
             limit_deltas=Limit.all_of(row.limit_deltas),
             price=Money.of(row.price_amount, row.currency),
             points_cost=str(row.points_cost) if row.points_cost is not None else None,
+        )
+
+
+@strawberry.type(description="A package of units (points, credits...) sold for a price.")
+class CreditPackage(Node):
+    name: str
+    unit: str
+    quantity: str = strawberry.field(description="Units, as a decimal string (64-bit).")
+    price: Money
+
+    @classmethod
+    def of(cls, row: catalog_models.CreditPackage) -> CreditPackage:
+        return cls(
+            id=strawberry.ID(to_global_id("CreditPackage", row.id)),
+            name=row.name,
+            unit=row.unit,
+            quantity=str(row.quantity),
+            price=Money.of(row.price_amount, row.currency),
         )
 
 

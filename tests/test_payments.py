@@ -332,6 +332,9 @@ class FakeGateway:
     async def get_payment(self, provider_ref: str) -> ChargeResult:
         return ChargeResult(Outcome.UNKNOWN, provider_ref=provider_ref)
 
+    async def find_payment(self, reference: str, payer: Payer) -> ChargeResult | None:
+        return None
+
     async def refund(self, provider_ref: str, amount: int, currency: str, idempotency_key: str) -> RefundResult:
         return RefundResult(Outcome.NOT_ATTEMPTED)
 
@@ -348,7 +351,7 @@ async def test_a_charge_that_crashes_leaves_the_payment_unknown_and_delivers_not
     payment = await a_points_payment(wallet, method=PaymentMethodKind.CARD)
     gateway = FakeGateway(TimeoutError("provider did not answer"))
     assert isinstance(gateway, Gateway)
-    payment = await payments.charge(gateway, payment, PAYER)
+    payment, _ = await payments.charge(gateway, payment, PAYER)
     assert payment.status is S.UNKNOWN
     assert payment.fulfilled_at is None
     assert payment.decline_reason == "TimeoutError"
@@ -363,7 +366,7 @@ async def test_a_pix_charge_stays_pending_with_what_the_payer_needs() -> None:
     payment = await a_points_payment(wallet, method=PaymentMethodKind.PIX)
     pix = {"pix_payload": "00020126580014br.gov.bcb.pix", "expires_at": "2025-07-01T12:00:00Z"}
     gateway = FakeGateway(ChargeResult(Outcome.PENDING, provider_ref="pay_pix_1", payer_action=pix))
-    payment = await payments.charge(gateway, payment, PAYER)
+    payment, _ = await payments.charge(gateway, payment, PAYER)
     assert payment.status is S.PENDING
     assert payment.provider_ref == "pay_pix_1"
     assert payment.fulfilled_at is None
@@ -377,7 +380,7 @@ async def test_a_declined_card_keeps_the_reason_and_delivers_nothing() -> None:
     wallet = await points_wallet()
     payment = await a_points_payment(wallet, method=PaymentMethodKind.CARD)
     gateway = FakeGateway(ChargeResult(Outcome.DECLINED, provider_ref="ch_1", decline_reason="insufficient_funds"))
-    payment = await payments.charge(gateway, payment, PAYER, saved_method_ref="pm_1", off_session=True)
+    payment, _ = await payments.charge(gateway, payment, PAYER, saved_method_ref="pm_1", off_session=True)
     assert payment.status is S.DECLINED
     assert payment.decline_reason == "insufficient_funds"
     assert payment.fulfilled_at is None
@@ -396,7 +399,7 @@ async def test_a_declined_card_keeps_the_reason_and_delivers_nothing() -> None:
 async def test_a_successful_charge_delivers_the_points() -> None:
     wallet = await points_wallet()
     payment = await a_points_payment(wallet, method=PaymentMethodKind.CARD)
-    payment = await payments.charge(FakeGateway(ChargeResult(Outcome.SUCCEEDED, provider_ref="ch_2")), payment, PAYER)
+    payment, _ = await payments.charge(FakeGateway(ChargeResult(Outcome.SUCCEEDED, provider_ref="ch_2")), payment, PAYER)
     assert payment.status is S.SUCCEEDED and payment.fulfilled_at is not None
     assert await balance(wallet) == POINTS_BOUGHT
 
@@ -511,7 +514,7 @@ async def test_a_webhook_that_overtakes_the_charge_reply_is_not_lost() -> None:
 
     assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.UNMATCHED  # overtakes the reply
     gateway = FakeGateway(ChargeResult(Outcome.PENDING, provider_ref="ref_1", payer_action={"url": "https://pay"}))
-    payment = await payments.charge(gateway, payment, PAYER)
+    payment, _ = await payments.charge(gateway, payment, PAYER)
     assert payment.status is S.PENDING
     assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.PROCESSED  # the provider retries
     await payment.refresh_from_db()

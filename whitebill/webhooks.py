@@ -7,6 +7,8 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from billing import gateway_configs
+from billing.errors import BillingError
 from billing.webhooks import NoticeResult, process_notice
 from gateways import registry
 from gateways.base import WebhookRejected
@@ -30,13 +32,17 @@ async def handle_provider_webhook(request: Request) -> Response:
     body = await request.body()
     if len(body) > MAX_BODY:
         return JSONResponse({"error": "body too large"}, status_code=413)
-    gateway = registry.create(provider, dict(config.settings))
+    try:
+        gateway = gateway_configs.gateway_for(config)
+    except BillingError:
+        log.error("webhook for a configuration whose credentials cannot be opened", extra={"config_id": config.id})
+        return JSONResponse({"error": "gateway unavailable"}, status_code=503)
     try:
         notice = await gateway.parse_webhook(body, {k.lower(): v for k, v in request.headers.items()})
     except WebhookRejected as rejected:
         # A forged or malformed webhook changes nothing; do not echo why in detail.
         log.warning("webhook rejected", extra={"provider": provider, "reason": str(rejected)})
-        return JSONResponse({"error": "rejected"}, status_code=400)
+        return JSONResponse({"error": "rejected"}, status_code=401)
     result = await process_notice(config, notice)
     if result is NoticeResult.UNMATCHED:
         # Not an error of the sender's: the event may have overtaken the charge's reply. A non-2xx

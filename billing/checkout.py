@@ -1,0 +1,237 @@
+"""A workspace pays for something its partner sells (a plan, an add-on, a credit package) with a
+card (new or saved), boleto, pix, or by hand, as the partner's gateway configuration allows.
+
+The payment row commits first, under the caller's idempotency key; only then is the provider
+called, outside any transaction, with our payment's reference as its idempotency key. A retry with
+the same key continues the same payment: one left unknown by a timeout is looked up at the provider
+before anything is charged again. What was bought is delivered when the payment succeeds, whether
+that is in the charge's own answer, a webhook, or the reconciler, exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from billing import audit, charging, gateway_configs, idempotency, payments, subscriptions, tenancy, workspace_status
+from billing.errors import BillingError, ErrorCode
+from billing.money import Money
+from billing.purchases import WALLET_CREDIT
+from billing.subscriptions import Subscriber
+from billing.tenancy import Viewer
+from billing.wallets import workspace_wallet
+from models.catalog import AddOn, CreditPackage
+from models.enums import PaymentMethodKind, PaymentMode, PaymentStatus, Permission, PlanStatus
+from models.payments import GatewayConfig, Payment, SavedPaymentMethod
+from models.subscriptions import Subscription, WorkspaceAddOn
+from models.tenancy import Workspace
+
+ADD_ON_PURCHASE = "ADD_ON_PURCHASE"
+MAX_ADD_ON_QUANTITY = 1000
+_TAX_ID = re.compile(r"\d{11}|\d{14}")  # CPF or CNPJ, digits only
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """Exactly one of plan, add-on or credit package."""
+
+    plan_id: int | None = None
+    add_on_id: int | None = None
+    credit_package_id: int | None = None
+    quantity: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutResult:
+    payment: Payment | None  # None when nothing had to be paid (a free plan, a trial)
+    subscription: Subscription | None = None
+
+
+@payments.fulfils(ADD_ON_PURCHASE)
+async def _add_on_bought(payment: Payment) -> None:
+    purpose = payment.purpose
+    row, _ = await WorkspaceAddOn.get_or_create(
+        workspace_id=purpose["workspace_id"],
+        add_on_id=purpose["add_on_id"],
+        defaults={"partner_id": payment.partner_id, "quantity": 0},
+    )
+    row.quantity = (row.quantity if row.active else 0) + int(purpose["quantity"])
+    row.active = True
+    await row.save(update_fields=["quantity", "active"])
+    await workspace_status.recompute(int(purpose["workspace_id"]))
+
+
+async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Money, dict[str, Any]] | None:
+    """The price and the purpose of what is bought; None for a plan that starts without paying."""
+    chosen = [x for x in (item.plan_id, item.add_on_id, item.credit_package_id) if x is not None]
+    if len(chosen) != 1:
+        raise BillingError(ErrorCode.INVALID_INPUT, "choose exactly one plan, add-on or credit package", field="item")
+    if item.plan_id is not None:
+        sale = await subscriptions.plan_for_sale(viewer, workspace, item.plan_id)
+        if sale is None:
+            return None
+        plan, price = sale
+        subscriber = Subscriber(workspace.partner_id, workspace.id)
+        return price, subscriptions.purchase_purpose(subscriber, plan, "")
+    if not 1 <= item.quantity <= MAX_ADD_ON_QUANTITY:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
+    if item.add_on_id is not None:
+        add_on = await AddOn.get_or_none(id=item.add_on_id, partner_id=workspace.partner_id)
+        if add_on is None or add_on.status is not PlanStatus.ACTIVE:
+            raise BillingError(ErrorCode.NOT_FOUND, "add-on not found", field="addOnId")
+        purpose = {
+            "kind": ADD_ON_PURCHASE,
+            "workspace_id": workspace.id,
+            "add_on_id": add_on.id,
+            "quantity": item.quantity,
+        }
+        return Money(add_on.price_amount * item.quantity, add_on.currency), purpose
+    package = await CreditPackage.get_or_none(id=item.credit_package_id, partner_id=workspace.partner_id)
+    if package is None or package.status is not PlanStatus.ACTIVE:
+        raise BillingError(ErrorCode.NOT_FOUND, "credit package not found", field="creditPackageId")
+    wallet = await workspace_wallet(workspace, package.unit)
+    purpose = {
+        "kind": WALLET_CREDIT,
+        "wallet_id": wallet.id,
+        "quantity": package.quantity * item.quantity,
+        "package_id": package.id,
+    }
+    return Money(package.price_amount * item.quantity, package.currency), purpose
+
+
+async def _route(
+    workspace: Workspace, method: PaymentMethodKind, saved_method_id: int | None
+) -> tuple[GatewayConfig | None, SavedPaymentMethod | None]:
+    """Which configuration collects: a saved card's own (even after the partner switched provider),
+    otherwise the partner's active one; no configuration means the partner collects by hand."""
+    if saved_method_id is not None:
+        saved = await SavedPaymentMethod.get_or_none(
+            id=saved_method_id, payer_key=f"WORKSPACE:{workspace.id}", replaced_at=None
+        )
+        if saved is None:
+            raise BillingError(ErrorCode.NOT_FOUND, "saved payment method not found", field="savedPaymentMethodId")
+        if method is not saved.kind:
+            raise BillingError(
+                ErrorCode.METHOD_NOT_ALLOWED, f"the saved method is a {saved.kind.value}", field="method"
+            )
+        return await GatewayConfig.get(id=saved.gateway_config_id), saved
+    config = await gateway_configs.active_config(workspace.partner_id)
+    offered = set(config.methods) if config else {PaymentMethodKind.MANUAL.value}
+    if method.value not in offered:
+        raise BillingError(
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"{method.value} is not offered here (offered: {', '.join(sorted(offered))})",
+            field="method",
+        )
+    return config, None
+
+
+def _check_tax_id(tax_id: str | None) -> str | None:
+    if tax_id is None:
+        return None
+    digits = re.sub(r"[.\-/\s]", "", tax_id)
+    if not _TAX_ID.fullmatch(digits):
+        raise BillingError(ErrorCode.INVALID_INPUT, "a CPF has 11 digits, a CNPJ 14", field="taxId")
+    return digits
+
+
+async def checkout(
+    viewer: Viewer,
+    *,
+    workspace_id: int,
+    item: Item,
+    method: PaymentMethodKind,
+    idempotency_key: str,
+    card_token: str | None = None,
+    saved_method_id: int | None = None,
+    save_card: bool = False,
+    tax_id: str | None = None,
+) -> CheckoutResult:
+    if viewer.kind != "WORKSPACE":
+        viewer.require(Permission.MANAGE_BILLING)
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    tax_id = _check_tax_id(tax_id)
+    if card_token is not None and (method is not PaymentMethodKind.CARD or saved_method_id is not None):
+        raise BillingError(ErrorCode.INVALID_INPUT, "a card token goes with a new card payment", field="cardToken")
+    request = {
+        "workspace": workspace_id,
+        "item": [item.plan_id, item.add_on_id, item.credit_package_id, item.quantity],
+        "method": method.value,
+        "card": card_token,
+        "saved": saved_method_id,
+    }
+    if method is PaymentMethodKind.BALANCE:
+        raise BillingError(ErrorCode.METHOD_NOT_ALLOWED, "clients do not pay from a balance", field="method")
+
+    async def act() -> list[Any]:
+        priced = await _priced(viewer, workspace, item)
+        if priced is None:  # a free plan or a trial: nothing to collect
+            assert item.plan_id is not None
+            made = await subscriptions.purchase_plan(
+                viewer, workspace_id=workspace.id, plan_id=item.plan_id, idempotency_key=f"checkout:{idempotency_key}"
+            )
+            return ["Subscription" if isinstance(made, Subscription) else "Payment", made.id]
+        price, purpose = priced
+        config, _ = await _route(workspace, method, saved_method_id)
+        if method is PaymentMethodKind.CARD and saved_method_id is None:
+            purpose = {**purpose, "save_card": save_card}  # a card paid on a hosted page is kept only if asked
+        if tax_id is not None and tax_id != workspace.tax_id:
+            workspace.tax_id = tax_id
+            await workspace.save(update_fields=["tax_id"])
+        manual = config is None or config.provider == gateway_configs.MANUAL
+        payment = await payments.create_payment(
+            partner_id=workspace.partner_id,
+            payer_key=f"WORKSPACE:{workspace.id}",
+            gateway_config_id=config.id if config else None,
+            provider=config.provider if config else gateway_configs.MANUAL,
+            method=method,
+            amount=price.amount,
+            currency=price.currency,
+            purpose=purpose,
+        )
+        if manual:
+            await subscriptions.collect(payment, PaymentMode.MANUAL, by_hand=False, refuse_decline=True)
+        await audit.record(
+            actor=viewer.actor,
+            action="checkout",
+            target_type="Payment",
+            target_id=payment.id,
+            partner_id=workspace.partner_id,
+            after={"purpose": purpose["kind"], "method": method.value, "amount": price.amount},
+        )
+        return ["Payment", payment.id]
+
+    kind, made_id = await idempotency.run_once(
+        scope=viewer.scope,
+        operation="checkout",
+        key=idempotency_key,
+        request=request,
+        action=act,
+        encode=list,
+        decode=list,
+    )
+    if kind == "Subscription":
+        return CheckoutResult(None, await Subscription.get(id=made_id))
+    payment = await Payment.get(id=made_id)
+    if payment.gateway_config_id is not None and payment.provider != gateway_configs.MANUAL:
+        _, saved = await _route(workspace, method, saved_method_id) if saved_method_id else (None, None)
+        if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN):
+            payment = await charging.collect(
+                payment, saved_method=saved, method_token=card_token, save_method=save_card
+            )
+    subscription = await subscriptions.live_subscription(workspace.id) if item.plan_id else None
+    return CheckoutResult(payment, subscription if payment.status is PaymentStatus.SUCCEEDED else None)
+
+
+async def payment_history(viewer: Viewer, *, workspace_id: int, limit: int = 100) -> list[Payment]:
+    """A workspace's payments, newest first."""
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    return await tenancy.payments(viewer).filter(payer_key=f"WORKSPACE:{workspace.id}").order_by("-id").limit(limit)
+
+
+async def saved_methods(viewer: Viewer, *, workspace_id: int) -> list[SavedPaymentMethod]:
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    return await SavedPaymentMethod.filter(
+        partner_id=workspace.partner_id, payer_key=f"WORKSPACE:{workspace.id}", replaced_at=None
+    ).order_by("-id")
