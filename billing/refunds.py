@@ -26,6 +26,7 @@ from billing import (
     sql,
     subscriptions,
     tenancy,
+    wallets,
     workspace_status,
 )
 from billing.checkout import ADD_ON_PURCHASE
@@ -96,7 +97,7 @@ async def _reverse(payment: Payment, upto: int, cause: LedgerCause) -> None:
     caused_by = CausedBy("Payment", str(payment.id))
     if payment.method.value == "BALANCE" and payment.partner_id:
         # Paid from the partner's balance with the platform: the money goes back there.
-        wallet = await Wallet.get(
+        wallet = await wallets.open_wallet(
             partner_id=payment.partner_id,
             owner_kind=OwnerKind.PARTNER,
             owner_id=payment.partner_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,13 +22,18 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from cryptography.fernet import Fernet
 from tortoise import Tortoise
 from tortoise.backends.base import executor
 
 from billing import clock, ratelimit
+from gateways import registry
 from whitebill import db
 
 os.environ.setdefault("WHITEBILL_CHEAP_PASSWORD_HASH", "1")
+# Gateway credentials are stored encrypted: the suite makes its own key (the server inherits it).
+os.environ.setdefault("WHITEBILL_SECRET_KEY", Fernet.generate_key().decode())
+PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "whitebill-ledgerpay"
 
 PG_ADMIN = os.environ.get("WHITEBILL_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("WHITEBILL_REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}
@@ -147,7 +153,37 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def server(backend: Backend, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def ledgerpay(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Install the third-party LedgerPay gateway from its own package, as an operator would, into a
+    directory on the path of this process and of every server it starts. No core file names it."""
+    target = tmp_path_factory.mktemp("plugins")
+    source = shutil.copytree(PLUGIN_SOURCE, tmp_path_factory.mktemp("plugin-source") / PLUGIN_SOURCE.name)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))
+    os.environ["LEDGERPAY_STATE"] = str(target / "ledgerpay-state.json")
+    registry.refresh()
+    return target
+
+
+@pytest.fixture(scope="session")
+def server(backend: Backend, ledgerpay: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / f"{backend.name}.log"
