@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from whitebill.settings import load_settings
+from whitebill.settings import development_secret_key, load_settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logs.configure(settings.log_level)
+    development_secret_key(settings)
 
     async def check() -> str | None:
         from tortoise import Tortoise
@@ -53,6 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logs.configure(settings.log_level)
+    development_secret_key(settings)
     clock.use_shared_offset(settings.test_clock)
 
     async def run() -> None:
@@ -161,6 +163,13 @@ def _operator_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secret_key(args: argparse.Namespace) -> int:
+    from billing.credentials import new_key
+
+    print(new_key())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whitebill", description="Billing backend for white-label reseller programs.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -177,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
     commands.add_parser("demo", help="seed a demo platform, partner, plans and workspaces").set_defaults(run=_demo)
     commands.add_parser("schema", help="print the GraphQL SDL").set_defaults(run=_schema)
+    commands.add_parser(
+        "secret-key", help="print a new key for WHITEBILL_SECRET_KEY (encrypts gateway credentials)"
+    ).set_defaults(run=_secret_key)
 
     api_key = commands.add_parser("api-key", help="manage API keys")
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def _flag(name: str, default: bool = False) -> bool:
@@ -44,3 +45,20 @@ def load_settings() -> Settings:
         test_clock=_flag("WHITEBILL_TEST_CLOCK"),
         password_hash_cheap=_flag("WHITEBILL_CHEAP_PASSWORD_HASH"),
     )
+
+
+DEV_KEY_FILE = Path(".whitebill") / "secret-key"
+
+
+def development_secret_key(settings: Settings) -> None:
+    """Outside production, a missing WHITEBILL_SECRET_KEY is made once and kept in .whitebill/ (not
+    committed), so `make run` can store gateway credentials; production must set it."""
+    if os.environ.get("WHITEBILL_SECRET_KEY") or not settings.development:
+        return
+    from billing.credentials import new_key
+
+    if not DEV_KEY_FILE.exists():
+        DEV_KEY_FILE.parent.mkdir(exist_ok=True)
+        DEV_KEY_FILE.write_text(new_key())
+        DEV_KEY_FILE.chmod(0o600)
+    os.environ["WHITEBILL_SECRET_KEY"] = DEV_KEY_FILE.read_text().strip()
