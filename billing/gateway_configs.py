@@ -46,8 +46,25 @@ def _provider_settings(provider: str) -> dict[str, Any]:
     return settings
 
 
+_ADAPTERS: dict[tuple[int, str, bytes], Gateway] = {}
+MAX_CACHED_ADAPTERS = 256
+
+
 def gateway_for(config: GatewayConfig) -> Gateway:
-    """The adapter for one stored configuration, with its secrets opened."""
+    """The adapter for one stored configuration, with its secrets opened. A configuration never
+    changes once made (switching adds a new one), so its adapter and connection pool are kept."""
+    # The encrypted blob (random per encryption) tells apart rows that reuse an id, as in tests.
+    key = (config.id, config.provider, bytes(config.credentials_encrypted or b""))
+    cached = _ADAPTERS.get(key)
+    if cached is not None:
+        return cached
+    if len(_ADAPTERS) >= MAX_CACHED_ADAPTERS:
+        _ADAPTERS.pop(next(iter(_ADAPTERS)))
+    _ADAPTERS[key] = adapter = _build(config)
+    return adapter
+
+
+def _build(config: GatewayConfig) -> Gateway:
     secrets = credentials.decrypt(config.credentials_encrypted)
     if "webhook_secret" in secrets:
         secrets.setdefault("webhook_token", secrets["webhook_secret"])  # what Asaas calls its secret

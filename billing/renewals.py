@@ -20,18 +20,19 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, catalog, clock, sql, subscriptions, tenancy, workspace_status
+from billing import audit, catalog, charging, clock, payments, sql, subscriptions, tenancy, work, workspace_status
 from billing.errors import BillingError, ErrorCode
 from billing.money import Money
 from billing.periods import period_end
 from billing.subscriptions import SUBSCRIPTION_PERIOD, Subscriber
 from billing.tenancy import Viewer
 from models.catalog import Plan
-from models.enums import PaymentMode, PeriodStatus, Permission, SubscriptionStatus
-from models.payments import Payment
+from models.enums import PaymentMethodKind, PaymentMode, PaymentStatus, PeriodStatus, Permission, SubscriptionStatus
+from models.payments import GatewayConfig, Payment, SavedPaymentMethod
 from models.subscriptions import Subscription, SubscriptionPeriod
 from models.tenancy import Partner, Workspace
 
@@ -115,6 +116,11 @@ async def _period_end(subscription: Subscription) -> None:
         status=PeriodStatus.DUE,
     )
     subscriber = Subscriber.of(subscription)
+    card = await _card_on_file(subscription) if period.amount else None
+    if card is not None:
+        await _charge_card(subscription, period, card)
+        await _unpaid(subscription, period, failed=False, overdue=False)
+        return
     payment = await subscriptions.new_payment(
         subscriber,
         PaymentMode(subscription.payment_mode),
@@ -127,9 +133,77 @@ async def _period_end(subscription: Subscription) -> None:
     await _collect_or_fail(subscription, period, retry=False)
 
 
+# --- renewals charged to a saved card --------------------------------------------------------------
+
+CHARGE_SAVED_CARD = "renewal.charge_card"
+_FINALLY_UNPAID = (PaymentStatus.DECLINED, PaymentStatus.NOT_ATTEMPTED, PaymentStatus.CANCELED)
+
+
+async def _card_on_file(subscription: Subscription) -> SavedPaymentMethod | None:
+    """The workspace's current saved card, whichever configuration saved it (a partner that switched
+    provider keeps charging cards saved with the old one through it)."""
+    if subscription.workspace_id is None:
+        return None
+    return (
+        await SavedPaymentMethod.filter(
+            partner_id=subscription.partner_id,
+            payer_key=f"WORKSPACE:{subscription.workspace_id}",
+            replaced_at=None,
+            kind=PaymentMethodKind.CARD,
+        )
+        .order_by("-id")
+        .first()
+    )
+
+
+async def _charge_card(subscription: Subscription, period: SubscriptionPeriod, card: SavedPaymentMethod) -> None:
+    """A new payment for the period, charged off-session by a job: never call a provider while this
+    transaction holds the subscription's row."""
+    config = await GatewayConfig.get(id=card.gateway_config_id)
+    payment = await payments.create_payment(
+        partner_id=subscription.partner_id,
+        payer_key=card.payer_key,
+        gateway_config_id=config.id,
+        provider=config.provider,
+        method=PaymentMethodKind.CARD,
+        amount=period.amount,
+        currency=period.currency,
+        purpose={"kind": SUBSCRIPTION_PERIOD, "period_id": period.id},
+        note=f"period {period.number}, card on file",
+    )
+    period.payment_id = payment.id
+    await period.save(update_fields=["payment_id"])
+    await work.schedule(
+        CHARGE_SAVED_CARD, {"payment_id": payment.id, "card_id": card.id}, dedupe_key=f"charge-card:{payment.id}"
+    )
+
+
+@work.handles(CHARGE_SAVED_CARD)
+async def _charge_card_job(job: dict[str, Any]) -> dict[str, Any]:
+    payment = await Payment.get(id=job["payment_id"])
+    card = await SavedPaymentMethod.get(id=job["card_id"])
+    if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN):
+        payment = await charging.collect(payment, saved_method=card, description="renewal")
+    if payment.status in _FINALLY_UNPAID:
+        await audit.emit(
+            "payment.failed",
+            payment.partner_id,
+            {"payment_id": payment.id, "payer": payment.payer_key, "reason": payment.decline_reason},
+        )
+    return {"status": payment.status.value}
+
+
 async def _collect_or_fail(subscription: Subscription, period: SubscriptionPeriod, *, retry: bool) -> None:
     assert period.payment_id is not None
     payment = await Payment.get(id=period.payment_id)
+    if payment.method is PaymentMethodKind.CARD and payment.gateway_config_id is not None:
+        if payment.status is PaymentStatus.SUCCEEDED:
+            return
+        card = await _card_on_file(subscription)
+        if card is not None and payment.status in _FINALLY_UNPAID:
+            await _charge_card(subscription, period, card)  # this retry's attempt
+        await _unpaid(subscription, period, failed=retry, overdue=retry)
+        return
     mode = PaymentMode(subscription.payment_mode)
     if await subscriptions.collect(payment, mode, by_hand=False, refuse_decline=False):
         return  # the fulfilment marked the period paid and cleared any dunning

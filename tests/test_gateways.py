@@ -331,3 +331,51 @@ async def test_only_the_platform_configures_the_gateway_that_charges_partners(sh
         CONFIGURE, {"provider": "nopay", "methods": ["CARD"], "key": API_KEY, "secret": WEBHOOK_SECRET}
     )
     assert unknown["configureGateway"]["errors"][0]["field"] == "provider"
+
+
+async def test_renewals_charge_the_saved_card_through_the_configuration_that_saved_it(shop) -> None:
+    from models.payments import SavedPaymentMethod
+    from models.subscriptions import SubscriptionPeriod
+    from whitebill.settings import load_settings
+    from whitebill.worker import Worker
+
+    worker = Worker(load_settings())
+    bought = await buy(shop, {"planId": shop["plan"]}, card="tok_ok", save=True)
+    assert bought["subscription"]["status"] == "ACTIVE"
+    # The partner moves to manual collection; the card saved with LedgerPay keeps paying renewals.
+    await shop["client"].data(CONFIGURE, {"provider": "manual", "methods": ["MANUAL"]})
+    subscription = await Subscription.get(workspace_id=shop["workspace"].id)
+
+    await clock.advance(subscription.current_period_end - clock.now())
+    await worker.tick()
+    periods = await SubscriptionPeriod.filter(subscription_id=subscription.id).order_by("number")
+    assert [p.status.value for p in periods] == ["PAID", "PAID"]
+    renewal = await Payment.get(id=periods[1].payment_id)
+    assert renewal.provider == "ledgerpay" and renewal.status is PaymentStatus.SUCCEEDED
+
+    # The card starts declining: the renewal fails, is retried on the dunning days, and a new card
+    # saved in between pays it.
+    await SavedPaymentMethod.filter(payer_key=f"WORKSPACE:{shop['workspace'].id}").update(
+        provider_method_ref="tok_decline"
+    )
+    await subscription.refresh_from_db()
+    await clock.advance(subscription.current_period_end - clock.now())
+    await worker.tick()
+    third = await SubscriptionPeriod.get(subscription_id=subscription.id, number=3)
+    assert third.status.value == "DUE"
+    assert (await Payment.get(id=third.payment_id)).status is PaymentStatus.DECLINED
+    await subscription.refresh_from_db()
+    await clock.advance(subscription.next_action_at - clock.now())  # the first retry day
+    await worker.tick()
+    await subscription.refresh_from_db()
+    assert subscription.status.value == "PAST_DUE" and subscription.failed_renewals == 1
+    await SavedPaymentMethod.filter(payer_key=f"WORKSPACE:{shop['workspace'].id}").update(
+        provider_method_ref="tok_ok"
+    )
+    await clock.advance(subscription.next_action_at - clock.now())
+    await worker.tick()
+    await subscription.refresh_from_db()
+    third = await SubscriptionPeriod.get(subscription_id=subscription.id, number=3)
+    assert third.status.value == "PAID" and subscription.status.value == "ACTIVE"
+    paid = await Payment.filter(purpose_kind="SUBSCRIPTION_PERIOD", status=PaymentStatus.SUCCEEDED).count()
+    assert paid == 2  # periods 2 and 3, each once
