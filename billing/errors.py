@@ -37,7 +37,6 @@ class ErrorCode(StrEnum):
     SUBSCRIPTION_REQUIRED = "SUBSCRIPTION_REQUIRED"
     GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"  # the provider did not answer: retry with the same key
     REFUND_REFUSED = "REFUND_REFUSED"
-    TAX_ID_REQUIRED = "TAX_ID_REQUIRED"  # the provider needs the payer's CPF/CNPJ
 
 
 class BillingError(Exception):

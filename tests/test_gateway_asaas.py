@@ -1,0 +1,648 @@
+"""The Asaas adapter against the fake Asaas (tests/fake_asaas), through the real ``asaas`` SDK. No database."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asaas import Asaas
+
+from gateways import registry
+from gateways.asaas import (
+    PRODUCTION_API_BASE,
+    SANDBOX_API_BASE,
+    AsaasAuthError,
+    AsaasCustomerError,
+    AsaasGateway,
+    minor_to_reais,
+    reais_to_minor,
+)
+from gateways.base import ChargeRequest, Gateway, GatewayConfig, Outcome, Payer, WebhookNotice, WebhookRejected
+from tests.fake_asaas import (
+    APPROVED_CARD,
+    REFUSED_CARDS,
+    FakeAsaasController,
+    ReceivedWebhook,
+    WebhookSink,
+    running_webhook_sink,
+)
+from tests.fake_asaas.fixtures import asaas, fake_asaas  # noqa: F401  (pytest fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
+WEBHOOK_TOKEN = "whk-" + "Qz7rT2mK" * 5  # 44 characters, as Asaas wants (32 to 255, no spaces)
+TOMORROW = (date.today() + timedelta(days=1)).isoformat()  # a valid due date in Brasília whatever the local zone
+PAYER = Payer(key="WORKSPACE:12", name="Ana Souza", email="ana@example.com", tax_id="249.715.637-92")
+
+
+def make_gateway(controller: FakeAsaasController, *, api_key: str | None = None, **settings: Any) -> AsaasGateway:
+    return AsaasGateway(
+        GatewayConfig(
+            mode="TEST",
+            credentials={"api_key": controller.token if api_key is None else api_key, "webhook_token": WEBHOOK_TOKEN},
+            settings={"api_base": controller.url, "timeout_seconds": 2, "retry_backoff": 0, **settings},
+            config_id=7,
+        )
+    )
+
+
+@pytest.fixture
+def gateway(asaas: FakeAsaasController) -> AsaasGateway:  # noqa: F811
+    return make_gateway(asaas)
+
+
+@pytest.fixture(scope="session")
+def webhook_sink() -> Iterator[WebhookSink]:
+    with running_webhook_sink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def sink(asaas: FakeAsaasController, webhook_sink: WebhookSink) -> WebhookSink:  # noqa: F811
+    """A webhook receiver registered at the (reset) fake, with our token."""
+    webhook_sink.clear()
+    asaas.add_webhook(webhook_sink.url, WEBHOOK_TOKEN)
+    return webhook_sink
+
+
+def charge_request(method: str, amount: int = 19990, **fields: Any) -> ChargeRequest:
+    fields.setdefault("idempotency_key", f"pay_ref_{secrets.token_hex(8)}")
+    fields.setdefault("payer", PAYER)
+    return ChargeRequest(payment_id=1, amount=amount, currency="BRL", method=method, **fields)
+
+
+def received(controller: FakeAsaasController, sink: WebhookSink, event: str, payment_id: str) -> ReceivedWebhook:
+    controller.wait_deliveries()
+    for hook in sink.received:
+        body = json.loads(hook.body)
+        if body["event"] == event and body["payment"]["id"] == payment_id:
+            return hook
+    raise AssertionError(f"no {event} for {payment_id} among {[json.loads(h.body)['event'] for h in sink.received]}")
+
+
+async def notice_of(
+    gateway: AsaasGateway, controller: FakeAsaasController, sink: WebhookSink, event: str, payment_id: str
+) -> WebhookNotice:
+    hook = received(controller, sink, event, payment_id)
+    return await gateway.parse_webhook(hook.body, hook.headers)
+
+
+def sdk(controller: FakeAsaasController) -> Any:
+    return Asaas(controller.token, base_url=controller.url, timeout=5)
+
+
+def only_payment(controller: FakeAsaasController, reference: str) -> dict[str, Any]:
+    payments = controller.payments(reference)
+    assert len(payments) == 1, payments
+    return payments[0]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- configuration -------------------------------------------------------------------------------------
+
+
+def test_registered_under_the_entry_point_with_defaults_and_no_secret_in_repr() -> None:
+    gateway = registry.create("asaas", GatewayConfig(mode="TEST", credentials={"api_key": "k-secret-123"}))
+    assert isinstance(gateway, AsaasGateway) and isinstance(gateway, Gateway)
+    assert gateway.api_base == SANDBOX_API_BASE
+    live = AsaasGateway(GatewayConfig(mode="LIVE", credentials={"api_key": "k-secret-123"}))
+    assert live.api_base == PRODUCTION_API_BASE
+    assert AsaasGateway(GatewayConfig(settings={"api_base": "http://127.0.0.1:9/v3/"})).api_base == "http://127.0.0.1:9"
+    assert "k-secret-123" not in repr(gateway) and "k-secret-123" not in repr(live)
+    caps = gateway.capabilities()
+    assert caps.methods == frozenset({"CARD", "BOLETO", "PIX"})
+    assert caps.currencies == frozenset({"BRL"}) and caps.supports_refunds and caps.supports_saved_methods
+
+
+# -- amounts -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("minor", "reais"),
+    [
+        (1, "0.01"),
+        (10, "0.1"),
+        (29, "0.29"),
+        (110, "1.1"),
+        (19990, "199.9"),
+        (19999, "199.99"),
+        (123456789, "1234567.89"),
+        (999_999_999_999_999, "9999999999999.99"),
+    ],
+)
+def test_minor_units_to_reais_and_back_exactly(minor: int, reais: str) -> None:
+    value = minor_to_reais(minor)
+    assert Decimal(json.dumps(value)) == Decimal(reais)  # what the SDK puts on the wire
+    assert reais_to_minor(value) == minor
+    assert reais_to_minor(json.loads(json.dumps(value))) == minor
+
+
+def test_reais_to_minor_avoids_float_traps_and_refuses_garbage() -> None:
+    assert reais_to_minor(0.29) == 29  # Decimal(0.29) would be 0.28999999999999998002...
+    assert reais_to_minor(1.15) == 115
+    assert reais_to_minor(19.99) == 1999
+    assert reais_to_minor(94.51) == 9451
+    assert reais_to_minor(5) == 500
+    assert reais_to_minor("10.5") == 1050
+    assert reais_to_minor(Decimal("0.07")) == 7
+    assert all(reais_to_minor(minor_to_reais(n)) == n for n in range(0, 100_000, 7))
+    for bad in (0.1 + 0.2, 1.005, True, None, "abc", float("nan"), float("inf"), [1]):
+        with pytest.raises(ValueError):
+            reais_to_minor(bad)
+    for wrong_type in (True, 1.0, "1"):
+        with pytest.raises(TypeError):
+            minor_to_reais(wrong_type)  # type: ignore[arg-type]
+    for out_of_range in (-1, 10**15):
+        with pytest.raises(ValueError):
+            minor_to_reais(out_of_range)
+
+
+# -- customers -----------------------------------------------------------------------------------------
+
+
+async def test_ensure_customer_creates_once_with_the_cpf(asaas: FakeAsaasController, gateway: AsaasGateway) -> None:  # noqa: F811
+    customer_id = await gateway.ensure_customer(PAYER)
+    assert customer_id is not None and customer_id.startswith("cus_")
+    assert await gateway.ensure_customer(PAYER) == customer_id  # found by externalReference, not created again
+    created = [r for r in asaas.requests() if r["method"] == "POST" and r["path"] == "/v3/customers"]
+    assert len(created) == 1
+    customer = sdk(asaas).customers.get(customer_id)
+    assert (customer["cpfCnpj"], customer["externalReference"], customer["name"]) == (
+        "24971563792",
+        "WORKSPACE:12",
+        "Ana Souza",
+    )
+    known = Payer(key="WORKSPACE:99", name="B", provider_customer_ref="cus_known")
+    assert await gateway.ensure_customer(known) == "cus_known"
+
+
+async def test_a_payer_without_cpf_gets_a_clear_error_and_no_charge(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+) -> None:
+    no_tax_id = Payer(key="WORKSPACE:13", name="Sem Documento")
+    with pytest.raises(AsaasCustomerError, match="CPF or CNPJ"):
+        await gateway.ensure_customer(no_tax_id)
+    with pytest.raises(AsaasCustomerError, match=r"11 \(CPF\) or 14 \(CNPJ\) digits"):
+        await gateway.ensure_customer(Payer(key="WORKSPACE:14", name="X", tax_id="123.456"))
+    result = await gateway.charge(charge_request("PIX", payer=no_tax_id))
+    assert result.outcome is Outcome.NOT_ATTEMPTED and "CPF or CNPJ" in (result.decline_reason or "")
+    assert not [r for r in asaas.requests() if r["method"] == "POST"]
+
+
+# -- charges -------------------------------------------------------------------------------------------
+
+
+async def test_boleto_is_pending_with_its_line_barcode_and_due_date(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+) -> None:
+    due = (date.today() + timedelta(days=5)).isoformat()
+    request = charge_request("BOLETO", 19990, due_date=due, description="Plano Pro, março")
+    result = await gateway.charge(request)
+    assert result.outcome is Outcome.PENDING
+    payment = only_payment(asaas, request.idempotency_key)
+    assert result.provider_ref == payment["id"]
+    assert (payment["value"], payment["billingType"], payment["dueDate"]) == (199.9, "BOLETO", due)
+    action = result.payer_action or {}
+    assert action["kind"] == "BOLETO" and action["url"] == payment["bankSlipUrl"]
+    assert len(action["boleto_line"]) == 47 and action["boleto_line"].isdigit()
+    assert len(action["barcode"]) == 44 and action["barcode"].isdigit()
+    assert action["expires_at"] == due
+
+
+async def test_pix_is_pending_with_its_code_and_qr_image(asaas: FakeAsaasController, gateway: AsaasGateway) -> None:  # noqa: F811
+    request = charge_request("PIX", 1)
+    result = await gateway.charge(request)
+    assert result.outcome is Outcome.PENDING
+    payment = only_payment(asaas, request.idempotency_key)
+    assert payment["value"] == 0.01
+    action = result.payer_action or {}
+    assert action["kind"] == "PIX" and action["url"] == payment["invoiceUrl"]
+    assert action["pix_payload"].startswith("000201") and "br.gov.bcb.pix" in action["pix_payload"]
+    assert base64.b64decode(action["pix_qr_png_base64"]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert action["expires_at"].startswith(payment["dueDate"])
+
+
+async def test_the_same_reference_never_makes_a_second_payment(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+) -> None:
+    request = charge_request("PIX", 5000)
+    first = await gateway.charge(request)
+    again = await gateway.charge(request)
+    assert first.outcome is again.outcome is Outcome.PENDING
+    assert again.provider_ref == first.provider_ref
+    only_payment(asaas, request.idempotency_key)
+
+
+async def test_hosted_card_payment_then_webhook_with_the_card_then_off_session_charge(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    request = charge_request("CARD", 4990, save_method=True)
+    result = await gateway.charge(request)
+    payment = only_payment(asaas, request.idempotency_key)
+    assert result.outcome is Outcome.PENDING
+    assert result.payer_action == {"kind": "URL", "url": payment["invoiceUrl"]}
+
+    paid = asaas.pay(payment["id"], card_number=APPROVED_CARD)
+    assert paid["status"] == "CONFIRMED"
+    token = paid["creditCard"]["creditCardToken"]
+    notice = await notice_of(gateway, asaas, sink, "PAYMENT_CONFIRMED", payment["id"])
+    assert notice.outcome is Outcome.SUCCEEDED
+    assert (notice.provider_ref, notice.reference) == (payment["id"], request.idempotency_key)
+    assert notice.saved_method is not None
+    assert notice.saved_method.provider_method_ref == token
+    assert (notice.saved_method.kind, notice.saved_method.brand, notice.saved_method.last4) == ("CARD", "VISA", "4444")
+    assert notice.saved_method.provider_customer_ref == payment["customer"]
+    assert token not in json.dumps(notice.raw)  # the raw event keeps no usable card token
+    assert (await gateway.get_payment(payment["id"])).saved_method == notice.saved_method
+
+    off_session = charge_request("CARD", 4990, saved_method_ref=token, off_session=True)
+    charged = await gateway.charge(off_session)
+    assert charged.outcome is Outcome.SUCCEEDED, charged
+    second = only_payment(asaas, off_session.idempotency_key)
+    assert (charged.provider_ref, second["status"], second["value"]) == (second["id"], "CONFIRMED", 49.9)
+
+
+async def test_refused_cards_are_declined(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    hosted = await gateway.charge(charge_request("CARD", 3000))
+    assert hosted.provider_ref is not None
+    assert asaas.pay(hosted.provider_ref, card_number=REFUSED_CARDS[0])["status"] == "PENDING"
+    notice = await notice_of(gateway, asaas, sink, "PAYMENT_CREDIT_CARD_CAPTURE_REFUSED", hosted.provider_ref)
+    assert notice.outcome is Outcome.DECLINED and notice.saved_method is None
+    assert (await gateway.get_payment(hosted.provider_ref)).outcome is Outcome.PENDING  # still payable
+
+    customer = await gateway.ensure_customer(PAYER)
+    assert customer is not None
+    refused_card = asaas.tokenize_card(customer, REFUSED_CARDS[1])["creditCardToken"]
+    expired_card = asaas.tokenize_card(customer, APPROVED_CARD)["creditCardToken"]
+    asaas.refuse_card_token(expired_card)  # a card saved earlier, refused now
+    for token in (refused_card, expired_card):
+        request = charge_request("CARD", 3000, saved_method_ref=token, off_session=True)
+        result = await gateway.charge(request)
+        assert result.outcome is Outcome.DECLINED
+        assert "não autorizada" in (result.decline_reason or "")
+        assert asaas.payments(request.idempotency_key) == []  # Asaas keeps no refused payment
+        assert await gateway.find_payment(request.idempotency_key, PAYER) is None
+
+
+async def test_refunds_partial_then_full_are_idempotent(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    result = await gateway.charge(charge_request("PIX", 10000))
+    pay_id = result.provider_ref
+    assert pay_id is not None
+    asaas.pay(pay_id)
+    assert (await notice_of(gateway, asaas, sink, "PAYMENT_RECEIVED", pay_id)).outcome is Outcome.SUCCEEDED
+
+    partial = await gateway.refund(pay_id, 2550, "BRL", "rf-1")
+    assert (partial.outcome, partial.provider_ref) == (Outcome.SUCCEEDED, f"{pay_id}/refunds/rf-1")
+    assert (await gateway.refund(pay_id, 2550, "BRL", "rf-1")).outcome is Outcome.SUCCEEDED  # a retry
+    assert len(asaas.payments()[0]["refunds"]) == 1
+    notice = await notice_of(gateway, asaas, sink, "PAYMENT_PARTIALLY_REFUNDED", pay_id)
+    assert (notice.refunded_amount, notice.outcome) == (2550, None)
+
+    assert (await gateway.refund(pay_id, 7450, "BRL", "rf-2")).outcome is Outcome.SUCCEEDED
+    payment = next(p for p in asaas.payments() if p["id"] == pay_id)
+    assert payment["status"] == "REFUNDED" and [r["value"] for r in payment["refunds"]] == [25.5, 74.5]
+    notice = await notice_of(gateway, asaas, sink, "PAYMENT_REFUNDED", pay_id)
+    assert notice.refunded_amount == 10000
+
+    too_much = await gateway.refund(pay_id, 1, "BRL", "rf-3")
+    assert too_much.outcome is Outcome.DECLINED and too_much.reason
+    assert (await gateway.refund(pay_id, 100, "USD", "rf-4")).outcome is Outcome.NOT_ATTEMPTED
+
+
+async def test_find_payment_by_our_reference(asaas: FakeAsaasController, gateway: AsaasGateway) -> None:  # noqa: F811
+    request = charge_request("BOLETO", 1234)
+    created = await gateway.charge(request)
+    found = await gateway.find_payment(request.idempotency_key, PAYER)
+    assert found is not None
+    assert (found.outcome, found.provider_ref) == (Outcome.PENDING, created.provider_ref)
+    assert found.payer_action == created.payer_action
+    assert await gateway.find_payment("never-sent", PAYER) is None
+
+    assert sdk(asaas).payments.delete(created.provider_ref)["deleted"] is True
+    assert await gateway.find_payment(request.idempotency_key, PAYER) is None  # a deleted payment does not count
+    gone = await gateway.get_payment(created.provider_ref or "")
+    assert gone.outcome is Outcome.NOT_ATTEMPTED and "deleted" in (gone.decline_reason or "")
+
+
+# -- faults: every failure folds into the outcome contract ---------------------------------------------
+
+
+async def test_a_timeout_after_the_payment_was_made_is_unknown_and_found_later(
+    asaas: FakeAsaasController,  # noqa: F811
+) -> None:
+    gateway = make_gateway(asaas, timeout_seconds=0.5)
+    await gateway.ensure_customer(PAYER)
+    asaas.fault("slow", "POST", "/v3/payments", seconds=2, act_first=True)
+    request = charge_request("PIX", 2500)
+    started = time.monotonic()
+    result = await gateway.charge(request)
+    assert result.outcome is Outcome.UNKNOWN and time.monotonic() - started < 1.9
+    found = await gateway.find_payment(request.idempotency_key, PAYER)
+    assert found is not None and found.outcome is Outcome.PENDING
+    assert found.provider_ref == only_payment(asaas, request.idempotency_key)["id"]
+    retried = await gateway.charge(request)  # a retry adopts the payment instead of charging twice
+    assert retried.provider_ref == found.provider_ref
+    only_payment(asaas, request.idempotency_key)
+    posts = [r for r in asaas.requests() if r["method"] == "POST" and r["path"] == "/v3/payments"]
+    assert len(posts) == 1
+
+
+@pytest.mark.parametrize("act_first", [False, True])
+async def test_a_dropped_connection_is_unknown(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    act_first: bool,
+) -> None:
+    await gateway.ensure_customer(PAYER)
+    asaas.fault("drop", "POST", "/v3/payments", act_first=act_first)
+    request = charge_request("BOLETO", 5000)
+    assert (await gateway.charge(request)).outcome is Outcome.UNKNOWN
+    assert [r["status"] for r in asaas.requests() if r["fault"]] == ["dropped"]
+    found = await gateway.find_payment(request.idempotency_key, PAYER)
+    assert (found is not None) is act_first
+
+
+@pytest.mark.parametrize("act_first", [False, True])
+async def test_a_server_error_is_unknown(asaas: FakeAsaasController, gateway: AsaasGateway, act_first: bool) -> None:  # noqa: F811
+    await gateway.ensure_customer(PAYER)
+    asaas.fault("error500", "POST", "/v3/payments", act_first=act_first)
+    request = charge_request("PIX", 5000)
+    result = await gateway.charge(request)
+    assert result.outcome is Outcome.UNKNOWN and "500" in (result.decline_reason or "")
+    assert len(asaas.payments(request.idempotency_key)) == int(act_first)
+
+
+async def test_server_errors_on_reads_are_unknown_never_none(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+) -> None:
+    created = await gateway.charge(charge_request("PIX", 5000))
+    assert created.provider_ref is not None
+    asaas.fault("drop", "GET", "/v3/payments", count=1)  # the SDK retries a GET: this one goes unnoticed
+    assert (await gateway.get_payment(created.provider_ref)).outcome is Outcome.PENDING
+    asaas.fault("error500", "GET", "/v3/payments", count=20)  # the SDK gives up: requests' RetryError
+    looked_up = await gateway.get_payment(created.provider_ref)
+    assert (looked_up.outcome, looked_up.provider_ref) == (Outcome.UNKNOWN, created.provider_ref)
+    found = await gateway.find_payment("whatever", PAYER)
+    assert found is not None and found.outcome is Outcome.UNKNOWN
+
+
+@pytest.mark.parametrize("body", ["text", "json", "list"])
+async def test_a_malformed_answer_is_unknown(asaas: FakeAsaasController, gateway: AsaasGateway, body: str) -> None:  # noqa: F811
+    await gateway.ensure_customer(PAYER)
+    asaas.fault("malformed", "POST", "/v3/payments", body=body)
+    assert (await gateway.charge(charge_request("CARD", 5000))).outcome is Outcome.UNKNOWN
+    asaas.fault("malformed", "GET", "/v3/payments", body=body)
+    found = await gateway.find_payment("whatever", PAYER)
+    assert found is not None and found.outcome is Outcome.UNKNOWN  # a garbled list is not "no payment"
+
+
+async def test_no_connection_at_all_is_not_attempted() -> None:
+    nowhere = AsaasGateway(
+        GatewayConfig(
+            credentials={"api_key": "k", "webhook_token": WEBHOOK_TOKEN},
+            settings={"api_base": f"http://127.0.0.1:{closed_port()}", "timeout_seconds": 1, "retry_backoff": 0},
+        )
+    )
+    payer = Payer(key="WORKSPACE:1", name="A", tax_id="24971563792", provider_customer_ref="cus_1")
+    result = await nowhere.charge(charge_request("PIX", 100, payer=payer))
+    assert result.outcome is Outcome.NOT_ATTEMPTED and "could not be reached" in (result.decline_reason or "")
+
+
+async def test_a_rejected_api_key_is_a_clear_error_without_the_key(asaas: FakeAsaasController) -> None:  # noqa: F811
+    wrong_key = "$aact_hmlg_WRONG_" + secrets.token_hex(16)
+    gateway = make_gateway(asaas, api_key=wrong_key)
+    with pytest.raises(AsaasAuthError) as caught:
+        await gateway.ensure_customer(PAYER)
+    assert "401" in str(caught.value) and wrong_key not in str(caught.value) and wrong_key not in repr(caught.value)
+    result = await gateway.charge(charge_request("PIX", 100))
+    assert result.outcome is Outcome.NOT_ATTEMPTED
+    assert "API key" in (result.decline_reason or "") and wrong_key not in repr(result)
+    payer = Payer(key="WORKSPACE:1", name="A", tax_id="24971563792", provider_customer_ref="cus_1")
+    assert (await gateway.charge(charge_request("PIX", 100, payer=payer))).outcome is Outcome.NOT_ATTEMPTED
+    assert (await gateway.refund("pay_1", 100, "BRL", "r")).outcome is Outcome.NOT_ATTEMPTED
+    assert {r["status"] for r in asaas.requests()} == {401}
+
+
+# -- webhooks ------------------------------------------------------------------------------------------
+
+
+async def test_webhooks_need_our_token(asaas: FakeAsaasController, gateway: AsaasGateway, sink: WebhookSink) -> None:  # noqa: F811
+    result = await gateway.charge(charge_request("PIX", 100))
+    hook = received(asaas, sink, "PAYMENT_CREATED", result.provider_ref or "")
+    assert hook.headers["asaas-access-token"] == WEBHOOK_TOKEN
+    notice = await gateway.parse_webhook(hook.body, hook.headers)
+    assert (notice.event_type, notice.outcome, notice.provider_ref) == ("PAYMENT_CREATED", None, result.provider_ref)
+    assert notice.event_id == json.loads(hook.body)["id"]
+    assert (await gateway.parse_webhook(hook.body, {"Asaas-Access-Token": WEBHOOK_TOKEN})).event_id == notice.event_id
+
+    forged = {**hook.headers, "asaas-access-token": WEBHOOK_TOKEN[:-1] + "x"}
+    missing = {k: v for k, v in hook.headers.items() if k != "asaas-access-token"}
+    for headers in (forged, missing, {"asaas-access-token": ""}):
+        with pytest.raises(WebhookRejected) as caught:
+            await gateway.parse_webhook(hook.body, headers)
+        assert WEBHOOK_TOKEN not in str(caught.value)
+    for body in (b"{not json", b"\xff\xfe", b"[1, 2]", b'{"event": "PAYMENT_RECEIVED"}', b'{"id": "e", "payment": 1}'):
+        with pytest.raises(WebhookRejected):
+            await gateway.parse_webhook(body, hook.headers)
+    unconfigured = AsaasGateway(GatewayConfig(credentials={"api_key": asaas.token}))
+    with pytest.raises(WebhookRejected):
+        await unconfigured.parse_webhook(hook.body, hook.headers)
+
+
+async def test_webhook_events_map_to_notices(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    async def card_paid() -> str:
+        result = await gateway.charge(charge_request("CARD", 8000))
+        assert result.provider_ref is not None
+        asaas.pay(result.provider_ref, card_number=APPROVED_CARD)
+        return result.provider_ref
+
+    async def notice(event: str, payment_id: str) -> WebhookNotice:
+        return await notice_of(gateway, asaas, sink, event, payment_id)
+
+    won = await card_paid()
+    asaas.settle(won)
+    assert (await notice("PAYMENT_RECEIVED", won)).outcome is Outcome.SUCCEEDED
+    asaas.open_chargeback(won)
+    opened = await notice("PAYMENT_CHARGEBACK_REQUESTED", won)
+    assert (opened.disputed, opened.charged_back, opened.outcome) == (True, False, None)
+    asaas.dispute_chargeback(won)
+    assert (await notice("PAYMENT_CHARGEBACK_DISPUTE", won)).disputed
+    asaas.resolve_chargeback(won, won=True)
+    reversal = await notice("PAYMENT_AWAITING_CHARGEBACK_REVERSAL", won)
+    assert (reversal.outcome, reversal.disputed, reversal.charged_back) == (Outcome.SUCCEEDED, False, False)
+
+    lost = await card_paid()
+    asaas.open_chargeback(lost)
+    asaas.dispute_chargeback(lost)
+    asaas.resolve_chargeback(lost, won=False)
+    asaas.wait_deliveries()
+    final = [json.loads(h.body) for h in sink.received if json.loads(h.body)["payment"]["id"] == lost][-1]
+    assert final["payment"]["chargeback"]["status"] == "DISPUTE_LOST"
+    gone = await gateway.parse_webhook(json.dumps(final).encode(), {"asaas-access-token": WEBHOOK_TOKEN})
+    assert (gone.charged_back, gone.disputed) == (True, True)
+
+    unpaid = await gateway.charge(charge_request("BOLETO", 8000))
+    assert unpaid.provider_ref is not None
+    asaas.mark_overdue(unpaid.provider_ref)
+    assert (await notice("PAYMENT_OVERDUE", unpaid.provider_ref)).outcome is None
+    assert sdk(asaas).payments.delete(unpaid.provider_ref)["deleted"]
+    assert (await notice("PAYMENT_DELETED", unpaid.provider_ref)).outcome is Outcome.DECLINED
+
+
+def test_failed_deliveries_are_kept_and_sent_again_in_order(asaas: FakeAsaasController, sink: WebhookSink) -> None:  # noqa: F811
+    sink.status = 503
+    customer = sdk(asaas).customers.create(name="Ana", cpf_cnpj="24971563792")
+    payment = sdk(asaas).payments.create(customer["id"], "PIX", 10.0, TOMORROW)
+    asaas.wait_deliveries()
+    [record] = asaas.event_log()
+    assert record["pending_webhooks"] and record["deliveries"][0]["status"] == 503
+    sink.status = 200
+    asaas.pay(payment["id"])  # a SEQUENTIALLY webhook sends the held event first
+    asaas.wait_deliveries()
+    delivered = [json.loads(h.body)["event"] for h in sink.received if h.body]
+    assert delivered[-2:] == ["PAYMENT_CREATED", "PAYMENT_RECEIVED"]
+    assert all(not r["pending_webhooks"] for r in asaas.event_log())
+    sink.status = 500
+    asaas.mark_overdue(sdk(asaas).payments.create(customer["id"], "BOLETO", 5.0, TOMORROW)["id"])
+    asaas.wait_deliveries()
+    sink.status = 200
+    asaas.retry_webhooks()
+    asaas.wait_deliveries()
+    assert all(not r["pending_webhooks"] for r in asaas.event_log())
+
+
+# -- the fake itself, over plain HTTP ------------------------------------------------------------------
+
+
+def test_the_fake_requires_the_token_and_takes_trailing_slashes(asaas: FakeAsaasController) -> None:  # noqa: F811
+    with httpx.Client(base_url=asaas.url, headers={"access_token": asaas.token}) as http:
+        created = http.post("/v3/customers/", json={"name": "Ana", "cpfCnpj": "12.345.678/0001-95"})
+        assert created.status_code == 200 and created.json()["personType"] == "JURIDICA"
+        for path in ("/v3/customers", "/v3/customers/"):
+            page = http.get(path, params={"cpfCnpj": "12345678000195"}).json()
+            assert {k: page[k] for k in ("object", "hasMore", "totalCount", "offset")} == {
+                "object": "list",
+                "hasMore": False,
+                "totalCount": 1,
+                "offset": 0,
+            }
+        bad = http.post("/v3/customers", json={"name": "Ana", "cpfCnpj": "123"})
+        assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "invalid_cpfCnpj"
+    assert httpx.get(asaas.url + "/v3/payments").json()["errors"][0]["code"] == "access_token_not_found"
+    wrong = httpx.get(asaas.url + "/v3/payments/", headers={"access_token": "nope"})
+    assert wrong.status_code == 401 and wrong.json()["errors"][0]["code"] == "invalid_access_token"
+
+
+# -- logs ----------------------------------------------------------------------------------------------
+
+
+async def test_no_secret_or_card_data_reaches_any_log(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger: the SDK's "asaas", urllib3, httpx, ours, the fake's
+    hosted = await gateway.charge(charge_request("CARD", 7000))
+    assert hosted.provider_ref is not None
+    token = asaas.pay(hosted.provider_ref, card_number=APPROVED_CARD)["creditCard"]["creditCardToken"]
+    notice = await notice_of(gateway, asaas, sink, "PAYMENT_CONFIRMED", hosted.provider_ref)
+    assert notice.saved_method is not None
+    again = await gateway.charge(charge_request("CARD", 7000, saved_method_ref=token, off_session=True))
+    assert again.outcome is Outcome.SUCCEEDED
+    asaas.fault("error500", "POST", "/v3/payments")
+    assert (await gateway.charge(charge_request("CARD", 7000, saved_method_ref=token))).outcome is Outcome.UNKNOWN
+    wrong_key = "$aact_hmlg_LOGTEST_" + secrets.token_hex(12)
+    with pytest.raises(AsaasAuthError):
+        await make_gateway(asaas, api_key=wrong_key).ensure_customer(PAYER)
+
+    records = caplog.records
+    assert any(r.name == "asaas" and "hidden" in r.getMessage() for r in records), "the SDK's body lines were seen"
+    assert any(r.name.startswith("urllib3") for r in records)
+    everything = caplog.text + "\n".join(r.getMessage() + str(r.args) for r in records)
+    for secret in (asaas.token, wrong_key, WEBHOOK_TOKEN, APPROVED_CARD, token, "24971563792"):
+        assert secret not in everything, f"{secret[:6]}... leaked into the logs"
+
+
+# -- the fake in its own process -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def standalone_fake() -> Iterator[FakeAsaasController]:
+    """``python -m tests.fake_asaas --port N --token T`` in its own process, driven over HTTP."""
+    token = "standalone-" + secrets.token_hex(8)
+    port = closed_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.fake_asaas", "--port", str(port), "--token", token],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert process.stdout is not None
+        url = f"http://127.0.0.1:{port}"
+        assert process.stdout.readline().strip() == f"fake-asaas listening on {url}"
+        with FakeAsaasController(url, token) as controller:
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    assert controller.health()
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, "the standalone fake did not come up"
+                    time.sleep(0.05)
+            yield controller
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+async def test_the_fake_runs_standalone_and_the_sdk_talks_to_it(standalone_fake: FakeAsaasController) -> None:
+    client = Asaas(standalone_fake.token, base_url=standalone_fake.url, timeout=5)
+    customer = client.customers.create(name="Ana", cpf_cnpj="24971563792", external_reference="WS:1")
+    payment = client.payments.create(customer["id"], "PIX", 12.34, TOMORROW)
+    assert client.payments.get_pix_qr_code(payment["id"])["payload"].startswith("000201")
+    standalone_fake.pay(payment["id"])
+    assert client.payments.get(payment["id"])["status"] == "RECEIVED"
+    assert standalone_fake.events(payment_id=payment["id"])[-1]["event"] == "PAYMENT_RECEIVED"
+    result = await make_gateway(standalone_fake).charge(charge_request("BOLETO", 1234))
+    assert result.outcome is Outcome.PENDING
+    assert result.provider_ref in {p["id"] for p in standalone_fake.payments()}
