@@ -35,6 +35,12 @@ def webhook_url(config: GatewayConfig) -> str:
     return f"{base}/webhooks/{config.provider}/{config.id}"
 
 
+def _with_aliases(secrets: dict[str, str]) -> dict[str, str]:
+    if "webhook_secret" in secrets:
+        return {**secrets, "webhook_token": secrets["webhook_secret"]}  # what Asaas calls its secret
+    return secrets
+
+
 def _provider_settings(provider: str) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     api_base = os.environ.get(API_BASE_ENV.format(provider=provider.upper()))
@@ -65,12 +71,9 @@ def gateway_for(config: GatewayConfig) -> Gateway:
 
 
 def _build(config: GatewayConfig) -> Gateway:
-    secrets = credentials.decrypt(config.credentials_encrypted)
-    if "webhook_secret" in secrets:
-        secrets.setdefault("webhook_token", secrets["webhook_secret"])  # what Asaas calls its secret
     adapter_config = AdapterConfig(
         mode=config.mode.value,
-        credentials=secrets,
+        credentials=_with_aliases(credentials.decrypt(config.credentials_encrypted)),
         settings={**dict(config.settings or {}), **_provider_settings(config.provider)},
         config_id=config.id,
     )
@@ -114,17 +117,6 @@ async def configure(
         await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if provider not in registry.available():
         raise BillingError(ErrorCode.INVALID_INPUT, f"no gateway named {provider!r} is installed", field="provider")
-    offered = registry.create(provider).capabilities().methods
-    chosen = sorted({m.value for m in methods})
-    if not chosen:
-        raise BillingError(ErrorCode.INVALID_INPUT, "choose at least one payment method", field="methods")
-    refused = [m for m in chosen if m not in offered]
-    if refused:
-        raise BillingError(
-            ErrorCode.METHOD_NOT_ALLOWED,
-            f"{provider} does not offer {', '.join(refused)} (it offers {', '.join(sorted(offered))})",
-            field="methods",
-        )
     secrets = {
         name: value
         for name, value in (
@@ -138,6 +130,26 @@ async def configure(
     if provider != MANUAL and "webhook_secret" not in secrets:
         raise BillingError(
             ErrorCode.INVALID_INPUT, f"{provider} needs a webhook secret to verify its events", field="webhookSecret"
+        )
+    try:  # built with the credentials being configured: an adapter may refuse ones of the wrong shape
+        probe = registry.create(
+            provider, AdapterConfig(mode=mode.value, credentials=_with_aliases(secrets), settings={})
+        )
+    except (ValueError, TypeError) as exc:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"{provider} refused these credentials", field="apiKey") from exc
+    offered = probe.capabilities().methods
+    close = getattr(probe, "aclose", None)
+    if close is not None:
+        await close()
+    chosen = sorted({m.value for m in methods})
+    if not chosen:
+        raise BillingError(ErrorCode.INVALID_INPUT, "choose at least one payment method", field="methods")
+    refused = [m for m in chosen if m not in offered]
+    if refused:
+        raise BillingError(
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"{provider} does not offer {', '.join(refused)} (it offers {', '.join(sorted(offered))})",
+            field="methods",
         )
     async with in_transaction("default"):
         previous = await active_config(partner_id)

@@ -28,6 +28,9 @@ from tortoise.backends.base import executor
 
 from billing import clock, ratelimit
 from gateways import registry
+from tests.fake_asaas.control import FakeAsaasController
+from tests.fake_asaas.fixtures import asaas, fake_asaas  # noqa: F401
+from tests.localstripe_server import LocalStripe, localstripe  # noqa: F401
 from whitebill import db
 
 os.environ.setdefault("WHITEBILL_CHEAP_PASSWORD_HASH", "1")
@@ -183,7 +186,17 @@ def ledgerpay(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(backend: Backend, ledgerpay: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def providers(ledgerpay: Path, localstripe: LocalStripe, fake_asaas: FakeAsaasController) -> Iterator[None]:  # noqa: F811
+    """Every provider the servers may call, on 127.0.0.1: LedgerPay (installed), localstripe, the fake
+    Asaas. Servers started after this reach them; provider calls time out after 3 seconds."""
+    os.environ["WHITEBILL_STRIPE_API_BASE"] = localstripe.url
+    os.environ["WHITEBILL_ASAAS_API_BASE"] = fake_asaas.url
+    os.environ["WHITEBILL_GATEWAY_TIMEOUT_SECONDS"] = "3"
+    yield
+
+
+@pytest.fixture(scope="session")
+def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / f"{backend.name}.log"

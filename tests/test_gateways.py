@@ -22,38 +22,12 @@ from models.wallets import LedgerEntry, Wallet
 from schema.ids import from_global_id, to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient
+from tests.shop import CHECKOUT, CONFIGURE, CREATE_PACKAGE, CREATE_PLAN, POLICY, REFUND, buy, points, workspace_view
 
 pytestmark = pytest.mark.usefixtures("database")
 
 API_KEY = "lp_live_" + "k3y" * 8 + "f00d"
 WEBHOOK_SECRET = "whsec_" + secrets.token_hex(16)
-
-CONFIGURE = """mutation($partner: ID, $provider: String!, $methods: [PaymentMethod!]!, $key: String, $secret: String) {
-  configureGateway(input: {partnerId: $partner, provider: $provider, methods: $methods, apiKey: $key,
-                           webhookSecret: $secret}) {
-    gatewayConfig { id provider methods isActive credentialsHint webhookUrl mode } errors { code field message } } }"""
-CREATE_PLAN = """mutation($name: String!, $amount: String!) {
-  createPlan(input: {name: $name, interval: MONTHLY, priceAmount: $amount, priceCurrency: "BRL",
-                     limits: [{name: "members", value: 10}]}) { plan { id } errors { code message } } }"""
-CREATE_PACKAGE = """mutation { createCreditPackage(input: {name: "500 points", unit: "POINTS", quantity: 500,
-  priceAmount: "50.00", priceCurrency: "BRL"}) { creditPackage { id quantity price { amount } } errors { code } } }"""
-CHECKOUT = """mutation($ws: ID!, $item: CheckoutItemInput!, $method: PaymentMethod!, $key: String!, $card: String,
-                      $saved: ID, $save: Boolean! = false, $taxId: String) {
-  checkout(input: {workspaceId: $ws, item: $item, method: $method, idempotencyKey: $key, cardToken: $card,
-                   savedPaymentMethodId: $saved, saveCard: $save, taxId: $taxId}) {
-    payment { id status provider method amount { amount currency } payerAction declineReason refunded { amount } }
-    subscription { status plan { name } }
-    errors { code field message } } }"""
-WORKSPACE = """query($ws: ID!) { node(id: $ws) { ... on Workspace { status
-  subscription { status cancelAtPeriodEnd plan { name } }
-  wallets { unit balance { amount } }
-  savedPaymentMethods { id provider brand last4 }
-  payments { id status provider purpose amount { amount } } } } }"""
-REFUND = """mutation($payment: ID!, $amount: String, $key: String!) {
-  refundPayment(input: {paymentId: $payment, amount: $amount, idempotencyKey: $key, reason: "asked"}) {
-    payment { status refunded { amount } } errors { code message } } }"""
-POLICY = """mutation($policy: RefundPlanPolicy!) { setRefundPolicy(input: {planPolicy: $policy}) {
-  partner { refundPlanPolicy refundTakesBackUnits } errors { code } } }"""
 
 
 def ledgerpay_module():
@@ -83,20 +57,6 @@ async def shop(server):
         "plan": plan["createPlan"]["plan"]["id"],
         "package": package["createCreditPackage"]["creditPackage"]["id"],
     }
-
-
-async def buy(shop, item: dict, method: str = "CARD", **extra) -> dict:
-    variables = {"ws": shop["ws"], "item": item, "method": method, "key": extra.pop("key", str(uuid.uuid4())), **extra}
-    made = await shop["client"].data(CHECKOUT, variables)
-    return made["checkout"]
-
-
-async def workspace_view(shop) -> dict:
-    return (await shop["client"].data(WORKSPACE, {"ws": shop["ws"]}))["node"]
-
-
-def points(view: dict) -> str:
-    return next((w["balance"]["amount"] for w in view["wallets"] if w["unit"] == "POINTS"), "0")
 
 
 async def webhook(server, config: dict, body: dict, *, secret: str = WEBHOOK_SECRET) -> httpx.Response:
@@ -369,9 +329,7 @@ async def test_renewals_charge_the_saved_card_through_the_configuration_that_sav
     await worker.tick()
     await subscription.refresh_from_db()
     assert subscription.status.value == "PAST_DUE" and subscription.failed_renewals == 1
-    await SavedPaymentMethod.filter(payer_key=f"WORKSPACE:{shop['workspace'].id}").update(
-        provider_method_ref="tok_ok"
-    )
+    await SavedPaymentMethod.filter(payer_key=f"WORKSPACE:{shop['workspace'].id}").update(provider_method_ref="tok_ok")
     await clock.advance(subscription.next_action_at - clock.now())
     await worker.tick()
     await subscription.refresh_from_db()

@@ -399,7 +399,9 @@ async def test_a_declined_card_keeps_the_reason_and_delivers_nothing() -> None:
 async def test_a_successful_charge_delivers_the_points() -> None:
     wallet = await points_wallet()
     payment = await a_points_payment(wallet, method=PaymentMethodKind.CARD)
-    payment, _ = await payments.charge(FakeGateway(ChargeResult(Outcome.SUCCEEDED, provider_ref="ch_2")), payment, PAYER)
+    payment, _ = await payments.charge(
+        FakeGateway(ChargeResult(Outcome.SUCCEEDED, provider_ref="ch_2")), payment, PAYER
+    )
     assert payment.status is S.SUCCEEDED and payment.fulfilled_at is not None
     assert await balance(wallet) == POINTS_BOUGHT
 
