@@ -277,17 +277,25 @@ async def test_a_stripe_event_replayed_ten_times_fulfils_once(shop) -> None:
     await assert_bought_once(client)
 
 
-async def test_a_timeout_then_a_retry_charges_once(shop) -> None:
+@pytest.mark.parametrize(("fault", "seconds"), [("slow", 4.5), ("error500", 0), ("drop", 0), ("malformed", 0)], ids=str)
+async def test_a_fault_after_the_provider_acted_then_a_retry_charges_once(shop, fault: str, seconds: float) -> None:
+    """Asaas creates the boleto, then answers too late (whitebill gives up after 3 s), with a 500, not
+    at all, or with nonsense: the outcome is UNKNOWN. The payer's retry with the same key finds the
+    boleto by our reference instead of creating another."""
     await configure(shop, "asaas", ["BOLETO"])
     client = await a_client(shop)
-    # Asaas creates the boleto but answers after whitebill has given up (3 s).
-    shop["asaas"].fault("slow", "POST", "/v3/payments", count=1, seconds=4.5, act_first=True)
+    shop["asaas"].fault(fault, "POST", "/v3/payments", count=1, seconds=seconds, act_first=True)
     key = str(uuid.uuid4())
     first = await buy(client, {"planId": shop["plan"]}, method="BOLETO", taxId=CPF, key=key)
     assert first["payment"]["status"] == "UNKNOWN", first
+    assert not await plan_is_active(client)
     retried = await buy(client, {"planId": shop["plan"]}, method="BOLETO", taxId=CPF, key=key)
     assert retried["payment"]["id"] == first["payment"]["id"]
     assert retried["payment"]["status"] == "PENDING" and retried["payment"]["payerAction"]["boleto_line"]
     reference = (await Payment.get(id=from_global_id(first["payment"]["id"])[1])).reference
     assert len(shop["asaas"].payments(external_reference=reference)) == 1
     assert len(shop["asaas"].payments()) == 1
+    ref = await provider_ref(retried["payment"])
+    await pay_at_asaas(shop, ref)
+    await until(lambda: plan_is_active(client))
+    await assert_bought_once(client)
