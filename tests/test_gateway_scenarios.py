@@ -299,3 +299,54 @@ async def test_a_fault_after_the_provider_acted_then_a_retry_charges_once(shop, 
     await pay_at_asaas(shop, ref)
     await until(lambda: plan_is_active(client))
     await assert_bought_once(client)
+
+
+# ------------------------------------------------------------------ refunds and chargebacks at the provider
+
+
+async def points_of(client: dict) -> str:
+    view = await workspace_view(client)
+    return next((w["balance"]["amount"] for w in view["wallets"] if w["unit"] == "POINTS"), "0")
+
+
+async def test_asaas_chargebacks_lost_and_won_and_a_refund_take_back_what_was_bought_once(shop) -> None:
+    await configure(shop, "asaas", ["CARD", "PIX"])
+    client = await a_client(shop)
+    refs = []
+    for _ in range(3):
+        bought = await buy(client, {"creditPackageId": shop["package"]}, method="CARD", taxId=CPF)
+        refs.append(await provider_ref(bought["payment"]))
+        await pay_at_asaas(shop, refs[-1], APPROVED_CARD)
+    await until(lambda: _points_are(client, "1500"))
+
+    fake = shop["asaas"]
+    # Lost: the chargeback is opened, disputed, lost: the points of that payment go back.
+    await anyio.to_thread.run_sync(lambda: fake.open_chargeback(refs[0]))
+    await anyio.to_thread.run_sync(lambda: fake.dispute_chargeback(refs[0]))
+    await anyio.to_thread.run_sync(lambda: fake.resolve_chargeback(refs[0], won=False))
+    # Won: opened and reversed in the partner's favour: nothing is taken.
+    await anyio.to_thread.run_sync(lambda: fake.open_chargeback(refs[1]))
+    await anyio.to_thread.run_sync(lambda: fake.resolve_chargeback(refs[1], won=True))
+    await anyio.to_thread.run_sync(lambda: fake.wait_deliveries(10))
+    await until(lambda: _points_are(client, "1000"))
+    statuses = {p.provider_ref: p.status for p in await Payment.filter(provider_ref__in=refs)}
+    assert statuses[refs[0]] is PaymentStatus.CHARGED_BACK
+    assert statuses[refs[1]] is PaymentStatus.SUCCEEDED
+
+    # A partial refund made at Asaas's dashboard reaches whitebill by webhook.
+    async with httpx.AsyncClient(base_url=fake.url, headers={"access_token": fake.token}) as asaas_api:
+        refunded = await asaas_api.post(f"/v3/payments/{refs[2]}/refund", json={"value": 10.0})
+        assert refunded.status_code == 200, refunded.text
+    await anyio.to_thread.run_sync(lambda: fake.wait_deliveries(10))
+    await until(lambda: _points_are(client, "900"))
+    for ref in refs:  # every event again, ten times: nothing more moves
+        config = {
+            "provider": "asaas",
+            "id": to_global_id("GatewayConfig", (await Payment.get(provider_ref=ref)).gateway_config_id),
+        }
+        await replay_asaas_events(shop, config, ref)
+    assert await points_of(client) == "900"
+
+
+async def _points_are(client: dict, expected: str) -> bool:
+    return await points_of(client) == expected
