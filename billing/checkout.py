@@ -163,6 +163,9 @@ async def checkout(
     }
     if method is PaymentMethodKind.BALANCE:
         raise BillingError(ErrorCode.METHOD_NOT_ALLOWED, "clients do not pay from a balance", field="method")
+    if tax_id is not None and tax_id != workspace.tax_id:  # kept for every later charge, retries included
+        workspace.tax_id = tax_id
+        await workspace.save(update_fields=["tax_id"])
 
     async def act() -> list[Any]:
         priced = await _priced(viewer, workspace, item)
@@ -176,9 +179,6 @@ async def checkout(
         config, _ = await _route(workspace, method, saved_method_id)
         if method is PaymentMethodKind.CARD and saved_method_id is None:
             purpose = {**purpose, "save_card": save_card}  # a card paid on a hosted page is kept only if asked
-        if tax_id is not None and tax_id != workspace.tax_id:
-            workspace.tax_id = tax_id
-            await workspace.save(update_fields=["tax_id"])
         manual = config is None or config.provider == gateway_configs.MANUAL
         payment = await payments.create_payment(
             partner_id=workspace.partner_id,
@@ -216,7 +216,9 @@ async def checkout(
     payment = await Payment.get(id=made_id)
     if payment.gateway_config_id is not None and payment.provider != gateway_configs.MANUAL:
         _, saved = await _route(workspace, method, saved_method_id) if saved_method_id else (None, None)
-        if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN):
+        # A retry continues the payment: an unknown one is looked up first, one certainly not
+        # attempted (the provider was unreachable, the payer lacked a tax id) is charged now.
+        if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN, PaymentStatus.NOT_ATTEMPTED):
             payment = await charging.collect(
                 payment, saved_method=saved, method_token=card_token, save_method=save_card
             )

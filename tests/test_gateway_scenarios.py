@@ -350,3 +350,16 @@ async def test_asaas_chargebacks_lost_and_won_and_a_refund_take_back_what_was_bo
 
 async def _points_are(client: dict, expected: str) -> bool:
     return await points_of(client) == expected
+
+
+async def test_a_payer_without_a_tax_id_is_not_charged_and_the_same_key_with_one_goes_through(shop) -> None:
+    await configure(shop, "asaas", ["PIX"])
+    client = await a_client(shop)
+    key = str(uuid.uuid4())
+    first = await buy(client, {"planId": shop["plan"]}, method="PIX", key=key)
+    assert first["payment"]["status"] == "NOT_ATTEMPTED" and "CPF" in first["payment"]["declineReason"], first
+    assert shop["asaas"].payments() == []
+    retried = await buy(client, {"planId": shop["plan"]}, method="PIX", key=key, taxId=CPF)
+    assert retried["payment"]["id"] == first["payment"]["id"]
+    assert retried["payment"]["status"] == "PENDING" and retried["payment"]["payerAction"]["pix_payload"]
+    assert len(shop["asaas"].payments()) == 1
