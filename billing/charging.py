@@ -165,7 +165,14 @@ async def collect(
         clock.now() + BACKOFF[0],
         payment.id,
     )
-    payer = await customer_payer(config, gateway, payment.payer_key)
+    try:
+        payer = await customer_payer(config, gateway, payment.payer_key)
+    except Exception as exc:  # no charge was sent: safe to retry once the cause is fixed
+        # An adapter raises ValueError for what the payer must fix (a missing tax id), in words fit to show.
+        reason = (
+            str(exc) if isinstance(exc, ValueError) else f"the provider could not be reached ({type(exc).__name__})"
+        )
+        return await _record(payment, config, ChargeResult(Outcome.NOT_ATTEMPTED, decline_reason=reason))
     payment, result = await payments.charge(
         gateway,
         payment,
