@@ -337,3 +337,34 @@ async def test_renewals_charge_the_saved_card_through_the_configuration_that_sav
     assert third.status.value == "PAID" and subscription.status.value == "ACTIVE"
     paid = await Payment.filter(purpose_kind="SUBSCRIPTION_PERIOD", status=PaymentStatus.SUCCEEDED).count()
     assert paid == 2  # periods 2 and 3, each once
+
+
+async def test_an_add_on_bought_at_checkout_raises_the_limits_once_paid(shop) -> None:
+    made = await shop["client"].data(
+        """mutation { createAddOn(input: {name: "Extra seats", limitDeltas: [{name: "members", value: 3}],
+           priceAmount: "15.00", priceCurrency: "BRL"}) { addOn { id } errors { code } } }"""
+    )
+    add_on = made["createAddOn"]["addOn"]["id"]
+    await buy(shop, {"planId": shop["plan"]}, card="tok_ok")
+    bought = await buy(shop, {"addOnId": add_on, "quantity": 2}, card="tok_ok")
+    assert bought["payment"]["status"] == "SUCCEEDED"
+    assert bought["payment"]["amount"]["amount"] == "30.00"
+    limits = await shop["client"].data(
+        "query($ws: ID!) { node(id: $ws) { ... on Workspace { limits { name value } } } }", {"ws": shop["ws"]}
+    )
+    assert {"name": "members", "value": 16} in limits["node"]["limits"]  # 10 + 2 x 3
+
+
+async def test_a_new_card_saved_replaces_the_old_one_for_later_charges(shop) -> None:
+    before = len([p for p in ledgerpay_module().payments_made() if p["card"] == "tok_new_card"])
+    await buy(shop, {"creditPackageId": shop["package"]}, card="tok_ok", save=True)
+    first = (await workspace_view(shop))["savedPaymentMethods"]
+    await buy(shop, {"creditPackageId": shop["package"]}, card="tok_new_card", save=True)
+    second = (await workspace_view(shop))["savedPaymentMethods"]
+    assert len(first) == len(second) == 1 and first[0]["id"] != second[0]["id"]
+    stale = await buy(shop, {"creditPackageId": shop["package"]}, saved=first[0]["id"])
+    assert stale["errors"][0]["code"] == "NOT_FOUND"
+    again = await buy(shop, {"creditPackageId": shop["package"]}, saved=second[0]["id"])
+    assert again["payment"]["status"] == "SUCCEEDED"
+    charged = [p for p in ledgerpay_module().payments_made() if p["card"] == "tok_new_card"]
+    assert len(charged) == before + 2
