@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -56,30 +58,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the benchmark dies, so no server outlives it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
-def server(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = free_port()
-    env = dict(os.environ, DATABASE_URL=url, PORT=str(port), WHITEBILL_ENV="production", LOG_LEVEL="WARNING")
+def process_server(argv: list[str], env: dict[str, str], base: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv``, wait until ``base``/healthz answers 200, stop it (and wait for it) afterwards."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "whitebill.cli", "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("server did not start")
-        time.sleep(0.1)
     try:
-        yield base, process
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{' '.join(argv)} did not start")
+            time.sleep(0.1)
+        yield process
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def server(url: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real ``whitebill serve`` process on 127.0.0.1 against ``url``."""
+    port = free_port()
+    env = dict(os.environ, DATABASE_URL=url, PORT=str(port), WHITEBILL_ENV="production", LOG_LEVEL="WARNING")
+    base = f"http://127.0.0.1:{port}"
+    with process_server([sys.executable, "-m", "whitebill.cli", "serve"], env, base) as process:
+        yield base, process
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of a process from /proc/<pid>/status (VmRSS, VmHWM...), in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024  # kB
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so that servers are stopped and scratch databases dropped."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def report(bench_id: str, figure: float, unit: str, floor: float) -> None:

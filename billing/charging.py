@@ -156,15 +156,23 @@ async def collect(
     if payment.status is S.UNKNOWN or (payment.status is S.CREATED and payment.check_attempts > 0):
         await resolve_unknown(payment, config, gateway)
         await payment.refresh_from_db()
+    await payment.refresh_from_db()
     if payment.status not in (S.CREATED, S.NOT_ATTEMPTED):
         return payment
     # From here on the provider may receive it: a crash before the answer is stored leaves a
     # CREATED payment marked as attempted, which the next call or the reconciler looks up first.
-    await sql.execute(
-        "UPDATE payment SET check_attempts = check_attempts + 1, next_check_at = $1 WHERE id = $2",
+    # The conditional update is also a claim: of two callers racing on one payment, one charges.
+    claimed = await sql.execute(
+        "UPDATE payment SET check_attempts = check_attempts + 1, next_check_at = $1 "
+        "WHERE id = $2 AND status = $3 AND check_attempts = $4",
         clock.now() + BACKOFF[0],
         payment.id,
+        payment.status.value,
+        payment.check_attempts,
     )
+    if claimed != 1:
+        await payment.refresh_from_db()
+        return payment
     try:
         payer = await customer_payer(config, gateway, payment.payer_key)
     except Exception as exc:  # no charge was sent: safe to retry once the cause is fixed

@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     SUBSCRIPTION_REQUIRED = "SUBSCRIPTION_REQUIRED"
     GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"  # the provider did not answer: retry with the same key
     REFUND_REFUSED = "REFUND_REFUSED"
+    CREDIT_BILLING_OFF = "CREDIT_BILLING_OFF"  # the partner does not sell add-ons for points
 
 
 class BillingError(Exception):

@@ -51,6 +51,9 @@ _OUTCOME_STATUS = {
 
 Fulfilment = Callable[[Payment], Awaitable[None]]
 _FULFILMENTS: dict[str, Fulfilment] = {}
+_SETTLED: dict[str, list[Fulfilment]] = {}
+# An answer that ends the attempt: what waited on it (a wallet's top-up slot) can be freed.
+FINAL = frozenset({S.SUCCEEDED, S.DECLINED, S.NOT_ATTEMPTED, S.CANCELED})
 
 
 def fulfils(purpose_kind: str) -> Callable[[Fulfilment], Fulfilment]:
@@ -58,6 +61,16 @@ def fulfils(purpose_kind: str) -> Callable[[Fulfilment], Fulfilment]:
 
     def register(handler: Fulfilment) -> Fulfilment:
         _FULFILMENTS[purpose_kind] = handler
+        return handler
+
+    return register
+
+
+def when_settled(purpose_kind: str) -> Callable[[Fulfilment], Fulfilment]:
+    """Register what to do, in the same transaction, when a payment of this purpose gets a final answer."""
+
+    def register(handler: Fulfilment) -> Fulfilment:
+        _SETTLED.setdefault(purpose_kind, []).append(handler)
         return handler
 
     return register
@@ -103,7 +116,7 @@ async def move(payment_id: int, target: PaymentStatus, *, reason: str = "", **ch
     the same success. A move to SUCCEEDED fulfils the purpose in the same transaction.
     """
     async with in_transaction("default"):
-        rows = await sql.fetch("SELECT status FROM payment WHERE id = $1", payment_id)
+        rows = await sql.fetch("SELECT status, purpose_kind FROM payment WHERE id = $1", payment_id)
         if not rows:
             raise BillingError(ErrorCode.NOT_FOUND, "payment not found")
         current = PaymentStatus(rows[0]["status"])
@@ -125,6 +138,11 @@ async def move(payment_id: int, target: PaymentStatus, *, reason: str = "", **ch
         await PaymentTransition.create(payment_id=payment_id, from_status=current, to_status=target, reason=reason)
         if target is S.SUCCEEDED and current is not S.DISPUTED:
             await _fulfil(payment_id)
+        hooks = _SETTLED.get(str(rows[0]["purpose_kind"]), []) if target in FINAL else []
+        if hooks:
+            payment = await Payment.get(id=payment_id)
+            for hook in hooks:
+                await hook(payment)
         return True
 
 

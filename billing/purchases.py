@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, idempotency, ledger, payments, tenancy
+from billing import audit, idempotency, ledger, payments, tenancy, top_ups
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import Money, check_amount
@@ -18,7 +18,7 @@ from models.enums import ExternalAccount, LedgerCause, PaymentMethodKind, Paymen
 from models.payments import Payment
 from models.wallets import Wallet
 
-WALLET_CREDIT = "WALLET_CREDIT"
+WALLET_CREDIT = top_ups.WALLET_CREDIT  # units bought for money
 
 
 @payments.fulfils(WALLET_CREDIT)
@@ -30,6 +30,7 @@ async def _credit_wallet(payment: Payment) -> None:
         caused_by=CausedBy("Payment", str(payment.id)),
         note=payment.note,
     )
+    await top_ups.watch(wallet.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, clock, idempotency, ledger, sql, tenancy
+from billing import audit, clock, idempotency, ledger, sql, tenancy, top_ups
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import check_amount, check_currency, is_currency
@@ -152,6 +152,7 @@ async def _adjust(
             actor=viewer.actor,
         )
         balance = result.balance_of(wallet.id)
+        await top_ups.watch(wallet.id)
         await audit.record(
             actor=viewer.actor,
             action=operation,
@@ -195,6 +196,7 @@ async def spend(
         note=note,
         actor=actor,
     )
+    await top_ups.watch(wallet.id)
     return result.balance_of(wallet.id)
 
 
@@ -228,3 +230,67 @@ async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int)
         )
     await wallet.refresh_from_db()
     return wallet
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    posting_id: int
+    pool_wallet_id: int
+    workspace_wallet_id: int
+
+
+async def transfer_units(
+    viewer: Viewer,
+    *,
+    workspace_id: int,
+    unit: str,
+    amount: int,
+    to_workspace: bool,
+    note: str,
+    idempotency_key: str,
+) -> Transfer:
+    """Move units between the partner's pool and one of its workspaces (a partner that bought extra
+    conversations or points in bulk hands them out, or takes unused ones back)."""
+    if viewer.kind == "WORKSPACE":
+        raise BillingError(ErrorCode.FORBIDDEN, "transfers are made by the partner")
+    viewer.require(Permission.MANAGE_BILLING)
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    unit = check_unit(unit)
+    check_amount(amount)
+    note = _check_note(note)
+
+    async def act() -> Transfer:
+        pool = await open_wallet(
+            partner_id=workspace.partner_id, owner_kind=OwnerKind.PARTNER, owner_id=workspace.partner_id, unit=unit
+        )
+        client = await workspace_wallet(workspace, unit)
+        source, destination = (pool, client) if to_workspace else (client, pool)
+        result = await ledger.post(
+            [Leg(amount, unit, source.id, destination.id)],
+            cause=LedgerCause.TRANSFER,
+            caused_by=CausedBy("Workspace", str(workspace.id)),
+            note=note,
+            actor=viewer.actor,
+        )
+        await audit.record(
+            actor=viewer.actor,
+            action="wallet.transfer",
+            target_type="Wallet",
+            target_id=destination.id,
+            partner_id=workspace.partner_id,
+            after={"from": source.id, "to": destination.id, "unit": unit, "amount": amount, "note": note},
+        )
+        return Transfer(result.posting_id, pool.id, client.id)
+
+    made = await idempotency.run_once(
+        scope=viewer.scope,
+        operation="wallet.transfer",
+        key=idempotency_key,
+        request={"workspace": workspace_id, "unit": unit, "amount": amount, "to": to_workspace, "note": note},
+        action=act,
+        encode=lambda t: [t.posting_id, t.pool_wallet_id, t.workspace_wallet_id],
+        decode=lambda raw: Transfer(*raw),
+    )
+    await top_ups.watch(made.pool_wallet_id)
+    await top_ups.watch(made.workspace_wallet_id)
+    return made

@@ -112,6 +112,7 @@ class LedgerCause(StrEnum):
     TRANSFER = "TRANSFER"
     REFUND = "REFUND"
     CHARGEBACK = "CHARGEBACK"
+    ADD_ON = "ADD_ON"  # points spent on an add-on's period (credit billing)
     ADJUSTMENT = "ADJUSTMENT"
     EXPIRY = "EXPIRY"
 

@@ -26,6 +26,9 @@ class Wallet(Entity):
     unit = fields.CharField(max_length=32)
     balance = fields.BigIntField(default=0)
     credit_limit = fields.BigIntField(default=0)
+    # A notice (outbox event) when the balance falls below this; re-armed once it is back above.
+    low_balance_threshold = fields.BigIntField(null=True)
+    low_balance_notified = fields.BooleanField(default=False)
     updated_at = fields.DatetimeField(auto_now=True)
 
     class Meta:
@@ -93,3 +96,23 @@ class CreditLot(Entity):
     class Meta:
         table = "credit_lot"
         constraints = (CheckConstraint(check="remaining >= 0", name="credit_lot_remaining_not_negative"),)
+
+
+class AutoTopUp(Entity):
+    """Buy ``package`` for the wallet when its balance (plus a top-up in flight) falls below ``threshold``."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)
+    partner_id: int | None
+    wallet = fields.OneToOneField("models.Wallet", related_name="auto_top_up", on_delete=fields.CASCADE)
+    wallet_id: int
+    package = fields.ForeignKeyField("models.CreditPackage", related_name=None, on_delete=fields.RESTRICT)
+    package_id: int
+    threshold = fields.BigIntField()
+    enabled = fields.BooleanField(default=True)
+    # At most one top-up in flight per wallet: set with a conditional update, cleared when it settles.
+    in_flight_payment_id = fields.BigIntField(null=True)
+    failures = fields.IntField(default=0)  # declines in a row
+    retry_after = fields.DatetimeField(null=True)  # back-off after a decline
+
+    class Meta:
+        table = "auto_top_up"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 from strawberry.types import Info
 
@@ -27,11 +29,17 @@ async def wallet_entries(
     first: int | None,
     after: str | None,
     cause: DomainLedgerCause | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Connection[LedgerEntry]:
     viewer = viewer_with(info)
     queryset = tenancy.ledger_entries(viewer).filter(wallet_id=wallet_db_id).select_related("posting")
     if cause is not None:
         queryset = queryset.filter(cause=cause)
+    if since is not None:
+        queryset = queryset.filter(created_at__gte=since)
+    if until is not None:
+        queryset = queryset.filter(created_at__lt=until)
     return await paginate(queryset, first=first, after=after, to_node=LedgerEntry.of)
 
 

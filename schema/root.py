@@ -20,6 +20,7 @@ from resolvers import (
     audit,
     branding,
     catalog,
+    credit,
     identity,
     node,
     partners,
@@ -160,6 +161,16 @@ class Mutation:
     create_credit_package: payments.CreateCreditPackagePayload = strawberry.mutation(
         resolver=payments.create_credit_package
     )
+    set_credit_billing: credit.SetCreditBillingPayload = strawberry.mutation(
+        resolver=credit.set_credit_billing, description="Credit billing on: add-ons cost points per period."
+    )
+    buy_add_on_with_points: credit.AddOnWithPointsPayload = strawberry.mutation(resolver=credit.buy_add_on_with_points)
+    set_auto_top_up: credit.WalletPayload = strawberry.mutation(resolver=credit.set_auto_top_up)
+    set_low_balance_threshold: credit.WalletPayload = strawberry.mutation(resolver=credit.set_low_balance_threshold)
+    top_up_wallet: credit.TopUpWalletPayload = strawberry.mutation(
+        resolver=credit.top_up_wallet, description="Buy a package for a wallet now; retried keys credit once."
+    )
+    transfer_units: credit.TransferUnitsPayload = strawberry.mutation(resolver=credit.transfer_units)
     record_payment: wallets.RecordPaymentPayload = strawberry.mutation(
         resolver=wallets.record_payment,
         description="Record a pending manual payment as collected; it is delivered once.",

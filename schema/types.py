@@ -137,19 +137,54 @@ class Wallet(Node):
             balance=Quantity.of(row.balance, row.unit),
             credit_limit=Quantity.of(row.credit_limit, row.unit),
             updated_at=row.updated_at,
+            low_balance_threshold=(
+                Quantity.of(row.low_balance_threshold, row.unit) if row.low_balance_threshold is not None else None
+            ),
         )
 
-    @strawberry.field(description="Ledger entries of this wallet, oldest first.")
+    low_balance_threshold: Quantity | None = strawberry.field(
+        default=None, description="Below this, a wallet.low_balance notice is sent (once per crossing)."
+    )
+
+    @strawberry.field(description="Ledger entries of this wallet, oldest first; filter by cause and time.")
     async def entries(
         self,
         info: Info[Context, None],
         first: int | None = None,
         after: str | None = None,
         cause: LedgerCause | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> Connection[LedgerEntry]:
         from resolvers.wallets import wallet_entries
 
-        return await wallet_entries(info, self.db_id, first=first, after=after, cause=cause)
+        return await wallet_entries(info, self.db_id, first=first, after=after, cause=cause, since=since, until=until)
+
+    @strawberry.field(description="Buy a package when the balance falls below a threshold (null: not set up).")
+    async def auto_top_up(self) -> AutoTopUp | None:
+        rule = await wallet_models.AutoTopUp.get_or_none(wallet_id=self.db_id).prefetch_related("package")
+        return AutoTopUp.of(rule) if rule else None
+
+
+@strawberry.type(description="A wallet's automatic top-up: one in flight at a time, backing off after a decline.")
+class AutoTopUp:
+    package: Annotated[CreditPackage, strawberry.lazy("schema.types")]
+    threshold: Quantity
+    enabled: bool
+    in_flight: bool
+    failures: int
+    retry_after: datetime | None
+
+    @classmethod
+    def of(cls, row: wallet_models.AutoTopUp) -> AutoTopUp:
+        return cls(
+            package=CreditPackage.of(row.package),
+            threshold=Quantity.of(row.threshold, row.package.unit),
+            enabled=row.enabled,
+            in_flight=row.in_flight_payment_id is not None,
+            failures=row.failures,
+            retry_after=row.retry_after,
+        )
 
 
 @strawberry.type(description="One immutable movement on a wallet; amount is signed (debits are negative).")
@@ -295,6 +330,7 @@ class Partner(Node):
             domain=row.domain,
             refund_plan_policy=row.refund_plan_policy,
             refund_takes_back_units=row.refund_takes_back_units,
+            credit_billing_enabled=row.credit_billing_enabled,
         )
 
     domain: str | None = None
@@ -304,6 +340,9 @@ class Partner(Node):
     )
     refund_takes_back_units: bool = strawberry.field(
         default=True, description="Whether refunds take back the points (or other units) a payment bought."
+    )
+    credit_billing_enabled: bool = strawberry.field(
+        default=False, description="Clients buy points, and add-ons cost points per period."
     )
 
     @strawberry.field(description="The partner's own plan with the platform (partner plans), if any.")

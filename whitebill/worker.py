@@ -10,7 +10,7 @@ import socket
 from datetime import datetime, timedelta
 from typing import Any
 
-from billing import clock, idempotency, notifications, reconciler, renewals, work
+from billing import clock, credit_billing, idempotency, notifications, reconciler, renewals, work
 from whitebill.settings import Settings
 
 log = logging.getLogger("whitebill.worker")
@@ -61,6 +61,7 @@ class Worker:
                 await work.finish("outbox_event", item.id, self.owner)
         handled += await renewals.run_due(limit=50)
         handled += await reconciler.run_due(limit=20)
+        handled += await credit_billing.run_due(limit=50)
         for item in await work.claim("job", self.owner, limit=20):
             handled += 1
             kind = item.row["kind"]

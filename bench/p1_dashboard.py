@@ -1,0 +1,340 @@
+"""P1: a partner's dashboard, one GraphQL query for a page of 50 workspaces.
+
+whitebill: DASHBOARD below over HTTP against a real ``whitebill serve`` process: each workspace with
+its status, live subscription and plan (with the partner's price), effective limits (the plan's plus
+its add-ons') and wallet balances. Floor: bench/dashboard_floor.py, a hand-written Starlette +
+asyncpg endpoint, run the same way (its own uvicorn process, a pool of the same size), answering the
+same JSON from the same database; the two answers are compared before anything is timed. Both are
+driven by the same load generator (CLIENTS concurrent httpx requests for BENCH_SECONDS each).
+
+The schema has no per-workspace list of add-ons (Workspace has no addOns field): the page shows
+them through ``limits``, which are the plan's plus every active add-on's, and the seed gives a third
+of the workspaces one or two add-ons.
+
+SQL statements per request are counted on the server side: the app runs in this process (the same
+``create_app`` the server runs) with every asyncpg connection method wrapped, for pages of 10 and
+100, after one warm-up request. Transaction control (BEGIN/COMMIT) and the pool's connection reset
+are counted apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import os
+import pstats
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
+
+import asyncpg
+import httpx
+from tortoise import Tortoise
+
+from bench.common import (
+    asyncpg_dsn,
+    cpu_seconds,
+    database_url,
+    exit_on_sigterm,
+    free_port,
+    process_server,
+    run_for,
+    scratch_database,
+    server,
+)
+from billing import api_keys, catalog, limits, partners, subscriptions, wallets
+from billing.money import Money
+from billing.tenancy import Viewer
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, MarginKind
+from whitebill import db
+
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "64"))
+POOL = int(os.environ.get("BENCH_POOL", "8"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+WORKSPACES = 120
+PAGE = 50
+PLATFORM = Viewer(kind="PLATFORM", actor="bench", permissions=PLATFORM_PERMISSIONS)
+
+DASHBOARD = """query Dashboard($first: Int!, $after: String) {
+  workspaces(first: $first, after: $after) {
+    nodes {
+      id name status
+      subscription { status currentPeriodEnd plan { id name price { amount currency } } }
+      limits { name value }
+      wallets { unit balance { amount } }
+    }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+async def seed(url: str) -> str:
+    """A partner with WORKSPACES workspaces on a mix of plans, add-ons, usage and wallets; its API key."""
+    await db.connect(url)
+    try:
+        partner = await partners.create_partner(PLATFORM, name="Bench Agency", slug="bench-agency", currency="BRL")
+        agency = Viewer(kind="PARTNER", actor="bench", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
+        limits_basic = {"members": 5, "chatbots": 2, "conversations": 1000}
+        limits_pro = {"members": 15, "chatbots": 10, "conversations": 10000}
+        basic = await catalog.create_plan(
+            PLATFORM,
+            name="Basic Monthly",
+            interval=BillingInterval.MONTHLY,
+            price=Money(4990, "BRL"),
+            limits=limits_basic,
+        )
+        pro = await catalog.create_plan(
+            PLATFORM, name="Pro Monthly", interval=BillingInterval.MONTHLY, price=Money(9900, "BRL"), limits=limits_pro
+        )
+        own = await catalog.create_plan(
+            agency,
+            name="Agency Starter",
+            interval=BillingInterval.MONTHLY,
+            price=Money(2990, "BRL"),
+            limits={"members": 3, "chatbots": 1},
+        )
+        await catalog.set_margin(agency, kind=MarginKind.PERCENTAGE, value=Decimal("20"))  # bulk: Basic 59.88
+        await catalog.set_margin(agency, kind=MarginKind.FIXED, value=Decimal(1500), plan_id=pro.id)  # Pro 114.00
+        chatbot = await catalog.create_add_on(
+            agency, name="Extra chatbot", limit_deltas={"chatbots": 1}, price=Money(1000, "BRL")
+        )
+        seats = await catalog.create_add_on(
+            agency, name="Five more members", limit_deltas={"members": 5}, price=Money(1500, "BRL")
+        )
+        plans = [basic, pro, own]
+        for i in range(WORKSPACES):
+            workspace = await partners.create_workspace(
+                agency, name=f"Client {i:03d}", owner_email=f"owner{i}@client{i}.example"
+            )
+            await wallets.adjust_workspace_balance(
+                agency,
+                workspace_id=workspace.id,
+                unit="POINTS",
+                amount=100 + i,
+                note="welcome",
+                idempotency_key=f"p{i}",
+            )
+            if i % 2 == 0:
+                await wallets.adjust_workspace_balance(
+                    agency,
+                    workspace_id=workspace.id,
+                    unit="MESSAGE_CREDITS",
+                    amount=1000 * i,
+                    note="",
+                    idempotency_key=f"m{i}",
+                )
+            if i % 6 == 5:
+                continue  # no plan: RESTRICTED
+            plan = plans[i % 3]
+            await subscriptions.assign_plan(
+                agency, workspace_id=workspace.id, plan_id=plan.id, note="bench", idempotency_key=f"a{i}"
+            )
+            if i % 3 == 0:
+                await limits.set_add_on(agency, workspace_id=workspace.id, add_on_id=chatbot.id, quantity=1 + i % 2)
+            if i % 6 == 0:
+                await limits.set_add_on(agency, workspace_id=workspace.id, add_on_id=seats.id, quantity=1)
+            if i % 10 == 7:  # usage above the plan's members: PAUSED
+                await limits.report_usage(PLATFORM, workspace_id=workspace.id, metric="members", value=40)
+        return (await api_keys.create_key(partner_id=partner.id)).secret
+    finally:
+        await Tortoise.close_connections()
+
+
+# -- statements, counted on the server side ------------------------------------------------------
+
+_METHODS = ("execute", "executemany", "fetch", "fetchrow", "fetchval", "fetchmany", "prepare")
+_TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def statements_seen() -> Iterator[list[str]]:
+    """Every SQL text sent through any asyncpg connection while inside, in order."""
+    seen: list[str] = []
+    cls = asyncpg.connection.Connection
+    originals = {name: getattr(cls, name) for name in _METHODS}
+    for name, original in originals.items():
+
+        async def counted(self, query, *args, _original=original, **kwargs):
+            seen.append(query)
+            return await _original(self, query, *args, **kwargs)
+
+        setattr(cls, name, counted)
+    try:
+        yield seen
+    finally:
+        for name, original in originals.items():
+            setattr(cls, name, original)
+
+
+def kind_of(sql: str) -> str:
+    text = sql.lstrip().upper()
+    if "UNLISTEN" in text or "RESET ALL" in text:
+        return "reset"
+    if text.startswith(("BEGIN", "START", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")):
+        return "transaction"
+    return "statement"
+
+
+def by_table(seen: list[str]) -> Counter[str]:
+    found: Counter[str] = Counter()
+    for sql in seen:
+        if kind_of(sql) == "statement":
+            match = _TABLE.search(sql)
+            found[match.group(1) if match else sql.split()[0]] += 1
+    return found
+
+
+async def in_process(url: str, key: str) -> dict[int, Counter[str]]:
+    """Statements per request for pages of 10, 50 and 100, through the app running in this process.
+
+    With BENCH_PROFILE set, also profiles PROFILE_REQUESTS page-50 requests and prints the functions
+    that take the most time (cumulative), then the most time of their own."""
+    from whitebill.app import create_app
+    from whitebill.settings import Settings
+
+    await db.connect(url)
+    try:
+        app = create_app(Settings(database_url=url, env="production"), manage_database=False)
+        transport = httpx.ASGITransport(app=app)
+        headers = {"authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as http:
+
+            async def ask(first: int) -> None:
+                response = await http.post("/graphql", json={"query": DASHBOARD, "variables": {"first": first}})
+                body = response.json()
+                assert not body.get("errors") and len(body["data"]["workspaces"]["nodes"]) == first, response.text
+
+            await ask(1)  # the key's last-used time is written at most once in a while: not per request
+            counts: dict[int, Counter[str]] = {}
+            for first in (10, PAGE, 100):
+                with statements_seen() as seen:
+                    await ask(first)
+                counts[first] = Counter(kind_of(s) for s in seen) + Counter(
+                    {f"table:{t}": n for t, n in by_table(seen).items()}
+                )
+            if os.environ.get("BENCH_PROFILE"):
+                requests = int(os.environ.get("PROFILE_REQUESTS", "50"))
+                started = time.perf_counter()
+                profile = cProfile.Profile()
+                profile.enable()
+                for _ in range(requests):
+                    await ask(PAGE)
+                profile.disable()
+                elapsed = (time.perf_counter() - started) / requests
+                print(f"P1 profile: {requests} page-{PAGE} requests in-process, {elapsed * 1000:.1f} ms each")
+                stats = pstats.Stats(profile, stream=sys.stdout).strip_dirs()
+                stats.sort_stats("cumulative").print_stats(45)
+                stats.sort_stats("tottime").print_stats(30)
+        return counts
+    finally:
+        await Tortoise.close_connections()
+
+
+# -- load ----------------------------------------------------------------------------------------
+
+
+async def database_backends(admin: asyncpg.Connection, name: str) -> list[int]:
+    rows = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+    return [r["pid"] for r in rows]
+
+
+def cpu_of(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
+async def measure(
+    label: str, work: Callable[[], Awaitable[None]], server_pid: int, name: str, admin: asyncpg.Connection
+) -> float:
+    """Requests per second over SECONDS after a one-second warm-up; prints CPU per request."""
+    await run_for(1.0, CLIENTS, work)
+    backends = await database_backends(admin, name)
+    server_before, db_before, load_before = cpu_seconds(server_pid), cpu_of(backends), time.process_time()
+    count = await run_for(SECONDS, CLIENTS, work)
+    server_cpu = (cpu_seconds(server_pid) - server_before) / count * 1000
+    db_cpu = (cpu_of(backends) - db_before) / count * 1000
+    load_cpu = (time.process_time() - load_before) / count * 1000
+    print(
+        f"P1 detail: {label}: {count} requests, {count / SECONDS:.1f} req/s; CPU per request: server"
+        f" {server_cpu:.2f} ms, PostgreSQL {db_cpu:.2f} ms, load generator {load_cpu:.2f} ms",
+        flush=True,
+    )
+    return count / SECONDS
+
+
+async def main() -> None:
+    async with scratch_database() as name:
+        url = database_url(name, minsize=str(POOL), maxsize=str(POOL))
+        key = await seed(url)
+        counts = await in_process(url, key)
+        port = free_port()
+        floor_env = dict(os.environ, FLOOR_DATABASE_URL=asyncpg_dsn(url), FLOOR_POOL=str(POOL), PORT=str(port))
+        floor_base = f"http://127.0.0.1:{port}"
+        admin = await asyncpg.connect(asyncpg_dsn(database_url(name)))
+        limits_ = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+        headers = {"authorization": f"Bearer {key}"}
+        try:
+            with (
+                server(url) as (base, process),
+                process_server([sys.executable, "-m", "bench.dashboard_floor"], floor_env, floor_base) as floor_process,
+            ):
+                async with (
+                    httpx.AsyncClient(base_url=base, limits=limits_, timeout=60, headers=headers) as api,
+                    httpx.AsyncClient(base_url=floor_base, limits=limits_, timeout=60, headers=headers) as raw,
+                ):
+                    # The same JSON: a page of 50, the next page, pages of 10 and of 100.
+                    async def same_json(first: int, after: str | None = None) -> dict:
+                        variables = {"first": first, "after": after}
+                        ours = (await api.post("/graphql", json={"query": DASHBOARD, "variables": variables})).json()
+                        params = {"first": first, **({"after": after} if after else {})}
+                        theirs = (await raw.get("/dashboard", params=params)).json()
+                        assert not ours.get("errors"), ours
+                        assert ours["data"] == theirs, (first, after, ours["data"], theirs)
+                        return theirs
+
+                    first_page = await same_json(PAGE)
+                    await same_json(PAGE, first_page["workspaces"]["pageInfo"]["endCursor"])
+                    await same_json(10)
+                    await same_json(100)
+                    body = {"query": DASHBOARD, "variables": {"first": PAGE}}
+
+                    async def through_api() -> None:
+                        response = await api.post("/graphql", json=body)
+                        assert response.status_code == 200 and b'"errors"' not in response.content, response.text
+
+                    async def through_floor() -> None:
+                        response = await raw.get("/dashboard", params={"first": PAGE})
+                        assert response.status_code == 200, response.text
+
+                    ours_rate = await measure("whitebill", through_api, process.pid, name, admin)
+                    floor_rate = await measure("floor", through_floor, floor_process.pid, name, admin)
+        finally:
+            await admin.close()
+    for first in (10, PAGE, 100):
+        c = counts[first]
+        tables = ", ".join(
+            f"{k[6:]} {n}" for k, n in sorted(c.items(), key=lambda kv: -kv[1]) if k.startswith("table:")
+        )
+        print(
+            f"P1 detail: page of {first}: {c['statement']} statements ({tables}),"
+            f" plus {c['transaction']} transaction control and {c['reset']} connection resets",
+            flush=True,
+        )
+    ratio = ours_rate / floor_rate if floor_rate else 0.0
+    print(
+        f"BENCH P1 {ours_rate:.1f} req/s floor={floor_rate:.1f} ratio={ratio:.3f}"
+        f" statements@10={counts[10]['statement']} statements@100={counts[100]['statement']}",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    exit_on_sigterm()
+    asyncio.run(main())
