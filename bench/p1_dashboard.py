@@ -123,7 +123,7 @@ async def seed(url: str) -> str:
                     agency,
                     workspace_id=workspace.id,
                     unit="MESSAGE_CREDITS",
-                    amount=1000 * i,
+                    amount=1000 * (i + 1),
                     note="",
                     idempotency_key=f"m{i}",
                 )

@@ -36,7 +36,7 @@ async def open_wallet(*, partner_id: int | None, owner_kind: OwnerKind, owner_id
     owner_key = f"{owner_kind.value}:{owner_id}" if owner_id is not None else owner_kind.value
     await sql.execute(
         "INSERT INTO wallet (created_at, updated_at, partner_id, owner_kind, workspace_id, project_id, owner_key,"
-        " unit, balance, credit_limit) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 0, 0)"
+        " unit, balance, credit_limit, low_balance_notified) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 0, 0, FALSE)"
         " ON CONFLICT (owner_key, unit) DO NOTHING",
         clock.now(),
         partner_id,
