@@ -12,7 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -127,16 +128,42 @@ def report(bench_id: str, figure: float, unit: str, floor: float) -> None:
     print(f"BENCH {bench_id} {figure:.1f} {unit} floor={floor:.1f} ratio={ratio:.3f}", flush=True)
 
 
-async def run_for(seconds: float, clients: int, work) -> int:
-    """Run ``work()`` from ``clients`` concurrent tasks for ``seconds``; returns how many completed."""
-    done = 0
-    stop = time.monotonic() + seconds
+@dataclass(frozen=True)
+class Load:
+    """What ``load_for`` did: requests completed within the window, and all of them (with the drain)."""
+
+    in_window: int
+    total: int
+    seconds: float
+    elapsed: float  # from the start until the last request in flight at the deadline finished
+
+    @property
+    def rate(self) -> float:
+        return self.in_window / self.seconds
+
+
+async def load_for(seconds: float, clients: int, work: Callable[[], Awaitable[object]]) -> Load:
+    """Run ``work()`` from ``clients`` concurrent tasks for ``seconds``.
+
+    Only requests that complete before the deadline count towards the rate: the requests still in
+    flight at the deadline finish afterwards (the drain), and counting them against ``seconds``
+    would overstate a slow server by up to ``clients`` requests."""
+    in_window = total = 0
+    started = time.monotonic()
+    stop = started + seconds
 
     async def client() -> None:
-        nonlocal done
+        nonlocal in_window, total
         while time.monotonic() < stop:
             await work()
-            done += 1
+            total += 1
+            if time.monotonic() <= stop:
+                in_window += 1
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return done
+    return Load(in_window, total, seconds, time.monotonic() - started)
+
+
+async def run_for(seconds: float, clients: int, work: Callable[[], Awaitable[object]]) -> int:
+    """How many ``work()`` calls from ``clients`` concurrent tasks completed within ``seconds``."""
+    return (await load_for(seconds, clients, work)).in_window

@@ -41,8 +41,8 @@ from bench.common import (
     database_url,
     exit_on_sigterm,
     free_port,
+    load_for,
     process_server,
-    run_for,
     scratch_database,
     server,
 )
@@ -52,7 +52,7 @@ from billing.tenancy import Viewer
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, MarginKind
 from whitebill import db
 
-CLIENTS = int(os.environ.get("BENCH_CLIENTS", "64"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
 POOL = int(os.environ.get("BENCH_POOL", "8"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WORKSPACES = 120
@@ -253,20 +253,24 @@ def cpu_of(pids: list[int]) -> float:
 async def measure(
     label: str, work: Callable[[], Awaitable[None]], server_pid: int, name: str, admin: asyncpg.Connection
 ) -> float:
-    """Requests per second over SECONDS after a one-second warm-up; prints CPU per request."""
-    await run_for(1.0, CLIENTS, work)
+    """Requests per second over SECONDS after a one-second warm-up; prints the CPU each request cost
+    the server process, PostgreSQL (the backends of this database) and the load generator."""
+    await load_for(1.0, CLIENTS, work)
     backends = await database_backends(admin, name)
     server_before, db_before, load_before = cpu_seconds(server_pid), cpu_of(backends), time.process_time()
-    count = await run_for(SECONDS, CLIENTS, work)
-    server_cpu = (cpu_seconds(server_pid) - server_before) / count * 1000
-    db_cpu = (cpu_of(backends) - db_before) / count * 1000
-    load_cpu = (time.process_time() - load_before) / count * 1000
+    done = await load_for(SECONDS, CLIENTS, work)
+    per_request = {
+        "server": cpu_seconds(server_pid) - server_before,
+        "PostgreSQL": cpu_of(backends) - db_before,
+        "load generator": time.process_time() - load_before,
+    }
+    cpu = ", ".join(f"{k} {v / done.total * 1000:.2f} ms" for k, v in per_request.items())
     print(
-        f"P1 detail: {label}: {count} requests, {count / SECONDS:.1f} req/s; CPU per request: server"
-        f" {server_cpu:.2f} ms, PostgreSQL {db_cpu:.2f} ms, load generator {load_cpu:.2f} ms",
+        f"P1 detail: {label}: {done.rate:.1f} req/s ({done.in_window} in {SECONDS:g} s, {done.total} with the"
+        f" drain); CPU per request: {cpu}",
         flush=True,
     )
-    return count / SECONDS
+    return done.rate
 
 
 async def main() -> None:

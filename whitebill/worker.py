@@ -11,6 +11,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from billing import clock, credit_billing, idempotency, notifications, reconciler, renewals, work
+
+# What a paid payment delivers is registered where it is sold: load every seller.
+from billing import checkout, purchases, refunds  # noqa: F401  isort: skip
 from whitebill.settings import Settings
 
 log = logging.getLogger("whitebill.worker")

@@ -1,0 +1,178 @@
+"""Flow B (UChat, credit billing on) end to end through GraphQL, with the manual gateway and with Stripe:
+buy 500 points, activate an add-on costing 200 a month (300 left); the first renewal leaves 100; the
+second is short: auto top-up buys the configured package and the add-on renews. With auto top-up off
+instead, the add-on lapses and the workspace pauses, its members above the reduced limit."""
+
+from __future__ import annotations
+
+import uuid
+
+import anyio
+import pytest
+
+from billing import api_keys, clock
+from models.payments import Payment
+from models.subscriptions import WorkspaceAddOn
+from models.wallets import LedgerEntry, Wallet
+from schema.ids import to_global_id
+from tests.factories import a_partner, a_workspace
+from tests.graphql import GraphQLClient
+from tests.shop import CHECKOUT, CONFIGURE
+from whitebill.settings import load_settings
+from whitebill.worker import Worker
+
+pytestmark = pytest.mark.usefixtures("database")
+
+SETUP = """mutation {
+  setCreditBilling(enabled: true) { partner { creditBillingEnabled } errors { code } }
+  free: createPlan(input: {name: "Free", interval: MONTHLY, priceAmount: "0", priceCurrency: "BRL",
+                           limits: [{name: "members", value: 5}]}) { plan { id } errors { code } }
+  addOn: createAddOn(input: {name: "5 more members", limitDeltas: [{name: "members", value: 5}],
+                             priceAmount: "0", priceCurrency: "BRL", pointsCost: 200}) { addOn { id } errors { code } }
+  points: createCreditPackage(input: {name: "500 points", unit: "POINTS", quantity: 500, priceAmount: "50.00",
+                                      priceCurrency: "BRL"}) { creditPackage { id } errors { code } }
+  topUp: createCreditPackage(input: {name: "300 points", unit: "POINTS", quantity: 300, priceAmount: "30.00",
+                                     priceCurrency: "BRL"}) { creditPackage { id } errors { code } }
+}"""
+ASSIGN = """mutation($ws: ID!, $plan: ID!) {
+  assignPlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: "a1"}) {
+  errors { code } } }"""
+BUY_ADD_ON = """mutation($ws: ID!, $addOn: ID!, $key: String!) {
+  buyAddOnWithPoints(input: {workspaceId: $ws, addOnId: $addOn, idempotencyKey: $key}) {
+    workspace { limits { name value } } errors { code message } } }"""
+USAGE = """mutation($ws: ID!) { reportUsage(input: {workspaceId: $ws, metric: "members", value: 8}) {
+  workspace { status } errors { code } } }"""
+WALLET = """query($ws: ID!) { node(id: $ws) { ... on Workspace { status limits { name value }
+  wallets { id unit balance { amount } autoTopUp { threshold { amount } enabled inFlight failures } } } } }"""
+AUTO_TOP_UP = """mutation($wallet: ID!, $package: ID!, $enabled: Boolean!) {
+  setAutoTopUp(input: {walletId: $wallet, packageId: $package, threshold: "50", enabled: $enabled}) {
+    wallet { autoTopUp { enabled } } errors { code message } } }"""
+RECORD = 'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix"}) { errors { code } } }'
+VISA = "4242424242424242"
+
+
+async def view(flow) -> dict:
+    return (await flow["client"].data(WALLET, {"ws": flow["ws"]}))["node"]
+
+
+async def points(flow) -> int:
+    wallets = (await view(flow))["wallets"]
+    return int(next((w["balance"]["amount"] for w in wallets if w["unit"] == "POINTS"), "0"))
+
+
+async def members_limit(flow) -> int:
+    return next(limit["value"] for limit in (await view(flow))["limits"] if limit["name"] == "members")
+
+
+async def next_renewal(flow) -> None:
+    """Move the clock to the add-on's paid-through time and let a worker do what is due."""
+    row = await WorkspaceAddOn.get(workspace_id=flow["workspace"].id)
+    await clock.advance(row.paid_through - clock.now())
+    worker = Worker(load_settings())
+    while await worker.tick():
+        pass
+
+
+async def start_flow(server, localstripe, gateway: str, *, auto_top_up: bool) -> dict:
+    partner = await a_partner()
+    workspace = await a_workspace(partner, name="Loja da Ana")
+    client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    product = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None, name="product")).secret)
+    made = await client.data(SETUP)
+    assert made["setCreditBilling"]["partner"]["creditBillingEnabled"] is True
+    flow = {
+        "client": client,
+        "workspace": workspace,
+        "ws": to_global_id("Workspace", workspace.id),
+        "add_on": made["addOn"]["addOn"]["id"],
+        "points": made["points"]["creditPackage"]["id"],
+        "top_up": made["topUp"]["creditPackage"]["id"],
+    }
+    assert (await client.data(ASSIGN, {"ws": flow["ws"], "plan": made["free"]["plan"]["id"]}))["assignPlan"][
+        "errors"
+    ] == []
+    # Buy 500 points: recorded by hand, or a Stripe card saved for later.
+    if gateway == "manual":
+        bought = await client.data(
+            CHECKOUT,
+            {"ws": flow["ws"], "item": {"creditPackageId": flow["points"]}, "method": "MANUAL", "key": "p1"},
+        )
+        assert await points(flow) == 0  # nothing before the payment is recorded
+        await client.data(RECORD, {"p": bought["checkout"]["payment"]["id"]})
+    else:
+        await client.data(
+            CONFIGURE, {"provider": "stripe", "methods": ["CARD"], "key": "sk_test_flowb", "secret": "whsec_flowb"}
+        )
+        card = await anyio.to_thread.run_sync(lambda: localstripe.create_card(VISA))
+        bought = await client.data(
+            CHECKOUT,
+            {
+                "ws": flow["ws"],
+                "item": {"creditPackageId": flow["points"]},
+                "method": "CARD",
+                "key": "p1",
+                "card": card,
+                "save": True,
+            },
+        )
+        assert bought["checkout"]["payment"]["status"] == "SUCCEEDED", bought
+    assert await points(flow) == 500
+
+    activated = await client.data(BUY_ADD_ON, {"ws": flow["ws"], "addOn": flow["add_on"], "key": "a1"})
+    assert activated["buyAddOnWithPoints"]["errors"] == []
+    assert await points(flow) == 300 and await members_limit(flow) == 10
+    assert (await product.data(USAGE, {"ws": flow["ws"]}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
+    wallet = next(w for w in (await view(flow))["wallets"] if w["unit"] == "POINTS")
+    set_up = await client.data(AUTO_TOP_UP, {"wallet": wallet["id"], "package": flow["top_up"], "enabled": auto_top_up})
+    assert set_up["setAutoTopUp"]["errors"] == [], set_up
+
+    await next_renewal(flow)
+    assert await points(flow) == 100  # the first renewal
+    return flow
+
+
+@pytest.mark.parametrize("gateway", ["manual", "stripe"])
+async def test_a_short_renewal_is_topped_up_automatically_and_renews(server, localstripe, gateway: str) -> None:
+    flow = await start_flow(server, localstripe, gateway, auto_top_up=True)
+    await next_renewal(flow)  # 100 < 200: buys 300 first, then spends 200
+    assert await points(flow) == 200
+    assert await members_limit(flow) == 10 and (await view(flow))["status"] == "ACTIVE"
+    top_ups = await Payment.filter(payer_key=f"WORKSPACE:{flow['workspace'].id}", note__startswith="auto top-up")
+    assert len(top_ups) == 1 and top_ups[0].status.value == "SUCCEEDED"
+    assert top_ups[0].provider == gateway and top_ups[0].amount == 3000
+    wallet = await Wallet.get(workspace_id=flow["workspace"].id, unit="POINTS")
+    entries = await LedgerEntry.filter(wallet_id=wallet.id).order_by("id")
+    assert [(e.cause.value, e.amount) for e in entries] == [
+        ("PURCHASE", 500),
+        ("ADD_ON", -200),
+        ("ADD_ON", -200),
+        ("PURCHASE", 300),
+        ("ADD_ON", -200),
+    ]
+    assert sum(e.amount for e in entries) == wallet.balance
+    slot = (await view(flow))["wallets"][0]["autoTopUp"]
+    assert slot["inFlight"] is False and slot["failures"] == 0
+
+
+@pytest.mark.parametrize("gateway", ["manual", "stripe"])
+async def test_without_auto_top_up_the_add_on_lapses_and_the_workspace_pauses(server, localstripe, gateway) -> None:
+    flow = await start_flow(server, localstripe, gateway, auto_top_up=False)
+    await next_renewal(flow)
+    assert await points(flow) == 100  # nothing spent, nothing bought
+    assert await members_limit(flow) == 5
+    assert (await view(flow))["status"] == "PAUSED"  # 8 members on a limit of 5
+    assert not await Payment.filter(note__startswith="auto top-up").exists()
+
+
+async def test_an_add_on_needs_credit_billing_and_enough_points(server) -> None:
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    made = await client.data(SETUP.replace("setCreditBilling(enabled: true)", "setCreditBilling(enabled: false)"))
+    ws = to_global_id("Workspace", workspace.id)
+    await client.data(ASSIGN, {"ws": ws, "plan": made["free"]["plan"]["id"]})
+    off = await client.data(BUY_ADD_ON, {"ws": ws, "addOn": made["addOn"]["addOn"]["id"], "key": str(uuid.uuid4())})
+    assert off["buyAddOnWithPoints"]["errors"][0]["code"] == "CREDIT_BILLING_OFF"
+    await client.data("mutation { setCreditBilling(enabled: true) { errors { code } } }")
+    short = await client.data(BUY_ADD_ON, {"ws": ws, "addOn": made["addOn"]["addOn"]["id"], "key": str(uuid.uuid4())})
+    assert short["buyAddOnWithPoints"]["errors"][0]["code"] == "INSUFFICIENT_BALANCE"
