@@ -130,40 +130,38 @@ def report(bench_id: str, figure: float, unit: str, floor: float) -> None:
 
 @dataclass(frozen=True)
 class Load:
-    """What ``load_for`` did: requests completed within the window, and all of them (with the drain)."""
+    """What ``load_for`` did: how many requests completed, and how long until the last one did."""
 
-    in_window: int
-    total: int
-    seconds: float
-    elapsed: float  # from the start until the last request in flight at the deadline finished
+    completed: int
+    seconds: float  # the time during which new requests were started
+    elapsed: float  # until the last request still in flight at the deadline finished (the drain)
 
     @property
     def rate(self) -> float:
-        return self.in_window / self.seconds
+        return self.completed / self.elapsed if self.elapsed else 0.0
 
 
 async def load_for(seconds: float, clients: int, work: Callable[[], Awaitable[object]]) -> Load:
-    """Run ``work()`` from ``clients`` concurrent tasks for ``seconds``.
+    """Run ``work()`` from ``clients`` concurrent tasks, starting new calls for ``seconds``.
 
-    Only requests that complete before the deadline count towards the rate: the requests still in
-    flight at the deadline finish afterwards (the drain), and counting them against ``seconds``
-    would overstate a slow server by up to ``clients`` requests."""
-    in_window = total = 0
+    The rate counts every completed call over the whole time until the last one finished. Counting
+    them all against ``seconds`` would overstate a slow server by up to ``clients`` calls (those in
+    flight at the deadline), and counting only those done by the deadline would understate it, since
+    a slow server finishes its ``clients`` concurrent requests in waves."""
+    completed = 0
     started = time.monotonic()
     stop = started + seconds
 
     async def client() -> None:
-        nonlocal in_window, total
+        nonlocal completed
         while time.monotonic() < stop:
             await work()
-            total += 1
-            if time.monotonic() <= stop:
-                in_window += 1
+            completed += 1
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return Load(in_window, total, seconds, time.monotonic() - started)
+    return Load(completed, seconds, time.monotonic() - started)
 
 
-async def run_for(seconds: float, clients: int, work: Callable[[], Awaitable[object]]) -> int:
-    """How many ``work()`` calls from ``clients`` concurrent tasks completed within ``seconds``."""
-    return (await load_for(seconds, clients, work)).in_window
+async def run_for(seconds: float, clients: int, work: Callable[[], Awaitable[object]]) -> float:
+    """``load_for``'s rate times ``seconds``: divided by ``seconds``, the calls completed per second."""
+    return (await load_for(seconds, clients, work)).rate * seconds

@@ -264,10 +264,9 @@ async def measure(
         "PostgreSQL": cpu_of(backends) - db_before,
         "load generator": time.process_time() - load_before,
     }
-    cpu = ", ".join(f"{k} {v / done.total * 1000:.2f} ms" for k, v in per_request.items())
+    cpu = ", ".join(f"{k} {v / done.completed * 1000:.2f} ms" for k, v in per_request.items())
     print(
-        f"P1 detail: {label}: {done.rate:.1f} req/s ({done.in_window} in {SECONDS:g} s, {done.total} with the"
-        f" drain); CPU per request: {cpu}",
+        f"P1 detail: {label}: {done.rate:.1f} req/s ({done.completed} in {done.elapsed:.1f} s); CPU per request: {cpu}",
         flush=True,
     )
     return done.rate
