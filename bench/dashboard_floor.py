@@ -36,18 +36,22 @@ MAX_PAGE = 100
 
 AUTH = "SELECT id, partner_id, is_platform, key_hash, revoked_at FROM api_key WHERE prefix = $1"
 PAGE = """
+WITH page AS (
+    SELECT id, name, status FROM workspace
+    WHERE partner_id = $1 AND deleted_at IS NULL AND id > $2
+    ORDER BY id
+    LIMIT $3
+)
 SELECT w.id, w.name, w.status, s.status AS sub_status, s.current_period_end,
        p.id AS plan_id, p.name AS plan_name, p.partner_id AS plan_partner_id, p.family_id,
        p.price_amount, p.currency, p.limits::text AS plan_limits
-FROM workspace w
+FROM page w
 LEFT JOIN LATERAL (
     SELECT status, current_period_end, plan_id FROM subscription
     WHERE workspace_id = w.id AND status = ANY($4::text[]) ORDER BY id DESC LIMIT 1
 ) s ON true
 LEFT JOIN plan p ON p.id = s.plan_id
-WHERE w.partner_id = $1 AND w.deleted_at IS NULL AND w.id > $2
 ORDER BY w.id
-LIMIT $3
 """
 ADD_ONS = """
 SELECT wa.workspace_id, wa.quantity, a.limit_deltas::text AS limit_deltas

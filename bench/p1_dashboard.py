@@ -52,7 +52,7 @@ from billing.tenancy import Viewer
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, MarginKind
 from whitebill import db
 
-CLIENTS = int(os.environ.get("BENCH_CLIENTS", "16"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
 POOL = int(os.environ.get("BENCH_POOL", "8"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WORKSPACES = 120
@@ -142,6 +142,15 @@ async def seed(url: str) -> str:
         return (await api_keys.create_key(partner_id=partner.id)).secret
     finally:
         await Tortoise.close_connections()
+
+
+async def analyse(name: str) -> None:
+    """Fresh statistics, as autovacuum would soon have them: both sides plan with the same."""
+    conn = await asyncpg.connect(asyncpg_dsn(database_url(name)))
+    try:
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
 
 
 # -- statements, counted on the server side ------------------------------------------------------
@@ -276,6 +285,7 @@ async def main() -> None:
     async with scratch_database() as name:
         url = database_url(name, minsize=str(POOL), maxsize=str(POOL))
         key = await seed(url)
+        await analyse(name)
         counts = await in_process(url, key)
         port = free_port()
         floor_env = dict(os.environ, FLOOR_DATABASE_URL=asyncpg_dsn(url), FLOOR_POOL=str(POOL), PORT=str(port))

@@ -91,6 +91,7 @@ async def create_plan(
     trial_days: int = 0,
     trial_requires_payment_method: bool = False,
     included_units: dict[str, int] | None = None,
+    included_units_expire: bool = False,
 ) -> Plan:
     """A platform plan (the operator) or one of the partner's own plans."""
     if viewer.is_platform:
@@ -127,6 +128,7 @@ async def create_plan(
         trial_days=trial_days,
         trial_requires_payment_method=trial_requires_payment_method,
         included_units=_check_included(included_units or {}),
+        included_units_expire=included_units_expire,
     )
     await audit.record(
         actor=viewer.actor,
@@ -266,7 +268,9 @@ async def create_add_on(
     return add_on
 
 
-async def create_credit_package(viewer: Viewer, *, name: str, unit: str, quantity: int, price: Money) -> CreditPackage:
+async def create_credit_package(
+    viewer: Viewer, *, name: str, unit: str, quantity: int, price: Money, expires_after_days: int | None = None
+) -> CreditPackage:
     """A partner's package of units for its clients (the platform's are sold to partners)."""
     viewer.require(Permission.MANAGE_PLANS)
     partner_id = None if viewer.is_platform else viewer.partner_id
@@ -277,6 +281,7 @@ async def create_credit_package(viewer: Viewer, *, name: str, unit: str, quantit
         quantity=check_amount(quantity, field="quantity"),
         price_amount=check_amount(price.amount, field="price"),
         currency=check_currency(price.currency),
+        expires_after_days=_check_expiry_days(expires_after_days),
     )
     await audit.record(
         actor=viewer.actor,
@@ -287,6 +292,12 @@ async def create_credit_package(viewer: Viewer, *, name: str, unit: str, quantit
         after={"name": package.name, "unit": package.unit, "quantity": package.quantity, "price": price.amount},
     )
     return package
+
+
+def _check_expiry_days(days: int | None) -> int | None:
+    if days is not None and not 1 <= days <= 3660:
+        raise BillingError(ErrorCode.INVALID_INPUT, "must be between 1 and 3660 days", field="expiresAfterDays")
+    return days
 
 
 def visible_credit_packages(viewer: Viewer) -> QuerySet[CreditPackage]:

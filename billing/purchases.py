@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, idempotency, ledger, payments, tenancy, top_ups
+from billing import audit, clock, expiry, idempotency, ledger, payments, tenancy, top_ups
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import Money, check_amount
@@ -14,6 +15,7 @@ from billing.tenancy import Viewer
 from billing.text import check_text
 from billing.wallets import check_unit, workspace_wallet
 from gateways.manual import ManualGateway
+from models.catalog import CreditPackage
 from models.enums import ExternalAccount, LedgerCause, PaymentMethodKind, PaymentStatus, Permission
 from models.payments import Payment
 from models.wallets import Wallet
@@ -24,12 +26,17 @@ WALLET_CREDIT = top_ups.WALLET_CREDIT  # units bought for money
 @payments.fulfils(WALLET_CREDIT)
 async def _credit_wallet(payment: Payment) -> None:
     wallet = await Wallet.get(id=payment.purpose["wallet_id"])
+    quantity = int(payment.purpose["quantity"])
     await ledger.post(
-        [Leg(int(payment.purpose["quantity"]), wallet.unit, ExternalAccount.GATEWAY, wallet.id)],
+        [Leg(quantity, wallet.unit, ExternalAccount.GATEWAY, wallet.id)],
         cause=LedgerCause.PURCHASE,
         caused_by=CausedBy("Payment", str(payment.id)),
         note=payment.note,
     )
+    package_id = payment.purpose.get("package_id")
+    package = await CreditPackage.get_or_none(id=package_id) if package_id else None
+    if package is not None and package.expires_after_days:
+        await expiry.add_lot(wallet, quantity, clock.now() + timedelta(days=package.expires_after_days))
     await top_ups.watch(wallet.id)
 
 

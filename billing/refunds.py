@@ -19,6 +19,7 @@ from tortoise.transactions import in_transaction
 from billing import (
     audit,
     clock,
+    expiry,
     gateway_configs,
     idempotency,
     ledger,
@@ -139,6 +140,7 @@ async def _take_back_units(payment: Payment, before: int, upto: int, cause: Ledg
             caused_by=caused_by,
             note=f"taken back: {take} of {due}" if take < due else "taken back",
         )
+        await expiry.consume(wallet.id, take)
 
 
 async def _subscription_paid_by(payment: Payment) -> Subscription | None:

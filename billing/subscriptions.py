@@ -21,7 +21,19 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, catalog, clock, idempotency, ledger, limits, payments, tenancy, wallets, workspace_status
+from billing import (
+    audit,
+    catalog,
+    clock,
+    expiry,
+    idempotency,
+    ledger,
+    limits,
+    payments,
+    tenancy,
+    wallets,
+    workspace_status,
+)
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import Money
@@ -253,6 +265,8 @@ async def grant_included_units(subscription: Subscription, period: SubscriptionP
             caused_by=CausedBy("SubscriptionPeriod", str(period.id)),
             note=f"included in {plan.name}, period {period.number}",
         )
+        if plan.included_units_expire:  # an allowance: what is left at the period's end is gone
+            await expiry.add_lot(wallet, int(quantity), period.ends_at)
 
 
 async def start(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, clock, idempotency, ledger, sql, tenancy, top_ups
+from billing import audit, clock, expiry, idempotency, ledger, sql, tenancy, top_ups
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import check_amount, check_currency, is_currency
@@ -83,20 +84,23 @@ async def adjust_workspace_balance(
     note: str,
     idempotency_key: str,
     debit: bool = False,
+    expires_at: datetime | None = None,
 ) -> Adjustment:
-    """A partner adds units to a workspace wallet by hand (UChat "add points"), or takes them away."""
+    """A partner adds units to a workspace wallet by hand (UChat "add points"), or takes them away.
+    Granted units may expire: they are then spent before units that do not."""
     viewer.require(Permission.MANAGE_BILLING)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     return await _adjust(
         viewer,
         open_it=lambda: workspace_wallet(workspace, unit),
         caused_by=CausedBy("Workspace", str(workspace.id)),
-        request={"workspace": workspace_id},
+        request={"workspace": workspace_id, "expires": str(expires_at)},
         unit=unit,
         amount=amount,
         note=note,
         idempotency_key=idempotency_key,
         debit=debit,
+        expires_at=expires_at,
     )
 
 
@@ -133,10 +137,13 @@ async def _adjust(
     note: str,
     idempotency_key: str,
     debit: bool,
+    expires_at: datetime | None = None,
 ) -> Adjustment:
     unit = check_unit(unit)
     check_amount(amount)
     note = _check_note(note)
+    if expires_at is not None and (debit or expires_at <= clock.now()):
+        raise BillingError(ErrorCode.INVALID_INPUT, "only a grant can expire, and in the future", field="expiresAt")
     operation = "wallet.debit" if debit else "wallet.grant"
     request = {**request, "unit": unit, "amount": amount, "note": note}
 
@@ -151,6 +158,10 @@ async def _adjust(
             note=note,
             actor=viewer.actor,
         )
+        if debit:
+            await expiry.consume(wallet.id, amount)
+        elif expires_at is not None:
+            await expiry.add_lot(wallet, amount, expires_at)
         balance = result.balance_of(wallet.id)
         await top_ups.watch(wallet.id)
         await audit.record(
@@ -189,13 +200,15 @@ async def spend(
     if wallet is None:
         raise BillingError(ErrorCode.NOT_FOUND, "wallet not found", field="walletId")
     revenue = ExternalAccount.PLATFORM_REVENUE if is_currency(wallet.unit) else ExternalAccount.ISSUANCE
-    result = await ledger.post(
-        [Leg(check_amount(amount), wallet.unit, wallet.id, revenue)],
-        cause=cause,
-        caused_by=caused_by,
-        note=note,
-        actor=actor,
-    )
+    async with in_transaction("default"):
+        result = await ledger.post(
+            [Leg(check_amount(amount), wallet.unit, wallet.id, revenue)],
+            cause=cause,
+            caused_by=caused_by,
+            note=note,
+            actor=actor,
+        )
+        await expiry.consume(wallet.id, amount)
     await top_ups.watch(wallet.id)
     return result.balance_of(wallet.id)
 
@@ -272,6 +285,7 @@ async def transfer_units(
             note=note,
             actor=viewer.actor,
         )
+        await expiry.consume(source.id, amount)
         await audit.record(
             actor=viewer.actor,
             action="wallet.transfer",
@@ -294,3 +308,37 @@ async def transfer_units(
     await top_ups.watch(made.pool_wallet_id)
     await top_ups.watch(made.workspace_wallet_id)
     return made
+
+
+async def consume_units(
+    viewer: Viewer, *, workspace_id: int, unit: str, amount: int, event_id: str, note: str = ""
+) -> int:
+    """The platform's product reports units used (conversations, messages...): they leave the
+    workspace's wallet, its earliest-expiring credits first (a plan's allowance before extras). The
+    event id makes a repeated report a no-op. Returns the balance after this event."""
+    viewer.require(Permission.REPORT_USAGE)
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    unit = check_unit(unit)
+    check_amount(amount)
+    note = _check_note(note)
+
+    async def act() -> int:
+        wallet = await workspace_wallet(workspace, unit)
+        return await spend(
+            wallet.id,
+            amount,
+            cause=LedgerCause.USAGE,
+            caused_by=CausedBy("UsageReport", event_id[:64]),
+            note=note,
+            actor=viewer.actor,
+        )
+
+    return await idempotency.run_once(
+        scope=viewer.scope,
+        operation="units.consume",
+        key=event_id,
+        request={"workspace": workspace_id, "unit": unit, "amount": amount},
+        action=act,
+        encode=int,
+        decode=int,
+    )

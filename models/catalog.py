@@ -42,6 +42,8 @@ class Plan(Entity):
     status = fields.CharEnumField(PlanStatus, max_length=16, default=PlanStatus.ACTIVE)
     # Units granted each paid period: {"MESSAGE_CREDITS": 10000}.
     included_units = fields.JSONField(default=dict)
+    # Included units unused at the period's end expire (a plan's allowance of conversations).
+    included_units_expire = fields.BooleanField(default=False)
 
     class Meta:
         table = "plan"

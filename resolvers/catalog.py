@@ -76,6 +76,9 @@ class CreatePlanInput:
     included_units: list[LimitInput] = strawberry.field(
         default_factory=list, description="Units granted each paid period, e.g. MESSAGE_CREDITS 10000."
     )
+    included_units_expire: bool = strawberry.field(
+        default=False, description="Included units left at the period's end expire (an allowance)."
+    )
 
 
 @strawberry.type
@@ -100,6 +103,7 @@ async def create_plan(info: Info[Context, None], input: CreatePlanInput) -> Plan
             trial_days=input.trial_days,
             trial_requires_payment_method=input.trial_requires_payment_method,
             included_units=limits_of(input.included_units),
+            included_units_expire=input.included_units_expire,
             for_partners=input.for_partners,
         )
         return PlanPayload(plan=Plan.of(plan))

@@ -17,7 +17,7 @@ from resolvers.auth import target_partner, viewer_with
 from schema.context import Context
 from schema.errors import UserError, payload
 from schema.ids import expect_id
-from schema.types import Partner, Payment, Wallet, Workspace
+from schema.types import Partner, Payment, Quantity, Wallet, Workspace
 
 
 @strawberry.type
@@ -190,3 +190,37 @@ async def transfer_units(info: Info[Context, None], input: TransferUnitsInput) -
         )
 
     return await payload(run, lambda errors: TransferUnitsPayload(errors=errors))
+
+
+@strawberry.input(
+    description="Units used by a workspace (conversations, messages), reported by the platform's product."
+)
+class ConsumeUnitsInput:
+    workspace_id: strawberry.ID
+    unit: str
+    amount: str
+    event_id: str = strawberry.field(description="Unique per report: a repeated report changes nothing.")
+    note: str = ""
+
+
+@strawberry.type
+class ConsumeUnitsPayload:
+    balance: Quantity | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def consume_units(info: Info[Context, None], input: ConsumeUnitsInput) -> ConsumeUnitsPayload:
+    async def run() -> ConsumeUnitsPayload:
+        viewer = viewer_with(info, Permission.REPORT_USAGE)
+        unit = wallets.check_unit(input.unit)
+        balance = await wallets.consume_units(
+            viewer,
+            workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
+            unit=unit,
+            amount=to_minor(input.amount, unit),
+            event_id=input.event_id,
+            note=input.note,
+        )
+        return ConsumeUnitsPayload(balance=Quantity.of(balance, unit))
+
+    return await payload(run, lambda errors: ConsumeUnitsPayload(errors=errors))

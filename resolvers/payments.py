@@ -197,6 +197,9 @@ class CreateCreditPackageInput:
     quantity: int
     price_amount: str = strawberry.field(description="A decimal amount in the currency, e.g. 49.90.")
     price_currency: str
+    expires_after_days: int | None = strawberry.field(
+        default=None, description="Units bought expire this many days after the purchase."
+    )
 
 
 @strawberry.type
@@ -219,6 +222,7 @@ async def create_credit_package(
             unit=input.unit,
             quantity=input.quantity,
             price=Money(to_minor(input.price_amount, currency, field="priceAmount"), currency),
+            expires_after_days=input.expires_after_days,
         )
         return CreateCreditPackagePayload(credit_package=CreditPackage.of(row))
 

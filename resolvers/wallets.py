@@ -50,6 +50,9 @@ class AdjustWorkspaceBalanceInput:
     amount: str = strawberry.field(description='A positive decimal string, e.g. "500" or "49.90".')
     note: str = ""
     idempotency_key: str
+    expires_at: datetime | None = strawberry.field(
+        default=None, description="Granted units expire then (spent before units that do not)."
+    )
 
 
 @strawberry.type
@@ -81,6 +84,7 @@ async def _adjust(
             note=input.note,
             idempotency_key=input.idempotency_key,
             debit=debit,
+            expires_at=input.expires_at,
         )
         return await _adjusted(adjustment)
 

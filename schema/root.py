@@ -171,6 +171,9 @@ class Mutation:
         resolver=credit.top_up_wallet, description="Buy a package for a wallet now; retried keys credit once."
     )
     transfer_units: credit.TransferUnitsPayload = strawberry.mutation(resolver=credit.transfer_units)
+    consume_units: credit.ConsumeUnitsPayload = strawberry.mutation(
+        resolver=credit.consume_units, description="The product reports units used; a repeated eventId is a no-op."
+    )
     record_payment: wallets.RecordPaymentPayload = strawberry.mutation(
         resolver=wallets.record_payment,
         description="Record a pending manual payment as collected; it is delivered once.",

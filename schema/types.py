@@ -160,10 +160,33 @@ class Wallet(Node):
 
         return await wallet_entries(info, self.db_id, first=first, after=after, cause=cause, since=since, until=until)
 
+    @strawberry.field(description="Credits that will expire, earliest first (spent before the rest).")
+    async def expiring_credits(self) -> list[ExpiringCredit]:
+        lots = (
+            await wallet_models.CreditLot.filter(wallet_id=self.db_id, expired_at=None, remaining__gt=0)
+            .order_by("expires_at", "id")
+            .limit(100)
+        )
+        return [
+            ExpiringCredit(
+                amount=Quantity.of(lot.amount, self.unit),
+                remaining=Quantity.of(lot.remaining, self.unit),
+                expires_at=lot.expires_at,
+            )
+            for lot in lots
+        ]
+
     @strawberry.field(description="Buy a package when the balance falls below a threshold (null: not set up).")
     async def auto_top_up(self) -> AutoTopUp | None:
         rule = await wallet_models.AutoTopUp.get_or_none(wallet_id=self.db_id).prefetch_related("package")
         return AutoTopUp.of(rule) if rule else None
+
+
+@strawberry.type(description="Credit granted or bought with an expiry, and what is left of it.")
+class ExpiringCredit:
+    amount: Quantity
+    remaining: Quantity
+    expires_at: datetime | None
 
 
 @strawberry.type(description="A wallet's automatic top-up: one in flight at a time, backing off after a decline.")

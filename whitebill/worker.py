@@ -10,7 +10,7 @@ import socket
 from datetime import datetime, timedelta
 from typing import Any
 
-from billing import clock, credit_billing, idempotency, notifications, reconciler, renewals, work
+from billing import clock, credit_billing, expiry, idempotency, notifications, reconciler, renewals, work
 
 # What a paid payment delivers is registered where it is sold: load every seller.
 from billing import checkout, purchases, refunds  # noqa: F401  isort: skip
@@ -65,6 +65,7 @@ class Worker:
         handled += await renewals.run_due(limit=50)
         handled += await reconciler.run_due(limit=20)
         handled += await credit_billing.run_due(limit=50)
+        handled += await expiry.run_due(limit=100)
         for item in await work.claim("job", self.owner, limit=20):
             handled += 1
             kind = item.row["kind"]
