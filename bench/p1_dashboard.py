@@ -59,17 +59,35 @@ WORKSPACES = 120
 PAGE = 50
 PLATFORM = Viewer(kind="PLATFORM", actor="bench", permissions=PLATFORM_PERMISSIONS)
 
-DASHBOARD = """query Dashboard($first: Int!, $after: String) {
-  workspaces(first: $first, after: $after) {
-    nodes {
-      id name status
-      subscription { status currentPeriodEnd plan { id name price { amount currency } } }
-      limits { name value }
-      wallets { unit balance { amount } }
-    }
-    pageInfo { hasNextPage endCursor }
-  }
-}"""
+# The dashboard's parts per workspace: the breakdown times the page with some of them only.
+PARTS = {
+    "status": "id name status",
+    "subscription": "subscription { status currentPeriodEnd }",
+    "plan": "subscription { status currentPeriodEnd plan { id name price { amount currency } } }",
+    "limits": "limits { name value }",
+    "wallets": "wallets { unit balance { amount } }",
+}
+
+
+def dashboard(*parts: str) -> str:
+    fields = " ".join(PARTS[p] for p in parts)
+    return f"""query Dashboard($first: Int!, $after: String) {{
+  workspaces(first: $first, after: $after) {{
+    nodes {{ {fields} }}
+    pageInfo {{ hasNextPage endCursor }}
+  }}
+}}"""
+
+
+DASHBOARD = dashboard("status", "plan", "limits", "wallets")
+BREAKDOWN = [
+    ("status",),
+    ("status", "wallets"),
+    ("status", "subscription"),
+    ("status", "plan"),
+    ("status", "limits"),
+    ("status", "plan", "limits", "wallets"),
+]
 
 
 async def seed(url: str) -> str:
@@ -197,11 +215,23 @@ def by_table(seen: list[str]) -> Counter[str]:
     return found
 
 
-async def in_process(url: str, key: str) -> dict[int, Counter[str]]:
-    """Statements per request for pages of 10, 50 and 100, through the app running in this process.
+def fields_in(value: object) -> int:
+    """How many fields a response's data resolved (every key of every object)."""
+    if isinstance(value, dict):
+        return sum(1 + fields_in(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(fields_in(v) for v in value)
+    return 0
 
-    With BENCH_PROFILE set, also profiles PROFILE_REQUESTS page-50 requests and prints the functions
-    that take the most time (cumulative), then the most time of their own."""
+
+async def in_process(url: str, key: str) -> tuple[dict[int, Counter[str]], list[str]]:
+    """Statements per request for pages of 10, 50 and 100, through the app running in this process,
+    and where a page of 50 spends its time: each of BREAKDOWN asked BREAKDOWN_REQUESTS times in a
+    row, with its wall time, this process's CPU time, statements and fields per request.
+
+    With BENCH_PROFILE set, also profiles PROFILE_REQUESTS page-50 requests with cProfile and prints
+    the functions that take the most time, cumulative then their own (coroutines count one call per
+    resumption)."""
     from whitebill.app import create_app
     from whitebill.settings import Settings
 
@@ -212,10 +242,11 @@ async def in_process(url: str, key: str) -> dict[int, Counter[str]]:
         headers = {"authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", headers=headers) as http:
 
-            async def ask(first: int) -> None:
-                response = await http.post("/graphql", json={"query": DASHBOARD, "variables": {"first": first}})
+            async def ask(first: int, query: str = DASHBOARD) -> dict:
+                response = await http.post("/graphql", json={"query": query, "variables": {"first": first}})
                 body = response.json()
                 assert not body.get("errors") and len(body["data"]["workspaces"]["nodes"]) == first, response.text
+                return body["data"]
 
             await ask(1)  # the key's last-used time is written at most once in a while: not per request
             counts: dict[int, Counter[str]] = {}
@@ -225,20 +256,33 @@ async def in_process(url: str, key: str) -> dict[int, Counter[str]]:
                 counts[first] = Counter(kind_of(s) for s in seen) + Counter(
                     {f"table:{t}": n for t, n in by_table(seen).items()}
                 )
+            lines = []
+            repeat = int(os.environ.get("BREAKDOWN_REQUESTS", "10"))
+            for parts in BREAKDOWN:
+                query = dashboard(*parts)
+                await ask(PAGE, query)
+                with statements_seen() as seen:
+                    data = await ask(PAGE, query)
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(repeat):
+                    await ask(PAGE, query)
+                wall, cpu = (time.perf_counter() - wall) / repeat, (time.process_time() - cpu) / repeat
+                statements = sum(kind_of(s) == "statement" for s in seen)
+                lines.append(
+                    f"P1 breakdown: page of {PAGE} in-process, {' + '.join(parts)}: {wall * 1000:.1f} ms"
+                    f" ({cpu * 1000:.1f} ms CPU), {statements} statements, {fields_in(data)} fields"
+                )
             if os.environ.get("BENCH_PROFILE"):
                 requests = int(os.environ.get("PROFILE_REQUESTS", "50"))
-                started = time.perf_counter()
                 profile = cProfile.Profile()
                 profile.enable()
                 for _ in range(requests):
                     await ask(PAGE)
                 profile.disable()
-                elapsed = (time.perf_counter() - started) / requests
-                print(f"P1 profile: {requests} page-{PAGE} requests in-process, {elapsed * 1000:.1f} ms each")
                 stats = pstats.Stats(profile, stream=sys.stdout).strip_dirs()
-                stats.sort_stats("cumulative").print_stats(45)
+                stats.sort_stats("cumulative").print_stats(60)
                 stats.sort_stats("tottime").print_stats(30)
-        return counts
+        return counts, lines
     finally:
         await Tortoise.close_connections()
 
@@ -286,7 +330,7 @@ async def main() -> None:
         url = database_url(name, minsize=str(POOL), maxsize=str(POOL))
         key = await seed(url)
         await analyse(name)
-        counts = await in_process(url, key)
+        counts, breakdown = await in_process(url, key)
         port = free_port()
         floor_env = dict(os.environ, FLOOR_DATABASE_URL=asyncpg_dsn(url), FLOOR_POOL=str(POOL), PORT=str(port))
         floor_base = f"http://127.0.0.1:{port}"
@@ -340,6 +384,8 @@ async def main() -> None:
             f" plus {c['transaction']} transaction control and {c['reset']} connection resets",
             flush=True,
         )
+    for line in breakdown:
+        print(line, flush=True)
     ratio = ours_rate / floor_rate if floor_rate else 0.0
     print(
         f"BENCH P1 {ours_rate:.1f} req/s floor={floor_rate:.1f} ratio={ratio:.3f}"

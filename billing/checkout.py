@@ -14,7 +14,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from billing import audit, charging, gateway_configs, idempotency, payments, subscriptions, tenancy, workspace_status
+from billing import (
+    audit,
+    charging,
+    gateway_configs,
+    idempotency,
+    payments,
+    subscriptions,
+    tenancy,
+    wallets,
+    workspace_status,
+)
 from billing.errors import BillingError, ErrorCode
 from billing.money import Money
 from billing.purchases import WALLET_CREDIT
@@ -22,7 +32,7 @@ from billing.subscriptions import Subscriber
 from billing.tenancy import Viewer
 from billing.wallets import workspace_wallet
 from models.catalog import AddOn, CreditPackage
-from models.enums import PaymentMethodKind, PaymentMode, PaymentStatus, Permission, PlanStatus
+from models.enums import OwnerKind, PaymentMethodKind, PaymentMode, PaymentStatus, Permission, PlanStatus
 from models.payments import GatewayConfig, Payment, SavedPaymentMethod
 from models.subscriptions import Subscription, WorkspaceAddOn
 from models.tenancy import Workspace
@@ -100,15 +110,23 @@ async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Mon
     return Money(package.price_amount * item.quantity, package.currency), purpose
 
 
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """Who pays whom: the payer, and the collector whose gateway configuration takes the money (a
+    partner for its clients; None: the platform, for partners)."""
+
+    payer_key: str
+    partner_id: int  # the tenant the payment belongs to
+    collector_id: int | None
+
+
 async def _route(
-    workspace: Workspace, method: PaymentMethodKind, saved_method_id: int | None
+    sale: Sale, method: PaymentMethodKind, saved_method_id: int | None
 ) -> tuple[GatewayConfig | None, SavedPaymentMethod | None]:
-    """Which configuration collects: a saved card's own (even after the partner switched provider),
-    otherwise the partner's active one; no configuration means the partner collects by hand."""
+    """Which configuration collects: a saved card's own (even after the collector switched
+    provider), otherwise the collector's active one; none means the collector records it by hand."""
     if saved_method_id is not None:
-        saved = await SavedPaymentMethod.get_or_none(
-            id=saved_method_id, payer_key=f"WORKSPACE:{workspace.id}", replaced_at=None
-        )
+        saved = await SavedPaymentMethod.get_or_none(id=saved_method_id, payer_key=sale.payer_key, replaced_at=None)
         if saved is None:
             raise BillingError(ErrorCode.NOT_FOUND, "saved payment method not found", field="savedPaymentMethodId")
         if method is not saved.kind:
@@ -116,7 +134,7 @@ async def _route(
                 ErrorCode.METHOD_NOT_ALLOWED, f"the saved method is a {saved.kind.value}", field="method"
             )
         return await GatewayConfig.get(id=saved.gateway_config_id), saved
-    config = await gateway_configs.active_config(workspace.partner_id)
+    config = await gateway_configs.active_config(sale.collector_id)
     offered = set(config.methods) if config else {PaymentMethodKind.MANUAL.value}
     if method.value not in offered:
         raise BillingError(
@@ -125,6 +143,69 @@ async def _route(
             field="method",
         )
     return config, None
+
+
+async def _open_payment(
+    viewer: Viewer,
+    sale: Sale,
+    price: Money,
+    purpose: dict[str, Any],
+    *,
+    method: PaymentMethodKind,
+    saved_method_id: int | None,
+    save_card: bool,
+) -> Payment:
+    """The payment row, committed before any provider hears of it; a manual one is issued PENDING."""
+    config, _ = await _route(sale, method, saved_method_id)
+    if method is PaymentMethodKind.CARD and saved_method_id is None:
+        purpose = {**purpose, "save_card": save_card}  # a card paid on a hosted page is kept only if asked
+    payment = await payments.create_payment(
+        partner_id=sale.partner_id,
+        payer_key=sale.payer_key,
+        gateway_config_id=config.id if config else None,
+        provider=config.provider if config else gateway_configs.MANUAL,
+        method=method,
+        amount=price.amount,
+        currency=price.currency,
+        purpose=purpose,
+    )
+    if config is None or config.provider == gateway_configs.MANUAL:
+        await subscriptions.collect(payment, PaymentMode.MANUAL, by_hand=False, refuse_decline=True)
+    await audit.record(
+        actor=viewer.actor,
+        action="checkout",
+        target_type="Payment",
+        target_id=payment.id,
+        partner_id=sale.partner_id,
+        after={"purpose": purpose["kind"], "method": method.value, "amount": price.amount, "payer": sale.payer_key},
+    )
+    return payment
+
+
+async def _collect(
+    payment: Payment,
+    sale: Sale,
+    method: PaymentMethodKind,
+    *,
+    card_token: str | None,
+    saved_method_id: int | None,
+    save_card: bool,
+) -> Payment:
+    """Outside any transaction: charge the committed payment, or continue it on a retry (an unknown
+    one is looked up first; one certainly not attempted, say for a missing tax id, is charged now)."""
+    if payment.gateway_config_id is None or payment.provider == gateway_configs.MANUAL:
+        return payment
+    if payment.status not in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN, PaymentStatus.NOT_ATTEMPTED):
+        return payment
+    _, saved = await _route(sale, method, saved_method_id) if saved_method_id else (None, None)
+    return await charging.collect(payment, saved_method=saved, method_token=card_token, save_method=save_card)
+
+
+def _check_card(method: PaymentMethodKind, card_token: str | None, saved_method_id: int | None) -> None:
+    if card_token is not None and (method is not PaymentMethodKind.CARD or saved_method_id is not None):
+        raise BillingError(ErrorCode.INVALID_INPUT, "a card token goes with a new card payment", field="cardToken")
+    if method is PaymentMethodKind.BALANCE:
+        raise BillingError(ErrorCode.METHOD_NOT_ALLOWED, "this is not paid from a balance", field="method")
 
 
 def _check_tax_id(tax_id: str | None) -> str | None:
@@ -152,8 +233,8 @@ async def checkout(
         viewer.require(Permission.MANAGE_BILLING)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     tax_id = _check_tax_id(tax_id)
-    if card_token is not None and (method is not PaymentMethodKind.CARD or saved_method_id is not None):
-        raise BillingError(ErrorCode.INVALID_INPUT, "a card token goes with a new card payment", field="cardToken")
+    _check_card(method, card_token, saved_method_id)
+    sale = Sale(f"WORKSPACE:{workspace.id}", workspace.partner_id, workspace.partner_id)
     request = {
         "workspace": workspace_id,
         "item": [item.plan_id, item.add_on_id, item.credit_package_id, item.quantity],
@@ -161,8 +242,6 @@ async def checkout(
         "card": card_token,
         "saved": saved_method_id,
     }
-    if method is PaymentMethodKind.BALANCE:
-        raise BillingError(ErrorCode.METHOD_NOT_ALLOWED, "clients do not pay from a balance", field="method")
     if tax_id is not None and tax_id != workspace.tax_id:  # kept for every later charge, retries included
         workspace.tax_id = tax_id
         await workspace.save(update_fields=["tax_id"])
@@ -175,30 +254,8 @@ async def checkout(
                 viewer, workspace_id=workspace.id, plan_id=item.plan_id, idempotency_key=f"checkout:{idempotency_key}"
             )
             return ["Subscription" if isinstance(made, Subscription) else "Payment", made.id]
-        price, purpose = priced
-        config, _ = await _route(workspace, method, saved_method_id)
-        if method is PaymentMethodKind.CARD and saved_method_id is None:
-            purpose = {**purpose, "save_card": save_card}  # a card paid on a hosted page is kept only if asked
-        manual = config is None or config.provider == gateway_configs.MANUAL
-        payment = await payments.create_payment(
-            partner_id=workspace.partner_id,
-            payer_key=f"WORKSPACE:{workspace.id}",
-            gateway_config_id=config.id if config else None,
-            provider=config.provider if config else gateway_configs.MANUAL,
-            method=method,
-            amount=price.amount,
-            currency=price.currency,
-            purpose=purpose,
-        )
-        if manual:
-            await subscriptions.collect(payment, PaymentMode.MANUAL, by_hand=False, refuse_decline=True)
-        await audit.record(
-            actor=viewer.actor,
-            action="checkout",
-            target_type="Payment",
-            target_id=payment.id,
-            partner_id=workspace.partner_id,
-            after={"purpose": purpose["kind"], "method": method.value, "amount": price.amount},
+        payment = await _open_payment(
+            viewer, sale, *priced, method=method, saved_method_id=saved_method_id, save_card=save_card
         )
         return ["Payment", payment.id]
 
@@ -213,17 +270,77 @@ async def checkout(
     )
     if kind == "Subscription":
         return CheckoutResult(None, await Subscription.get(id=made_id))
-    payment = await Payment.get(id=made_id)
-    if payment.gateway_config_id is not None and payment.provider != gateway_configs.MANUAL:
-        _, saved = await _route(workspace, method, saved_method_id) if saved_method_id else (None, None)
-        # A retry continues the payment: an unknown one is looked up first, one certainly not
-        # attempted (the provider was unreachable, the payer lacked a tax id) is charged now.
-        if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN, PaymentStatus.NOT_ATTEMPTED):
-            payment = await charging.collect(
-                payment, saved_method=saved, method_token=card_token, save_method=save_card
-            )
+    payment = await _collect(
+        await Payment.get(id=made_id),
+        sale,
+        method,
+        card_token=card_token,
+        saved_method_id=saved_method_id,
+        save_card=save_card,
+    )
     subscription = await subscriptions.live_subscription(workspace.id) if item.plan_id else None
     return CheckoutResult(payment, subscription if payment.status is PaymentStatus.SUCCEEDED else None)
+
+
+async def buy_platform_package(
+    viewer: Viewer,
+    *,
+    partner_id: int,
+    package_id: int,
+    method: PaymentMethodKind,
+    idempotency_key: str,
+    quantity: int = 1,
+    card_token: str | None = None,
+    saved_method_id: int | None = None,
+    save_card: bool = False,
+) -> Payment:
+    """A partner buys one of the platform's packages in bulk (extra conversations, message credits)
+    for its pool, through the platform's gateway, to hand out to its clients with transferUnits."""
+    viewer.require(Permission.MANAGE_BILLING)
+    if viewer.kind == "WORKSPACE":
+        raise BillingError(ErrorCode.FORBIDDEN, "packages for the pool are bought by the partner")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    _check_card(method, card_token, saved_method_id)
+    if not 1 <= quantity <= MAX_ADD_ON_QUANTITY:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
+    sale = Sale(f"PARTNER:{partner.id}", partner.id, None)
+
+    async def act() -> int:
+        package = await CreditPackage.get_or_none(id=package_id, partner_id=None)
+        if package is None or package.status is not PlanStatus.ACTIVE:
+            raise BillingError(ErrorCode.NOT_FOUND, "credit package not found", field="packageId")
+        pool = await wallets.open_wallet(
+            partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=package.unit
+        )
+        purpose = {
+            "kind": WALLET_CREDIT,
+            "wallet_id": pool.id,
+            "quantity": package.quantity * quantity,
+            "package_id": package.id,
+        }
+        price = Money(package.price_amount * quantity, package.currency)
+        payment = await _open_payment(
+            viewer, sale, price, purpose, method=method, saved_method_id=saved_method_id, save_card=save_card
+        )
+        return int(payment.id)
+
+    payment_id = await idempotency.run_once(
+        scope=viewer.scope,
+        operation="package.buy",
+        key=idempotency_key,
+        request={"partner": partner_id, "package": package_id, "quantity": quantity, "method": method.value},
+        action=act,
+        encode=int,
+        decode=int,
+    )
+    return await _collect(
+        await Payment.get(id=payment_id),
+        sale,
+        method,
+        card_token=card_token,
+        saved_method_id=saved_method_id,
+        save_card=save_card,
+    )
 
 
 async def payment_history(viewer: Viewer, *, workspace_id: int, limit: int = 100) -> list[Payment]:

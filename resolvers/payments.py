@@ -227,3 +227,44 @@ async def create_credit_package(
         return CreateCreditPackagePayload(credit_package=CreditPackage.of(row))
 
     return await payload(run, lambda errors: CreateCreditPackagePayload(errors=errors))
+
+
+@strawberry.input(description="A partner buys a platform package for its pool (extras in bulk, to hand out).")
+class BuyPlatformPackageInput:
+    package_id: strawberry.ID
+    method: PaymentMethodKind
+    idempotency_key: str
+    quantity: int = 1
+    partner_id: strawberry.ID | None = None
+    card_token: str | None = None
+    saved_payment_method_id: strawberry.ID | None = None
+    save_card: bool = False
+
+
+@strawberry.type
+class BuyPlatformPackagePayload:
+    payment: Payment | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def buy_platform_package(info: Info[Context, None], input: BuyPlatformPackageInput) -> BuyPlatformPackagePayload:
+    async def run() -> BuyPlatformPackagePayload:
+        viewer = viewer_with(info, Permission.MANAGE_BILLING)
+        made = await checkout.buy_platform_package(
+            viewer,
+            partner_id=target_partner(viewer, input.partner_id),
+            package_id=expect_id(input.package_id, "CreditPackage", "packageId"),
+            method=enums.PaymentMethodKind(input.method.value),
+            idempotency_key=input.idempotency_key,
+            quantity=input.quantity,
+            card_token=input.card_token,
+            saved_method_id=(
+                expect_id(input.saved_payment_method_id, "SavedPaymentMethod", "savedPaymentMethodId")
+                if input.saved_payment_method_id
+                else None
+            ),
+            save_card=input.save_card,
+        )
+        return BuyPlatformPackagePayload(payment=Payment.of(made))
+
+    return await payload(run, lambda errors: BuyPlatformPackagePayload(errors=errors))

@@ -157,6 +157,10 @@ class Mutation:
         resolver=payments.refund_payment,
         description="Refund a payment in full or in part; what it bought is taken back by the refund policy.",
     )
+    buy_platform_package: payments.BuyPlatformPackagePayload = strawberry.mutation(
+        resolver=payments.buy_platform_package,
+        description="A partner buys a platform package for its pool, through the platform's gateway.",
+    )
     set_refund_policy: payments.SetRefundPolicyPayload = strawberry.mutation(resolver=payments.set_refund_policy)
     create_credit_package: payments.CreateCreditPackagePayload = strawberry.mutation(
         resolver=payments.create_credit_package
