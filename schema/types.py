@@ -117,6 +117,11 @@ class Project(Node):
             created_at=row.created_at,
         )
 
+    @strawberry.field(description="The project's credit, per unit (assigned by its partner).")
+    async def wallets(self) -> list[Annotated[Wallet, strawberry.lazy("schema.types")]]:
+        rows = await wallet_models.Wallet.filter(project_id=self.db_id).order_by("unit")
+        return [Wallet.of(w) for w in rows]
+
 
 @strawberry.type
 class Wallet(Node):
@@ -376,6 +381,13 @@ class Partner(Node):
     @strawberry.field(description="Every partner plan this partner has had, with status and dates, oldest first.")
     async def plan_history(self) -> list[Annotated[SubscriptionHistoryEntry, strawberry.lazy("schema.types")]]:
         return await SubscriptionHistoryEntry.all_of(await history_of(partner_id=self.db_id))
+
+    @strawberry.field(description="The partner's own wallets: its pool of units and its balance with the platform.")
+    async def wallets(self, info: Info[Context, None]) -> list[Wallet]:
+        if info.context.require_viewer().kind == "WORKSPACE":
+            return []  # a client sees its own wallets, not its partner's
+        rows = await wallet_models.Wallet.filter(owner_key=f"PARTNER:{self.db_id}").order_by("unit")
+        return [Wallet.of(w) for w in rows]
 
     @strawberry.field(description="The methods this partner's clients may pay with at checkout.")
     async def payment_methods(self) -> list[PaymentMethodKind]:
