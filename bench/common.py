@@ -109,6 +109,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def database_backends(admin: asyncpg.Connection, name: str) -> list[int]:
+    """The PostgreSQL server processes serving database ``name`` (except ``admin``'s own)."""
+    rows = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+    return [r["pid"] for r in rows]
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU time used so far by those of ``pids`` still alive."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
 def memory_mb(pid: int, field: str = "VmRSS") -> float:
     """A memory figure of a process from /proc/<pid>/status (VmRSS, VmHWM...), in MB."""
     with open(f"/proc/{pid}/status") as f:

@@ -37,7 +37,9 @@ from tortoise import Tortoise
 
 from bench.common import (
     asyncpg_dsn,
+    cpu_of,
     cpu_seconds,
+    database_backends,
     database_url,
     exit_on_sigterm,
     free_port,
@@ -288,19 +290,6 @@ async def in_process(url: str, key: str) -> tuple[dict[int, Counter[str]], list[
 
 
 # -- load ----------------------------------------------------------------------------------------
-
-
-async def database_backends(admin: asyncpg.Connection, name: str) -> list[int]:
-    rows = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
-    return [r["pid"] for r in rows]
-
-
-def cpu_of(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(pid)
-    return total
 
 
 async def measure(

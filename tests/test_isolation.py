@@ -71,7 +71,7 @@ ATTACKER_PASSWORD = "the attacker's own password"
 PREFERRED_ENUM = {"Permission": "READ_REPORTS"}  # the first value (MANAGE_PARTNERS) is platform-only
 TABLES = {"AuditEntry": "audit_log"}  # Node types whose table is not their snake_case name
 # A partner's catalog: its clients (workspace users) see it, since they buy from it; other tenants do not.
-CATALOG = {"Plan", "AddOn", "PlanFamily"}
+CATALOG = {"Plan", "AddOn", "PlanFamily", "CreditPackage"}
 
 
 @dataclass(frozen=True)
@@ -827,7 +827,7 @@ async def seed(
         customDomain=domain,
         logoUrl=f"https://{domain}/logo.png",
     )
-    workspaces, owners, idempotency = [], [], []
+    workspaces, owners, idempotency, points_wallets = [], [], [], []
     for i, text in enumerate(texts):
         owner = f"{text}-owner{i}@client.example"
         made = await api.run(
@@ -844,7 +844,7 @@ async def seed(
         adjustments = [("grantUnits", "POINTS", "100"), ("grantUnits", "BRL", "49.90"), ("debitUnits", "POINTS", "3")]
         for mutation, unit, amount in adjustments:
             idempotency.append(f"{text}-{mutation}-{unit}-{i}")
-            await api.run(
+            adjusted = await api.run(
                 key,
                 mutation,
                 "AdjustWorkspaceBalanceInput",
@@ -855,6 +855,8 @@ async def seed(
                 note=f"{text} {mutation} note {i}",
                 idempotencyKey=idempotency[-1],
             )
+            if unit == "POINTS":
+                points_wallets.append(adjusted["wallet"]["id"])
         idempotency.append(f"{text}-purchase-{i}")
         await api.run(
             key,
@@ -912,6 +914,28 @@ async def seed(
             workspaceId=workspace,
             addOnId=add_on["addOn"]["id"],
             quantity=1,
+        )
+    # Points for sale, and an auto top-up on each workspace's points (never due: threshold 0).
+    package = await api.run(
+        key,
+        "createCreditPackage",
+        "CreateCreditPackageInput",
+        "creditPackage { id }",
+        name=f"{texts[0]} points",
+        unit="POINTS",
+        quantity=500,
+        priceAmount="50",
+        priceCurrency="BRL",
+    )
+    for wallet in dict.fromkeys(points_wallets):
+        await api.run(
+            key,
+            "setAutoTopUp",
+            "SetAutoTopUpInput",
+            "wallet { id }",
+            walletId=wallet,
+            packageId=package["creditPackage"]["id"],
+            threshold="0",
         )
     users: dict[str, str] = {}
     for role, email in team.items():
