@@ -59,17 +59,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the benchmark dies, so no server outlives it."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A function for the child to run before exec, so that it gets SIGTERM when the benchmark dies
+    and no server outlives it (Linux's PR_SET_PDEATHSIG). Looked up here, in the parent: the child
+    only makes the call."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, int(signal.SIGTERM))
 
 
 @contextlib.contextmanager
 def process_server(argv: list[str], env: dict[str, str], base: str) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``argv``, wait until ``base``/healthz answers 200, stop it (and wait for it) afterwards."""
     process = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_parent_death_signal()
     )
     try:
         deadline = time.monotonic() + 30

@@ -5,7 +5,11 @@ its status, live subscription and plan (with the partner's price), effective lim
 its add-ons') and wallet balances. Floor: bench/dashboard_floor.py, a hand-written Starlette +
 asyncpg endpoint, run the same way (its own uvicorn process, a pool of the same size), answering the
 same JSON from the same database; the two answers are compared before anything is timed. Both are
-driven by the same load generator (CLIENTS concurrent httpx requests for BENCH_SECONDS each).
+driven by the same load generator (CLIENTS concurrent httpx requests for BENCH_SECONDS each, after a
+one-second warm-up). CLIENTS is the pool size, 8: more clients only queue at the pools, and httpx's
+own cost per request grows with its open connections (on the 2-core development machine it went
+from 2.5 ms at 8 clients to 3.8 at 16 and 7 at 32, enough to make the load generator, not the
+floor, the bottleneck).
 
 The schema has no per-workspace list of add-ons (Workspace has no addOns field): the page shows
 them through ``limits``, which are the plan's plus every active add-on's, and the seed gives a third

@@ -55,24 +55,39 @@ def payer_key_of(wallet: Wallet) -> str | None:
     return None  # a project's credit is assigned by its partner, not bought
 
 
+_STATE = (
+    "SELECT w.balance, w.low_balance_threshold, w.low_balance_notified, a.threshold, a.in_flight_payment_id "
+    "FROM wallet w LEFT JOIN auto_top_up a ON a.wallet_id = w.id AND a.enabled WHERE w.id = $1"
+)
+
+
 async def watch(wallet_id: int) -> None:
-    """Call after a wallet's balance changed (inside or outside the transaction that changed it)."""
-    if await sql.execute(_NOTIFY_LOW, wallet_id):
-        wallet = await Wallet.get(id=wallet_id)
-        await audit.emit(
-            "wallet.low_balance",
-            wallet.partner_id,
-            {
-                "wallet_id": wallet.id,
-                "owner": wallet.owner_key,
-                "unit": wallet.unit,
-                "balance": wallet.balance,
-                "threshold": wallet.low_balance_threshold,
-            },
-        )
-    else:
+    """Call after a wallet's balance changed (inside or outside the transaction that changed it).
+    One read decides; a write follows only when a notice or a top-up is due."""
+    rows = await sql.fetch(_STATE, wallet_id)
+    if not rows:
+        return
+    state = rows[0]
+    balance, threshold = int(state["balance"]), state["low_balance_threshold"]
+    if threshold is not None and balance < threshold and not state["low_balance_notified"]:
+        if await sql.execute(_NOTIFY_LOW, wallet_id):
+            wallet = await Wallet.get(id=wallet_id)
+            await audit.emit(
+                "wallet.low_balance",
+                wallet.partner_id,
+                {
+                    "wallet_id": wallet.id,
+                    "owner": wallet.owner_key,
+                    "unit": wallet.unit,
+                    "balance": wallet.balance,
+                    "threshold": wallet.low_balance_threshold,
+                },
+            )
+    elif state["low_balance_notified"] and (threshold is None or balance >= threshold):
         await sql.execute(_REARM_LOW, wallet_id)
-    await _start(wallet_id)
+    top_up_below = state["threshold"]
+    if top_up_below is not None and state["in_flight_payment_id"] is None and balance < top_up_below:
+        await _start(wallet_id)
 
 
 async def _start(wallet_id: int, *, only_below_threshold: bool = True) -> int | None:
