@@ -1,16 +1,25 @@
-"""Delivery of outbox events. Partner webhooks and e-mail plug in here; until a partner has an
-endpoint, an event is delivered to the log."""
+"""Delivery of outbox events: to the partner's webhook endpoints (``billing.partner_webhooks``), and
+to the log. E-mail plugs in here."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from billing import partner_webhooks
+
 log = logging.getLogger("whitebill.notifications")
 
 
 async def deliver(event: dict[str, Any]) -> None:
+    """Queue the event for the partner's webhook endpoints (each is then sent, signed, by a worker)."""
+    queued = await partner_webhooks.fan_out(event)
     log.info(
         "notification",
-        extra={"event_id": event["id"], "event_type": event["event_type"], "partner_id": event["partner_id"]},
+        extra={
+            "event_id": event["id"],
+            "event_type": event["event_type"],
+            "partner_id": event["partner_id"],
+            "webhooks": queued,
+        },
     )

@@ -58,6 +58,13 @@ def _scoped(queryset: QuerySet[M], viewer: Viewer, *, workspace_field: str | Non
     return queryset
 
 
+def partner_owned(queryset: QuerySet[M], viewer: Viewer) -> QuerySet[M]:
+    """Rows that belong to a partner as a whole (its webhooks...): never its clients'."""
+    if viewer.kind == "WORKSPACE":
+        return queryset.filter(id=None)
+    return _scoped(queryset, viewer, workspace_field=None)
+
+
 def partners(viewer: Viewer) -> QuerySet[Partner]:
     if viewer.is_platform:
         return Partner.all()

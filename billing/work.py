@@ -13,7 +13,7 @@ from typing import Any
 from billing import clock, sql
 from models.enums import WorkState
 
-QUEUES = ("job", "outbox_event")  # tables with the LeasedWork columns
+QUEUES = ("job", "outbox_event", "webhook_delivery")  # tables with the LeasedWork columns
 DEFAULT_LEASE = timedelta(seconds=60)
 
 

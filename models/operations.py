@@ -90,3 +90,37 @@ class ClockSetting(Entity):
 
     class Meta:
         table = "clock_setting"
+
+
+class WebhookEndpoint(Entity):
+    """Where a partner wants its events: an URL, a signing secret (encrypted) and the event types."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
+    url = fields.CharField(max_length=500)
+    secret_encrypted = fields.BinaryField()
+    secret_hint = fields.CharField(max_length=16, null=True)
+    events = fields.JSONField(default=list)  # empty: every event
+    enabled = fields.BooleanField(default=True)
+    max_attempts = fields.IntField(default=8)  # then the delivery is DEAD
+
+    class Meta:
+        table = "webhook_endpoint"
+
+
+class WebhookDelivery(LeasedWork):
+    """One outbox event to one endpoint: retried with back-off, at least once, with a stable event id."""
+
+    endpoint = fields.ForeignKeyField("models.WebhookEndpoint", related_name="deliveries", on_delete=fields.CASCADE)
+    endpoint_id: int
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
+    event_id = fields.BigIntField()  # the outbox event's id
+    event_type = fields.CharField(max_length=64)
+    body = fields.TextField()  # the exact JSON sent, signed as is
+    last_status = fields.IntField(null=True)
+
+    class Meta:
+        table = "webhook_delivery"
+        unique_together = (("endpoint", "event_id"),)
+        indexes = (("state", "run_at"),)

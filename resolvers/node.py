@@ -12,6 +12,8 @@ from tortoise.queryset import QuerySet
 from billing import catalog, tenancy
 from billing.tenancy import Viewer
 from models.catalog import PlanFamily as PlanFamilyRow
+from models.operations import WebhookDelivery as WebhookDeliveryRow
+from models.operations import WebhookEndpoint as WebhookEndpointRow
 from resolvers.auth import viewer_with
 from schema.context import Context
 from schema.ids import from_global_id
@@ -30,6 +32,8 @@ from schema.types import (
     Project,
     Subscription,
     Wallet,
+    WebhookDelivery,
+    WebhookEndpoint,
     Workspace,
     WorkspaceUser,
 )
@@ -49,6 +53,8 @@ _RESOLVABLE: dict[str, tuple[Callable[[Viewer], QuerySet[Any]], Callable[[Any], 
     "PlanFamily": (lambda _: PlanFamilyRow.all(), PlanFamily.of),
     "AddOn": (catalog.visible_add_ons, AddOn.of),
     "CreditPackage": (catalog.visible_credit_packages, CreditPackage.of),
+    "WebhookEndpoint": (lambda v: tenancy.partner_owned(WebhookEndpointRow.all(), v), WebhookEndpoint.of),
+    "WebhookDelivery": (lambda v: tenancy.partner_owned(WebhookDeliveryRow.all(), v), WebhookDelivery.of),
     "Subscription": (tenancy.subscriptions, Subscription.of),
 }
 

@@ -28,6 +28,7 @@ from resolvers import (
     subscriptions,
     viewer,
     wallets,
+    webhooks,
     workspaces,
 )
 from resolvers.branding import PublicBranding
@@ -177,6 +178,13 @@ class Mutation:
     transfer_units: credit.TransferUnitsPayload = strawberry.mutation(resolver=credit.transfer_units)
     consume_units: credit.ConsumeUnitsPayload = strawberry.mutation(
         resolver=credit.consume_units, description="The product reports units used; a repeated eventId is a no-op."
+    )
+    create_webhook_endpoint: webhooks.CreateWebhookEndpointPayload = strawberry.mutation(
+        resolver=webhooks.create_webhook_endpoint, description="Receive events, signed; the secret is shown once."
+    )
+    send_test_webhook: webhooks.SendTestWebhookPayload = strawberry.mutation(resolver=webhooks.send_test_webhook)
+    resend_webhook_delivery: webhooks.WebhookDeliveryPayload = strawberry.mutation(
+        resolver=webhooks.resend_webhook_delivery
     )
     record_payment: wallets.RecordPaymentPayload = strawberry.mutation(
         resolver=wallets.record_payment,

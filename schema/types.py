@@ -389,6 +389,16 @@ class Partner(Node):
         rows = await wallet_models.Wallet.filter(owner_key=f"PARTNER:{self.db_id}").order_by("unit")
         return [Wallet.of(w) for w in rows]
 
+    @strawberry.field(description="Where this partner receives its events (needs MANAGE_BILLING).")
+    async def webhook_endpoints(
+        self, info: Info[Context, None]
+    ) -> list[Annotated[WebhookEndpoint, strawberry.lazy("schema.types")]]:
+        viewer = info.context.require_viewer()
+        if viewer.kind == "WORKSPACE" or enums.Permission.MANAGE_BILLING not in viewer.permissions:
+            return []
+        rows = await operations_models.WebhookEndpoint.filter(partner_id=self.db_id).order_by("id")
+        return [WebhookEndpoint.of(row) for row in rows]
+
     @strawberry.field(description="The methods this partner's clients may pay with at checkout.")
     async def payment_methods(self) -> list[PaymentMethodKind]:
         from billing.gateway_configs import active_config
@@ -488,6 +498,72 @@ class GatewayConfig(Node):
             webhook_url=webhook_url(row),
             created_at=row.created_at,
         )
+
+
+DeliveryState = strawberry.enum(enums.WorkState, name="DeliveryState")
+
+
+@strawberry.type(
+    description="One event sent (or to be sent) to one endpoint; retried with back-off until DONE or DEAD."
+)
+class WebhookDelivery(Node):
+    event_id: str = strawberry.field(description="Stable across retries: receivers dedupe on it.")
+    event_type: str
+    state: DeliveryState
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: operations_models.WebhookDelivery) -> WebhookDelivery:
+        return cls(
+            id=strawberry.ID(to_global_id("WebhookDelivery", row.id)),
+            event_id=f"evt_{row.event_id}",
+            event_type=row.event_type,
+            state=row.state,
+            attempts=row.attempts,
+            last_status=row.last_status,
+            last_error=row.last_error,
+            next_attempt_at=row.run_at if row.state is enums.WorkState.PENDING else None,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="Where a partner receives its events, signed with HMAC-SHA256 (see the README).")
+class WebhookEndpoint(Node):
+    db_id: strawberry.Private[int]
+    url: str
+    events: list[str] = strawberry.field(description="Event types sent here; empty: all.")
+    enabled: bool
+    max_attempts: int
+    secret_hint: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: operations_models.WebhookEndpoint) -> WebhookEndpoint:
+        return cls(
+            id=strawberry.ID(to_global_id("WebhookEndpoint", row.id)),
+            db_id=row.id,
+            url=row.url,
+            events=list(row.events),
+            enabled=row.enabled,
+            max_attempts=row.max_attempts,
+            secret_hint=row.secret_hint,
+            created_at=row.created_at,
+        )
+
+    @strawberry.field(description="Deliveries to this endpoint, oldest first.")
+    async def deliveries(
+        self, first: int | None = None, after: str | None = None, state: DeliveryState | None = None
+    ) -> Connection[WebhookDelivery]:
+        from resolvers.pagination import paginate
+
+        queryset = operations_models.WebhookDelivery.filter(endpoint_id=self.db_id)
+        if state is not None:
+            queryset = queryset.filter(state=state)
+        return await paginate(queryset, first=first, after=after, to_node=WebhookDelivery.of)
 
 
 @strawberry.type(description="A card kept at the provider for off-session charges: never its number, only a hint.")

@@ -10,7 +10,17 @@ import socket
 from datetime import datetime, timedelta
 from typing import Any
 
-from billing import clock, credit_billing, expiry, idempotency, notifications, reconciler, renewals, work
+from billing import (
+    clock,
+    credit_billing,
+    expiry,
+    idempotency,
+    notifications,
+    partner_webhooks,
+    reconciler,
+    renewals,
+    work,
+)
 
 # What a paid payment delivers is registered where it is sold: load every seller.
 from billing import checkout, purchases, refunds  # noqa: F401  isort: skip
@@ -38,6 +48,7 @@ class Worker:
         self.settings = settings
         self.owner = f"{name or 'worker'}:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.poll_seconds = poll_seconds
+        self.webhooks = partner_webhooks.Sender()
 
     async def tick(self) -> int:
         """One pass over every queue; returns how many items it handled."""
@@ -63,6 +74,9 @@ class Worker:
             else:
                 await work.finish("outbox_event", item.id, self.owner)
         handled += await renewals.run_due(limit=50)
+        for claimed in await work.claim("webhook_delivery", self.owner, limit=50):
+            handled += 1
+            await self.webhooks.send(self.owner, claimed)
         handled += await reconciler.run_due(limit=20)
         handled += await credit_billing.run_due(limit=50)
         handled += await expiry.run_due(limit=100)
