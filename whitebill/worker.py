@@ -74,9 +74,10 @@ class Worker:
             else:
                 await work.finish("outbox_event", item.id, self.owner)
         handled += await renewals.run_due(limit=50)
-        for claimed in await work.claim("webhook_delivery", self.owner, limit=50):
-            handled += 1
-            await self.webhooks.send(self.owner, claimed)
+        deliveries = await work.claim("webhook_delivery", self.owner, limit=50)
+        if deliveries:  # sent side by side: a slow receiver does not hold up the others
+            await asyncio.gather(*(self.webhooks.send(self.owner, claimed) for claimed in deliveries))
+            handled += len(deliveries)
         handled += await reconciler.run_due(limit=20)
         handled += await credit_billing.run_due(limit=50)
         handled += await expiry.run_due(limit=100)
