@@ -40,6 +40,8 @@ TIMEOUT = httpx.Timeout(10.0)
 MAX_ENDPOINTS = 20
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TEST_EVENT = "webhook.test"
+# Events for whitebill's own senders, never for a partner's endpoint: a password e-mail carries its token.
+INTERNAL = ("email.",)
 
 
 def sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -111,7 +113,7 @@ def _body(event: dict[str, Any]) -> str:
 
 async def fan_out(event: dict[str, Any]) -> int:
     """Queue an outbox event for every endpoint of its partner that wants it; returns how many."""
-    if event.get("partner_id") is None:
+    if event.get("partner_id") is None or str(event["event_type"]).startswith(INTERNAL):
         return 0
     endpoints = await WebhookEndpoint.filter(partner_id=event["partner_id"], enabled=True)
     only = (event.get("payload") or {}).get("endpoint_id") if event["event_type"] == TEST_EVENT else None

@@ -216,3 +216,17 @@ async def test_four_workers_deliver_2000_events_exactly_once_and_a_killed_one_lo
     assert set(ids) == expected  # nothing lost
     assert len(ids) - len(set(ids)) <= 50  # at least once: only what the killed worker was sending again
     assert await OutboxEvent.filter(state=WorkState.PENDING).count() == 0
+
+
+async def test_a_password_e_mail_never_reaches_a_partner_endpoint() -> None:
+    with receiving() as (receiver, url):
+        partner, _, _ = await an_endpoint(url + "/ok")  # wants every event
+        await OutboxEvent.create(
+            partner_id=partner.id,
+            event_type="email.password_reset",
+            payload={"to": "ana@client.example", "token": "s3cret-reset-token"},
+            run_at=clock.now(),
+        )
+        await OutboxEvent.create(partner_id=partner.id, event_type="plan.renewed", payload={}, run_at=clock.now())
+        await drain(Worker(load_settings()))
+        assert [json.loads(body)["type"] for _, body, _ in receiver.received] == ["plan.renewed"]
