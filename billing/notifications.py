@@ -1,12 +1,12 @@
 """Delivery of outbox events: to the partner's webhook endpoints (``billing.partner_webhooks``), and
-to the log. E-mail plugs in here."""
+to the people concerned by e-mail (``billing.emails``), and to the log."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from billing import partner_webhooks
+from billing import emails, partner_webhooks
 
 log = logging.getLogger("whitebill.notifications")
 
@@ -14,6 +14,7 @@ log = logging.getLogger("whitebill.notifications")
 async def deliver(event: dict[str, Any]) -> None:
     """Queue the event for the partner's webhook endpoints (each is then sent, signed, by a worker)."""
     queued = await partner_webhooks.fan_out(event)
+    await emails.send(event)
     log.info(
         "notification",
         extra={

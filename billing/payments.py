@@ -16,7 +16,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing import clock, sql
+from billing import audit, clock, sql
 from billing.errors import BillingError, ErrorCode
 from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
 from models.enums import PaymentMethodKind, PaymentStatus
@@ -139,11 +139,33 @@ async def move(payment_id: int, target: PaymentStatus, *, reason: str = "", **ch
         if target is S.SUCCEEDED and current is not S.DISPUTED:
             await _fulfil(payment_id)
         hooks = _SETTLED.get(str(rows[0]["purpose_kind"]), []) if target in FINAL else []
-        if hooks:
+        if hooks or target in _ANNOUNCED:
             payment = await Payment.get(id=payment_id)
             for hook in hooks:
                 await hook(payment)
+            if target in _ANNOUNCED:
+                await _announce(payment, target)
         return True
+
+
+# The payer hears of these (e-mail) and so does the partner (webhooks).
+_ANNOUNCED = {S.PENDING: "payment.pending", S.DECLINED: "payment.failed"}
+
+
+async def _announce(payment: Payment, status: PaymentStatus) -> None:
+    await audit.emit(
+        _ANNOUNCED[status],
+        payment.partner_id,
+        {
+            "payment_id": payment.id,
+            "payer_key": payment.payer_key,
+            "amount": payment.amount,
+            "currency": payment.currency,
+            "purpose": payment.purpose_kind,
+            "payer_action": payment.payer_action,
+            "reason": payment.decline_reason,
+        },
+    )
 
 
 async def _fulfil(payment_id: int) -> None:

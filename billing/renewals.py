@@ -184,13 +184,7 @@ async def _charge_card_job(job: dict[str, Any]) -> dict[str, Any]:
     card = await SavedPaymentMethod.get(id=job["card_id"])
     if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN):
         payment = await charging.collect(payment, saved_method=card, description="renewal")
-    if payment.status in _FINALLY_UNPAID:
-        await audit.emit(
-            "payment.failed",
-            payment.partner_id,
-            {"payment_id": payment.id, "payer": payment.payer_key, "reason": payment.decline_reason},
-        )
-    return {"status": payment.status.value}
+    return {"status": payment.status.value}  # a decline is announced (payment.failed) where it is recorded
 
 
 async def _collect_or_fail(subscription: Subscription, period: SubscriptionPeriod, *, retry: bool) -> None:
