@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ log = logging.getLogger("whitebill.partner_webhooks")
 SIGNATURE_HEADER = "Whitebill-Signature"
 TIMEOUT = httpx.Timeout(10.0)
 MAX_ENDPOINTS = 20
+CONCURRENCY = 8  # requests in flight per worker
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TEST_EVENT = "webhook.test"
 # Events for whitebill's own senders, never for a partner's endpoint: a password e-mail carries its token.
@@ -111,19 +113,23 @@ def _body(event: dict[str, Any]) -> str:
     )
 
 
-async def fan_out(event: dict[str, Any]) -> int:
-    """Queue an outbox event for every endpoint of its partner that wants it; returns how many."""
+async def fan_out(event: dict[str, Any], endpoints: list[WebhookEndpoint] | None = None) -> int:
+    """Queue an outbox event for every endpoint of its partner that wants it; returns how many.
+    ``endpoints``: the partner's enabled endpoints, when the caller has them already."""
     if event.get("partner_id") is None or str(event["event_type"]).startswith(INTERNAL):
         return 0
-    endpoints = await WebhookEndpoint.filter(partner_id=event["partner_id"], enabled=True)
+    if endpoints is None:
+        endpoints = await WebhookEndpoint.filter(partner_id=event["partner_id"], enabled=True)
     only = (event.get("payload") or {}).get("endpoint_id") if event["event_type"] == TEST_EVENT else None
-    queued = 0
+    if only is not None:
+        wanted = [e for e in endpoints if e.id == only]
+    else:
+        wanted = [e for e in endpoints if not e.events or event["event_type"] in e.events]
+    if not wanted:
+        return 0
     body = _body(event)
-    for endpoint in endpoints:
-        if only is not None and endpoint.id != only:
-            continue
-        if endpoint.events and event["event_type"] not in endpoint.events and only is None:
-            continue
+    queued = 0
+    for endpoint in wanted:
         queued += await sql.execute(
             "INSERT INTO webhook_delivery (created_at, state, run_at, attempts, endpoint_id, partner_id, event_id,"
             " event_type, body) VALUES ($1, $2, $1, 0, $3, $4, $5, $6, $7)"
@@ -139,28 +145,43 @@ async def fan_out(event: dict[str, Any]) -> int:
     return queued
 
 
+_DONE = (
+    "UPDATE webhook_delivery SET state = $1, finished_at = $2, lease_owner = NULL, lease_until = NULL, "
+    "last_status = $3 WHERE id = $4 AND lease_owner = $5"
+)
+
+
 class Sender:
-    """One HTTP client per worker, and the endpoints' secrets, opened once."""
+    """One HTTP client per worker; endpoints and their opened secrets kept for a few seconds."""
+
+    CACHE_SECONDS = 10.0
 
     def __init__(self) -> None:
-        self.http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False)
-        self._secrets: dict[int, str] = {}
+        self.http = httpx.AsyncClient(
+            timeout=TIMEOUT, follow_redirects=False, limits=httpx.Limits(max_connections=CONCURRENCY)
+        )
+        self._endpoints: dict[int, tuple[float, WebhookEndpoint | None, str]] = {}
 
-    async def _secret(self, endpoint: WebhookEndpoint) -> str:
-        if endpoint.id not in self._secrets:
-            self._secrets[endpoint.id] = credentials.decrypt(endpoint.secret_encrypted)["secret"]
-        return self._secrets[endpoint.id]
+    async def _endpoint(self, endpoint_id: int) -> tuple[WebhookEndpoint | None, str]:
+        now = time.monotonic()
+        cached = self._endpoints.get(endpoint_id)
+        if cached is None or now - cached[0] > self.CACHE_SECONDS:
+            endpoint = await WebhookEndpoint.get_or_none(id=endpoint_id)
+            secret = credentials.decrypt(endpoint.secret_encrypted)["secret"] if endpoint else ""
+            cached = (now, endpoint, secret)
+            self._endpoints[endpoint_id] = cached
+        return cached[1], cached[2]
 
     async def send(self, owner: str, claimed: work.Claimed) -> bool:
         row = claimed.row
-        endpoint = await WebhookEndpoint.get_or_none(id=row["endpoint_id"])
+        endpoint, secret = await self._endpoint(int(row["endpoint_id"]))
         if endpoint is None or not endpoint.enabled:
             await work.finish("webhook_delivery", claimed.id, owner)
             return False
         body = str(row["body"]).encode()
         headers = {
             "content-type": "application/json",
-            SIGNATURE_HEADER: sign(await self._secret(endpoint), body, int(clock.now().timestamp())),
+            SIGNATURE_HEADER: sign(secret, body, int(clock.now().timestamp())),
             "Whitebill-Event-Id": f"evt_{row['event_id']}",
             "Whitebill-Event-Type": str(row["event_type"]),
         }
@@ -172,10 +193,10 @@ class Sender:
             error = f"{type(exc).__name__}"
         else:
             error = f"HTTP {status}"
-        await sql.execute("UPDATE webhook_delivery SET last_status = $1 WHERE id = $2", status, claimed.id)
         if status is not None and 200 <= status < 300:
-            await work.finish("webhook_delivery", claimed.id, owner)
+            await sql.execute(_DONE, WorkState.DONE.value, clock.now(), status, claimed.id, owner)
             return True
+        await sql.execute("UPDATE webhook_delivery SET last_status = $1 WHERE id = $2", status, claimed.id)
         await work.retry_later(
             "webhook_delivery",
             claimed.id,

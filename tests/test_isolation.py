@@ -54,7 +54,8 @@ import pytest
 from graphql import GraphQLSyntaxError, parse
 from tortoise import Tortoise
 
-from billing import api_keys, sql
+from billing import api_keys, clock, partner_webhooks, sql
+from models.operations import OutboxEvent
 from schema.ids import from_global_id, to_global_id
 from schema.root import MAX_TOKENS
 
@@ -937,6 +938,20 @@ async def seed(
             packageId=package["creditPackage"]["id"],
             threshold="0",
         )
+    # A webhook endpoint with one delivery queued (the event carries the tenant's text).
+    endpoint = await api.run(
+        key, "createWebhookEndpoint", "CreateWebhookEndpointInput", "endpoint { id }", url=f"https://{domain}/hooks"
+    )
+    event = await OutboxEvent.create(
+        partner_id=from_global_id(partner_id)[1],
+        event_type="plan.renewed",
+        payload={"note": f"{texts[0]} event"},
+        run_at=clock.now(),
+    )
+    assert endpoint["endpoint"]["id"]
+    await partner_webhooks.fan_out(
+        {"id": event.id, "event_type": event.event_type, "partner_id": event.partner_id, "payload": event.payload}
+    )
     users: dict[str, str] = {}
     for role, email in team.items():
         await api.run(
