@@ -114,19 +114,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def database_backends(admin: asyncpg.Connection, name: str) -> list[int]:
-    """The PostgreSQL server processes serving database ``name`` (except ``admin``'s own)."""
-    rows = await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name)
-    return [r["pid"] for r in rows]
+class BackendCpu:
+    """CPU time used by the PostgreSQL processes serving database ``name`` since ``start()``.
 
+    The pool may replace its connections during a long run: every backend seen at a ``sample()`` is
+    remembered with the last CPU time read for it, so one that ends between two samples loses only
+    what it used after the last one."""
 
-def cpu_of(pids: list[int]) -> float:
-    """CPU time used so far by those of ``pids`` still alive."""
-    total = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(pid)
-    return total
+    def __init__(self, admin: asyncpg.Connection, name: str) -> None:
+        self.admin, self.name = admin, name
+        self.initial: dict[int, float] = {}
+        self.latest: dict[int, float] = {}
+
+    async def _read(self) -> dict[int, float]:
+        rows = await self.admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", self.name
+        )
+        found = {}
+        for row in rows:
+            with contextlib.suppress(OSError):
+                found[row["pid"]] = cpu_seconds(row["pid"])
+        return found
+
+    async def start(self) -> None:
+        self.initial = await self._read()
+        self.latest = dict(self.initial)
+
+    async def sample(self) -> float:
+        """Seconds of CPU used since ``start()``."""
+        self.latest.update(await self._read())
+        return sum(cpu - self.initial.get(pid, 0.0) for pid, cpu in self.latest.items())
 
 
 def memory_mb(pid: int, field: str = "VmRSS") -> float:

@@ -40,10 +40,9 @@ import httpx
 from tortoise import Tortoise
 
 from bench.common import (
+    BackendCpu,
     asyncpg_dsn,
-    cpu_of,
     cpu_seconds,
-    database_backends,
     database_url,
     exit_on_sigterm,
     free_port,
@@ -302,12 +301,13 @@ async def measure(
     """Requests per second over SECONDS after a one-second warm-up; prints the CPU each request cost
     the server process, PostgreSQL (the backends of this database) and the load generator."""
     await load_for(1.0, CLIENTS, work)
-    backends = await database_backends(admin, name)
-    server_before, db_before, load_before = cpu_seconds(server_pid), cpu_of(backends), time.process_time()
+    backends = BackendCpu(admin, name)
+    await backends.start()
+    server_before, load_before = cpu_seconds(server_pid), time.process_time()
     done = await load_for(SECONDS, CLIENTS, work)
     per_request = {
         "server": cpu_seconds(server_pid) - server_before,
-        "PostgreSQL": cpu_of(backends) - db_before,
+        "PostgreSQL": await backends.sample(),
         "load generator": time.process_time() - load_before,
     }
     cpu = ", ".join(f"{k} {v / done.completed * 1000:.2f} ms" for k, v in per_request.items())

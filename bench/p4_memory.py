@@ -23,10 +23,9 @@ import asyncpg
 import httpx
 
 from bench.common import (
+    BackendCpu,
     asyncpg_dsn,
-    cpu_of,
     cpu_seconds,
-    database_backends,
     database_url,
     exit_on_sigterm,
     memory_mb,
@@ -111,56 +110,60 @@ async def ids(url: str) -> tuple[list[str], list[str]]:
     return [to_global_id("Workspace", i) for i in workspaces], [to_global_id("Wallet", i) for i in wallets]
 
 
+async def soak(url: str, name: str, key: str, admin: asyncpg.Connection) -> tuple[float, float]:
+    """The server's RSS (MB) after the warm-up and after the run; prints the details on the way."""
+    workspaces, wallets = await ids(url)
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    headers = {"authorization": f"Bearer {key}"}
+    with server(url) as (base, process):
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120, headers=headers) as http:
+            driver = Driver(http, workspaces, wallets)
+            started = time.monotonic()
+            await driver.run(WARMUP)
+            warm = memory_mb(process.pid)
+            print(
+                f"P4 detail: after the {WARMUP}-request warm-up: RSS {warm:.1f} MB"
+                f" ({time.monotonic() - started:.1f} s)",
+                flush=True,
+            )
+            backends = BackendCpu(admin, name)
+            await backends.start()
+            server_cpu, load_cpu = cpu_seconds(process.pid), time.process_time()
+            done, started, step = 0, time.monotonic(), max(REQUESTS // 10, 1)
+            while done < REQUESTS:
+                batch = min(step, REQUESTS - done)
+                await driver.run(batch)
+                done += batch
+                database_cpu = await backends.sample()
+                elapsed = time.monotonic() - started
+                print(
+                    f"P4 detail: {done} requests after the warm-up: RSS {memory_mb(process.pid):.1f} MB,"
+                    f" {elapsed:.0f} s, {done / elapsed:.0f} req/s",
+                    flush=True,
+                )
+            after, peak = memory_mb(process.pid), memory_mb(process.pid, "VmHWM")
+            server_cpu, load_cpu = cpu_seconds(process.pid) - server_cpu, time.process_time() - load_cpu
+    cpu = ", ".join(
+        f"{who} {seconds / REQUESTS * 1000:.2f} ms"
+        for who, seconds in (("server", server_cpu), ("PostgreSQL", database_cpu), ("load generator", load_cpu))
+    )
+    mix = ", ".join(f"{kind} {n}" for kind, n in driver.done.items())
+    print(
+        f"P4 detail: {CLIENTS} clients sent {mix}; peak RSS (VmHWM) {peak:.1f} MB; CPU per request: {cpu}", flush=True
+    )
+    return warm, after
+
+
 async def main() -> None:
     async with scratch_database() as name:
         url = database_url(name, minsize=str(POOL), maxsize=str(POOL))
         key = await seed(url)
         await analyse(name)
-        workspaces, wallets = await ids(url)
-        limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-        with server(url) as (base, process):
-            async with httpx.AsyncClient(
-                base_url=base, limits=limits, timeout=120, headers={"authorization": f"Bearer {key}"}
-            ) as http:
-                driver = Driver(http, workspaces, wallets)
-                started = time.monotonic()
-                await driver.run(WARMUP)
-                warm = memory_mb(process.pid)
-                print(
-                    f"P4 detail: after the {WARMUP}-request warm-up: RSS {warm:.1f} MB"
-                    f" ({time.monotonic() - started:.1f} s)",
-                    flush=True,
-                )
-                step = max(REQUESTS // 10, 1)
-                admin = await asyncpg.connect(asyncpg_dsn(database_url(name)))
-                backends = await database_backends(admin, name)
-                await admin.close()
-                cpu = cpu_seconds(process.pid), cpu_of(backends), time.process_time()
-                done, started = 0, time.monotonic()
-                while done < REQUESTS:
-                    batch = min(step, REQUESTS - done)
-                    await driver.run(batch)
-                    done += batch
-                    elapsed = time.monotonic() - started
-                    print(
-                        f"P4 detail: {done} requests after the warm-up: RSS {memory_mb(process.pid):.1f} MB,"
-                        f" {elapsed:.0f} s, {done / elapsed:.0f} req/s",
-                        flush=True,
-                    )
-                after = memory_mb(process.pid)
-                peak = memory_mb(process.pid, "VmHWM")
-                used = [
-                    (now - before) / REQUESTS * 1000
-                    for now, before in zip(
-                        (cpu_seconds(process.pid), cpu_of(backends), time.process_time()), cpu, strict=True
-                    )
-                ]
-                mix = ", ".join(f"{kind} {n}" for kind, n in driver.done.items())
-                print(
-                    f"P4 detail: {CLIENTS} clients sent {mix}; peak RSS (VmHWM) {peak:.1f} MB; CPU per request:"
-                    f" server {used[0]:.2f} ms, PostgreSQL {used[1]:.2f} ms, load generator {used[2]:.2f} ms",
-                    flush=True,
-                )
+        admin = await asyncpg.connect(asyncpg_dsn(database_url(name)))
+        try:
+            warm, after = await soak(url, name, key, admin)
+        finally:
+            await admin.close()
     report("P4", after, "MB", warm)
 
 

@@ -11,12 +11,17 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,7 +33,6 @@ from models.enums import WorkState
 from models.operations import OutboxEvent, WebhookDelivery
 from schema.ids import to_global_id
 from tests.factories import a_partner, partner_viewer
-from tests.fake_asaas.control import ServerThread
 from tests.graphql import GraphQLClient
 from whitebill.settings import load_settings
 from whitebill.worker import Worker
@@ -37,14 +41,22 @@ pytestmark = pytest.mark.usefixtures("database")
 
 
 class Receiver:
-    """A partner's webhook receiver on 127.0.0.1: /ok answers 200, /flaky fails each event twice."""
+    """A partner's webhook receiver on 127.0.0.1: /ok answers 200, /flaky fails each event twice.
+    Run in its own process (``python -m tests.test_partner_webhooks PORT LOG``) so that a busy test
+    process never slows its answers; it appends what it receives to LOG, one JSON line each."""
 
-    def __init__(self) -> None:
-        self.received: list[tuple[str, bytes, dict[str, str]]] = []
+    def __init__(self, log: Path) -> None:
+        self.log = log
         self.failures: Counter[str] = Counter()
 
     async def ok(self, request: Request) -> Response:
-        self.received.append((request.headers["whitebill-event-id"], await request.body(), dict(request.headers)))
+        record = {
+            "id": request.headers["whitebill-event-id"],
+            "body": (await request.body()).decode(),
+            "signature": request.headers["whitebill-signature"],
+        }
+        with self.log.open("a") as out:
+            out.write(json.dumps(record) + "\n")
         return Response(status_code=200)
 
     async def flaky(self, request: Request) -> Response:
@@ -54,22 +66,47 @@ class Receiver:
             return Response(status_code=500)
         return await self.ok(request)
 
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[Route("/ok", self.ok, methods=["POST"]), Route("/flaky", self.flaky, methods=["POST"])]
+        )
+
+
+class Received:
+    """What the receiver process got, read back from its log."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    @property
+    def received(self) -> list[tuple[str, bytes, dict[str, str]]]:
+        if not self.log.exists():
+            return []
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        return [(r["id"], r["body"].encode(), {"whitebill-signature": r["signature"]}) for r in lines]
+
     def ids(self) -> list[str]:
         return [event_id for event_id, _, _ in self.received]
 
 
 @contextlib.contextmanager
-def receiving() -> Iterator[tuple[Receiver, str]]:
-    receiver = Receiver()
-    app = Starlette(
-        routes=[Route("/ok", receiver.ok, methods=["POST"]), Route("/flaky", receiver.flaky, methods=["POST"])]
-    )
-    server = ServerThread(app)
-    server.start()
+def receiving() -> Iterator[tuple[Received, str]]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = Path(tempfile.mkdtemp()) / "received.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "tests.test_partner_webhooks", str(port), str(log)])
+    url = f"http://127.0.0.1:{port}"
     try:
-        yield receiver, server.url
+        for _ in range(500):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.02)
+        yield Received(log), url
     finally:
-        server.stop()
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def verifies(secret: str, body: bytes, header: str) -> bool:
@@ -77,6 +114,14 @@ def verifies(secret: str, body: bytes, header: str) -> bool:
     parts = dict(part.split("=", 1) for part in header.split(","))
     expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, parts["v1"])
+
+
+def serve_receiver(port: int, log: Path) -> None:
+    import uvicorn
+
+    app = Receiver(log).app()
+    app.add_route("/ready", lambda request: Response(status_code=200), methods=["GET"])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 async def an_endpoint(url: str, *, max_attempts: int = 8):
@@ -104,7 +149,9 @@ async def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try() -> 
                 )
             )
         await drain(worker)
-        assert receiver.received == [] and sum(receiver.failures.values()) == 3
+        assert receiver.received == []
+        first = await WebhookDelivery.filter(endpoint_id=endpoint.id)
+        assert [(d.attempts, d.last_status) for d in first] == [(1, 500)] * 3
         await clock.advance(timedelta(seconds=30))  # the first back-off
         await drain(worker)
         assert receiver.received == []
@@ -230,3 +277,7 @@ async def test_a_password_e_mail_never_reaches_a_partner_endpoint() -> None:
         await OutboxEvent.create(partner_id=partner.id, event_type="plan.renewed", payload={}, run_at=clock.now())
         await drain(Worker(load_settings()))
         assert [json.loads(body)["type"] for _, body, _ in receiver.received] == ["plan.renewed"]
+
+
+if __name__ == "__main__":
+    serve_receiver(int(sys.argv[1]), Path(sys.argv[2]))
