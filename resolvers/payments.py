@@ -65,6 +65,10 @@ async def configure_gateway(info: Info[Context, None], input: ConfigureGatewayIn
     return await payload(run, lambda errors: ConfigureGatewayPayload(errors=errors))
 
 
+def _saved_method(global_id: strawberry.ID | None) -> int | None:
+    return expect_id(global_id, "SavedPaymentMethod", "savedPaymentMethodId") if global_id else None
+
+
 @strawberry.input(description="Exactly one of planId, addOnId, creditPackageId.")
 class CheckoutItemInput:
     plan_id: strawberry.ID | None = None
@@ -117,11 +121,7 @@ async def checkout_(info: Info[Context, None], input: CheckoutInput) -> Checkout
             method=enums.PaymentMethodKind(input.method.value),
             idempotency_key=input.idempotency_key,
             card_token=input.card_token,
-            saved_method_id=(
-                expect_id(input.saved_payment_method_id, "SavedPaymentMethod", "savedPaymentMethodId")
-                if input.saved_payment_method_id
-                else None
-            ),
+            saved_method_id=_saved_method(input.saved_payment_method_id),
             save_card=input.save_card,
             tax_id=input.tax_id,
         )
@@ -258,11 +258,7 @@ async def buy_platform_package(info: Info[Context, None], input: BuyPlatformPack
             idempotency_key=input.idempotency_key,
             quantity=input.quantity,
             card_token=input.card_token,
-            saved_method_id=(
-                expect_id(input.saved_payment_method_id, "SavedPaymentMethod", "savedPaymentMethodId")
-                if input.saved_payment_method_id
-                else None
-            ),
+            saved_method_id=_saved_method(input.saved_payment_method_id),
             save_card=input.save_card,
         )
         return BuyPlatformPackagePayload(payment=Payment.of(made))
