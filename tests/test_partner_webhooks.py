@@ -208,11 +208,13 @@ def start_worker(backend, name: str) -> subprocess.Popen[bytes]:
     )
 
 
-async def delivered(count: int, *, timeout_steps: int = 3000) -> None:
-    for _ in range(timeout_steps):
+async def delivered(count: int, *, within: float = 180.0) -> None:
+    """Wait for ``count`` deliveries to be DONE (generous: a loaded machine is slow, not wrong)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
         if await WebhookDelivery.filter(state=WorkState.DONE).count() >= count:
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
     raise AssertionError(f"only {await WebhookDelivery.filter(state=WorkState.DONE).count()} of {count} delivered")
 
 
