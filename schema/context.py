@@ -12,8 +12,8 @@ from strawberry.dataloader import DataLoader
 from billing.errors import BillingError, ErrorCode
 from billing.subscriptions import LIVE
 from billing.tenancy import Viewer
-from models.catalog import PartnerMargin
-from models.subscriptions import Subscription, UsageCounter
+from models.catalog import PartnerMargin, Plan
+from models.subscriptions import Subscription, UsageCounter, WorkspaceAddOn
 from models.tenancy import Branding, Partner, Project
 from models.wallets import Wallet
 
@@ -58,6 +58,16 @@ async def _load_wallets(keys: list[int]) -> list[list[Wallet]]:
     return _group(await Wallet.filter(workspace_id__in=keys).order_by("id"), "workspace_id", keys)
 
 
+async def _load_plans(keys: list[int]) -> list[Plan | None]:
+    found = {p.id: p for p in await Plan.filter(id__in=keys)}
+    return [found.get(k) for k in keys]
+
+
+async def _load_add_ons(keys: list[int]) -> list[list[WorkspaceAddOn]]:
+    rows = await WorkspaceAddOn.filter(workspace_id__in=keys, active=True).prefetch_related("add_on")
+    return _group(rows, "workspace_id", keys)
+
+
 @dataclass
 class Loaders:
     partner: DataLoader[int, Partner | None] = field(default_factory=lambda: DataLoader(_load_partners))
@@ -69,6 +79,10 @@ class Loaders:
         default_factory=lambda: DataLoader(_load_live_subscriptions)
     )
     usage_of_workspace: DataLoader[int, list[UsageCounter]] = field(default_factory=lambda: DataLoader(_load_usage))
+    plan: DataLoader[int, Plan | None] = field(default_factory=lambda: DataLoader(_load_plans))
+    add_ons_of_workspace: DataLoader[int, list[WorkspaceAddOn]] = field(
+        default_factory=lambda: DataLoader(_load_add_ons)
+    )
 
 
 @dataclass

@@ -192,6 +192,14 @@ class Mutation:
     )
 
 
+VALIDATION_RULES = [
+    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    cost_rule(MAX_COST, MAX_PAGE, DEFAULT_PAGE),
+    StorableStrings,
+]
+
+
 class WhitebillSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # Expected failures are not logged as errors; unexpected ones are, with the request id.
@@ -207,10 +215,9 @@ def build_schema() -> strawberry.Schema:
         extensions=[
             lambda: ParserCache(maxsize=512),
             lambda: ValidationCache(maxsize=512),
-            lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-            lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-            lambda: AddValidationRules([cost_rule(MAX_COST, MAX_PAGE, DEFAULT_PAGE), StorableStrings]),
+            # The same rule classes for every request: ValidationCache keys on them.
+            lambda: AddValidationRules(VALIDATION_RULES),
             ShapeErrors,
             OneConnectionPerQuery,
         ],

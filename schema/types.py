@@ -11,7 +11,7 @@ import strawberry.scalars
 from strawberry.types import Info
 
 from billing.catalog import price_with
-from billing.limits import effective_limits
+from billing.limits import combine
 from billing.money import format_minor
 from billing.subscriptions import history_of, live_partner_subscription
 from models import catalog as catalog_models
@@ -299,8 +299,17 @@ class Workspace(Node):
         return await SubscriptionHistoryEntry.all_of(await history_of(workspace_id=self.db_id))
 
     @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
-    async def limits(self) -> list[Limit]:
-        return Limit.all_of(await effective_limits(self.db_id))
+    async def limits(self, info: Info[Context, None]) -> list[Limit]:
+        loaders = info.context.loaders
+        # Both asked for before either is awaited: one batch each for the whole page.
+        subscription_of, add_ons_of = (
+            loaders.live_subscription.load(self.db_id),
+            loaders.add_ons_of_workspace.load(self.db_id),
+        )
+        subscription, add_ons = await subscription_of, await add_ons_of
+        plan = await loaders.plan.load(subscription.plan_id) if subscription else None
+        deltas = [(a.add_on.limit_deltas, a.quantity) for a in add_ons]
+        return Limit.all_of(combine(plan.limits if plan else {}, deltas))
 
     @strawberry.field(description="Current usage of limited metrics, as the platform reported it.")
     async def usage(self, info: Info[Context, None]) -> list[Limit]:
@@ -954,8 +963,10 @@ class Subscription(Node):
         ]
 
     @strawberry.field
-    async def plan(self) -> Plan:
-        return Plan.of(await catalog_models.Plan.get(id=self.plan_db_id))
+    async def plan(self, info: Info[Context, None]) -> Plan:
+        row = await info.context.loaders.plan.load(self.plan_db_id)
+        assert row is not None  # a subscription's plan is never deleted (RESTRICT)
+        return Plan.of(row)
 
     @strawberry.field(description="Every plan this subscription has had, oldest first.")
     async def history(self) -> list[SubscriptionHistoryEntry]:
