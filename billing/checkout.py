@@ -341,16 +341,3 @@ async def buy_platform_package(
         saved_method_id=saved_method_id,
         save_card=save_card,
     )
-
-
-async def payment_history(viewer: Viewer, *, workspace_id: int, limit: int = 100) -> list[Payment]:
-    """A workspace's payments, newest first."""
-    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
-    return await tenancy.payments(viewer).filter(payer_key=f"WORKSPACE:{workspace.id}").order_by("-id").limit(limit)
-
-
-async def saved_methods(viewer: Viewer, *, workspace_id: int) -> list[SavedPaymentMethod]:
-    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
-    return await SavedPaymentMethod.filter(
-        partner_id=workspace.partner_id, payer_key=f"WORKSPACE:{workspace.id}", replaced_at=None
-    ).order_by("-id")

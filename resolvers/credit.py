@@ -85,7 +85,7 @@ async def set_auto_top_up(info: Info[Context, None], input: SetAutoTopUpInput) -
     async def run() -> WalletPayload:
         viewer = viewer_with(info)
         wallet_id = expect_id(input.wallet_id, "Wallet", "walletId")
-        unit = (await WalletRow.get_or_none(id=wallet_id) or WalletRow(unit="POINTS")).unit
+        unit = (await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")).unit
         rule = await top_ups.configure(
             viewer,
             wallet_id=wallet_id,
@@ -104,7 +104,7 @@ async def set_low_balance_threshold(
     async def run() -> WalletPayload:
         viewer = viewer_with(info)
         db_id = expect_id(wallet_id, "Wallet", "walletId")
-        unit = (await WalletRow.get_or_none(id=db_id) or WalletRow(unit="POINTS")).unit
+        unit = (await tenancy.get_scoped(tenancy.wallets(viewer), db_id, "wallet")).unit
         row = await top_ups.set_low_balance_threshold(
             viewer,
             wallet_id=db_id,
