@@ -5,8 +5,11 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-from billing import clock
-from models.operations import AuditLog, OutboxEvent
+import orjson
+from tortoise import timezone
+
+from billing import clock, sql
+from models.operations import OutboxEvent
 
 # Set by the HTTP layer for each request, read here so every audit row carries it.
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -22,16 +25,24 @@ async def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    await AuditLog.create(
-        partner_id=partner_id,
-        actor=actor,
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id),
-        before=before,
-        after=after,
-        request_id=request_id.get(),
+    # One plain INSERT: the ORM's model round trip costs more CPU than the statement on hot paths.
+    await sql.execute(
+        "INSERT INTO audit_log (created_at, partner_id, actor, action, target_type, target_id, before, after,"
+        " request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        timezone.now(),  # like the ORM's auto_now_add: real time, not the test clock
+        partner_id,
+        actor,
+        action,
+        target_type,
+        str(target_id),
+        _json(before),
+        _json(after),
+        request_id.get(),
     )
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
 
 
 async def emit(event_type: str, partner_id: int | None, payload: dict[str, Any]) -> None:

@@ -60,23 +60,53 @@ async def run_once(
     try:
         async with in_transaction("default"):
             result = await action()
-            done = await sql.execute(
-                "UPDATE idempotency_record SET status = $1, result = $2, locked_until = NULL, claim_token = NULL "
-                "WHERE scope = $3 AND operation = $4 AND key = $5 AND status = $6 AND claim_token = $7",
-                IdempotencyStatus.COMPLETED.value,
-                json.dumps(encode(result)),
-                scope,
-                operation,
-                key,
-                IdempotencyStatus.IN_PROGRESS.value,
-                token,
-            )
-            if done != 1:  # our lease ran out and another call took the key over: roll back, let it win
-                raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
+            await _complete(scope, operation, key, token, encode(result))
     except BaseException:
         await _release(scope, operation, key, token)
         raise
     return result
+
+
+async def run_once_in_transaction(
+    *,
+    scope: str,
+    operation: str,
+    key: str,
+    request: Any,
+    action: Callable[[], Awaitable[T]],
+    encode: Callable[[T], Any],
+    decode: Callable[[Any], T],
+) -> T:
+    """``run_once`` for an action that only writes to the database, called inside the caller's open
+    transaction: the claim, the action's effect and the stored result commit together or not at all,
+    so a crash or a refusal leaves nothing to release and no lease to wait for. A concurrent call with
+    the same key waits at its claim for this transaction, then answers the stored result (or runs, if
+    this one rolled back)."""
+    key = check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
+    token = secrets.token_hex(16)
+    replay = await _claim(scope, operation, key, request_hash(request), token)
+    if replay is not None:
+        return decode(replay)
+    result = await action()
+    await _complete(scope, operation, key, token, encode(result))
+    return result
+
+
+async def _complete(scope: str, operation: str, key: str, token: str, result: Any) -> None:
+    """Store the result of the claimed key, in the transaction of the action's effect."""
+    done = await sql.execute(
+        "UPDATE idempotency_record SET status = $1, result = $2, locked_until = NULL, claim_token = NULL "
+        "WHERE scope = $3 AND operation = $4 AND key = $5 AND status = $6 AND claim_token = $7",
+        IdempotencyStatus.COMPLETED.value,
+        json.dumps(result),
+        scope,
+        operation,
+        key,
+        IdempotencyStatus.IN_PROGRESS.value,
+        token,
+    )
+    if done != 1:  # our lease ran out and another call took the key over: roll back, let it win
+        raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
 
 
 async def _claim(scope: str, operation: str, key: str, digest: str, token: str) -> Any | None:

@@ -8,6 +8,9 @@ and PostgreSQL (and the database's CHECK constraint backs it up).
 
 On PostgreSQL a posting that touches one wallet (a grant, a spend: the hot case) is a single
 statement, so the wallet's row lock is held for one statement only.
+
+Every posting announces the wallets it changed (``billing.realtime``) within its transaction, so
+subscribers hear of it once it commits.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 
 from tortoise.transactions import in_transaction
 
-from billing import clock, sql
+from billing import clock, realtime, sql
 from billing.errors import BillingError, ErrorCode
 from billing.money import MAX_AMOUNT, MAX_BALANCE
 from models.enums import ExternalAccount, LedgerCause
@@ -110,12 +113,14 @@ WITH w AS (
     INSERT INTO posting (created_at, partner_id, cause, caused_by_type, caused_by_id, note, actor)
     SELECT $2, w.partner_id, $5, $6, $7, $8, $9 FROM w
     RETURNING id
+), n AS (
+    SELECT {notify} FROM w
 )
 INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                           counter_wallet_id, counter_account)
-SELECT $2, p.id, w.partner_id, w.id, $4, $1, w.balance, $5, $10, $11 FROM w, p
+SELECT $2, p.id, w.partner_id, w.id, $4, $1, w.balance, $5, $10, $11 FROM w, p, n
 RETURNING id, posting_id, balance_after
-"""
+""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
 
 
 async def _post_single_wallet_pg(
@@ -221,6 +226,7 @@ async def _post_in_transaction(
             counter.value if isinstance(counter, ExternalAccount) else None,
         )
         entries.append(Entry(rows[0]["id"], wallet_id, amount, running[wallet_id]))
+    await realtime.publish(*(realtime.Change(realtime.WALLET, w, partner_of[w]) for w in sorted(totals)))
     return PostingResult(posting_id, entries)
 
 

@@ -32,9 +32,13 @@ def check_unit(unit: str) -> str:
     return check_currency(value, field="unit")
 
 
+def _owner_key(owner_kind: OwnerKind, owner_id: int | None) -> str:
+    return f"{owner_kind.value}:{owner_id}" if owner_id is not None else owner_kind.value
+
+
 async def open_wallet(*, partner_id: int | None, owner_kind: OwnerKind, owner_id: int | None, unit: str) -> Wallet:
     """The owner's wallet of ``unit``, opened at zero if it does not exist yet (safe under concurrency)."""
-    owner_key = f"{owner_kind.value}:{owner_id}" if owner_id is not None else owner_kind.value
+    owner_key = _owner_key(owner_kind, owner_id)
     await sql.execute(
         "INSERT INTO wallet (created_at, updated_at, partner_id, owner_kind, workspace_id, project_id, owner_key,"
         " unit, balance, credit_limit, low_balance_notified) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 0, 0, FALSE)"
@@ -75,6 +79,16 @@ def _check_note(note: str) -> str:
     return check_text(note, "note", max_length=MAX_NOTE, allow_empty=True)
 
 
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """The wallet a manual movement is for: its owner, and its unit as asked."""
+
+    partner_id: int | None
+    owner_kind: OwnerKind
+    owner_id: int
+    unit: str
+
+
 async def adjust_workspace_balance(
     viewer: Viewer,
     *,
@@ -89,13 +103,16 @@ async def adjust_workspace_balance(
     """A partner adds units to a workspace wallet by hand (UChat "add points"), or takes them away.
     Granted units may expire: they are then spent before units that do not."""
     viewer.require(Permission.MANAGE_BILLING)
-    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+
+    async def target() -> _Target:
+        workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+        return _Target(workspace.partner_id, OwnerKind.WORKSPACE, workspace.id, unit)
+
     return await _adjust(
         viewer,
-        open_it=lambda: workspace_wallet(workspace, unit),
-        caused_by=CausedBy("Workspace", str(workspace.id)),
+        target=target,
+        caused_by=CausedBy("Workspace", str(workspace_id)),
         request={"workspace": workspace_id, "expires": str(expires_at)},
-        unit=unit,
         amount=amount,
         note=note,
         idempotency_key=idempotency_key,
@@ -109,16 +126,16 @@ async def grant_partner_balance(
 ) -> Adjustment:
     """The platform funds a partner's centralised balance by hand (what pays its partner plan)."""
     viewer.require(Permission.MANAGE_PARTNERS)
-    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
-    code = check_currency(currency)
+
+    async def target() -> _Target:
+        partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+        return _Target(partner.id, OwnerKind.PARTNER, partner.id, check_currency(currency))
+
     return await _adjust(
         viewer,
-        open_it=lambda: open_wallet(
-            partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=code
-        ),
-        caused_by=CausedBy("Partner", str(partner.id)),
+        target=target,
+        caused_by=CausedBy("Partner", str(partner_id)),
         request={"partner": partner_id},
-        unit=code,
         amount=amount,
         note=note,
         idempotency_key=idempotency_key,
@@ -126,64 +143,80 @@ async def grant_partner_balance(
     )
 
 
+_WALLET_OF = "SELECT id, partner_id FROM wallet WHERE owner_key = $1 AND unit = $2"
+
+
+async def _wallet_of(target: _Target, unit: str) -> tuple[int, int | None]:
+    """(id, partner id) of the target's wallet, opened if it does not exist yet."""
+    rows = await sql.fetch(_WALLET_OF, _owner_key(target.owner_kind, target.owner_id), unit)
+    if rows:
+        return int(rows[0]["id"]), rows[0]["partner_id"]
+    wallet = await open_wallet(
+        partner_id=target.partner_id, owner_kind=target.owner_kind, owner_id=target.owner_id, unit=unit
+    )
+    return wallet.id, wallet.partner_id
+
+
 async def _adjust(
     viewer: Viewer,
     *,
-    open_it: Callable[[], Awaitable[Wallet]],
+    target: Callable[[], Awaitable[_Target]],
     caused_by: CausedBy,
     request: dict[str, Any],
-    unit: str,
     amount: int,
     note: str,
     idempotency_key: str,
     debit: bool,
     expires_at: datetime | None = None,
 ) -> Adjustment:
-    unit = check_unit(unit)
-    check_amount(amount)
-    note = _check_note(note)
-    if expires_at is not None and (debit or expires_at <= clock.now()):
-        raise BillingError(ErrorCode.INVALID_INPUT, "only a grant can expire, and in the future", field="expiresAt")
     operation = "wallet.debit" if debit else "wallet.grant"
-    request = {**request, "unit": unit, "amount": amount, "note": note}
+    # One transaction, so one pooled connection, for the whole call: the owner's lookup, the key's
+    # claim, the posting, the audit row and the stored result commit together or not at all.
+    async with in_transaction("default"):
+        found = await target()
+        unit = check_unit(found.unit)
+        check_amount(amount)
+        note = _check_note(note)
+        if expires_at is not None and (debit or expires_at <= clock.now()):
+            raise BillingError(ErrorCode.INVALID_INPUT, "only a grant can expire, and in the future", field="expiresAt")
 
-    async def act() -> Adjustment:
-        wallet = await open_it()
-        external = ExternalAccount.ISSUANCE
-        leg = Leg(amount, unit, wallet.id, external) if debit else Leg(amount, unit, external, wallet.id)
-        result = await ledger.post(
-            [leg],
-            cause=LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT,
-            caused_by=caused_by,
-            note=note,
-            actor=viewer.actor,
-        )
-        if debit:
-            await expiry.consume(wallet.id, amount)
-        elif expires_at is not None:
-            await expiry.add_lot(wallet, amount, expires_at)
-        balance = result.balance_of(wallet.id)
-        await top_ups.watch(wallet.id)
-        await audit.record(
-            actor=viewer.actor,
-            action=operation,
-            target_type="Wallet",
-            target_id=wallet.id,
-            partner_id=wallet.partner_id,
-            before={"balance": balance + amount if debit else balance - amount},
-            after={"balance": balance, "note": note},
-        )
-        return Adjustment(wallet.id, result.posting_id, balance)
+        async def act() -> Adjustment:
+            wallet_id, partner_id = await _wallet_of(found, unit)
+            external = ExternalAccount.ISSUANCE
+            leg = Leg(amount, unit, wallet_id, external) if debit else Leg(amount, unit, external, wallet_id)
+            result = await ledger.post(
+                [leg],
+                cause=LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT,
+                caused_by=caused_by,
+                note=note,
+                actor=viewer.actor,
+            )
+            if debit:
+                await expiry.consume(wallet_id, amount)
+            elif expires_at is not None:
+                await expiry.add_lot(await Wallet.get(id=wallet_id), amount, expires_at)
+            balance = result.balance_of(wallet_id)
+            await top_ups.watch(wallet_id)
+            await audit.record(
+                actor=viewer.actor,
+                action=operation,
+                target_type="Wallet",
+                target_id=wallet_id,
+                partner_id=partner_id,
+                before={"balance": balance + amount if debit else balance - amount},
+                after={"balance": balance, "note": note},
+            )
+            return Adjustment(wallet_id, result.posting_id, balance)
 
-    return await idempotency.run_once(
-        scope=viewer.scope,
-        operation=operation,
-        key=idempotency_key,
-        request=request,
-        action=act,
-        encode=lambda a: [a.wallet_id, a.posting_id, a.balance],
-        decode=lambda raw: Adjustment(*raw),
-    )
+        return await idempotency.run_once_in_transaction(
+            scope=viewer.scope,
+            operation=operation,
+            key=idempotency_key,
+            request={**request, "unit": unit, "amount": amount, "note": note},
+            action=act,
+            encode=lambda a: [a.wallet_id, a.posting_id, a.balance],
+            decode=lambda raw: Adjustment(*raw),
+        )
 
 
 async def spend(

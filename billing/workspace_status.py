@@ -8,14 +8,15 @@ Precedence SUSPENDED > RESTRICTED > PAUSED > ACTIVE; every reason that applies i
   listed, without changing the status, before that;
 - LIMIT_EXCEEDED: usage above a limit -> PAUSED (usage may not grow; it resumes when usage fits).
 
-Every change of status writes an outbox event in the caller's transaction.
+Every change of status writes an outbox event in the caller's transaction; every change of status or
+reasons is announced to subscribers (``billing.realtime``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from billing import audit, limits, subscriptions
+from billing import audit, limits, realtime, subscriptions
 from billing.errors import BillingError, ErrorCode
 from models.enums import SubscriptionStatus, WorkspaceStatus
 from models.tenancy import Partner, Workspace
@@ -60,6 +61,7 @@ async def recompute(workspace_id: int) -> WorkspaceStatus:
         previous = workspace.status
         workspace.status, workspace.status_reasons = status, reasons
         await workspace.save(update_fields=["status", "status_reasons"])
+        await realtime.publish(realtime.Change(realtime.WORKSPACE, workspace.id, workspace.partner_id))
         if status != previous:
             await audit.emit(
                 _EVENTS[status],

@@ -10,4 +10,5 @@ MODEL_MODULES = [
     "models.wallets",
     "models.payments",
     "models.operations",
+    "models.auto_billing",
 ]

@@ -117,19 +117,25 @@ class RateCard(Entity):
     margin_kind = fields.CharEnumField(MarginKind, max_length=16, null=True)
     margin_value = fields.DecimalField(max_digits=18, decimal_places=8, null=True)
     effective_from = fields.DatetimeField(null=True)
+    # Moves on every change to the card or its cells: ingestion caches cards by it.
+    version = fields.BigIntField(default=1)
 
     class Meta:
         table = "rate_card"
+        unique_together = (("partner", "currency"),)
 
 
 class RateCardCell(Entity):
-    """Price per delivered message for one country and category (a per-cell margin on partner cards)."""
+    """One country and category. On the platform's card ``price`` is the price per delivered message;
+    on a partner's card the cell is a margin over that price: ``margin_kind`` with ``price`` as its
+    value (a percentage, or an amount in the currency's major unit)."""
 
     rate_card = fields.ForeignKeyField("models.RateCard", related_name="cells", on_delete=fields.CASCADE)
     rate_card_id: int
     country = fields.CharField(max_length=2)  # ISO 3166 alpha-2, "*" for the rest of the world
     category = fields.CharEnumField(MessageCategory, max_length=32)
     price = fields.DecimalField(max_digits=18, decimal_places=8)
+    margin_kind = fields.CharEnumField(MarginKind, max_length=16, null=True)
 
     class Meta:
         table = "rate_card_cell"

@@ -180,3 +180,10 @@ class WorkState(StrEnum):
     PENDING = "PENDING"
     DONE = "DONE"
     DEAD = "DEAD"
+
+
+class UsageCreditPolicy(StrEnum):
+    """When a project's WhatsApp credit runs out."""
+
+    REFUSE = "REFUSE"  # a hard stop at zero (the default)
+    ALLOW_TO_CREDIT_LIMIT = "ALLOW_TO_CREDIT_LIMIT"  # down to the project wallet's credit limit

@@ -127,13 +127,19 @@ class UsageEvent(Entity):
     event_id = fields.CharField(max_length=128)
     country = fields.CharField(max_length=2)
     category = fields.CharField(max_length=32)
+    # The conversation window it was sent in: NONE, CUSTOMER_SERVICE (24 h) or FREE_ENTRY (72 h).
+    window_kind = fields.CharField(max_length=24, default="NONE")
     count = fields.IntField()
     free = fields.BooleanField(default=False)
     occurred_at = fields.DatetimeField()
-    charged_amount = fields.BigIntField(default=0)
-    platform_amount = fields.BigIntField(default=0)
+    charged_amount = fields.BigIntField(default=0)  # the project's credit, at the partner's rate
+    platform_amount = fields.BigIntField(default=0)  # the partner's centralised balance, at the platform's rate
     currency = fields.CharField(max_length=3)
+    # The batch's posting: its entries on the project's credit and the partner's balance are the sums
+    # of its events' amounts (no foreign key, so that a batch's inserts check nothing they need not).
+    posting_id = fields.BigIntField(null=True)
 
     class Meta:
         table = "usage_event"
         unique_together = (("partner", "event_id"),)
+        indexes = (("project_id", "occurred_at"),)

@@ -34,6 +34,8 @@ class Partner(Entity):
     refund_takes_back_units = fields.BooleanField(default=True)  # points bought are taken back on refund
     tax_id = fields.CharField(max_length=20, null=True)  # when the platform charges the partner through Asaas
     settings = fields.JSONField(default=dict)
+    # When a project's WhatsApp credit runs out: REFUSE (hard stop) or ALLOW_TO_CREDIT_LIMIT.
+    usage_credit_policy = fields.CharField(max_length=24, default="REFUSE")
 
     class Meta:
         table = "partner"

@@ -116,3 +116,28 @@ class AutoTopUp(Entity):
 
     class Meta:
         table = "auto_top_up"
+
+
+class PlatformDeduction(Entity):
+    """What the platform takes from a partner's centralised balance for a client's plan: the
+    platform price (not the partner's) of a first period or a plan change (PLAN) or of a renewal
+    (RENEWAL). One row per thing paid for; debited once, as soon as the balance allows."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.RESTRICT)
+    partner_id: int
+    workspace = fields.ForeignKeyField("models.Workspace", related_name=None, null=True, on_delete=fields.SET_NULL)
+    workspace_id: int | None
+    kind = fields.CharField(max_length=16)  # PLAN or RENEWAL
+    source = fields.CharField(max_length=64)  # "Payment:42": what the client paid
+    plan = fields.ForeignKeyField("models.Plan", related_name=None, null=True, on_delete=fields.SET_NULL)
+    plan_id: int | None
+    amount = fields.BigIntField()
+    currency = fields.CharField(max_length=3)
+    posting_id = fields.BigIntField(null=True)  # set when debited
+    debited_at = fields.DatetimeField(null=True)
+    attempts = fields.IntField(default=0)
+
+    class Meta:
+        table = "platform_deduction"
+        unique_together = (("source", "kind"),)
+        indexes = (("partner_id", "created_at"),)

@@ -55,18 +55,22 @@ class AdjustWorkspaceBalanceInput:
     )
 
 
-@strawberry.type
-class AdjustWorkspaceBalancePayload:
-    wallet: Wallet | None = None
-    errors: list[UserError] = strawberry.field(default_factory=list)
-
-
-async def _adjusted(adjustment: wallets.Adjustment) -> AdjustWorkspaceBalancePayload:
-    row = await WalletRow.get(id=adjustment.wallet_id)
+async def _adjusted_wallet(root: strawberry.Parent[AdjustWorkspaceBalancePayload]) -> Wallet | None:
+    # Read only when asked for: a client that wants just the errors costs no second statement.
+    if root.adjustment is None:
+        return None
+    row = await WalletRow.get(id=root.adjustment.wallet_id)
     wallet = Wallet.of(row)
     # The balance right after this adjustment: a replay answers what the first call answered.
-    wallet.balance = Quantity.of(adjustment.balance, row.unit)
-    return AdjustWorkspaceBalancePayload(wallet=wallet)
+    wallet.balance = Quantity.of(root.adjustment.balance, row.unit)
+    return wallet
+
+
+@strawberry.type
+class AdjustWorkspaceBalancePayload:
+    wallet: Wallet | None = strawberry.field(resolver=_adjusted_wallet)
+    errors: list[UserError] = strawberry.field(default_factory=list)
+    adjustment: strawberry.Private[wallets.Adjustment | None] = None
 
 
 async def _adjust(
@@ -86,7 +90,7 @@ async def _adjust(
             debit=debit,
             expires_at=input.expires_at,
         )
-        return await _adjusted(adjustment)
+        return AdjustWorkspaceBalancePayload(adjustment=adjustment)
 
     return await payload(run, lambda errors: AdjustWorkspaceBalancePayload(errors=errors))
 
@@ -215,6 +219,6 @@ async def grant_partner_balance(
             note=input.note,
             idempotency_key=input.idempotency_key,
         )
-        return await _adjusted(adjustment)
+        return AdjustWorkspaceBalancePayload(adjustment=adjustment)
 
     return await payload(run, lambda errors: AdjustWorkspaceBalancePayload(errors=errors))

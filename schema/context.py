@@ -1,4 +1,6 @@
-"""The per-request context: who is calling, and the request's DataLoaders."""
+"""The per-request context: who is calling, and the request's DataLoaders.
+
+A websocket's context lives as long as its connection (every operation sent on it shares it)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
+from billing import api_keys, identity
 from billing.errors import BillingError, ErrorCode
 from billing.subscriptions import LIVE
 from billing.tenancy import Viewer
@@ -85,6 +88,18 @@ class Loaders:
     )
 
 
+def bearer_token(authorization: str) -> str:
+    """The token of an ``Authorization: Bearer <token>`` value ("" for anything else)."""
+    return authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+
+
+async def authenticate(token: str) -> Viewer | None:
+    """Who a bearer token stands for: a session of a person, or an API key; None if neither."""
+    if token.startswith(f"{identity.SESSION_PREFIX}_"):
+        return await identity.authenticate_session(token)
+    return await api_keys.authenticate(token) if token else None
+
+
 @dataclass
 class Context:
     viewer: Viewer | None
@@ -94,8 +109,15 @@ class Context:
     response: Any = None
     token: str | None = None  # the bearer token, for logout
     client_address: str | None = None
+    connection_params: dict[str, Any] | None = None  # a websocket's connection_init payload
 
     def require_viewer(self) -> Viewer:
         if self.viewer is None:
             raise BillingError(ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key or session token>")
         return self.viewer
+
+    async def reauthenticate(self) -> Viewer:
+        """Check the token again (a subscription does, before each event it sends): a key revoked or a
+        session ended since the connection opened stops it with UNAUTHENTICATED."""
+        self.viewer = await authenticate(self.token) if self.token else None
+        return self.require_viewer()

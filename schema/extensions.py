@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
-from strawberry.extensions import SchemaExtension
+from graphql import GraphQLError
+from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.types.graphql import OperationType
 from tortoise.transactions import in_transaction
 
@@ -23,3 +24,17 @@ class OneConnectionPerQuery(SchemaExtension):
             return
         async with in_transaction("default"):
             yield
+
+
+class ParseOnce(ParserCache):
+    """Strawberry's ParserCache, except that a document that does not parse is left for strawberry to
+    parse again and report. The cache parses before strawberry's own error handling starts: over a
+    websocket its error would escape and end the operation without a word (HTTP catches it)."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            context.graphql_document = self.cached_parse_document(context.query, **context.parse_options)
+        except GraphQLError:
+            pass  # strawberry parses it again and answers with the syntax error
+        yield

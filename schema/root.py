@@ -8,7 +8,6 @@ from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     ValidationCache,
 )
@@ -25,7 +24,9 @@ from resolvers import (
     node,
     partners,
     payments,
+    realtime,
     subscriptions,
+    usage,
     viewer,
     wallets,
     webhooks,
@@ -34,7 +35,7 @@ from resolvers import (
 from resolvers.branding import PublicBranding
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
-from schema.extensions import OneConnectionPerQuery
+from schema.extensions import OneConnectionPerQuery, ParseOnce
 from schema.limits import StorableStrings, cost_rule
 from schema.types import (
     AddOn,
@@ -47,6 +48,7 @@ from schema.types import (
     Plan,
     PlanFamily,
     Viewer,
+    Wallet,
     Workspace,
     WorkspaceUser,
 )
@@ -84,6 +86,10 @@ class Query:
     )
     branding: PublicBranding | None = strawberry.field(
         resolver=branding.branding_by_domain, description="Public: a partner's branding by its domain."
+    )
+    rate_card: usage.RateCard = strawberry.field(
+        resolver=usage.rate_card,
+        description="WhatsApp prices per delivered message: a partner's (platform and partner prices) or the platform's.",
     )
 
 
@@ -179,6 +185,24 @@ class Mutation:
     consume_units: credit.ConsumeUnitsPayload = strawberry.mutation(
         resolver=credit.consume_units, description="The product reports units used; a repeated eventId is a no-op."
     )
+    set_platform_rates: usage.RateCardPayload = strawberry.mutation(
+        resolver=usage.set_platform_rates, description="The platform's WhatsApp price per message, by cell."
+    )
+    set_rate_margin: usage.RateCardPayload = strawberry.mutation(
+        resolver=usage.set_rate_margin, description="A partner's margin over WhatsApp rates: bulk or per cell."
+    )
+    assign_project_credit: usage.AssignProjectCreditPayload = strawberry.mutation(
+        resolver=usage.assign_project_credit,
+        description="Add or take back a project's WhatsApp credit; the centralised balance is not touched.",
+    )
+    set_usage_credit_policy: usage.SetUsageCreditPolicyPayload = strawberry.mutation(
+        resolver=usage.set_usage_credit_policy,
+        description="When a project's credit runs out: refuse usage, or allow it down to the credit limit.",
+    )
+    report_usage_events: usage.ReportUsageEventsPayload = strawberry.mutation(
+        resolver=usage.report_usage_events,
+        description="The product reports delivered messages (up to 1,000 per call); one result per event.",
+    )
     create_webhook_endpoint: webhooks.CreateWebhookEndpointPayload = strawberry.mutation(
         resolver=webhooks.create_webhook_endpoint, description="Receive events, signed; the secret is shown once."
     )
@@ -189,6 +213,20 @@ class Mutation:
     record_payment: wallets.RecordPaymentPayload = strawberry.mutation(
         resolver=wallets.record_payment,
         description="Record a pending manual payment as collected; it is delivered once.",
+    )
+
+
+@strawberry.type(
+    description="Subscriptions, over graphql-transport-ws on /graphql: the current state first, then each change."
+)
+class LiveUpdates:  # "Subscription" is a plan's subscription
+    wallet_balance_changed: Wallet = strawberry.subscription(
+        resolver=realtime.wallet_balance_changed,
+        description="A wallet you can see, now and after each change of its balance.",
+    )
+    workspace_status_changed: Workspace = strawberry.subscription(
+        resolver=realtime.workspace_status_changed,
+        description="A workspace you can see, now and after each change of its status or status reasons.",
     )
 
 
@@ -210,10 +248,11 @@ def build_schema() -> strawberry.Schema:
     return WhitebillSchema(
         query=Query,
         mutation=Mutation,
+        subscription=LiveUpdates,
         types=[Partner, Workspace],
         config=StrawberryConfig(relay_max_results=MAX_PAGE),
         extensions=[
-            lambda: ParserCache(maxsize=512),
+            lambda: ParseOnce(maxsize=512),
             lambda: ValidationCache(maxsize=512),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             # The same rule classes for every request: ValidationCache keys on them.

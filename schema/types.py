@@ -4,7 +4,7 @@ I/O are async, and those go through the request's DataLoaders."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Generic, TypeVar
 
 import strawberry
 import strawberry.scalars
@@ -23,6 +23,9 @@ from models import tenancy as tenancy_models
 from models import wallets as wallet_models
 from schema.context import Context
 from schema.ids import encode_cursor, to_global_id
+
+if TYPE_CHECKING:
+    from resolvers.usage import UsageMonth
 
 WorkspaceStatus = strawberry.enum(enums.WorkspaceStatus)
 PartnerStatus = strawberry.enum(enums.PartnerStatus)
@@ -121,6 +124,14 @@ class Project(Node):
     async def wallets(self) -> list[Annotated[Wallet, strawberry.lazy("schema.types")]]:
         rows = await wallet_models.Wallet.filter(project_id=self.db_id).order_by("unit")
         return [Wallet.of(w) for w in rows]
+
+    @strawberry.field(description="Delivered WhatsApp messages per month (YYYY-MM, UTC) and category.")
+    async def usage_by_month(
+        self, info: Info[Context, None], since: str | None = None, until: str | None = None
+    ) -> list[Annotated[UsageMonth, strawberry.lazy("resolvers.usage")]]:
+        from resolvers.usage import usage_by_month
+
+        return await usage_by_month(info, self.db_id, since, until)
 
 
 @strawberry.type
@@ -368,6 +379,7 @@ class Partner(Node):
             refund_plan_policy=row.refund_plan_policy,
             refund_takes_back_units=row.refund_takes_back_units,
             credit_billing_enabled=row.credit_billing_enabled,
+            usage_credit_policy=row.usage_credit_policy,
         )
 
     domain: str | None = None
@@ -380,6 +392,10 @@ class Partner(Node):
     )
     credit_billing_enabled: bool = strawberry.field(
         default=False, description="Clients buy points, and add-ons cost points per period."
+    )
+    usage_credit_policy: str = strawberry.field(
+        default="REFUSE",
+        description="When a project's WhatsApp credit runs out: REFUSE, or ALLOW_TO_CREDIT_LIMIT.",
     )
 
     @strawberry.field(description="The partner's own plan with the platform (partner plans), if any.")

@@ -8,6 +8,7 @@ is skipped with a notice, or fails the run when WHITEBILL_REQUIRE_POSTGRES=true 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -195,11 +196,10 @@ def providers(ledgerpay: Path, localstripe: LocalStripe, fake_asaas: FakeAsaasCo
     yield
 
 
-@pytest.fixture(scope="session")
-def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@contextlib.contextmanager
+def serving(backend: Backend, log_path: Path) -> Iterator[Server]:
     """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / f"{backend.name}.log"
     env = dict(
         os.environ,
         DATABASE_URL=backend.url,
@@ -229,12 +229,21 @@ def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathF
             process.kill()
             pytest.fail(f"server did not start:\n{log_path.read_text(errors='replace')}")
         time.sleep(0.1)
-    yield Server(url, process, log_path)
-    process.terminate()
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+        yield Server(url, process, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
+    with serving(backend, tmp_path_factory.mktemp("server") / f"{backend.name}.log") as started:
+        yield started
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -1,4 +1,5 @@
-"""The Starlette application: GraphQL at /graphql, health, metrics, provider webhooks."""
+"""The Starlette application: GraphQL at /graphql (subscriptions over graphql-transport-ws on the same
+path), health, metrics, provider webhooks."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -17,16 +19,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived, WebSocketDisconnected
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 from tortoise import Tortoise
 
-from billing import api_keys, clock, identity, sql
+from billing import clock, realtime, sql
 from billing.audit import request_id
-from schema.context import Context
+from schema.context import Context, authenticate, bearer_token
 from schema.root import schema
-from whitebill import db
+from whitebill import db, usage_http
 from whitebill.metrics import metrics
 from whitebill.settings import Settings, load_settings
 from whitebill.webhooks import handle_provider_webhook
@@ -38,30 +44,81 @@ class NotMigrated(RuntimeError):
     pass
 
 
+MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
+CONNECTION_INIT_TIMEOUT = timedelta(seconds=10)
+
+
+class TextWebSocket(ASGIWebSocketAdapter):
+    """graphql-transport-ws messages are text frames (orjson gives bytes); a message that is not JSON,
+    or holds a NUL, closes the socket with 4400 like any other malformed message; a close reason (a
+    syntax error's message, say) is cut to the 123 bytes a close frame holds."""
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object, None]:
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                try:
+                    yield self.view.decode_json(text)
+                except HTTPException as error:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from error
+        except KeyError as error:
+            raise NonTextMessageReceived from error
+        except WebSocketDisconnect:
+            pass
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        try:
+            await self.ws.send_text(orjson.dumps(message).decode())
+        except WebSocketDisconnect as error:
+            raise WebSocketDisconnected from error
+
+    async def close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, reason=reason.encode()[:123].decode(errors="ignore"))
+
+
 class GraphQLApp(GraphQL):
     """Strawberry's ASGI app with our context, orjson, and error counting."""
 
+    websocket_adapter_class = TextWebSocket  # type: ignore[assignment]
+
     def __init__(self, settings: Settings) -> None:
-        super().__init__(schema, graphql_ide="graphiql" if settings.development else None)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if settings.development else None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=CONNECTION_INIT_TIMEOUT,
+            max_subscriptions_per_connection=MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            # Credentials travel only as bearer tokens (no cookies), so a page on another origin has
+            # nothing to borrow: white-label dashboards on partners' own domains may subscribe.
+            allowed_origins=("*",),
+        )
         self.settings = settings
 
     async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
-        viewer = None
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-        if token.startswith(f"{identity.SESSION_PREFIX}_"):
-            viewer = await identity.authenticate_session(token)
-        elif token:
-            viewer = await api_keys.authenticate(token)
+        token = bearer_token(request.headers.get("authorization", ""))
         client = getattr(request, "client", None)
         return Context(
-            viewer=viewer,
+            viewer=await authenticate(token),
             request_id=request_id.get() or "",
             request=request,
             response=response,
             token=token or None,
             client_address=client.host if client else None,
         )
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
+        """Browsers cannot set headers on a websocket: the connection_init payload may carry
+        ``{"Authorization": "Bearer <api key or session token>"}``, which then stands instead of the
+        upgrade request's header. Bad credentials are answered like over HTTP: operations that need
+        a caller fail with UNAUTHENTICATED."""
+        params = context.connection_params or {}
+        header = next((v for k, v in params.items() if k.lower() == "authorization"), None)
+        if header is not None:
+            token = bearer_token(header) if isinstance(header, str) else ""
+            context.token = token or None
+            context.viewer = await authenticate(token)
+        return UNSET
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -179,8 +236,13 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
             yield
             return
         await Tortoise.init(config=db.tortoise_config(settings.database_url), _enable_global_fallback=True)
+        listener = None
         try:
             await ensure_migrated(settings)
+            if settings.is_postgres:
+                # Subscribers hear of changes made by any process (servers, workers) through LISTEN.
+                listener = realtime.Listener(realtime.connect_like_the_pool())
+                await listener.start()
             embedded_worker = None
             if not settings.is_postgres and settings.env != "test":
                 # Embedded mode is one process: it does its own background work.
@@ -193,6 +255,8 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
                 with contextlib.suppress(asyncio.CancelledError):
                     await embedded_worker
         finally:
+            if listener is not None:
+                await listener.stop()
             await Tortoise.close_connections()
 
     graphql = GraphQLApp(settings)
@@ -202,6 +266,8 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
             Route("/metrics", metrics_endpoint),
             Route("/webhooks/{provider}/{config_id:int}", provider_webhook, methods=["POST"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/usage", usage_http.report_usage, methods=["POST"]),
+            Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
             WebSocketRoute("/graphql", graphql),
         ],
         lifespan=lifespan,

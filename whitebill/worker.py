@@ -23,7 +23,7 @@ from billing import (
 )
 
 # What a paid payment delivers is registered where it is sold: load every seller.
-from billing import checkout, purchases, refunds  # noqa: F401  isort: skip
+from billing import checkout, platform_deductions, purchases, refunds  # noqa: F401  isort: skip
 from whitebill.settings import Settings
 
 log = logging.getLogger("whitebill.worker")

@@ -1,0 +1,209 @@
+"""GraphQL subscriptions over graphql-transport-ws, with the `gql` client against real uvicorn
+processes: on PostgreSQL a grant sent to a second server process reaches a subscriber of the first
+(LISTEN/NOTIFY); on SQLite (one process by design) the same through one process. Another tenant's
+subscriber hears nothing, and cannot subscribe to what is not its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from gql import Client, GraphQLRequest
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
+
+from billing import api_keys
+from schema.ids import to_global_id
+from tests.conftest import Backend, Server, serving
+from tests.factories import PLATFORM, a_partner, a_workspace
+from tests.graphql import GraphQLClient
+from tests.shop import CREATE_PLAN
+
+pytestmark = pytest.mark.usefixtures("database")
+
+BALANCE = "subscription($w: ID!) { walletBalanceChanged(walletId: $w) { id unit balance { amount unit } } }"
+STATUS = """subscription($ws: ID!) { workspaceStatusChanged(workspaceId: $ws) {
+  id status statusReasons { kind } subscription { plan { name } } } }"""
+GRANT = """mutation($ws: ID!, $amount: String!, $key: String!) {
+  grantUnits(input: {workspaceId: $ws, unit: "POINTS", amount: $amount, idempotencyKey: $key}) {
+    wallet { id balance { amount } } errors { code } } }"""
+ASSIGN = """mutation($ws: ID!, $plan: ID!) {
+  assignPlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: "assign"}) {
+    subscription { id } errors { code } } }"""
+WAIT = 10.0  # for an event that must come (generous: a loaded machine is slow, not wrong)
+QUIET = 1.0  # how long an event that must not come is waited for, after the expected one arrived
+
+
+@pytest.fixture(scope="session")
+def second_server(backend: Backend, server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Another server process on the same database (PostgreSQL: that is how whitebill scales out)."""
+    with serving(backend, tmp_path_factory.mktemp("server2") / f"{backend.name}.log") as started:
+        yield started
+
+
+@pytest.fixture
+def other_process(database: Backend, server: Server, request: pytest.FixtureRequest) -> Server:
+    """Where changes are made: a second server process on PostgreSQL; on SQLite, which is one
+    process by design, the subscribers' own."""
+    return request.getfixturevalue("second_server") if database.is_postgres else server
+
+
+class Live:
+    """What a subscription receives, gathered in the background: data, or a TransportQueryError."""
+
+    def __init__(self) -> None:
+        self.received: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
+
+    async def next(self) -> dict[str, Any]:
+        got = await asyncio.wait_for(self.received.get(), WAIT)
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    async def error(self) -> dict[str, Any]:
+        got = await asyncio.wait_for(self.received.get(), WAIT)
+        assert isinstance(got, TransportQueryError), f"expected an error answer, got {got!r}"
+        assert got.errors, got
+        return got.errors[0]
+
+    async def closed(self) -> Exception:
+        got = await asyncio.wait_for(self.received.get(), WAIT)
+        assert isinstance(got, Exception) and not isinstance(got, TransportQueryError), got
+        return got
+
+    async def nothing(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            got = await asyncio.wait_for(self.received.get(), QUIET)
+            raise AssertionError(f"received what it must not: {got}")
+
+
+@contextlib.asynccontextmanager
+async def live(
+    server: Server, query: str, variables: dict[str, Any], *, token: str, in_headers: bool = False
+) -> AsyncIterator[Live]:
+    """Subscribe with the credentials in the connection_init payload (as browsers must), or in the
+    upgrade request's headers."""
+    credentials = {"Authorization": f"Bearer {token}"}
+    transport = WebsocketsTransport(
+        url=server.url.replace("http://", "ws://", 1) + "/graphql",
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+        headers=credentials if in_headers else None,
+        init_payload=None if in_headers else credentials,
+    )
+    gathered = Live()
+    async with Client(transport=transport) as session:
+
+        async def gather() -> None:
+            try:
+                async for data in session.subscribe(GraphQLRequest(query, variable_values=variables)):
+                    await gathered.received.put(data)
+            except Exception as error:  # an error answer, or the server closing the socket
+                await gathered.received.put(error)
+
+        task = asyncio.create_task(gather())
+        try:
+            yield gathered
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def a_tenant(server: Server, name: str) -> tuple[str, str, str]:
+    """A partner's API key, one of its workspaces and that workspace's POINTS wallet (10 points)."""
+    partner = await a_partner(name)
+    workspace = to_global_id("Workspace", (await a_workspace(partner)).id)
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    return key, workspace, await grant(server, key, workspace, "10")
+
+
+async def grant(server: Server, key: str, workspace: str, amount: str) -> str:
+    """Points granted by hand through the API; returns the wallet's id."""
+    variables = {"ws": workspace, "amount": amount, "key": str(uuid.uuid4())}
+    made = await GraphQLClient(server.url, key).data(GRANT, variables)
+    assert made["grantUnits"]["errors"] == [], made
+    return made["grantUnits"]["wallet"]["id"]
+
+
+def balance(message: dict[str, Any]) -> str:
+    return message["walletBalanceChanged"]["balance"]["amount"]
+
+
+async def test_a_grant_made_through_another_process_reaches_the_subscriber_and_no_other_tenant(
+    server: Server, other_process: Server
+) -> None:
+    a_key, a_workspace_id, a_wallet = await a_tenant(server, "Agency A")
+    b_key, _, b_wallet = await a_tenant(server, "Agency B")
+    async with (
+        live(server, BALANCE, {"w": a_wallet}, token=a_key) as a_sees,
+        live(server, BALANCE, {"w": b_wallet}, token=b_key, in_headers=True) as b_sees,
+    ):
+        assert balance(await a_sees.next()) == "10"  # the current balance first: subscribed
+        assert balance(await b_sees.next()) == "10"
+        await grant(other_process, a_key, a_workspace_id, "500")
+        changed = (await a_sees.next())["walletBalanceChanged"]
+        assert changed == {"id": a_wallet, "unit": "POINTS", "balance": {"amount": "510", "unit": "POINTS"}}
+        await grant(other_process, a_key, a_workspace_id, "1")
+        assert balance(await a_sees.next()) == "511"
+        await b_sees.nothing()  # B's subscriber heard nothing of A's grants
+
+
+async def test_another_tenants_wallet_or_workspace_is_not_found_and_a_bad_token_unauthenticated(
+    server: Server,
+) -> None:
+    _, a_workspace_id, a_wallet = await a_tenant(server, "Agency A")
+    b_key, _, _ = await a_tenant(server, "Agency B")
+    async with live(server, BALANCE, {"w": a_wallet}, token=b_key) as b_sees:
+        error = await b_sees.error()
+        assert error["extensions"]["code"] == "NOT_FOUND" and error["path"] == ["walletBalanceChanged"]
+    async with live(server, STATUS, {"ws": a_workspace_id}, token=b_key) as b_sees:
+        assert (await b_sees.error())["extensions"]["code"] == "NOT_FOUND"
+    async with live(server, BALANCE, {"w": a_wallet}, token="wb_nope_nope") as nobody:
+        assert (await nobody.error())["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_a_workspace_status_change_reaches_its_subscriber(server: Server, other_process: Server) -> None:
+    key, workspace_id, _ = await a_tenant(server, "Agency")
+    client = GraphQLClient(other_process.url, key)
+    plan = (await client.data(CREATE_PLAN, {"name": "Basic", "amount": "49.90"}))["createPlan"]["plan"]["id"]
+    async with live(server, STATUS, {"ws": workspace_id}, token=key) as sees:
+        first = (await sees.next())["workspaceStatusChanged"]
+        assert (first["status"], first["statusReasons"], first["subscription"]) == (
+            "RESTRICTED",
+            [{"kind": "NO_PLAN"}],
+            None,
+        )
+        assigned = await client.data(ASSIGN, {"ws": workspace_id, "plan": plan})
+        assert assigned["assignPlan"]["errors"] == [], assigned
+        now = (await sees.next())["workspaceStatusChanged"]
+        assert (now["status"], now["statusReasons"], now["subscription"]) == ("ACTIVE", [], {"plan": {"name": "Basic"}})
+
+
+async def test_a_revoked_key_ends_its_subscription_at_the_next_change(server: Server) -> None:
+    partner = await a_partner()
+    workspace = to_global_id("Workspace", (await a_workspace(partner)).id)
+    admin = (await api_keys.create_key(partner_id=partner.id)).secret
+    watcher = await api_keys.create_key(partner_id=partner.id, name="dashboard")
+    wallet = await grant(server, admin, workspace, "10")
+    async with live(server, BALANCE, {"w": wallet}, token=watcher.secret) as sees:
+        assert balance(await sees.next()) == "10"
+        await api_keys.revoke_key(PLATFORM, watcher.key.id)
+        await grant(server, admin, workspace, "5")
+        assert (await sees.error())["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_abuse_limits_hold_for_subscriptions(server: Server) -> None:
+    key, _, wallet = await a_tenant(server, "Agency")
+    deep = "subscription($w: ID!) { walletBalanceChanged(walletId: $w) { " + "id " * 2100 + "} }"
+    async with live(server, deep, {"w": wallet}, token=key) as sees:
+        closed = await sees.closed()  # a syntax error closes the socket (graphql-transport-ws)
+        print(repr(closed.__cause__), repr(closed.__context__))
+    aliased = "subscription($w: ID!) { walletBalanceChanged(walletId: $w) { " + " ".join(
+        f"a{i}: id" for i in range(40)
+    ) + " } }"
+    async with live(server, aliased, {"w": wallet}, token=key) as sees:
+        assert "alias" in (await sees.error())["message"].lower()

@@ -1,0 +1,358 @@
+"""Flow D (AiSensy): WhatsApp rate cards, project credit, usage ingestion, month report and CSV.
+
+Through a real server: the platform sets its rates, the partner its margin, the partner assigns credit
+to a project (the centralised balance does not move), the platform's product reports 1,000 delivered
+marketing messages to +55 numbers (GraphQL and the plain JSON endpoint): the project pays the partner
+rate, the balance the platform rate, each event rounded once, half-even; the month report and the
+CSV add up to the ledger to the cent; a replayed batch charges nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+
+import httpx
+import pytest
+
+from billing import api_keys, clock, rate_cards
+from models.enums import OwnerKind, Permission
+from models.subscriptions import UsageEvent
+from models.tenancy import Project
+from models.wallets import LedgerEntry, Posting, Wallet
+from schema.ids import to_global_id
+from tests.factories import a_partner, a_workspace
+from tests.graphql import GraphQLClient
+
+pytestmark = pytest.mark.usefixtures("database")
+
+RATES = """mutation($cells: [RateCellInput!]!) { setPlatformRates(currency: "BRL", cells: $cells) {
+  rateCard { currency cells { country category platformPrice partnerPrice } } errors { code field message } } }"""
+MARGIN = """mutation($input: SetRateMarginInput!) { setRateMargin(input: $input) {
+  rateCard { cells { country category platformPrice partnerPrice } } errors { code field message } } }"""
+ASSIGN = """mutation($project: ID!, $amount: String!, $key: String!) {
+  assignProjectCredit(input: {projectId: $project, amount: $amount, idempotencyKey: $key}) {
+    wallet { unit balance { amount } } errors { code field message } } }"""
+POLICY = """mutation($policy: UsageCreditPolicy!) { setUsageCreditPolicy(policy: $policy) {
+  partner { usageCreditPolicy } errors { code } } }"""
+REPORT = """mutation($events: [UsageEventInput!]!) { reportUsageEvents(events: $events) {
+  results { eventId status country partnerAmount { amount currency } platformAmount { amount } reason message }
+  errors { code message } } }"""
+MONTHS = """query($project: ID!) { node(id: $project) { ... on Project {
+  usageByMonth { month category events messages freeMessages partnerAmount { amount currency }
+                 platformAmount { amount } } } } }"""
+CREDIT_LIMIT = """mutation($wallet: ID!, $limit: String!) {
+  setWalletCreditLimit(input: {walletId: $wallet, creditLimit: $limit}) { errors { code message } } }"""
+
+# Brazil, marketing: R$ 0.3125 per message from the platform; the partner adds 20 %: R$ 0.375.
+PLATFORM_BR_MARKETING = Decimal("0.3125")
+MARGIN_PERCENT = Decimal(20)
+
+
+async def setup(server) -> dict:
+    partner = await a_partner("AiSensy")
+    partner.default_currency = "BRL"
+    await partner.save(update_fields=["default_currency"])
+    workspace = await a_workspace(partner, name="Loja")
+    project = await Project.create(partner_id=partner.id, workspace_id=workspace.id, name="WhatsApp", is_default=False)
+    platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None, name="operator")).secret)
+    agency = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    product_key = (await api_keys.create_key(partner_id=None, name="product", permissions=frozenset({Permission.REPORT_USAGE}))).secret
+    product = GraphQLClient(server.url, product_key)
+    rates = await platform.data(
+        RATES,
+        {
+            "cells": [
+                {"country": "BR", "category": "MARKETING", "price": str(PLATFORM_BR_MARKETING)},
+                {"country": "BR", "category": "UTILITY", "price": "0.0400"},
+                {"country": "BR", "category": "AUTHENTICATION", "price": "0.0315"},
+                {"country": "*", "category": "MARKETING", "price": "0.6000"},
+            ]
+        },
+    )
+    assert rates["setPlatformRates"]["errors"] == []
+    margin = await agency.data(MARGIN, {"input": {"kind": "PERCENTAGE", "value": str(MARGIN_PERCENT)}})
+    assert margin["setRateMargin"]["errors"] == []
+    br = next(
+        c
+        for c in margin["setRateMargin"]["rateCard"]["cells"]
+        if c["country"] == "BR" and c["category"] == "MARKETING"
+    )
+    assert (br["platformPrice"], br["partnerPrice"]) == ("0.3125", "0.375")
+    # The platform funds the partner's centralised balance; the partner gives the project R$ 500 of credit.
+    central = await Wallet.create(
+        partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_key=f"PARTNER:{partner.id}", unit="BRL"
+    )
+    grant = """mutation($p: ID!) { grantPartnerBalance(input: {partnerId: $p, currency: "BRL", amount: "1000.00",
+      note: "prepaid", idempotencyKey: "fund"}) { errors { code } } }"""
+    assert (await platform.data(grant, {"p": to_global_id("Partner", partner.id)}))["grantPartnerBalance"]["errors"] == []
+    return {
+        "partner": partner,
+        "project": project,
+        "gid": to_global_id("Project", project.id),
+        "platform": platform,
+        "agency": agency,
+        "product": product,
+        "product_key": product_key,
+        "central": central,
+        "server": server,
+    }
+
+
+async def balance(wallet_id: int) -> int:
+    return (await Wallet.get(id=wallet_id)).balance
+
+
+def events(gid: str, n: int, *, prefix: str, when: datetime, **extra) -> list[dict]:
+    return [
+        {
+            "projectId": gid,
+            "eventId": f"{prefix}-{i}",
+            "category": "MARKETING",
+            "occurredAt": when.isoformat(),
+            "recipient": f"+55 11 9{i:08d}",
+            **extra,
+        }
+        for i in range(n)
+    ]
+
+
+def expected(count: int, rate: Fraction) -> int:
+    """The slow exact reference: count x rate in centavos, rounded half-even."""
+    return round(Fraction(count) * rate * 100)  # Fraction rounds half to even
+
+
+async def test_aisensy_flow_through_graphql_and_http(server) -> None:
+    flow = await setup(server)
+    gid, agency, product = flow["gid"], flow["agency"], flow["product"]
+    central_before = await balance(flow["central"].id)
+
+    assigned = await agency.data(ASSIGN, {"project": gid, "amount": "500.00", "key": "wcc-1"})
+    assert assigned["assignProjectCredit"]["errors"] == []
+    assert assigned["assignProjectCredit"]["wallet"]["balance"]["amount"] == "500.00"
+    assert await balance(flow["central"].id) == central_before, "assigning credit leaves the balance untouched"
+    project_wallet = await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}", unit="BRL")
+
+    when = clock.now()
+    month = when.strftime("%Y-%m")
+    # 500 through GraphQL, 500 through the JSON endpoint.
+    first = await product.data(REPORT, {"events": events(gid, 500, prefix="g", when=when)})
+    results = first["reportUsageEvents"]["results"]
+    assert {r["status"] for r in results} == {"CHARGED"} and {r["country"] for r in results} == {"BR"}
+    partner_rate = Fraction(PLATFORM_BR_MARKETING) * (1 + Fraction(MARGIN_PERCENT) / 100)
+    assert results[0]["partnerAmount"] == {"amount": "0.38", "currency": "BRL"}  # 0.375 -> 0.38 (half-even)
+    assert results[0]["platformAmount"] == {"amount": "0.31"}  # 0.3125 -> 0.31
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        answer = await http.post(
+            "/usage",
+            json={"events": events(gid, 500, prefix="h", when=when)},
+            headers={"Authorization": f"Bearer {flow['product_key']}"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert {r["status"] for r in answer.json()["results"]} == {"CHARGED"}
+        # Replaying either batch charges nothing: every event is a duplicate.
+        replay = await http.post(
+            "/usage",
+            json={"events": events(gid, 500, prefix="g", when=when)},
+            headers={"Authorization": f"Bearer {flow['product_key']}"},
+        )
+        assert {r["status"] for r in replay.json()["results"]} == {"DUPLICATE"}
+        assert {r["partnerAmount"] for r in replay.json()["results"]} == {"0.00"}
+
+    per_partner, per_platform = expected(1, partner_rate), expected(1, Fraction(PLATFORM_BR_MARKETING))
+    assert (per_partner, per_platform) == (38, 31)
+    assert await balance(project_wallet.id) == 500_00 - 1000 * per_partner
+    assert await balance(flow["central"].id) == central_before - 1000 * per_platform
+
+    # The ledger: every event points at a posting whose entries are the sums of its events' amounts.
+    rows = await UsageEvent.filter(project_id=flow["project"].id)
+    assert len(rows) == 1000
+    for posting_id in {r.posting_id for r in rows}:
+        assert posting_id is not None
+        mine = [r for r in rows if r.posting_id == posting_id]
+        entries = {e.wallet_id: e.amount for e in await LedgerEntry.filter(posting_id=posting_id)}
+        assert entries[project_wallet.id] == -sum(r.charged_amount for r in mine)
+        assert entries[flow["central"].id] == -sum(r.platform_amount for r in mine)
+        assert (await Posting.get(id=posting_id)).cause == "USAGE"
+
+    # The month report and the CSV agree with the ledger to the cent.
+    months = (await agency.data(MONTHS, {"project": gid}))["node"]["usageByMonth"]
+    assert months == [
+        {
+            "month": month,
+            "category": "MARKETING",
+            "events": 1000,
+            "messages": "1000",
+            "freeMessages": "0",
+            "partnerAmount": {"amount": "380.00", "currency": "BRL"},
+            "platformAmount": {"amount": "310.00"},
+        }
+    ]
+    usage_entries = await LedgerEntry.filter(wallet_id=flow["central"].id, cause="USAGE")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        download = await http.get(
+            "/reports/wcc-deductions.csv",
+            params={"month": month},
+            headers={"Authorization": f"Bearer {agency.token}"},
+        )
+    assert download.status_code == 200, download.text
+    lines = list(csv.DictReader(io.StringIO(download.text)))
+    assert len(lines) == 1000
+    assert sum(Decimal(line["platform_amount"]) for line in lines) * 100 == -sum(e.amount for e in usage_entries)
+    assert sum(Decimal(line["partner_amount"]) for line in lines) == Decimal("380.00")
+
+
+async def test_free_windows_are_recorded_not_charged(server) -> None:
+    flow = await setup(server)
+    await flow["agency"].data(ASSIGN, {"project": flow["gid"], "amount": "10.00", "key": "k"})
+    when = clock.now()
+    batch = [
+        {"projectId": flow["gid"], "eventId": "svc", "category": "SERVICE", "occurredAt": when.isoformat(),
+         "country": "BR"},
+        {"projectId": flow["gid"], "eventId": "util-in", "category": "UTILITY", "occurredAt": when.isoformat(),
+         "country": "BR", "window": "CUSTOMER_SERVICE"},
+        {"projectId": flow["gid"], "eventId": "entry", "category": "MARKETING", "occurredAt": when.isoformat(),
+         "country": "BR", "window": "FREE_ENTRY"},
+        {"projectId": flow["gid"], "eventId": "util-out", "category": "UTILITY", "occurredAt": when.isoformat(),
+         "country": "BR", "count": 3},
+        {"projectId": flow["gid"], "eventId": "ar", "category": "MARKETING", "occurredAt": when.isoformat(),
+         "recipient": "+54 9 11 5555 0000"},
+        {"projectId": flow["gid"], "eventId": "no-rate", "category": "AUTHENTICATION_INTERNATIONAL",
+         "occurredAt": when.isoformat(), "country": "BR"},
+        {"projectId": flow["gid"], "eventId": "svc", "category": "SERVICE", "occurredAt": when.isoformat(),
+         "country": "BR"},
+    ]  # fmt: skip
+    results = (await flow["product"].data(REPORT, {"events": batch}))["reportUsageEvents"]["results"]
+    got = [(r["eventId"], r["status"], r["partnerAmount"] and r["partnerAmount"]["amount"], r["reason"]) for r in results]
+    assert got == [
+        ("svc", "FREE", "0.00", None),
+        ("util-in", "FREE", "0.00", None),
+        ("entry", "FREE", "0.00", None),
+        ("util-out", "CHARGED", "0.14", None),  # 3 x 0.048 = 0.144 -> 0.14
+        ("ar", "CHARGED", "0.72", None),  # Argentina: the rest-of-world cell, 0.60 + 20 %
+        ("no-rate", "REFUSED", None, "NO_RATE"),
+        ("svc", "DUPLICATE", None, None),
+    ]
+    stored = {e.event_id: e for e in await UsageEvent.filter(partner_id=flow["partner"].id)}
+    assert set(stored) == {"svc", "util-in", "entry", "util-out", "ar"}
+    assert stored["svc"].free and stored["svc"].charged_amount == 0
+    assert stored["ar"].country == "AR"
+
+
+async def test_credit_runs_out_refuse_or_allow_to_credit_limit(server) -> None:
+    flow = await setup(server)
+    gid = flow["gid"]
+    await flow["agency"].data(ASSIGN, {"project": gid, "amount": "1.00", "key": "k1"})
+    when = clock.now()
+    # 0.38 each: two fit in R$ 1.00, the third and fourth are refused (hard stop, the default).
+    results = (await flow["product"].data(REPORT, {"events": events(gid, 4, prefix="a", when=when)}))[
+        "reportUsageEvents"
+    ]["results"]
+    assert [r["status"] for r in results] == ["CHARGED", "CHARGED", "REFUSED", "REFUSED"]
+    assert results[2]["reason"] == "INSUFFICIENT_CREDIT"
+    wallet = await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}")
+    assert wallet.balance == 24
+    # Refused events are not kept: sent again once there is credit, they are charged.
+    await flow["agency"].data(POLICY, {"policy": "ALLOW_TO_CREDIT_LIMIT"})
+    limit = await flow["agency"].data(CREDIT_LIMIT, {"wallet": to_global_id("Wallet", wallet.id), "limit": "0.50"})
+    assert limit["setWalletCreditLimit"]["errors"] == []
+    again = (await flow["product"].data(REPORT, {"events": events(gid, 4, prefix="a", when=when)}))[
+        "reportUsageEvents"
+    ]["results"]
+    assert [r["status"] for r in again] == ["DUPLICATE", "DUPLICATE", "CHARGED", "REFUSED"]
+    assert (await Wallet.get(id=wallet.id)).balance == 24 - 38  # -0.14, within the limit of 0.50
+    # The partner's own balance has a limit too, set by the platform.
+    central = flow["central"]
+    assert (await Wallet.get(id=central.id)).balance == 1000_00 - 3 * 31
+
+
+async def test_partner_balance_at_its_limit_refuses_usage(server) -> None:
+    flow = await setup(server)
+    gid = flow["gid"]
+    await flow["agency"].data(ASSIGN, {"project": gid, "amount": "100.00", "key": "k1"})
+    # Leave R$ 0.62 in the centralised balance: two messages at 0.31.
+    central = flow["central"]
+    debit = await Wallet.get(id=central.id)
+    from billing import ledger
+    from billing.ledger import Leg
+    from models.enums import ExternalAccount, LedgerCause
+
+    await ledger.post(
+        [Leg(debit.balance - 62, "BRL", central.id, ExternalAccount.PLATFORM_REVENUE)], cause=LedgerCause.ADJUSTMENT
+    )
+    results = (await flow["product"].data(REPORT, {"events": events(gid, 3, prefix="b", when=clock.now())}))[
+        "reportUsageEvents"
+    ]["results"]
+    assert [r["status"] for r in results] == ["CHARGED", "CHARGED", "REFUSED"]
+    assert results[2]["reason"] == "PARTNER_BALANCE_INSUFFICIENT"
+    assert (await Wallet.get(id=central.id)).balance == 0
+
+
+async def test_concurrent_senders_and_replays_charge_each_event_once(server) -> None:
+    flow = await setup(server)
+    gid = flow["gid"]
+    await flow["agency"].data(ASSIGN, {"project": gid, "amount": "900.00", "key": "k1"})
+    when = clock.now()
+    batches = [events(gid, 200, prefix=f"c{i % 3}", when=when) for i in range(9)]  # each batch three times
+
+    async def send(batch: list[dict]) -> list[dict]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            answer = await http.post(
+                "/usage", json={"events": batch}, headers={"Authorization": f"Bearer {flow['product_key']}"}
+            )
+            assert answer.status_code == 200, answer.text
+            return answer.json()["results"]
+
+    answers = await asyncio.gather(*(send(b) for b in batches))
+    charged = sum(1 for a in answers for r in a if r["status"] == "CHARGED")
+    assert charged == 600
+    assert await UsageEvent.filter(project_id=flow["project"].id).count() == 600
+    wallet = await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}")
+    assert wallet.balance == 900_00 - 600 * 38
+    entries = await LedgerEntry.filter(wallet_id=wallet.id)
+    assert sum(e.amount for e in entries) == wallet.balance
+
+
+async def test_only_the_platforms_product_reports_usage_and_bad_input_is_typed(server) -> None:
+    flow = await setup(server)
+    body = {"events": events(flow["gid"], 1, prefix="x", when=clock.now())}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        assert (await http.post("/usage", json=body)).status_code == 401
+        as_partner = await http.post("/usage", json=body, headers={"Authorization": f"Bearer {flow['agency'].token}"})
+        assert as_partner.status_code == 403
+        auth = {"Authorization": f"Bearer {flow['product_key']}"}
+        bad = await http.post("/usage", json={"events": [{**body["events"][0], "count": 0}]}, headers=auth)
+        assert bad.status_code == 400 and "$.events[0].count" in bad.text
+        unknown = await http.post("/usage", json={"events": [{**body["events"][0], "extra": 1}]}, headers=auth)
+        assert unknown.status_code == 400
+        naive = await http.post(
+            "/usage", json={"events": [{**body["events"][0], "occurredAt": "2026-12-02T10:00:00"}]}, headers=auth
+        )
+        assert naive.status_code == 400
+        too_many = await http.post("/usage", json={"events": body["events"] * 1001}, headers=auth)
+        assert too_many.status_code == 400
+        not_json = await http.post("/usage", content=b"{", headers=auth)
+        assert not_json.status_code == 400
+        other = await http.post(
+            "/usage",
+            json={"events": [{**body["events"][0], "projectId": to_global_id("Workspace", 1)}]},
+            headers=auth,
+        )
+        assert other.json()["results"][0]["reason"] == "PROJECT_NOT_FOUND"
+        csv_as_product = await http.get("/reports/wcc-deductions.csv", params={"month": "2026-13"}, headers=auth)
+        assert csv_as_product.status_code == 400
+    as_partner_gql = await flow["agency"].data(REPORT, {"events": body["events"]})
+    assert as_partner_gql["reportUsageEvents"]["errors"][0]["code"] == "FORBIDDEN"
+
+
+def test_charges_round_once_half_even_against_an_exact_reference() -> None:
+    rate = Fraction(Decimal("0.0785"))
+    for count in (1, 2, 3, 7, 10, 333, 1000, 999_999):
+        assert rate_cards.charge_minor(count, rate, "BRL") == expected(count, rate)
+    assert rate_cards.charge_minor(1, Fraction(Decimal("0.005")), "USD") == 0  # 0.5 cent -> 0 (even)
+    assert rate_cards.charge_minor(3, Fraction(Decimal("0.005")), "USD") == 2  # 1.5 cents -> 2 (even)
+    assert rate_cards.charge_minor(1, Fraction(Decimal("0.0125")), "JPY") == 0
+    assert rate_cards.half_even(-5, 10) == 0 and rate_cards.half_even(-15, 10) == -2
