@@ -12,10 +12,10 @@ import itertools
 import os
 
 import asyncpg
-import httpx
+import orjson
 from tortoise import Tortoise
 
-from bench.common import asyncpg_dsn, database_url, report, run_for, scratch_database, server
+from bench.common import LeanHttp, asyncpg_dsn, database_url, report, run_for, scratch_database, server
 from billing import api_keys, partners, wallets
 from billing.tenancy import Viewer
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, LedgerCause
@@ -75,17 +75,13 @@ async def floor(dsn: str, wallet_id: int) -> float:
 
 async def through_api(base: str, workspace_id: int, key: str) -> float:
     counter = itertools.count()
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    async with httpx.AsyncClient(
-        base_url=base, limits=limits, timeout=30, headers={"authorization": f"Bearer {key}"}
-    ) as http:
-        gid = to_global_id("Workspace", workspace_id)
+    gid = to_global_id("Workspace", workspace_id)
+    async with LeanHttp(base, CLIENTS, {"Authorization": f"Bearer {key}"}) as http:
 
         async def debit() -> None:
-            response = await http.post(
-                "/graphql", json={"query": DEBIT, "variables": {"id": gid, "key": f"d{next(counter)}"}}
-            )
-            assert response.json()["data"]["debitUnits"]["errors"] == [], response.text
+            body = orjson.dumps({"query": DEBIT, "variables": {"id": gid, "key": f"d{next(counter)}"}})
+            status, answer = await http.post("/graphql", body)
+            assert status == 200 and orjson.loads(answer)["data"]["debitUnits"]["errors"] == [], answer
 
         count = await run_for(SECONDS, CLIENTS, debit)
         return count / SECONDS

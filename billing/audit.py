@@ -25,19 +25,45 @@ async def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    # One plain INSERT: the ORM's model round trip costs more CPU than the statement on hot paths.
-    await sql.execute(
+    text, params = entry(
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        partner_id=partner_id,
+        before=before,
+        after=after,
+    )
+    await sql.execute(text, *params)
+
+
+def entry(
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: Any,
+    partner_id: int | None,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> sql.Statement:
+    """The statement that :func:`record` runs, for a caller that sends it together with others
+    (``sql.write_then_read``). A plain INSERT: the ORM's model round trip costs more CPU than the
+    statement itself on hot paths."""
+    return (
         "INSERT INTO audit_log (created_at, partner_id, actor, action, target_type, target_id, before, after,"
         " request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        timezone.now(),  # like the ORM's auto_now_add: real time, not the test clock
-        partner_id,
-        actor,
-        action,
-        target_type,
-        str(target_id),
-        _json(before),
-        _json(after),
-        request_id.get(),
+        (
+            timezone.now(),  # like the ORM's auto_now_add: real time, not the test clock
+            partner_id,
+            actor,
+            action,
+            target_type,
+            str(target_id),
+            _json(before),
+            _json(after),
+            request_id.get(),
+        ),
     )
 
 

@@ -414,7 +414,7 @@ async def _prepare(wallet_id: int) -> int | None:
 
 async def _need(wallet: Wallet) -> int:
     if wallet.owner_kind is OwnerKind.WORKSPACE:
-        return max(0, -wallet.balance)  # what usage overdrew
+        return max(0, -int(wallet.balance))  # what usage overdrew
     assert wallet.partner_id is not None
     await deliver_pending(wallet.partner_id, wallet.unit)
     rows = await sql.fetch(
@@ -424,7 +424,7 @@ async def _need(wallet: Wallet) -> int:
         PoolGrantStatus.PENDING.value,
     )
     await wallet.refresh_from_db()
-    return int(rows[0]["owed"]) - max(0, wallet.balance + wallet.credit_limit)
+    return int(rows[0]["owed"]) - max(0, int(wallet.balance) + int(wallet.credit_limit))
 
 
 async def _basket(wallet: Wallet, need: int) -> tuple[Basket, str, dict[int, str]]:
@@ -543,7 +543,9 @@ async def _pool_bought(payment: Payment, pool: Wallet) -> None:
             "amount": payment.amount,
             "currency": payment.currency,
             "pool_balance": pool.balance,
-            "delivered": [{"workspace_id": g.workspace_id, "quantity": g.quantity, "grant_id": g.id} for g in delivered],
+            "delivered": [
+                {"workspace_id": g.workspace_id, "quantity": g.quantity, "grant_id": g.id} for g in delivered
+            ],
         },
     )
     if await PoolGrant.exists(partner_id=pool.partner_id, unit=pool.unit, status=PoolGrantStatus.PENDING):

@@ -58,8 +58,10 @@ def _by_prefix(prefix: str) -> str | None:
 def country_of(number: str) -> str | None:
     """The ISO 3166 alpha-2 country of an international number ("+55 11 9...", "5511..."), or None
     when its calling code is not listed. Raises ValueError for something that is not a number."""
-    digits = number.strip().removeprefix("+")
-    digits = digits.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
+    digits = number[1:] if number[:1] == "+" else number
+    if not digits.isdigit():  # written with spaces, dashes or brackets
+        digits = number.strip().removeprefix("+")
+        digits = digits.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
     if not (6 <= len(digits) <= 15 and digits.isascii() and digits.isdigit()):
         raise ValueError("not an international phone number")
     return _by_prefix(digits[:3])

@@ -1,6 +1,6 @@
 """E-mail to people, in their partner's branding: password resets and invitations, a payment waiting
 for the payer (with its "pay now" link or boleto/pix instructions), a failed payment, a renewal
-issued or overdue (each dunning step).
+issued or overdue (each dunning step), a plan about to end without renewing.
 
 Sent over SMTP with ``WHITEBILL_SMTP_URL`` (``smtp://user:password@host:587?starttls=true``, or
 ``smtps://…`` for TLS from the start) from ``WHITEBILL_MAIL_FROM``; without it (development) each
@@ -106,6 +106,17 @@ async def letter_for(event: dict[str, Any]) -> Letter | None:
         if payload.get("next_retry_at"):
             lines.append(f"We will try again on {payload['next_retry_at']}.")
         return Letter(to, "Your renewal is overdue", lines)
+    if kind == "subscription.expiring":
+        day = str(payload.get("ends_at", ""))[:10]
+        plan = payload.get("plan_name") or "current"
+        return Letter(
+            to,
+            f"Your plan ends on {day}",
+            [
+                f"Your {plan} plan ends on {day} and will not renew ({payload.get('reason')}).",
+                "To keep your service, renew or choose a plan before then.",
+            ],
+        )
     return None
 
 

@@ -22,6 +22,8 @@ _OPEN_LOTS = (
     "SELECT id, remaining FROM credit_lot WHERE wallet_id = $1 AND expired_at IS NULL AND remaining > 0 "
     "ORDER BY expires_at, id"
 )
+# Whether wallet $1 has credit in open lots: a debit consumes lots only then.
+HAS_OPEN_LOTS = "EXISTS (SELECT 1 FROM credit_lot WHERE wallet_id = $1 AND expired_at IS NULL AND remaining > 0)"
 _DUE = (
     "SELECT id FROM credit_lot WHERE expired_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $1 "
     "ORDER BY expires_at, id LIMIT $2"

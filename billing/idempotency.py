@@ -9,7 +9,9 @@ either nothing or the effect together with its stored result. Later calls with t
 - different request           -> IDEMPOTENCY_KEY_REUSED.
 
 A call that fails with an expected error releases the key: nothing happened, so a retry may run.
-Records are kept for at least 30 days.
+An action that only writes to the database may instead claim its key inside its own transaction
+(:func:`claim`): then the claim itself commits only with the effect. Records are kept for at least
+30 days.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -40,6 +43,58 @@ def request_hash(request: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claimed key, or the stored result of its completed first call (``replay``, as JSON)."""
+
+    scope: str
+    operation: str
+    key: str
+    token: str
+    replay: Any = None
+
+    def completion(self, result: Any) -> sql.Statement:
+        """The statement that stores ``result``, to run in the transaction of the action's effect;
+        pass the number of rows it changed to :func:`check_completed`."""
+        return (
+            "UPDATE idempotency_record SET status = $1, result = $2, locked_until = NULL, claim_token = NULL "
+            "WHERE scope = $3 AND operation = $4 AND key = $5 AND status = $6 AND claim_token = $7",
+            (
+                IdempotencyStatus.COMPLETED.value,
+                json.dumps(result),
+                self.scope,
+                self.operation,
+                self.key,
+                IdempotencyStatus.IN_PROGRESS.value,
+                self.token,
+            ),
+        )
+
+    async def complete(self, result: Any) -> None:
+        text, params = self.completion(result)
+        check_completed(await sql.execute(text, *params))
+
+
+def check_completed(changed: int) -> None:
+    if changed != 1:  # our lease ran out and another call took the key over: roll back, let it win
+        raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
+
+
+async def claim(*, scope: str, operation: str, key: str, request: Any) -> Claim:
+    """Claim ``key``, or find the stored result of its completed first call.
+
+    :func:`run_once` claims outside any transaction (a lease, then the action's own transaction).
+    Called inside the caller's open transaction instead, for an action that only writes to the
+    database, the claim, the effect and the stored result (``Claim.completion``) commit together or
+    not at all: a crash or a refusal leaves nothing to release and no lease to wait for, and a
+    concurrent call with the same key waits at its claim for this transaction, then answers the
+    stored result (or runs, if this one rolled back)."""
+    key = check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
+    token = secrets.token_hex(16)
+    replay = await _claim(scope, operation, key, request_hash(request), token)
+    return Claim(scope, operation, key, token, replay)
+
+
 async def run_once(
     *,
     scope: str,
@@ -51,62 +106,17 @@ async def run_once(
     decode: Callable[[Any], T],
 ) -> T:
     """Run ``action`` at most once per key; its stored result answers every replay."""
-    key = check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
-    digest = request_hash(request)
-    token = secrets.token_hex(16)
-    replay = await _claim(scope, operation, key, digest, token)
-    if replay is not None:
-        return decode(replay)
+    claimed = await claim(scope=scope, operation=operation, key=key, request=request)
+    if claimed.replay is not None:
+        return decode(claimed.replay)
     try:
         async with in_transaction("default"):
             result = await action()
-            await _complete(scope, operation, key, token, encode(result))
+            await claimed.complete(encode(result))
     except BaseException:
-        await _release(scope, operation, key, token)
+        await _release(scope, operation, claimed.key, claimed.token)
         raise
     return result
-
-
-async def run_once_in_transaction(
-    *,
-    scope: str,
-    operation: str,
-    key: str,
-    request: Any,
-    action: Callable[[], Awaitable[T]],
-    encode: Callable[[T], Any],
-    decode: Callable[[Any], T],
-) -> T:
-    """``run_once`` for an action that only writes to the database, called inside the caller's open
-    transaction: the claim, the action's effect and the stored result commit together or not at all,
-    so a crash or a refusal leaves nothing to release and no lease to wait for. A concurrent call with
-    the same key waits at its claim for this transaction, then answers the stored result (or runs, if
-    this one rolled back)."""
-    key = check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
-    token = secrets.token_hex(16)
-    replay = await _claim(scope, operation, key, request_hash(request), token)
-    if replay is not None:
-        return decode(replay)
-    result = await action()
-    await _complete(scope, operation, key, token, encode(result))
-    return result
-
-
-async def _complete(scope: str, operation: str, key: str, token: str, result: Any) -> None:
-    """Store the result of the claimed key, in the transaction of the action's effect."""
-    done = await sql.execute(
-        "UPDATE idempotency_record SET status = $1, result = $2, locked_until = NULL, claim_token = NULL "
-        "WHERE scope = $3 AND operation = $4 AND key = $5 AND status = $6 AND claim_token = $7",
-        IdempotencyStatus.COMPLETED.value,
-        json.dumps(result),
-        scope,
-        operation,
-        key,
-        IdempotencyStatus.IN_PROGRESS.value,
-        token,
-    )
-    if done != 1:  # our lease ran out and another call took the key over: roll back, let it win
-        raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
 
 
 async def _claim(scope: str, operation: str, key: str, digest: str, token: str) -> Any | None:

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, clock, expiry, idempotency, ledger, payments, tenancy, top_ups
+from billing import audit, auto_billing, clock, expiry, idempotency, ledger, payments, tenancy, top_ups
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import Money, check_amount
@@ -25,6 +25,10 @@ WALLET_CREDIT = top_ups.WALLET_CREDIT  # units bought for money
 
 @payments.fulfils(WALLET_CREDIT)
 async def _credit_wallet(payment: Payment) -> None:
+    if payment.purpose.get("from_pool"):
+        # A workspace's auto-billing bought its partner's credits: they come out of the partner's pool.
+        await auto_billing.credit_from_pool(payment)
+        return
     wallet = await Wallet.get(id=payment.purpose["wallet_id"])
     quantity = int(payment.purpose["quantity"])
     await ledger.post(

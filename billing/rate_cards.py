@@ -106,7 +106,9 @@ async def _card(partner_id: int | None, currency: str) -> RateCard:
     return card
 
 
-async def _upsert_cell(card: RateCard, country: str, category: MessageCategory, value: Decimal, kind: str | None) -> None:
+async def _upsert_cell(
+    card: RateCard, country: str, category: MessageCategory, value: Decimal, kind: str | None
+) -> None:
     await sql.execute(
         "INSERT INTO rate_card_cell (created_at, rate_card_id, country, category, price, margin_kind)"
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rate_card_id, country, category) DO UPDATE"

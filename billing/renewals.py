@@ -77,19 +77,31 @@ async def _act(subscription: Subscription) -> None:
         await _period_end(subscription)
 
 
+def ending(
+    subscription: Subscription, plan: Plan, workspace: Workspace | None, billed: int
+) -> tuple[SubscriptionStatus, str] | None:
+    """How and why the subscription ends at its period's end instead of renewing (None: it renews).
+    ``billed``: how many periods it has been billed so far."""
+    if subscription.cancel_at_period_end:
+        return SubscriptionStatus.CANCELED, "canceled at period end"
+    if workspace is not None and not workspace.auto_renew:
+        return SubscriptionStatus.CANCELED, "auto-renew is off"
+    if (plan.validity_periods is not None and billed >= plan.validity_periods) or (
+        plan.max_renewals is not None and billed > plan.max_renewals
+    ):
+        return SubscriptionStatus.EXPIRED, "the plan's term is over"
+    return None
+
+
 async def _period_end(subscription: Subscription) -> None:
     due = subscription.current_period_end
     plan = await Plan.get(id=subscription.plan_id)
     billed = await SubscriptionPeriod.filter(subscription_id=subscription.id).count()
     workspace = await Workspace.get(id=subscription.workspace_id) if subscription.workspace_id else None
-    if subscription.cancel_at_period_end or (workspace is not None and not workspace.auto_renew):
-        reason = "canceled at period end" if subscription.cancel_at_period_end else "auto-renew is off"
-        await subscriptions.end(subscription, SubscriptionStatus.CANCELED, at=due, reason=reason)
-        return
-    if (plan.validity_periods is not None and billed >= plan.validity_periods) or (
-        plan.max_renewals is not None and billed > plan.max_renewals
-    ):
-        await subscriptions.end(subscription, SubscriptionStatus.EXPIRED, at=due, reason="the plan's term is over")
+    ends = ending(subscription, plan, workspace, billed)
+    if ends is not None:
+        status, reason = ends
+        await subscriptions.end(subscription, status, at=due, reason=reason)
         return
     if subscription.scheduled_plan_id is not None:
         plan = await Plan.get(id=subscription.scheduled_plan_id)

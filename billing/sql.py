@@ -6,6 +6,7 @@ Statements are written once with PostgreSQL's ``$n`` placeholders; SQLite runs t
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -57,6 +58,43 @@ async def execute(sql: str, *params: Any, conn: BaseDBAsyncClient | None = None)
         return int(tag.rsplit(" ", 1)[-1]) if tag and tag.rsplit(" ", 1)[-1].isdigit() else 0
     count, _ = await client.execute_query(text, values)
     return count
+
+
+Statement = tuple[str, Sequence[Any]]  # SQL text with $n placeholders, and its parameters
+
+
+async def write_then_read(writes: Sequence[Statement], read: Statement) -> tuple[list[int], list[dict[str, Any]]]:
+    """Run ``writes`` (INSERT/UPDATE/DELETE without RETURNING) and then ``read`` (a SELECT), and return
+    the number of rows each write changed and the read's rows.
+
+    On PostgreSQL this is one statement (data-modifying CTEs), so one round trip: what a transaction
+    holding a hot row lock wants between its last change and its commit. Its parts share one snapshot,
+    so ``read`` must not depend on ``writes``; placeholders are renumbered, so none may appear inside
+    a string literal. SQLite runs them one after the other."""
+    client = connection()
+    if not is_postgres(client):
+        counts = [await execute(text, *params, conn=client) for text, params in writes]
+        return counts, await fetch(read[0], *read[1], conn=client)
+    parts: list[str] = []
+    values: list[Any] = []
+    for n, (text, params) in enumerate(writes):
+        parts.append(f"_w{n} AS ({_shift(text, len(values))} RETURNING 1)")
+        values.extend(params)
+    # Only our own statements and generated names are put together here, never a value.
+    names = [f"_w{n}_rows" for n in range(len(writes))]
+    columns = "".join(f"(SELECT count(*) FROM _w{n}) AS _w{n}_rows, " for n in range(len(writes)))  # noqa: S608
+    text = (
+        f"WITH {', '.join(parts)} SELECT {columns}r.* FROM (SELECT 1) AS _one LEFT JOIN LATERAL "  # noqa: S608
+        f"(SELECT TRUE AS _found, q.* FROM ({_shift(read[0], len(values))}) AS q) AS r ON TRUE"
+    )
+    rows = await fetch(text, *values, *read[1], conn=client)
+    hidden = {*names, "_found"}
+    found = [{k: v for k, v in row.items() if k not in hidden} for row in rows if row["_found"]]
+    return [int(rows[0][name]) for name in names], found
+
+
+def _shift(text: str, offset: int) -> str:
+    return _PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", text) if offset else text
 
 
 def _sqlite_time(value: datetime) -> str:

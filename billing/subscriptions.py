@@ -23,6 +23,7 @@ from tortoise.transactions import in_transaction
 
 from billing import (
     audit,
+    auto_billing,
     catalog,
     clock,
     expiry,
@@ -246,12 +247,25 @@ async def _record_paid_period(
 
 
 async def grant_included_units(subscription: Subscription, period: SubscriptionPeriod) -> None:
-    """A paid period brings its plan's included units (credits...) to the workspace."""
+    """A paid period brings its plan's included units (credits...) to the workspace: issued, or, with
+    the partner's auto-billing, transferred from its pool once the pool holds them (flow C)."""
     if subscription.workspace_id is None:
         return
     plan = await Plan.get(id=period.plan_id)
+    from_pool = await auto_billing.pool_units(subscription.partner_id)
     for unit, quantity in sorted(plan.included_units.items()):
         if quantity <= 0:
+            continue
+        if unit in from_pool:
+            await auto_billing.grant_from_pool(
+                partner_id=subscription.partner_id,
+                workspace_id=subscription.workspace_id,
+                unit=unit,
+                quantity=int(quantity),
+                source=CausedBy("SubscriptionPeriod", str(period.id)),
+                note=f"included in {plan.name}, period {period.number}",
+                expires_at=period.ends_at if plan.included_units_expire else None,
+            )
             continue
         wallet = await wallets.open_wallet(
             partner_id=subscription.partner_id,

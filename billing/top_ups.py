@@ -55,19 +55,21 @@ def payer_key_of(wallet: Wallet) -> str | None:
     return None  # a project's credit is assigned by its partner, not bought
 
 
-_STATE = (
+STATE = (  # what watch decides on: one row per wallet, parameter $1 the wallet's id
     "SELECT w.balance, w.low_balance_threshold, w.low_balance_notified, a.threshold, a.in_flight_payment_id "
     "FROM wallet w LEFT JOIN auto_top_up a ON a.wallet_id = w.id AND a.enabled WHERE w.id = $1"
 )
 
 
-async def watch(wallet_id: int) -> None:
+async def watch(wallet_id: int, state: dict[str, Any] | None = None) -> None:
     """Call after a wallet's balance changed (inside or outside the transaction that changed it).
-    One read decides; a write follows only when a notice or a top-up is due."""
-    rows = await sql.fetch(_STATE, wallet_id)
-    if not rows:
-        return
-    state = rows[0]
+    One read decides (``state``, the wallet's row of :data:`STATE`, when the caller read it after
+    the change: then none); a write follows only when a notice or a top-up is due."""
+    if state is None:
+        rows = await sql.fetch(STATE, wallet_id)
+        if not rows:
+            return
+        state = rows[0]
     balance, threshold = int(state["balance"]), state["low_balance_threshold"]
     if threshold is not None and balance < threshold and not state["low_balance_notified"]:
         if await sql.execute(_NOTIFY_LOW, wallet_id):

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from tortoise.transactions import in_transaction
 
@@ -87,6 +87,18 @@ class UsageIn:
     window: str = "NONE"
 
 
+class UsageLike(Protocol):
+    """What ingestion reads of an event: ``UsageIn``, or the HTTP endpoint's decoded body as it is."""
+
+    event_id: str
+    category: str
+    occurred_at: datetime
+    count: int
+    country: str | None
+    recipient: str | None
+    window: str
+
+
 @dataclass(slots=True)
 class UsageResult:
     event_id: str
@@ -97,21 +109,6 @@ class UsageResult:
     reason: Reason | None = None
     message: str | None = None
     country: str | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        from billing.money import format_minor
-
-        currency = self.currency
-        return {
-            "eventId": self.event_id,
-            "status": self.status.value,
-            "country": self.country,
-            "partnerAmount": format_minor(self.partner_amount, currency) if currency else None,
-            "platformAmount": format_minor(self.platform_amount, currency) if currency else None,
-            "currency": currency,
-            "reason": self.reason.value if self.reason else None,
-            "message": self.message,
-        }
 
 
 @dataclass(slots=True)
@@ -129,7 +126,7 @@ class _Project:
 class _Priced:
     """An event ready to write: its result (amounts filled) and its row values."""
 
-    event: UsageIn
+    event: UsageLike
     result: UsageResult
     project: _Project
     free: bool
@@ -150,7 +147,7 @@ def refuse(result: UsageResult, reason: Reason, message: str) -> None:
     result.partner_amount = result.platform_amount = 0
 
 
-def _validate(event: UsageIn, result: UsageResult) -> str | None:
+def _validate(event: UsageLike, result: UsageResult) -> str | None:
     """The event's country, or None after refusing it."""
     if event.category not in CATEGORIES:
         refuse(result, Reason.INVALID_EVENT, f"unknown category {event.category[:40]!r}")
@@ -181,28 +178,37 @@ def _validate(event: UsageIn, result: UsageResult) -> str | None:
         return None
 
 
+# Free: anything inside the 72-hour free entry window, service messages, and utility messages inside
+# the 24-hour customer-service window.
+_FREE = frozenset(
+    {(category, Window.FREE_ENTRY.value) for category in CATEGORIES}
+    | {(MessageCategory.SERVICE.value, window.value) for window in Window}
+    | {(MessageCategory.UTILITY.value, Window.CUSTOMER_SERVICE.value)}
+)
+
+
 def _is_free(category: str, window: str) -> bool:
-    if window == Window.FREE_ENTRY:
-        return True
-    if category == MessageCategory.SERVICE:
-        return True
-    return category == MessageCategory.UTILITY and window == Window.CUSTOMER_SERVICE
+    return (category, window) in _FREE
+
+
+# Each project with its partner's currency and policy, its credit, the partner's balance, and the
+# versions of the two rate cards that price it (so cached cards are checked without a query).
+PROJECTS_SQL = (
+    "SELECT p.id, p.partner_id, pa.default_currency AS currency, pa.usage_credit_policy AS policy,"
+    " pw.id AS wallet_id, cw.id AS central_id,"
+    " (SELECT version FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = pa.default_currency) AS pv,"
+    " (SELECT version FROM rate_card r WHERE r.partner_id = pa.id AND r.currency = pa.default_currency) AS ov"
+    " FROM project p JOIN partner pa ON pa.id = p.partner_id"
+    " LEFT JOIN wallet pw ON pw.owner_key = 'PROJECT:' || p.id AND pw.unit = pa.default_currency"
+    " LEFT JOIN wallet cw ON cw.owner_key = 'PARTNER:' || pa.id AND cw.unit = pa.default_currency"
+)
 
 
 async def _projects(ids: set[int]) -> dict[int, _Project]:
     if not ids:
         return {}
     listed = ", ".join(str(int(i)) for i in sorted(ids))  # integers only
-    rows = await sql.fetch(
-        "SELECT p.id, p.partner_id, pa.default_currency AS currency, pa.usage_credit_policy AS policy,"
-        " pw.id AS wallet_id, cw.id AS central_id,"
-        " (SELECT version FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = pa.default_currency) AS pv,"
-        " (SELECT version FROM rate_card r WHERE r.partner_id = pa.id AND r.currency = pa.default_currency) AS ov"
-        " FROM project p JOIN partner pa ON pa.id = p.partner_id"
-        " LEFT JOIN wallet pw ON pw.owner_key = 'PROJECT:' || p.id AND pw.unit = pa.default_currency"
-        " LEFT JOIN wallet cw ON cw.owner_key = 'PARTNER:' || pa.id AND cw.unit = pa.default_currency"
-        f" WHERE p.id IN ({listed})"
-    )
+    rows = await sql.fetch(f"{PROJECTS_SQL} WHERE p.id IN ({listed})")
     found = {}
     for row in rows:
         central = row["central_id"]
@@ -227,13 +233,17 @@ async def _projects(ids: set[int]) -> dict[int, _Project]:
     return found
 
 
-async def _price(events: Sequence[UsageIn], results: list[UsageResult]) -> dict[int, _Group]:
+async def _price(
+    events: Sequence[UsageLike], project_ids: Sequence[int], results: list[UsageResult]
+) -> dict[int, _Group]:
     """Validate and price every event; the ones left to write, grouped by partner."""
-    projects = await _projects({e.project_id for e in events})
+    projects = await _projects(set(project_ids))
     tables: dict[tuple[int, str], rate_cards.RateTable] = {}
+    # (partner, country, category, count) -> both amounts: most events of a batch share a few cells.
+    priced: dict[tuple[int, str, str, int], tuple[int, int] | None] = {}
     groups: dict[int, _Group] = {}
     seen: set[str] = set()
-    for event, result in zip(events, results, strict=True):
+    for event, project_id, result in zip(events, project_ids, results, strict=True):
         if not 0 < len(event.event_id) <= MAX_EVENT_ID:
             refuse(result, Reason.INVALID_EVENT, f"an event id has 1 to {MAX_EVENT_ID} characters")
             continue
@@ -241,7 +251,7 @@ async def _price(events: Sequence[UsageIn], results: list[UsageResult]) -> dict[
             result.status = Status.DUPLICATE
             continue
         seen.add(event.event_id)
-        project = projects.get(event.project_id)
+        project = projects.get(project_id)
         if project is None:
             refuse(result, Reason.PROJECT_NOT_FOUND, "project not found")
             continue
@@ -249,22 +259,35 @@ async def _price(events: Sequence[UsageIn], results: list[UsageResult]) -> dict[
         if country is None:
             continue
         result.country = country
-        key = (project.partner_id, project.currency)
-        card = tables.get(key)
-        if card is None:
-            card = tables[key] = await rate_cards.table(project.partner_id, project.currency, project.versions)
         free = _is_free(event.category, event.window)
-        rate = None if free else card.rate(country, event.category)
-        if rate is None and not free:
-            refuse(result, Reason.NO_RATE, f"no rate for {country} {event.category}")
-            continue
+        amounts = None
+        if not free:
+            cell = (project.partner_id, country, event.category, event.count)
+            if cell in priced:
+                amounts = priced[cell]
+            else:
+                key = (project.partner_id, project.currency)
+                card = tables.get(key)
+                if card is None:
+                    card = tables[key] = await rate_cards.table(project.partner_id, project.currency, project.versions)
+                rate = card.rate(country, event.category)
+                amounts = priced[cell] = (
+                    None
+                    if rate is None
+                    else (
+                        rate_cards.charge_minor(event.count, rate.partner, project.currency),
+                        rate_cards.charge_minor(event.count, rate.platform, project.currency),
+                    )
+                )
+            if amounts is None:
+                refuse(result, Reason.NO_RATE, f"no rate for {country} {event.category}")
+                continue
         result.currency = project.currency
-        if rate is None:
+        if amounts is None:
             result.status = Status.FREE
         else:
             result.status = Status.CHARGED
-            result.partner_amount = rate_cards.charge_minor(event.count, rate.partner, project.currency)
-            result.platform_amount = rate_cards.charge_minor(event.count, rate.platform, project.currency)
+            result.partner_amount, result.platform_amount = amounts
             if project.wallet_id is None and result.partner_amount > 0:
                 refuse(result, Reason.INSUFFICIENT_CREDIT, "the project has no credit")
                 continue
@@ -276,15 +299,20 @@ async def _price(events: Sequence[UsageIn], results: list[UsageResult]) -> dict[
     return groups
 
 
-async def report(viewer: Viewer, events: Sequence[UsageIn]) -> list[UsageResult]:
-    """Price, charge and record a batch of up to 1,000 events; one result per event, in order."""
+async def report(
+    viewer: Viewer, events: Sequence[UsageLike], project_ids: Sequence[int] | None = None
+) -> list[UsageResult]:
+    """Price, charge and record a batch of up to 1,000 events; one result per event, in order.
+    ``project_ids`` gives each event's project when the events do not carry it (``UsageIn`` does)."""
     viewer.require(Permission.REPORT_USAGE)
     if not viewer.is_platform:
         raise BillingError(ErrorCode.FORBIDDEN, "usage is reported by the platform's product")
     if len(events) > MAX_BATCH:
         raise BillingError(ErrorCode.INVALID_INPUT, f"a batch holds at most {MAX_BATCH} events", field="events")
     results = [UsageResult(e.event_id, Status.REFUSED) for e in events]
-    groups = await _price(events, results)
+    if project_ids is None:
+        project_ids = [e.project_id for e in events]  # type: ignore[attr-defined]
+    groups = await _price(events, project_ids, results)
     if not groups:
         return results
     batch = clock.now()
@@ -302,7 +330,7 @@ async def report(viewer: Viewer, events: Sequence[UsageIn]) -> list[UsageResult]
 
 # --- PostgreSQL: two statements per partner ---------------------------------------------------------
 
-_EVENTS_AND_PROJECTS = """
+EVENTS_AND_PROJECTS_SQL = """
 WITH p AS (
     INSERT INTO posting (created_at, partner_id, cause, caused_by_type, caused_by_id, note, actor)
     VALUES ($1, $2, 'USAGE', 'UsageBatch', NULL, '', $3) RETURNING id
@@ -332,14 +360,15 @@ WITH p AS (
     SELECT $1, (SELECT id FROM p), $2, u.id, $4, -u.amount, u.balance, 'USAGE', NULL, 'PARTNER_REVENUE' FROM u
 )
 SELECT (SELECT id FROM p) AS posting_id,
-       (SELECT array_agg(event_id) FROM ins) AS inserted,
+       (SELECT count(*) FROM ins) AS inserted_count,
+       (SELECT CASE WHEN count(*) < $18 THEN array_agg(event_id) END FROM ins) AS inserted,
        (SELECT coalesce(sum(platform_amount), 0) FROM ins)::bigint AS platform_total,
        (SELECT count(*) FROM tot WHERE amount > 0) AS to_charge,
        (SELECT array_agg(id) FROM u) AS charged,
        (SELECT array_agg(id) FROM u WHERE low) AS low
 """
 
-_CENTRAL = """
+CENTRAL_SQL = """
 WITH w AS (
     UPDATE wallet SET balance = balance - $1, updated_at = $2
     WHERE id = $3 AND balance - $1 >= -credit_limit
@@ -365,7 +394,7 @@ def event_rows(group: _Group) -> list[list[Any]]:
         for column, value in zip(
             columns,
             (
-                e.project_id,
+                item.project.id,
                 e.event_id,
                 r.country,
                 e.category,
@@ -401,23 +430,27 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
             central: list[tuple[_Group, int, int]] = []
             for group in groups.values():
                 row = await raw.fetchrow(
-                    _EVENTS_AND_PROJECTS,
+                    EVENTS_AND_PROJECTS_SQL,
                     now,
                     group.partner_id,
                     actor,
                     group.currency,
                     *event_rows(group),
                     *project_rows(group),
+                    len(group.events),
                 )
                 if row["to_charge"] != len(row["charged"] or ()):
                     raise _Short
-                inserted[group.partner_id] = set(row["inserted"] or ())
+                if row["inserted_count"] < len(group.events):  # some were seen before
+                    inserted[group.partner_id] = set(row["inserted"] or ())
                 low.extend(row["low"] or ())
                 if row["platform_total"]:
                     central.append((group, row["platform_total"], row["posting_id"]))
             # The shared rows last, in id order, each held from its update to the commit.
             for group, total, posting_id in sorted(central, key=lambda c: c[0].central_id):
-                row = await raw.fetchrow(_CENTRAL, total, now, group.central_id, posting_id, group.partner_id, group.currency)
+                row = await raw.fetchrow(
+                    CENTRAL_SQL, total, now, group.central_id, posting_id, group.partner_id, group.currency
+                )
                 if row is None:
                     raise _Short
                 if row["low"]:
@@ -425,7 +458,9 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
     except _Short:
         return False
     for group in groups.values():
-        fresh = inserted[group.partner_id]
+        fresh = inserted.get(group.partner_id)
+        if fresh is None:
+            continue
         for item in group.events:
             if item.event.event_id not in fresh:
                 _duplicate(item.result)
@@ -452,9 +487,9 @@ async def _careful(groups: dict[int, _Group], now: datetime, actor: str | None) 
         listed = ", ".join(str(int(w)) for w in wallet_ids)
         if not sql.is_postgres():
             # SQLite locks the whole database at the first write: take it now, before reading.
-            await sql.execute(f"UPDATE wallet SET balance = balance WHERE id IN ({listed})")
+            await sql.execute(f"UPDATE wallet SET balance = balance WHERE id IN ({listed})")  # noqa: S608 (ints)
         lock = " ORDER BY id FOR UPDATE" if sql.is_postgres() else ""
-        rows = await sql.fetch(f"SELECT id, balance, credit_limit FROM wallet WHERE id IN ({listed}){lock}")
+        rows = await sql.fetch(f"SELECT id, balance, credit_limit FROM wallet WHERE id IN ({listed}){lock}")  # noqa: S608
         room = {r["id"]: (int(r["balance"]), int(r["credit_limit"])) for r in rows}
         for group in groups.values():
             await _decide(group, room, now, actor, touched)
@@ -512,14 +547,18 @@ async def _decide(
             spent[project.wallet_id] = spent.get(project.wallet_id, 0) + result.partner_amount
         platform_total += result.platform_amount
         kept.append(row_id)
-    legs = [Leg(amount, group.currency, wallet_id, ExternalAccount.PARTNER_REVENUE) for wallet_id, amount in spent.items() if amount]
+    legs = [
+        Leg(amount, group.currency, wallet_id, ExternalAccount.PARTNER_REVENUE)
+        for wallet_id, amount in spent.items()
+        if amount
+    ]
     if platform_total:
         legs.append(Leg(platform_total, group.currency, group.central_id, ExternalAccount.PLATFORM_REVENUE))
     if not legs or not kept:
         return
     posted = await ledger.post(legs, cause=LedgerCause.USAGE, caused_by=CausedBy("UsageBatch", ""), actor=actor)
     listed = ", ".join(str(i) for i in kept)
-    await sql.execute(f"UPDATE usage_event SET posting_id = $1 WHERE id IN ({listed})", posted.posting_id)
+    await sql.execute(f"UPDATE usage_event SET posting_id = $1 WHERE id IN ({listed})", posted.posting_id)  # noqa: S608
     touched.update(spent)
     touched.add(group.central_id)
 

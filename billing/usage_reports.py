@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -104,7 +104,7 @@ async def check_download(viewer: Viewer, partner_id: int, report: str, month: st
     return partner.id, start, end
 
 
-def _line(values: list[object]) -> str:
+def _line(values: Sequence[object]) -> str:
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerow(values)
     return out.getvalue()
@@ -143,8 +143,8 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
         ]  # fmt: skip
         query = (
             "SELECT id, created_at, debited_at, workspace_id, plan_id, source, amount, currency, posting_id"
-            f" FROM platform_deduction WHERE kind = '{kind}' AND partner_id = $1"  # noqa: S608 (a constant)
-            " AND created_at >= $2 AND created_at < $3 AND id > $4 ORDER BY id LIMIT $5"
+            " FROM platform_deduction WHERE partner_id = $1 AND created_at >= $2 AND created_at < $3"
+            " AND id > $4 AND kind = $6 ORDER BY id LIMIT $5"
         )
 
         def row(r: dict[str, object]) -> list[object]:
@@ -157,8 +157,9 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
 
     yield _line(header)
     last = 0
+    extra: tuple[str, ...] = () if report == "wcc-deductions" else (kind,)
     while True:
-        rows = await sql.fetch(query, partner_id, start, end, last, PAGE)
+        rows = await sql.fetch(query, partner_id, start, end, last, PAGE, *extra)
         if not rows:
             return
         yield "".join(_line(row(r)) for r in rows)

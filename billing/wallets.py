@@ -12,7 +12,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing import audit, clock, expiry, idempotency, ledger, sql, tenancy, top_ups
+from billing import audit, auto_billing, clock, expiry, idempotency, ledger, sql, tenancy, top_ups
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
 from billing.money import check_amount, check_currency, is_currency
@@ -170,8 +170,9 @@ async def _adjust(
     expires_at: datetime | None = None,
 ) -> Adjustment:
     operation = "wallet.debit" if debit else "wallet.grant"
-    # One transaction, so one pooled connection, for the whole call: the owner's lookup, the key's
-    # claim, the posting, the audit row and the stored result commit together or not at all.
+    # One transaction, so one pooled connection, for the whole call. Everything that does not need
+    # the wallet's row lock comes before the posting that takes it; after it, one statement (audit
+    # row, stored result, the state the balance watch and the lots decide on), then the commit.
     async with in_transaction("default"):
         found = await target()
         unit = check_unit(found.unit)
@@ -179,44 +180,62 @@ async def _adjust(
         note = _check_note(note)
         if expires_at is not None and (debit or expires_at <= clock.now()):
             raise BillingError(ErrorCode.INVALID_INPUT, "only a grant can expire, and in the future", field="expiresAt")
-
-        async def act() -> Adjustment:
-            wallet_id, partner_id = await _wallet_of(found, unit)
-            external = ExternalAccount.ISSUANCE
-            leg = Leg(amount, unit, wallet_id, external) if debit else Leg(amount, unit, external, wallet_id)
-            result = await ledger.post(
-                [leg],
-                cause=LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT,
-                caused_by=caused_by,
-                note=note,
-                actor=viewer.actor,
-            )
-            if debit:
-                await expiry.consume(wallet_id, amount)
-            elif expires_at is not None:
-                await expiry.add_lot(await Wallet.get(id=wallet_id), amount, expires_at)
-            balance = result.balance_of(wallet_id)
-            await top_ups.watch(wallet_id)
-            await audit.record(
-                actor=viewer.actor,
-                action=operation,
-                target_type="Wallet",
-                target_id=wallet_id,
-                partner_id=partner_id,
-                before={"balance": balance + amount if debit else balance - amount},
-                after={"balance": balance, "note": note},
-            )
-            return Adjustment(wallet_id, result.posting_id, balance)
-
-        return await idempotency.run_once_in_transaction(
+        claim = await idempotency.claim(
             scope=viewer.scope,
             operation=operation,
             key=idempotency_key,
             request={**request, "unit": unit, "amount": amount, "note": note},
-            action=act,
-            encode=lambda a: [a.wallet_id, a.posting_id, a.balance],
-            decode=lambda raw: Adjustment(*raw),
         )
+        if claim.replay is not None:
+            return Adjustment(*claim.replay)
+        wallet_id, partner_id = await _wallet_of(found, unit)
+        if expires_at is not None:
+            await expiry.add_lot(await Wallet.get(id=wallet_id), amount, expires_at)
+        external = ExternalAccount.ISSUANCE
+        leg = Leg(amount, unit, wallet_id, external) if debit else Leg(amount, unit, external, wallet_id)
+        result = await ledger.post(
+            [leg],
+            cause=LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT,
+            caused_by=caused_by,
+            note=note,
+            actor=viewer.actor,
+        )
+        made = Adjustment(wallet_id, result.posting_id, result.balance_of(wallet_id))
+        (_, completed), state = await sql.write_then_read(
+            [
+                audit.entry(
+                    actor=viewer.actor,
+                    action=operation,
+                    target_type="Wallet",
+                    target_id=wallet_id,
+                    partner_id=partner_id,
+                    before={"balance": made.balance + amount if debit else made.balance - amount},
+                    after={"balance": made.balance, "note": note},
+                ),
+                claim.completion([made.wallet_id, made.posting_id, made.balance]),
+            ],
+            _after_change(wallet_id, debit=debit),
+        )
+        idempotency.check_completed(completed)
+        await _settle(wallet_id, amount if debit else 0, state[0])
+        return made
+
+
+_STATE_AFTER_DEBIT = f"SELECT s.*, {expiry.HAS_OPEN_LOTS} AS has_open_lots FROM ({top_ups.STATE}) AS s"  # noqa: S608
+
+
+def _after_change(wallet_id: int, *, debit: bool) -> sql.Statement:
+    """The wallet's state right after its balance changed: what the balance watch decides on, and
+    for a debit whether it has open lots to take the units from."""
+    return (_STATE_AFTER_DEBIT if debit else top_ups.STATE), (wallet_id,)
+
+
+async def _settle(wallet_id: int, debited: int, state: dict[str, Any]) -> None:
+    """What follows a change in its transaction: a debit comes out of the earliest-expiring lots
+    (if the wallet has any); then the balance watch."""
+    if debited and state["has_open_lots"]:
+        await expiry.consume(wallet_id, debited)
+    await top_ups.watch(wallet_id, state)
 
 
 async def spend(
@@ -229,21 +248,25 @@ async def spend(
     actor: str | None = None,
 ) -> int:
     """Take ``amount`` from a wallet (usage, renewal...). Returns the new balance."""
-    wallet = await Wallet.get_or_none(id=wallet_id)
-    if wallet is None:
-        raise BillingError(ErrorCode.NOT_FOUND, "wallet not found", field="walletId")
-    revenue = ExternalAccount.PLATFORM_REVENUE if is_currency(wallet.unit) else ExternalAccount.ISSUANCE
     async with in_transaction("default"):
+        rows = await sql.fetch("SELECT unit FROM wallet WHERE id = $1", wallet_id)
+        if not rows:
+            raise BillingError(ErrorCode.NOT_FOUND, "wallet not found", field="walletId")
+        unit = rows[0]["unit"]
+        revenue = ExternalAccount.PLATFORM_REVENUE if is_currency(unit) else ExternalAccount.ISSUANCE
         result = await ledger.post(
-            [Leg(check_amount(amount), wallet.unit, wallet.id, revenue)],
+            [Leg(check_amount(amount), unit, wallet_id, revenue)],
             cause=cause,
             caused_by=caused_by,
             note=note,
             actor=actor,
         )
-        await expiry.consume(wallet.id, amount)
-    await top_ups.watch(wallet.id)
-    return result.balance_of(wallet.id)
+        text, params = _after_change(wallet_id, debit=True)
+        [state] = await sql.fetch(text, *params)
+        if state["has_open_lots"]:
+            await expiry.consume(wallet_id, amount)
+    await top_ups.watch(wallet_id, state)
+    return result.balance_of(wallet_id)
 
 
 async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int) -> Wallet:
@@ -357,14 +380,19 @@ async def consume_units(
 
     async def act() -> int:
         wallet = await workspace_wallet(workspace, unit)
-        return await spend(
-            wallet.id,
-            amount,
-            cause=LedgerCause.USAGE,
-            caused_by=CausedBy("UsageReport", event_id[:64]),
-            note=note,
-            actor=viewer.actor,
-        )
+
+        async def use() -> int:
+            return await spend(
+                wallet.id,
+                amount,
+                cause=LedgerCause.USAGE,
+                caused_by=CausedBy("UsageReport", event_id[:64]),
+                note=note,
+                actor=viewer.actor,
+            )
+
+        # Too few credits: the workspace's auto-billing (if any) accepts it within its overdraft.
+        return await auto_billing.spend_within_overdraft(wallet, use)
 
     return await idempotency.run_once(
         scope=viewer.scope,

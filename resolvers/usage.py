@@ -131,7 +131,7 @@ async def set_rate_margin(info: Info[Context, None], input: SetRateMarginInput) 
 @strawberry.input(description="Add (positive) or take back (negative) WhatsApp credit on a project.")
 class AssignProjectCreditInput:
     project_id: strawberry.ID
-    amount: str = strawberry.field(description="In the partner's currency, e.g. \"150.00\" or \"-20\".")
+    amount: str = strawberry.field(description='In the partner\'s currency, e.g. "150.00" or "-20".')
     idempotency_key: str
     note: str = ""
 
@@ -149,7 +149,9 @@ def _project_id(global_id: str, field: str = "projectId") -> int:
     return db_id
 
 
-async def assign_project_credit(info: Info[Context, None], input: AssignProjectCreditInput) -> AssignProjectCreditPayload:
+async def assign_project_credit(
+    info: Info[Context, None], input: AssignProjectCreditInput
+) -> AssignProjectCreditPayload:
     async def run() -> AssignProjectCreditPayload:
         viewer = viewer_with(info, enums.Permission.MANAGE_BILLING)
         project_id = _project_id(input.project_id)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
-from graphql import GraphQLError
+from graphql import ExecutionResult, GraphQLError
 from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.types.graphql import OperationType
 from tortoise.transactions import in_transaction
 
 from billing import sql
+from billing.errors import BillingError, ErrorCode
 
 
 class OneConnectionPerQuery(SchemaExtension):
@@ -37,4 +38,21 @@ class ParseOnce(ParserCache):
             context.graphql_document = self.cached_parse_document(context.query, **context.parse_options)
         except GraphQLError:
             pass  # strawberry parses it again and answers with the syntax error
+        yield
+
+
+class SubscriptionsOverWebsockets(SchemaExtension):
+    """A subscription sent over HTTP is refused (strawberry would run it as a query, which fails):
+    subscriptions travel over graphql-transport-ws, whose connection_init gives the context its
+    ``connection_params``."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        if context.operation_type is OperationType.SUBSCRIPTION and getattr(
+            context.context, "connection_params", None
+        ) is None:
+            refused = BillingError(
+                ErrorCode.INVALID_INPUT, "subscriptions are served over a websocket (graphql-transport-ws on /graphql)"
+            )
+            context.result = ExecutionResult(data=None, errors=[GraphQLError(refused.message, original_error=refused)])
         yield

@@ -32,10 +32,11 @@ from resolvers import (
     webhooks,
     workspaces,
 )
+from resolvers.auto_billing import AutoBilling, SetAutoBillingPayload, auto_billing_of, set_auto_billing
 from resolvers.branding import PublicBranding
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
-from schema.extensions import OneConnectionPerQuery, ParseOnce
+from schema.extensions import OneConnectionPerQuery, ParseOnce, SubscriptionsOverWebsockets
 from schema.limits import StorableStrings, cost_rule
 from schema.types import (
     AddOn,
@@ -83,6 +84,10 @@ class Query:
     renewal_forecast: subscriptions.RenewalForecast = strawberry.field(
         resolver=subscriptions.renewal_forecast,
         description="Renewals due over the next days (7, 30...) for a partner's workspaces and its own plan.",
+    )
+    auto_billing: AutoBilling = strawberry.field(
+        resolver=auto_billing_of,
+        description="A partner's auto-billing: its setting, its pool, what it bought, what its clients are owed.",
     )
     branding: PublicBranding | None = strawberry.field(
         resolver=branding.branding_by_domain, description="Public: a partner's branding by its domain."
@@ -178,6 +183,10 @@ class Mutation:
     buy_add_on_with_points: credit.AddOnWithPointsPayload = strawberry.mutation(resolver=credit.buy_add_on_with_points)
     set_auto_top_up: credit.WalletPayload = strawberry.mutation(resolver=credit.set_auto_top_up)
     set_low_balance_threshold: credit.WalletPayload = strawberry.mutation(resolver=credit.set_low_balance_threshold)
+    set_auto_billing: SetAutoBillingPayload = strawberry.mutation(
+        resolver=set_auto_billing,
+        description="Auto-billing on: plan grants come out of the partner's pool, and a short pool buys what it lacks.",
+    )
     top_up_wallet: credit.TopUpWalletPayload = strawberry.mutation(
         resolver=credit.top_up_wallet, description="Buy a package for a wallet now; retried keys credit once."
     )
@@ -259,6 +268,7 @@ def build_schema() -> strawberry.Schema:
             lambda: AddValidationRules(VALIDATION_RULES),
             ShapeErrors,
             OneConnectionPerQuery,
+            SubscriptionsOverWebsockets,
         ],
     )
 

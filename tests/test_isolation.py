@@ -8,8 +8,9 @@ Design
   probing as its partner API key, as its partner admin's session and as a workspace user's session.
   The workspace user has a second victim inside its own partner: the sibling workspace W2 and the
   agency's team, keys and audit log, marked with a sibling marker.
-* The running server is introspected over HTTP. For every Query and Mutation field a generator writes
-  whole operations, driven only by types and names:
+* The running server is introspected over HTTP. For every Query, Mutation and Subscription field a
+  generator writes whole operations, driven only by types and names (subscriptions are sent over
+  graphql-transport-ws, and their first answer is checked like a response):
     - argument values: an ID argument gets an id of the victim matched on its name (workspaceId -> a
       Workspace, keyId -> an ApiKey, userId -> a PartnerUser or WorkspaceUser, id -> any type);
       partnerDbId-style Ints a database id; lookup strings of queries (e-mail, domain, brand, slug)
@@ -51,8 +52,10 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 from graphql import GraphQLSyntaxError, parse
 from tortoise import Tortoise
+from websockets.typing import Subprotocol
 
 from billing import api_keys, clock, partner_webhooks, sql
 from models.operations import OutboxEvent
@@ -129,8 +132,7 @@ class Schema:
     def __init__(self, raw: dict[str, Any]) -> None:
         self.types: dict[str, dict[str, Any]] = {t["name"]: t for t in raw["types"]}
         self.roots = [raw[k]["name"] for k in ("queryType", "mutationType") if raw.get(k)]
-        # Subscriptions travel over graphql-ws, which this test does not speak: they must be probed all
-        # the same, so their fields are counted (and reported) as not probed until a probe exists.
+        # Subscriptions travel over graphql-transport-ws: Api.subscribe probes them.
         self.subscription = (raw.get("subscriptionType") or {}).get("name")
         self.node_types = sorted(self.possible("Node")) if "Node" in self.types else []
 
@@ -468,7 +470,7 @@ class Generator:
         """The whole operation (its variables are left in ``v``), shrunk until it fits the server's
         token limit. ``given``: a hand-made input object instead of generated arguments."""
         target = self.schema.named(f["type"])
-        keyword = "mutation" if root != self.schema.roots[0] else "query"
+        keyword = {self.schema.roots[0]: "query", self.schema.subscription: "subscription"}.get(root, "mutation")
         for depth in range(MAX_DEPTH, -1, -1):
             v.variables, v.declarations, v.picked = {}, [], []
             if given is None:  # a mutation's e-mails are new people, not look-ups
@@ -539,7 +541,7 @@ def public_inputs(attacker: Attacker, name: str) -> Iterator[tuple[str, dict[str
 
 def probes(gen: Generator, attacker: Attacker, *, public: bool) -> Iterator[Probe]:
     seen: set[str] = set()  # (query, values taken) already probed
-    for root in gen.schema.roots:
+    for root in [*gen.schema.roots, *([gen.schema.subscription] if gen.schema.subscription else [])]:
         for f in gen.schema.fields(root):
             rule = PUBLIC.get((root, f["name"]))
             if (rule is not None) != public:
@@ -753,6 +755,23 @@ class Api:
     async def post(self, token: str | None, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return await self.http.post("/graphql", json={"query": query, "variables": variables or {}}, headers=headers)
+
+    async def subscribe(self, token: str | None, query: str, variables: dict[str, Any]) -> httpx.Response:
+        """A subscription's first answer over graphql-transport-ws (the credentials in connection_init),
+        as the response a query would have had; a closed socket as its close code and reason."""
+        url = str(self.http.base_url.copy_with(scheme="ws", path="/graphql"))
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"} if token else {}}
+        subscribe = {"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}
+        try:
+            async with websockets.connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+                await ws.send(json.dumps(init))
+                assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "connection_ack"
+                await ws.send(json.dumps(subscribe))
+                answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        except websockets.ConnectionClosed as closed:
+            return httpx.Response(closed.rcvd.code if closed.rcvd else 1006, text=closed.rcvd.reason if closed.rcvd else "")
+        body = answer["payload"] if answer["type"] == "next" else {"data": None, "errors": answer.get("payload")}
+        return httpx.Response(200, json=body)
 
     async def run(
         self, token: str | None, mutation: str, input_type: str, selects: str, /, **input: Any
@@ -1090,14 +1109,15 @@ class Prober:
     async def send(self, probe: Probe) -> httpx.Response:
         """Post the probe; a session that an earlier probe ended (logout and the like) signs in again."""
         token = probe.attacker.token
-        response = await self.api.post(token, probe.query, probe.variables)
+        send = self.api.subscribe if probe.root == self.schema.subscription else self.api.post
+        response = await send(token, probe.query, probe.variables)
         credentials = probe.attacker.credentials
         if credentials and response.status_code == 200 and "UNAUTHENTICATED" in codes(response.json()):
             async with self.signing_in:
                 if probe.attacker.token == token:
                     self.relogins += 1
                     probe.attacker.token = await sign_in(self.api, credentials)
-            response = await self.api.post(probe.attacker.token, probe.query, probe.variables)
+            response = await send(probe.attacker.token, probe.query, probe.variables)
         return response
 
     async def run(self, probe: Probe) -> None:

@@ -60,7 +60,9 @@ async def setup(server) -> dict:
     project = await Project.create(partner_id=partner.id, workspace_id=workspace.id, name="WhatsApp", is_default=False)
     platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None, name="operator")).secret)
     agency = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
-    product_key = (await api_keys.create_key(partner_id=None, name="product", permissions=frozenset({Permission.REPORT_USAGE}))).secret
+    product_key = (
+        await api_keys.create_key(partner_id=None, name="product", permissions=frozenset({Permission.REPORT_USAGE}))
+    ).secret
     product = GraphQLClient(server.url, product_key)
     rates = await platform.data(
         RATES,
@@ -77,9 +79,7 @@ async def setup(server) -> dict:
     margin = await agency.data(MARGIN, {"input": {"kind": "PERCENTAGE", "value": str(MARGIN_PERCENT)}})
     assert margin["setRateMargin"]["errors"] == []
     br = next(
-        c
-        for c in margin["setRateMargin"]["rateCard"]["cells"]
-        if c["country"] == "BR" and c["category"] == "MARKETING"
+        c for c in margin["setRateMargin"]["rateCard"]["cells"] if c["country"] == "BR" and c["category"] == "MARKETING"
     )
     assert (br["platformPrice"], br["partnerPrice"]) == ("0.3125", "0.375")
     # The platform funds the partner's centralised balance; the partner gives the project R$ 500 of credit.
@@ -88,7 +88,9 @@ async def setup(server) -> dict:
     )
     grant = """mutation($p: ID!) { grantPartnerBalance(input: {partnerId: $p, currency: "BRL", amount: "1000.00",
       note: "prepaid", idempotencyKey: "fund"}) { errors { code } } }"""
-    assert (await platform.data(grant, {"p": to_global_id("Partner", partner.id)}))["grantPartnerBalance"]["errors"] == []
+    assert (await platform.data(grant, {"p": to_global_id("Partner", partner.id)}))["grantPartnerBalance"][
+        "errors"
+    ] == []
     return {
         "partner": partner,
         "project": project,
@@ -226,7 +228,9 @@ async def test_free_windows_are_recorded_not_charged(server) -> None:
          "country": "BR"},
     ]  # fmt: skip
     results = (await flow["product"].data(REPORT, {"events": batch}))["reportUsageEvents"]["results"]
-    got = [(r["eventId"], r["status"], r["partnerAmount"] and r["partnerAmount"]["amount"], r["reason"]) for r in results]
+    got = [
+        (r["eventId"], r["status"], r["partnerAmount"] and r["partnerAmount"]["amount"], r["reason"]) for r in results
+    ]
     assert got == [
         ("svc", "FREE", "0.00", None),
         ("util-in", "FREE", "0.00", None),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from whitebill.settings import development_secret_key, load_settings
@@ -40,7 +41,21 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"whitebill: {problem}", file=sys.stderr)
         return 2
     port = args.port or settings.port
+    processes = args.processes or int(os.environ.get("WHITEBILL_PROCESSES", "1"))
     print(f"whitebill serving on http://{settings.host}:{port}/graphql", flush=True)
+    if processes > 1:
+        # Several processes on one port (uvicorn's supervisor), each opening its own pool: on
+        # PostgreSQL they share nothing else, so this is the same as N servers behind a balancer.
+        uvicorn.run(
+            "whitebill.app:create_app",
+            factory=True,
+            workers=processes,
+            host=settings.host,
+            port=port,
+            log_config=None,
+            access_log=False,
+        )
+        return 0
     uvicorn.run(create_app(settings), host=settings.host, port=port, log_config=None, access_log=False)
     return 0
 
@@ -176,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve the GraphQL API (PORT, DATABASE_URL from the environment)")
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--processes", type=int, default=None, help="server processes on the port (WHITEBILL_PROCESSES, default 1)"
+    )
     serve.set_defaults(run=_serve)
 
     worker = commands.add_parser("worker", help="run background work: renewals, retries, outbox delivery")

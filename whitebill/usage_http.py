@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from billing import usage, usage_reports
 from billing.errors import BillingError, ErrorCode
+from billing.money import format_minor
 from resolvers.usage import project_db_id
 from schema.context import authenticate, bearer_token
 from schema.ids import from_global_id
@@ -50,6 +51,47 @@ class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decoder = msgspec.json.Decoder(BatchBody)
+
+
+class ResultBody(msgspec.Struct, rename="camel"):
+    event_id: str
+    status: str
+    country: str | None
+    partner_amount: str | None
+    platform_amount: str | None
+    currency: str | None
+    reason: str | None
+    message: str | None
+
+    @classmethod
+    def of(cls, result: usage.UsageResult, amounts: dict[tuple[int, str], str]) -> ResultBody:
+        """``amounts`` caches formatted amounts across a batch: they repeat."""
+        currency = result.currency
+        partner = platform = None
+        if currency is not None:
+            partner = amounts.get((result.partner_amount, currency))
+            if partner is None:
+                partner = amounts[(result.partner_amount, currency)] = format_minor(result.partner_amount, currency)
+            platform = amounts.get((result.platform_amount, currency))
+            if platform is None:
+                platform = amounts[(result.platform_amount, currency)] = format_minor(result.platform_amount, currency)
+        return cls(
+            result.event_id,
+            result.status.value,
+            result.country,
+            partner,
+            platform,
+            currency,
+            result.reason.value if result.reason else None,
+            result.message,
+        )
+
+
+class Answer(msgspec.Struct):
+    results: list[ResultBody]
+
+
+_encoder = msgspec.json.Encoder()
 
 _STATUS = {
     ErrorCode.UNAUTHENTICATED: 401,
@@ -95,25 +137,14 @@ async def report_usage(request: Request) -> Response:
     except msgspec.DecodeError as error:
         return _error(400, ErrorCode.INVALID_INPUT.value, f"not JSON: {error}")
     ids: dict[str, int] = {}
-    events = [
-        usage.UsageIn(
-            project_id=project_db_id(e.project_id, ids),
-            event_id=e.event_id,
-            category=e.category,
-            occurred_at=e.occurred_at,
-            count=e.count,
-            country=e.country,
-            recipient=e.recipient,
-            window=e.window,
-        )
-        for e in batch.events
-    ]
+    projects = [project_db_id(e.project_id, ids) for e in batch.events]
     try:
-        results = await usage.report(viewer, events)
+        results = await usage.report(viewer, batch.events, projects)
     except BillingError as error:
         return _domain_error(error)
-    body = {"results": [r.as_json() for r in results]}
-    return Response(orjson.dumps(body), media_type="application/json")
+    amounts: dict[tuple[int, str], str] = {}
+    answer = Answer([ResultBody.of(r, amounts) for r in results])
+    return Response(_encoder.encode(answer), media_type="application/json")
 
 
 async def download_report(request: Request) -> Response:

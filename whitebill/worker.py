@@ -7,12 +7,13 @@ import json
 import logging
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billing import (
     clock,
     credit_billing,
+    expiring_plans,
     expiry,
     idempotency,
     notifications,
@@ -49,6 +50,7 @@ class Worker:
         self.owner = f"{name or 'worker'}:{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.poll_seconds = poll_seconds
         self.webhooks = partner_webhooks.Sender()
+        self.next_expiry_notices = datetime.min.replace(tzinfo=UTC)
 
     async def tick(self) -> int:
         """One pass over every queue; returns how many items it handled."""
@@ -81,6 +83,10 @@ class Worker:
         handled += await reconciler.run_due(limit=20)
         handled += await credit_billing.run_due(limit=50)
         handled += await expiry.run_due(limit=100)
+        now = clock.now()
+        if not now < self.next_expiry_notices <= now + expiring_plans.SCAN_EVERY:  # due (or the test clock went back)
+            self.next_expiry_notices = now + expiring_plans.SCAN_EVERY
+            handled += await expiring_plans.run_due()
         for item in await work.claim("job", self.owner, limit=20):
             handled += 1
             kind = item.row["kind"]

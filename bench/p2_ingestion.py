@@ -1,0 +1,241 @@
+"""P2: usage ingestion on PostgreSQL, 4 concurrent senders of one partner, batches of 1,000 events.
+
+whitebill: ``POST /usage`` to a real server (one uvicorn process, a pool of POOL connections); each
+sender reports for its own project, and every batch debits the partner's one centralised balance.
+Floor: the same 4 senders running exactly the statements whitebill runs for a batch (the key lookup,
+the project lookup, then in one transaction the events-and-projects statement and the balance
+statement, taken from ``billing.usage`` itself) straight through asyncpg, with the arrays already
+built, on a pool of the same size.
+
+Bodies and arrays are prepared before the clock starts, so neither side pays for making up events.
+Afterwards it checks that every event is traceable to its posting and that replaying a batch
+charges nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from tortoise import Tortoise
+
+from bench.common import asyncpg_dsn, database_url, report, scratch_database, server
+from billing import api_keys, partners, rate_cards, usage, wallets
+from billing.tenancy import Viewer
+from models.enums import (
+    PARTNER_PERMISSIONS,
+    PLATFORM_PERMISSIONS,
+    MarginKind,
+    MessageCategory,
+    OwnerKind,
+    Permission,
+)
+from models.tenancy import Partner, Project
+from schema.ids import to_global_id
+from whitebill import db
+
+SENDERS = 4
+BATCH = 1000
+POOL = int(os.environ.get("BENCH_POOL", "4"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+# One server process per core, as production runs N stateless servers behind a balancer.
+PROCESSES = int(os.environ.get("BENCH_P2_PROCESSES", str(os.cpu_count() or 1)))
+PREPARED = int(os.environ.get("BENCH_P2_BATCHES", "160"))  # per sender and side: more than a run needs
+PLATFORM = Viewer(kind="PLATFORM", actor="bench", permissions=PLATFORM_PERMISSIONS)
+RATE = "0.0625"  # per message, BRL
+
+
+async def seed(url: str) -> dict[str, Any]:
+    await db.connect(url)
+    try:
+        partner = await partners.create_partner(PLATFORM, name="Bench", slug="bench")
+        await Partner.filter(id=partner.id).update(default_currency="BRL")
+        agency = Viewer(kind="PARTNER", actor="bench", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
+        await rate_cards.set_platform_rates(
+            PLATFORM,
+            currency="BRL",
+            cells=[rate_cards.CellInput(country, MessageCategory.MARKETING, RATE) for country in ("BR", "*")],
+        )
+        await rate_cards.set_partner_margin(agency, partner_id=partner.id, kind=MarginKind.PERCENTAGE, value="20")
+        projects = []
+        for i in range(2 * SENDERS):  # half for whitebill, half for the floor
+            workspace = await partners.create_workspace(agency, name=f"W{i}", owner_email=f"w{i}@bench.example")
+            project = await Project.get(workspace_id=workspace.id)
+            wallet = await wallets.project_wallet(project, "BRL")
+            projects.append((project.id, wallet.id))
+        central = await wallets.open_wallet(
+            partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit="BRL"
+        )
+        key = (
+            await api_keys.create_key(partner_id=None, name="product", permissions=frozenset({Permission.REPORT_USAGE}))
+        ).secret
+        key_prefix = key.split("_", 2)[1]
+        return {"partner": partner.id, "projects": projects, "central": central.id, "key": key, "prefix": key_prefix}
+    finally:
+        await Tortoise.close_connections()
+
+
+async def fund(dsn: str, seeded: dict[str, Any]) -> None:
+    """Plenty of credit everywhere, so that neither side takes the careful path."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = [w for _, w in seeded["projects"]] + [seeded["central"]]
+        await conn.execute("UPDATE wallet SET balance = 100000000000000 WHERE id = ANY($1::bigint[])", ids)
+    finally:
+        await conn.close()
+
+
+def bodies(project_id: int, sender: str, when: datetime) -> list[bytes]:
+    gid = to_global_id("Project", project_id)
+    stamp = when.isoformat()
+    return [
+        orjson.dumps(
+            {
+                "events": [
+                    {
+                        "projectId": gid,
+                        "eventId": f"{sender}-{b}-{i}",
+                        "category": "MARKETING",
+                        "occurredAt": stamp,
+                        "recipient": f"+5511{(b * BATCH + i) % 10**9:09d}",
+                    }
+                    for i in range(BATCH)
+                ]
+            }
+        )
+        for b in range(PREPARED)
+    ]
+
+
+async def through_api(base: str, seeded: dict[str, Any], when: datetime) -> tuple[float, bytes]:
+    prepared = [bodies(seeded["projects"][s][0], f"api{s}", when) for s in range(SENDERS)]
+    headers = {"authorization": f"Bearer {seeded['key']}", "content-type": "application/json"}
+    done = 0
+    async with httpx.AsyncClient(base_url=base, timeout=120, headers=headers) as http:
+        await http.post("/usage", content=b'{"events": []}')  # connect before the clock starts
+        started = time.monotonic()
+        stop = started + SECONDS
+
+        async def sender(mine: list[bytes]) -> None:
+            nonlocal done
+            for body in mine:
+                if time.monotonic() >= stop:
+                    return
+                answer = await http.post("/usage", content=body)
+                assert answer.status_code == 200, answer.text[:500]
+                done += BATCH
+            raise RuntimeError("ran out of prepared batches: raise BENCH_P2_BATCHES")
+
+        await asyncio.gather(*(sender(p) for p in prepared))
+        elapsed = time.monotonic() - started
+    return done / elapsed, prepared[0][0]
+
+
+def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[tuple[list[Any], list[Any]]]:
+    """The statement parameters whitebill builds for each batch, built here ahead of time."""
+    project_id, wallet_id = seeded["projects"][SENDERS + sender]
+    platform = rate_cards.charge_minor(1, Fraction(Decimal(RATE)), "BRL")
+    partner = rate_cards.charge_minor(1, Fraction(Decimal(RATE)) * Fraction(6, 5), "BRL")
+    out = []
+    for b in range(PREPARED):
+        columns = [
+            [project_id] * BATCH,
+            [f"floor{sender}-{b}-{i}" for i in range(BATCH)],
+            ["BR"] * BATCH,
+            ["MARKETING"] * BATCH,
+            ["NONE"] * BATCH,
+            [1] * BATCH,
+            [False] * BATCH,
+            [when] * BATCH,
+            [partner] * BATCH,
+            [platform] * BATCH,
+        ]
+        out.append((columns, [[project_id], [wallet_id], [False]]))
+    return out
+
+
+async def floor(dsn: str, seeded: dict[str, Any], when: datetime) -> float:
+    prepared = [floor_batches(seeded, s, when) for s in range(SENDERS)]
+    pool = await asyncpg.create_pool(dsn, min_size=POOL, max_size=POOL)
+    done = 0
+    try:
+        started = time.monotonic()
+        stop = started + SECONDS
+
+        async def sender(mine: list[tuple[list[Any], list[Any]]]) -> None:
+            nonlocal done
+            project_id = mine[0][1][0][0]
+            for events, projects in mine:
+                if time.monotonic() >= stop:
+                    return
+                async with pool.acquire() as conn:
+                    await conn.fetchrow("SELECT * FROM api_key WHERE prefix = $1", seeded["prefix"])
+                async with pool.acquire() as conn:
+                    await conn.fetch(usage.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
+                now = datetime.now(UTC)
+                async with pool.acquire() as conn, conn.transaction():
+                    row = await conn.fetchrow(
+                        usage.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
+                    )
+                    await conn.fetchrow(
+                        usage.CENTRAL_SQL, row["platform_total"], now, seeded["central"], row["posting_id"],
+                        seeded["partner"], "BRL",
+                    )  # fmt: skip
+                done += BATCH
+            raise RuntimeError("ran out of prepared batches: raise BENCH_P2_BATCHES")
+
+        await asyncio.gather(*(sender(p) for p in prepared))
+        return done / (time.monotonic() - started)
+    finally:
+        await pool.close()
+
+
+async def check(dsn: str, base: str, seeded: dict[str, Any], replay: bytes) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        untraced = await conn.fetchval(
+            "SELECT count(*) FROM usage_event WHERE posting_id IS NULL OR posting_id NOT IN (SELECT id FROM posting)"
+        )
+        assert untraced == 0, f"{untraced} events without their posting"
+        mismatched = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT e.posting_id, sum(e.platform_amount) AS events,"
+            " (SELECT -sum(l.amount) FROM ledger_entry l WHERE l.posting_id = e.posting_id AND l.wallet_id = $1)"
+            " AS ledger FROM usage_event e GROUP BY e.posting_id) s WHERE s.events <> s.ledger",
+            seeded["central"],
+        )
+        assert mismatched == 0, f"{mismatched} postings whose balance entry is not the sum of their events"
+        balance = await conn.fetchval("SELECT balance FROM wallet WHERE id = $1", seeded["central"])
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            answer = await http.post("/usage", content=replay, headers={"authorization": f"Bearer {seeded['key']}"})
+        statuses = {r["status"] for r in answer.json()["results"]}
+        assert statuses == {"DUPLICATE"}, statuses
+        assert await conn.fetchval("SELECT balance FROM wallet WHERE id = $1", seeded["central"]) == balance
+        print("P2 checks: every event has its posting, entries equal their events' sums, a replay charged nothing")
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    async with scratch_database() as name:
+        url = database_url(name, minsize=str(POOL), maxsize=str(POOL))
+        seeded = await seed(url)
+        dsn = asyncpg_dsn(url)
+        await fund(dsn, seeded)
+        when = datetime.now(UTC).replace(microsecond=0)
+        raw = await floor(dsn, seeded, when)
+        with server(url, processes=PROCESSES) as (base, _):
+            ours, first_body = await through_api(base, seeded, when)
+            await check(dsn, base, seeded, first_body)
+    report("P2", ours, "events/s", raw)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
