@@ -237,5 +237,15 @@ async def main() -> None:
     report("P2", ours, "events/s", raw)
 
 
+def run() -> None:
+    """The floor's client runs on the event loop the server runs on (uvloop where installed)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    run()

@@ -145,7 +145,7 @@ async def _route(
     return config, None
 
 
-async def _open_payment(
+async def open_payment(
     viewer: Viewer,
     sale: Sale,
     price: Money,
@@ -182,7 +182,7 @@ async def _open_payment(
     return payment
 
 
-async def _collect(
+async def collect(
     payment: Payment,
     sale: Sale,
     method: PaymentMethodKind,
@@ -201,7 +201,7 @@ async def _collect(
     return await charging.collect(payment, saved_method=saved, method_token=card_token, save_method=save_card)
 
 
-def _check_card(method: PaymentMethodKind, card_token: str | None, saved_method_id: int | None) -> None:
+def check_card(method: PaymentMethodKind, card_token: str | None, saved_method_id: int | None) -> None:
     if card_token is not None and (method is not PaymentMethodKind.CARD or saved_method_id is not None):
         raise BillingError(ErrorCode.INVALID_INPUT, "a card token goes with a new card payment", field="cardToken")
     if method is PaymentMethodKind.BALANCE:
@@ -233,7 +233,7 @@ async def checkout(
         viewer.require(Permission.MANAGE_BILLING)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     tax_id = _check_tax_id(tax_id)
-    _check_card(method, card_token, saved_method_id)
+    check_card(method, card_token, saved_method_id)
     sale = Sale(f"WORKSPACE:{workspace.id}", workspace.partner_id, workspace.partner_id)
     request = {
         "workspace": workspace_id,
@@ -254,7 +254,7 @@ async def checkout(
                 viewer, workspace_id=workspace.id, plan_id=item.plan_id, idempotency_key=f"checkout:{idempotency_key}"
             )
             return ["Subscription" if isinstance(made, Subscription) else "Payment", made.id]
-        payment = await _open_payment(
+        payment = await open_payment(
             viewer, sale, *priced, method=method, saved_method_id=saved_method_id, save_card=save_card
         )
         return ["Payment", payment.id]
@@ -270,7 +270,7 @@ async def checkout(
     )
     if kind == "Subscription":
         return CheckoutResult(None, await Subscription.get(id=made_id))
-    payment = await _collect(
+    payment = await collect(
         await Payment.get(id=made_id),
         sale,
         method,
@@ -300,7 +300,7 @@ async def buy_platform_package(
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "packages for the pool are bought by the partner")
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
-    _check_card(method, card_token, saved_method_id)
+    check_card(method, card_token, saved_method_id)
     if not 1 <= quantity <= MAX_ADD_ON_QUANTITY:
         raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
     sale = Sale(f"PARTNER:{partner.id}", partner.id, None)
@@ -319,7 +319,7 @@ async def buy_platform_package(
             "package_id": package.id,
         }
         price = Money(package.price_amount * quantity, package.currency)
-        payment = await _open_payment(
+        payment = await open_payment(
             viewer, sale, price, purpose, method=method, saved_method_id=saved_method_id, save_card=save_card
         )
         return int(payment.id)
@@ -333,7 +333,7 @@ async def buy_platform_package(
         encode=int,
         decode=int,
     )
-    return await _collect(
+    return await collect(
         await Payment.get(id=payment_id),
         sale,
         method,

@@ -82,7 +82,9 @@ async def run_due(*, page: int = _PAGE) -> int:
         rows = await ending_soon.filter(id__gt=after).order_by("id").limit(page)
         due = [row for row in rows if row.next_action_at == row.current_period_end]
         markers = [_marker(row) for row in due]
-        done = set(await Job.filter(dedupe_key__in=markers).values_list("dedupe_key", flat=True)) if due else set()
+        done: set[str] = set()
+        if markers:
+            done = {str(k) for k in await Job.filter(dedupe_key__in=markers).values_list("dedupe_key", flat=True)}
         for row, marker in zip(due, markers, strict=True):
             if marker not in done:
                 announced += await _announce(row, marker, now)

@@ -20,7 +20,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ class Claim:
     key: str
     token: str
     replay: Any = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
     def completion(self, result: Any) -> sql.Statement:
         """The statement that stores ``result``, to run in the transaction of the action's effect;
@@ -80,7 +81,7 @@ def check_completed(changed: int) -> None:
         raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
 
 
-async def claim(*, scope: str, operation: str, key: str, request: Any) -> Claim:
+async def claim(*, scope: str, operation: str, key: str, request: Any, read: sql.Statement | None = None) -> Claim:
     """Claim ``key``, or find the stored result of its completed first call.
 
     :func:`run_once` claims outside any transaction (a lease, then the action's own transaction).
@@ -88,11 +89,14 @@ async def claim(*, scope: str, operation: str, key: str, request: Any) -> Claim:
     database, the claim, the effect and the stored result (``Claim.completion``) commit together or
     not at all: a crash or a refusal leaves nothing to release and no lease to wait for, and a
     concurrent call with the same key waits at its claim for this transaction, then answers the
-    stored result (or runs, if this one rolled back)."""
+    stored result (or runs, if this one rolled back).
+
+    ``read``, a SELECT the caller needs next, is run in the same round trip as the claim; its rows
+    are in ``Claim.rows`` when the key was claimed."""
     key = check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
     token = secrets.token_hex(16)
-    replay = await _claim(scope, operation, key, request_hash(request), token)
-    return Claim(scope, operation, key, token, replay)
+    replay, rows = await _claim(scope, operation, key, request_hash(request), token, read)
+    return Claim(scope, operation, key, token, replay, rows)
 
 
 async def run_once(
@@ -119,27 +123,27 @@ async def run_once(
     return result
 
 
-async def _claim(scope: str, operation: str, key: str, digest: str, token: str) -> Any | None:
-    """Claim the key, or return the stored result of the completed first call (as JSON)."""
+async def _claim(
+    scope: str, operation: str, key: str, digest: str, token: str, read: sql.Statement | None = None
+) -> tuple[Any | None, list[dict[str, Any]]]:
+    """Claim the key, or return the stored result of the completed first call (as JSON); with the
+    rows of ``read``, run in the same round trip as the claim."""
     now = clock.now()
     # ON CONFLICT rather than catching a unique violation, which on PostgreSQL would abort an
     # enclosing transaction.
-    claimed = await sql.execute(
+    insert = (
         "INSERT INTO idempotency_record (created_at, scope, operation, key, request_hash, status, claim_token,"
         " locked_until, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         " ON CONFLICT (scope, operation, key) DO NOTHING",
-        now,
-        scope,
-        operation,
-        key,
-        digest,
-        IdempotencyStatus.IN_PROGRESS.value,
-        token,
-        now + LEASE,
-        now + RETENTION,
+        (now, scope, operation, key, digest, IdempotencyStatus.IN_PROGRESS.value, token, now + LEASE, now + RETENTION),
     )
+    found: list[dict[str, Any]] = []
+    if read is None:
+        claimed = await sql.execute(insert[0], *insert[1])
+    else:
+        [claimed], found = await sql.write_then_read([insert], read)
     if claimed == 1:
-        return None
+        return None, found
     rows = await sql.fetch(
         "SELECT request_hash, status, result, locked_until FROM idempotency_record "
         "WHERE scope = $1 AND operation = $2 AND key = $3",
@@ -148,7 +152,7 @@ async def _claim(scope: str, operation: str, key: str, digest: str, token: str) 
         key,
     )
     if not rows:  # released between our insert and our read: try again
-        return await _claim(scope, operation, key, digest, token)
+        return await _claim(scope, operation, key, digest, token, read)
     row = rows[0]
     if row["request_hash"] != digest:
         raise BillingError(
@@ -158,7 +162,7 @@ async def _claim(scope: str, operation: str, key: str, digest: str, token: str) 
         )
     if row["status"] == IdempotencyStatus.COMPLETED.value:
         result = row["result"]
-        return json.loads(result) if isinstance(result, str) else result
+        return (json.loads(result) if isinstance(result, str) else result), []
     # In progress: take it over only if the first call's lease has run out (it crashed).
     taken = await sql.execute(
         "UPDATE idempotency_record SET locked_until = $1, claim_token = $7 WHERE scope = $2 AND operation = $3 "
@@ -172,7 +176,7 @@ async def _claim(scope: str, operation: str, key: str, digest: str, token: str) 
         token,
     )
     if taken == 1:
-        return None
+        return None, await sql.fetch(read[0], *read[1]) if read is not None else []
     raise BillingError(
         ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
         "a request with this idempotency key is still running",

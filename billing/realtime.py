@@ -160,19 +160,32 @@ class Listener:
     again, and every subscriber then reads again, since changes made meanwhile were not heard."""
 
     def __init__(
-        self, connect: Connect, *, into: Broker = broker, ping_seconds: float = 30.0, retry_seconds: float = 1.0
+        self,
+        connect: Connect,
+        *,
+        into: Broker = broker,
+        ping_seconds: float = 30.0,
+        retry_seconds: float = 1.0,
+        start_seconds: float = 10.0,
     ) -> None:
         self.connect = connect
         self.broker = into
         self.ping_seconds = ping_seconds
         self.retry_seconds = retry_seconds
+        self.start_seconds = start_seconds
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self, *, timeout: float = 10.0) -> None:
-        """Start listening; returns once the first connection listens."""
+    async def start(self) -> None:
+        """Start listening; returns once the first connection listens (TimeoutError if none does
+        within ``start_seconds``)."""
         self._task = asyncio.create_task(self._run(), name="whitebill-realtime-listener")
-        await asyncio.wait_for(self.listening.wait(), timeout)
+        try:
+            async with asyncio.timeout(self.start_seconds):
+                await self.listening.wait()
+        except TimeoutError:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         if self._task is not None:

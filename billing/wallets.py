@@ -146,11 +146,10 @@ async def grant_partner_balance(
 _WALLET_OF = "SELECT id, partner_id FROM wallet WHERE owner_key = $1 AND unit = $2"
 
 
-async def _wallet_of(target: _Target, unit: str) -> tuple[int, int | None]:
-    """(id, partner id) of the target's wallet, opened if it does not exist yet."""
-    rows = await sql.fetch(_WALLET_OF, _owner_key(target.owner_kind, target.owner_id), unit)
-    if rows:
-        return int(rows[0]["id"]), rows[0]["partner_id"]
+async def _wallet_of(target: _Target, unit: str, found: list[dict[str, Any]]) -> tuple[int, int | None]:
+    """(id, partner id) of the target's wallet: the row of ``_WALLET_OF`` found, or a wallet opened now."""
+    if found:
+        return int(found[0]["id"]), found[0]["partner_id"]
     wallet = await open_wallet(
         partner_id=target.partner_id, owner_kind=target.owner_kind, owner_id=target.owner_id, unit=unit
     )
@@ -185,10 +184,11 @@ async def _adjust(
             operation=operation,
             key=idempotency_key,
             request={**request, "unit": unit, "amount": amount, "note": note},
+            read=(_WALLET_OF, (_owner_key(found.owner_kind, found.owner_id), unit)),  # in the same round trip
         )
         if claim.replay is not None:
             return Adjustment(*claim.replay)
-        wallet_id, partner_id = await _wallet_of(found, unit)
+        wallet_id, partner_id = await _wallet_of(found, unit, claim.rows)
         if expires_at is not None:
             await expiry.add_lot(await Wallet.get(id=wallet_id), amount, expires_at)
         external = ExternalAccount.ISSUANCE

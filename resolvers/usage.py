@@ -1,5 +1,5 @@
-"""WhatsApp usage (flow D): rate cards and margins, project credit, usage reports by the platform's
-product, and the monthly usage report per project."""
+"""Flow D: rate cards and margins, project credit, usage reported by the platform's product, the
+monthly usage report per project, and the partner's centralised balance."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from billing import project_credit, rate_cards, tenancy, usage, usage_reports
+from billing import partner_balance, platform_deductions, project_credit, rate_cards, tenancy, usage, usage_reports
 from billing.errors import BillingError, ErrorCode
 from billing.money import check_currency, to_minor
 from models import enums
@@ -17,9 +17,11 @@ from models.wallets import Wallet as WalletRow
 from resolvers.auth import target_partner, viewer_with
 from schema.context import Context
 from schema.errors import UserError, payload
-from schema.ids import from_global_id
-from schema.types import MarginKind, Money, Partner, Wallet
+from schema.ids import expect_id, from_global_id
+from schema.types import MarginKind, Money, Partner, Payment, PaymentMethodKind, Wallet
 
+# Imported for its effect: client plan payments debit the platform price from the partner's balance.
+_ = platform_deductions
 MessageCategory = strawberry.enum(enums.MessageCategory)
 UsageCreditPolicy = strawberry.enum(enums.UsageCreditPolicy)
 UsageWindow = strawberry.enum(usage.Window)
@@ -297,3 +299,46 @@ async def usage_by_month(
         )
         for line in lines
     ]
+
+
+# --- the centralised balance ---------------------------------------------------------------------------
+
+
+@strawberry.input(description="The partner pays the platform to raise its centralised balance.")
+class TopUpPartnerBalanceInput:
+    amount: str = strawberry.field(description='In the partner\'s currency, e.g. "500.00".')
+    method: PaymentMethodKind
+    idempotency_key: str
+    partner_id: strawberry.ID | None = None
+    card_token: str | None = None
+    saved_payment_method_id: strawberry.ID | None = None
+    save_card: bool = False
+
+
+@strawberry.type
+class TopUpPartnerBalancePayload:
+    payment: Payment | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+async def top_up_partner_balance(
+    info: Info[Context, None], input: TopUpPartnerBalanceInput
+) -> TopUpPartnerBalancePayload:
+    async def run() -> TopUpPartnerBalancePayload:
+        viewer = viewer_with(info, enums.Permission.MANAGE_BILLING)
+        partner_id = target_partner(viewer, input.partner_id)
+        partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+        saved = input.saved_payment_method_id
+        made = await partner_balance.top_up(
+            viewer,
+            partner_id=partner.id,
+            amount=to_minor(input.amount, partner.default_currency),
+            method=enums.PaymentMethodKind(input.method.value),
+            idempotency_key=input.idempotency_key,
+            card_token=input.card_token,
+            saved_method_id=expect_id(saved, "SavedPaymentMethod", "savedPaymentMethodId") if saved else None,
+            save_card=input.save_card,
+        )
+        return TopUpPartnerBalancePayload(payment=Payment.of(made))
+
+    return await payload(run, lambda errors: TopUpPartnerBalancePayload(errors=errors))

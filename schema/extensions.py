@@ -11,6 +11,7 @@ from tortoise.transactions import in_transaction
 
 from billing import sql
 from billing.errors import BillingError, ErrorCode
+from schema.context import Loaders
 
 
 class OneConnectionPerQuery(SchemaExtension):
@@ -48,11 +49,23 @@ class SubscriptionsOverWebsockets(SchemaExtension):
 
     def on_execute(self) -> Iterator[None]:
         context = self.execution_context
-        if context.operation_type is OperationType.SUBSCRIPTION and getattr(
-            context.context, "connection_params", None
-        ) is None:
+        if (
+            context.operation_type is OperationType.SUBSCRIPTION
+            and getattr(context.context, "connection_params", None) is None
+        ):
             refused = BillingError(
                 ErrorCode.INVALID_INPUT, "subscriptions are served over a websocket (graphql-transport-ws on /graphql)"
             )
             context.result = ExecutionResult(data=None, errors=[GraphQLError(refused.message, original_error=refused)])
+        yield
+
+
+class FreshLoadersOnWebsockets(SchemaExtension):
+    """Every operation sent on a websocket shares the connection's context: each starts with empty
+    DataLoaders, or it would be answered from what an earlier one cached."""
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context.context
+        if getattr(context, "connection_params", None) is not None:
+            context.loaders = Loaders()
         yield

@@ -36,7 +36,12 @@ from resolvers.auto_billing import AutoBilling, SetAutoBillingPayload, auto_bill
 from resolvers.branding import PublicBranding
 from resolvers.pagination import DEFAULT_PAGE, MAX_PAGE
 from schema.errors import ShapeErrors, log_unexpected
-from schema.extensions import OneConnectionPerQuery, ParseOnce, SubscriptionsOverWebsockets
+from schema.extensions import (
+    FreshLoadersOnWebsockets,
+    OneConnectionPerQuery,
+    ParseOnce,
+    SubscriptionsOverWebsockets,
+)
 from schema.limits import StorableStrings, cost_rule
 from schema.types import (
     AddOn,
@@ -208,6 +213,10 @@ class Mutation:
         resolver=usage.set_usage_credit_policy,
         description="When a project's credit runs out: refuse usage, or allow it down to the credit limit.",
     )
+    top_up_partner_balance: usage.TopUpPartnerBalancePayload = strawberry.mutation(
+        resolver=usage.top_up_partner_balance,
+        description="The partner pays the platform, through its gateway, to raise its centralised balance.",
+    )
     report_usage_events: usage.ReportUsageEventsPayload = strawberry.mutation(
         resolver=usage.report_usage_events,
         description="The product reports delivered messages (up to 1,000 per call); one result per event.",
@@ -269,6 +278,7 @@ def build_schema() -> strawberry.Schema:
             ShapeErrors,
             OneConnectionPerQuery,
             SubscriptionsOverWebsockets,
+            FreshLoadersOnWebsockets,
         ],
     )
 

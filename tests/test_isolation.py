@@ -55,6 +55,7 @@ import pytest
 import websockets
 from graphql import GraphQLSyntaxError, parse
 from tortoise import Tortoise
+from websockets.frames import Close
 from websockets.typing import Subprotocol
 
 from billing import api_keys, clock, partner_webhooks, sql
@@ -768,8 +769,9 @@ class Api:
                 assert json.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "connection_ack"
                 await ws.send(json.dumps(subscribe))
                 answer = json.loads(await asyncio.wait_for(ws.recv(), 30))
-        except websockets.ConnectionClosed as closed:
-            return httpx.Response(closed.rcvd.code if closed.rcvd else 1006, text=closed.rcvd.reason if closed.rcvd else "")
+        except websockets.ConnectionClosed as error:
+            closed = error.rcvd or Close(1006, "")
+            return httpx.Response(closed.code, text=closed.reason)
         body = answer["payload"] if answer["type"] == "next" else {"data": None, "errors": answer.get("payload")}
         return httpx.Response(200, json=body)
 

@@ -203,8 +203,10 @@ async def test_abuse_limits_hold_for_subscriptions(server: Server) -> None:
     async with live(server, deep, {"w": wallet}, token=key) as sees:
         closed = (await sees.closed()).__cause__  # a syntax error closes the socket (graphql-transport-ws)
         assert closed.rcvd.code == 4400 and "more than 2000 tokens" in closed.rcvd.reason
-    aliased = "subscription($w: ID!) { walletBalanceChanged(walletId: $w) { " + " ".join(
-        f"a{i}: id" for i in range(40)
-    ) + " } }"
+    aliased = (
+        "subscription($w: ID!) { walletBalanceChanged(walletId: $w) { "
+        + " ".join(f"a{i}: id" for i in range(40))
+        + " } }"
+    )
     async with live(server, aliased, {"w": wallet}, token=key) as sees:
         assert "alias" in (await sees.error())["message"].lower()
