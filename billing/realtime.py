@@ -32,6 +32,7 @@ from billing import sql
 log = logging.getLogger("whitebill.realtime")
 
 CHANNEL = "whitebill_changes"
+LISTENER_NAME = "whitebill-listener"
 WALLET = "wallet"
 WORKSPACE = "workspace"
 
@@ -144,6 +145,8 @@ def connect_like_the_pool() -> Connect:
         "user": client.user,
         "password": client.password,
         "database": client.database,
+        # Seen in pg_stat_activity as what it is.
+        "server_settings": {**(client.server_settings or {}), "application_name": LISTENER_NAME},
     }
     if client.extra.get("ssl") is not None:
         options["ssl"] = client.extra["ssl"]
@@ -174,6 +177,7 @@ class Listener:
         self.retry_seconds = retry_seconds
         self.start_seconds = start_seconds
         self.listening = asyncio.Event()
+        self.backend_pid: int | None = None  # the listening connection's, in pg_stat_activity
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -216,6 +220,7 @@ class Listener:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         await connection.add_listener(CHANNEL, self._heard)
+        self.backend_pid = connection.get_server_pid()
         self.listening.set()
         self.broker.wake_all()
         while not connection.is_closed():

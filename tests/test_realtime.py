@@ -16,7 +16,7 @@ from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
-from billing import api_keys
+from billing import api_keys, realtime, sql
 from schema.ids import to_global_id
 from tests.conftest import Backend, Server, serving
 from tests.factories import PLATFORM, a_partner, a_workspace
@@ -210,3 +210,30 @@ async def test_abuse_limits_hold_for_subscriptions(server: Server) -> None:
     )
     async with live(server, aliased, {"w": wallet}, token=key) as sees:
         assert "alias" in (await sees.error())["message"].lower()
+
+
+async def test_a_listener_that_lost_its_connection_listens_again_and_wakes_every_subscriber(
+    database: Backend,
+) -> None:
+    if not database.is_postgres:
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite hands changes over in its one process")
+    broker = realtime.Broker()
+    listener = realtime.Listener(realtime.connect_like_the_pool(), into=broker, retry_seconds=0.05)
+    await listener.start()
+    try:
+        with (
+            broker.watch(realtime.WALLET, 42, partner_id=7) as watching,
+            broker.watch(realtime.WALLET, 42, partner_id=8) as another_partner,
+        ):
+            await realtime.publish(realtime.Change(realtime.WALLET, 42, 7))
+            await asyncio.wait_for(watching.changed(), WAIT)
+            with pytest.raises(TimeoutError):  # the notification says it is partner 7's wallet
+                await asyncio.wait_for(another_partner.changed(), QUIET)
+            await sql.execute("SELECT pg_terminate_backend($1)", listener.backend_pid)
+            # What was said while nobody listened is lost: everyone reads again once it listens again.
+            await asyncio.wait_for(watching.changed(), WAIT)
+            await asyncio.wait_for(another_partner.changed(), WAIT)
+            await realtime.publish(realtime.Change(realtime.WALLET, 42, 7))
+            await asyncio.wait_for(watching.changed(), WAIT)
+    finally:
+        await listener.stop()
