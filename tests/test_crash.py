@@ -1,7 +1,8 @@
 """Crash safety on PostgreSQL: the server and a worker are killed with SIGKILL in the middle of
-purchase and debit load, restarted, and every client retries with its idempotency key. Afterwards
-every invariant holds: balances equal their entries, no payment is paid but unfulfilled or fulfilled
-twice, no key moved money twice, and no outbox event is lost."""
+purchase, debit and usage load, restarted, and every client retries with its idempotency key (usage
+senders resend the same batch). Afterwards every invariant holds: balances equal their entries, no
+payment is paid but unfulfilled or fulfilled twice, no key moved money twice, no usage event is
+charged twice or lost, and no outbox event is lost."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from billing import api_keys, audit, clock, sql
+from billing import api_keys, audit, clock, project_credit, rate_cards, sql, wallets
+from billing.tenancy import Viewer
+from models.enums import PLATFORM_PERMISSIONS, MessageCategory, Permission
+from models.tenancy import Project
 from schema.ids import to_global_id
 from tests.conftest import Backend, _free_port
 from tests.factories import a_partner, a_workspace
@@ -75,6 +79,47 @@ async def send_until_answered(base: str, token: str, query: str, variables: dict
     raise AssertionError("never answered")
 
 
+USAGE_SENDERS, USAGE_BATCHES, USAGE_EVENTS = 4, 8, 200
+
+
+async def send_usage_until_answered(base: str, token: str, batch: dict) -> list[str]:
+    """A product's sender: the same batch again until it is answered; the statuses it got."""
+    async with httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {token}"}) as http:
+        for _ in range(600):
+            try:
+                response = await http.post("/usage", json=batch, timeout=10)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.05)
+                continue
+            assert response.status_code == 200, response.text
+            return [
+                r["status"] if r["status"] != "REFUSED" else f"REFUSED {r['reason']}"
+                for r in response.json()["results"]
+            ]
+    raise AssertionError("never answered")
+
+
+async def usage_setup(partner_id: int, workspace_ids: list[int]) -> tuple[str, list[int]]:
+    """Rates, a project with plenty of credit per workspace, the product's key."""
+    platform = Viewer(kind="PLATFORM", actor="test", permissions=PLATFORM_PERMISSIONS)
+    await rate_cards.set_platform_rates(
+        platform, currency="BRL", cells=[rate_cards.CellInput("*", MessageCategory.MARKETING, "0.0125")]
+    )
+    agency = Viewer(kind="PARTNER", actor="test", partner_id=partner_id, permissions=frozenset(Permission))
+    projects = []
+    for workspace_id in workspace_ids:
+        project = await Project.get(workspace_id=workspace_id)
+        await project_credit.assign(
+            agency, project_id=project.id, amount=10**9, note="", idempotency_key=f"p{project.id}"
+        )
+        projects.append(project.id)
+    await wallets.grant_partner_balance(
+        platform, partner_id=partner_id, currency="BRL", amount=10**9, note="", idempotency_key="fund"
+    )
+    key = await api_keys.create_key(partner_id=None, name="product", permissions=frozenset({Permission.REPORT_USAGE}))
+    return key.secret, projects
+
+
 async def test_kill_minus_nine_mid_load_loses_and_doubles_nothing(database: Backend) -> None:
     if not database.is_postgres:
         pytest.skip("crash safety is measured on PostgreSQL, where server and workers are separate processes")
@@ -83,6 +128,31 @@ async def test_kill_minus_nine_mid_load_loses_and_doubles_nothing(database: Back
     token = (await api_keys.create_key(partner_id=partner.id)).secret
     for i in range(300):  # outbox events for the worker to deliver while it is killed
         await audit.emit("crash.test", partner.id, {"n": i})
+    product, projects = await usage_setup(partner.id, [w.id for w in workspaces])
+    when = clock.now().isoformat()
+    batches = [
+        {
+            "events": [
+                {
+                    "projectId": to_global_id("Project", projects[s]),
+                    "eventId": f"s{s}-b{b}-e{e}",
+                    "category": "MARKETING",
+                    "occurredAt": when,
+                    "recipient": f"+4420{b:03d}{e:05d}",
+                    "count": 1 + e % 3,
+                }
+                for e in range(USAGE_EVENTS)
+            ]
+        }
+        for s in range(USAGE_SENDERS)
+        for b in range(USAGE_BATCHES)
+    ]
+
+    async def usage_sender(mine: list[dict]) -> list[str]:
+        statuses = []
+        for batch in mine:
+            statuses += await send_usage_until_answered(base, product, batch)
+        return statuses
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -95,6 +165,8 @@ async def test_kill_minus_nine_mid_load_loses_and_doubles_nothing(database: Back
             workspace = to_global_id("Workspace", workspaces[i % 4].id)
             query = (GRANT, DEBIT, PURCHASE)[i % 3]
             calls.append(send_until_answered(base, token, query, {"id": workspace, "key": f"crash-{i}"}))
+        per_sender = [batches[i * USAGE_BATCHES : (i + 1) * USAGE_BATCHES] for i in range(USAGE_SENDERS)]
+        usage_load = asyncio.gather(*(usage_sender(mine) for mine in per_sender))
         load = asyncio.gather(*calls)
         await asyncio.sleep(1.0)
         assert not load.done(), "the load finished before the kill: nothing was tested"
@@ -108,6 +180,7 @@ async def test_kill_minus_nine_mid_load_loses_and_doubles_nothing(database: Back
         await clock.advance(timedelta(minutes=2))
         worker = start(["worker", "--poll", "0.05"], database)
         refused = sum(await asyncio.wait_for(load, timeout=120))
+        usage_statuses = [status for sender in await asyncio.wait_for(usage_load, timeout=120) for status in sender]
         for _ in range(200):
             left = await sql.fetch("SELECT count(*) AS n FROM outbox_event WHERE state <> 'DONE'")
             if left[0]["n"] == 0:
@@ -125,12 +198,13 @@ async def test_kill_minus_nine_mid_load_loses_and_doubles_nothing(database: Back
     )
     assert mismatched == []
     # Each key moved money once: one posting per grant or debit key, one payment per purchase key.
-    completed = await sql.fetch("SELECT key, result FROM idempotency_record WHERE status = 'COMPLETED'")
+    completed = await sql.fetch("SELECT key FROM idempotency_record WHERE status = 'COMPLETED' AND key LIKE 'crash-%'")
     assert len(completed) == 240 - refused
     postings = await sql.fetch("SELECT cause, count(*) AS n FROM posting GROUP BY cause")
     counts = {row["cause"]: row["n"] for row in postings}
-    assert counts.get("GRANT", 0) == 80 and counts.get("PURCHASE", 0) == 80
-    assert counts.get("ADJUSTMENT", 0) == 80 - refused  # a debit refused for lack of balance moves nothing
+    assert counts.get("GRANT", 0) == 80 + 1 and counts.get("PURCHASE", 0) == 80  # + the partner's balance
+    # A debit refused for lack of balance moves nothing; each project's credit was one adjustment too.
+    assert counts.get("ADJUSTMENT", 0) == 80 - refused + len(projects)
     payments = await sql.fetch("SELECT status, fulfilled_at FROM payment")
     assert len(payments) == 80 and all(p["status"] == "SUCCEEDED" and p["fulfilled_at"] for p in payments)
     per_payment = await sql.fetch(
@@ -138,3 +212,17 @@ async def test_kill_minus_nine_mid_load_loses_and_doubles_nothing(database: Back
         " GROUP BY caused_by_id HAVING count(*) > 1"
     )
     assert per_payment == []
+
+    # Usage: every event stored once, each charged once (a batch resent after the kill finds its
+    # events as duplicates), every event traceable to a posting whose entries are its events' sums.
+    assert set(usage_statuses) <= {"CHARGED", "DUPLICATE"}
+    total = USAGE_SENDERS * USAGE_BATCHES * USAGE_EVENTS
+    stored = await sql.fetch("SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM usage_event")
+    assert (stored[0]["n"], stored[0]["d"]) == (total, total)
+    untraced = await sql.fetch("SELECT count(*) AS n FROM usage_event WHERE posting_id IS NULL")
+    assert untraced[0]["n"] == 0
+    uneven = await sql.fetch(
+        "SELECT e.posting_id FROM usage_event e GROUP BY e.posting_id HAVING sum(e.charged_amount) + sum("
+        "e.platform_amount) <> -(SELECT sum(l.amount) FROM ledger_entry l WHERE l.posting_id = e.posting_id)"
+    )
+    assert uneven == []
