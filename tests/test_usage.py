@@ -12,14 +12,16 @@ import asyncio
 import csv
 import io
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billing import api_keys, clock, rate_cards
-from models.enums import OwnerKind, Permission
+from models.enums import MarginKind, OwnerKind, Permission
 from models.subscriptions import UsageEvent
 from models.tenancy import Project
 from models.wallets import LedgerEntry, Posting, Wallet
@@ -360,3 +362,31 @@ def test_charges_round_once_half_even_against_an_exact_reference() -> None:
     assert rate_cards.charge_minor(3, Fraction(Decimal("0.005")), "USD") == 2  # 1.5 cents -> 2 (even)
     assert rate_cards.charge_minor(1, Fraction(Decimal("0.0125")), "JPY") == 0
     assert rate_cards.half_even(-5, 10) == 0 and rate_cards.half_even(-15, 10) == -2
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rate=st.decimals(min_value=0, max_value=100, places=8, allow_nan=False, allow_infinity=False),
+    margin=st.one_of(
+        st.none(),
+        st.tuples(st.just(MarginKind.PERCENTAGE), st.decimals(min_value=0, max_value=1000, places=4)),
+        st.tuples(st.just(MarginKind.FIXED), st.decimals(min_value=0, max_value=10, places=8)),
+    ),
+    count=st.integers(min_value=1, max_value=1_000_000),
+    currency=st.sampled_from(["BRL", "JPY", "KWD"]),
+)
+def test_rate_card_charges_match_a_slow_exact_decimal_reference(rate, margin, count, currency) -> None:
+    kind, value = margin if margin else (None, None)
+    partner_rate = rate_cards.with_margin(Fraction(rate), kind, value)
+    exact = localcontext()
+    with exact as ctx:
+        ctx.prec = 100
+        if kind is MarginKind.PERCENTAGE:
+            reference_rate = rate * (1 + value / 100)
+        elif kind is MarginKind.FIXED:
+            reference_rate = rate + value
+        else:
+            reference_rate = rate
+        digits = {"JPY": 0, "KWD": 3}.get(currency, 2)
+        reference = (count * reference_rate).scaleb(digits).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
+    assert rate_cards.charge_minor(count, partner_rate, currency) == int(reference)
