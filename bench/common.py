@@ -250,3 +250,40 @@ class LeanHttp:
             raise
         self.idle.put_nowait((reader, writer))
         return int(status_line.split(" ", 2)[1]), answer
+
+
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams, for load generators whose own CPU
+    would otherwise be charged to the server on a small machine (httpx parses in pure Python).
+    Requests are bytes prepared ahead of time; answers are read by their Content-Length."""
+
+    def __init__(self, base: str) -> None:
+        parts = urlsplit(base)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    @staticmethod
+    def request(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        return f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {len(body)}\r\n{head}\r\n".encode() + body
+
+    async def send(self, prepared: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=2**22)
+        assert self.reader is not None
+        self.writer.write(prepared)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()

@@ -25,6 +25,8 @@ by conditional updates (the transaction that finds the need claims it and queues
 takes the claim before it works out what to buy, so a stale worker finds nothing to do); grants are
 delivered by a conditional update in the transaction of their transfer; payments fulfil once. No
 provider is ever called inside a transaction: charges run in the worker, through ``top_ups.charge``.
+Rows are locked in one order so that concurrent transactions queue instead of deadlocking: a pool's
+slot, then wallets (in ascending id, as the ledger takes them), then a workspace's slot.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ _FREE = (
     "UPDATE auto_billing_slot SET in_flight_payment_id = NULL, failures = $1, retry_after = $2, last_failure = $3 "
     "WHERE wallet_id = $4 AND in_flight_payment_id = $5"
 )
+# Row locks taken early to keep the lock order (a statement that changes nothing but locks the row).
+_LOCK_SLOT = "UPDATE auto_billing_slot SET failures = failures WHERE wallet_id = $1"
+_LOCK_WALLET = "UPDATE wallet SET credit_limit = credit_limit WHERE id = $1"
 
 
 # --- settings ------------------------------------------------------------------------------------
@@ -190,11 +195,14 @@ async def credit_from_pool(payment: Payment) -> None:
 
 async def _settle_pool(partner_id: int, unit: str) -> None:
     """Deliver what the pool holds; if grants still wait, have auto-billing buy (when it is on)."""
+    pool = await _pool(partner_id, unit)
+    buying = (await Partner.get(id=partner_id)).auto_billing_enabled
+    if buying:
+        await _ensure_slot(pool)
+        await sql.execute(_LOCK_SLOT, pool.id)  # the pool's slot before any wallet
     await deliver_pending(partner_id, unit)
-    if await PoolGrant.exists(partner_id=partner_id, unit=unit, status=PoolGrantStatus.PENDING):
-        partner = await Partner.get(id=partner_id)
-        if partner.auto_billing_enabled:
-            await _want(await _pool(partner_id, unit))
+    if buying and await PoolGrant.exists(partner_id=partner_id, unit=unit, status=PoolGrantStatus.PENDING):
+        await _want(pool)
 
 
 async def deliver_pending(partner_id: int, unit: str) -> list[PoolGrant]:
@@ -300,23 +308,25 @@ async def _client_overdraft(wallet: Wallet) -> int | None:
 
 async def _open_overdraft(wallet: Wallet, overdraft: int) -> None:
     # The wallet's own limit is kept aside the first time and comes back when the purchase settles.
-    await sql.execute(
-        "UPDATE auto_billing_slot SET credit_limit_before = (SELECT credit_limit FROM wallet WHERE id = $1) "
-        "WHERE wallet_id = $1 AND credit_limit_before IS NULL",
-        wallet.id,
-    )
+    rows = await sql.fetch("SELECT credit_limit FROM wallet WHERE id = $1", wallet.id)
     await sql.execute(
         "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND credit_limit < $1",
         overdraft,
         clock.now(),
         wallet.id,
     )
+    await sql.execute(
+        "UPDATE auto_billing_slot SET credit_limit_before = $1 WHERE wallet_id = $2 AND credit_limit_before IS NULL",
+        int(rows[0]["credit_limit"]),
+        wallet.id,
+    )
     await _want(wallet)
 
 
-async def _close_overdraft(wallet_id: int) -> None:
+async def _close_overdraft(wallet_id: int, *, settled: bool = True) -> None:
     """Back to the wallet's own limit, or to what is overdrawn now if that is more (the next usage
-    that finds too few credits buys again)."""
+    that finds too few credits buys again). After a decline (``settled`` False) the own limit stays
+    on record, so the next purchase's close restores it rather than the debt left by the decline."""
     rows = await sql.fetch("SELECT credit_limit_before FROM auto_billing_slot WHERE wallet_id = $1", wallet_id)
     before = rows[0]["credit_limit_before"] if rows else None
     if before is None:
@@ -328,7 +338,8 @@ async def _close_overdraft(wallet_id: int) -> None:
         clock.now(),
         wallet_id,
     )
-    await sql.execute("UPDATE auto_billing_slot SET credit_limit_before = NULL WHERE wallet_id = $1", wallet_id)
+    if settled:
+        await sql.execute("UPDATE auto_billing_slot SET credit_limit_before = NULL WHERE wallet_id = $1", wallet_id)
 
 
 # --- buying ------------------------------------------------------------------------------------
@@ -382,6 +393,8 @@ class _CannotBuy(Exception):
 
 async def _prepare(wallet_id: int) -> int | None:
     async with in_transaction("default"):
+        if (await Wallet.get(id=wallet_id)).owner_kind is OwnerKind.WORKSPACE:
+            await sql.execute(_LOCK_WALLET, wallet_id)  # a workspace's wallet before its slot
         if await sql.execute(_TAKE, wallet_id, clock.now()) != 1:
             # Not ours to take: free and backing off, or a purchase already made (a job run again
             # after a crash): that one is continued, never made twice.
@@ -530,24 +543,8 @@ async def _pool_bought(payment: Payment, pool: Wallet) -> None:
     assert pool.partner_id is not None
     delivered = await deliver_pending(pool.partner_id, pool.unit)
     await pool.refresh_from_db()
-    await audit.emit(
-        "auto_billing.performed",
-        pool.partner_id,
-        {
-            "payer": payment.payer_key,
-            "wallet_id": pool.id,
-            "unit": pool.unit,
-            "quantity": payment.purpose["quantity"],
-            "packages": payment.purpose.get("packages", []),
-            "payment_id": payment.id,
-            "amount": payment.amount,
-            "currency": payment.currency,
-            "pool_balance": pool.balance,
-            "delivered": [
-                {"workspace_id": g.workspace_id, "quantity": g.quantity, "grant_id": g.id} for g in delivered
-            ],
-        },
-    )
+    shared = [{"workspace_id": g.workspace_id, "quantity": g.quantity, "grant_id": g.id} for g in delivered]
+    await _performed(payment, pool, delivered=shared)
     if await PoolGrant.exists(partner_id=pool.partner_id, unit=pool.unit, status=PoolGrantStatus.PENDING):
         await _want(pool)  # grants made while this purchase ran
 
@@ -558,10 +555,14 @@ async def _client_done(payment: Payment) -> None:
     if await sql.execute(_FREE, 0, None, None, wallet_id, payment.id) != 1:
         return
     await _close_overdraft(wallet_id)
-    wallet = await Wallet.get(id=wallet_id)
+    await _performed(payment, await Wallet.get(id=wallet_id))
+
+
+async def _performed(payment: Payment, wallet: Wallet, **more: Any) -> None:
+    """Auto-billing acted: one notice to the partner per purchase, once its units have arrived."""
     await audit.emit(
         "auto_billing.performed",
-        payment.partner_id,
+        wallet.partner_id,
         {
             "payer": payment.payer_key,
             "workspace_id": wallet.workspace_id,
@@ -572,7 +573,8 @@ async def _client_done(payment: Payment) -> None:
             "payment_id": payment.id,
             "amount": payment.amount,
             "currency": payment.currency,
-            "balance": wallet.balance,
+            "balance": wallet.balance,  # the buyer's, after
+            **more,
         },
     )
 
@@ -580,13 +582,15 @@ async def _client_done(payment: Payment) -> None:
 async def _failed(wallet: Wallet, in_flight: int, reason: str, *, payment: Payment | None) -> None:
     """Nothing is granted: free the slot with a back-off, close a workspace's overdraft, tell the
     partner; a pool tries again when the back-off is over."""
+    if wallet.owner_kind is OwnerKind.WORKSPACE:
+        await sql.execute(_LOCK_WALLET, wallet.id)  # a workspace's wallet before its slot
     slot = await AutoBillingSlot.get(wallet_id=wallet.id)
     failures = slot.failures + 1
     retry_after = clock.now() + top_ups.BACKOFF[min(failures, len(top_ups.BACKOFF)) - 1]
     if await sql.execute(_FREE, failures, retry_after, reason[:1000], wallet.id, in_flight) != 1:
         return
     if wallet.owner_kind is OwnerKind.WORKSPACE:
-        await _close_overdraft(wallet.id)
+        await _close_overdraft(wallet.id, settled=False)
     else:
         await work.schedule(BUY_JOB, {"wallet_id": wallet.id}, run_at=retry_after)
     await audit.emit(
@@ -612,7 +616,7 @@ async def _failed(wallet: Wallet, in_flight: int, reason: str, *, payment: Payme
 @dataclass(frozen=True, slots=True)
 class PoolState:
     unit: str
-    wallet: Wallet
+    balance: int
     waiting: int  # units owed to workspaces, not yet delivered
     buying: bool
     failures: int
@@ -638,19 +642,20 @@ async def overview(viewer: Viewer, *, partner_id: int) -> Overview:
     terms = settings_of(partner)
     sells = await CreditPackage.exists(partner_id=partner.id, unit=Unit.MESSAGE_CREDITS.value, status=PlanStatus.ACTIVE)
     pools: list[PoolState] = []
-    for wallet in await Wallet.filter(owner_key=f"PARTNER:{partner.id}", unit__in=sorted(POOL_UNITS)).order_by("unit"):
-        slot = await AutoBillingSlot.get_or_none(wallet_id=wallet.id)
+    for unit in sorted(POOL_UNITS):  # every pool unit, bought into yet or not
+        wallet = await Wallet.get_or_none(owner_key=f"PARTNER:{partner.id}", unit=unit)
+        slot = await AutoBillingSlot.get_or_none(wallet_id=wallet.id) if wallet else None
         owed = await sql.fetch(
             "SELECT COALESCE(SUM(quantity), 0) AS owed FROM pool_grant WHERE partner_id = $1 AND unit = $2 "
             "AND status = $3",
             partner.id,
-            wallet.unit,
+            unit,
             PoolGrantStatus.PENDING.value,
         )
         pools.append(
             PoolState(
-                unit=wallet.unit,
-                wallet=wallet,
+                unit=unit,
+                balance=int(wallet.balance) if wallet else 0,
                 waiting=int(owed[0]["owed"]),
                 buying=slot is not None and slot.in_flight_payment_id is not None,
                 failures=slot.failures if slot else 0,

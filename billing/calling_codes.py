@@ -9,8 +9,6 @@ card's rest-of-the-world cell ("*") prices it.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 _CODES: dict[str, str] = {
     "1": "US", "7": "RU", "76": "KZ", "77": "KZ",
     "20": "EG", "27": "ZA", "30": "GR", "31": "NL", "32": "BE", "33": "FR", "34": "ES", "36": "HU",
@@ -46,8 +44,7 @@ _CODES: dict[str, str] = {
 COUNTRIES = frozenset(_CODES.values())
 
 
-@lru_cache(maxsize=4096)
-def _by_prefix(prefix: str) -> str | None:
+def _longest(prefix: str) -> str | None:
     for size in (3, 2, 1):
         country = _CODES.get(prefix[:size])
         if country is not None:
@@ -55,13 +52,19 @@ def _by_prefix(prefix: str) -> str | None:
     return None
 
 
+# Every three-digit start of a number, looked up once: "551" -> "BR", "999" -> None.
+_BY_PREFIX: dict[str, str | None] = {f"{n:03d}": _longest(f"{n:03d}") for n in range(1000)}
+
+
 def country_of(number: str) -> str | None:
     """The ISO 3166 alpha-2 country of an international number ("+55 11 9...", "5511..."), or None
     when its calling code is not listed. Raises ValueError for something that is not a number."""
     digits = number[1:] if number[:1] == "+" else number
-    if not digits.isdigit():  # written with spaces, dashes or brackets
+    if not (digits.isascii() and digits.isdigit()):  # written with spaces, dashes or brackets
         digits = number.strip().removeprefix("+")
         digits = digits.replace(" ", "").replace("-", "").replace("(", "").replace(")", "")
-    if not (6 <= len(digits) <= 15 and digits.isascii() and digits.isdigit()):
+        if not (digits.isascii() and digits.isdigit()):
+            raise ValueError("not an international phone number")
+    if not 6 <= len(digits) <= 15:
         raise ValueError("not an international phone number")
-    return _by_prefix(digits[:3])
+    return _BY_PREFIX[digits[:3]]

@@ -388,27 +388,19 @@ class _Short(Exception):
 
 def event_rows(group: _Group) -> list[list[Any]]:
     """The arrays the events statement takes, in its parameter order ($5..$14)."""
-    columns: list[list[Any]] = [[] for _ in range(10)]
-    for item in group.events:
-        e, r = item.event, item.result
-        for column, value in zip(
-            columns,
-            (
-                item.project.id,
-                e.event_id,
-                r.country,
-                e.category,
-                e.window,
-                e.count,
-                item.free,
-                e.occurred_at,
-                r.partner_amount,
-                r.platform_amount,
-            ),
-            strict=True,
-        ):
-            column.append(value)
-    return columns
+    items = group.events
+    return [
+        [i.project.id for i in items],
+        [i.event.event_id for i in items],
+        [i.result.country for i in items],
+        [i.event.category for i in items],
+        [i.event.window for i in items],
+        [i.event.count for i in items],
+        [i.free for i in items],
+        [i.event.occurred_at for i in items],
+        [i.result.partner_amount for i in items],
+        [i.result.platform_amount for i in items],
+    ]
 
 
 def project_rows(group: _Group) -> list[list[Any]]:

@@ -105,7 +105,8 @@ async def adjust_workspace_balance(
     viewer.require(Permission.MANAGE_BILLING)
 
     async def target() -> _Target:
-        workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+        visible = tenancy.workspaces(viewer).only("id", "partner_id")
+        workspace = await tenancy.get_scoped(visible, workspace_id, "workspace")
         return _Target(workspace.partner_id, OwnerKind.WORKSPACE, workspace.id, unit)
 
     return await _adjust(

@@ -15,15 +15,18 @@ from resolvers.auth import target_partner, viewer_with
 from schema.context import Context
 from schema.errors import UserError, payload
 from schema.ids import to_global_id
-from schema.types import Partner, Payment, Quantity, Wallet
+from schema.types import Partner, Payment, Quantity
 
 CREDITS = Unit.MESSAGE_CREDITS.value
 
 
-@strawberry.type(description="One unit of a partner's pool: what it holds, what it owes, and its purchase.")
+@strawberry.type(
+    description="One unit of a partner's pool (its wallet is in Partner.wallets): what it holds and owes, and its"
+    " purchase."
+)
 class AutoBillingPool:
     unit: str
-    wallet: Wallet
+    balance: Quantity
     waiting: Quantity = strawberry.field(description="Owed to workspaces, delivered once bought.")
     buying: bool = strawberry.field(description="A purchase is in flight.")
     failures: int = strawberry.field(description="Declines in a row.")
@@ -66,7 +69,7 @@ class AutoBilling:
             pools=[
                 AutoBillingPool(
                     unit=pool.unit,
-                    wallet=Wallet.of(pool.wallet),
+                    balance=Quantity.of(pool.balance, pool.unit),
                     waiting=Quantity.of(pool.waiting, pool.unit),
                     buying=pool.buying,
                     failures=pool.failures,

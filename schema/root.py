@@ -99,7 +99,7 @@ class Query:
     )
     rate_card: usage.RateCard = strawberry.field(
         resolver=usage.rate_card,
-        description="WhatsApp prices per delivered message: a partner's (platform and partner prices) or the platform's.",
+        description="WhatsApp prices per delivered message: a partner's (both prices) or the platform's.",
     )
 
 

@@ -30,7 +30,7 @@ from billing import (
     work,
 )
 from billing.errors import BillingError, ErrorCode
-from billing.ledger import CausedBy, Leg
+from billing.ledger import Leg
 from billing.money import Money
 from gateways.base import SavedMethod
 from models.auto_billing import AutoBillingSlot, PoolGrant, PoolGrantStatus
@@ -74,7 +74,9 @@ async def partner_package(partner: Partner, quantity: int, cents: int) -> int:
 
 
 async def pool_of(partner: Partner, unit: str = CREDITS) -> Wallet:
-    return await wallets.open_wallet(partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=unit)
+    return await wallets.open_wallet(
+        partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=unit
+    )
 
 
 async def fund_pool(partner: Partner, amount: int, unit: str = CREDITS) -> None:
@@ -163,7 +165,8 @@ async def notices(event_type: str, partner: Partner) -> list[OutboxEvent]:
 PACKAGE = """mutation { createCreditPackage(input: {name: "2,000 credits", unit: "MESSAGE_CREDITS", quantity: 2000,
   priceAmount: "10.00", priceCurrency: "USD"}) { creditPackage { id } errors { code } } }"""
 BUY = """mutation($p: ID!, $card: String!) { buyPlatformPackage(input: {packageId: $p, method: CARD, quantity: 5,
-  cardToken: $card, saveCard: true, idempotencyKey: "pool-1"}) { payment { status amount { amount } } errors { code } } }"""
+  cardToken: $card, saveCard: true, idempotencyKey: "pool-1"}) {
+    payment { status amount { amount } } errors { code } } }"""
 TRANSFER = """mutation($ws: ID!) { transferUnits(input: {workspaceId: $ws, unit: "MESSAGE_CREDITS", amount: "1000",
   toWorkspace: true, idempotencyKey: "t1"}) { pool { balance { amount } } errors { code } } }"""
 SET = """mutation { setAutoBilling(input: {enabled: true}) { autoBilling { enabled } errors { code message } } }"""
@@ -172,7 +175,7 @@ PLAN = """mutation { createPlan(input: {name: "Growth", interval: MONTHLY, price
 ASSIGN = """mutation($ws: ID!, $plan: ID!) { assignPlan(input: {workspaceId: $ws, planId: $plan,
   idempotencyKey: "sign-up"}) { errors { code } } }"""
 CREDITS_OF = """query($ws: ID!) { node(id: $ws) { ... on Workspace { wallets { unit balance { amount } } } } }"""
-OVERVIEW = """{ autoBilling { enabled pools { unit wallet { balance { amount } } waiting { amount } buying }
+OVERVIEW = """{ autoBilling { enabled pools { unit balance { amount } waiting { amount } buying }
   purchases { amount { amount currency } status provider purpose } waiting { quantity { amount } } } }"""
 
 
@@ -214,7 +217,7 @@ async def test_stammer_pool_9000_plan_10000_one_charge_of_10_pool_ends_at_1000(s
     assert await workspace_credits(client, ws) == "10000"
     seen = (await client.data(OVERVIEW))["autoBilling"]
     pool = next(p for p in seen["pools"] if p["unit"] == CREDITS)
-    assert pool == {"unit": CREDITS, "wallet": {"balance": {"amount": "1000"}}, "waiting": {"amount": "0"}, "buying": False}
+    assert pool == {"unit": CREDITS, "balance": {"amount": "1000"}, "waiting": {"amount": "0"}, "buying": False}
     assert seen["purchases"] == [
         {"amount": {"amount": "10.00", "currency": "USD"}, "status": "SUCCEEDED", "provider": "stripe",
          "purpose": "WALLET_CREDIT"}
@@ -225,7 +228,7 @@ async def test_stammer_pool_9000_plan_10000_one_charge_of_10_pool_ends_at_1000(s
     assert (charges[-1].amount, charges[-1].currency, charges[-1].payer_key) == (1000, "USD", f"PARTNER:{partner.id}")
     performed = await notices("auto_billing.performed", partner)
     assert len(performed) == 1
-    assert performed[0].payload["quantity"] == 2000 and performed[0].payload["pool_balance"] == 1000
+    assert performed[0].payload["quantity"] == 2000 and performed[0].payload["balance"] == 1000
     assert performed[0].payload["delivered"] == [
         {"workspace_id": second.id, "quantity": 10000, "grant_id": performed[0].payload["delivered"][0]["grant_id"]}
     ]
@@ -420,6 +423,17 @@ async def test_a_declined_workspace_charge_grants_nothing_and_refuses_usage_beyo
     assert refused.value.code is ErrorCode.INSUFFICIENT_BALANCE
     assert refused.value.details["reason"] == "AUTO_BILLING_DECLINED" and "declined" in refused.value.message
     assert len(await auto_billing_payments(partner)) == 1
+
+    # A new card, and the back-off is over: the next short usage buys again, and the wallet's own
+    # limit (0) comes back, not the debt the decline left.
+    config = await gateway_configs.active_config(partner.id)
+    assert config is not None
+    await save_card(config.id, partner.id, f"WORKSPACE:{workspace.id}", "tok_ok")
+    await clock.advance((await AutoBillingSlot.get(wallet_id=wallet.id)).retry_after - clock.now())
+    assert await use(workspace, 100) == -300
+    await run_worker()
+    assert await ledger_sums(wallet.id) == 700 and (await Wallet.get(id=wallet.id)).credit_limit == 0
+    assert [p.status.value for p in await auto_billing_payments(partner)] == ["DECLINED", "SUCCEEDED", "SUCCEEDED"]
 
 
 async def test_without_the_partners_packages_a_workspace_has_no_auto_billing() -> None:

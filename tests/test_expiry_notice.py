@@ -115,23 +115,24 @@ async def test_only_plans_that_will_not_renew_are_announced_each_once_per_period
     assert len(await notices()) == 4
 
 
-async def test_several_workers_at_once_write_one_notice() -> None:
+async def canceled_at_period_end() -> None:
+    """A monthly plan from Jan 5, canceled at its period's end (Feb 5)."""
     partner = await a_partner()
     workspace = await a_workspace(partner)
     await at(utc(2027, 1, 5))
     await assigned(partner, workspace, await a_plan(partner))
     await subscriptions.cancel(partner_viewer(partner), workspace_id=workspace.id, at_period_end=True)
+
+
+async def test_several_workers_at_once_write_one_notice() -> None:
+    await canceled_at_period_end()
     await at(utc(2027, 2, 1))
     announced = await asyncio.gather(*(expiring_plans.run_due() for _ in range(6)))
     assert sum(announced) == 1 and len(await notices()) == 1
 
 
 async def test_the_notice_period_is_configurable_and_zero_turns_it_off(monkeypatch) -> None:
-    partner = await a_partner()
-    workspace = await a_workspace(partner)
-    await at(utc(2027, 1, 5))
-    await assigned(partner, workspace, await a_plan(partner))
-    await subscriptions.cancel(partner_viewer(partner), workspace_id=workspace.id, at_period_end=True)
+    await canceled_at_period_end()
     await at(utc(2027, 1, 30))  # 6 days before the end
     monkeypatch.setenv(expiring_plans.NOTICE_DAYS_ENV, "0")
     assert await expiring_plans.run_due() == 0

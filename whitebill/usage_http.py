@@ -55,12 +55,12 @@ _decoder = msgspec.json.Decoder(BatchBody)
 
 class ResultBody(msgspec.Struct, rename="camel"):
     event_id: str
-    status: str
+    status: usage.Status
     country: str | None
     partner_amount: str | None
     platform_amount: str | None
     currency: str | None
-    reason: str | None
+    reason: usage.Reason | None
     message: str | None
 
     @classmethod
@@ -77,12 +77,12 @@ class ResultBody(msgspec.Struct, rename="camel"):
                 platform = amounts[(result.platform_amount, currency)] = format_minor(result.platform_amount, currency)
         return cls(
             result.event_id,
-            result.status.value,
+            result.status,
             result.country,
             partner,
             platform,
             currency,
-            result.reason.value if result.reason else None,
+            result.reason,
             result.message,
         )
 
