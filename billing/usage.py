@@ -17,6 +17,8 @@ Every event row carries its two amounts and the id of the batch's posting, whose
 the project's credit and on the centralised balance are the sums of those amounts: each event is
 traceable to its charge, and reports add up to the ledger.
 
+Subscribers to a wallet's balance hear of usage like of any posting (``billing.realtime``).
+
 On PostgreSQL a batch is two statements in one transaction: one inserts the events (ON CONFLICT
 DO NOTHING RETURNING tells the duplicates), debits every project and writes the posting and its
 project entries; the second debits the centralised balance, the row every sender of a partner
@@ -36,7 +38,7 @@ from typing import Any, Protocol
 
 from tortoise.transactions import in_transaction
 
-from billing import clock, ledger, rate_cards, sql, top_ups, wallets
+from billing import clock, ledger, rate_cards, realtime, sql, top_ups, wallets
 from billing.calling_codes import country_of
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
@@ -352,8 +354,10 @@ WITH p AS (
          ON m.project_id = tot.project_id
     WHERE w.id = m.wallet_id AND tot.amount > 0
       AND w.balance - tot.amount >= CASE WHEN m.allow_credit THEN -w.credit_limit ELSE 0 END
-    RETURNING w.id, w.balance, tot.amount,
+    RETURNING w.id, w.balance, w.partner_id, tot.amount,
               w.low_balance_threshold IS NOT NULL AND w.balance < w.low_balance_threshold AS low
+), n AS (
+    SELECT {notify} FROM u
 ), e AS (
     INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                               counter_wallet_id, counter_account)
@@ -365,21 +369,24 @@ SELECT (SELECT id FROM p) AS posting_id,
        (SELECT coalesce(sum(platform_amount), 0) FROM ins)::bigint AS platform_total,
        (SELECT count(*) FROM tot WHERE amount > 0) AS to_charge,
        (SELECT array_agg(id) FROM u) AS charged,
-       (SELECT array_agg(id) FROM u WHERE low) AS low
-"""
+       (SELECT array_agg(id) FROM u WHERE low) AS low,
+       (SELECT count(*) FROM n) AS notified
+""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "u.id", "u.partner_id"))
 
 CENTRAL_SQL = """
 WITH w AS (
     UPDATE wallet SET balance = balance - $1, updated_at = $2
     WHERE id = $3 AND balance - $1 >= -credit_limit
-    RETURNING id, balance, low_balance_threshold IS NOT NULL AND balance < low_balance_threshold AS low
+    RETURNING id, balance, partner_id, low_balance_threshold IS NOT NULL AND balance < low_balance_threshold AS low
+), n AS (
+    SELECT {notify} FROM w
 ), e AS (
     INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                               counter_wallet_id, counter_account)
     SELECT $2, $4, $5, w.id, $6, -$1, w.balance, 'USAGE', NULL, 'PLATFORM_REVENUE' FROM w
 )
-SELECT id, low FROM w
-"""
+SELECT id, low, (SELECT count(*) FROM n) AS notified FROM w
+""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
 
 
 class _Short(Exception):

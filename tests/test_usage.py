@@ -28,6 +28,7 @@ from models.wallets import LedgerEntry, Posting, Wallet
 from schema.ids import to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient
+from tests.test_realtime import BALANCE, live
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -390,3 +391,15 @@ def test_rate_card_charges_match_a_slow_exact_decimal_reference(rate, margin, co
         digits = {"JPY": 0, "KWD": 3}.get(currency, 2)
         reference = (count * reference_rate).scaleb(digits).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
     assert rate_cards.charge_minor(count, partner_rate, currency) == int(reference)
+
+
+async def test_a_subscriber_to_the_project_credit_hears_each_batch(server) -> None:
+    flow = await setup(server)
+    assigned = await flow["agency"].data(ASSIGN, {"project": flow["gid"], "amount": "10.00", "key": "k"})
+    assert assigned["assignProjectCredit"]["errors"] == []
+    wallet = await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}")
+    async with live(server, BALANCE, {"w": to_global_id("Wallet", wallet.id)}, token=flow["agency"].token) as sees:
+        assert (await sees.next())["walletBalanceChanged"]["balance"]["amount"] == "10.00"
+        sent = await flow["product"].data(REPORT, {"events": events(flow["gid"], 2, prefix="rt", when=clock.now())})
+        assert [r["status"] for r in sent["reportUsageEvents"]["results"]] == ["CHARGED", "CHARGED"]
+        assert (await sees.next())["walletBalanceChanged"]["balance"]["amount"] == "9.24"
