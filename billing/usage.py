@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+import asyncpg
+from tortoise.exceptions import OperationalError
 from tortoise.transactions import in_transaction
 
 from billing import clock, ledger, rate_cards, realtime, sql, top_ups, wallets
@@ -132,6 +134,15 @@ class _Priced:
     result: UsageResult
     project: _Project
     free: bool
+    partner_amount: int  # as priced, before any attempt to write it
+    platform_amount: int
+
+    def reset(self) -> None:
+        """The result as priced: a retried write starts again from here."""
+        result = self.result
+        result.status = Status.FREE if self.free else Status.CHARGED
+        result.reason = result.message = None
+        result.partner_amount, result.platform_amount = self.partner_amount, self.platform_amount
 
 
 @dataclass(slots=True)
@@ -297,7 +308,7 @@ async def _price(
         if group is None:
             assert project.central_id is not None
             group = groups[project.partner_id] = _Group(project.partner_id, project.currency, project.central_id)
-        group.events.append(_Priced(event, result, project, free))
+        group.events.append(_Priced(event, result, project, free, result.partner_amount, result.platform_amount))
     return groups
 
 
@@ -318,16 +329,29 @@ async def report(
     if not groups:
         return results
     batch = clock.now()
-    if sql.is_postgres() and await _fast(groups, batch, viewer.actor):
-        return results
     for attempt in itertools.count():
         try:
+            if sql.is_postgres() and await _fast(groups, batch, viewer.actor):
+                return results
             await _careful(groups, batch, viewer.actor)
-            break
-        except BillingError as error:  # a balance moved under us between the lock and the posting
-            if error.code is not ErrorCode.INSUFFICIENT_BALANCE or attempt >= 3:
+            return results
+        except (BillingError, OperationalError, asyncpg.DeadlockDetectedError) as error:
+            # Undone, nothing written: a balance moved between the careful path's lock and its
+            # posting, or two batches waited on each other's events or wallets. Again, from the top.
+            if attempt >= 3 or not _worth_retrying(error):
                 raise
-    return results
+    raise AssertionError("unreachable")
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    if isinstance(error, BillingError):
+        return error.code is ErrorCode.INSUFFICIENT_BALANCE
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, asyncpg.DeadlockDetectedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 # --- PostgreSQL: two statements per partner ---------------------------------------------------------
@@ -405,8 +429,8 @@ def event_rows(group: _Group) -> list[list[Any]]:
         [i.event.count for i in items],
         [i.free for i in items],
         [i.event.occurred_at for i in items],
-        [i.result.partner_amount for i in items],
-        [i.result.platform_amount for i in items],
+        [i.partner_amount for i in items],
+        [i.platform_amount for i in items],
     ]
 
 
@@ -504,6 +528,7 @@ async def _decide(
     platform_total = 0
     kept: list[int] = []
     for item in group.events:
+        item.reset()
         result, event, project = item.result, item.event, item.project
         rows = await sql.fetch(
             "INSERT INTO usage_event (created_at, partner_id, project_id, event_id, country, category, window_kind,"

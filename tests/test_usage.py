@@ -304,6 +304,8 @@ async def test_concurrent_senders_and_replays_charge_each_event_once(server) -> 
     await flow["agency"].data(ASSIGN, {"project": gid, "amount": "900.00", "key": "k1"})
     when = clock.now()
     batches = [events(gid, 200, prefix=f"c{i % 3}", when=when) for i in range(9)]  # each batch three times
+    for i in range(0, 9, 2):  # some in the opposite order: senders that wait on each other's events
+        batches[i] = batches[i][::-1]
 
     async def send(batch: list[dict]) -> list[dict]:
         async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
