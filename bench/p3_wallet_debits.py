@@ -1,8 +1,10 @@
 """P3: 64 clients debiting one wallet.
 
-whitebill: the debitUnits mutation over HTTP (each with its own idempotency key) against a real
-server whose pool holds POOL connections. Floor: the same 64 clients doing a raw conditional UPDATE
-plus a ledger INSERT through asyncpg with a pool of the same size.
+whitebill: the debitUnits mutation over HTTP (each with its own idempotency key, sent by a lean
+keep-alive client so that the load generator does not take the server's CPU) against a real server
+whose pool holds POOL connections (split among BENCH_PROCESSES processes, one by default). Floor: the
+same 64 clients doing a raw conditional UPDATE plus a ledger INSERT through asyncpg with a pool of
+the same size.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from whitebill import db
 
 CLIENTS = 64
 POOL = int(os.environ.get("BENCH_POOL", "8"))
+# Server processes sharing the POOL connections (POOL / PROCESSES each): the same total pool, more CPU.
+PROCESSES = int(os.environ.get("BENCH_PROCESSES", "1"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 START_BALANCE = 10**12
 PLATFORM = Viewer(kind="PLATFORM", actor="bench", permissions=PLATFORM_PERMISSIONS)
@@ -126,7 +130,8 @@ async def main() -> None:
         await conn.close()
         raw = await floor(asyncpg_dsn(url), wallet_id)
         keyed, bare = await in_process(url, workspace_id, wallet_id)
-        with server(url) as (base, _):
+        share = str(POOL // PROCESSES)
+        with server(database_url(name, minsize=share, maxsize=share), processes=PROCESSES) as (base, _):
             ours = await through_api(base, workspace_id, key)
     print(f"P3 detail: in-process keyed debit {keyed:.1f}/s, in-process one-statement spend {bare:.1f}/s", flush=True)
     report("P3", ours, "debits/s", raw)
