@@ -48,7 +48,7 @@ POOL = int(os.environ.get("BENCH_POOL", "4"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 # One server process per core, as production runs N stateless servers behind a balancer.
 PROCESSES = int(os.environ.get("BENCH_P2_PROCESSES", str(os.cpu_count() or 1)))
-PREPARED = int(os.environ.get("BENCH_P2_BATCHES", "160"))  # per sender and side: more than a run needs
+PREPARED = int(os.environ.get("BENCH_P2_BATCHES", "400"))  # per sender and side: more than a run needs
 PLATFORM = Viewer(kind="PLATFORM", actor="bench", permissions=PLATFORM_PERMISSIONS)
 RATE = "0.0625"  # per message, BRL
 
@@ -152,21 +152,23 @@ def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[t
     project_id, wallet_id = seeded["projects"][SENDERS + sender]
     platform = rate_cards.charge_minor(1, Fraction(Decimal(RATE)), "BRL")
     partner = rate_cards.charge_minor(1, Fraction(Decimal(RATE)) * Fraction(6, 5), "BRL")
+    # Only the event ids differ from batch to batch: the other columns are shared lists.
+    same = [
+        [project_id] * BATCH,
+        ["BR"] * BATCH,
+        ["MARKETING"] * BATCH,
+        ["NONE"] * BATCH,
+        [1] * BATCH,
+        [False] * BATCH,
+        [when] * BATCH,
+        [partner] * BATCH,
+        [platform] * BATCH,
+    ]
+    projects = [[project_id], [wallet_id], [False]]
     out = []
     for b in range(PREPARED):
-        columns = [
-            [project_id] * BATCH,
-            [f"floor{sender}-{b}-{i}" for i in range(BATCH)],
-            ["BR"] * BATCH,
-            ["MARKETING"] * BATCH,
-            ["NONE"] * BATCH,
-            [1] * BATCH,
-            [False] * BATCH,
-            [when] * BATCH,
-            [partner] * BATCH,
-            [platform] * BATCH,
-        ]
-        out.append((columns, [[project_id], [wallet_id], [False]]))
+        ids = [f"floor{sender}-{b}-{i}" for i in range(BATCH)]
+        out.append(([same[0], ids, *same[1:]], projects))
     return out
 
 

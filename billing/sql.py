@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -100,3 +100,11 @@ def _shift(text: str, offset: int) -> str:
 def _sqlite_time(value: datetime) -> str:
     # Always six fractional digits, so that text comparison orders times correctly.
     return value.isoformat(" ", timespec="microseconds")
+
+
+def as_datetime(value: datetime | str | None) -> datetime | None:
+    """A time read by raw SQL: PostgreSQL gives a datetime, SQLite the ISO text the ORM wrote."""
+    if value is None or isinstance(value, datetime):
+        return value
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -37,6 +37,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 import asyncpg
+import msgspec
 from tortoise.exceptions import OperationalError
 from tortoise.transactions import in_transaction
 
@@ -103,8 +104,10 @@ class UsageLike(Protocol):
     window: str
 
 
-@dataclass(slots=True)
-class UsageResult:
+class UsageResult(msgspec.Struct, gc=False):
+    """One event's outcome. Not tracked by the garbage collector (it holds no containers): a batch
+    makes a thousand, and tracked objects would set off collections that scan the whole batch."""
+
     event_id: str
     status: Status
     partner_amount: int = 0  # minor units of ``currency``, charged to the project's credit
@@ -126,9 +129,8 @@ class _Project:
     versions: tuple[int, int]
 
 
-@dataclass(slots=True)
-class _Priced:
-    """An event ready to write: its result (amounts filled) and its row values."""
+class _Priced(msgspec.Struct, gc=False):
+    """An event ready to write: its result (amounts filled) and its row values (no cycles: untracked)."""
 
     event: UsageLike
     result: UsageResult

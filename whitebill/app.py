@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -239,6 +240,9 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
         listener = None
         try:
             await ensure_migrated(settings)
+            # Everything loaded so far (modules, the schema, the pool) lives as long as the process:
+            # keep the collector from scanning it again and again.
+            gc.freeze()
             if settings.is_postgres:
                 # Subscribers hear of changes made by any process (servers, workers) through LISTEN.
                 listener = realtime.Listener(realtime.connect_like_the_pool())

@@ -35,7 +35,7 @@ Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION", "AUTHENTICATION_INT
 WindowName = Literal["NONE", "CUSTOMER_SERVICE", "FREE_ENTRY"]
 
 
-class EventBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+class EventBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
     project_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=usage.MAX_EVENT_ID)]
     category: Category
@@ -53,7 +53,7 @@ class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
 _decoder = msgspec.json.Decoder(BatchBody)
 
 
-class ResultBody(msgspec.Struct, rename="camel"):
+class ResultBody(msgspec.Struct, rename="camel", gc=False):
     event_id: str
     status: usage.Status
     country: str | None
