@@ -27,7 +27,7 @@ import httpx
 import orjson
 from tortoise import Tortoise
 
-from bench.common import RawHttp, asyncpg_dsn, database_url, report, scratch_database, server
+from bench.common import LeanHttp, asyncpg_dsn, database_url, report, scratch_database, server
 from billing import api_keys, partners, rate_cards, usage, wallets
 from billing.tenancy import Viewer
 from models.enums import (
@@ -116,35 +116,26 @@ def bodies(project_id: int, sender: str, when: datetime) -> list[bytes]:
 
 
 async def through_api(base: str, seeded: dict[str, Any], when: datetime) -> tuple[float, bytes]:
-    """4 senders, each on its own keep-alive connection (a lean client: its CPU shares the machine)."""
-    headers = {"authorization": f"Bearer {seeded['key']}", "content-type": "application/json"}
-    firsts = [bodies(seeded["projects"][s][0], f"api{s}", when) for s in range(SENDERS)]
-    prepared = [[RawHttp.request("/usage", body, headers) for body in mine] for mine in firsts]
-    clients = [RawHttp(base) for _ in range(SENDERS)]
+    """4 senders on kept-alive connections (a lean client: its CPU shares the machine)."""
+    prepared = [bodies(seeded["projects"][s][0], f"api{s}", when) for s in range(SENDERS)]
     done = 0
-    try:
-        for client in clients:  # connect before the clock starts
-            status, _ = await client.send(RawHttp.request("/usage", b'{"events": []}', headers))
-            assert status == 200
+    async with LeanHttp(base, SENDERS, {"Authorization": f"Bearer {seeded['key']}"}) as http:
         started = time.monotonic()
         stop = started + SECONDS
 
-        async def sender(client: RawHttp, mine: list[bytes]) -> None:
+        async def sender(mine: list[bytes]) -> None:
             nonlocal done
-            for request in mine:
+            for body in mine:
                 if time.monotonic() >= stop:
                     return
-                status, answer = await client.send(request)
+                status, answer = await http.post("/usage", body)
                 assert status == 200, answer[:500]
                 done += BATCH
             raise RuntimeError("ran out of prepared batches: raise BENCH_P2_BATCHES")
 
-        await asyncio.gather(*(sender(c, p) for c, p in zip(clients, prepared, strict=True)))
+        await asyncio.gather(*(sender(p) for p in prepared))
         elapsed = time.monotonic() - started
-    finally:
-        for client in clients:
-            await client.close()
-    return done / elapsed, firsts[0][0]
+    return done / elapsed, prepared[0][0]
 
 
 def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[tuple[list[Any], list[Any]]]:
