@@ -1,4 +1,5 @@
-"""The ledger: the only writer of wallet balances and ledger entries.
+"""The ledger: the writer of wallet balances and ledger entries (usage batches, ``billing.usage``,
+write theirs with set-based statements that keep the same rules).
 
 A posting is one or more legs. Each leg moves a positive amount of one unit from a source to a
 destination, each either a wallet or an external account (gateway, issuance, revenue, expiry). All
