@@ -74,9 +74,9 @@ def _parent_death_signal() -> Callable[[], None] | None:
 @contextlib.contextmanager
 def process_server(argv: list[str], env: dict[str, str], base: str) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``argv``, wait until ``base``/healthz answers 200, stop it (and wait for it) afterwards."""
-    process = subprocess.Popen(
-        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_parent_death_signal()
-    )
+    log_path = os.environ.get("BENCH_SERVER_LOG")  # where the server's output goes; nowhere by default
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # closed below
+    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal())
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -96,6 +96,8 @@ def process_server(argv: list[str], env: dict[str, str], base: str) -> Iterator[
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if log is not subprocess.DEVNULL:
+            log.close()
 
 
 @contextlib.contextmanager
