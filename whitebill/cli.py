@@ -54,19 +54,24 @@ def _serve(args: argparse.Namespace) -> int:
             port=port,
             log_config=None,
             access_log=False,
-            http=HTTP_PROTOCOL,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
         )
         return 0
     uvicorn.run(
-        create_app(settings), host=settings.host, port=port, log_config=None, access_log=False, http=HTTP_PROTOCOL
+        create_app(settings),
+        host=settings.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return 0
 
 
-# h11, even where httptools is installed: under sustained keep-alive load uvicorn's httptools protocol
-# was seen closing a connection in the middle of a request (the app saw ClientDisconnect while reading
-# the body, the client a reset), about once in 30,000 requests here; h11 served 100,000 without one.
-HTTP_PROTOCOL = "h11"
+# An idle kept-alive connection is closed after this long. Longer than clients' and balancers' own idle
+# limits (httpx 5 s, most balancers 60 s): when both sides give up at the same moment, a request sent
+# on the connection the server is closing is lost (uvicorn's default, 5 s, equals httpx's).
+KEEP_ALIVE_SECONDS = 75
 
 
 def _worker(args: argparse.Namespace) -> int:
