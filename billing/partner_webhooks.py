@@ -16,6 +16,7 @@ The signature, so a partner can check a request in a few lines::
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -38,8 +39,13 @@ from models.operations import OutboxEvent, WebhookDelivery, WebhookEndpoint
 log = logging.getLogger("whitebill.partner_webhooks")
 SIGNATURE_HEADER = "Whitebill-Signature"
 TIMEOUT = httpx.Timeout(10.0)
+DEADLINE_SECONDS = 10.0  # a whole request, connect to last byte
 MAX_ENDPOINTS = 20
 CONCURRENCY = 8  # requests in flight per worker
+# Deliveries one worker claims at a time: sent CONCURRENCY at once, each within DEADLINE_SECONDS, a batch ends
+# well inside its lease, so a live worker never loses a claim to another one (which would send it twice).
+BATCH = CONCURRENCY * 4
+assert BATCH / CONCURRENCY * DEADLINE_SECONDS <= work.DEFAULT_LEASE.total_seconds() * 2 / 3  # a third to spare
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TEST_EVENT = "webhook.test"
 # Events for whitebill's own senders, never for a partner's endpoint: a password e-mail carries its token.
@@ -161,6 +167,7 @@ class Sender:
             timeout=TIMEOUT, follow_redirects=False, limits=httpx.Limits(max_connections=CONCURRENCY)
         )
         self._endpoints: dict[int, tuple[float, WebhookEndpoint | None, str]] = {}
+        self._slots = asyncio.Semaphore(CONCURRENCY)
 
     async def _endpoint(self, endpoint_id: int) -> tuple[WebhookEndpoint | None, str]:
         now = time.monotonic()
@@ -187,10 +194,13 @@ class Sender:
         }
         status: int | None = None
         try:
-            answer = await self.http.post(endpoint.url, content=body, headers=headers)
+            async with self._slots, asyncio.timeout(DEADLINE_SECONDS):
+                answer = await self.http.post(endpoint.url, content=body, headers=headers)
             status = answer.status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}"
+        except TimeoutError:
+            error = f"no answer within {DEADLINE_SECONDS:g} s"
         else:
             error = f"HTTP {status}"
         if status is not None and 200 <= status < 300:

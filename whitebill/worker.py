@@ -76,7 +76,7 @@ class Worker:
             else:
                 await work.finish("outbox_event", item.id, self.owner)
         handled += await renewals.run_due(limit=50)
-        deliveries = await work.claim("webhook_delivery", self.owner, limit=50)
+        deliveries = await work.claim("webhook_delivery", self.owner, limit=partner_webhooks.BATCH)
         if deliveries:  # sent side by side: a slow receiver does not hold up the others
             await asyncio.gather(*(self.webhooks.send(self.owner, claimed) for claimed in deliveries))
             handled += len(deliveries)
