@@ -181,6 +181,10 @@ class Load:
     def rate(self) -> float:
         return self.completed / self.elapsed if self.elapsed else 0.0
 
+    def __add__(self, other: Load) -> Load:
+        """Two loads taken one after the other, as one."""
+        return Load(self.completed + other.completed, self.seconds + other.seconds, self.elapsed + other.elapsed)
+
 
 async def load_for(seconds: float, clients: int, work: Callable[[], Awaitable[object]]) -> Load:
     """Run ``work()`` from ``clients`` concurrent tasks, starting new calls for ``seconds``.

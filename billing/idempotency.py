@@ -81,6 +81,10 @@ def check_completed(changed: int) -> None:
         raise BillingError(ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, "the request with this key is still running")
 
 
+def check_key(key: str) -> str:
+    return check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
+
+
 async def claim(*, scope: str, operation: str, key: str, request: Any, read: sql.Statement | None = None) -> Claim:
     """Claim ``key``, or find the stored result of its completed first call.
 
@@ -93,7 +97,7 @@ async def claim(*, scope: str, operation: str, key: str, request: Any, read: sql
 
     ``read``, a SELECT the caller needs next, is run in the same round trip as the claim; its rows
     are in ``Claim.rows`` when the key was claimed."""
-    key = check_text(key, "idempotencyKey", max_length=MAX_KEY_LENGTH, strip=False)
+    key = check_key(key)
     token = secrets.token_hex(16)
     replay, rows = await _claim(scope, operation, key, request_hash(request), token, read)
     return Claim(scope, operation, key, token, replay, rows)

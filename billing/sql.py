@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.connection import get_connection
 from tortoise.exceptions import IntegrityError, OperationalError
 
@@ -21,6 +21,11 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 def connection() -> BaseDBAsyncClient:
     """The current connection: the open transaction's if there is one."""
     return get_connection("default")
+
+
+def in_transaction(conn: BaseDBAsyncClient | None = None) -> bool:
+    """Whether statements run inside an open transaction (``tortoise.transactions.in_transaction``)."""
+    return isinstance(conn or connection(), TransactionalDBClient)
 
 
 def is_postgres(conn: BaseDBAsyncClient | None = None) -> bool:

@@ -75,6 +75,20 @@ def workspaces(viewer: Viewer) -> QuerySet[Workspace]:
     return _scoped(Workspace.filter(deleted_at=None), viewer, workspace_field="id")
 
 
+def workspace_visible_sql(viewer: Viewer, alias: str, first: int) -> tuple[str, list[int | None]]:
+    """The scope of :func:`workspaces` as SQL over a ``workspace`` row named ``alias``, for a hand-written
+    statement on a hot path; its placeholders are numbered from ``$first``."""
+    conditions = [f"{alias}.deleted_at IS NULL"]
+    params: list[int | None] = []
+    if not viewer.is_platform:
+        conditions.append(f"{alias}.partner_id = ${first}")
+        params.append(viewer.partner_id)
+        if viewer.kind == "WORKSPACE":
+            conditions.append(f"{alias}.id = ${first + 1}")
+            params.append(viewer.workspace_id)
+    return " AND ".join(conditions), params
+
+
 def projects(viewer: Viewer) -> QuerySet[Project]:
     return _scoped(Project.all(), viewer)
 

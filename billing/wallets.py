@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tortoise import timezone
+from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from billing import audit, auto_billing, clock, expiry, idempotency, ledger, sql, tenancy, top_ups
+from billing import audit, auto_billing, clock, expiry, idempotency, ledger, realtime, sql, tenancy, top_ups
 from billing.errors import BillingError, ErrorCode
 from billing.ledger import CausedBy, Leg
-from billing.money import check_amount, check_currency, is_currency
+from billing.money import MAX_BALANCE, check_amount, check_currency, is_currency
 from billing.tenancy import Viewer
 from billing.text import check_text
-from models.enums import ExternalAccount, LedgerCause, OwnerKind, Permission, Unit
+from models.enums import ExternalAccount, IdempotencyStatus, LedgerCause, OwnerKind, Permission, Unit
 from models.tenancy import Project, Workspace
 from models.wallets import Wallet
 
@@ -109,6 +111,18 @@ async def adjust_workspace_balance(
         workspace = await tenancy.get_scoped(visible, workspace_id, "workspace")
         return _Target(workspace.partner_id, OwnerKind.WORKSPACE, workspace.id, unit)
 
+    if expires_at is None and sql.is_postgres() and not sql.in_transaction():
+        made = await _adjust_in_one_statement(
+            viewer,
+            workspace_id=workspace_id,
+            unit=unit,
+            amount=amount,
+            note=note,
+            idempotency_key=idempotency_key,
+            debit=debit,
+        )
+        if made is not None:
+            return made
     return await _adjust(
         viewer,
         target=target,
@@ -142,6 +156,103 @@ async def grant_partner_balance(
         idempotency_key=idempotency_key,
         debit=False,
     )
+
+
+# A workspace's manual grant or debit as one statement (PostgreSQL, outside any transaction): the balance
+# change with its posting, ledger entry, audit row, completed idempotency record and announcement commit
+# together in one round trip, so the wallet's row lock is held for the statement alone. It changes
+# nothing, and the careful path (``_adjust``) takes over, wherever that path would do more than this:
+# the workspace not visible, no wallet yet, a balance out of bounds (the careful path explains), open
+# lots to take a debit from, or a low-balance notice, its re-arming or an automatic top-up due after the
+# change. A key already used fails the statement on the record's unique key, before anything commits;
+# the careful path then answers the stored result (or that the key is in use).
+_ONE_STATEMENT = """
+WITH w AS (
+    UPDATE wallet SET balance = balance + $1, updated_at = $2
+    WHERE owner_key = $3 AND unit = $4 AND balance + $1 >= -credit_limit AND balance + $1 <= $5
+      AND CASE WHEN low_balance_notified
+               THEN low_balance_threshold IS NOT NULL AND balance + $1 < low_balance_threshold
+               ELSE low_balance_threshold IS NULL OR balance + $1 >= low_balance_threshold END
+      AND NOT EXISTS (SELECT 1 FROM auto_top_up a WHERE a.wallet_id = wallet.id AND a.enabled
+                      AND a.in_flight_payment_id IS NULL AND wallet.balance + $1 < a.threshold)
+      AND ($1 > 0 OR NOT EXISTS (SELECT 1 FROM credit_lot l WHERE l.wallet_id = wallet.id
+                                 AND l.expired_at IS NULL AND l.remaining > 0))
+      AND EXISTS (SELECT 1 FROM workspace ws WHERE ws.id = $6 AND {visible})
+    RETURNING id, balance, partner_id
+), p AS (
+    INSERT INTO posting (created_at, partner_id, cause, caused_by_type, caused_by_id, note, actor)
+    SELECT $2, w.partner_id, $7, 'Workspace', $8, $9, $10 FROM w
+    RETURNING id
+), e AS (
+    INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
+                              counter_account)
+    SELECT $2, p.id, w.partner_id, w.id, $4, $1, w.balance, $7, $11 FROM w, p
+    RETURNING 1
+), k AS (
+    INSERT INTO idempotency_record (created_at, scope, operation, key, request_hash, status, result, expires_at)
+    SELECT $2, $12, $13, $14, $15, $16, jsonb_build_array(w.id, p.id, w.balance), $17 FROM w, p
+    RETURNING 1
+), a AS (
+    INSERT INTO audit_log (created_at, partner_id, actor, action, target_type, target_id, before, after, request_id)
+    SELECT $18, w.partner_id, $10, $13, 'Wallet', w.id::text, jsonb_build_object('balance', w.balance - $1),
+           jsonb_build_object('balance', w.balance, 'note', $9::text), $19 FROM w
+    RETURNING 1
+), n AS (
+    SELECT {notify} FROM w
+)
+SELECT w.id AS wallet_id, p.id AS posting_id, w.balance FROM w, p, e, k, a, n
+""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
+
+
+async def _adjust_in_one_statement(
+    viewer: Viewer,
+    *,
+    workspace_id: int,
+    unit: str,
+    amount: int,
+    note: str,
+    idempotency_key: str,
+    debit: bool,
+) -> Adjustment | None:
+    """The common grant or debit in one statement; None when the careful path must run instead."""
+    unit = check_unit(unit)
+    check_amount(amount)
+    note = _check_note(note)
+    key = idempotency.check_key(idempotency_key)
+    operation = "wallet.debit" if debit else "wallet.grant"
+    request = {"workspace": workspace_id, "expires": "None", "unit": unit, "amount": amount, "note": note}
+    visible, scope_params = tenancy.workspace_visible_sql(viewer, "ws", 20)
+    now = clock.now()
+    try:
+        rows = await sql.fetch(
+            _ONE_STATEMENT.replace("{visible}", visible),
+            -amount if debit else amount,
+            now,
+            _owner_key(OwnerKind.WORKSPACE, workspace_id),
+            unit,
+            MAX_BALANCE,
+            workspace_id,
+            (LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT).value,
+            str(workspace_id),
+            note,
+            viewer.actor,
+            ExternalAccount.ISSUANCE.value,
+            viewer.scope,
+            operation,
+            key,
+            idempotency.request_hash(request),
+            IdempotencyStatus.COMPLETED.value,
+            now + idempotency.RETENTION,
+            timezone.now(),  # the audit row's time, like ``audit.entry``
+            audit.request_id.get(),
+            *scope_params,
+        )
+    except IntegrityError:  # the key was used before: the careful path answers for it
+        return None
+    if not rows:
+        return None
+    row = rows[0]
+    return Adjustment(row["wallet_id"], row["posting_id"], row["balance"])
 
 
 _WALLET_OF = "SELECT id, partner_id FROM wallet WHERE owner_key = $1 AND unit = $2"

@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.connection import get_connection
 from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as migrate_api
@@ -27,9 +28,25 @@ def normalise_url(url: str) -> str:
     return url
 
 
+async def _release_as_is(connection: Any) -> None:
+    """What the pool does to a connection handed back, after asyncpg has rolled back a transaction left
+    open: nothing more. asyncpg's default also resets session state (settings, LISTENs, cursors,
+    advisory locks) in one more round trip per release; whitebill never leaves any on a pooled connection
+    (its LISTEN has a dedicated connection, its settings and locks are transaction-scoped)."""
+
+
+def _connection(database_url: str) -> str | dict[str, Any]:
+    url = normalise_url(database_url)
+    if not url.startswith("postgres://"):
+        return url
+    config = expand_db_url(url)
+    config["credentials"]["reset"] = _release_as_is
+    return config
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": normalise_url(database_url)},
+        "connections": {"default": _connection(database_url)},
         "apps": {
             APP_LABEL: {
                 "models": list(MODEL_MODULES),
