@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -71,21 +72,44 @@ async def _load_add_ons(keys: list[int]) -> list[list[WorkspaceAddOn]]:
     return _group(rows, "workspace_id", keys)
 
 
-@dataclass
 class Loaders:
-    partner: DataLoader[int, Partner | None] = field(default_factory=lambda: DataLoader(_load_partners))
-    branding_of_partner: DataLoader[int, Branding | None] = field(default_factory=lambda: DataLoader(_load_brandings))
-    projects_of_workspace: DataLoader[int, list[Project]] = field(default_factory=lambda: DataLoader(_load_projects))
-    wallets_of_workspace: DataLoader[int, list[Wallet]] = field(default_factory=lambda: DataLoader(_load_wallets))
-    margins_of_partner: DataLoader[int, list[PartnerMargin]] = field(default_factory=lambda: DataLoader(_load_margins))
-    live_subscription: DataLoader[int, Subscription | None] = field(
-        default_factory=lambda: DataLoader(_load_live_subscriptions)
-    )
-    usage_of_workspace: DataLoader[int, list[UsageCounter]] = field(default_factory=lambda: DataLoader(_load_usage))
-    plan: DataLoader[int, Plan | None] = field(default_factory=lambda: DataLoader(_load_plans))
-    add_ons_of_workspace: DataLoader[int, list[WorkspaceAddOn]] = field(
-        default_factory=lambda: DataLoader(_load_add_ons)
-    )
+    """The request's DataLoaders, each made when first used: most requests use none or one."""
+
+    @cached_property
+    def partner(self) -> DataLoader[int, Partner | None]:
+        return DataLoader(_load_partners)
+
+    @cached_property
+    def branding_of_partner(self) -> DataLoader[int, Branding | None]:
+        return DataLoader(_load_brandings)
+
+    @cached_property
+    def projects_of_workspace(self) -> DataLoader[int, list[Project]]:
+        return DataLoader(_load_projects)
+
+    @cached_property
+    def wallets_of_workspace(self) -> DataLoader[int, list[Wallet]]:
+        return DataLoader(_load_wallets)
+
+    @cached_property
+    def margins_of_partner(self) -> DataLoader[int, list[PartnerMargin]]:
+        return DataLoader(_load_margins)
+
+    @cached_property
+    def live_subscription(self) -> DataLoader[int, Subscription | None]:
+        return DataLoader(_load_live_subscriptions)
+
+    @cached_property
+    def usage_of_workspace(self) -> DataLoader[int, list[UsageCounter]]:
+        return DataLoader(_load_usage)
+
+    @cached_property
+    def plan(self) -> DataLoader[int, Plan | None]:
+        return DataLoader(_load_plans)
+
+    @cached_property
+    def add_ons_of_workspace(self) -> DataLoader[int, list[WorkspaceAddOn]]:
+        return DataLoader(_load_add_ons)
 
 
 def bearer_token(authorization: str) -> str:
