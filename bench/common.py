@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit, urlunsplit
@@ -109,6 +109,14 @@ def server(url: str, processes: int = 1) -> Iterator[tuple[str, subprocess.Popen
     argv = [sys.executable, "-m", "whitebill.cli", "serve", "--processes", str(processes)]
     with process_server(argv, env, base) as process:
         yield base, process
+
+
+@contextlib.contextmanager
+def servers(url: str, count: int) -> Iterator[list[str]]:
+    """``count`` one-process ``whitebill serve`` on their own ports: N servers for a balancer (``LeanHttp``
+    with all their bases) to spread connections over evenly."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(server(url))[0] for _ in range(count)]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -220,39 +228,51 @@ class LeanHttp:
     socket about 0.1 ms, close to what asyncpg costs the raw floors' clients. Answers must carry a
     Content-Length (Starlette's do)."""
 
-    def __init__(self, base: str, connections: int, headers: dict[str, str] | None = None) -> None:
-        parts = urlsplit(base)
-        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+    def __init__(self, base: str | Sequence[str], connections: int, headers: dict[str, str] | None = None) -> None:
+        """``base`` may name several servers: connection i then goes to server i modulo their number, the
+        way a balancer spreads clients (processes sharing one listening socket take connections as they
+        race for them: four connections have all gone to one of two processes)."""
+        self.targets = []
+        for one in [base] if isinstance(base, str) else base:
+            parts = urlsplit(one)
+            self.targets.append((parts.hostname or "127.0.0.1", parts.port or 80))
         self.size = connections
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        self.head = f"Host: {self.host}:{self.port}\r\nContent-Type: application/json\r\n{extra}"
-        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self.heads = [
+            f"Host: {host}:{port}\r\nContent-Type: application/json\r\n{extra}" for host, port in self.targets
+        ]
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter, int]] = asyncio.Queue()
+
+    async def _open(self, target: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+        reader, writer = await asyncio.open_connection(*self.targets[target])
+        return reader, writer, target
 
     async def __aenter__(self) -> LeanHttp:
-        for _ in range(self.size):
-            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+        for n in range(self.size):
+            self.idle.put_nowait(await self._open(n % len(self.targets)))
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         while not self.idle.empty():
-            _, writer = self.idle.get_nowait()
+            _, writer, _ = self.idle.get_nowait()
             writer.close()
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """(status, body) of one POST, on an idle kept-alive connection."""
-        reader, writer = await self.idle.get()
+        reader, writer, target = await self.idle.get()
         try:
-            writer.write(f"POST {path} HTTP/1.1\r\n{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status_line, *lines = head.decode("latin-1").split("\r\n")
+            head = self.heads[target]
+            writer.write(f"POST {path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            answer_head = await reader.readuntil(b"\r\n\r\n")
+            status_line, *lines = answer_head.decode("latin-1").split("\r\n")
             fields = dict(line.split(":", 1) for line in lines if ":" in line)
             length = next(int(v) for k, v in fields.items() if k.strip().lower() == "content-length")
             answer = await reader.readexactly(length)
         except BaseException:
             writer.close()  # a connection in an unknown state is not reused
-            self.idle.put_nowait(await asyncio.open_connection(self.host, self.port))
+            self.idle.put_nowait(await self._open(target))
             raise
-        self.idle.put_nowait((reader, writer))
+        self.idle.put_nowait((reader, writer, target))
         return int(status_line.split(" ", 2)[1]), answer

@@ -1,13 +1,15 @@
 """P2: usage ingestion on PostgreSQL, 4 concurrent senders of one partner, batches of 1,000 events.
 
-whitebill: ``POST /usage`` to a real server (one uvicorn process, a pool of POOL connections); each
-sender reports for its own project, and every batch debits the partner's one centralised balance.
+whitebill: ``POST /usage`` to real servers, one ``whitebill serve`` process per core (each with a pool of
+POOL connections), the senders' connections spread over them as a balancer would; each sender reports
+for its own project, and every batch debits the partner's one centralised balance.
 Floor: the same 4 senders running exactly the statements whitebill runs for a batch (the key lookup,
 the project lookup, then in one transaction the events-and-projects statement and the balance
 statement, taken from ``billing.usage`` itself) straight through asyncpg, with the arrays already
 built, on a pool of the same size.
 
-Bodies and arrays are prepared before the clock starts, so neither side pays for making up events.
+The two take turns (BENCH_ROUNDS turns each, BENCH_SECONDS in all for each) and the ratio is of their
+totals. Bodies and arrays are prepared before the clock starts, so neither side pays for making up events.
 Afterwards it checks that every event is traceable to its posting and that replaying a batch
 charges nothing.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -27,7 +30,7 @@ import httpx
 import orjson
 from tortoise import Tortoise
 
-from bench.common import LeanHttp, asyncpg_dsn, database_url, report, scratch_database, server
+from bench.common import LeanHttp, Load, asyncpg_dsn, database_url, report, scratch_database, servers
 from billing import api_keys, partners, rate_cards, usage, wallets
 from billing.tenancy import Viewer
 from models.enums import (
@@ -45,7 +48,8 @@ from whitebill import db
 SENDERS = 4
 BATCH = 1000
 POOL = int(os.environ.get("BENCH_POOL", "4"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "12"))  # for each side, split into ROUNDS turns
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 # One server process per core, as production runs N stateless servers behind a balancer.
 PROCESSES = int(os.environ.get("BENCH_P2_PROCESSES", str(os.cpu_count() or 1)))
 PREPARED = int(os.environ.get("BENCH_P2_BATCHES", "400"))  # per sender and side: more than a run needs
@@ -115,27 +119,24 @@ def bodies(project_id: int, sender: str, when: datetime) -> list[bytes]:
     ]
 
 
-async def through_api(base: str, seeded: dict[str, Any], when: datetime) -> tuple[float, bytes]:
-    """4 senders on kept-alive connections (a lean client: its CPU shares the machine)."""
-    prepared = [bodies(seeded["projects"][s][0], f"api{s}", when) for s in range(SENDERS)]
+async def api_turn(http: LeanHttp, prepared: list[Iterator[bytes]], seconds: float) -> Load:
+    """One turn of the 4 senders on kept-alive connections (a lean client: its CPU shares the machine)."""
     done = 0
-    async with LeanHttp(base, SENDERS, {"Authorization": f"Bearer {seeded['key']}"}) as http:
-        started = time.monotonic()
-        stop = started + SECONDS
+    started = time.monotonic()
+    stop = started + seconds
 
-        async def sender(mine: list[bytes]) -> None:
-            nonlocal done
-            for body in mine:
-                if time.monotonic() >= stop:
-                    return
-                status, answer = await http.post("/usage", body)
-                assert status == 200, answer[:500]
-                done += BATCH
-            raise RuntimeError("ran out of prepared batches: raise BENCH_P2_BATCHES")
+    async def sender(mine: Iterator[bytes]) -> None:
+        nonlocal done
+        for body in mine:
+            status, answer = await http.post("/usage", body)
+            assert status == 200, answer[:500]
+            done += BATCH
+            if time.monotonic() >= stop:
+                return
+        raise RuntimeError("ran out of prepared batches: raise BENCH_P2_BATCHES")
 
-        await asyncio.gather(*(sender(p) for p in prepared))
-        elapsed = time.monotonic() - started
-    return done / elapsed, prepared[0][0]
+    await asyncio.gather(*(sender(p) for p in prepared))
+    return Load(done, seconds, time.monotonic() - started)
 
 
 def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[tuple[list[Any], list[Any]]]:
@@ -163,40 +164,38 @@ def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[t
     return out
 
 
-async def floor(dsn: str, seeded: dict[str, Any], when: datetime) -> float:
-    prepared = [floor_batches(seeded, s, when) for s in range(SENDERS)]
-    pool = await asyncpg.create_pool(dsn, min_size=POOL, max_size=POOL)
+async def floor_turn(
+    pool: asyncpg.Pool, seeded: dict[str, Any], prepared: list[Iterator[tuple[list[Any], list[Any]]]], seconds: float
+) -> Load:
+    """One turn of the 4 senders running whitebill's statements for a batch straight through asyncpg."""
     done = 0
-    try:
-        started = time.monotonic()
-        stop = started + SECONDS
+    started = time.monotonic()
+    stop = started + seconds
 
-        async def sender(mine: list[tuple[list[Any], list[Any]]]) -> None:
-            nonlocal done
-            project_id = mine[0][1][0][0]
-            for events, projects in mine:
-                if time.monotonic() >= stop:
-                    return
-                async with pool.acquire() as conn:
-                    await conn.fetchrow("SELECT * FROM api_key WHERE prefix = $1", seeded["prefix"])
-                async with pool.acquire() as conn:
-                    await conn.fetch(usage.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
-                now = datetime.now(UTC)
-                async with pool.acquire() as conn, conn.transaction():
-                    row = await conn.fetchrow(
-                        usage.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
-                    )
-                    await conn.fetchrow(
-                        usage.CENTRAL_SQL, row["platform_total"], now, seeded["central"], row["posting_id"],
-                        seeded["partner"], "BRL",
-                    )  # fmt: skip
-                done += BATCH
-            raise RuntimeError("ran out of prepared batches: raise BENCH_P2_BATCHES")
+    async def sender(sender_number: int, mine: Iterator[tuple[list[Any], list[Any]]]) -> None:
+        nonlocal done
+        project_id = seeded["projects"][SENDERS + sender_number][0]
+        for events, projects in mine:
+            async with pool.acquire() as conn:
+                await conn.fetchrow("SELECT * FROM api_key WHERE prefix = $1", seeded["prefix"])
+            async with pool.acquire() as conn:
+                await conn.fetch(usage.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
+            now = datetime.now(UTC)
+            async with pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    usage.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
+                )
+                await conn.fetchrow(
+                    usage.CENTRAL_SQL, row["platform_total"], now, seeded["central"], row["posting_id"],
+                    seeded["partner"], "BRL",
+                )  # fmt: skip
+            done += BATCH
+            if time.monotonic() >= stop:
+                return
+        raise RuntimeError("ran out of prepared batches: raise BENCH_P2_BATCHES")
 
-        await asyncio.gather(*(sender(p) for p in prepared))
-        return done / (time.monotonic() - started)
-    finally:
-        await pool.close()
+    await asyncio.gather(*(sender(n, p) for n, p in enumerate(prepared)))
+    return Load(done, seconds, time.monotonic() - started)
 
 
 async def check(dsn: str, base: str, seeded: dict[str, Any], replay: bytes) -> None:
@@ -231,11 +230,25 @@ async def main() -> None:
         dsn = asyncpg_dsn(url)
         await fund(dsn, seeded)
         when = datetime.now(UTC).replace(microsecond=0)
-        raw = await floor(dsn, seeded, when)
-        with server(url, processes=PROCESSES) as (base, _):
-            ours, first_body = await through_api(base, seeded, when)
-            await check(dsn, base, seeded, first_body)
-    report("P2", ours, "events/s", raw)
+        api_bodies = [bodies(seeded["projects"][s][0], f"api{s}", when) for s in range(SENDERS)]
+        first_body = api_bodies[0][0]
+        ours_batches = [iter(b) for b in api_bodies]
+        floor_batches_ = [iter(floor_batches(seeded, s, when)) for s in range(SENDERS)]
+        # The floor and whitebill take turns (see P3): both meet the same disk and the same machine.
+        raw_load, ours_load = Load(0, 0.0, 0.0), Load(0, 0.0, 0.0)
+        pool = await asyncpg.create_pool(dsn, min_size=POOL, max_size=POOL)
+        try:
+            with servers(url, PROCESSES) as bases:
+                async with LeanHttp(bases, SENDERS, {"Authorization": f"Bearer {seeded['key']}"}) as http:
+                    for round_number in range(ROUNDS):
+                        raw = await floor_turn(pool, seeded, floor_batches_, SECONDS / ROUNDS)
+                        ours = await api_turn(http, ours_batches, SECONDS / ROUNDS)
+                        print(f"P2 round {round_number + 1}: floor {raw.rate:.0f}, whitebill {ours.rate:.0f} events/s")
+                        raw_load, ours_load = raw_load + raw, ours_load + ours
+                await check(dsn, bases[0], seeded, first_body)
+        finally:
+            await pool.close()
+    report("P2", ours_load.rate, "events/s", raw_load.rate)
 
 
 def run() -> None:
