@@ -15,11 +15,11 @@ from tortoise.transactions import in_transaction
 from billing import clock, wallets
 from billing.errors import BillingError, ErrorCode
 from billing.tenancy import Viewer
-from models.enums import OwnerKind
+from models.enums import OwnerKind, Permission
 from models.operations import AuditLog, IdempotencyRecord, OutboxEvent
 from models.tenancy import Workspace
 from models.wallets import CreditLot, LedgerEntry, Posting, Wallet
-from tests.factories import a_partner, a_workspace, partner_viewer
+from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -162,3 +162,25 @@ async def test_what_the_one_statement_leaves_to_the_careful_path(database) -> No
         await adjust(viewer, workspace, 10, "gone", debit=True, careful=False)
     assert gone.value.code is ErrorCode.NOT_FOUND
     assert (await Wallet.get(id=wallet.id)).balance == 65
+
+
+async def test_each_kind_of_caller_reaches_only_the_workspaces_it_sees(database) -> None:
+    partner = await a_partner()
+    mine, sibling = await a_workspace(partner, "mine"), await a_workspace(partner, "sibling")
+    for workspace in (mine, sibling):
+        await adjust(partner_viewer(partner), workspace, 100, f"open {workspace.id}", debit=False, careful=False)
+    # A workspace's own caller (given the permission here, to reach the scope check) sees its workspace only.
+    own = Viewer(
+        kind="WORKSPACE",
+        actor="test:workspace",
+        partner_id=partner.id,
+        workspace_id=mine.id,
+        permissions=frozenset({Permission.MANAGE_BILLING}),
+    )
+    assert (await adjust(own, mine, 10, "own", debit=True, careful=False)).balance == 90
+    with pytest.raises(BillingError) as hidden:
+        await adjust(own, sibling, 10, "sibling", debit=True, careful=False)
+    assert hidden.value.code is ErrorCode.NOT_FOUND
+    # The platform sees every workspace.
+    assert (await adjust(PLATFORM, sibling, 10, "platform", debit=True, careful=False)).balance == 90
+    assert (await Wallet.get(owner_key=f"WORKSPACE:{sibling.id}", unit="POINTS")).balance == 90
