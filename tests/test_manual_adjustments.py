@@ -4,12 +4,10 @@ handed to the careful path."""
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
 from billing import clock, wallets
@@ -19,6 +17,7 @@ from models.enums import OwnerKind, Permission
 from models.operations import AuditLog, IdempotencyRecord, OutboxEvent
 from models.tenancy import Workspace
 from models.wallets import CreditLot, LedgerEntry, Posting, Wallet
+from tests.counting import count_statements
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -41,20 +40,6 @@ async def adjust(viewer: Viewer, workspace: Workspace, amount: int, key: str, *,
         return await call()
     async with in_transaction("default"):  # inside a transaction, always the careful path
         return await call()
-
-
-async def statements(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    client = Tortoise.get_connection("default")
-    for name in ("execute_query", "execute_query_dict"):
-        original = getattr(type(client), name)
-
-        async def counted(self, *args, _original=original, **kwargs):
-            counts["statements"] += 1
-            return await _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(type(client), name, counted)
-    return counts
 
 
 async def records(workspace: Workspace) -> dict[str, Any]:
@@ -100,7 +85,7 @@ async def test_one_statement_and_careful_path_leave_the_same_records(database, m
             return await adjust(viewer, workspace, amount, f"{name}-{key}", debit=debit, careful=is_careful)
 
         await run(100, "open", debit=False)  # opens the wallet: the careful path in both
-        counts = await statements(monkeypatch)
+        counts = count_statements(monkeypatch)
         granted = await run(50, "grant", debit=False)
         debited = await run(30, "debit", debit=True)
         monkeypatch.undo()

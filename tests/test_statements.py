@@ -10,6 +10,7 @@ import pytest
 from tortoise import Tortoise
 
 from billing import api_keys, wallets
+from tests.counting import count_statements
 from tests.factories import a_partner, a_workspace, partner_viewer
 from whitebill.app import create_app
 from whitebill.settings import Settings
@@ -23,16 +24,8 @@ PAGE = """query($first: Int!) { workspaces(first: $first) { nodes { id name stat
 
 async def measure(token: str, first: int, monkeypatch: pytest.MonkeyPatch) -> Counter:
     """Statements run and connections taken while answering one page query."""
-    counts: Counter = Counter()
+    counts = count_statements(monkeypatch)
     client = Tortoise.get_connection("default")
-    for name in ("execute_query", "execute_query_dict"):
-        original = getattr(type(client), name)
-
-        async def counted(self, *args, _original=original, **kwargs):
-            counts["statements"] += 1
-            return await _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(type(client), name, counted)
     pool = getattr(client, "_pool", None)
     if pool is not None:
         original_acquire = type(pool).acquire
