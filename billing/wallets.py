@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from tortoise import timezone
@@ -111,10 +112,12 @@ async def adjust_workspace_balance(
         workspace = await tenancy.get_scoped(visible, workspace_id, "workspace")
         return _Target(workspace.partner_id, OwnerKind.WORKSPACE, workspace.id, unit)
 
+    request = {"workspace": workspace_id, "expires": str(expires_at)}
     if expires_at is None and sql.is_postgres() and not sql.in_transaction():
         made = await _adjust_in_one_statement(
             viewer,
             workspace_id=workspace_id,
+            request=request,
             unit=unit,
             amount=amount,
             note=note,
@@ -127,7 +130,7 @@ async def adjust_workspace_balance(
         viewer,
         target=target,
         caused_by=CausedBy("Workspace", str(workspace_id)),
-        request={"workspace": workspace_id, "expires": str(expires_at)},
+        request=request,
         amount=amount,
         note=note,
         idempotency_key=idempotency_key,
@@ -204,10 +207,27 @@ SELECT w.id AS wallet_id, p.id AS posting_id, w.balance FROM w, p, e, k, a, n
 """.replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
 
 
+@lru_cache(maxsize=8)
+def _one_statement(visible: str) -> str:
+    """``_ONE_STATEMENT`` for one kind of caller's scope (``tenancy.workspace_visible_sql``), made once."""
+    return _ONE_STATEMENT.replace("{visible}", visible)
+
+
+def _operation(debit: bool) -> str:
+    return "wallet.debit" if debit else "wallet.grant"
+
+
+def _keyed_request(request: dict[str, Any], unit: str, amount: int, note: str) -> dict[str, Any]:
+    """What an adjustment's idempotency key is bound to: the same on either path, so each answers the other's
+    replays."""
+    return {**request, "unit": unit, "amount": amount, "note": note}
+
+
 async def _adjust_in_one_statement(
     viewer: Viewer,
     *,
     workspace_id: int,
+    request: dict[str, Any],
     unit: str,
     amount: int,
     note: str,
@@ -219,13 +239,12 @@ async def _adjust_in_one_statement(
     check_amount(amount)
     note = _check_note(note)
     key = idempotency.check_key(idempotency_key)
-    operation = "wallet.debit" if debit else "wallet.grant"
-    request = {"workspace": workspace_id, "expires": "None", "unit": unit, "amount": amount, "note": note}
+    operation = _operation(debit)
     visible, scope_params = tenancy.workspace_visible_sql(viewer, "ws", 20)
     now = clock.now()
     try:
         rows = await sql.fetch(
-            _ONE_STATEMENT.replace("{visible}", visible),
+            _one_statement(visible),
             -amount if debit else amount,
             now,
             _owner_key(OwnerKind.WORKSPACE, workspace_id),
@@ -240,7 +259,7 @@ async def _adjust_in_one_statement(
             viewer.scope,
             operation,
             key,
-            idempotency.request_hash(request),
+            idempotency.request_hash(_keyed_request(request, unit, amount, note)),
             IdempotencyStatus.COMPLETED.value,
             now + idempotency.RETENTION,
             timezone.now(),  # the audit row's time, like ``audit.entry``
@@ -280,7 +299,7 @@ async def _adjust(
     debit: bool,
     expires_at: datetime | None = None,
 ) -> Adjustment:
-    operation = "wallet.debit" if debit else "wallet.grant"
+    operation = _operation(debit)
     # One transaction, so one pooled connection, for the whole call. Everything that does not need
     # the wallet's row lock comes before the posting that takes it; after it, one statement (audit
     # row, stored result, the state the balance watch and the lots decide on), then the commit.
@@ -295,7 +314,7 @@ async def _adjust(
             scope=viewer.scope,
             operation=operation,
             key=idempotency_key,
-            request={**request, "unit": unit, "amount": amount, "note": note},
+            request=_keyed_request(request, unit, amount, note),
             read=(_WALLET_OF, (_owner_key(found.owner_kind, found.owner_id), unit)),  # in the same round trip
         )
         if claim.replay is not None:
