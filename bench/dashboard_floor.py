@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from billing.money import format_minor
+from billing.core.money import format_minor
 
 LIVE = ("ACTIVE", "TRIALING", "PAST_DUE")
 MAX_PAGE = 100

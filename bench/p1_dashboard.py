@@ -51,9 +51,12 @@ from bench.common import (
     scratch_database,
     server,
 )
-from billing import api_keys, catalog, limits, partners, subscriptions, wallets
-from billing.money import Money
-from billing.tenancy import Viewer
+from billing.accounts import wallets
+from billing.catalog import plans
+from billing.core.money import Money
+from billing.core.tenancy import Viewer
+from billing.subscriptions import entitlements, lifecycle
+from billing.tenants import api_keys, partners
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, MarginKind
 from whitebill import db
 
@@ -103,32 +106,32 @@ async def seed(url: str) -> str:
         agency = Viewer(kind="PARTNER", actor="bench", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
         limits_basic = {"members": 5, "chatbots": 2, "conversations": 1000}
         limits_pro = {"members": 15, "chatbots": 10, "conversations": 10000}
-        basic = await catalog.create_plan(
+        basic = await plans.create_plan(
             PLATFORM,
             name="Basic Monthly",
             interval=BillingInterval.MONTHLY,
             price=Money(4990, "BRL"),
             limits=limits_basic,
         )
-        pro = await catalog.create_plan(
+        pro = await plans.create_plan(
             PLATFORM, name="Pro Monthly", interval=BillingInterval.MONTHLY, price=Money(9900, "BRL"), limits=limits_pro
         )
-        own = await catalog.create_plan(
+        own = await plans.create_plan(
             agency,
             name="Agency Starter",
             interval=BillingInterval.MONTHLY,
             price=Money(2990, "BRL"),
             limits={"members": 3, "chatbots": 1},
         )
-        await catalog.set_margin(agency, kind=MarginKind.PERCENTAGE, value=Decimal("20"))  # bulk: Basic 59.88
-        await catalog.set_margin(agency, kind=MarginKind.FIXED, value=Decimal(1500), plan_id=pro.id)  # Pro 114.00
-        chatbot = await catalog.create_add_on(
+        await plans.set_margin(agency, kind=MarginKind.PERCENTAGE, value=Decimal("20"))  # bulk: Basic 59.88
+        await plans.set_margin(agency, kind=MarginKind.FIXED, value=Decimal(1500), plan_id=pro.id)  # Pro 114.00
+        chatbot = await plans.create_add_on(
             agency, name="Extra chatbot", limit_deltas={"chatbots": 1}, price=Money(1000, "BRL")
         )
-        seats = await catalog.create_add_on(
+        seats = await plans.create_add_on(
             agency, name="Five more members", limit_deltas={"members": 5}, price=Money(1500, "BRL")
         )
-        plans = [basic, pro, own]
+        offered = [basic, pro, own]
         for i in range(WORKSPACES):
             workspace = await partners.create_workspace(
                 agency, name=f"Client {i:03d}", owner_email=f"owner{i}@client{i}.example"
@@ -152,16 +155,18 @@ async def seed(url: str) -> str:
                 )
             if i % 6 == 5:
                 continue  # no plan: RESTRICTED
-            plan = plans[i % 3]
-            await subscriptions.assign_plan(
+            plan = offered[i % 3]
+            await lifecycle.assign_plan(
                 agency, workspace_id=workspace.id, plan_id=plan.id, note="bench", idempotency_key=f"a{i}"
             )
             if i % 3 == 0:
-                await limits.set_add_on(agency, workspace_id=workspace.id, add_on_id=chatbot.id, quantity=1 + i % 2)
+                await entitlements.set_add_on(
+                    agency, workspace_id=workspace.id, add_on_id=chatbot.id, quantity=1 + i % 2
+                )
             if i % 6 == 0:
-                await limits.set_add_on(agency, workspace_id=workspace.id, add_on_id=seats.id, quantity=1)
+                await entitlements.set_add_on(agency, workspace_id=workspace.id, add_on_id=seats.id, quantity=1)
             if i % 10 == 7:  # usage above the plan's members: PAUSED
-                await limits.report_usage(PLATFORM, workspace_id=workspace.id, metric="members", value=40)
+                await entitlements.report_usage(PLATFORM, workspace_id=workspace.id, metric="members", value=40)
         return (await api_keys.create_key(partner_id=partner.id)).secret
     finally:
         await Tortoise.close_connections()

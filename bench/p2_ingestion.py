@@ -31,8 +31,11 @@ import orjson
 from tortoise import Tortoise
 
 from bench.common import LeanHttp, Load, asyncpg_dsn, database_url, report, scratch_database, servers
-from billing import api_keys, partners, rate_cards, usage, wallets
-from billing.tenancy import Viewer
+from billing.accounts import wallets
+from billing.catalog import rate_cards
+from billing.core.tenancy import Viewer
+from billing.tenants import api_keys, partners
+from billing.usage import whatsapp
 from models.enums import (
     PARTNER_PERMISSIONS,
     PLATFORM_PERMISSIONS,
@@ -179,14 +182,14 @@ async def floor_turn(
             async with pool.acquire() as conn:
                 await conn.fetchrow("SELECT * FROM api_key WHERE prefix = $1", seeded["prefix"])
             async with pool.acquire() as conn:
-                await conn.fetch(usage.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
+                await conn.fetch(whatsapp.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
             now = datetime.now(UTC)
             async with pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
-                    usage.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
+                    whatsapp.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
                 )
                 await conn.fetchrow(
-                    usage.CENTRAL_SQL, row["platform_total"], now, seeded["central"], row["posting_id"],
+                    whatsapp.CENTRAL_SQL, row["platform_total"], now, seeded["central"], row["posting_id"],
                     seeded["partner"], "BRL",
                 )  # fmt: skip
             done += BATCH

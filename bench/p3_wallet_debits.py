@@ -20,8 +20,9 @@ import orjson
 from tortoise import Tortoise
 
 from bench.common import LeanHttp, Load, asyncpg_dsn, database_url, load_for, report, run_for, scratch_database, server
-from billing import api_keys, partners, wallets
-from billing.tenancy import Viewer
+from billing.accounts import wallets
+from billing.core.tenancy import Viewer
+from billing.tenants import api_keys, partners
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, LedgerCause
 from models.tenancy import Workspace
 from schema.ids import to_global_id

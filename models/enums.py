@@ -187,3 +187,13 @@ class UsageCreditPolicy(StrEnum):
 
     REFUSE = "REFUSE"  # a hard stop at zero (the default)
     ALLOW_TO_CREDIT_LIMIT = "ALLOW_TO_CREDIT_LIMIT"  # down to the project wallet's credit limit
+
+
+class PaymentPurpose(StrEnum):
+    """What a payment buys; a paid payment's delivery is chosen by it (billing.dispatch)."""
+
+    PLAN_PURCHASE = "PLAN_PURCHASE"
+    PLAN_CHANGE = "PLAN_CHANGE"
+    SUBSCRIPTION_PERIOD = "SUBSCRIPTION_PERIOD"
+    ADD_ON_PURCHASE = "ADD_ON_PURCHASE"
+    WALLET_CREDIT = "WALLET_CREDIT"

@@ -5,8 +5,9 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import api_keys, tenancy
-from billing.errors import BillingError, ErrorCode
+from billing.core import tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.tenants import api_keys
 from models.enums import Permission as DomainPermission
 from resolvers.auth import viewer_with
 from resolvers.pagination import paginate

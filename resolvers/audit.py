@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from billing import tenancy
+from billing.core import tenancy
 from models.enums import Permission
 from resolvers.auth import viewer_with
 from resolvers.pagination import paginate

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from billing.errors import BillingError, ErrorCode
-from billing.tenancy import Viewer
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.tenancy import Viewer
 from models.enums import Permission
 from schema.context import Context
 from schema.ids import expect_id

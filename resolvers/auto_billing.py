@@ -8,8 +8,8 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from billing import auto_billing
-from billing.money import to_minor
+from billing.auto_billing import pool
+from billing.core.money import to_minor
 from models.enums import Permission, Unit
 from resolvers.auth import target_partner, viewer_with
 from schema.context import Context
@@ -59,7 +59,7 @@ class AutoBilling:
     waiting: list[PoolGrant] = strawberry.field(description="What workspaces are still owed, oldest first.")
 
     @classmethod
-    def of(cls, seen: auto_billing.Overview) -> AutoBilling:
+    def of(cls, seen: pool.Overview) -> AutoBilling:
         return cls(
             partner=Partner.of(seen.partner),
             enabled=seen.settings.enabled,
@@ -95,7 +95,7 @@ class AutoBilling:
 
 async def auto_billing_of(info: Info[Context, None], partner_id: strawberry.ID | None = None) -> AutoBilling:
     viewer = viewer_with(info, Permission.MANAGE_BILLING)
-    seen = await auto_billing.overview(viewer, partner_id=target_partner(viewer, partner_id))
+    seen = await pool.overview(viewer, partner_id=target_partner(viewer, partner_id))
     return AutoBilling.of(seen)
 
 
@@ -119,15 +119,13 @@ async def set_auto_billing(info: Info[Context, None], input: SetAutoBillingInput
     async def run() -> SetAutoBillingPayload:
         viewer = viewer_with(info, Permission.MANAGE_BILLING)
         partner_id = target_partner(viewer, input.partner_id)
-        await auto_billing.configure(
+        await pool.configure(
             viewer,
             partner_id=partner_id,
             enabled=input.enabled,
             for_clients=input.for_clients,
             client_overdraft=to_minor(input.client_overdraft, CREDITS, field="clientOverdraft"),
         )
-        return SetAutoBillingPayload(
-            auto_billing=AutoBilling.of(await auto_billing.overview(viewer, partner_id=partner_id))
-        )
+        return SetAutoBillingPayload(auto_billing=AutoBilling.of(await pool.overview(viewer, partner_id=partner_id)))
 
     return await payload(run, lambda errors: SetAutoBillingPayload(errors=errors))

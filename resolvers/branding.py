@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import branding
+from billing.tenants import branding
 from models.tenancy import Partner as PartnerRow
 from resolvers.auth import target_partner, viewer_with
 from schema.context import Context

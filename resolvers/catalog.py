@@ -5,10 +5,10 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import catalog
-from billing.errors import BillingError, ErrorCode
-from billing.money import Money as DomainMoney
-from billing.money import parse_decimal, to_minor
+from billing.catalog import plans as catalog
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Money as DomainMoney
+from billing.core.money import parse_decimal, to_minor
 from models.catalog import PlanFamily as PlanFamilyRow
 from models.enums import BillingInterval as DomainInterval
 from models.enums import MarginKind as DomainMarginKind

@@ -6,9 +6,13 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import checkout, credit_billing, tenancy, top_ups, wallets
-from billing.errors import BillingError, ErrorCode
-from billing.money import to_minor
+from billing.accounts import top_ups, wallets
+from billing.core import money, tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import to_minor
+from billing.sales import checkout
+from billing.subscriptions import credit_billing
+from billing.usage import units
 from models.enums import OwnerKind, PaymentMethodKind, Permission
 from models.payments import SavedPaymentMethod
 from models.tenancy import Workspace as WorkspaceRow
@@ -174,7 +178,7 @@ class TransferUnitsPayload:
 async def transfer_units(info: Info[Context, None], input: TransferUnitsInput) -> TransferUnitsPayload:
     async def run() -> TransferUnitsPayload:
         viewer = viewer_with(info, Permission.MANAGE_BILLING)
-        unit = wallets.check_unit(input.unit)
+        unit = money.check_unit(input.unit)
         made = await wallets.transfer_units(
             viewer,
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
@@ -212,8 +216,8 @@ class ConsumeUnitsPayload:
 async def consume_units(info: Info[Context, None], input: ConsumeUnitsInput) -> ConsumeUnitsPayload:
     async def run() -> ConsumeUnitsPayload:
         viewer = viewer_with(info, Permission.REPORT_USAGE)
-        unit = wallets.check_unit(input.unit)
-        balance = await wallets.consume_units(
+        unit = money.check_unit(input.unit)
+        balance = await units.consume_units(
             viewer,
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
             unit=unit,

@@ -7,8 +7,9 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from billing import identity, tenancy
-from billing.errors import BillingError, ErrorCode
+from billing.core import tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.tenants import identity
 from models.enums import Permission as DomainPermission
 from models.tenancy import PartnerUser as PartnerUserRow
 from models.tenancy import WorkspaceUser as WorkspaceUserRow

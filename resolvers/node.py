@@ -9,8 +9,9 @@ import strawberry
 from strawberry.types import Info
 from tortoise.queryset import QuerySet
 
-from billing import catalog, tenancy
-from billing.tenancy import Viewer
+from billing.catalog import plans
+from billing.core import tenancy
+from billing.core.tenancy import Viewer
 from models.catalog import PlanFamily as PlanFamilyRow
 from models.operations import WebhookDelivery as WebhookDeliveryRow
 from models.operations import WebhookEndpoint as WebhookEndpointRow
@@ -49,10 +50,10 @@ _RESOLVABLE: dict[str, tuple[Callable[[Viewer], QuerySet[Any]], Callable[[Any], 
     "WorkspaceUser": (tenancy.workspace_users, WorkspaceUser.of),
     "ApiKey": (tenancy.api_keys, ApiKey.of),
     "AuditEntry": (tenancy.audit_entries, AuditEntry.of),
-    "Plan": (catalog.visible_plans, Plan.of),
+    "Plan": (plans.visible_plans, Plan.of),
     "PlanFamily": (lambda _: PlanFamilyRow.all(), PlanFamily.of),
-    "AddOn": (catalog.visible_add_ons, AddOn.of),
-    "CreditPackage": (catalog.visible_credit_packages, CreditPackage.of),
+    "AddOn": (plans.visible_add_ons, AddOn.of),
+    "CreditPackage": (plans.visible_credit_packages, CreditPackage.of),
     "WebhookEndpoint": (lambda v: tenancy.partner_owned(WebhookEndpointRow.all(), v), WebhookEndpoint.of),
     "WebhookDelivery": (lambda v: tenancy.partner_owned(WebhookDeliveryRow.all(), v), WebhookDelivery.of),
     "Subscription": (tenancy.subscriptions, Subscription.of),

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from tortoise.queryset import QuerySet
 
-from billing.errors import BillingError, ErrorCode
+from billing.core.errors import BillingError, ErrorCode
 from schema.ids import decode_cursor
 from schema.types import Connection, connection_of
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import partners, tenancy
+from billing.core import tenancy
+from billing.tenants import partners
 from models.enums import Permission
 from resolvers.auth import viewer_with
 from resolvers.pagination import paginate

@@ -5,9 +5,11 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import catalog, checkout, gateway_configs, refunds
-from billing.errors import BillingError, ErrorCode
-from billing.money import Money, to_minor
+from billing.catalog import plans
+from billing.charges import gateway_configs
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Money, to_minor
+from billing.sales import checkout, refunds
 from models import enums
 from models.enums import Permission
 from models.tenancy import Partner as PartnerRow
@@ -216,7 +218,7 @@ async def create_credit_package(
         if viewer.kind == "WORKSPACE":
             raise BillingError(ErrorCode.FORBIDDEN, "packages are made by the partner")
         currency = input.price_currency.upper()
-        row = await catalog.create_credit_package(
+        row = await plans.create_credit_package(
             viewer,
             name=input.name,
             unit=input.unit,

@@ -16,8 +16,8 @@ from strawberry.types import Info
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
-from billing import realtime, tenancy
-from billing.tenancy import Viewer
+from billing.core import realtime, tenancy
+from billing.core.tenancy import Viewer
 from models.tenancy import Workspace as WorkspaceRow
 from models.wallets import Wallet as WalletRow
 from resolvers.auth import viewer_with

@@ -8,8 +8,8 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from billing import limits, renewals, subscriptions
-from billing.errors import BillingError
+from billing.core.errors import BillingError
+from billing.subscriptions import entitlements, lifecycle, limits, renewals
 from models import enums
 from models.enums import Permission
 from models.payments import Payment as PaymentRow
@@ -50,7 +50,7 @@ async def assign_plan(info: Info[Context, None], input: AssignPlanInput) -> Assi
     """The partner assigns a plan by hand (credit billing off)."""
     try:
         viewer = viewer_with(info, Permission.MANAGE_PLANS)
-        subscription = await subscriptions.assign_plan(
+        subscription = await lifecycle.assign_plan(
             viewer,
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
             plan_id=expect_id(input.plan_id, "Plan", "planId"),
@@ -85,7 +85,7 @@ async def set_workspace_add_on(info: Info[Context, None], input: SetWorkspaceAdd
     try:
         viewer = viewer_with(info, Permission.MANAGE_PLANS)
         workspace_id = expect_id(input.workspace_id, "Workspace", "workspaceId")
-        result = await limits.set_add_on(
+        result = await entitlements.set_add_on(
             viewer,
             workspace_id=workspace_id,
             add_on_id=expect_id(input.add_on_id, "AddOn", "addOnId"),
@@ -114,7 +114,7 @@ class ReportUsagePayload:
 async def report_usage(info: Info[Context, None], input: ReportUsageInput) -> ReportUsagePayload:
     try:
         viewer = viewer_with(info, Permission.REPORT_USAGE)
-        row = await limits.report_usage(
+        row = await entitlements.report_usage(
             viewer,
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
             metric=input.metric,
@@ -196,7 +196,7 @@ class PurchasePlanInput:
 
 async def purchase_plan(info: Info[Context, None], input: PurchasePlanInput) -> SubscriptionChangePayload:
     try:
-        made = await subscriptions.purchase_plan(
+        made = await lifecycle.purchase_plan(
             viewer_with(info),
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
             plan_id=expect_id(input.plan_id, "Plan", "planId"),
@@ -219,7 +219,7 @@ class ChangePlanInput:
 
 async def change_plan(info: Info[Context, None], input: ChangePlanInput) -> SubscriptionChangePayload:
     try:
-        made = await subscriptions.change_plan(
+        made = await lifecycle.change_plan(
             viewer_with(info),
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
             plan_id=expect_id(input.plan_id, "Plan", "planId"),
@@ -241,7 +241,7 @@ class CancelSubscriptionInput:
 
 async def cancel_subscription(info: Info[Context, None], input: CancelSubscriptionInput) -> SubscriptionChangePayload:
     try:
-        made = await subscriptions.cancel(
+        made = await lifecycle.cancel(
             viewer_with(info),
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
             at_period_end=input.at_period_end,
@@ -265,7 +265,7 @@ class WorkspacePayload:
 
 async def set_auto_renew(info: Info[Context, None], input: SetAutoRenewInput) -> WorkspacePayload:
     async def run() -> WorkspacePayload:
-        row = await subscriptions.set_auto_renew(
+        row = await lifecycle.set_auto_renew(
             viewer_with(info),
             workspace_id=expect_id(input.workspace_id, "Workspace", "workspaceId"),
             enabled=input.enabled,
@@ -288,7 +288,7 @@ async def subscribe_partner_plan(
 ) -> SubscriptionChangePayload:
     try:
         viewer = viewer_with(info)
-        made = await subscriptions.subscribe_partner_plan(
+        made = await lifecycle.subscribe_partner_plan(
             viewer,
             partner_id=target_partner(viewer, input.partner_id),
             plan_id=expect_id(input.plan_id, "Plan", "planId"),

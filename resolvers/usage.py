@@ -8,9 +8,12 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from billing import partner_balance, platform_deductions, project_credit, rate_cards, tenancy, usage, usage_reports
-from billing.errors import BillingError, ErrorCode
-from billing.money import check_currency, to_minor
+from billing.catalog import rate_cards
+from billing.core import tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import check_currency, to_minor
+from billing.sales import partner_balance
+from billing.usage import platform_deductions, project_credit, usage_reports, whatsapp
 from models import enums
 from models.tenancy import Partner as PartnerRow
 from models.wallets import Wallet as WalletRow
@@ -24,9 +27,9 @@ from schema.types import MarginKind, Money, Partner, Payment, PaymentMethodKind,
 _ = platform_deductions
 MessageCategory = strawberry.enum(enums.MessageCategory)
 UsageCreditPolicy = strawberry.enum(enums.UsageCreditPolicy)
-UsageWindow = strawberry.enum(usage.Window)
-UsageStatus = strawberry.enum(usage.Status, name="UsageEventStatus")
-UsageRefusal = strawberry.enum(usage.Reason, name="UsageRefusalReason")
+UsageWindow = strawberry.enum(whatsapp.Window)
+UsageStatus = strawberry.enum(whatsapp.Status, name="UsageEventStatus")
+UsageRefusal = strawberry.enum(whatsapp.Reason, name="UsageRefusalReason")
 
 
 # --- rate cards ----------------------------------------------------------------------------------
@@ -200,7 +203,7 @@ class UsageEventInput:
     count: int = 1
     recipient: str | None = strawberry.field(default=None, description="The recipient's number, e.g. +5511...")
     country: str | None = strawberry.field(default=None, description="Or its country (ISO 3166 alpha-2).")
-    window: UsageWindow = usage.Window.NONE
+    window: UsageWindow = whatsapp.Window.NONE
 
 
 @strawberry.type
@@ -214,7 +217,7 @@ class UsageEventResult:
     message: str | None
 
     @classmethod
-    def of(cls, result: usage.UsageResult) -> UsageEventResult:
+    def of(cls, result: whatsapp.UsageResult) -> UsageEventResult:
         currency = result.currency
         return cls(
             event_id=result.event_id,
@@ -250,11 +253,11 @@ async def report_usage_events(info: Info[Context, None], events: list[UsageEvent
         viewer = viewer_with(info, enums.Permission.REPORT_USAGE)
         ids: dict[str, int] = {}
         batch = [
-            usage.UsageIn(
+            whatsapp.UsageIn(
                 project_id=project_db_id(e.project_id, ids),
                 event_id=e.event_id,
                 category=e.category.value,
-                occurred_at=usage.as_utc(e.occurred_at),
+                occurred_at=whatsapp.as_utc(e.occurred_at),
                 count=e.count,
                 country=e.country,
                 recipient=e.recipient,
@@ -262,7 +265,7 @@ async def report_usage_events(info: Info[Context, None], events: list[UsageEvent
             )
             for e in events
         ]
-        results = await usage.report(viewer, batch)
+        results = await whatsapp.report(viewer, batch)
         return ReportUsageEventsPayload(results=[UsageEventResult.of(r) for r in results])
 
     return await payload(run, lambda errors: ReportUsageEventsPayload(errors=errors))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from billing import identity
+from billing.tenants import identity
 from resolvers.auth import viewer_with
 from resolvers.identity import viewer_type
 from schema.context import Context

@@ -7,9 +7,11 @@ from datetime import datetime
 import strawberry
 from strawberry.types import Info
 
-from billing import purchases, tenancy, wallets
-from billing.money import Money as DomainMoney
-from billing.money import to_minor
+from billing.accounts import wallets
+from billing.core import money, tenancy
+from billing.core.money import Money as DomainMoney
+from billing.core.money import to_minor
+from billing.sales import purchases
 from models.enums import LedgerCause as DomainLedgerCause
 from models.enums import Permission
 from models.payments import Payment as PaymentRow
@@ -79,7 +81,7 @@ async def _adjust(
     async def run() -> AdjustWorkspaceBalancePayload:
         viewer = viewer_with(info, Permission.MANAGE_BILLING)
         workspace_id = expect_id(input.workspace_id, "Workspace", "workspaceId")
-        unit = wallets.check_unit(input.unit)
+        unit = money.check_unit(input.unit)
         adjustment = await wallets.adjust_workspace_balance(
             viewer,
             workspace_id=workspace_id,
@@ -127,7 +129,7 @@ async def record_manual_purchase(
     async def run() -> RecordManualPurchasePayload:
         viewer = viewer_with(info, Permission.MANAGE_BILLING)
         workspace_id = expect_id(input.workspace_id, "Workspace", "workspaceId")
-        unit = wallets.check_unit(input.unit)
+        unit = money.check_unit(input.unit)
         purchase = await purchases.record_manual_purchase(
             viewer,
             workspace_id=workspace_id,

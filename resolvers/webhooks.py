@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import partner_webhooks
+from billing.outbox import partner_webhooks
 from models.enums import Permission
 from resolvers.auth import target_partner, viewer_with
 from schema.context import Context

@@ -5,8 +5,9 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing import partners, tenancy
-from billing.text import check_text
+from billing.core import tenancy
+from billing.core.text import check_text
+from billing.tenants import partners
 from models.enums import Permission
 from resolvers.auth import target_partner, viewer_with
 from resolvers.pagination import paginate

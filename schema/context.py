@@ -12,10 +12,10 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from billing import api_keys, identity
-from billing.errors import BillingError, ErrorCode
-from billing.subscriptions import LIVE
-from billing.tenancy import Viewer
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.tenancy import Viewer
+from billing.subscriptions.current import LIVE
+from billing.tenants import api_keys, identity
 from models.catalog import PartnerMargin, Plan
 from models.subscriptions import Subscription, UsageCounter, WorkspaceAddOn
 from models.tenancy import Branding, Partner, Project

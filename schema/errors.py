@@ -10,9 +10,9 @@ import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
-from billing.audit import request_id
-from billing.errors import BillingError
-from billing.errors import ErrorCode as DomainErrorCode
+from billing.core.audit import request_id
+from billing.core.errors import BillingError
+from billing.core.errors import ErrorCode as DomainErrorCode
 
 log = logging.getLogger("whitebill.errors")
 

@@ -9,8 +9,8 @@ from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.types.graphql import OperationType
 from tortoise.transactions import in_transaction
 
-from billing import sql
-from billing.errors import BillingError, ErrorCode
+from billing.core import sql
+from billing.core.errors import BillingError, ErrorCode
 from schema.context import Loaders
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from billing.errors import BillingError, ErrorCode
+from billing.core.errors import BillingError, ErrorCode
 
 MAX_DB_ID = 2**63 - 1
 

@@ -10,10 +10,11 @@ import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
-from billing.catalog import price_with
-from billing.limits import combine
-from billing.money import format_minor
-from billing.subscriptions import history_of, live_partner_subscription
+from billing.catalog.plans import price_with
+from billing.core.money import format_minor
+from billing.subscriptions.current import live_partner_subscription
+from billing.subscriptions.lifecycle import history_of
+from billing.subscriptions.limits import combine
 from models import catalog as catalog_models
 from models import enums
 from models import operations as operations_models
@@ -426,7 +427,7 @@ class Partner(Node):
 
     @strawberry.field(description="The methods this partner's clients may pay with at checkout.")
     async def payment_methods(self) -> list[PaymentMethodKind]:
-        from billing.gateway_configs import active_config
+        from billing.charges.gateway_configs import active_config
 
         config = await active_config(self.db_id)
         return [enums.PaymentMethodKind(m) for m in config.methods] if config else [enums.PaymentMethodKind.MANUAL]
@@ -435,7 +436,7 @@ class Partner(Node):
     async def gateway_configs(
         self, info: Info[Context, None]
     ) -> list[Annotated[GatewayConfig, strawberry.lazy("schema.types")]]:
-        from billing.gateway_configs import configs_of
+        from billing.charges.gateway_configs import configs_of
 
         viewer = info.context.require_viewer()
         if viewer.kind == "WORKSPACE":
@@ -511,7 +512,7 @@ class GatewayConfig(Node):
 
     @classmethod
     def of(cls, row: payment_models.GatewayConfig) -> GatewayConfig:
-        from billing.gateway_configs import webhook_url
+        from billing.charges.gateway_configs import webhook_url
 
         return cls(
             id=strawberry.ID(to_global_id("GatewayConfig", row.id)),

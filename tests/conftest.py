@@ -27,7 +27,8 @@ from cryptography.fernet import Fernet
 from tortoise import Tortoise
 from tortoise.backends.base import executor
 
-from billing import clock, ratelimit
+from billing.core import clock
+from billing.tenants import ratelimit
 from gateways import registry
 from tests.fake_asaas.control import FakeAsaasController
 from tests.fake_asaas.fixtures import asaas, fake_asaas  # noqa: F401
@@ -127,7 +128,7 @@ async def database(backend: Backend) -> AsyncIterator[Backend]:
     """A connected, migrated, empty database of the test's backend."""
     # Tortoise caches INSERT statements per connection name: switching backends must forget them.
     executor.EXECUTOR_CACHE.clear()
-    await Tortoise.init(config=db.tortoise_config(backend.url), _enable_global_fallback=True)
+    await db.connect(backend.url)
     await _wipe(backend)
     clock.use_shared_offset(True)
     await clock.reset()

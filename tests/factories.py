@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from billing import partners
-from billing.tenancy import Viewer
+from billing.core.tenancy import Viewer
+from billing.tenants import partners
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS
 from models.tenancy import Partner, Workspace
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from strawberry.extensions import SchemaExtension
 
-from billing import api_keys
+from billing.tenants import api_keys
 from schema.root import schema
 from tests.factories import a_partner, a_workspace
 from whitebill.app import create_app

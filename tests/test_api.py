@@ -10,7 +10,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from billing import api_keys
+from billing.tenants import api_keys
 from schema.ids import to_global_id
 from tests.graphql import GraphQLClient
 
@@ -303,7 +303,7 @@ async def test_the_server_reads_the_clock_the_test_moved(platform: GraphQLClient
     """The test clock is shared through the database: the server process sees time move too."""
     from datetime import datetime, timedelta
 
-    from billing import clock
+    from billing.core import clock
 
     _, agency = await onboard(platform, "timely")
     workspace = (await new_workspace(agency, "Client", "c@timely.example"))["workspace"]

@@ -14,8 +14,13 @@ import anyio
 import httpx
 import pytest
 
-from billing import api_keys, catalog, clock, purchases, subscriptions, wallets
-from billing.money import Money
+from billing.accounts import wallets
+from billing.catalog import plans
+from billing.core import clock
+from billing.core.money import Money
+from billing.sales import purchases
+from billing.subscriptions import lifecycle
+from billing.tenants import api_keys
 from models.enums import BillingInterval, MarginKind, OwnerKind, PeriodStatus
 from models.operations import OutboxEvent
 from models.subscriptions import SubscriptionPeriod
@@ -55,8 +60,8 @@ async def an_aisensy_partner() -> Partner:
 
 async def a_family_plan(partner: Partner):
     """Basic Monthly at R$ 100.00 from the platform; the partner sells it with 20 % on top."""
-    family = await catalog.create_plan_family(PLATFORM, name=f"Basic {partner.id}")
-    plan = await catalog.create_plan(
+    family = await plans.create_plan_family(PLATFORM, name=f"Basic {partner.id}")
+    plan = await plans.create_plan(
         PLATFORM,
         name=f"Basic Monthly {partner.id}",
         interval=BillingInterval.MONTHLY,
@@ -64,9 +69,7 @@ async def a_family_plan(partner: Partner):
         limits={"members": 5},
         family_id=family.id,
     )
-    await catalog.set_margin(
-        partner_viewer(partner), kind=MarginKind.PERCENTAGE, value=Decimal(20), family_id=family.id
-    )
+    await plans.set_margin(partner_viewer(partner), kind=MarginKind.PERCENTAGE, value=Decimal(20), family_id=family.id)
     return plan
 
 
@@ -90,7 +93,7 @@ async def test_top_up_through_the_platform_gateway_then_sign_up_and_renewal_cost
     plan = await a_family_plan(partner)
     workspace = await a_workspace(partner, "Loja")
     viewer = partner_viewer(partner)
-    subscription = await subscriptions.assign_plan(
+    subscription = await lifecycle.assign_plan(
         viewer, workspace_id=workspace.id, plan_id=plan.id, note="paid by pix", idempotency_key="a1"
     )
     assert subscription.price_amount == 120_00  # what the client pays
@@ -137,7 +140,7 @@ async def test_a_short_balance_holds_nothing_back_and_the_deduction_waits() -> N
     plan = await a_family_plan(partner)
     workspace = await a_workspace(partner, "Loja")
     viewer = partner_viewer(partner)
-    await subscriptions.assign_plan(viewer, workspace_id=workspace.id, plan_id=plan.id, note="", idempotency_key="a")
+    await lifecycle.assign_plan(viewer, workspace_id=workspace.id, plan_id=plan.id, note="", idempotency_key="a")
     # The client has its plan; the partner owes the platform R$ 100.00 and is told.
     pending = await PlatformDeduction.get(partner_id=partner.id)
     assert pending.debited_at is None and pending.amount == 100_00

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from billing import api_keys
+from billing.tenants import api_keys
 
 CONFORMANCE = Path(__file__).parent / "conformance"
 NPM_CI_TIMEOUT = 300

@@ -16,8 +16,12 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from billing import api_keys, audit, clock, project_credit, rate_cards, sql, wallets
-from billing.tenancy import Viewer
+from billing.accounts import wallets
+from billing.catalog import rate_cards
+from billing.core import audit, clock, sql
+from billing.core.tenancy import Viewer
+from billing.tenants import api_keys
+from billing.usage import project_credit
 from models.enums import PLATFORM_PERMISSIONS, MessageCategory, Permission
 from models.tenancy import Project
 from schema.ids import to_global_id

@@ -10,7 +10,8 @@ import uuid
 import anyio
 import pytest
 
-from billing import api_keys, clock
+from billing.core import clock
+from billing.tenants import api_keys
 from models.payments import Payment
 from models.subscriptions import WorkspaceAddOn
 from models.wallets import LedgerEntry, Wallet

@@ -10,7 +10,9 @@ import socket
 import pytest
 from aiosmtpd.controller import Controller
 
-from billing import branding, clock, identity, payments
+from billing.charges import payments
+from billing.core import clock
+from billing.tenants import branding, identity
 from models.enums import PaymentMethodKind, PaymentStatus
 from models.operations import OutboxEvent
 from tests.factories import a_partner, a_workspace, partner_viewer

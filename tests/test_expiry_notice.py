@@ -10,7 +10,9 @@ import json
 
 import pytest
 
-from billing import branding, expiring_plans, partner_webhooks, subscriptions
+from billing.outbox import partner_webhooks
+from billing.subscriptions import expiring_plans, lifecycle
+from billing.tenants import branding
 from models.enums import SubscriptionStatus
 from models.operations import OutboxEvent
 from tests.factories import a_partner, a_workspace, partner_viewer
@@ -36,7 +38,7 @@ async def test_auto_renew_off_is_announced_seven_days_before_the_end_once_by_mai
     workspace = await a_workspace(partner, email="dono@padaria.example")
     await at(utc(2027, 1, 10, 9))
     subscription = await assigned(partner, workspace, await a_plan(partner, "Pro"))  # ends Feb 10, 09:00
-    await subscriptions.set_auto_renew(viewer, workspace_id=workspace.id, enabled=False)
+    await lifecycle.set_auto_renew(viewer, workspace_id=workspace.id, enabled=False)
     with receiving() as (receiver, url):
         await partner_webhooks.create_endpoint(viewer, partner_id=partner.id, url=url + "/ok", events=[])
         await at(utc(2027, 2, 3, 8, 59))  # 7 days and a minute before: not yet
@@ -86,8 +88,8 @@ async def test_only_plans_that_will_not_renew_are_announced_each_once_per_period
     await assigned(partner, canceling, plan, "c")
     toggled = await assigned(partner, toggling, plan, "t")
     two_months = await assigned(partner, limited, await a_plan(partner, "Two months", validity_periods=2), "l")
-    await subscriptions.cancel(viewer, workspace_id=canceling.id, at_period_end=True)
-    await subscriptions.set_auto_renew(viewer, workspace_id=toggling.id, enabled=False)
+    await lifecycle.cancel(viewer, workspace_id=canceling.id, at_period_end=True)
+    await lifecycle.set_auto_renew(viewer, workspace_id=toggling.id, enabled=False)
 
     await at(utc(2027, 1, 29))  # 7 days before Feb 5
     await deliver_outbox()
@@ -97,12 +99,12 @@ async def test_only_plans_that_will_not_renew_are_announced_each_once_per_period
     ]  # the two-month plan renews once more; the renewing one renews
 
     # Auto-renew back on: it renews on Feb 5; off again, the next period's end is announced too.
-    await subscriptions.set_auto_renew(viewer, workspace_id=toggling.id, enabled=True)
+    await lifecycle.set_auto_renew(viewer, workspace_id=toggling.id, enabled=True)
     await at(utc(2027, 2, 5))
     await deliver_outbox()
     await pay_due(partner, two_months.id)
     await pay_due(partner, toggled.id)  # an unpaid renewal is dunning's business, not this notice's
-    await subscriptions.set_auto_renew(viewer, workspace_id=toggling.id, enabled=False)
+    await lifecycle.set_auto_renew(viewer, workspace_id=toggling.id, enabled=False)
     await at(utc(2027, 2, 26))  # 7 days before Mar 5
     await deliver_outbox()
     later = [(n["workspace_id"], n["ends_at"][:10], n["ending_status"]) for n in (await notices())[2:]]
@@ -121,7 +123,7 @@ async def canceled_at_period_end() -> None:
     workspace = await a_workspace(partner)
     await at(utc(2027, 1, 5))
     await assigned(partner, workspace, await a_plan(partner))
-    await subscriptions.cancel(partner_viewer(partner), workspace_id=workspace.id, at_period_end=True)
+    await lifecycle.cancel(partner_viewer(partner), workspace_id=workspace.id, at_period_end=True)
 
 
 async def test_several_workers_at_once_write_one_notice() -> None:

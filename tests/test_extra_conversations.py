@@ -8,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from billing import api_keys, clock
+from billing.core import clock
+from billing.tenants import api_keys
 from models.subscriptions import Subscription
 from models.wallets import LedgerEntry, Wallet
 from schema.ids import to_global_id

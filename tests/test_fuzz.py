@@ -30,8 +30,10 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.generation.case import Case
 from schemathesis.schemas import APIOperation, BaseSchema
 
-from billing import api_keys, purchases, wallets
-from billing.money import Money
+from billing.accounts import wallets
+from billing.core.money import Money
+from billing.sales import purchases
+from billing.tenants import api_keys
 from models.tenancy import Project
 from models.wallets import LedgerEntry
 from schema.ids import encode_cursor, to_global_id

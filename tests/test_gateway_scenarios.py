@@ -21,7 +21,7 @@ import httpx
 import pytest
 import stripe
 
-from billing import api_keys
+from billing.tenants import api_keys
 from models.enums import PaymentStatus
 from models.payments import Payment
 from models.subscriptions import Subscription, SubscriptionHistory, SubscriptionPeriod

@@ -17,7 +17,9 @@ import anyio
 import httpx
 import pytest
 
-from billing import api_keys, clock, reconciler
+from billing.charges import reconciler
+from billing.core import clock
+from billing.tenants import api_keys
 from models.payments import Payment
 from schema.ids import from_global_id, to_global_id
 from tests.factories import a_partner, a_workspace

@@ -13,7 +13,10 @@ import uuid
 import httpx
 import pytest
 
-from billing import api_keys, clock, reconciler, refunds
+from billing.charges import reconciler
+from billing.core import clock
+from billing.sales import refunds
+from billing.tenants import api_keys
 from gateways import registry
 from models.enums import PaymentStatus
 from models.payments import GatewayConfig, Payment

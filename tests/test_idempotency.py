@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from billing import clock, idempotency, sql, wallets
-from billing.errors import BillingError, ErrorCode
+from billing.accounts import wallets
+from billing.core import clock, idempotency, sql
+from billing.core.errors import BillingError, ErrorCode
 from models.operations import IdempotencyRecord
 from models.wallets import LedgerEntry, Wallet
 from tests.factories import a_partner, a_workspace, partner_viewer

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from billing import api_keys, clock, identity, ratelimit
-from billing.errors import BillingError, ErrorCode
+from billing.core import clock
+from billing.core.errors import BillingError, ErrorCode
+from billing.tenants import api_keys, identity, ratelimit
 from models.enums import Permission
 from models.operations import OutboxEvent
 from models.tenancy import PartnerUser, WorkspaceUser

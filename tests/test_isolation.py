@@ -58,7 +58,9 @@ from tortoise import Tortoise
 from websockets.frames import Close
 from websockets.typing import Subprotocol
 
-from billing import api_keys, clock, partner_webhooks, sql
+from billing.core import clock, sql
+from billing.outbox import partner_webhooks
+from billing.tenants import api_keys
 from models.operations import OutboxEvent
 from schema.ids import from_global_id, to_global_id
 from schema.root import MAX_TOKENS

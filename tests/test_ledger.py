@@ -7,9 +7,10 @@ import asyncio
 import pytest
 from tortoise.exceptions import IntegrityError, OperationalError
 
-from billing import ledger, sql, wallets
-from billing.errors import BillingError, ErrorCode
-from billing.ledger import CausedBy, Leg
+from billing.accounts import ledger, wallets
+from billing.accounts.ledger import CausedBy, Leg
+from billing.core import sql
+from billing.core.errors import BillingError, ErrorCode
 from models.enums import ExternalAccount, LedgerCause, OwnerKind
 from models.tenancy import Partner
 from models.wallets import LedgerEntry, Posting, Wallet

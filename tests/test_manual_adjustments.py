@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from tortoise.transactions import in_transaction
 
-from billing import clock, wallets
-from billing.errors import BillingError, ErrorCode
-from billing.tenancy import Viewer
+from billing.accounts import wallets
+from billing.core import clock
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.tenancy import Viewer
 from models.enums import OwnerKind, Permission
 from models.operations import AuditLog, IdempotencyRecord, OutboxEvent
 from models.tenancy import Workspace

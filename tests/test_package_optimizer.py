@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.package_optimizer import (
+from billing.auto_billing.package_optimizer import (
     MAX_TABLE,
     Basket,
     CatalogueTooFine,

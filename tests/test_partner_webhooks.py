@@ -28,7 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from billing import api_keys, clock, partner_webhooks, work
+from billing.core import clock, work
+from billing.outbox import partner_webhooks
+from billing.tenants import api_keys
 from models.enums import WorkState
 from models.operations import OutboxEvent, WebhookDelivery
 from schema.ids import to_global_id

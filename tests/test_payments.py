@@ -7,11 +7,13 @@ import secrets
 
 import pytest
 
-from billing import payments, purchases, wallets  # importing purchases registers WALLET_CREDIT
-from billing.errors import BillingError, ErrorCode
-from billing.money import Money
-from billing.payments import TRANSITIONS
-from billing.webhooks import NoticeResult, process_notice
+from billing.accounts import wallets
+from billing.charges import payments
+from billing.charges.payments import TRANSITIONS
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Money
+from billing.sales import purchases
+from billing.sales.provider_webhooks import NoticeResult, process_notice
 from gateways import registry
 from gateways.base import (
     Capabilities,

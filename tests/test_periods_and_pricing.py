@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from billing.money import Money
-from billing.periods import add_months, period_containing, period_end, prorate
-from billing.pricing import partner_price
+from billing.catalog.pricing import partner_price
+from billing.core.money import Money
+from billing.core.periods import add_months, period_containing, period_end, prorate
 from models.enums import BillingInterval, MarginKind
 
 

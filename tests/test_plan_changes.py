@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from billing import api_keys, clock, identity, passwords, renewals
-from billing.wallets import open_wallet
+from billing.accounts.wallets import open_wallet
+from billing.core import clock
+from billing.subscriptions import renewals
+from billing.tenants import api_keys, identity, passwords
 from models.enums import OwnerKind
 from models.payments import Payment
 from models.subscriptions import Subscription

@@ -22,9 +22,10 @@ from hypothesis.stateful import (
 from tortoise import Tortoise
 from tortoise.backends.base import executor
 
-from billing import ledger, money, sql, wallets
-from billing.errors import BillingError, ErrorCode
-from billing.ledger import Leg
+from billing.accounts import ledger, wallets
+from billing.accounts.ledger import Leg
+from billing.core import money, sql
+from billing.core.errors import BillingError, ErrorCode
 from models.enums import ExternalAccount, LedgerCause
 from models.wallets import Wallet
 from tests.conftest import Backend, _wipe

@@ -16,7 +16,8 @@ from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
-from billing import api_keys, realtime, sql
+from billing.core import realtime, sql
+from billing.tenants import api_keys
 from schema.ids import to_global_id
 from tests.conftest import Backend, Server, serving
 from tests.factories import PLATFORM, a_partner, a_workspace

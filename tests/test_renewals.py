@@ -14,11 +14,15 @@ from decimal import Decimal
 
 import pytest
 
-from billing import catalog, clock, ledger, purchases, renewals, subscriptions, workspace_status
-from billing.errors import BillingError, ErrorCode
-from billing.ledger import Leg
-from billing.money import Money
-from billing.wallets import open_wallet
+from billing.accounts import ledger
+from billing.accounts.ledger import Leg
+from billing.accounts.wallets import open_wallet
+from billing.catalog import plans
+from billing.core import clock
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Money
+from billing.sales import purchases
+from billing.subscriptions import current, lifecycle, renewals, workspace_status
 from models.catalog import PartnerMargin
 from models.enums import (
     BillingInterval,
@@ -52,7 +56,7 @@ async def at(moment: datetime) -> None:
 
 
 async def a_plan(partner, name: str = "Basic", amount: int = 4990, **extra):
-    return await catalog.create_plan(
+    return await plans.create_plan(
         partner_viewer(partner),
         name=name,
         interval=BillingInterval.MONTHLY,
@@ -63,7 +67,7 @@ async def a_plan(partner, name: str = "Basic", amount: int = 4990, **extra):
 
 
 async def assigned(partner, workspace, plan, key: str = "a1") -> Subscription:
-    return await subscriptions.assign_plan(
+    return await lifecycle.assign_plan(
         partner_viewer(partner), workspace_id=workspace.id, plan_id=plan.id, note="", idempotency_key=key
     )
 
@@ -179,11 +183,11 @@ async def test_uchat_policy_three_daily_retries_then_the_free_fallback_plan() ->
     await renewals.run_due()
     await paid.refresh_from_db()
     assert paid.status is SubscriptionStatus.EXPIRED
-    now_on = await subscriptions.live_subscription(workspace.id)
+    now_on = await current.live_subscription(workspace.id)
     assert now_on is not None and now_on.plan_id == free.id and now_on.status is SubscriptionStatus.ACTIVE
     renewal = await Payment.get(purpose_kind="SUBSCRIPTION_PERIOD", amount=9900)
     assert renewal.status is PaymentStatus.CANCELED  # the unpaid period is void, not owed
-    history = await subscriptions.history_of(workspace_id=workspace.id)
+    history = await lifecycle.history_of(workspace_id=workspace.id)
     assert [(h.plan_id, h.status) for h in history] == [
         (paid.plan_id, SubscriptionStatus.EXPIRED),
         (free.id, SubscriptionStatus.ACTIVE),
@@ -196,7 +200,7 @@ async def test_validity_ends_a_plan_after_its_periods_and_a_trial_is_billed_at_i
     await at(utc(2027, 1, 5))
     two_months = await a_plan(partner, "Two months", validity_periods=2)
     await assigned(partner, limited, two_months, "v")
-    trying = await subscriptions.assign_plan(
+    trying = await lifecycle.assign_plan(
         partner_viewer(partner),
         workspace_id=trial.id,
         plan_id=(await a_plan(partner, "Trial plan", trial_days=14)).id,
@@ -211,7 +215,7 @@ async def test_validity_ends_a_plan_after_its_periods_and_a_trial_is_billed_at_i
     assert (first.number, first.starts_at, first.status) == (1, utc(2027, 1, 19), PeriodStatus.DUE)
     assert trying.status is SubscriptionStatus.ACTIVE and trying.next_retry_at == utc(2027, 1, 20)  # issued
 
-    sub = await subscriptions.live_subscription(limited.id)
+    sub = await current.live_subscription(limited.id)
     await at(utc(2027, 2, 5))
     await renewals.run_due()
     await pay_due(partner, sub.id)
@@ -225,7 +229,7 @@ async def test_a_future_dated_activation_is_active_now_and_first_charged_on_its_
     partner = await a_partner()
     workspace = await a_workspace(partner)
     await at(utc(2027, 3, 10))
-    subscription = await subscriptions.assign_plan(
+    subscription = await lifecycle.assign_plan(
         partner_viewer(partner),
         workspace_id=workspace.id,
         plan_id=(await a_plan(partner)).id,
@@ -258,29 +262,29 @@ async def test_included_units_arrive_once_per_paid_period() -> None:
 
 async def test_bulk_margins_over_a_family_are_exact_and_one_per_scope() -> None:
     partner = await a_partner()
-    family = await catalog.create_plan_family(PLATFORM, name="Chatbot")
-    plans = [
-        await catalog.create_plan(
+    family = await plans.create_plan_family(PLATFORM, name="Chatbot")
+    family_plans = [
+        await plans.create_plan(
             PLATFORM, name=n, interval=BillingInterval.MONTHLY, price=Money(a, "BRL"), limits={}, family_id=family.id
         )
         for n, a in (("Basic", 4990), ("Pro", 9900), ("Basic yearly", 49900), ("Pro yearly", 99000))
     ]
-    solo = await catalog.create_plan(
+    solo = await plans.create_plan(
         PLATFORM, name="Solo", interval=BillingInterval.MONTHLY, price=Money(1000, "BRL"), limits={}
     )
     viewer = partner_viewer(partner)
     await asyncio.gather(
         *(
-            catalog.set_margin(viewer, kind=MarginKind.PERCENTAGE, value=Decimal("15"), family_id=family.id)
+            plans.set_margin(viewer, kind=MarginKind.PERCENTAGE, value=Decimal("15"), family_id=family.id)
             for _ in range(4)
         )
     )
-    await catalog.set_margin(viewer, kind=MarginKind.PERCENTAGE, value=Decimal("7.5"))  # bulk, below the family's
-    await catalog.set_margin(viewer, kind=MarginKind.FIXED, value=Decimal("300"))  # bulk again: replaces it
+    await plans.set_margin(viewer, kind=MarginKind.PERCENTAGE, value=Decimal("7.5"))  # bulk, below the family's
+    await plans.set_margin(viewer, kind=MarginKind.FIXED, value=Decimal("300"))  # bulk again: replaces it
     assert await PartnerMargin.filter(partner_id=partner.id).count() == 2
-    prices = [(await catalog.price_for(partner.id, p)).amount for p in plans]
+    prices = [(await plans.price_for(partner.id, p)).amount for p in family_plans]
     assert prices == [5738, 11385, 57385, 113850]  # 49.90 x 1.15 = 57.385 -> 57.38, half-even
-    assert (await catalog.price_for(partner.id, solo)).amount == 1300  # outside the family: the bulk margin
+    assert (await plans.price_for(partner.id, solo)).amount == 1300  # outside the family: the bulk margin
 
 
 # --- 4 workers, 14 months, PostgreSQL -------------------------------------------------------------
@@ -312,7 +316,7 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
         pytest.skip("several worker processes share one database on PostgreSQL")
     partner = await a_partner()
     basic = await a_plan(partner)
-    starter = await catalog.create_plan(
+    starter = await plans.create_plan(
         PLATFORM,
         name="Partner",
         interval=BillingInterval.MONTHLY,
@@ -328,7 +332,7 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
         await at(start)
         workspaces[name] = await a_workspace(partner, name)
         await assigned(partner, workspaces[name], basic, name)
-    partner_plan = await subscriptions.subscribe_partner_plan(
+    partner_plan = await lifecycle.subscribe_partner_plan(
         partner_viewer(partner),
         partner_id=partner.id,
         plan_id=starter.id,
@@ -337,7 +341,7 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
     )  # Mar 1: 300.00 a month from a balance of 1,500.00 -> short in August
 
     late = workspaces["Feb 15"]
-    late_sub = await subscriptions.live_subscription(late.id)
+    late_sub = await current.live_subscription(late.id)
     workers = [start_worker(database, f"w{i}") for i in range(4)]
     try:
         end = utc(2028, 5, 1)
@@ -349,7 +353,7 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
             await at(max(due.next_action_at, clock.now()))
             await settle()
             for name, workspace in workspaces.items():
-                sub = await subscriptions.live_subscription(workspace.id)
+                sub = await current.live_subscription(workspace.id)
                 if workspace is late and clock.now() >= utc(2027, 6, 15) and sub.failed_renewals < 3 and not late_paid:
                     continue  # June's renewal stays unpaid: failures on the due date, days 1 and 3
                 if workspace is late and sub.failed_renewals == 3:
@@ -367,7 +371,7 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
         for worker in workers:
             worker.wait(timeout=10)
 
-    jan31 = await subscriptions.live_subscription(workspaces["Jan 31"].id)
+    jan31 = await current.live_subscription(workspaces["Jan 31"].id)
     starts = [p.starts_at for p in await SubscriptionPeriod.filter(subscription_id=jan31.id).order_by("number")]
     assert starts[:4] == [utc(2027, 1, 31, 12), utc(2027, 2, 28, 12), utc(2027, 3, 31, 12), utc(2027, 4, 30, 12)]
     assert starts[-1] == utc(2028, 4, 30, 12) and len(starts) == 16  # Jan 31 2027 .. Apr 30 2028
@@ -389,7 +393,7 @@ async def test_fourteen_months_of_renewals_by_four_workers_bill_each_period_once
     assert balance.balance == 450_000 - 30_000 * partner_periods  # every partner period debited once
     entries = await ledger_sum(balance.id)
     assert entries == balance.balance
-    assert late_sub.id == (await subscriptions.live_subscription(late.id)).id
+    assert late_sub.id == (await current.live_subscription(late.id)).id
 
 
 async def ledger_sum(wallet_id: int) -> int:

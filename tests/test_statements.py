@@ -9,7 +9,8 @@ import httpx
 import pytest
 from tortoise import Tortoise
 
-from billing import api_keys, wallets
+from billing.accounts import wallets
+from billing.tenants import api_keys
 from tests.counting import count_statements
 from tests.factories import a_partner, a_workspace, partner_viewer
 from whitebill.app import create_app

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing import api_keys
+from billing.tenants import api_keys
 from schema.ids import to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient

@@ -20,7 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing import api_keys, clock, rate_cards
+from billing.catalog import rate_cards
+from billing.core import clock
+from billing.tenants import api_keys
 from models.enums import MarginKind, OwnerKind, Permission
 from models.subscriptions import UsageEvent
 from models.tenancy import Project
@@ -283,8 +285,8 @@ async def test_partner_balance_at_its_limit_refuses_usage(server) -> None:
     # Leave R$ 0.62 in the centralised balance: two messages at 0.31.
     central = flow["central"]
     debit = await Wallet.get(id=central.id)
-    from billing import ledger
-    from billing.ledger import Leg
+    from billing.accounts import ledger
+    from billing.accounts.ledger import Leg
     from models.enums import ExternalAccount, LedgerCause
 
     await ledger.post(

@@ -10,9 +10,13 @@ import uuid
 
 import pytest
 
-from billing import api_keys, charging, clock, credit_billing, gateway_configs, top_ups, wallets
-from billing.errors import BillingError
-from billing.ledger import CausedBy
+from billing.accounts import top_ups, wallets
+from billing.accounts.ledger import CausedBy
+from billing.charges import charging, gateway_configs
+from billing.core import clock
+from billing.core.errors import BillingError
+from billing.subscriptions import credit_billing
+from billing.tenants import api_keys
 from gateways.base import SavedMethod
 from models.catalog import AddOn, CreditPackage
 from models.enums import GatewayMode, LedgerCause, PaymentMethodKind, PaymentStatus

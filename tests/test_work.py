@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from billing import audit, clock, notifications, work
+from billing.core import audit, clock, work
+from billing.outbox import notifications
 from models.enums import IdempotencyStatus, WorkState
 from models.operations import ClockSetting, IdempotencyRecord, Job, OutboxEvent
 from whitebill.settings import Settings

@@ -29,8 +29,8 @@ from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from tortoise import Tortoise
 
-from billing import clock, realtime, sql
-from billing.audit import request_id
+from billing.core import clock, realtime, sql
+from billing.core.audit import request_id
 from schema.context import Context, authenticate, bearer_token
 from schema.root import schema
 from whitebill import db, usage_http
@@ -236,7 +236,7 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
         if not manage_database:
             yield
             return
-        await Tortoise.init(config=db.tortoise_config(settings.database_url), _enable_global_fallback=True)
+        await db.connect(settings.database_url)
         listener = None
         try:
             await ensure_migrated(settings)

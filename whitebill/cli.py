@@ -77,7 +77,7 @@ KEEP_ALIVE_SECONDS = 75
 def _worker(args: argparse.Namespace) -> int:
     from tortoise import Tortoise
 
-    from billing import clock
+    from billing.core import clock
     from whitebill import db, logs
     from whitebill.worker import Worker
 
@@ -127,8 +127,8 @@ def _schema(args: argparse.Namespace) -> int:
 def _api_key_create(args: argparse.Namespace) -> int:
     from tortoise import Tortoise
 
-    from billing import api_keys
-    from billing.errors import BillingError
+    from billing.core.errors import BillingError
+    from billing.tenants import api_keys
     from models.enums import Permission
     from whitebill import db
 
@@ -169,8 +169,8 @@ def _operator_create(args: argparse.Namespace) -> int:
 
     from tortoise import Tortoise
 
-    from billing import identity
-    from billing.errors import BillingError
+    from billing.core.errors import BillingError
+    from billing.tenants import identity
     from whitebill import db
 
     settings = load_settings()
@@ -193,7 +193,7 @@ def _operator_create(args: argparse.Namespace) -> int:
 
 
 def _secret_key(args: argparse.Namespace) -> int:
-    from billing.credentials import new_key
+    from billing.core.credentials import new_key
 
     print(new_key())
     return 0

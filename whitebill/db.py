@@ -12,6 +12,7 @@ from tortoise.context import TortoiseContext
 from tortoise.migrations.api import migrate as migrate_api
 from tortoise.migrations.executor import MigrationExecutor
 
+from billing import dispatch
 from models import MODEL_MODULES
 
 APP_LABEL = "models"
@@ -60,6 +61,8 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
 
 
 async def connect(database_url: str) -> None:
+    """Connect this process to the database, the domain's dispatch tables installed with it."""
+    dispatch.install()
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from tortoise import Tortoise
 
-from billing import api_keys, partners, subscriptions, wallets
-from billing.passwords import hash_password
-from billing.tenancy import Viewer
+from billing.accounts import wallets
+from billing.core.tenancy import Viewer
+from billing.subscriptions import lifecycle
+from billing.tenants import api_keys, partners
+from billing.tenants.passwords import hash_password
 from models.catalog import AddOn, CreditPackage, Plan, PlanFamily
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, Unit
 from models.tenancy import ApiKey, Partner, PartnerUser, Workspace
@@ -91,7 +93,7 @@ async def _partner() -> Partner:
                 idempotency_key=f"demo-welcome-{workspace.id}",
             )
             basic = await Plan.get(name="Basic Monthly")
-            await subscriptions.assign_plan(
+            await lifecycle.assign_plan(
                 agency,
                 workspace_id=workspace.id,
                 plan_id=basic.id,

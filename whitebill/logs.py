@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from billing.audit import request_id
+from billing.core.audit import request_id
 
 # Keys of LogRecord that are not extra fields passed by the caller.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

@@ -55,7 +55,7 @@ def development_secret_key(settings: Settings) -> None:
     committed), so `make run` can store gateway credentials; production must set it."""
     if os.environ.get("WHITEBILL_SECRET_KEY") or not settings.development:
         return
-    from billing.credentials import new_key
+    from billing.core.credentials import new_key
 
     if not DEV_KEY_FILE.exists():
         DEV_KEY_FILE.parent.mkdir(exist_ok=True)

@@ -22,9 +22,9 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from billing import usage, usage_reports
-from billing.errors import BillingError, ErrorCode
-from billing.money import format_minor
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import format_minor
+from billing.usage import usage_reports, whatsapp
 from resolvers.usage import project_db_id
 from schema.context import authenticate, bearer_token
 from schema.ids import from_global_id
@@ -37,17 +37,17 @@ WindowName = Literal["NONE", "CUSTOMER_SERVICE", "FREE_ENTRY"]
 
 class EventBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
     project_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=usage.MAX_EVENT_ID)]
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=whatsapp.MAX_EVENT_ID)]
     category: Category
     occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
-    count: Annotated[int, msgspec.Meta(ge=1, le=usage.MAX_COUNT)] = 1
+    count: Annotated[int, msgspec.Meta(ge=1, le=whatsapp.MAX_COUNT)] = 1
     recipient: Annotated[str, msgspec.Meta(max_length=32)] | None = None
     country: Annotated[str, msgspec.Meta(max_length=8)] | None = None
     window: WindowName = "NONE"
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
-    events: Annotated[list[EventBody], msgspec.Meta(max_length=usage.MAX_BATCH)]
+    events: Annotated[list[EventBody], msgspec.Meta(max_length=whatsapp.MAX_BATCH)]
 
 
 _decoder = msgspec.json.Decoder(BatchBody)
@@ -55,16 +55,16 @@ _decoder = msgspec.json.Decoder(BatchBody)
 
 class ResultBody(msgspec.Struct, rename="camel", gc=False):
     event_id: str
-    status: usage.Status
+    status: whatsapp.Status
     country: str | None
     partner_amount: str | None
     platform_amount: str | None
     currency: str | None
-    reason: usage.Reason | None
+    reason: whatsapp.Reason | None
     message: str | None
 
     @classmethod
-    def of(cls, result: usage.UsageResult, amounts: dict[tuple[int, str], str]) -> ResultBody:
+    def of(cls, result: whatsapp.UsageResult, amounts: dict[tuple[int, str], str]) -> ResultBody:
         """``amounts`` caches formatted amounts across a batch: they repeat."""
         currency = result.currency
         partner = platform = None
@@ -139,7 +139,7 @@ async def report_usage(request: Request) -> Response:
     ids: dict[str, int] = {}
     projects = [project_db_id(e.project_id, ids) for e in batch.events]
     try:
-        results = await usage.report(viewer, batch.events, projects)
+        results = await whatsapp.report(viewer, batch.events, projects)
     except BillingError as error:
         return _domain_error(error)
     amounts: dict[tuple[int, str], str] = {}

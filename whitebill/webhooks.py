@@ -7,9 +7,9 @@ import logging
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from billing import gateway_configs
-from billing.errors import BillingError
-from billing.webhooks import NoticeResult, process_notice
+from billing.charges import gateway_configs
+from billing.core.errors import BillingError
+from billing.sales.provider_webhooks import NoticeResult, process_notice
 from gateways import registry
 from gateways.base import WebhookRejected
 from models.payments import GatewayConfig

@@ -7,41 +7,18 @@ import json
 import logging
 import os
 import socket
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
 
-from billing import (
-    clock,
-    credit_billing,
-    expiring_plans,
-    expiry,
-    idempotency,
-    notifications,
-    partner_webhooks,
-    reconciler,
-    renewals,
-    work,
-)
-
-# What a paid payment delivers is registered where it is sold: load every seller.
-from billing import checkout, platform_deductions, purchases, refunds  # noqa: F401  isort: skip
+from billing.accounts import expiry
+from billing.charges import reconciler
+from billing.core import clock, idempotency, work
+from billing.outbox import notifications, partner_webhooks
+from billing.subscriptions import credit_billing, expiring_plans, renewals
 from whitebill.settings import Settings
 
 log = logging.getLogger("whitebill.worker")
 
 MAX_ATTEMPTS = 8
-
-
-def _purge_key(day: datetime) -> str:
-    return f"idempotency.purge:{day:%Y-%m-%d}"
-
-
-@work.handles("idempotency.purge")
-async def _purge_idempotency(payload: dict[str, Any]) -> dict[str, int]:
-    deleted = await idempotency.purge_expired()
-    tomorrow = clock.now() + timedelta(days=1)
-    await work.schedule("idempotency.purge", {}, run_at=tomorrow, dedupe_key=_purge_key(tomorrow))
-    return {"deleted": deleted}
 
 
 class Worker:
@@ -90,7 +67,7 @@ class Worker:
         for item in await work.claim("job", self.owner, limit=20):
             handled += 1
             kind = item.row["kind"]
-            handler = work.JOB_HANDLERS.get(kind)
+            handler = work.handler_for(kind)
             payload = item.row["payload"]
             if isinstance(payload, str):
                 payload = json.loads(payload)
@@ -109,7 +86,7 @@ class Worker:
 
     async def run_forever(self) -> None:
         log.info("worker started", extra={"owner": self.owner})
-        await work.schedule("idempotency.purge", {}, dedupe_key=_purge_key(clock.now()))
+        await idempotency.schedule_purge(clock.now())
         while True:
             try:
                 busy = await self.tick()

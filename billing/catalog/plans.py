@@ -1,0 +1,311 @@
+"""The catalog: plan families and plans, partner margins and prices, add-ons.
+
+Platform plans (partner null) are set by the operator; a partner sells them at the platform price
+plus its margin (on the plan, else on its family, else in bulk), and may define plans of its own.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tortoise.exceptions import IntegrityError
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
+
+from billing.catalog.pricing import partner_price
+from billing.core import audit, clock, sql, tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Money, check_amount, check_currency, check_unit
+from billing.core.tenancy import Viewer
+from billing.core.text import check_text
+from billing.tenants.partners import check_name
+from models.catalog import AddOn, CreditPackage, PartnerMargin, Plan, PlanFamily
+from models.enums import BillingInterval, MarginKind, Permission, PlanStatus
+
+MAX_LIMIT = 10**12
+MAX_LIMITS = 30
+
+
+def check_limits(limits: dict[str, int], field: str = "limits") -> dict[str, int]:
+    """{"members": 5, "chatbots": 1}: names are short identifiers, values whole numbers."""
+    if len(limits) > MAX_LIMITS:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"at most {MAX_LIMITS} limits", field=field)
+    checked: dict[str, int] = {}
+    for name, value in limits.items():
+        key = check_text(name, field, max_length=64).lower()
+        if not key.replace("_", "").isalnum() or not key.isascii():
+            raise BillingError(ErrorCode.INVALID_INPUT, "limit names are letters, digits and _", field=field)
+        if not 0 <= value <= MAX_LIMIT:
+            raise BillingError(ErrorCode.INVALID_INPUT, f"limit {key} must be between 0 and {MAX_LIMIT}", field=field)
+        checked[key] = value
+    return checked
+
+
+def _check_included(units: dict[str, int]) -> dict[str, int]:
+    """{"MESSAGE_CREDITS": 10000}: units granted each paid period."""
+    checked = {check_unit(unit): value for unit, value in units.items()}
+    for value in checked.values():
+        check_amount(value, field="includedUnits")
+    return checked
+
+
+def visible_plans(viewer: Viewer) -> QuerySet[Plan]:
+    """The platform sees every plan; a partner the platform's plans it may sell and its own."""
+    if viewer.is_platform:
+        return Plan.all()
+    return Plan.filter(Q(partner_id=None, for_partners=False) | Q(partner_id=viewer.partner_id))
+
+
+async def create_plan_family(viewer: Viewer, *, name: str, description: str = "") -> PlanFamily:
+    viewer.require(Permission.MANAGE_CATALOG)
+    try:
+        family = await PlanFamily.create(
+            name=check_name(name), description=check_text(description, "description", max_length=2000, allow_empty=True)
+        )
+    except IntegrityError:
+        raise BillingError(ErrorCode.ALREADY_EXISTS, "a plan family with that name exists", field="name") from None
+    await audit.record(
+        actor=viewer.actor,
+        action="plan_family.create",
+        target_type="PlanFamily",
+        target_id=family.id,
+        partner_id=None,
+        after={"name": family.name},
+    )
+    return family
+
+
+async def create_plan(
+    viewer: Viewer,
+    *,
+    name: str,
+    interval: BillingInterval,
+    price: Money,
+    limits: dict[str, int],
+    family_id: int | None = None,
+    for_partners: bool = False,
+    validity_periods: int | None = None,
+    max_renewals: int | None = None,
+    grace_days: int = 0,
+    trial_days: int = 0,
+    trial_requires_payment_method: bool = False,
+    included_units: dict[str, int] | None = None,
+    included_units_expire: bool = False,
+) -> Plan:
+    """A platform plan (the operator) or one of the partner's own plans."""
+    if viewer.is_platform:
+        viewer.require(Permission.MANAGE_CATALOG)
+        partner_id = None
+    else:
+        viewer.require(Permission.MANAGE_PLANS)
+        partner_id = viewer.partner_id
+        if family_id is not None or for_partners:
+            raise BillingError(
+                ErrorCode.FORBIDDEN, "plan families and partner plans are the platform's", field="familyId"
+            )
+    if family_id is not None and not await PlanFamily.exists(id=family_id):
+        raise BillingError(ErrorCode.NOT_FOUND, "plan family not found", field="familyId")
+    check_amount(price.amount, field="price", allow_zero=True)
+    for value, field in ((validity_periods, "validityPeriods"), (max_renewals, "maxRenewals")):
+        if value is not None and not 1 <= value <= 1200:
+            raise BillingError(ErrorCode.INVALID_INPUT, "must be between 1 and 1200", field=field)
+    for value, field in ((grace_days, "graceDays"), (trial_days, "trialDays")):
+        if not 0 <= value <= 366:
+            raise BillingError(ErrorCode.INVALID_INPUT, "must be between 0 and 366 days", field=field)
+    plan = await Plan.create(
+        partner_id=partner_id,
+        family_id=family_id,
+        for_partners=for_partners,
+        name=check_name(name),
+        interval=interval,
+        price_amount=price.amount,
+        currency=check_currency(price.currency),
+        limits=check_limits(limits),
+        validity_periods=validity_periods,
+        max_renewals=max_renewals,
+        grace_days=grace_days,
+        trial_days=trial_days,
+        trial_requires_payment_method=trial_requires_payment_method,
+        included_units=_check_included(included_units or {}),
+        included_units_expire=included_units_expire,
+    )
+    await audit.record(
+        actor=viewer.actor,
+        action="plan.create",
+        target_type="Plan",
+        target_id=plan.id,
+        partner_id=partner_id,
+        after={"name": plan.name, "price": price.amount, "limits": plan.limits},
+    )
+    return plan
+
+
+async def set_plan_status(viewer: Viewer, *, plan_id: int, status: PlanStatus) -> Plan:
+    """Hide or archive a plan. Archiving never touches existing subscriptions."""
+    plan = await tenancy.get_scoped(visible_plans(viewer), plan_id, "plan")
+    viewer.require(Permission.MANAGE_CATALOG if plan.partner_id is None else Permission.MANAGE_PLANS)
+    if plan.partner_id is None and not viewer.is_platform:
+        raise BillingError(ErrorCode.FORBIDDEN, "platform plans are the platform's to change", field="planId")
+    before = plan.status
+    plan.status = status
+    await plan.save(update_fields=["status"])
+    await audit.record(
+        actor=viewer.actor,
+        action="plan.status",
+        target_type="Plan",
+        target_id=plan.id,
+        partner_id=plan.partner_id,
+        before={"status": before},
+        after={"status": status},
+    )
+    return plan
+
+
+async def set_margin(
+    viewer: Viewer, *, kind: MarginKind, value: Decimal, plan_id: int | None = None, family_id: int | None = None
+) -> PartnerMargin:
+    """The partner's margin over platform prices: on one plan, on a family, or in bulk (neither)."""
+    viewer.require(Permission.MANAGE_PLANS)
+    if viewer.partner_id is None:
+        raise BillingError(ErrorCode.FORBIDDEN, "margins are a partner's", field="partnerId")
+    if plan_id is not None and family_id is not None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a margin is on a plan, a family, or in bulk", field="familyId")
+    if plan_id is not None:
+        plan = await tenancy.get_scoped(visible_plans(viewer), plan_id, "plan")
+        if plan.partner_id is not None:
+            raise BillingError(
+                ErrorCode.INVALID_INPUT, "your own plans have no margin: set their price", field="planId"
+            )
+    if family_id is not None and not await PlanFamily.exists(id=family_id):
+        raise BillingError(ErrorCode.NOT_FOUND, "plan family not found", field="familyId")
+    if kind is MarginKind.PERCENTAGE:
+        percentage, fixed = value, None
+        partner_price(Money(0, "USD"), kind, value)  # validates the range
+    else:
+        if value != value.to_integral_value():
+            raise BillingError(ErrorCode.INVALID_AMOUNT, "a fixed margin is in minor units", field="value")
+        percentage, fixed = None, check_amount(int(value), field="value", allow_zero=True)
+    scope = f"PLAN:{plan_id}" if plan_id is not None else f"FAMILY:{family_id}" if family_id is not None else "BULK"
+    previous = await PartnerMargin.get_or_none(partner_id=viewer.partner_id, scope=scope)
+    before = (
+        None
+        if previous is None
+        else {"kind": previous.kind, "percentage": str(previous.percentage), "fixed": previous.fixed_amount}
+    )
+    # One statement: two concurrent first margins of a scope leave one row, the later one's.
+    await sql.execute(
+        "INSERT INTO partner_margin (created_at, partner_id, plan_id, family_id, scope, kind, percentage, fixed_amount)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (partner_id, scope) DO UPDATE"
+        " SET kind = excluded.kind, percentage = excluded.percentage, fixed_amount = excluded.fixed_amount",
+        clock.now(),
+        viewer.partner_id,
+        plan_id,
+        family_id,
+        scope,
+        kind.value,
+        percentage if sql.is_postgres() else (None if percentage is None else str(percentage)),
+        fixed,
+    )
+    margin = await PartnerMargin.get(partner_id=viewer.partner_id, scope=scope)
+    await audit.record(
+        actor=viewer.actor,
+        action="margin.set",
+        target_type="PartnerMargin",
+        target_id=margin.id,
+        partner_id=viewer.partner_id,
+        before=before,
+        after={"kind": kind, "value": str(value), "plan_id": plan_id, "family_id": family_id},
+    )
+    return margin
+
+
+async def price_for(partner_id: int | None, plan: Plan) -> Money:
+    """What this partner's clients pay for ``plan`` each period."""
+    margins = await PartnerMargin.filter(partner_id=partner_id) if partner_id is not None else []
+    return price_with(margins, partner_id, plan)
+
+
+def price_with(margins: list[PartnerMargin], partner_id: int | None, plan: Plan) -> Money:
+    """The same from the partner's margins already at hand (a page of plans reads them once)."""
+    base = Money(plan.price_amount, plan.currency)
+    if plan.partner_id is not None or partner_id is None:
+        return base
+    by_scope = {m.scope: m for m in margins}
+    # The most specific margin wins: this plan's, else its family's, else the bulk one.
+    margin = by_scope.get(f"PLAN:{plan.id}") or by_scope.get(f"FAMILY:{plan.family_id}") or by_scope.get("BULK")
+    if margin is None:
+        return base
+    value = margin.percentage if margin.kind is MarginKind.PERCENTAGE else margin.fixed_amount
+    return partner_price(base, margin.kind, value if value is not None else 0)
+
+
+async def create_add_on(
+    viewer: Viewer, *, name: str, limit_deltas: dict[str, int], price: Money, points_cost: int | None = None
+) -> AddOn:
+    viewer.require(Permission.MANAGE_PLANS)
+    partner_id = None if viewer.is_platform else viewer.partner_id
+    if not limit_deltas:
+        raise BillingError(ErrorCode.INVALID_INPUT, "an add-on raises at least one limit", field="limitDeltas")
+    if points_cost is not None:
+        check_amount(points_cost, field="pointsCost")
+    add_on = await AddOn.create(
+        partner_id=partner_id,
+        name=check_name(name),
+        limit_deltas=check_limits(limit_deltas, "limitDeltas"),
+        price_amount=check_amount(price.amount, field="price", allow_zero=True),
+        currency=check_currency(price.currency),
+        points_cost=points_cost,
+    )
+    await audit.record(
+        actor=viewer.actor,
+        action="add_on.create",
+        target_type="AddOn",
+        target_id=add_on.id,
+        partner_id=partner_id,
+        after={"name": add_on.name, "limit_deltas": add_on.limit_deltas},
+    )
+    return add_on
+
+
+async def create_credit_package(
+    viewer: Viewer, *, name: str, unit: str, quantity: int, price: Money, expires_after_days: int | None = None
+) -> CreditPackage:
+    """A partner's package of units for its clients (the platform's are sold to partners)."""
+    viewer.require(Permission.MANAGE_PLANS)
+    partner_id = None if viewer.is_platform else viewer.partner_id
+    package = await CreditPackage.create(
+        partner_id=partner_id,
+        name=check_name(name),
+        unit=check_unit(unit),
+        quantity=check_amount(quantity, field="quantity"),
+        price_amount=check_amount(price.amount, field="price"),
+        currency=check_currency(price.currency),
+        expires_after_days=_check_expiry_days(expires_after_days),
+    )
+    await audit.record(
+        actor=viewer.actor,
+        action="credit_package.create",
+        target_type="CreditPackage",
+        target_id=package.id,
+        partner_id=partner_id,
+        after={"name": package.name, "unit": package.unit, "quantity": package.quantity, "price": price.amount},
+    )
+    return package
+
+
+def _check_expiry_days(days: int | None) -> int | None:
+    if days is not None and not 1 <= days <= 3660:
+        raise BillingError(ErrorCode.INVALID_INPUT, "must be between 1 and 3660 days", field="expiresAfterDays")
+    return days
+
+
+def visible_credit_packages(viewer: Viewer) -> QuerySet[CreditPackage]:
+    if viewer.is_platform:
+        return CreditPackage.all()
+    return CreditPackage.filter(Q(partner_id=None) | Q(partner_id=viewer.partner_id))
+
+
+def visible_add_ons(viewer: Viewer) -> QuerySet[AddOn]:
+    if viewer.is_platform:
+        return AddOn.all()
+    return AddOn.filter(Q(partner_id=None) | Q(partner_id=viewer.partner_id))

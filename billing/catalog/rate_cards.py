@@ -1,0 +1,285 @@
+"""WhatsApp rate cards: the platform's price per delivered message by country and category, and
+each partner's margin over it.
+
+The platform keeps one card per currency: a cell per (country, category), "*" standing for every
+country without a cell of its own. A partner's margin is a bulk percentage, a bulk amount added to
+every message, or a margin on one cell, which overrides the bulk one. Rates keep their decimals
+(WhatsApp prices are fractions of a cent) as exact fractions; a charge is ``count x rate``,
+rounded once, half-even, to the currency's minor unit.
+
+Ingestion reads cards from a per-process cache keyed by each card's ``version``, which every change
+moves, so a change is seen by the next batch in every process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from tortoise.transactions import in_transaction
+
+from billing.catalog.calling_codes import COUNTRIES
+from billing.catalog.pricing import MAX_PERCENTAGE
+from billing.core import audit, clock, sql, tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import check_currency, exponent, parse_decimal
+from billing.core.tenancy import Viewer
+from models.catalog import RateCard, RateCardCell
+from models.enums import MarginKind, MessageCategory, Permission
+
+REST_OF_WORLD = "*"
+MAX_RATE = Decimal(1_000_000)
+RATE_DECIMALS = 8
+
+
+def half_even(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half-even (denominator > 0)."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
+
+
+def charge_minor(count: int, rate: Fraction, currency: str) -> int:
+    """count x rate (major units per message) in minor units, rounded once, half-even."""
+    return half_even(count * rate.numerator * 10 ** exponent(currency), rate.denominator)
+
+
+def check_country(country: str, field: str = "country") -> str:
+    code = country.strip().upper()
+    if code != REST_OF_WORLD and code not in COUNTRIES:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"unknown country {country!r} (ISO 3166 alpha-2 or *)", field=field)
+    return code
+
+
+def check_rate(text: str, field: str = "price") -> Decimal:
+    value = parse_decimal(text, field)
+    if value < 0 or value > MAX_RATE or value != round(value, RATE_DECIMALS):
+        raise BillingError(
+            ErrorCode.INVALID_AMOUNT,
+            f"a rate lies between 0 and {MAX_RATE} with at most {RATE_DECIMALS} decimals",
+            field=field,
+        )
+    return value
+
+
+def _check_margin(kind: MarginKind, text: str) -> Decimal:
+    value = check_rate(text, "value")
+    if kind is MarginKind.PERCENTAGE and value > MAX_PERCENTAGE:
+        raise BillingError(ErrorCode.INVALID_AMOUNT, "a margin percentage lies between 0 and 1000", field="value")
+    return value
+
+
+def with_margin(rate: Fraction, kind: MarginKind | None, value: Decimal | None) -> Fraction:
+    if kind is None or value is None:
+        return rate
+    if kind is MarginKind.PERCENTAGE:
+        return rate * (1 + Fraction(value) / 100)
+    return rate + Fraction(value)
+
+
+# --- editing -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CellInput:
+    country: str
+    category: MessageCategory
+    price: str
+
+
+async def _card(partner_id: int | None, currency: str) -> RateCard:
+    card = await RateCard.filter(partner_id=partner_id, currency=currency).first()
+    if card is None:
+        await sql.execute(
+            "INSERT INTO rate_card (created_at, partner_id, name, currency, version) VALUES ($1, $2, $3, $4, 1)"
+            " ON CONFLICT DO NOTHING",
+            clock.now(),
+            partner_id,
+            "platform" if partner_id is None else f"partner {partner_id}",
+            currency,
+        )
+        card = await RateCard.filter(partner_id=partner_id, currency=currency).order_by("id").first()
+        assert card is not None
+    return card
+
+
+async def _upsert_cell(
+    card: RateCard, country: str, category: MessageCategory, value: Decimal, kind: str | None
+) -> None:
+    await sql.execute(
+        "INSERT INTO rate_card_cell (created_at, rate_card_id, country, category, price, margin_kind)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rate_card_id, country, category) DO UPDATE"
+        " SET price = excluded.price, margin_kind = excluded.margin_kind",
+        clock.now(),
+        card.id,
+        country,
+        category.value,
+        value if sql.is_postgres() else str(value),
+        kind,
+    )
+
+
+async def _bump(card: RateCard) -> None:
+    await sql.execute("UPDATE rate_card SET version = version + 1 WHERE id = $1", card.id)
+
+
+async def set_platform_rates(viewer: Viewer, *, currency: str, cells: list[CellInput]) -> RateCard:
+    """The platform's price per delivered message for each given (country, category), in
+    ``currency``; other cells are left as they are."""
+    viewer.require(Permission.MANAGE_CATALOG)
+    code = check_currency(currency)
+    if not 1 <= len(cells) <= 2000:
+        raise BillingError(ErrorCode.INVALID_INPUT, "give 1 to 2000 cells", field="cells")
+    checked = [(check_country(c.country), c.category, check_rate(c.price)) for c in cells]
+    async with in_transaction("default"):
+        card = await _card(None, code)
+        for country, category, price in checked:
+            await _upsert_cell(card, country, category, price, None)
+        await _bump(card)
+        await audit.record(
+            actor=viewer.actor,
+            action="rate_card.set",
+            target_type="RateCard",
+            target_id=card.id,
+            partner_id=None,
+            after={"currency": code, "cells": [[c, k.value, str(p)] for c, k, p in checked]},
+        )
+    return await RateCard.get(id=card.id)
+
+
+async def set_partner_margin(
+    viewer: Viewer,
+    *,
+    partner_id: int,
+    kind: MarginKind | None,
+    value: str | None,
+    country: str | None = None,
+    category: MessageCategory | None = None,
+) -> RateCard:
+    """A partner's margin over the platform's rates: in bulk (no country and category) or on one
+    cell (both). ``kind`` None removes that margin."""
+    viewer.require(Permission.MANAGE_PLANS)
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    if (country is None) != (category is None):
+        raise BillingError(ErrorCode.INVALID_INPUT, "a cell margin names both country and category", field="country")
+    amount = None
+    if kind is not None:
+        if value is None:
+            raise BillingError(ErrorCode.INVALID_INPUT, "a margin needs a value", field="value")
+        amount = _check_margin(kind, value)
+    cell = None if country is None else check_country(country)
+    async with in_transaction("default"):
+        card = await _card(partner.id, partner.default_currency)
+        before = {"kind": card.margin_kind, "value": str(card.margin_value)}
+        if cell is None:
+            await sql.execute(
+                "UPDATE rate_card SET margin_kind = $1, margin_value = $2 WHERE id = $3",
+                kind.value if kind else None,
+                (amount if sql.is_postgres() else str(amount)) if amount is not None else None,
+                card.id,
+            )
+        elif kind is None:
+            assert category is not None
+            await sql.execute(
+                "DELETE FROM rate_card_cell WHERE rate_card_id = $1 AND country = $2 AND category = $3",
+                card.id,
+                cell,
+                category.value,
+            )
+        else:
+            assert category is not None and amount is not None
+            await _upsert_cell(card, cell, category, amount, kind.value)
+        await _bump(card)
+        await audit.record(
+            actor=viewer.actor,
+            action="rate_card.margin",
+            target_type="RateCard",
+            target_id=card.id,
+            partner_id=partner.id,
+            before=before,
+            after={"kind": kind, "value": value, "country": cell, "category": category},
+        )
+    return await RateCard.get(id=card.id)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    platform: Fraction  # major units per message
+    partner: Fraction
+
+
+@dataclass(frozen=True, slots=True)
+class RateTable:
+    """Both rates of every cell of one partner's currency."""
+
+    currency: str
+    cells: dict[tuple[str, str], Rate]
+
+    def rate(self, country: str | None, category: str) -> Rate | None:
+        if country is not None:
+            found = self.cells.get((country, category))
+            if found is not None:
+                return found
+        return self.cells.get((REST_OF_WORLD, category))
+
+
+_cache: dict[tuple[int | None, str], tuple[tuple[int, int], RateTable]] = {}
+
+
+async def versions(partner_id: int | None, currency: str) -> tuple[int, int]:
+    rows = await sql.fetch(
+        "SELECT partner_id, version FROM rate_card WHERE currency = $1 AND (partner_id IS NULL OR partner_id = $2)",
+        currency,
+        partner_id or 0,
+    )
+    platform = next((r["version"] for r in rows if r["partner_id"] is None), 0)
+    own = next((r["version"] for r in rows if r["partner_id"] is not None), 0)
+    return int(platform), int(own)
+
+
+async def table(partner_id: int | None, currency: str, known: tuple[int, int] | None = None) -> RateTable:
+    """The partner's rates in ``currency`` (None: the platform's alone); ``known`` versions (read
+    with other data) save a query."""
+    current = known if known is not None else await versions(partner_id, currency)
+    cached = _cache.get((partner_id, currency))
+    if cached is not None and cached[0] == current:
+        return cached[1]
+    built = await _build(partner_id, currency)
+    _cache[(partner_id, currency)] = (current, built)
+    return built
+
+
+async def _build(partner_id: int | None, currency: str) -> RateTable:
+    platform = await RateCard.filter(partner_id=None, currency=currency).first()
+    own = None if partner_id is None else await RateCard.filter(partner_id=partner_id, currency=currency).first()
+    cells: dict[tuple[str, str], Rate] = {}
+    if platform is None:
+        return RateTable(currency, cells)
+    margins = {}
+    if own is not None:
+        margins = {(c.country, c.category.value): c for c in await RateCardCell.filter(rate_card_id=own.id)}
+    for cell in await RateCardCell.filter(rate_card_id=platform.id):
+        key = (cell.country, cell.category.value)
+        base = Fraction(Decimal(cell.price))
+        override = margins.get(key)
+        if override is not None:
+            partner = with_margin(base, override.margin_kind, Decimal(override.price))
+        elif own is not None:
+            value = None if own.margin_value is None else Decimal(own.margin_value)
+            partner = with_margin(base, own.margin_kind, value)
+        else:
+            partner = base
+        cells[key] = Rate(base, partner)
+    return RateTable(currency, cells)
+
+
+def format_rate(rate: Fraction) -> str:
+    """A rate as a decimal string when it has a finite one (up to 12 decimals), else rounded there."""
+    value = Decimal(rate.numerator) / Decimal(rate.denominator)
+    return format(value.quantize(Decimal(1).scaleb(-12)).normalize(), "f")

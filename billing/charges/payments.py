@@ -1,0 +1,227 @@
+"""The payment spine: the state table, charging through a gateway, and exactly-once fulfilment.
+
+A payment row is committed before the provider is called; its id is the provider's idempotency
+key. Every provider answer moves the payment through :data:`TRANSITIONS` with a conditional
+UPDATE, and the move to SUCCEEDED runs the purpose's fulfilment in the same transaction, so the
+thing bought is delivered exactly once however many times the answer arrives (the charge's own
+reply, a webhook, the reconciler).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from billing.core import audit, clock, sql
+from billing.core.errors import BillingError, ErrorCode
+from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
+from models.enums import PaymentMethodKind, PaymentPurpose, PaymentStatus
+from models.payments import Payment, PaymentTransition
+
+S = PaymentStatus
+
+# Legal moves: to-status -> the statuses it may come from.
+TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
+    S.PENDING: frozenset({S.CREATED, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    # A late success (a pix paid after we gave up on it) still delivers: the money was collected.
+    S.SUCCEEDED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED, S.DECLINED, S.CANCELED}),
+    S.DECLINED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    S.NOT_ATTEMPTED: frozenset({S.CREATED, S.UNKNOWN}),
+    S.UNKNOWN: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED}),
+    S.CANCELED: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED, S.DECLINED}),
+    S.PARTIALLY_REFUNDED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
+    S.REFUNDED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
+    S.DISPUTED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
+    S.CHARGED_BACK: frozenset({S.DISPUTED}),
+}
+# A dispute won puts the payment back to SUCCEEDED without fulfilling again.
+_DISPUTE_WON = (S.DISPUTED, S.SUCCEEDED)
+
+_OUTCOME_STATUS = {
+    Outcome.SUCCEEDED: S.SUCCEEDED,
+    Outcome.PENDING: S.PENDING,
+    Outcome.DECLINED: S.DECLINED,
+    Outcome.NOT_ATTEMPTED: S.NOT_ATTEMPTED,
+    Outcome.UNKNOWN: S.UNKNOWN,
+}
+
+Fulfilment = Callable[[Payment], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    """What a paid payment of each purpose delivers (credit a wallet, activate a plan...), and what else
+    runs, in the same transaction, when a payment of a purpose gets a final answer. The table itself is
+    written once, in :mod:`billing.dispatch`, where every area that sells something is in view."""
+
+    on_paid: Mapping[PaymentPurpose, Fulfilment]
+    on_settled: Mapping[PaymentPurpose, Sequence[Fulfilment]]
+
+
+_deliveries: Deliveries | None = None
+# An answer that ends the attempt: what waited on it (a wallet's top-up slot) can be freed.
+FINAL = frozenset({S.SUCCEEDED, S.DECLINED, S.NOT_ATTEMPTED, S.CANCELED})
+
+
+def install(deliveries: Deliveries) -> None:
+    global _deliveries
+    _deliveries = deliveries
+
+
+def _table() -> Deliveries:
+    if _deliveries is None:  # a process that moves payments without billing.dispatch.install()
+        raise RuntimeError("payment deliveries are not installed: call billing.dispatch.install() at start-up")
+    return _deliveries
+
+
+def can_move(current: PaymentStatus, target: PaymentStatus) -> bool:
+    return current in TRANSITIONS.get(target, frozenset()) or (current, target) == _DISPUTE_WON
+
+
+async def create_payment(
+    *,
+    partner_id: int | None,
+    payer_key: str,
+    gateway_config_id: int | None,
+    provider: str,
+    method: PaymentMethodKind,
+    amount: int,
+    currency: str,
+    purpose: dict[str, Any],
+    note: str = "",
+) -> Payment:
+    if purpose.get("kind") not in _table().on_paid:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"nothing fulfils a payment for {purpose.get('kind')!r}")
+    return await Payment.create(
+        partner_id=partner_id,
+        payer_key=payer_key,
+        reference=f"pay_{uuid.uuid4().hex}",
+        gateway_config_id=gateway_config_id,
+        provider=provider,
+        method=method,
+        amount=amount,
+        currency=currency,
+        purpose=purpose,
+        purpose_kind=purpose["kind"],
+        note=note,
+    )
+
+
+async def move(payment_id: int, target: PaymentStatus, *, reason: str = "", **changes: Any) -> bool:
+    """Move a payment to ``target`` if the table allows it from its current status.
+
+    Returns False (and changes nothing) when the move is not legal now, e.g. a second delivery of
+    the same success. A move to SUCCEEDED fulfils the purpose in the same transaction.
+    """
+    async with in_transaction("default"):
+        rows = await sql.fetch("SELECT status, purpose_kind FROM payment WHERE id = $1", payment_id)
+        if not rows:
+            raise BillingError(ErrorCode.NOT_FOUND, "payment not found")
+        current = PaymentStatus(rows[0]["status"])
+        if not can_move(current, target):
+            return False
+        sets = ["status = $1", "updated_at = $2"]
+        params: list[Any] = [target.value, clock.now()]
+        for column, value in changes.items():
+            params.append(value)
+            sets.append(f"{column} = ${len(params)}")
+        params += [payment_id, current.value]
+        # Conditional on the status we read: a concurrent move makes this one a no-op.
+        updated = await sql.execute(
+            f"UPDATE payment SET {', '.join(sets)} WHERE id = ${len(params) - 1} AND status = ${len(params)}",  # noqa: S608
+            *params,
+        )
+        if updated != 1:
+            return False
+        await PaymentTransition.create(payment_id=payment_id, from_status=current, to_status=target, reason=reason)
+        if target is S.SUCCEEDED and current is not S.DISPUTED:
+            await _fulfil(payment_id)
+        hooks = _table().on_settled.get(PaymentPurpose(rows[0]["purpose_kind"]), ()) if target in FINAL else ()
+        if hooks or target in _ANNOUNCED:
+            payment = await Payment.get(id=payment_id)
+            for hook in hooks:
+                await hook(payment)
+            if target in _ANNOUNCED:
+                await _announce(payment, target)
+        return True
+
+
+# The payer hears of these (e-mail) and so does the partner (webhooks).
+_ANNOUNCED = {S.PENDING: "payment.pending", S.DECLINED: "payment.failed"}
+
+
+async def _announce(payment: Payment, status: PaymentStatus) -> None:
+    await audit.emit(
+        _ANNOUNCED[status],
+        payment.partner_id,
+        {
+            "payment_id": payment.id,
+            "payer_key": payment.payer_key,
+            "amount": payment.amount,
+            "currency": payment.currency,
+            "purpose": payment.purpose_kind,
+            "payer_action": payment.payer_action,
+            "reason": payment.decline_reason,
+        },
+    )
+
+
+async def _fulfil(payment_id: int) -> None:
+    fulfilled = await sql.execute(
+        "UPDATE payment SET fulfilled_at = $1 WHERE id = $2 AND fulfilled_at IS NULL", clock.now(), payment_id
+    )
+    if fulfilled != 1:
+        return
+    payment = await Payment.get(id=payment_id)
+    await _table().on_paid[PaymentPurpose(payment.purpose_kind)](payment)
+
+
+async def apply_result(payment: Payment, result: ChargeResult) -> Payment:
+    """Fold a provider answer into the payment."""
+    changes: dict[str, Any] = {}
+    if result.provider_ref:
+        changes["provider_ref"] = result.provider_ref
+    if result.decline_reason:
+        changes["decline_reason"] = result.decline_reason
+    if result.payer_action is not None:
+        changes["payer_action"] = json.dumps(result.payer_action)
+    await move(payment.id, _OUTCOME_STATUS[result.outcome], reason=result.decline_reason or "", **changes)
+    await payment.refresh_from_db()
+    return payment
+
+
+async def charge(
+    gateway: Gateway,
+    payment: Payment,
+    payer: Payer,
+    *,
+    saved_method_ref: str | None = None,
+    method_token: str | None = None,
+    save_method: bool = False,
+    off_session: bool = False,
+    description: str = "",
+) -> tuple[Payment, ChargeResult]:
+    """Ask the provider to collect a committed payment. Never call this inside a transaction."""
+    request = ChargeRequest(
+        payment_id=payment.id,
+        idempotency_key=payment.reference,
+        amount=payment.amount,
+        currency=payment.currency,
+        method=payment.method.value,
+        payer=payer,
+        description=description,
+        saved_method_ref=saved_method_ref,
+        method_token=method_token,
+        save_method=save_method,
+        off_session=off_session,
+    )
+    try:
+        result = await gateway.charge(request)
+    except Exception as exc:  # a timeout or a crash in the adapter: we do not know if money moved
+        result = ChargeResult(Outcome.UNKNOWN, decline_reason=f"{type(exc).__name__}")
+    return await apply_result(payment, result), result

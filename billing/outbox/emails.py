@@ -1,0 +1,166 @@
+"""E-mail to people, in their partner's branding: password resets and invitations, a payment waiting
+for the payer (with its "pay now" link or boleto/pix instructions), a failed payment, a renewal
+issued or overdue (each dunning step), a plan about to end without renewing.
+
+Sent over SMTP with ``WHITEBILL_SMTP_URL`` (``smtp://user:password@host:587?starttls=true``, or
+``smtps://…`` for TLS from the start) from ``WHITEBILL_MAIL_FROM``; without it (development) each
+e-mail is written to the log instead, with any reset link left out.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import aiosmtplib
+
+from billing.core.money import format_minor
+from models.tenancy import Branding, Partner, Workspace
+
+log = logging.getLogger("whitebill.emails")
+SMTP_ENV = "WHITEBILL_SMTP_URL"
+FROM_ENV = "WHITEBILL_MAIL_FROM"
+RESET_URL_ENV = "WHITEBILL_RESET_URL"  # the page that takes ?token=
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    to: str
+    subject: str
+    lines: list[str]
+    secret: str | None = None  # a token the log must never show
+
+
+async def _brand(partner_id: int | None) -> tuple[str, str, str | None]:
+    """Display name, colour and support address of the partner (or of whitebill itself)."""
+    if partner_id is None:
+        return "whitebill", "#333333", None
+    branding = await Branding.get_or_none(partner_id=partner_id)
+    if branding is None:
+        partner = await Partner.get_or_none(id=partner_id)
+        return (partner.name if partner else "whitebill"), "#333333", None
+    return branding.display_name, branding.primary_color or "#333333", branding.support_email
+
+
+async def _owner_of(payload: dict[str, Any]) -> str | None:
+    workspace_id = payload.get("workspace_id")
+    payer = str(payload.get("payer_key") or payload.get("payer") or "")
+    if workspace_id is None and payer.startswith("WORKSPACE:"):
+        workspace_id = int(payer.split(":", 1)[1])
+    if workspace_id is None:
+        return None
+    workspace = await Workspace.get_or_none(id=workspace_id)
+    return workspace.owner_email if workspace else None
+
+
+def _how_to_pay(action: dict[str, Any] | None) -> list[str]:
+    if not action:
+        return []
+    lines = []
+    if action.get("kind") == "BOLETO":
+        lines.append(f"Boleto: {action.get('boleto_line')}")
+    if action.get("kind") == "PIX":
+        lines.append(f"Pix copia e cola: {action.get('pix_payload')}")
+    if action.get("expires_at"):
+        lines.append(f"Pay by: {action['expires_at']}")
+    if action.get("url"):
+        lines.append(f"Pay now: {action['url']}")
+    if action.get("kind") == "MANUAL":
+        lines.append(str(action.get("instructions", "Pay as agreed with us.")))
+    return lines
+
+
+async def letter_for(event: dict[str, Any]) -> Letter | None:
+    """The e-mail an outbox event calls for, if any."""
+    kind, payload = event["event_type"], event.get("payload") or {}
+    if kind == "email.password_reset":
+        base = os.environ.get(RESET_URL_ENV, "http://127.0.0.1:8000/reset-password")
+        verb = "Set" if payload.get("purpose") == "invite" else "Reset"
+        hours = payload.get("expires_in_hours")
+        return Letter(
+            to=payload["to"],
+            subject=f"{verb} your password",
+            lines=[f"{verb} your password here: {base}?token={payload['token']}", f"The link works for {hours} hours."],
+            secret=str(payload["token"]),
+        )
+    to = await _owner_of(payload)
+    if to is None:
+        return None
+    if kind == "payment.pending":
+        amount = format_minor(int(payload["amount"]), payload["currency"])
+        return Letter(
+            to, f"Payment of {amount} {payload['currency']} waiting", _how_to_pay(payload.get("payer_action"))
+        )
+    if kind == "payment.failed":
+        return Letter(to, "Your payment did not go through", [f"Reason: {payload.get('reason') or 'declined'}"])
+    if kind == "renewal.issued":
+        return Letter(to, "Your plan renews: payment due", [f"Period {payload.get('period')} is due."])
+    if kind == "renewal.overdue":
+        failures = payload.get("failures", 0)
+        lines = [f"Your renewal is overdue ({failures} attempt{'s' if failures != 1 else ''} so far)."]
+        if payload.get("next_retry_at"):
+            lines.append(f"We will try again on {payload['next_retry_at']}.")
+        return Letter(to, "Your renewal is overdue", lines)
+    if kind == "subscription.expiring":
+        day = str(payload.get("ends_at", ""))[:10]
+        plan = payload.get("plan_name") or "current"
+        return Letter(
+            to,
+            f"Your plan ends on {day}",
+            [
+                f"Your {plan} plan ends on {day} and will not renew ({payload.get('reason')}).",
+                "To keep your service, renew or choose a plan before then.",
+            ],
+        )
+    return None
+
+
+def _message(letter: Letter, brand: str, colour: str, support: str | None, sender: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = f"{brand} <{sender}>"
+    message["To"] = letter.to
+    message["Subject"] = f"[{brand}] {letter.subject}"
+    if support:
+        message["Reply-To"] = support
+    footer = f"— {brand}" + (f" · {support}" if support else "")
+    message.set_content("\n".join([*letter.lines, "", footer]))
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in letter.lines)
+    message.add_alternative(
+        f'<div style="border-top:4px solid {html.escape(colour)};font-family:sans-serif">'
+        f"<h2>{html.escape(brand)}</h2>{body}<p style='color:#777'>{html.escape(footer)}</p></div>",
+        subtype="html",
+    )
+    return message
+
+
+async def send(event: dict[str, Any]) -> bool:
+    """Send the e-mail this event calls for; False if it calls for none. Raises if SMTP fails (the
+    outbox retries it with back-off)."""
+    letter = await letter_for(event)
+    if letter is None:
+        return False
+    brand, colour, support = await _brand(event.get("partner_id"))
+    url = os.environ.get(SMTP_ENV)
+    if not url:
+        shown = [line.replace(letter.secret, "…") if letter.secret else line for line in letter.lines]
+        log.info("e-mail (no SMTP configured)", extra={"to": letter.to, "subject": letter.subject, "lines": shown})
+        return True
+    parts = urlsplit(url)
+    options = parse_qs(parts.query)
+    sender = os.environ.get(FROM_ENV, f"no-reply@{parts.hostname}")
+    await aiosmtplib.send(
+        _message(letter, brand, colour, support, sender),
+        hostname=parts.hostname,
+        port=parts.port or (465 if parts.scheme == "smtps" else 25),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        use_tls=parts.scheme == "smtps",
+        start_tls=options.get("starttls", ["false"])[0] == "true",
+        timeout=20,
+    )
+    return True

@@ -1,0 +1,249 @@
+"""Partner webhooks: outbox events delivered as signed JSON to the partner's endpoints.
+
+Each outbox event becomes one delivery per matching endpoint (unique per endpoint and event, so a
+re-run fans out nothing twice). Workers claim deliveries with leases (SKIP LOCKED on PostgreSQL): a
+killed worker's delivery is taken again when its lease runs out, so delivery is at least once, and
+receivers dedupe on the stable event id. A failed attempt is retried with exponential back-off (30 s,
+1 min, 2 min...) until the endpoint's ``max_attempts``, after which the delivery is DEAD (it can be
+resent by hand).
+
+The signature, so a partner can check a request in a few lines::
+
+    t, v1 = (part.split("=", 1)[1] for part in request.headers["Whitebill-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + raw_body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(expected, v1) and abs(time.time() - int(t)) < 300
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from billing.core import audit, clock, credentials, sql, tenancy, work
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.tenancy import Viewer
+from models.enums import Permission, WorkState
+from models.operations import OutboxEvent, WebhookDelivery, WebhookEndpoint
+
+log = logging.getLogger("whitebill.partner_webhooks")
+SIGNATURE_HEADER = "Whitebill-Signature"
+TIMEOUT = httpx.Timeout(10.0)
+DEADLINE_SECONDS = 10.0  # a whole request, connect to last byte
+MAX_ENDPOINTS = 20
+CONCURRENCY = 8  # requests in flight per worker
+# Deliveries one worker claims at a time: sent CONCURRENCY at once, each within DEADLINE_SECONDS, a batch ends
+# well inside its lease, so a live worker never loses a claim to another one (which would send it twice).
+BATCH = CONCURRENCY * 4
+assert BATCH / CONCURRENCY * DEADLINE_SECONDS <= work.DEFAULT_LEASE.total_seconds() * 2 / 3  # a third to spare
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+TEST_EVENT = "webhook.test"
+# Events for whitebill's own senders, never for a partner's endpoint: a password e-mail carries its token.
+INTERNAL = ("email.",)
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    production = os.environ.get("WHITEBILL_ENV", "development") == "production"
+    if len(url) > 500 or not parts.hostname:
+        raise BillingError(ErrorCode.INVALID_INPUT, "not an URL", field="url")
+    if parts.scheme == "https":
+        return url
+    if parts.scheme == "http" and parts.hostname in _LOOPBACK and not production:
+        return url  # a receiver on this machine, for development
+    raise BillingError(ErrorCode.INVALID_INPUT, "webhook URLs are https (loopback http in development)", field="url")
+
+
+async def create_endpoint(
+    viewer: Viewer, *, partner_id: int, url: str, events: list[str], max_attempts: int = 8
+) -> tuple[WebhookEndpoint, str]:
+    """Add an endpoint; returns it with its signing secret, shown this once."""
+    viewer.require(Permission.MANAGE_BILLING)
+    if viewer.kind == "WORKSPACE":
+        raise BillingError(ErrorCode.FORBIDDEN, "webhooks are the partner's")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    if not 1 <= max_attempts <= 20:
+        raise BillingError(ErrorCode.INVALID_INPUT, "between 1 and 20 attempts", field="maxAttempts")
+    if await WebhookEndpoint.filter(partner_id=partner.id).count() >= MAX_ENDPOINTS:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"at most {MAX_ENDPOINTS} endpoints", field="url")
+    cleaned = sorted({e.strip() for e in events if e.strip()})
+    if any(len(e) > 64 for e in cleaned):
+        raise BillingError(ErrorCode.INVALID_INPUT, "an event type has at most 64 characters", field="events")
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    endpoint = await WebhookEndpoint.create(
+        partner_id=partner.id,
+        url=_check_url(url),
+        secret_encrypted=credentials.encrypt({"secret": secret}),
+        secret_hint=credentials.hint({"secret": secret}),
+        events=cleaned,
+        max_attempts=max_attempts,
+    )
+    await audit.record(
+        actor=viewer.actor,
+        action="webhook_endpoint.create",
+        target_type="WebhookEndpoint",
+        target_id=endpoint.id,
+        partner_id=partner.id,
+        after={"url": endpoint.url, "events": cleaned},
+    )
+    return endpoint, secret
+
+
+def _body(event: dict[str, Any]) -> str:
+    created = event.get("created_at")
+    return json.dumps(
+        {
+            "id": f"evt_{event['id']}",
+            "type": event["event_type"],
+            "created_at": created.isoformat() if isinstance(created, datetime) else created,
+            "partner_id": event["partner_id"],
+            "data": event["payload"],
+        },
+        separators=(",", ":"),
+        default=str,
+    )
+
+
+async def fan_out(event: dict[str, Any], endpoints: list[WebhookEndpoint] | None = None) -> int:
+    """Queue an outbox event for every endpoint of its partner that wants it; returns how many.
+    ``endpoints``: the partner's enabled endpoints, when the caller has them already."""
+    if event.get("partner_id") is None or str(event["event_type"]).startswith(INTERNAL):
+        return 0
+    if endpoints is None:
+        endpoints = await WebhookEndpoint.filter(partner_id=event["partner_id"], enabled=True)
+    only = (event.get("payload") or {}).get("endpoint_id") if event["event_type"] == TEST_EVENT else None
+    if only is not None:
+        wanted = [e for e in endpoints if e.id == only]
+    else:
+        wanted = [e for e in endpoints if not e.events or event["event_type"] in e.events]
+    if not wanted:
+        return 0
+    body = _body(event)
+    queued = 0
+    for endpoint in wanted:
+        queued += await sql.execute(
+            "INSERT INTO webhook_delivery (created_at, state, run_at, attempts, endpoint_id, partner_id, event_id,"
+            " event_type, body) VALUES ($1, $2, $1, 0, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+            clock.now(),
+            WorkState.PENDING.value,
+            endpoint.id,
+            endpoint.partner_id,
+            event["id"],
+            event["event_type"],
+            body,
+        )
+    return queued
+
+
+_DONE = (
+    "UPDATE webhook_delivery SET state = $1, finished_at = $2, lease_owner = NULL, lease_until = NULL, "
+    "last_status = $3 WHERE id = $4 AND lease_owner = $5"
+)
+
+
+class Sender:
+    """One HTTP client per worker; endpoints and their opened secrets kept for a few seconds."""
+
+    CACHE_SECONDS = 10.0
+
+    def __init__(self) -> None:
+        self.http = httpx.AsyncClient(
+            timeout=TIMEOUT, follow_redirects=False, limits=httpx.Limits(max_connections=CONCURRENCY)
+        )
+        self._endpoints: dict[int, tuple[float, WebhookEndpoint | None, str]] = {}
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def _endpoint(self, endpoint_id: int) -> tuple[WebhookEndpoint | None, str]:
+        now = time.monotonic()
+        cached = self._endpoints.get(endpoint_id)
+        if cached is None or now - cached[0] > self.CACHE_SECONDS:
+            endpoint = await WebhookEndpoint.get_or_none(id=endpoint_id)
+            secret = credentials.decrypt(endpoint.secret_encrypted)["secret"] if endpoint else ""
+            cached = (now, endpoint, secret)
+            self._endpoints[endpoint_id] = cached
+        return cached[1], cached[2]
+
+    async def send(self, owner: str, claimed: work.Claimed) -> bool:
+        row = claimed.row
+        endpoint, secret = await self._endpoint(int(row["endpoint_id"]))
+        if endpoint is None or not endpoint.enabled:
+            await work.finish("webhook_delivery", claimed.id, owner)
+            return False
+        body = str(row["body"]).encode()
+        headers = {
+            "content-type": "application/json",
+            SIGNATURE_HEADER: sign(secret, body, int(clock.now().timestamp())),
+            "Whitebill-Event-Id": f"evt_{row['event_id']}",
+            "Whitebill-Event-Type": str(row["event_type"]),
+        }
+        status: int | None = None
+        try:
+            async with self._slots, asyncio.timeout(DEADLINE_SECONDS):
+                answer = await self.http.post(endpoint.url, content=body, headers=headers)
+            status = answer.status_code
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}"
+        except TimeoutError:
+            error = f"no answer within {DEADLINE_SECONDS:g} s"
+        else:
+            error = f"HTTP {status}"
+        if status is not None and 200 <= status < 300:
+            await sql.execute(_DONE, WorkState.DONE.value, clock.now(), status, claimed.id, owner)
+            return True
+        await sql.execute("UPDATE webhook_delivery SET last_status = $1 WHERE id = $2", status, claimed.id)
+        await work.retry_later(
+            "webhook_delivery",
+            claimed.id,
+            owner,
+            error,
+            attempts=claimed.attempts,
+            max_attempts=endpoint.max_attempts,
+        )
+        return False
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+async def resend(viewer: Viewer, *, delivery_id: int) -> WebhookDelivery:
+    """Deliver once more, now (a DEAD delivery, or one the partner's receiver lost)."""
+    viewer.require(Permission.MANAGE_BILLING)
+    delivery = await tenancy.get_scoped(
+        tenancy.partner_owned(WebhookDelivery.all(), viewer), delivery_id, "webhook delivery"
+    )
+    await sql.execute(
+        "UPDATE webhook_delivery SET state = $1, run_at = $2, attempts = 0, lease_owner = NULL, lease_until = NULL,"
+        " finished_at = NULL WHERE id = $3",
+        WorkState.PENDING.value,
+        clock.now(),
+        delivery.id,
+    )
+    await delivery.refresh_from_db()
+    return delivery
+
+
+async def send_test_event(viewer: Viewer, *, endpoint_id: int) -> OutboxEvent:
+    viewer.require(Permission.MANAGE_BILLING)
+    endpoint = await tenancy.get_scoped(
+        tenancy.partner_owned(WebhookEndpoint.all(), viewer), endpoint_id, "webhook endpoint"
+    )
+    await audit.emit(TEST_EVENT, endpoint.partner_id, {"endpoint_id": endpoint.id, "message": "hello from whitebill"})
+    event = await OutboxEvent.filter(partner_id=endpoint.partner_id, event_type=TEST_EVENT).order_by("-id").first()
+    assert event is not None
+    return event

@@ -1,0 +1,341 @@
+"""A workspace pays for something its partner sells (a plan, an add-on, a credit package) with a
+card (new or saved), boleto, pix, or by hand, as the partner's gateway configuration allows.
+
+The payment row commits first, under the caller's idempotency key; only then is the provider
+called, outside any transaction, with our payment's reference as its idempotency key. A retry with
+the same key continues the same payment: one left unknown by a timeout is looked up at the provider
+before anything is charged again. What was bought is delivered when the payment succeeds, whether
+that is in the charge's own answer, a webhook, or the reconciler, exactly once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from billing.accounts import wallets
+from billing.accounts.wallets import workspace_wallet
+from billing.charges import charging, gateway_configs, payments
+from billing.core import audit, idempotency, tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Money
+from billing.core.tenancy import Viewer
+from billing.subscriptions import current, lifecycle, workspace_status
+from billing.subscriptions.lifecycle import Subscriber
+from models.catalog import AddOn, CreditPackage
+from models.enums import (
+    OwnerKind,
+    PaymentMethodKind,
+    PaymentMode,
+    PaymentPurpose,
+    PaymentStatus,
+    Permission,
+    PlanStatus,
+)
+from models.payments import GatewayConfig, Payment, SavedPaymentMethod
+from models.subscriptions import Subscription, WorkspaceAddOn
+from models.tenancy import Workspace
+
+MAX_ADD_ON_QUANTITY = 1000
+_TAX_ID = re.compile(r"\d{11}|\d{14}")  # CPF or CNPJ, digits only
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """Exactly one of plan, add-on or credit package."""
+
+    plan_id: int | None = None
+    add_on_id: int | None = None
+    credit_package_id: int | None = None
+    quantity: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutResult:
+    payment: Payment | None  # None when nothing had to be paid (a free plan, a trial)
+    subscription: Subscription | None = None
+
+
+async def add_on_bought(payment: Payment) -> None:
+    purpose = payment.purpose
+    row, _ = await WorkspaceAddOn.get_or_create(
+        workspace_id=purpose["workspace_id"],
+        add_on_id=purpose["add_on_id"],
+        defaults={"partner_id": payment.partner_id, "quantity": 0},
+    )
+    row.quantity = (row.quantity if row.active else 0) + int(purpose["quantity"])
+    row.active = True
+    await row.save(update_fields=["quantity", "active"])
+    await workspace_status.recompute(int(purpose["workspace_id"]))
+
+
+async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Money, dict[str, Any]] | None:
+    """The price and the purpose of what is bought; None for a plan that starts without paying."""
+    chosen = [x for x in (item.plan_id, item.add_on_id, item.credit_package_id) if x is not None]
+    if len(chosen) != 1:
+        raise BillingError(ErrorCode.INVALID_INPUT, "choose exactly one plan, add-on or credit package", field="item")
+    if item.plan_id is not None:
+        sale = await lifecycle.plan_for_sale(viewer, workspace, item.plan_id)
+        if sale is None:
+            return None
+        plan, price = sale
+        subscriber = Subscriber(workspace.partner_id, workspace.id)
+        return price, lifecycle.purchase_purpose(subscriber, plan, "")
+    if not 1 <= item.quantity <= MAX_ADD_ON_QUANTITY:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
+    if item.add_on_id is not None:
+        add_on = await AddOn.get_or_none(id=item.add_on_id, partner_id=workspace.partner_id)
+        if add_on is None or add_on.status is not PlanStatus.ACTIVE:
+            raise BillingError(ErrorCode.NOT_FOUND, "add-on not found", field="addOnId")
+        purpose = {
+            "kind": PaymentPurpose.ADD_ON_PURCHASE,
+            "workspace_id": workspace.id,
+            "add_on_id": add_on.id,
+            "quantity": item.quantity,
+        }
+        return Money(add_on.price_amount * item.quantity, add_on.currency), purpose
+    package = await CreditPackage.get_or_none(id=item.credit_package_id, partner_id=workspace.partner_id)
+    if package is None or package.status is not PlanStatus.ACTIVE:
+        raise BillingError(ErrorCode.NOT_FOUND, "credit package not found", field="creditPackageId")
+    wallet = await workspace_wallet(workspace, package.unit)
+    purpose = {
+        "kind": PaymentPurpose.WALLET_CREDIT,
+        "wallet_id": wallet.id,
+        "quantity": package.quantity * item.quantity,
+        "package_id": package.id,
+    }
+    return Money(package.price_amount * item.quantity, package.currency), purpose
+
+
+@dataclass(frozen=True, slots=True)
+class Sale:
+    """Who pays whom: the payer, and the collector whose gateway configuration takes the money (a
+    partner for its clients; None: the platform, for partners)."""
+
+    payer_key: str
+    partner_id: int  # the tenant the payment belongs to
+    collector_id: int | None
+
+
+async def _route(
+    sale: Sale, method: PaymentMethodKind, saved_method_id: int | None
+) -> tuple[GatewayConfig | None, SavedPaymentMethod | None]:
+    """Which configuration collects: a saved card's own (even after the collector switched
+    provider), otherwise the collector's active one; none means the collector records it by hand."""
+    if saved_method_id is not None:
+        saved = await SavedPaymentMethod.get_or_none(id=saved_method_id, payer_key=sale.payer_key, replaced_at=None)
+        if saved is None:
+            raise BillingError(ErrorCode.NOT_FOUND, "saved payment method not found", field="savedPaymentMethodId")
+        if method is not saved.kind:
+            raise BillingError(
+                ErrorCode.METHOD_NOT_ALLOWED, f"the saved method is a {saved.kind.value}", field="method"
+            )
+        return await GatewayConfig.get(id=saved.gateway_config_id), saved
+    config = await gateway_configs.active_config(sale.collector_id)
+    offered = set(config.methods) if config else {PaymentMethodKind.MANUAL.value}
+    if method.value not in offered:
+        raise BillingError(
+            ErrorCode.METHOD_NOT_ALLOWED,
+            f"{method.value} is not offered here (offered: {', '.join(sorted(offered))})",
+            field="method",
+        )
+    return config, None
+
+
+async def open_payment(
+    viewer: Viewer,
+    sale: Sale,
+    price: Money,
+    purpose: dict[str, Any],
+    *,
+    method: PaymentMethodKind,
+    saved_method_id: int | None,
+    save_card: bool,
+) -> Payment:
+    """The payment row, committed before any provider hears of it; a manual one is issued PENDING."""
+    config, _ = await _route(sale, method, saved_method_id)
+    if method is PaymentMethodKind.CARD and saved_method_id is None:
+        purpose = {**purpose, "save_card": save_card}  # a card paid on a hosted page is kept only if asked
+    payment = await payments.create_payment(
+        partner_id=sale.partner_id,
+        payer_key=sale.payer_key,
+        gateway_config_id=config.id if config else None,
+        provider=config.provider if config else gateway_configs.MANUAL,
+        method=method,
+        amount=price.amount,
+        currency=price.currency,
+        purpose=purpose,
+    )
+    if config is None or config.provider == gateway_configs.MANUAL:
+        await lifecycle.collect(payment, PaymentMode.MANUAL, by_hand=False, refuse_decline=True)
+    await audit.record(
+        actor=viewer.actor,
+        action="checkout",
+        target_type="Payment",
+        target_id=payment.id,
+        partner_id=sale.partner_id,
+        after={"purpose": purpose["kind"], "method": method.value, "amount": price.amount, "payer": sale.payer_key},
+    )
+    return payment
+
+
+async def collect(
+    payment: Payment,
+    sale: Sale,
+    method: PaymentMethodKind,
+    *,
+    card_token: str | None,
+    saved_method_id: int | None,
+    save_card: bool,
+) -> Payment:
+    """Outside any transaction: charge the committed payment, or continue it on a retry (an unknown
+    one is looked up first; one certainly not attempted, say for a missing tax id, is charged now)."""
+    if payment.gateway_config_id is None or payment.provider == gateway_configs.MANUAL:
+        return payment
+    if payment.status not in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN, PaymentStatus.NOT_ATTEMPTED):
+        return payment
+    _, saved = await _route(sale, method, saved_method_id) if saved_method_id else (None, None)
+    return await charging.collect(payment, saved_method=saved, method_token=card_token, save_method=save_card)
+
+
+def check_card(method: PaymentMethodKind, card_token: str | None, saved_method_id: int | None) -> None:
+    if card_token is not None and (method is not PaymentMethodKind.CARD or saved_method_id is not None):
+        raise BillingError(ErrorCode.INVALID_INPUT, "a card token goes with a new card payment", field="cardToken")
+    if method is PaymentMethodKind.BALANCE:
+        raise BillingError(ErrorCode.METHOD_NOT_ALLOWED, "this is not paid from a balance", field="method")
+
+
+def _check_tax_id(tax_id: str | None) -> str | None:
+    if tax_id is None:
+        return None
+    digits = re.sub(r"[.\-/\s]", "", tax_id)
+    if not _TAX_ID.fullmatch(digits):
+        raise BillingError(ErrorCode.INVALID_INPUT, "a CPF has 11 digits, a CNPJ 14", field="taxId")
+    return digits
+
+
+async def checkout(
+    viewer: Viewer,
+    *,
+    workspace_id: int,
+    item: Item,
+    method: PaymentMethodKind,
+    idempotency_key: str,
+    card_token: str | None = None,
+    saved_method_id: int | None = None,
+    save_card: bool = False,
+    tax_id: str | None = None,
+) -> CheckoutResult:
+    if viewer.kind != "WORKSPACE":
+        viewer.require(Permission.MANAGE_BILLING)
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    tax_id = _check_tax_id(tax_id)
+    check_card(method, card_token, saved_method_id)
+    sale = Sale(f"WORKSPACE:{workspace.id}", workspace.partner_id, workspace.partner_id)
+    request = {
+        "workspace": workspace_id,
+        "item": [item.plan_id, item.add_on_id, item.credit_package_id, item.quantity],
+        "method": method.value,
+        "card": card_token,
+        "saved": saved_method_id,
+    }
+    if tax_id is not None and tax_id != workspace.tax_id:  # kept for every later charge, retries included
+        workspace.tax_id = tax_id
+        await workspace.save(update_fields=["tax_id"])
+
+    async def act() -> list[Any]:
+        priced = await _priced(viewer, workspace, item)
+        if priced is None:  # a free plan or a trial: nothing to collect
+            assert item.plan_id is not None
+            made = await lifecycle.purchase_plan(
+                viewer, workspace_id=workspace.id, plan_id=item.plan_id, idempotency_key=f"checkout:{idempotency_key}"
+            )
+            return ["Subscription" if isinstance(made, Subscription) else "Payment", made.id]
+        payment = await open_payment(
+            viewer, sale, *priced, method=method, saved_method_id=saved_method_id, save_card=save_card
+        )
+        return ["Payment", payment.id]
+
+    kind, made_id = await idempotency.run_once(
+        scope=viewer.scope,
+        operation="checkout",
+        key=idempotency_key,
+        request=request,
+        action=act,
+        encode=list,
+        decode=list,
+    )
+    if kind == "Subscription":
+        return CheckoutResult(None, await Subscription.get(id=made_id))
+    payment = await collect(
+        await Payment.get(id=made_id),
+        sale,
+        method,
+        card_token=card_token,
+        saved_method_id=saved_method_id,
+        save_card=save_card,
+    )
+    subscription = await current.live_subscription(workspace.id) if item.plan_id else None
+    return CheckoutResult(payment, subscription if payment.status is PaymentStatus.SUCCEEDED else None)
+
+
+async def buy_platform_package(
+    viewer: Viewer,
+    *,
+    partner_id: int,
+    package_id: int,
+    method: PaymentMethodKind,
+    idempotency_key: str,
+    quantity: int = 1,
+    card_token: str | None = None,
+    saved_method_id: int | None = None,
+    save_card: bool = False,
+) -> Payment:
+    """A partner buys one of the platform's packages in bulk (extra conversations, message credits)
+    for its pool, through the platform's gateway, to hand out to its clients with transferUnits."""
+    viewer.require(Permission.MANAGE_BILLING)
+    if viewer.kind == "WORKSPACE":
+        raise BillingError(ErrorCode.FORBIDDEN, "packages for the pool are bought by the partner")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    check_card(method, card_token, saved_method_id)
+    if not 1 <= quantity <= MAX_ADD_ON_QUANTITY:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
+    sale = Sale(f"PARTNER:{partner.id}", partner.id, None)
+
+    async def act() -> int:
+        package = await CreditPackage.get_or_none(id=package_id, partner_id=None)
+        if package is None or package.status is not PlanStatus.ACTIVE:
+            raise BillingError(ErrorCode.NOT_FOUND, "credit package not found", field="packageId")
+        pool = await wallets.open_wallet(
+            partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=package.unit
+        )
+        purpose = {
+            "kind": PaymentPurpose.WALLET_CREDIT,
+            "wallet_id": pool.id,
+            "quantity": package.quantity * quantity,
+            "package_id": package.id,
+        }
+        price = Money(package.price_amount * quantity, package.currency)
+        payment = await open_payment(
+            viewer, sale, price, purpose, method=method, saved_method_id=saved_method_id, save_card=save_card
+        )
+        return int(payment.id)
+
+    payment_id = await idempotency.run_once(
+        scope=viewer.scope,
+        operation="package.buy",
+        key=idempotency_key,
+        request={"partner": partner_id, "package": package_id, "quantity": quantity, "method": method.value},
+        action=act,
+        encode=int,
+        decode=int,
+    )
+    return await collect(
+        await Payment.get(id=payment_id),
+        sale,
+        method,
+        card_token=card_token,
+        saved_method_id=saved_method_id,
+        save_card=save_card,
+    )

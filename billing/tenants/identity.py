@@ -1,0 +1,361 @@
+"""People: platform operators, partner users and workspace users; login sessions; password resets.
+
+White label: one person may be a client of two brands, so an e-mail is unique within its partner and
+`login` names the brand. Session and reset tokens are random secrets stored as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from billing.core import audit, clock, sql, tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.tenancy import Viewer
+from billing.tenants import ratelimit
+from billing.tenants.partners import check_email, check_name
+from billing.tenants.passwords import check_new_password, hash_password, verify_password
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, Permission
+from models.tenancy import Partner, PartnerUser, PasswordResetToken, PlatformUser, UserSession, WorkspaceUser
+
+SESSION_PREFIX = "wbs"
+SESSION_LIFETIME = timedelta(hours=12)
+RESET_LIFETIME = timedelta(hours=2)
+INVITE_LIFETIME = timedelta(days=7)
+
+UserKind = Literal["PLATFORM", "PARTNER", "WORKSPACE"]
+AnyUser = PlatformUser | PartnerUser | WorkspaceUser
+_MODELS: dict[str, type[PlatformUser] | type[PartnerUser] | type[WorkspaceUser]] = {
+    "PLATFORM": PlatformUser,
+    "PARTNER": PartnerUser,
+    "WORKSPACE": WorkspaceUser,
+}
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def viewer_for(kind: str, user: AnyUser) -> Viewer:
+    actor = f"user:{kind}:{user.id}"
+    if isinstance(user, PlatformUser):
+        return Viewer(kind="PLATFORM", actor=actor, permissions=PLATFORM_PERMISSIONS)
+    if isinstance(user, PartnerUser):
+        granted = PARTNER_PERMISSIONS if user.is_admin else frozenset(Permission(p) for p in user.permissions)
+        return Viewer(
+            kind="PARTNER", actor=actor, partner_id=user.partner_id, permissions=granted & PARTNER_PERMISSIONS
+        )
+    return Viewer(kind="WORKSPACE", actor=actor, partner_id=user.partner_id, workspace_id=user.workspace_id)
+
+
+# ---------------------------------------------------------------------------- brands and users
+
+
+async def find_brand(brand: str) -> Partner | None:
+    """A partner by its custom domain, its slug or its database id."""
+    text = brand.strip().lower()
+    if not text or len(text) > 253 or "\x00" in text:
+        return None
+    partner = await Partner.filter(domain=text).first()
+    if partner is None and len(text) <= 80:
+        partner = await Partner.filter(slug=text).first()
+    if partner is None and text.isdigit() and len(text) < 19:
+        partner = await Partner.get_or_none(id=int(text))
+    return partner
+
+
+async def _find_user(brand: str | None, email: str) -> tuple[str, AnyUser] | None:
+    if brand is None:
+        user = await PlatformUser.get_or_none(email=email, is_active=True)
+        return ("PLATFORM", user) if user else None
+    partner = await find_brand(brand)
+    if partner is None:
+        return None
+    partner_user = await PartnerUser.get_or_none(partner_id=partner.id, email=email, is_active=True)
+    if partner_user is not None:
+        return "PARTNER", partner_user
+    workspace_user = await WorkspaceUser.get_or_none(partner_id=partner.id, email=email, is_active=True)
+    return ("WORKSPACE", workspace_user) if workspace_user else None
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    kind: str
+    user: AnyUser
+    invite_sent: bool
+
+
+async def create_platform_user(*, email: str, password: str, name: str = "") -> PlatformUser:
+    """For the command line: the first operator of a fresh install."""
+    email = check_email(email)
+    try:
+        return await PlatformUser.create(
+            email=email, password_hash=hash_password(check_new_password(password)), name=name
+        )
+    except IntegrityError:
+        raise BillingError(ErrorCode.ALREADY_EXISTS, "an operator with this e-mail exists", field="email") from None
+
+
+async def invite_partner_user(
+    viewer: Viewer, *, partner_id: int, email: str, name: str = "", permissions: frozenset[Permission] = frozenset()
+) -> NewUser:
+    """Add a person to a partner's team. The partner's first user is its admin; the invitee sets a
+    password through the e-mailed link."""
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    email = check_email(email)
+    name = check_name(name, field="name") if name.strip() else ""
+    async with in_transaction("default"):
+        first = not await PartnerUser.exists(partner_id=partner.id)
+        if first:
+            # The first user becomes the admin with every permission: only someone who already holds
+            # them all may create it.
+            if not viewer.is_platform and not PARTNER_PERMISSIONS <= viewer.permissions:
+                raise BillingError(
+                    ErrorCode.FORBIDDEN, "the partner's first user is its admin: it needs every permission to invite"
+                )
+        else:
+            viewer.require(Permission.MANAGE_USERS)
+        if not permissions <= PARTNER_PERMISSIONS:
+            raise BillingError(ErrorCode.INVALID_INPUT, "not a partner permission", field="permissions")
+        if not first and not viewer.is_platform and not permissions <= viewer.permissions:
+            raise BillingError(ErrorCode.FORBIDDEN, "you cannot grant permissions you do not hold", field="permissions")
+        if await PartnerUser.exists(partner_id=partner.id, email=email):
+            raise BillingError(
+                ErrorCode.ALREADY_EXISTS, "this partner already has a user with that e-mail", field="email"
+            )
+        user = await PartnerUser.create(
+            partner_id=partner.id,
+            email=email,
+            name=name,
+            is_admin=first,
+            permissions=sorted(p.value for p in (PARTNER_PERMISSIONS if first else permissions)),
+        )
+        await audit.record(
+            actor=viewer.actor,
+            action="partner_user.invite",
+            target_type="PartnerUser",
+            target_id=user.id,
+            partner_id=partner.id,
+            after={"email": email, "is_admin": first, "permissions": user.permissions},
+        )
+        await _send_reset(kind="PARTNER", user=user, lifetime=INVITE_LIFETIME, purpose="invite")
+    return NewUser("PARTNER", user, True)
+
+
+async def create_workspace_user(viewer: Viewer, *, workspace_id: int, email: str, name: str = "") -> NewUser:
+    """A client's login for the partner's branded portal; the client sets a password by e-mail."""
+    viewer.require(Permission.MANAGE_WORKSPACES)
+    workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
+    email = check_email(email)
+    name = check_name(name, field="name") if name.strip() else ""
+    async with in_transaction("default"):
+        if await WorkspaceUser.exists(partner_id=workspace.partner_id, email=email):
+            raise BillingError(
+                ErrorCode.ALREADY_EXISTS, "this brand already has a user with that e-mail", field="email"
+            )
+        user = await WorkspaceUser.create(
+            partner_id=workspace.partner_id, workspace_id=workspace.id, email=email, name=name
+        )
+        await audit.record(
+            actor=viewer.actor,
+            action="workspace_user.create",
+            target_type="WorkspaceUser",
+            target_id=user.id,
+            partner_id=workspace.partner_id,
+            after={"email": email, "workspace_id": workspace.id},
+        )
+        await _send_reset(kind="WORKSPACE", user=user, lifetime=INVITE_LIFETIME, purpose="invite")
+    return NewUser("WORKSPACE", user, True)
+
+
+async def set_permissions(viewer: Viewer, *, user_id: int, permissions: frozenset[Permission]) -> PartnerUser:
+    """The partner admin grants or revokes permissions of a team member."""
+    viewer.require(Permission.MANAGE_USERS)
+    scoped = PartnerUser.all() if viewer.is_platform else PartnerUser.filter(partner_id=viewer.partner_id)
+    user = await tenancy.get_scoped(scoped, user_id, "user")
+    if not permissions <= PARTNER_PERMISSIONS:
+        raise BillingError(ErrorCode.INVALID_INPUT, "not a partner permission", field="permissions")
+    if not viewer.is_platform and not permissions <= viewer.permissions:
+        raise BillingError(ErrorCode.FORBIDDEN, "you cannot grant permissions you do not hold", field="permissions")
+    if user.is_admin:
+        raise BillingError(ErrorCode.LAST_ADMIN, "the partner admin holds every permission", field="userId")
+    before = list(user.permissions)
+    user.permissions = sorted(p.value for p in permissions)
+    async with in_transaction("default"):  # the change and its audit row together
+        await user.save(update_fields=["permissions"])
+        await audit.record(
+            actor=viewer.actor,
+            action="partner_user.permissions",
+            target_type="PartnerUser",
+            target_id=user.id,
+            partner_id=user.partner_id,
+            before={"permissions": before},
+            after={"permissions": user.permissions},
+        )
+    return user
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: str  # shown once
+    expires_at_iso: str
+    viewer: Viewer
+
+
+async def login(*, brand: str | None, email: str, password: str, client_address: str | None) -> Session:
+    """Exchange an e-mail and password for a session token. Every failure looks the same."""
+    email_key = (email or "").strip().lower()[:254].replace("\x00", "")
+    await ratelimit.hit("login", email=f"{brand}|{email_key}", address=client_address)
+    found = await _find_user(brand, email_key) if email_key else None
+    user = found[1] if found else None
+    if not verify_password(user.password_hash if user else None, password) or found is None:
+        raise BillingError(ErrorCode.INVALID_CREDENTIALS, "e-mail or password is wrong")
+    kind, user = found
+    token = f"{SESSION_PREFIX}_{secrets.token_urlsafe(32)}"
+    expires = clock.now() + SESSION_LIFETIME
+    await UserSession.create(
+        token_hash=_digest(token),
+        user_kind=kind,
+        user_id=user.id,
+        partner_id=getattr(user, "partner_id", None),
+        expires_at=expires,
+    )
+    return Session(token, expires.isoformat(), viewer_for(kind, user))
+
+
+async def authenticate_session(token: str) -> Viewer | None:
+    if not token.startswith(f"{SESSION_PREFIX}_"):
+        return None
+    session = await UserSession.get_or_none(token_hash=_digest(token))
+    now = clock.now()
+    if session is None or session.revoked_at is not None or session.expires_at <= now:
+        return None
+    if not hmac.compare_digest(session.token_hash, _digest(token)):
+        return None
+    user = await _MODELS[session.user_kind].get_or_none(id=session.user_id, is_active=True)
+    if user is None:
+        return None
+    return viewer_for(session.user_kind, user)
+
+
+async def logout(token: str) -> bool:
+    changed = await sql.execute(
+        "UPDATE user_session SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
+        clock.now(),
+        _digest(token),
+    )
+    return changed == 1
+
+
+async def _end_sessions_and_tokens(kind: str, user_id: int) -> None:
+    now = clock.now()
+    await sql.execute(
+        "UPDATE user_session SET revoked_at = $1 WHERE user_kind = $2 AND user_id = $3 AND revoked_at IS NULL",
+        now,
+        kind,
+        user_id,
+    )
+    await sql.execute(
+        "UPDATE password_reset_token SET used_at = $1 WHERE user_kind = $2 AND user_id = $3 AND used_at IS NULL",
+        now,
+        kind,
+        user_id,
+    )
+
+
+def _user_ref(viewer: Viewer) -> tuple[str, int]:
+    kind, _, user_id = viewer.actor.removeprefix("user:").partition(":")
+    if not viewer.actor.startswith("user:") or not user_id.isdigit():
+        raise BillingError(ErrorCode.FORBIDDEN, "only a signed-in person can do this")
+    return kind, int(user_id)
+
+
+async def change_password(viewer: Viewer, *, current: str, new: str) -> None:
+    """Ends every session and pending reset link of the user, the current session included."""
+    kind, user_id = _user_ref(viewer)
+    user = await _MODELS[kind].get(id=user_id)
+    if not verify_password(user.password_hash, current):
+        raise BillingError(ErrorCode.INVALID_CREDENTIALS, "the current password is wrong", field="currentPassword")
+    async with in_transaction("default"):
+        user.password_hash = hash_password(check_new_password(new, field="newPassword"))
+        await user.save(update_fields=["password_hash"])
+        await _end_sessions_and_tokens(kind, user_id)
+
+
+# ---------------------------------------------------------------------------- password reset
+
+
+async def _send_reset(*, kind: str, user: AnyUser, lifetime: timedelta, purpose: str) -> None:
+    token = secrets.token_urlsafe(32)
+    partner_id = getattr(user, "partner_id", None)
+    await PasswordResetToken.create(
+        token_hash=_digest(token),
+        user_kind=kind,
+        user_id=user.id,
+        partner_id=partner_id,
+        expires_at=clock.now() + lifetime,
+    )
+    # The e-mail carries the token; the outbox row is read only by the e-mail sender.
+    await audit.emit(
+        "email.password_reset",
+        partner_id,
+        {
+            "to": user.email,
+            "purpose": purpose,
+            "token": token,
+            "user_kind": kind,
+            "expires_in_hours": lifetime / timedelta(hours=1),
+        },
+    )
+
+
+async def request_password_reset(*, brand: str | None, email: str, client_address: str | None) -> None:
+    """Always answers the same, whether or not the e-mail belongs to anyone."""
+    email_key = (email or "").strip().lower()[:254].replace("\x00", "")
+    await ratelimit.hit("reset", email=f"{brand}|{email_key}", address=client_address)
+    found = await _find_user(brand, email_key) if email_key else None
+    if found is None:
+        return
+    kind, user = found
+    async with in_transaction("default"):
+        await _send_reset(kind=kind, user=user, lifetime=RESET_LIFETIME, purpose="reset")
+
+
+async def reset_password(*, token: str, new_password: str) -> None:
+    """Use a reset (or invite) token once; it also ends the user's sessions and other tokens."""
+    check_new_password(new_password, field="newPassword")
+    now = clock.now()
+    async with in_transaction("default"):
+        # Claiming the token is the conditional update: two uses race, one wins.
+        rows = await sql.fetch(
+            "UPDATE password_reset_token SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1"
+            " RETURNING user_kind, user_id",
+            now,
+            _digest(token or ""),
+        )
+        if not rows:
+            raise BillingError(ErrorCode.INVALID_TOKEN, "this link is invalid, used or expired", field="token")
+        kind, user_id = rows[0]["user_kind"], rows[0]["user_id"]
+        user = await _MODELS[kind].get(id=user_id)
+        user.password_hash = hash_password(new_password)
+        await user.save(update_fields=["password_hash"])
+        await _end_sessions_and_tokens(kind, user_id)
+
+
+async def email_of(viewer: Viewer) -> str | None:
+    """The signed-in person's e-mail (None for API keys)."""
+    if not viewer.actor.startswith("user:"):
+        return None
+    kind, user_id = _user_ref(viewer)
+    user = await _MODELS[kind].get_or_none(id=user_id)
+    return user.email if user else None

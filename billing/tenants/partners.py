@@ -1,0 +1,89 @@
+"""Onboarding: partners, their workspaces (each with a default project) and projects."""
+
+from __future__ import annotations
+
+import re
+
+from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
+
+from billing.core import audit, tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import check_currency
+from billing.core.tenancy import Viewer
+from billing.core.text import check_text
+from models.enums import Permission, WorkspaceStatus
+from models.tenancy import Branding, Partner, Project, Workspace
+
+_SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]+$")
+
+
+def check_email(email: str, field: str = "email") -> str:
+    value = check_text(email, field, max_length=254).lower()
+    if not _EMAIL.match(value):
+        raise BillingError(ErrorCode.INVALID_INPUT, "not a valid e-mail address", field=field)
+    return value
+
+
+def check_name(name: str, field: str = "name") -> str:
+    return check_text(name, field, max_length=200)
+
+
+async def create_partner(viewer: Viewer, *, name: str, slug: str, currency: str = "USD") -> Partner:
+    viewer.require(Permission.MANAGE_PARTNERS)
+    name = check_name(name)
+    slug = check_text(slug, "slug", max_length=80).lower()
+    if not _SLUG.match(slug):
+        raise BillingError(ErrorCode.INVALID_INPUT, "slug must be lowercase letters, digits and dashes", field="slug")
+    currency = check_currency(currency, field="currency")
+    try:
+        async with in_transaction("default"):
+            partner = await Partner.create(name=name, slug=slug, default_currency=currency)
+            await Branding.create(partner=partner, display_name=name)
+            await audit.record(
+                actor=viewer.actor,
+                action="partner.create",
+                target_type="Partner",
+                target_id=partner.id,
+                partner_id=partner.id,
+                after={"name": name, "slug": slug, "currency": currency},
+            )
+    except IntegrityError:
+        raise BillingError(ErrorCode.ALREADY_EXISTS, f"a partner with slug {slug!r} exists", field="slug") from None
+    return partner
+
+
+async def create_workspace(viewer: Viewer, *, name: str, owner_email: str, partner_id: int | None = None) -> Workspace:
+    """Create a client workspace and its default project (AiSensy)."""
+    viewer.require(Permission.MANAGE_WORKSPACES)
+    partner_id = partner_id if partner_id is not None else viewer.partner_id
+    if partner_id is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "the platform must name the partner", field="partnerId")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    name = check_name(name)
+    owner_email = check_email(owner_email, field="ownerEmail")
+    async with in_transaction("default"):
+        # No plan yet: a new client starts RESTRICTED (LiveChat360) until one is assigned.
+        workspace = await Workspace.create(
+            partner_id=partner.id,
+            name=name,
+            owner_email=owner_email,
+            status=WorkspaceStatus.RESTRICTED,
+            status_reasons=[{"kind": "NO_PLAN"}],
+        )
+        await Project.create(partner_id=partner.id, workspace=workspace, name=name, is_default=True)
+        await audit.record(
+            actor=viewer.actor,
+            action="workspace.create",
+            target_type="Workspace",
+            target_id=workspace.id,
+            partner_id=partner.id,
+            after={"name": name, "owner_email": owner_email},
+        )
+        await audit.emit(
+            "workspace.created",
+            partner.id,
+            {"workspace_id": workspace.id, "name": name, "owner_email": owner_email},
+        )
+    return workspace

@@ -1,0 +1,173 @@
+"""Billing reports: WhatsApp usage per project by month and category, and the partner's monthly
+CSV downloads of what left its centralised balance (WCC, renewal and plan deductions).
+
+Amounts come from the same rows the ledger's entries were summed from (each usage event's two
+amounts, each deduction's amount), so a report agrees with the ledger to the cent. Months are UTC
+calendar months of when the usage happened (``occurredAt``) or the deduction was made.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from billing.core import sql, tenancy
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import format_minor
+from billing.core.tenancy import Viewer
+from models.enums import Permission
+
+PAGE = 1000
+_MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    month: str  # "2026-07"
+    category: str
+    events: int
+    messages: int
+    free_messages: int
+    partner_amount: int
+    platform_amount: int
+    currency: str
+
+
+def month_range(month: str) -> tuple[datetime, datetime]:
+    match = _MONTH.fullmatch(month.strip())
+    if match is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a month is written YYYY-MM", field="month")
+    year, number = int(match.group(1)), int(match.group(2))
+    if not 2000 <= year <= 9998:
+        raise BillingError(ErrorCode.INVALID_INPUT, "year out of range", field="month")
+    start = datetime(year, number, 1, tzinfo=UTC)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def _month_of(column: str) -> str:
+    if sql.is_postgres():
+        return f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM')"
+    return f"substr({column}, 1, 7)"  # SQLite keeps UTC times as ISO text
+
+
+async def usage_by_month(
+    viewer: Viewer, *, project_id: int, since: str | None = None, until: str | None = None
+) -> list[UsageLine]:
+    """Counts and amounts of a project's delivered messages, per month and category."""
+    if viewer.kind != "WORKSPACE":
+        viewer.require(Permission.READ_REPORTS)
+    project = await tenancy.get_scoped(tenancy.projects(viewer), project_id, "project")
+    start = month_range(since)[0] if since else datetime(2000, 1, 1, tzinfo=UTC)
+    end = month_range(until)[1] if until else datetime(9999, 1, 1, tzinfo=UTC)
+    rows = await sql.fetch(
+        f"SELECT {_month_of('occurred_at')} AS month, category, currency, count(*) AS events,"  # noqa: S608
+        " sum(count) AS messages, sum(CASE WHEN free THEN count ELSE 0 END) AS free_messages,"
+        " sum(charged_amount) AS partner_amount, sum(platform_amount) AS platform_amount"
+        " FROM usage_event WHERE project_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
+        " GROUP BY 1, category, currency ORDER BY 1, category, currency",
+        project.id,
+        start,
+        end,
+    )
+    return [
+        UsageLine(
+            month=r["month"],
+            category=r["category"],
+            events=int(r["events"]),
+            messages=int(r["messages"]),
+            free_messages=int(r["free_messages"]),
+            partner_amount=int(r["partner_amount"]),
+            platform_amount=int(r["platform_amount"]),
+            currency=r["currency"],
+        )
+        for r in rows
+    ]
+
+
+# --- CSV downloads ---------------------------------------------------------------------------------
+
+REPORTS = ("wcc-deductions", "renewal-deductions", "plan-deductions")
+
+
+async def check_download(viewer: Viewer, partner_id: int, report: str, month: str) -> tuple[int, datetime, datetime]:
+    """Validate a download before any byte is sent: the partner (scoped), the report, the month."""
+    viewer.require(Permission.READ_REPORTS)
+    if report not in REPORTS:
+        raise BillingError(ErrorCode.NOT_FOUND, f"no report {report[:40]!r} (one of {', '.join(REPORTS)})")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    start, end = month_range(month)
+    return partner.id, start, end
+
+
+def _line(values: Sequence[object]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerow(values)
+    return out.getvalue()
+
+
+async def stream(report: str, partner_id: int, start: datetime, end: datetime) -> AsyncIterator[str]:
+    """The CSV, a page of rows at a time (keyset pages by id, so memory stays flat)."""
+    if report == "wcc-deductions":
+        header = [
+            "event_id", "occurred_at", "workspace_id", "project_id", "country", "category", "window",
+            "messages", "free", "partner_amount", "platform_amount", "currency", "posting_id",
+        ]  # fmt: skip
+        query = (
+            "SELECT e.id, e.event_id, e.occurred_at, p.workspace_id, e.project_id, e.country, e.category,"
+            " e.window_kind, e.count, e.free, e.charged_amount, e.platform_amount, e.currency, e.posting_id"
+            " FROM usage_event e JOIN project p ON p.id = e.project_id"
+            " WHERE e.partner_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3 AND e.id > $4"
+            " ORDER BY e.id LIMIT $5"
+        )
+
+        def row(r: dict[str, object]) -> list[object]:
+            currency = str(r["currency"])
+            return [
+                r["event_id"], _iso(r["occurred_at"]), r["workspace_id"], r["project_id"], r["country"],
+                r["category"], r["window_kind"], r["count"], "true" if r["free"] else "false",
+                format_minor(int(r["charged_amount"]), currency),  # type: ignore[call-overload]
+                format_minor(int(r["platform_amount"]), currency),  # type: ignore[call-overload]
+                currency, r["posting_id"],
+            ]  # fmt: skip
+
+    else:
+        kind = "RENEWAL" if report == "renewal-deductions" else "PLAN"
+        header = [
+            "deduction_id", "created_at", "debited_at", "workspace_id", "plan_id", "source", "amount",
+            "currency", "status", "posting_id",
+        ]  # fmt: skip
+        query = (
+            "SELECT id, created_at, debited_at, workspace_id, plan_id, source, amount, currency, posting_id"
+            " FROM platform_deduction WHERE partner_id = $1 AND created_at >= $2 AND created_at < $3"
+            " AND id > $4 AND kind = $6 ORDER BY id LIMIT $5"
+        )
+
+        def row(r: dict[str, object]) -> list[object]:
+            currency = str(r["currency"])
+            return [
+                r["id"], _iso(r["created_at"]), _iso(r["debited_at"]), r["workspace_id"], r["plan_id"],
+                r["source"], format_minor(int(r["amount"]), currency),  # type: ignore[call-overload]
+                currency, "DEBITED" if r["debited_at"] else "PENDING", r["posting_id"],
+            ]  # fmt: skip
+
+    yield _line(header)
+    last = 0
+    extra: tuple[str, ...] = () if report == "wcc-deductions" else (kind,)
+    while True:
+        rows = await sql.fetch(query, partner_id, start, end, last, PAGE, *extra)
+        if not rows:
+            return
+        yield "".join(_line(row(r)) for r in rows)
+        last = int(rows[-1]["id"])
+
+
+def _iso(value: object) -> str:
+    if value is None:
+        return ""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))  # SQLite: text
+    return moment.astimezone(UTC).isoformat()

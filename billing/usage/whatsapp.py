@@ -1,0 +1,597 @@
+"""Delivered-message usage (WhatsApp conversation charges): priced, charged and recorded in batches.
+
+The platform's product reports what was delivered with a key holding REPORT_USAGE (never the
+partner it bills). Each billable event charges its project's credit at the partner's rate and the
+partner's centralised balance at the platform's rate, at usage time, in one transaction per batch.
+Free messages (service; utility inside the 24-hour customer-service window; anything inside the
+72-hour free entry window) are recorded and not charged. An event id seen before is acknowledged as
+a duplicate and never charged again: the database's unique (partner, event id) decides, so two
+senders racing with the same event charge it once.
+
+When a project's credit runs out, the partner's ``usage_credit_policy`` decides: REFUSE (a hard
+stop at zero) or ALLOW_TO_CREDIT_LIMIT (down to the project wallet's credit limit). The centralised
+balance goes down to its own credit limit, which the platform sets. Refused events are not kept, so
+the product may send them again once there is credit.
+
+Every event row carries its two amounts and the id of the batch's posting, whose ledger entries on
+the project's credit and on the centralised balance are the sums of those amounts: each event is
+traceable to its charge, and reports add up to the ledger.
+
+Subscribers to a wallet's balance hear of usage like of any posting (``billing.realtime``).
+
+On PostgreSQL a batch is two statements in one transaction: one inserts the events (ON CONFLICT
+DO NOTHING RETURNING tells the duplicates), debits every project and writes the posting and its
+project entries; the second debits the centralised balance, the row every sender of a partner
+shares, as late as possible, so its lock is held only until the commit. If a balance would go
+beyond its limit, the transaction is undone and the batch goes through the careful path, which
+locks the wallets and decides event by event (SQLite always takes that path).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+import asyncpg
+import msgspec
+from tortoise.exceptions import OperationalError
+from tortoise.transactions import in_transaction
+
+from billing.accounts import ledger, top_ups, wallets
+from billing.accounts.ledger import CausedBy, Leg
+from billing.catalog import rate_cards
+from billing.catalog.calling_codes import country_of
+from billing.core import clock, realtime, sql
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.tenancy import Viewer
+from models.enums import ExternalAccount, LedgerCause, MessageCategory, OwnerKind, Permission
+
+MAX_BATCH = 1000
+MAX_COUNT = 1_000_000
+MAX_EVENT_ID = 128
+CATEGORIES = frozenset(c.value for c in MessageCategory)
+
+
+class Window(StrEnum):
+    NONE = "NONE"
+    CUSTOMER_SERVICE = "CUSTOMER_SERVICE"  # inside the 24-hour customer-service window
+    FREE_ENTRY = "FREE_ENTRY"  # inside the 72-hour free entry point window
+
+
+class Status(StrEnum):
+    CHARGED = "CHARGED"
+    FREE = "FREE"
+    DUPLICATE = "DUPLICATE"
+    REFUSED = "REFUSED"
+
+
+class Reason(StrEnum):
+    INSUFFICIENT_CREDIT = "INSUFFICIENT_CREDIT"  # the project's credit (and the partner's policy) do not cover it
+    PARTNER_BALANCE_INSUFFICIENT = "PARTNER_BALANCE_INSUFFICIENT"  # the centralised balance is at its limit
+    NO_RATE = "NO_RATE"  # the platform has no rate for this country and category
+    PROJECT_NOT_FOUND = "PROJECT_NOT_FOUND"
+    INVALID_EVENT = "INVALID_EVENT"
+
+
+WINDOWS = frozenset(w.value for w in Window)
+
+
+@dataclass(slots=True)
+class UsageIn:
+    """One report: ``count`` messages of ``category`` to one recipient (its number or its country)."""
+
+    project_id: int
+    event_id: str
+    category: str
+    occurred_at: datetime
+    count: int = 1
+    country: str | None = None
+    recipient: str | None = None
+    window: str = "NONE"
+
+
+class UsageLike(Protocol):
+    """What ingestion reads of an event: ``UsageIn``, or the HTTP endpoint's decoded body as it is."""
+
+    event_id: str
+    category: str
+    occurred_at: datetime
+    count: int
+    country: str | None
+    recipient: str | None
+    window: str
+
+
+class UsageResult(msgspec.Struct, gc=False):
+    """One event's outcome. Not tracked by the garbage collector (it holds no containers): a batch
+    makes a thousand, and tracked objects would set off collections that scan the whole batch."""
+
+    event_id: str
+    status: Status
+    partner_amount: int = 0  # minor units of ``currency``, charged to the project's credit
+    platform_amount: int = 0  # charged to the partner's centralised balance
+    currency: str | None = None
+    reason: Reason | None = None
+    message: str | None = None
+    country: str | None = None
+
+
+@dataclass(slots=True)
+class _Project:
+    id: int
+    partner_id: int
+    currency: str
+    allow_credit: bool
+    wallet_id: int | None
+    central_id: int | None
+    versions: tuple[int, int]
+
+
+class _Priced(msgspec.Struct, gc=False):
+    """An event ready to write: its result (amounts filled) and its row values (no cycles: untracked)."""
+
+    event: UsageLike
+    result: UsageResult
+    project: _Project
+    free: bool
+    partner_amount: int  # as priced, before any attempt to write it
+    platform_amount: int
+
+    def reset(self) -> None:
+        """The result as priced: a retried write starts again from here."""
+        result = self.result
+        result.status = Status.FREE if self.free else Status.CHARGED
+        result.reason = result.message = None
+        result.partner_amount, result.platform_amount = self.partner_amount, self.platform_amount
+
+
+@dataclass(slots=True)
+class _Group:
+    """The events of one partner in a batch."""
+
+    partner_id: int
+    currency: str
+    central_id: int
+    events: list[_Priced] = field(default_factory=list)
+
+
+def refuse(result: UsageResult, reason: Reason, message: str) -> None:
+    result.status, result.reason, result.message = Status.REFUSED, reason, message
+    result.partner_amount = result.platform_amount = 0
+
+
+def _validate(event: UsageLike, result: UsageResult) -> str | None:
+    """The event's country, or None after refusing it."""
+    if event.category not in CATEGORIES:
+        refuse(result, Reason.INVALID_EVENT, f"unknown category {event.category[:40]!r}")
+        return None
+    if event.window not in WINDOWS:
+        refuse(result, Reason.INVALID_EVENT, f"unknown window {event.window[:40]!r}")
+        return None
+    if not 1 <= event.count <= MAX_COUNT:
+        refuse(result, Reason.INVALID_EVENT, f"count is 1 to {MAX_COUNT}")
+        return None
+    if event.recipient is not None:
+        try:
+            country = country_of(event.recipient)
+        except ValueError:
+            refuse(result, Reason.INVALID_EVENT, "recipient is not an international phone number")
+            return None
+        if event.country is not None and country is not None and event.country.upper() != country:
+            refuse(result, Reason.INVALID_EVENT, f"recipient is in {country}, not {event.country[:8]}")
+            return None
+        return country or rate_cards.REST_OF_WORLD
+    if event.country is None:
+        refuse(result, Reason.INVALID_EVENT, "give the recipient's number or country")
+        return None
+    try:
+        return rate_cards.check_country(event.country)
+    except BillingError as error:
+        refuse(result, Reason.INVALID_EVENT, error.message)
+        return None
+
+
+# Free: anything inside the 72-hour free entry window, service messages, and utility messages inside
+# the 24-hour customer-service window.
+_FREE = frozenset(
+    {(category, Window.FREE_ENTRY.value) for category in CATEGORIES}
+    | {(MessageCategory.SERVICE.value, window.value) for window in Window}
+    | {(MessageCategory.UTILITY.value, Window.CUSTOMER_SERVICE.value)}
+)
+
+
+def _is_free(category: str, window: str) -> bool:
+    return (category, window) in _FREE
+
+
+# Each project with its partner's currency and policy, its credit, the partner's balance, and the
+# versions of the two rate cards that price it (so cached cards are checked without a query).
+PROJECTS_SQL = (
+    "SELECT p.id, p.partner_id, pa.default_currency AS currency, pa.usage_credit_policy AS policy,"
+    " pw.id AS wallet_id, cw.id AS central_id,"
+    " (SELECT version FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = pa.default_currency) AS pv,"
+    " (SELECT version FROM rate_card r WHERE r.partner_id = pa.id AND r.currency = pa.default_currency) AS ov"
+    " FROM project p JOIN partner pa ON pa.id = p.partner_id"
+    " LEFT JOIN wallet pw ON pw.owner_key = 'PROJECT:' || p.id AND pw.unit = pa.default_currency"
+    " LEFT JOIN wallet cw ON cw.owner_key = 'PARTNER:' || pa.id AND cw.unit = pa.default_currency"
+)
+
+
+async def _projects(ids: set[int]) -> dict[int, _Project]:
+    if not ids:
+        return {}
+    listed = ", ".join(str(int(i)) for i in sorted(ids))  # integers only
+    rows = await sql.fetch(f"{PROJECTS_SQL} WHERE p.id IN ({listed})")
+    found = {}
+    for row in rows:
+        central = row["central_id"]
+        if central is None:  # the centralised balance opens at zero the first time it is needed
+            central = (
+                await wallets.open_wallet(
+                    partner_id=row["partner_id"],
+                    owner_kind=OwnerKind.PARTNER,
+                    owner_id=row["partner_id"],
+                    unit=row["currency"],
+                )
+            ).id
+        found[row["id"]] = _Project(
+            id=row["id"],
+            partner_id=row["partner_id"],
+            currency=row["currency"],
+            allow_credit=row["policy"] == "ALLOW_TO_CREDIT_LIMIT",
+            wallet_id=row["wallet_id"],
+            central_id=central,
+            versions=(int(row["pv"] or 0), int(row["ov"] or 0)),
+        )
+    return found
+
+
+async def _price(
+    events: Sequence[UsageLike], project_ids: Sequence[int], results: list[UsageResult]
+) -> dict[int, _Group]:
+    """Validate and price every event; the ones left to write, grouped by partner."""
+    projects = await _projects(set(project_ids))
+    tables: dict[tuple[int, str], rate_cards.RateTable] = {}
+    # (partner, country, category, count) -> both amounts: most events of a batch share a few cells.
+    priced: dict[tuple[int, str, str, int], tuple[int, int] | None] = {}
+    groups: dict[int, _Group] = {}
+    seen: set[str] = set()
+    for event, project_id, result in zip(events, project_ids, results, strict=True):
+        if not 0 < len(event.event_id) <= MAX_EVENT_ID:
+            refuse(result, Reason.INVALID_EVENT, f"an event id has 1 to {MAX_EVENT_ID} characters")
+            continue
+        if event.event_id in seen:
+            result.status = Status.DUPLICATE
+            continue
+        seen.add(event.event_id)
+        project = projects.get(project_id)
+        if project is None:
+            refuse(result, Reason.PROJECT_NOT_FOUND, "project not found")
+            continue
+        country = _validate(event, result)
+        if country is None:
+            continue
+        result.country = country
+        free = _is_free(event.category, event.window)
+        amounts = None
+        if not free:
+            cell = (project.partner_id, country, event.category, event.count)
+            if cell in priced:
+                amounts = priced[cell]
+            else:
+                key = (project.partner_id, project.currency)
+                card = tables.get(key)
+                if card is None:
+                    card = tables[key] = await rate_cards.table(project.partner_id, project.currency, project.versions)
+                rate = card.rate(country, event.category)
+                amounts = priced[cell] = (
+                    None
+                    if rate is None
+                    else (
+                        rate_cards.charge_minor(event.count, rate.partner, project.currency),
+                        rate_cards.charge_minor(event.count, rate.platform, project.currency),
+                    )
+                )
+            if amounts is None:
+                refuse(result, Reason.NO_RATE, f"no rate for {country} {event.category}")
+                continue
+        result.currency = project.currency
+        if amounts is None:
+            result.status = Status.FREE
+        else:
+            result.status = Status.CHARGED
+            result.partner_amount, result.platform_amount = amounts
+            if project.wallet_id is None and result.partner_amount > 0:
+                refuse(result, Reason.INSUFFICIENT_CREDIT, "the project has no credit")
+                continue
+        group = groups.get(project.partner_id)
+        if group is None:
+            assert project.central_id is not None
+            group = groups[project.partner_id] = _Group(project.partner_id, project.currency, project.central_id)
+        group.events.append(_Priced(event, result, project, free, result.partner_amount, result.platform_amount))
+    return groups
+
+
+async def report(
+    viewer: Viewer, events: Sequence[UsageLike], project_ids: Sequence[int] | None = None
+) -> list[UsageResult]:
+    """Price, charge and record a batch of up to 1,000 events; one result per event, in order.
+    ``project_ids`` gives each event's project when the events do not carry it (``UsageIn`` does)."""
+    viewer.require(Permission.REPORT_USAGE)
+    if not viewer.is_platform:
+        raise BillingError(ErrorCode.FORBIDDEN, "usage is reported by the platform's product")
+    if len(events) > MAX_BATCH:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"a batch holds at most {MAX_BATCH} events", field="events")
+    results = [UsageResult(e.event_id, Status.REFUSED) for e in events]
+    if project_ids is None:
+        project_ids = [e.project_id for e in events]  # type: ignore[attr-defined]
+    groups = await _price(events, project_ids, results)
+    if not groups:
+        return results
+    batch = clock.now()
+    for attempt in itertools.count():
+        try:
+            if sql.is_postgres() and await _fast(groups, batch, viewer.actor):
+                return results
+            await _careful(groups, batch, viewer.actor)
+            return results
+        except (BillingError, OperationalError, asyncpg.DeadlockDetectedError) as error:
+            # Undone, nothing written: a balance moved between the careful path's lock and its
+            # posting, or two batches waited on each other's events or wallets. Again, from the top.
+            if attempt >= 3 or not _worth_retrying(error):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    if isinstance(error, BillingError):
+        return error.code is ErrorCode.INSUFFICIENT_BALANCE
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, asyncpg.DeadlockDetectedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# --- PostgreSQL: two statements per partner ---------------------------------------------------------
+
+EVENTS_AND_PROJECTS_SQL = """
+WITH p AS (
+    INSERT INTO posting (created_at, partner_id, cause, caused_by_type, caused_by_id, note, actor)
+    VALUES ($1, $2, 'USAGE', 'UsageBatch', NULL, '', $3) RETURNING id
+), ins AS (
+    INSERT INTO usage_event (created_at, partner_id, project_id, event_id, country, category, window_kind, count,
+                             free, occurred_at, charged_amount, platform_amount, currency, posting_id)
+    SELECT $1, $2, e.project_id, e.event_id, e.country, e.category, e.window_kind, e.count, e.free, e.occurred_at,
+           e.charged, e.platform, $4, (SELECT id FROM p)
+    FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::bool[],
+                $12::timestamptz[], $13::bigint[], $14::bigint[])
+         AS e(project_id, event_id, country, category, window_kind, count, free, occurred_at, charged, platform)
+    ON CONFLICT (partner_id, event_id) DO NOTHING
+    RETURNING project_id, event_id, charged_amount, platform_amount
+), tot AS (
+    SELECT project_id, sum(charged_amount)::bigint AS amount FROM ins GROUP BY project_id
+), u AS (
+    UPDATE wallet w SET balance = w.balance - tot.amount, updated_at = $1
+    FROM tot JOIN unnest($15::bigint[], $16::bigint[], $17::bool[]) AS m(project_id, wallet_id, allow_credit)
+         ON m.project_id = tot.project_id
+    WHERE w.id = m.wallet_id AND tot.amount > 0
+      AND w.balance - tot.amount >= CASE WHEN m.allow_credit THEN -w.credit_limit ELSE 0 END
+    RETURNING w.id, w.balance, w.partner_id, tot.amount,
+              w.low_balance_threshold IS NOT NULL AND w.balance < w.low_balance_threshold AS low
+), n AS (
+    SELECT {notify} FROM u
+), e AS (
+    INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
+                              counter_wallet_id, counter_account)
+    SELECT $1, (SELECT id FROM p), $2, u.id, $4, -u.amount, u.balance, 'USAGE', NULL, 'PARTNER_REVENUE' FROM u
+)
+SELECT (SELECT id FROM p) AS posting_id,
+       (SELECT count(*) FROM ins) AS inserted_count,
+       (SELECT CASE WHEN count(*) < $18 THEN array_agg(event_id) END FROM ins) AS inserted,
+       (SELECT coalesce(sum(platform_amount), 0) FROM ins)::bigint AS platform_total,
+       (SELECT count(*) FROM tot WHERE amount > 0) AS to_charge,
+       (SELECT array_agg(id) FROM u) AS charged,
+       (SELECT array_agg(id) FROM u WHERE low) AS low,
+       (SELECT count(*) FROM n) AS notified
+""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "u.id", "u.partner_id"))
+
+CENTRAL_SQL = """
+WITH w AS (
+    UPDATE wallet SET balance = balance - $1, updated_at = $2
+    WHERE id = $3 AND balance - $1 >= -credit_limit
+    RETURNING id, balance, partner_id, low_balance_threshold IS NOT NULL AND balance < low_balance_threshold AS low
+), n AS (
+    SELECT {notify} FROM w
+), e AS (
+    INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
+                              counter_wallet_id, counter_account)
+    SELECT $2, $4, $5, w.id, $6, -$1, w.balance, 'USAGE', NULL, 'PLATFORM_REVENUE' FROM w
+)
+SELECT id, low, (SELECT count(*) FROM n) AS notified FROM w
+""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
+
+
+class _Short(Exception):
+    """A balance would pass its limit: undo the batch and take the careful path."""
+
+
+def event_rows(group: _Group) -> list[list[Any]]:
+    """The arrays the events statement takes, in its parameter order ($5..$14)."""
+    items = group.events
+    return [
+        [i.project.id for i in items],
+        [i.event.event_id for i in items],
+        [i.result.country for i in items],
+        [i.event.category for i in items],
+        [i.event.window for i in items],
+        [i.event.count for i in items],
+        [i.free for i in items],
+        [i.event.occurred_at for i in items],
+        [i.partner_amount for i in items],
+        [i.platform_amount for i in items],
+    ]
+
+
+def project_rows(group: _Group) -> list[list[Any]]:
+    """($15..$17): each project of the group with its wallet and policy."""
+    projects = {item.project.id: item.project for item in group.events if item.project.wallet_id is not None}
+    return [
+        [p.id for p in projects.values()],
+        [p.wallet_id for p in projects.values()],
+        [p.allow_credit for p in projects.values()],
+    ]
+
+
+async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> bool:
+    """True when the whole batch was written; False (nothing written) when a balance was short."""
+    low: list[int] = []
+    inserted: dict[int, set[str]] = {}
+    try:
+        async with sql.connection().acquire_connection() as raw, raw.transaction():
+            central: list[tuple[_Group, int, int]] = []
+            for group in groups.values():
+                row = await raw.fetchrow(
+                    EVENTS_AND_PROJECTS_SQL,
+                    now,
+                    group.partner_id,
+                    actor,
+                    group.currency,
+                    *event_rows(group),
+                    *project_rows(group),
+                    len(group.events),
+                )
+                if row["to_charge"] != len(row["charged"] or ()):
+                    raise _Short
+                if row["inserted_count"] < len(group.events):  # some were seen before
+                    inserted[group.partner_id] = set(row["inserted"] or ())
+                low.extend(row["low"] or ())
+                if row["platform_total"]:
+                    central.append((group, row["platform_total"], row["posting_id"]))
+            # The shared rows last, in id order, each held from its update to the commit.
+            for group, total, posting_id in sorted(central, key=lambda c: c[0].central_id):
+                row = await raw.fetchrow(
+                    CENTRAL_SQL, total, now, group.central_id, posting_id, group.partner_id, group.currency
+                )
+                if row is None:
+                    raise _Short
+                if row["low"]:
+                    low.append(row["id"])
+    except _Short:
+        return False
+    for group in groups.values():
+        fresh = inserted.get(group.partner_id)
+        if fresh is None:
+            continue
+        for item in group.events:
+            if item.event.event_id not in fresh:
+                _duplicate(item.result)
+    for wallet_id in low:
+        await top_ups.watch(wallet_id)
+    return True
+
+
+def _duplicate(result: UsageResult) -> None:
+    result.status = Status.DUPLICATE
+    result.partner_amount = result.platform_amount = 0
+
+
+# --- any backend: lock, decide event by event --------------------------------------------------------
+
+
+async def _careful(groups: dict[int, _Group], now: datetime, actor: str | None) -> None:
+    wallet_ids = sorted(
+        {g.central_id for g in groups.values()}
+        | {i.project.wallet_id for g in groups.values() for i in g.events if i.project.wallet_id is not None}
+    )
+    touched: set[int] = set()
+    async with in_transaction("default"):
+        listed = ", ".join(str(int(w)) for w in wallet_ids)
+        if not sql.is_postgres():
+            # SQLite locks the whole database at the first write: take it now, before reading.
+            await sql.execute(f"UPDATE wallet SET balance = balance WHERE id IN ({listed})")  # noqa: S608 (ints)
+        lock = " ORDER BY id FOR UPDATE" if sql.is_postgres() else ""
+        rows = await sql.fetch(f"SELECT id, balance, credit_limit FROM wallet WHERE id IN ({listed}){lock}")  # noqa: S608
+        room = {r["id"]: (int(r["balance"]), int(r["credit_limit"])) for r in rows}
+        for group in groups.values():
+            await _decide(group, room, now, actor, touched)
+    for wallet_id in sorted(touched):
+        await top_ups.watch(wallet_id)
+
+
+async def _decide(
+    group: _Group, room: dict[int, tuple[int, int]], now: datetime, actor: str | None, touched: set[int]
+) -> None:
+    central_balance, central_limit = room[group.central_id]
+    spent: dict[int, int] = {}
+    platform_total = 0
+    kept: list[int] = []
+    for item in group.events:
+        item.reset()
+        result, event, project = item.result, item.event, item.project
+        rows = await sql.fetch(
+            "INSERT INTO usage_event (created_at, partner_id, project_id, event_id, country, category, window_kind,"
+            " count, free, occurred_at, charged_amount, platform_amount, currency)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            " ON CONFLICT (partner_id, event_id) DO NOTHING RETURNING id",
+            now,
+            group.partner_id,
+            project.id,
+            event.event_id,
+            result.country,
+            event.category,
+            event.window,
+            event.count,
+            item.free,
+            event.occurred_at,
+            result.partner_amount,
+            result.platform_amount,
+            group.currency,
+        )
+        if not rows:
+            _duplicate(result)
+            continue
+        row_id = int(rows[0]["id"])
+        reason = None
+        if result.partner_amount:
+            assert project.wallet_id is not None
+            balance, limit = room[project.wallet_id]
+            floor = -limit if project.allow_credit else 0
+            if balance - spent.get(project.wallet_id, 0) - result.partner_amount < floor:
+                reason = (Reason.INSUFFICIENT_CREDIT, "the project's credit does not cover this event")
+        if reason is None and central_balance - platform_total - result.platform_amount < -central_limit:
+            reason = (Reason.PARTNER_BALANCE_INSUFFICIENT, "the partner's balance is at its credit limit")
+        if reason is not None:
+            refuse(result, *reason)
+            await sql.execute("DELETE FROM usage_event WHERE id = $1", row_id)
+            continue
+        if result.partner_amount:
+            assert project.wallet_id is not None
+            spent[project.wallet_id] = spent.get(project.wallet_id, 0) + result.partner_amount
+        platform_total += result.platform_amount
+        kept.append(row_id)
+    legs = [
+        Leg(amount, group.currency, wallet_id, ExternalAccount.PARTNER_REVENUE)
+        for wallet_id, amount in spent.items()
+        if amount
+    ]
+    if platform_total:
+        legs.append(Leg(platform_total, group.currency, group.central_id, ExternalAccount.PLATFORM_REVENUE))
+    if not legs or not kept:
+        return
+    posted = await ledger.post(legs, cause=LedgerCause.USAGE, caused_by=CausedBy("UsageBatch", ""), actor=actor)
+    listed = ", ".join(str(i) for i in kept)
+    await sql.execute(f"UPDATE usage_event SET posting_id = $1 WHERE id IN ({listed})", posted.posting_id)  # noqa: S608
+    touched.update(spent)
+    touched.add(group.central_id)
+
+
+def as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", field="occurredAt")
+    return moment.astimezone(UTC)
