@@ -10,7 +10,7 @@ the areas that consult them; every process that touches the database calls it (`
 from __future__ import annotations
 
 from billing.accounts import top_ups
-from billing.auto_billing import pool
+from billing.auto_billing import engine
 from billing.charges import payments
 from billing.core import idempotency, work
 from billing.sales import checkout, purchases
@@ -34,7 +34,7 @@ ON_PAID: dict[PaymentPurpose, payments.Fulfilment] = {
 ON_SETTLED: dict[PaymentPurpose, tuple[payments.Fulfilment, ...]] = {
     P.WALLET_CREDIT: (
         top_ups.settled,  # frees the wallet's automatic top-up slot
-        pool.purchase_settled,  # an auto-billing purchase for a partner's pool or a client's overdraft
+        engine.purchase_settled,  # an auto-billing purchase for a partner's pool or a client's overdraft
     ),
     # A client's plan paid to a partner on the centralised balance: the platform's price is deducted.
     P.PLAN_PURCHASE: (platform_deductions.on_client_payment,),
@@ -48,7 +48,7 @@ JOBS: dict[str, work.JobHandler] = {
     renewals.CHARGE_SAVED_CARD: renewals.charge_card_job,
     top_ups.CHARGE_JOB: top_ups.charge_job,
     credit_billing.RENEW_JOB: credit_billing.renew_job,
-    pool.BUY_JOB: pool.buy_job,
+    engine.BUY_JOB: engine.buy_job,
     platform_deductions.RETRY_JOB: platform_deductions.retry_job,
 }
 

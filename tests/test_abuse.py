@@ -10,9 +10,9 @@ import pytest
 from strawberry.extensions import SchemaExtension
 
 from billing.tenants import api_keys
-from schema.root import schema
 from tests.factories import a_partner, a_workspace
 from whitebill.app import create_app
+from whitebill.schema import schema
 from whitebill.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("database")

@@ -18,7 +18,7 @@ import pytest
 
 from billing.accounts import ledger, wallets
 from billing.accounts.ledger import Leg
-from billing.auto_billing import pool
+from billing.auto_billing import engine
 from billing.catalog import plans
 from billing.charges import charging, gateway_configs
 from billing.core import clock, work
@@ -95,7 +95,7 @@ async def ledger_sums(wallet_id: int) -> int:
 
 
 async def turn_on(partner: Partner, *, for_clients: bool = False, overdraft: int = 0) -> None:
-    await pool.configure(
+    await engine.configure(
         partner_viewer(partner),
         partner_id=partner.id,
         enabled=True,
@@ -221,7 +221,7 @@ async def test_stammer_pool_9000_plan_10000_one_charge_of_10_pool_ends_at_1000(s
     charges = await Payment.filter(partner_id=partner.id, amount__gt=0).order_by("id")
     assert len(charges) == before + 1  # exactly one new charge: $10, 1000 minor units (the plan itself is free)
     assert (charges[-1].amount, charges[-1].currency, charges[-1].payer_key) == (1000, "USD", f"PARTNER:{partner.id}")
-    performed = await notices("pool.performed", partner)
+    performed = await notices("auto_billing.performed", partner)
     assert len(performed) == 1
     assert performed[0].payload["quantity"] == 2000 and performed[0].payload["balance"] == 1000
     assert performed[0].payload["delivered"] == [
@@ -231,7 +231,7 @@ async def test_stammer_pool_9000_plan_10000_one_charge_of_10_pool_ends_at_1000(s
     assert await ledger_sums(pool_wallet.id) == 1000
     entries = await LedgerEntry.filter(wallet_id=pool_wallet.id).order_by("id").values_list("amount", flat=True)
     assert list(entries)[-2:] == [2000, -10000]  # pool 11,000, then the transfer
-    assert not await notices("pool.failed", partner)
+    assert not await notices("auto_billing.failed", partner)
 
 
 # ---------------------------------------------------------------- the optimiser's choice, seats
@@ -251,7 +251,7 @@ async def test_a_shortfall_of_4500_buys_one_5000_for_20_not_three_2000() -> None
     assert (payment.amount, payment.provider, payment.status.value) == (2000, "manual", "SUCCEEDED")
     assert [(p["package_id"], p["count"]) for p in payment.purpose["packages"]] == [(five_thousand, 1)]
     assert await balance(partner) == 500 and await balance(workspace) == 4500
-    assert len(await notices("pool.performed", partner)) == 1
+    assert len(await notices("auto_billing.performed", partner)) == 1
 
 
 async def test_seats_have_5_need_10_buy_exactly_5() -> None:
@@ -279,7 +279,7 @@ async def test_seats_that_no_combination_makes_exactly_are_not_bought_and_the_pa
     await sign_up(partner, workspace, {SEATS: 5})
     await run_worker()
     assert not await auto_billing_payments(partner)
-    [failed] = await notices("pool.failed", partner)
+    [failed] = await notices("auto_billing.failed", partner)
     assert "exactly 5" in failed.payload["reason"]
     assert await PoolGrant.filter(workspace_id=workspace.id, status=PoolGrantStatus.PENDING).count() == 1
 
@@ -298,7 +298,7 @@ async def test_a_pool_that_holds_the_grant_transfers_without_buying_and_a_period
     await lifecycle.grant_included_units(subscription, period)  # the same period again: nothing more
     assert await balance(workspace) == 10_000
     await run_worker()
-    assert not await auto_billing_payments(partner) and not await notices("pool.performed", partner)
+    assert not await auto_billing_payments(partner) and not await notices("auto_billing.performed", partner)
 
 
 async def test_the_monthly_grant_also_waits_for_its_charge() -> None:
@@ -336,9 +336,9 @@ async def test_a_declined_charge_grants_nothing_tells_the_partner_and_retries_wi
     [declined] = await auto_billing_payments(partner)
     assert declined.status.value == "DECLINED" and declined.provider == "ledgerpay"
     assert await balance(workspace) == 0 and await balance(partner) == 9000  # nothing granted
-    [failed] = await notices("pool.failed", partner)
+    [failed] = await notices("auto_billing.failed", partner)
     assert failed.payload["payment_id"] == declined.id and failed.payload["reason"] == "card_declined"
-    assert not await notices("pool.performed", partner)
+    assert not await notices("auto_billing.performed", partner)
     slot = await AutoBillingSlot.get(wallet_id=(await pool_of(partner)).id)
     assert slot.in_flight_payment_id is None and slot.failures == 1 and slot.retry_after is not None
 
@@ -350,7 +350,7 @@ async def test_a_declined_charge_grants_nothing_tells_the_partner_and_retries_wi
     paid = (await auto_billing_payments(partner))[-1]
     assert paid.status.value == "SUCCEEDED" and paid.amount == 1000
     assert await balance(workspace) == 10_000 and await balance(partner) == 1000
-    assert len(await notices("pool.performed", partner)) == 1
+    assert len(await notices("auto_billing.performed", partner)) == 1
 
 
 # ---------------------------------------------------------------- a workspace's own auto-billing
@@ -397,7 +397,7 @@ async def test_workspace_usage_within_the_overdraft_buys_the_partners_package_wh
     assert pool_payment.payer_key == f"PARTNER:{partner.id}" and pool_payment.amount == 1000  # the cascade
     assert await ledger_sums(wallet.id) == 550 and await balance(partner) == 1000
     assert (await Wallet.get(id=wallet.id)).credit_limit == 0  # the overdraft is closed again
-    performed = await notices("pool.performed", partner)
+    performed = await notices("auto_billing.performed", partner)
     assert sorted(n.payload["payer"] for n in performed) == sorted([f"PARTNER:{partner.id}", client_payment.payer_key])
     transfer = await LedgerEntry.get(wallet_id=wallet.id, cause=LedgerCause.TRANSFER)
     assert transfer.amount == 1000 and transfer.counter_wallet_id == (await pool_of(partner)).id
@@ -409,7 +409,7 @@ async def test_a_declined_workspace_charge_grants_nothing_and_refuses_usage_beyo
     await run_worker()
     [declined] = await auto_billing_payments(partner)
     assert declined.status.value == "DECLINED"
-    [failed] = await notices("pool.failed", partner)
+    [failed] = await notices("auto_billing.failed", partner)
     assert failed.payload["workspace_id"] == workspace.id and failed.payload["reason"] == "card_declined"
     assert await ledger_sums(wallet.id) == -200 and await balance(partner) == 0  # nothing granted, nothing bought
     assert (await Wallet.get(id=wallet.id)).credit_limit == 200  # what is overdrawn stays, no more
@@ -455,14 +455,14 @@ async def test_racing_workers_and_repeated_jobs_buy_once() -> None:
     await sign_up(partner, workspace, {CREDITS: 10_000})
     pool = await pool_of(partner)
     for _ in range(3):  # as if the job were queued again, or claimed twice
-        await work.schedule(pool.BUY_JOB, {"wallet_id": pool.id})
+        await work.schedule(engine.BUY_JOB, {"wallet_id": pool.id})
     workers = [Worker(load_settings(), name=f"w{i}") for i in range(4)]
-    await asyncio.gather(*(w.tick() for w in workers), *(pool.buy(pool.id) for _ in range(4)))
+    await asyncio.gather(*(w.tick() for w in workers), *(engine.buy(pool.id) for _ in range(4)))
     await run_worker()
     assert len(await auto_billing_payments(partner)) == 1
     assert await balance(workspace) == 10_000 and await balance(partner) == 1000
     assert await ledger_sums(pool.id) == 1000
-    assert len(await notices("pool.performed", partner)) == 1
+    assert len(await notices("auto_billing.performed", partner)) == 1
 
 
 async def test_grants_made_while_a_purchase_is_pending_are_bought_after_it(ledgerpay) -> None:
@@ -495,4 +495,4 @@ async def test_grants_made_while_a_purchase_is_pending_are_bought_after_it(ledge
     assert first_buy.status.value == second_buy.status.value == "SUCCEEDED"
     assert second_buy.amount == 1000  # the pool had 500 left; the second grant needed 1,000 more
     assert await balance(first) == await balance(second) == 1500 and await balance(partner) == 1000
-    assert len(await notices("pool.performed", partner)) == 2
+    assert len(await notices("auto_billing.performed", partner)) == 2

@@ -63,7 +63,7 @@ from billing.outbox import partner_webhooks
 from billing.tenants import api_keys
 from models.operations import OutboxEvent
 from schema.ids import from_global_id, to_global_id
-from schema.root import MAX_TOKENS
+from whitebill.schema import MAX_TOKENS
 
 pytestmark = pytest.mark.usefixtures("database")
 

@@ -32,9 +32,9 @@ from tortoise import Tortoise
 from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from schema.context import Context, authenticate, bearer_token
-from schema.root import schema
 from whitebill import db, usage_http
 from whitebill.metrics import metrics
+from whitebill.schema import schema
 from whitebill.settings import Settings, load_settings
 from whitebill.webhooks import handle_provider_webhook
 

@@ -118,10 +118,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    from schema.root import schema
+    from whitebill.schema import schema
 
     sys.stdout.write(schema.as_str() + "\n")
     return 0
+
+
+def _db_id(value: str, type_name: str) -> int | None:
+    """An id given on the command line: the database id (``1``) or the API's global id (``UGFydG5lcjox``,
+    base64 of ``Partner:1``, as ``whitebill demo`` prints it); None for anything else."""
+    from billing.core.errors import BillingError
+    from schema.ids import MAX_DB_ID, expect_id
+
+    if value.isascii() and value.isdigit():
+        return int(value) if 0 < int(value) <= MAX_DB_ID else None
+    try:
+        return expect_id(value, type_name, type_name)
+    except BillingError:
+        return None
 
 
 def _api_key_create(args: argparse.Namespace) -> int:
@@ -132,6 +146,14 @@ def _api_key_create(args: argparse.Namespace) -> int:
     from models.enums import Permission
     from whitebill import db
 
+    partner_id = None if args.platform else _db_id(args.partner, "Partner")
+    if not args.platform and partner_id is None:
+        print(
+            f"whitebill: --partner {args.partner!r} is not a partner id (a database id such as 1, "
+            "or the API's global id such as UGFydG5lcjox)",
+            file=sys.stderr,
+        )
+        return 2
     settings = load_settings()
 
     async def run() -> str:
@@ -143,7 +165,7 @@ def _api_key_create(args: argparse.Namespace) -> int:
                 else None
             )
             new = await api_keys.create_key(
-                partner_id=None if args.platform else args.partner, name=args.name, permissions=permissions, actor="cli"
+                partner_id=partner_id, name=args.name, permissions=permissions, creator=api_keys.operator("cli")
             )
             return new.secret
         finally:
@@ -227,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     create = api_key_commands.add_parser("create", help="create a key and print it (shown once)")
     owner = create.add_mutually_exclusive_group(required=True)
     owner.add_argument("--platform", action="store_true", help="a key for the platform operator")
-    owner.add_argument("--partner", type=int, metavar="ID", help="a key for this partner (database id)")
+    owner.add_argument(
+        "--partner", metavar="ID", help="a key for this partner (its database id, or its global id: UGFydG5lcjox)"
+    )
     create.add_argument("--name", default="cli")
     create.add_argument(
         "--permissions", default=None, help="comma-separated, e.g. REPORT_USAGE; default: all the owner can hold"

@@ -25,7 +25,7 @@ from starlette.responses import Response, StreamingResponse
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import format_minor
 from billing.usage import usage_reports, whatsapp
-from resolvers.usage import project_db_id
+from resolvers.usage.usage import project_db_id
 from schema.context import authenticate, bearer_token
 from schema.ids import from_global_id
 

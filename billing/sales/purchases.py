@@ -10,7 +10,7 @@ from tortoise.transactions import in_transaction
 from billing.accounts import expiry, ledger, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.accounts.wallets import workspace_wallet
-from billing.auto_billing import pool
+from billing.auto_billing import engine
 from billing.charges import payments
 from billing.core import audit, clock, idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
@@ -27,7 +27,7 @@ from models.wallets import Wallet
 async def credit_wallet(payment: Payment) -> None:
     if payment.purpose.get("from_pool"):
         # A workspace's auto-billing bought its partner's credits: they come out of the partner's pool.
-        await pool.credit_from_pool(payment)
+        await engine.credit_from_pool(payment)
         return
     wallet = await Wallet.get(id=payment.purpose["wallet_id"])
     quantity = int(payment.purpose["quantity"])

@@ -23,7 +23,7 @@ from tortoise.transactions import in_transaction
 
 from billing.accounts import expiry, ledger, wallets
 from billing.accounts.ledger import CausedBy, Leg
-from billing.auto_billing import pool
+from billing.auto_billing import engine
 from billing.catalog import plans
 from billing.charges import payments
 from billing.core import audit, clock, idempotency, tenancy
@@ -236,12 +236,12 @@ async def grant_included_units(subscription: Subscription, period: SubscriptionP
     if subscription.workspace_id is None:
         return
     plan = await Plan.get(id=period.plan_id)
-    from_pool = await pool.pool_units(subscription.partner_id)
+    from_pool = await engine.pool_units(subscription.partner_id)
     for unit, quantity in sorted(plan.included_units.items()):
         if quantity <= 0:
             continue
         if unit in from_pool:
-            await pool.grant_from_pool(
+            await engine.grant_from_pool(
                 partner_id=subscription.partner_id,
                 workspace_id=subscription.workspace_id,
                 unit=unit,

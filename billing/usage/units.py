@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from billing.accounts.ledger import CausedBy
 from billing.accounts.wallets import check_note, spend, workspace_wallet
-from billing.auto_billing import pool
+from billing.auto_billing import engine
 from billing.core import idempotency, tenancy
 from billing.core.money import check_amount, check_unit
 from billing.core.tenancy import Viewer
@@ -39,7 +39,7 @@ async def consume_units(
             )
 
         # Too few credits: the workspace's auto-billing (if any) accepts it within its overdraft.
-        return await pool.spend_within_overdraft(wallet, use)
+        return await engine.spend_within_overdraft(wallet, use)
 
     return await idempotency.run_once(
         scope=viewer.scope,

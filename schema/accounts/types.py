@@ -1,0 +1,151 @@
+"""Wallets, their ledger entries, expiring credits and automatic top-ups."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+import strawberry.scalars
+from strawberry.types import Info
+
+from billing.core import tenancy
+from models import enums
+from models import wallets as wallet_models
+from schema.amounts import Quantity
+from schema.catalog.types import CreditPackage
+from schema.context import Context
+from schema.ids import to_global_id
+from schema.relay import Connection, Node, paginate
+
+LedgerCause = strawberry.enum(enums.LedgerCause)
+
+
+OwnerKind = strawberry.enum(enums.OwnerKind)
+
+
+@strawberry.type
+class Wallet(Node):
+    db_id: strawberry.Private[int]
+    owner_kind: OwnerKind
+    unit: str
+    balance: Quantity
+    credit_limit: Quantity
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: wallet_models.Wallet) -> Wallet:
+        return cls(
+            id=strawberry.ID(to_global_id("Wallet", row.id)),
+            db_id=row.id,
+            owner_kind=row.owner_kind,
+            unit=row.unit,
+            balance=Quantity.of(row.balance, row.unit),
+            credit_limit=Quantity.of(row.credit_limit, row.unit),
+            updated_at=row.updated_at,
+            low_balance_threshold=(
+                Quantity.of(row.low_balance_threshold, row.unit) if row.low_balance_threshold is not None else None
+            ),
+        )
+
+    low_balance_threshold: Quantity | None = strawberry.field(
+        default=None, description="Below this, a wallet.low_balance notice is sent (once per crossing)."
+    )
+
+    @strawberry.field(description="Ledger entries of this wallet, oldest first; filter by cause and time.")
+    async def entries(
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        cause: LedgerCause | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Connection[LedgerEntry]:
+        queryset = tenancy.ledger_entries(info.context.require_viewer()).filter(wallet_id=self.db_id)
+        if cause is not None:
+            queryset = queryset.filter(cause=cause)
+        if since is not None:
+            queryset = queryset.filter(created_at__gte=since)
+        if until is not None:
+            queryset = queryset.filter(created_at__lt=until)
+        return await paginate(queryset.select_related("posting"), first=first, after=after, to_node=LedgerEntry.of)
+
+    @strawberry.field(description="Credits that will expire, earliest first (spent before the rest).")
+    async def expiring_credits(self) -> list[ExpiringCredit]:
+        lots = (
+            await wallet_models.CreditLot.filter(wallet_id=self.db_id, expired_at=None, remaining__gt=0)
+            .order_by("expires_at", "id")
+            .limit(100)
+        )
+        return [
+            ExpiringCredit(
+                amount=Quantity.of(lot.amount, self.unit),
+                remaining=Quantity.of(lot.remaining, self.unit),
+                expires_at=lot.expires_at,
+            )
+            for lot in lots
+        ]
+
+    @strawberry.field(description="Buy a package when the balance falls below a threshold (null: not set up).")
+    async def auto_top_up(self) -> AutoTopUp | None:
+        rule = await wallet_models.AutoTopUp.get_or_none(wallet_id=self.db_id).prefetch_related("package")
+        return AutoTopUp.of(rule) if rule else None
+
+
+@strawberry.type(description="Credit granted or bought with an expiry, and what is left of it.")
+class ExpiringCredit:
+    amount: Quantity
+    remaining: Quantity
+    expires_at: datetime | None
+
+
+@strawberry.type(description="A wallet's automatic top-up: one in flight at a time, backing off after a decline.")
+class AutoTopUp:
+    package: CreditPackage
+    threshold: Quantity
+    enabled: bool
+    in_flight: bool
+    failures: int
+    retry_after: datetime | None
+
+    @classmethod
+    def of(cls, row: wallet_models.AutoTopUp) -> AutoTopUp:
+        return cls(
+            package=CreditPackage.of(row.package),
+            threshold=Quantity.of(row.threshold, row.package.unit),
+            enabled=row.enabled,
+            in_flight=row.in_flight_payment_id is not None,
+            failures=row.failures,
+            retry_after=row.retry_after,
+        )
+
+
+@strawberry.type(description="One immutable movement on a wallet; amount is signed (debits are negative).")
+class LedgerEntry(Node):
+    amount: Quantity
+    balance_after: Quantity
+    cause: LedgerCause
+    note: str
+    actor: str | None
+    caused_by_type: str | None
+    caused_by_id: str | None
+    counter_account: str | None
+    posting_id: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: wallet_models.LedgerEntry) -> LedgerEntry:
+        posting = row.posting
+        return cls(
+            id=strawberry.ID(to_global_id("LedgerEntry", row.id)),
+            amount=Quantity.of(row.amount, row.unit),
+            balance_after=Quantity.of(row.balance_after, row.unit),
+            cause=row.cause,
+            note=posting.note,
+            actor=posting.actor,
+            caused_by_type=posting.caused_by_type,
+            caused_by_id=posting.caused_by_id,
+            counter_account=row.counter_account,
+            posting_id=str(row.posting_id),
+            created_at=row.created_at,
+        )

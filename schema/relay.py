@@ -1,0 +1,90 @@
+"""Relay's shapes: the Node interface, cursor connections, and keyset pagination done in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import strawberry
+import strawberry.scalars
+from tortoise.queryset import QuerySet
+
+from billing.core.errors import BillingError, ErrorCode
+from schema.ids import decode_cursor, encode_cursor
+
+
+@strawberry.interface(description="An object with a global id, fetchable with node(id:).")
+class Node:
+    id: strawberry.ID
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+N = TypeVar("N")
+
+
+@strawberry.type
+class Edge(Generic[N]):
+    cursor: str
+    node: N
+
+
+@strawberry.type
+class Connection(Generic[N]):
+    edges: list[Edge[N]]
+    page_info: PageInfo
+
+    @strawberry.field
+    def nodes(self) -> list[N]:
+        return [edge.node for edge in self.edges]
+
+
+def connection_of(nodes: list[N], db_ids: list[int], *, has_next: bool, has_previous: bool) -> Connection[N]:
+    edges = [Edge(cursor=encode_cursor(i), node=n) for n, i in zip(nodes, db_ids, strict=True)]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+    )
+
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+def page_size(first: int | None, maximum: int = MAX_PAGE) -> int:
+    if first is None:
+        return min(DEFAULT_PAGE, maximum)
+    if first < 0 or first > maximum:
+        raise BillingError(ErrorCode.PAGE_SIZE_TOO_LARGE, f"first must be between 0 and {maximum}", field="first")
+    return first
+
+
+async def paginate(
+    queryset: QuerySet[Any],
+    *,
+    first: int | None,
+    after: str | None,
+    to_node: Callable[[Any], N],
+) -> Connection[N]:
+    size = page_size(first)
+    if after is not None:
+        queryset = queryset.filter(id__gt=decode_cursor(after))
+    rows = await queryset.order_by("id").limit(size + 1) if size else []
+    page = rows[:size]
+    return connection_of(
+        [to_node(r) for r in page],
+        [r.id for r in page],
+        has_next=len(rows) > size,
+        has_previous=after is not None,
+    )

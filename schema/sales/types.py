@@ -1,0 +1,106 @@
+"""Payments, the gateway configurations that take them, and saved cards."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+import strawberry.scalars
+
+from billing.charges.gateway_configs import webhook_url
+from models import enums
+from models import payments as payment_models
+from schema.amounts import Money
+from schema.ids import to_global_id
+from schema.relay import Node
+
+PaymentStatus = strawberry.enum(enums.PaymentStatus)
+
+
+PaymentMethodKind = strawberry.enum(enums.PaymentMethodKind, name="PaymentMethod")
+
+
+@strawberry.type(description="An attempt to collect money.")
+class Payment(Node):
+    amount: Money
+    status: PaymentStatus
+    method: PaymentMethodKind
+    provider: str
+    provider_reference: str | None
+    purpose: str
+    note: str
+    created_at: datetime
+    refunded: Money | None = None
+    decline_reason: str | None = None
+    payer_action: strawberry.scalars.JSON | None = strawberry.field(
+        default=None, description="What the payer needs to pay a pending payment: a link or instructions."
+    )
+
+    @classmethod
+    def of(cls, row: payment_models.Payment) -> Payment:
+        return cls(
+            id=strawberry.ID(to_global_id("Payment", row.id)),
+            amount=Money.of(row.amount, row.currency),
+            status=row.status,
+            method=row.method,
+            provider=row.provider,
+            provider_reference=row.provider_ref,
+            purpose=row.purpose_kind,
+            note=row.note,
+            created_at=row.created_at,
+            payer_action=row.payer_action,
+            refunded=Money.of(row.refunded_amount, row.currency) if row.refunded_amount else None,
+            decline_reason=row.decline_reason,
+        )
+
+
+GatewayMode = strawberry.enum(enums.GatewayMode)
+
+
+RefundPlanPolicy = strawberry.enum(enums.RefundPlanPolicy)
+
+
+@strawberry.type(description="A payment provider configuration. Credentials are write-only: only a hint shows.")
+class GatewayConfig(Node):
+    provider: str
+    mode: GatewayMode
+    methods: list[PaymentMethodKind]
+    is_active: bool = strawberry.field(description="New checkouts go here; inactive ones still settle their payments.")
+    credentials_hint: str | None = strawberry.field(description="The last characters of the API key, e.g. …f00d.")
+    webhook_url: str = strawberry.field(description="Where the provider must send its events for this configuration.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: payment_models.GatewayConfig) -> GatewayConfig:
+        return cls(
+            id=strawberry.ID(to_global_id("GatewayConfig", row.id)),
+            provider=row.provider,
+            mode=row.mode,
+            methods=[enums.PaymentMethodKind(m) for m in row.methods],
+            is_active=row.is_active,
+            credentials_hint=row.credentials_hint,
+            webhook_url=webhook_url(row),
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="A card kept at the provider for off-session charges: never its number, only a hint.")
+class SavedPaymentMethod(Node):
+    kind: PaymentMethodKind
+    provider: str
+    brand: str | None
+    last4: str | None
+    is_default: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: payment_models.SavedPaymentMethod, provider: str) -> SavedPaymentMethod:
+        return cls(
+            id=strawberry.ID(to_global_id("SavedPaymentMethod", row.id)),
+            kind=row.kind,
+            provider=provider,
+            brand=row.brand,
+            last4=row.last4,
+            is_default=row.is_default,
+            created_at=row.created_at,
+        )

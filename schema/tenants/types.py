@@ -1,0 +1,420 @@
+"""Partners, their workspaces and projects, the people and keys that act for them, branding, audit."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+import strawberry.scalars
+from strawberry.types import Info
+
+from billing.charges.gateway_configs import active_config, configs_of
+from billing.core import tenancy
+from billing.core.text import check_text
+from billing.subscriptions.current import live_partner_subscription
+from billing.subscriptions.lifecycle import history_of
+from billing.subscriptions.limits import combine
+from models import enums
+from models import operations as operations_models
+from models import payments as payment_models
+from models import tenancy as tenancy_models
+from models import wallets as wallet_models
+from schema.accounts.types import Wallet
+from schema.catalog.types import Limit
+from schema.context import Context
+from schema.ids import to_global_id
+from schema.outbox.types import WebhookEndpoint
+from schema.relay import Connection, Node, paginate
+from schema.sales.types import GatewayConfig, Payment, PaymentMethodKind, RefundPlanPolicy, SavedPaymentMethod
+from schema.subscriptions.types import StatusReason, Subscription, SubscriptionHistoryEntry
+from schema.usage.types import UsageMonth, usage_by_month
+
+WorkspaceStatus = strawberry.enum(enums.WorkspaceStatus)
+
+
+PartnerStatus = strawberry.enum(enums.PartnerStatus)
+
+
+Permission = strawberry.enum(enums.Permission)
+
+
+@strawberry.type
+class Project(Node):
+    db_id: strawberry.Private[int]
+    workspace_db_id: strawberry.Private[int]
+    name: str
+    is_default: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.Project) -> Project:
+        return cls(
+            id=strawberry.ID(to_global_id("Project", row.id)),
+            db_id=row.id,
+            workspace_db_id=row.workspace_id,
+            name=row.name,
+            is_default=row.is_default,
+            created_at=row.created_at,
+        )
+
+    @strawberry.field(description="The project's credit, per unit (assigned by its partner).")
+    async def wallets(self) -> list[Wallet]:
+        rows = await wallet_models.Wallet.filter(project_id=self.db_id).order_by("unit")
+        return [Wallet.of(w) for w in rows]
+
+    @strawberry.field(description="Delivered WhatsApp messages per month (YYYY-MM, UTC) and category.")
+    async def usage_by_month(
+        self, info: Info[Context, None], since: str | None = None, until: str | None = None
+    ) -> list[UsageMonth]:
+        return await usage_by_month(info, self.db_id, since, until)
+
+
+@strawberry.type(description="A partner's client.")
+class Workspace(Node):
+    db_id: strawberry.Private[int]
+    partner_db_id: strawberry.Private[int]
+    name: str
+    owner_email: str
+    status: WorkspaceStatus
+    auto_renew: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.Workspace) -> Workspace:
+        return cls(
+            id=strawberry.ID(to_global_id("Workspace", row.id)),
+            db_id=row.id,
+            partner_db_id=row.partner_id,
+            name=row.name,
+            owner_email=row.owner_email,
+            status=row.status,
+            auto_renew=row.auto_renew,
+            created_at=row.created_at,
+            status_reasons=[
+                StatusReason(
+                    kind=r.get("kind", ""),
+                    limit=r.get("limit"),
+                    usage=r.get("usage"),
+                    max=r.get("max"),
+                    failures=r.get("failures"),
+                )
+                for r in row.status_reasons
+            ],
+        )
+
+    @strawberry.field
+    async def partner(self, info: Info[Context, None]) -> Partner:
+        row = await info.context.loaders.partner.load(self.partner_db_id)
+        assert row is not None  # a workspace always has its partner
+        return Partner.of(row)
+
+    status_reasons: list[StatusReason] = strawberry.field(default_factory=list)
+
+    @strawberry.field(description="The live subscription, if any.")
+    async def subscription(self, info: Info[Context, None]) -> Subscription | None:
+        row = await info.context.loaders.live_subscription.load(self.db_id)
+        return Subscription.of(row) if row else None
+
+    @strawberry.field(description="Every plan this workspace has had, with status and dates, oldest first.")
+    async def plan_history(self) -> list[SubscriptionHistoryEntry]:
+        return await SubscriptionHistoryEntry.all_of(await history_of(workspace_id=self.db_id))
+
+    @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
+    async def limits(self, info: Info[Context, None]) -> list[Limit]:
+        loaders = info.context.loaders
+        # Both asked for before either is awaited: one batch each for the whole page.
+        subscription_of, add_ons_of = (
+            loaders.live_subscription.load(self.db_id),
+            loaders.add_ons_of_workspace.load(self.db_id),
+        )
+        subscription, add_ons = await subscription_of, await add_ons_of
+        plan = await loaders.plan.load(subscription.plan_id) if subscription else None
+        deltas = [(a.add_on.limit_deltas, a.quantity) for a in add_ons]
+        return Limit.all_of(combine(plan.limits if plan else {}, deltas))
+
+    @strawberry.field(description="Current usage of limited metrics, as the platform reported it.")
+    async def usage(self, info: Info[Context, None]) -> list[Limit]:
+        rows = await info.context.loaders.usage_of_workspace.load(self.db_id)
+        return [Limit(name=u.metric, value=u.value) for u in rows]
+
+    @strawberry.field
+    async def projects(self, info: Info[Context, None]) -> list[Project]:
+        return [Project.of(p) for p in await info.context.loaders.projects_of_workspace.load(self.db_id)]
+
+    @strawberry.field
+    async def wallets(self, info: Info[Context, None]) -> list[Wallet]:
+        return [Wallet.of(w) for w in await info.context.loaders.wallets_of_workspace.load(self.db_id)]
+
+    @strawberry.field(description="The workspace's payments, newest first (at most 100).")
+    async def payments(self) -> list[Payment]:
+        rows = (
+            await payment_models.Payment.filter(partner_id=self.partner_db_id, payer_key=f"WORKSPACE:{self.db_id}")
+            .order_by("-id")
+            .limit(100)
+        )
+        return [Payment.of(r) for r in rows]
+
+    @strawberry.field(description="Cards kept for off-session charges (the newest one is used).")
+    async def saved_payment_methods(self) -> list[SavedPaymentMethod]:
+        rows = (
+            await payment_models.SavedPaymentMethod.filter(
+                partner_id=self.partner_db_id, payer_key=f"WORKSPACE:{self.db_id}", replaced_at=None
+            )
+            .order_by("-id")
+            .prefetch_related("gateway_config")
+        )
+        return [SavedPaymentMethod.of(r, r.gateway_config.provider) for r in rows]
+
+
+@strawberry.type(description="An agency or reseller.")
+class Partner(Node):
+    db_id: strawberry.Private[int]
+    name: str
+    slug: str
+    status: PartnerStatus
+    default_currency: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.Partner) -> Partner:
+        return cls(
+            id=strawberry.ID(to_global_id("Partner", row.id)),
+            db_id=row.id,
+            name=row.name,
+            slug=row.slug,
+            status=row.status,
+            default_currency=row.default_currency,
+            created_at=row.created_at,
+            domain=row.domain,
+            refund_plan_policy=row.refund_plan_policy,
+            refund_takes_back_units=row.refund_takes_back_units,
+            credit_billing_enabled=row.credit_billing_enabled,
+            usage_credit_policy=row.usage_credit_policy,
+        )
+
+    domain: str | None = None
+    refund_plan_policy: RefundPlanPolicy = strawberry.field(
+        default=enums.RefundPlanPolicy.KEEP_TO_PERIOD_END,
+        description="What a refunded or charged-back plan payment does to the plan.",
+    )
+    refund_takes_back_units: bool = strawberry.field(
+        default=True, description="Whether refunds take back the points (or other units) a payment bought."
+    )
+    credit_billing_enabled: bool = strawberry.field(
+        default=False, description="Clients buy points, and add-ons cost points per period."
+    )
+    usage_credit_policy: str = strawberry.field(
+        default="REFUSE",
+        description="When a project's WhatsApp credit runs out: REFUSE, or ALLOW_TO_CREDIT_LIMIT.",
+    )
+
+    @strawberry.field(description="The partner's own plan with the platform (partner plans), if any.")
+    async def plan_subscription(self) -> Subscription | None:
+        row = await live_partner_subscription(self.db_id)
+        return Subscription.of(row) if row else None
+
+    @strawberry.field(description="Every partner plan this partner has had, with status and dates, oldest first.")
+    async def plan_history(self) -> list[SubscriptionHistoryEntry]:
+        return await SubscriptionHistoryEntry.all_of(await history_of(partner_id=self.db_id))
+
+    @strawberry.field(description="The partner's own wallets: its pool of units and its balance with the platform.")
+    async def wallets(self, info: Info[Context, None]) -> list[Wallet]:
+        if info.context.require_viewer().kind == "WORKSPACE":
+            return []  # a client sees its own wallets, not its partner's
+        rows = await wallet_models.Wallet.filter(owner_key=f"PARTNER:{self.db_id}").order_by("unit")
+        return [Wallet.of(w) for w in rows]
+
+    @strawberry.field(description="Where this partner receives its events (needs MANAGE_BILLING).")
+    async def webhook_endpoints(self, info: Info[Context, None]) -> list[WebhookEndpoint]:
+        viewer = info.context.require_viewer()
+        if viewer.kind == "WORKSPACE" or enums.Permission.MANAGE_BILLING not in viewer.permissions:
+            return []
+        rows = await operations_models.WebhookEndpoint.filter(partner_id=self.db_id).order_by("id")
+        return [WebhookEndpoint.of(row) for row in rows]
+
+    @strawberry.field(description="The methods this partner's clients may pay with at checkout.")
+    async def payment_methods(self) -> list[PaymentMethodKind]:
+        config = await active_config(self.db_id)
+        return [enums.PaymentMethodKind(m) for m in config.methods] if config else [enums.PaymentMethodKind.MANUAL]
+
+    @strawberry.field(description="Gateway configurations, newest first (needs CONFIGURE_GATEWAY).")
+    async def gateway_configs(self, info: Info[Context, None]) -> list[GatewayConfig]:
+        viewer = info.context.require_viewer()
+        if viewer.kind == "WORKSPACE":
+            return []
+        viewer.require(enums.Permission.CONFIGURE_GATEWAY)
+        return [GatewayConfig.of(row) for row in await configs_of(self.db_id)]
+
+    @strawberry.field
+    async def branding(self, info: Info[Context, None]) -> Branding | None:
+        row = await info.context.loaders.branding_of_partner.load(self.db_id)
+        return Branding.of(row, self.domain) if row else None
+
+    @strawberry.field(description="This partner's workspaces, oldest first; ownerEmail finds one by its owner.")
+    async def workspaces(
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        owner_email: str | None = None,
+    ) -> Connection[Workspace]:
+        return await workspaces_seen(info, first=first, after=after, owner_email=owner_email, partner_db_id=self.db_id)
+
+
+@strawberry.type(description="A person on a partner's team.")
+class PartnerUser(Node):
+    email: str
+    name: str
+    is_admin: bool
+    permissions: list[Permission]
+    is_active: bool
+    has_password: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.PartnerUser) -> PartnerUser:
+        return cls(
+            id=strawberry.ID(to_global_id("PartnerUser", row.id)),
+            email=row.email,
+            name=row.name,
+            is_admin=row.is_admin,
+            permissions=[enums.Permission(p) for p in row.permissions],
+            is_active=row.is_active,
+            has_password=row.password_hash is not None,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="A client's login to the partner's branded portal.")
+class WorkspaceUser(Node):
+    email: str
+    name: str
+    is_active: bool
+    has_password: bool
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.WorkspaceUser) -> WorkspaceUser:
+        return cls(
+            id=strawberry.ID(to_global_id("WorkspaceUser", row.id)),
+            email=row.email,
+            name=row.name,
+            is_active=row.is_active,
+            has_password=row.password_hash is not None,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="A machine client's key. The secret is shown only when it is created.")
+class ApiKey(Node):
+    name: str
+    prefix: str
+    permissions: list[Permission]
+    is_platform: bool
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: tenancy_models.ApiKey) -> ApiKey:
+        return cls(
+            id=strawberry.ID(to_global_id("ApiKey", row.id)),
+            name=row.name,
+            prefix=row.prefix,
+            permissions=[enums.Permission(p) for p in row.permissions],
+            is_platform=row.is_platform,
+            last_used_at=row.last_used_at,
+            revoked_at=row.revoked_at,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="How a partner's white-label portal looks.")
+class Branding:
+    display_name: str
+    logo_url: str | None
+    logo_dark_url: str | None
+    favicon_url: str | None
+    primary_color: str | None
+    secondary_color: str | None
+    support_email: str | None
+    custom_domain: str | None
+
+    @classmethod
+    def of(cls, row: tenancy_models.Branding, domain: str | None) -> Branding:
+        return cls(
+            display_name=row.display_name,
+            logo_url=row.logo_url,
+            logo_dark_url=row.logo_dark_url,
+            favicon_url=row.favicon_url,
+            primary_color=row.primary_color,
+            secondary_color=row.secondary_color,
+            support_email=row.support_email,
+            custom_domain=domain,
+        )
+
+
+@strawberry.type(description="One manual or privileged action: who, when, what before and after.")
+class AuditEntry(Node):
+    actor: str
+    action: str
+    target_type: str
+    target_id: str
+    before: strawberry.scalars.JSON | None
+    after: strawberry.scalars.JSON | None
+    request_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: operations_models.AuditLog) -> AuditEntry:
+        return cls(
+            id=strawberry.ID(to_global_id("AuditEntry", row.id)),
+            actor=row.actor,
+            action=row.action,
+            target_type=row.target_type,
+            target_id=row.target_id,
+            before=row.before,
+            after=row.after,
+            request_id=row.request_id,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(description="Who is calling and what they may do.")
+class Viewer:
+    kind: str = strawberry.field(description="PLATFORM, PARTNER or WORKSPACE.")
+    permissions: list[Permission]
+    via: str = strawberry.field(description="API_KEY or SESSION.")
+    partner_db_id: strawberry.Private[int | None]
+    workspace_db_id: strawberry.Private[int | None]
+    email: str | None = strawberry.field(description="The signed-in person's e-mail; null for an API key.")
+
+    @strawberry.field
+    async def partner(self, info: Info[Context, None]) -> Partner | None:
+        if self.partner_db_id is None:
+            return None
+        row = await info.context.loaders.partner.load(self.partner_db_id)
+        return Partner.of(row) if row else None
+
+    @strawberry.field
+    async def workspace(self, info: Info[Context, None]) -> Workspace | None:
+        if self.workspace_db_id is None:
+            return None
+        row = await tenancy_models.Workspace.get_or_none(id=self.workspace_db_id)
+        return Workspace.of(row) if row else None
+
+
+async def workspaces_seen(
+    info: Info[Context, None],
+    first: int | None = None,
+    after: str | None = None,
+    owner_email: str | None = None,
+    partner_db_id: int | None = None,
+) -> Connection[Workspace]:
+    """Workspaces the caller can see, oldest first; by partner and by owner e-mail."""
+    queryset = tenancy.workspaces(info.context.require_viewer())
+    if partner_db_id is not None:
+        queryset = queryset.filter(partner_id=partner_db_id)
+    if owner_email is not None:
+        queryset = queryset.filter(owner_email=check_text(owner_email, "ownerEmail", max_length=254).lower())
+    return await paginate(queryset, first=first, after=after, to_node=Workspace.of)
