@@ -88,3 +88,17 @@ async def paginate(
         has_next=len(rows) > size,
         has_previous=after is not None,
     )
+
+
+def slice_connection(items: list[N], *, first: int | None, after: str | None) -> Connection[N]:
+    """A connection over a list already in memory (computed rows with no id of their own: rate card
+    cells, forecast renewals, history entries): the cursor is the item's position in the list."""
+    size = page_size(first)
+    start = decode_cursor(after) if after is not None else 0
+    page = items[start : start + size]
+    return connection_of(
+        page,
+        list(range(start + 1, start + 1 + len(page))),
+        has_next=start + size < len(items),
+        has_previous=start > 0,
+    )
