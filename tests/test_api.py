@@ -146,7 +146,7 @@ async def test_another_partners_objects_answer_as_not_found(platform: GraphQLCli
         refused = await beta.data(GRANT, {"id": object_id, "amount": "10", "key": f"steal-{object_id}"})
         assert refused["grantUnits"] == {
             "wallet": None,
-            "errors": [{"code": "NOT_FOUND", "message": "workspace not found", "field": "id"}],
+            "errors": [{"code": "NOT_FOUND", "message": "workspace not found", "field": "workspaceId"}],
         }
     still = await alpha.data(
         "query($id: ID!) { node(id: $id) { ... on Wallet { balance { amount } } } }", {"id": wallet["id"]}
@@ -343,7 +343,7 @@ async def test_a_partner_cannot_create_a_workspace_in_another_tenant(platform: G
         " workspace { id } errors { code field } } }",
         {"p": other_id},
     )
-    assert result["createWorkspace"] == {"workspace": None, "errors": [{"code": "NOT_FOUND", "field": "id"}]}
+    assert result["createWorkspace"] == {"workspace": None, "errors": [{"code": "NOT_FOUND", "field": "partnerId"}]}
 
 
 async def test_odd_credentials_and_lookups_are_client_errors(platform: GraphQLClient, server) -> None:

@@ -141,9 +141,12 @@ def audit_entries(viewer: Viewer) -> QuerySet[AuditLog]:
     return AuditLog.filter(partner_id=viewer.partner_id)
 
 
-async def get_scoped(queryset: QuerySet[M], object_id: int, what: str) -> M:
-    """The object if the viewer may see it; NOT_FOUND otherwise, whether it exists or not."""
+async def get_scoped(queryset: QuerySet[M], object_id: int, what: str, *, field: str | None = None) -> M:
+    """The object if the viewer may see it; NOT_FOUND otherwise, whether it exists or not. The error
+    names the input field that carried the id: ``field``, or by default ``<what>Id`` (``workspaceId``)."""
     found = await queryset.get_or_none(id=object_id)
     if found is None:
-        raise BillingError(ErrorCode.NOT_FOUND, f"{what} not found", field="id")
+        words = what.split()
+        named = words[0].lower() + "".join(w.capitalize() for w in words[1:]) + "Id"
+        raise BillingError(ErrorCode.NOT_FOUND, f"{what} not found", field=field or named)
     return found
