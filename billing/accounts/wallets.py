@@ -1,6 +1,8 @@
 """Wallets: finding or opening one per owner and unit, and the manual movements partners make.
 
-Balances change only through ``billing.ledger``.
+Balances change through ``billing.accounts.ledger.post``, through this module's one-statement manual
+adjustment on PostgreSQL (``_ONE_STATEMENT``: the same balance, posting, entry and audit records in one
+statement), and through the usage batches' set-based statements (``billing.usage.whatsapp``).
 """
 
 from __future__ import annotations

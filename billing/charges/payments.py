@@ -1,10 +1,10 @@
 """The payment spine: the state table, charging through a gateway, and exactly-once fulfilment.
 
-A payment row is committed before the provider is called; its id is the provider's idempotency
-key. Every provider answer moves the payment through :data:`TRANSITIONS` with a conditional
-UPDATE, and the move to SUCCEEDED runs the purpose's fulfilment in the same transaction, so the
-thing bought is delivered exactly once however many times the answer arrives (the charge's own
-reply, a webhook, the reconciler).
+A payment row is committed before the provider is called; its random ``reference`` (``pay_…``) is the
+provider's idempotency key (and Asaas's externalReference). Every provider answer moves the payment
+through :data:`TRANSITIONS` with a conditional UPDATE, and the move to SUCCEEDED runs what its purpose
+delivers (the table in :mod:`billing.dispatch`) in the same transaction, so the thing bought is delivered
+exactly once however many times the answer arrives (the charge's own reply, a webhook, the reconciler).
 """
 
 from __future__ import annotations
