@@ -118,8 +118,12 @@ async def seed(settings: Settings, *, port: int = 8000) -> None:
         await _catalog()
         partner = await _partner()
         await ApiKey.filter(name__in=["demo platform", "demo partner"]).delete()
-        platform_key = await api_keys.create_key(partner_id=None, name="demo platform", actor="demo")
-        partner_key = await api_keys.create_key(partner_id=partner.id, name="demo partner", actor="demo")
+        platform_key = await api_keys.create_key(
+            partner_id=None, name="demo platform", creator=api_keys.operator("demo")
+        )
+        partner_key = await api_keys.create_key(
+            partner_id=partner.id, name="demo partner", creator=api_keys.operator("demo")
+        )
     finally:
         await Tortoise.close_connections()
     print(

@@ -55,6 +55,19 @@ def payer_key_of(wallet: Wallet) -> str | None:
     return None  # a project's credit is assigned by its partner, not bought
 
 
+def collector_of(wallet: Wallet) -> int | None:
+    """Who collects what a wallet's owner pays: its partner for a workspace, the platform (None) for a
+    partner."""
+    return wallet.partner_id if wallet.owner_kind is OwnerKind.WORKSPACE else None
+
+
+async def paying_card(wallet: Wallet) -> SavedPaymentMethod | None:
+    """The card that pays for credit bought for a wallet (an auto top-up, a top-up bought now, an
+    auto-billing purchase): its payer's card on file with the wallet's collector, if any."""
+    payer_key = payer_key_of(wallet)
+    return await charging.card_on_file(payer_key, collector_of(wallet)) if payer_key else None
+
+
 STATE = (  # what watch decides on: one row per wallet, parameter $1 the wallet's id
     "SELECT w.balance, w.low_balance_threshold, w.low_balance_notified, a.threshold, a.in_flight_payment_id "
     "FROM wallet w LEFT JOIN auto_top_up a ON a.wallet_id = w.id AND a.enabled WHERE w.id = $1"
@@ -121,16 +134,10 @@ class _SlotTaken(Exception):
 async def _route(wallet: Wallet) -> tuple[GatewayConfig | None, SavedPaymentMethod | None]:
     """The payer's card on file through the configuration that saved it, else the collector's manual
     configuration (the partner bills its client by hand, as agreed), else nothing."""
-    payer_key = payer_key_of(wallet)
-    card = (
-        await SavedPaymentMethod.filter(payer_key=payer_key, replaced_at=None, kind=PaymentMethodKind.CARD)
-        .order_by("-id")
-        .first()
-    )
+    card = await paying_card(wallet)
     if card is not None:
         return await GatewayConfig.get(id=card.gateway_config_id), card
-    collector = wallet.partner_id if wallet.owner_kind is OwnerKind.WORKSPACE else None
-    config = await gateway_configs.active_config(collector)
+    config = await gateway_configs.active_config(collector_of(wallet))
     if config is None or config.provider == ManualGateway.name:
         return config, None
     return None, None

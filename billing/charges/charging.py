@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
+from tortoise.expressions import Subquery
+from tortoise.queryset import QuerySet
+
 from billing.charges import gateway_configs, payments
 from billing.core import clock, sql
 from gateways.base import ChargeResult, Gateway, Outcome, Payer, SavedMethod
-from models.enums import PaymentStatus
+from models.enums import PaymentMethodKind, PaymentStatus
 from models.payments import GatewayConfig, Payment, SavedPaymentMethod
 from models.tenancy import Partner, Workspace
 
@@ -50,6 +53,25 @@ async def customer_payer(config: GatewayConfig, gateway: Gateway, payer_key: str
     return await payer_of(payer_key, ref)
 
 
+def saved_methods(payer_key: str) -> QuerySet[SavedPaymentMethod]:
+    """A payer's saved methods in use: each one saved replaces the payer's earlier ones."""
+    return SavedPaymentMethod.filter(payer_key=payer_key, replaced_at=None)
+
+
+async def card_on_file(payer_key: str, collector_id: int | None) -> SavedPaymentMethod | None:
+    """The saved card that pays for this payer, off-session: its newest card in use saved with a
+    gateway configuration of the collector (the partner, for its clients; None, the platform, for
+    partners), whichever of them saved it (a collector that switched provider keeps charging it
+    through the old configuration until the payer saves a new card). None: no card on file."""
+    collectors = GatewayConfig.filter(partner_id=collector_id).values("id")  # None: IS NULL, the platform's
+    return (
+        await saved_methods(payer_key)
+        .filter(kind=PaymentMethodKind.CARD, gateway_config_id__in=Subquery(collectors))
+        .order_by("-id")
+        .first()
+    )
+
+
 async def keep_saved_method(
     *, config_id: int, partner_id: int | None, payer_key: str, saved: SavedMethod
 ) -> SavedPaymentMethod:
@@ -59,7 +81,8 @@ async def keep_saved_method(
     )
     now = clock.now()
     await (
-        SavedPaymentMethod.filter(payer_key=payer_key, partner_id=partner_id, replaced_at=None)
+        saved_methods(payer_key)
+        .filter(partner_id=partner_id)
         .exclude(id=existing.id if existing else 0)
         .update(replaced_at=now, is_default=False)
     )

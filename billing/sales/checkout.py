@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from billing.accounts import wallets
+from billing.accounts import top_ups, wallets
 from billing.accounts.wallets import workspace_wallet
 from billing.charges import charging, gateway_configs, payments
 from billing.core import audit, idempotency, tenancy
@@ -124,7 +124,7 @@ async def _route(
     """Which configuration collects: a saved card's own (even after the collector switched
     provider), otherwise the collector's active one; none means the collector records it by hand."""
     if saved_method_id is not None:
-        saved = await SavedPaymentMethod.get_or_none(id=saved_method_id, payer_key=sale.payer_key, replaced_at=None)
+        saved = await charging.saved_methods(sale.payer_key).get_or_none(id=saved_method_id)
         if saved is None:
             raise BillingError(ErrorCode.NOT_FOUND, "saved payment method not found", field="savedPaymentMethodId")
         if method is not saved.kind:
@@ -278,6 +278,23 @@ async def checkout(
     )
     subscription = await current.live_subscription(workspace.id) if item.plan_id else None
     return CheckoutResult(payment, subscription if payment.status is PaymentStatus.SUCCEEDED else None)
+
+
+async def top_up_wallet(viewer: Viewer, *, wallet_id: int, package_id: int, idempotency_key: str) -> CheckoutResult:
+    """Buy one of the partner's packages for a workspace's wallet now: charged to the card an auto
+    top-up would charge (through the configuration that saved it), else collected by hand."""
+    wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    if wallet.owner_kind is not OwnerKind.WORKSPACE or wallet.workspace_id is None:
+        raise BillingError(ErrorCode.NOT_FOUND, "workspace wallet not found", field="walletId")
+    card = await top_ups.paying_card(wallet)
+    return await checkout(
+        viewer,
+        workspace_id=wallet.workspace_id,
+        item=Item(credit_package_id=package_id),
+        method=PaymentMethodKind.CARD if card else PaymentMethodKind.MANUAL,
+        saved_method_id=card.id if card else None,
+        idempotency_key=f"top-up:{idempotency_key}",
+    )
 
 
 async def buy_platform_package(

@@ -25,7 +25,7 @@ from billing.accounts import expiry, ledger, wallets
 from billing.accounts.ledger import CausedBy, Leg
 from billing.auto_billing import engine
 from billing.catalog import plans
-from billing.charges import payments
+from billing.charges import charging, payments
 from billing.core import audit, clock, idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
@@ -51,7 +51,7 @@ from models.enums import (
     PlanStatus,
     SubscriptionStatus,
 )
-from models.payments import Payment, SavedPaymentMethod
+from models.payments import Payment
 from models.subscriptions import Subscription, SubscriptionHistory, SubscriptionPeriod
 from models.tenancy import Partner, Workspace
 
@@ -472,9 +472,7 @@ async def _subscribe(
             )
         return await start(subscriber, plan, price, note=note, first_due=charge_from)
     if plan.trial_days and await _first_subscription(subscriber):
-        if plan.trial_requires_payment_method and not await SavedPaymentMethod.exists(
-            payer_key=subscriber.payer_key, replaced_at=None
-        ):
+        if plan.trial_requires_payment_method and not await charging.saved_methods(subscriber.payer_key).exists():
             raise BillingError(
                 ErrorCode.PAYMENT_METHOD_REQUIRED, "this plan's trial needs a saved payment method", field="planId"
             )

@@ -167,16 +167,7 @@ async def _card_on_file(subscription: Subscription) -> SavedPaymentMethod | None
     provider keeps charging cards saved with the old one through it)."""
     if subscription.workspace_id is None:
         return None
-    return (
-        await SavedPaymentMethod.filter(
-            partner_id=subscription.partner_id,
-            payer_key=f"WORKSPACE:{subscription.workspace_id}",
-            replaced_at=None,
-            kind=PaymentMethodKind.CARD,
-        )
-        .order_by("-id")
-        .first()
-    )
+    return await charging.card_on_file(f"WORKSPACE:{subscription.workspace_id}", subscription.partner_id)
 
 
 async def _charge_card(subscription: Subscription, period: SubscriptionPeriod, card: SavedPaymentMethod) -> None:

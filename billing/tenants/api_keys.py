@@ -34,6 +34,32 @@ def permissions_for(partner_id: int | None) -> frozenset[Permission]:
     return PLATFORM_PERMISSIONS if partner_id is None else PARTNER_PERMISSIONS
 
 
+def operator(actor: str = "cli") -> Viewer:
+    """The platform operator acting outside the API (the command line, the demo seed): the platform
+    holding everything the platform may hold."""
+    return Viewer(kind="PLATFORM", actor=actor, permissions=PLATFORM_PERMISSIONS)
+
+
+def key_permissions(
+    creator: Viewer, partner_id: int | None, requested: frozenset[Permission] | None
+) -> frozenset[Permission]:
+    """What a key made by ``creator`` for this owner holds. None requested: what its creator holds, as
+    far as its owner can hold it. Never a permission its creator lacks (no escalation), nor one its
+    owner cannot hold."""
+    allowed = permissions_for(partner_id)
+    chosen = creator.permissions & allowed if requested is None else requested
+    if not chosen:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a key needs at least one permission", field="permissions")
+    if not chosen <= creator.permissions:
+        raise BillingError(ErrorCode.FORBIDDEN, "a key cannot hold permissions its creator lacks", field="permissions")
+    if not chosen <= allowed:
+        extra = ", ".join(sorted(p.value for p in chosen - allowed))
+        raise BillingError(
+            ErrorCode.FORBIDDEN, f"permissions not available to this owner: {extra}", field="permissions"
+        )
+    return chosen
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -43,19 +69,13 @@ async def create_key(
     partner_id: int | None,
     name: str = "",
     permissions: frozenset[Permission] | None = None,
-    actor: str = "cli",
+    creator: Viewer | None = None,
 ) -> NewKey:
-    """A key for the platform (partner_id None) or for one partner; by default with every
-    permission its owner can hold (the command line's keys)."""
-    allowed = permissions_for(partner_id)
-    chosen = allowed if permissions is None else permissions
-    if not chosen:
-        raise BillingError(ErrorCode.INVALID_INPUT, "a key needs at least one permission", field="permissions")
-    if not chosen <= allowed:
-        extra = ", ".join(sorted(p.value for p in chosen - allowed))
-        raise BillingError(
-            ErrorCode.FORBIDDEN, f"permissions not available to this owner: {extra}", field="permissions"
-        )
+    """A key for the platform (partner_id None) or for one partner, made by ``creator`` (by default
+    :func:`operator`, as the command line acts), holding :func:`key_permissions`. Who may make keys for
+    which owner is the caller's to check first (the API: the platform for anyone, a partner for itself)."""
+    creator = creator or operator()
+    chosen = key_permissions(creator, partner_id, permissions)
     if partner_id is not None and not await Partner.exists(id=partner_id):
         raise BillingError(ErrorCode.NOT_FOUND, "partner not found", field="partnerId")
     prefix = secrets.token_hex(6)
@@ -70,7 +90,7 @@ async def create_key(
             permissions=sorted(p.value for p in chosen),
         )
         await audit.record(
-            actor=actor,
+            actor=creator.actor,
             action="api_key.create",
             target_type="ApiKey",
             target_id=key.id,

@@ -8,13 +8,11 @@ from strawberry.types import Info
 
 from billing.accounts import top_ups, wallets
 from billing.core import money, tenancy
-from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import to_minor
 from billing.sales import checkout
 from billing.subscriptions import credit_billing
 from billing.usage import units
-from models.enums import OwnerKind, PaymentMethodKind, Permission
-from models.payments import SavedPaymentMethod
+from models.enums import Permission
 from models.tenancy import Workspace as WorkspaceRow
 from models.wallets import Wallet as WalletRow
 from schema.accounts.types import Wallet
@@ -137,24 +135,11 @@ class TopUpWalletPayload:
 
 async def top_up_wallet(info: Info[Context, None], input: TopUpWalletInput) -> TopUpWalletPayload:
     async def run() -> TopUpWalletPayload:
-        viewer = viewer_with(info)
-        wallet = await tenancy.get_scoped(
-            tenancy.wallets(viewer), expect_id(input.wallet_id, "Wallet", "walletId"), "wallet"
-        )
-        if wallet.owner_kind is not OwnerKind.WORKSPACE or wallet.workspace_id is None:
-            raise BillingError(ErrorCode.NOT_FOUND, "workspace wallet not found", field="walletId")
-        card = (
-            await SavedPaymentMethod.filter(payer_key=f"WORKSPACE:{wallet.workspace_id}", replaced_at=None)
-            .order_by("-id")
-            .first()
-        )
-        made = await checkout.checkout(
-            viewer,
-            workspace_id=wallet.workspace_id,
-            item=checkout.Item(credit_package_id=expect_id(input.package_id, "CreditPackage", "packageId")),
-            method=PaymentMethodKind.CARD if card else PaymentMethodKind.MANUAL,
-            saved_method_id=card.id if card else None,
-            idempotency_key=f"top-up:{input.idempotency_key}",
+        made = await checkout.top_up_wallet(
+            viewer_with(info),
+            wallet_id=expect_id(input.wallet_id, "Wallet", "walletId"),
+            package_id=expect_id(input.package_id, "CreditPackage", "packageId"),
+            idempotency_key=input.idempotency_key,
         )
         return TopUpWalletPayload(payment=Payment.of(made.payment) if made.payment else None)
 

@@ -8,6 +8,7 @@ import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
+from billing.charges.charging import saved_methods
 from billing.charges.gateway_configs import active_config, configs_of
 from billing.core import tenancy
 from billing.core.text import check_text
@@ -157,9 +158,8 @@ class Workspace(Node):
     @strawberry.field(description="Cards kept for off-session charges (the newest one is used).")
     async def saved_payment_methods(self) -> list[SavedPaymentMethod]:
         rows = (
-            await payment_models.SavedPaymentMethod.filter(
-                partner_id=self.partner_db_id, payer_key=f"WORKSPACE:{self.db_id}", replaced_at=None
-            )
+            await saved_methods(f"WORKSPACE:{self.db_id}")
+            .filter(partner_id=self.partner_db_id)
             .order_by("-id")
             .prefetch_related("gateway_config")
         )
