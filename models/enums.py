@@ -10,6 +10,21 @@ class OwnerKind(StrEnum):
     PROJECT = "PROJECT"
 
 
+class ViewerKind(StrEnum):
+    """Who a caller is: the platform operator, a partner (agency), or a partner's client."""
+
+    PLATFORM = "PLATFORM"
+    PARTNER = "PARTNER"
+    WORKSPACE = "WORKSPACE"
+
+
+class CredentialKind(StrEnum):
+    """What a caller authenticated with."""
+
+    API_KEY = "API_KEY"
+    SESSION = "SESSION"  # a person's login
+
+
 class PartnerStatus(StrEnum):
     ACTIVE = "ACTIVE"
     SUSPENDED = "SUSPENDED"
@@ -72,6 +87,26 @@ class SubscriptionStatus(StrEnum):
     PAST_DUE = "PAST_DUE"
     CANCELED = "CANCELED"
     EXPIRED = "EXPIRED"
+
+
+class PlanHistoryStatus(StrEnum):
+    """A plan in a subscriber's history: while current, its subscription's status; once over, what
+    ended it (another plan put in its place, or the subscription's end)."""
+
+    TRIALING = "TRIALING"
+    ACTIVE = "ACTIVE"
+    PAST_DUE = "PAST_DUE"
+    REPLACED = "REPLACED"  # a change of plan put another in its place
+    CANCELED = "CANCELED"  # its subscription was canceled (now, at period end, auto-renew off, a refund)
+    EXPIRED = "EXPIRED"  # its subscription ran out (validity, maximum renewals, unpaid: the fallback plan)
+
+
+class StatusReasonKind(StrEnum):
+    """Why a workspace has its status (every reason that applies is listed)."""
+
+    NO_PLAN = "NO_PLAN"  # no live subscription: RESTRICTED
+    PAYMENT_OVERDUE = "PAYMENT_OVERDUE"  # a renewal is unpaid: RESTRICTED or SUSPENDED by the dunning policy
+    LIMIT_EXCEEDED = "LIMIT_EXCEEDED"  # usage above a limit: PAUSED
 
 
 class PeriodStatus(StrEnum):

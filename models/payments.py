@@ -3,7 +3,7 @@
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import GatewayMode, PaymentMethodKind, PaymentStatus
+from models.enums import GatewayMode, PaymentMethodKind, PaymentPurpose, PaymentStatus
 
 
 class GatewayConfig(Entity):
@@ -76,7 +76,7 @@ class Payment(Entity):
     provider_ref = fields.CharField(max_length=128, null=True)
     # What it pays for: {"kind": "WALLET_CREDIT", "wallet_id": 5, "quantity": 500}
     purpose = fields.JSONField()
-    purpose_kind = fields.CharField(max_length=32)
+    purpose_kind = fields.CharEnumField(PaymentPurpose, max_length=32)  # the column stays a VARCHAR(32)
     decline_reason = fields.TextField(null=True)
     payer_action = fields.JSONField(null=True)  # hosted invoice URL, boleto line, pix payload...
     note = fields.TextField(default="")

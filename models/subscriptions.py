@@ -3,7 +3,7 @@
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import PeriodStatus, SubscriptionStatus
+from models.enums import PaymentMode, PeriodStatus, PlanHistoryStatus, SubscriptionStatus
 
 
 class Subscription(Entity):
@@ -26,7 +26,7 @@ class Subscription(Entity):
     trial_end = fields.DatetimeField(null=True)
     renewals = fields.IntField(default=0)
     cancel_at_period_end = fields.BooleanField(default=False)
-    payment_mode = fields.CharField(max_length=16, default="MANUAL")  # MANUAL, GATEWAY, POINTS, PARTNER_BALANCE
+    payment_mode = fields.CharEnumField(PaymentMode, max_length=16, default=PaymentMode.MANUAL)
     failed_renewals = fields.IntField(default=0)
     next_retry_at = fields.DatetimeField(null=True)
     ended_at = fields.DatetimeField(null=True)
@@ -76,7 +76,7 @@ class SubscriptionHistory(Entity):
     subscription_id: int
     plan = fields.ForeignKeyField("models.Plan", related_name=None, on_delete=fields.RESTRICT)
     plan_id: int
-    status = fields.CharEnumField(SubscriptionStatus, max_length=16)
+    status = fields.CharEnumField(PlanHistoryStatus, max_length=16)  # once ended: what ended it
     started_at = fields.DatetimeField()
     ended_at = fields.DatetimeField(null=True)
     note = fields.TextField(default="")

@@ -3,7 +3,7 @@
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import PartnerStatus, RefundPlanPolicy, WorkspaceStatus
+from models.enums import PartnerStatus, RefundPlanPolicy, UsageCreditPolicy, WorkspaceStatus
 
 
 def default_dunning_days() -> list[int]:
@@ -34,8 +34,8 @@ class Partner(Entity):
     refund_takes_back_units = fields.BooleanField(default=True)  # points bought are taken back on refund
     tax_id = fields.CharField(max_length=20, null=True)  # when the platform charges the partner through Asaas
     settings = fields.JSONField(default=dict)
-    # When a project's WhatsApp credit runs out: REFUSE (hard stop) or ALLOW_TO_CREDIT_LIMIT.
-    usage_credit_policy = fields.CharField(max_length=24, default="REFUSE")
+    # When a project's WhatsApp credit runs out: a hard stop, or down to the project's credit limit.
+    usage_credit_policy = fields.CharEnumField(UsageCreditPolicy, max_length=24, default=UsageCreditPolicy.REFUSE)
 
     class Meta:
         table = "partner"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -28,17 +26,6 @@ class UserError:
     @classmethod
     def of(cls, error: BillingError) -> UserError:
         return cls(code=error.code, message=error.message, field=error.field)
-
-
-P = TypeVar("P")
-
-
-async def payload(build: Callable[[], Awaitable[P]], on_error: Callable[[list[UserError]], P]) -> P:
-    """Run a mutation; expected failures become typed errors in its payload."""
-    try:
-        return await build()
-    except BillingError as error:
-        return on_error([UserError.of(error)])
 
 
 def _domain_error(error: GraphQLError) -> BillingError | None:

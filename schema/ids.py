@@ -39,6 +39,19 @@ def expect_id(global_id: str, type_name: str, field: str) -> int:
     return db_id
 
 
+def project_db_id(global_id: str, cache: dict[str, int]) -> int:
+    """A project's database id, or 0 (found nowhere) for anything that is not a project's id: a batch
+    of usage events refuses that event alone, not the batch. ``cache`` decodes each id once per batch."""
+    known = cache.get(global_id)
+    if known is None:
+        try:
+            kind, db_id = from_global_id(global_id, "projectId")
+        except BillingError:
+            kind, db_id = "", 0
+        known = cache[global_id] = db_id if kind == "Project" else 0
+    return known
+
+
 def encode_cursor(db_id: int) -> str:
     return base64.b64encode(f"cursor:{db_id}".encode()).decode()
 

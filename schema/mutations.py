@@ -34,16 +34,16 @@ class TypedErrors(FieldExtension):
             raise TypeError(f"mutation {field.python_name} must return a payload with an errors list")
         self.payload = payload  # type: ignore[assignment]
 
-    async def resolve_async(
-        self, next_: Callable[..., Awaitable[Any]], source: Any, info: Info, **kwargs: Any
-    ) -> Any:
+    async def resolve_async(self, next_: Callable[..., Awaitable[Any]], source: Any, info: Info, **kwargs: Any) -> Any:
         assert self.payload is not None
         try:
             if self.permission is not None:
                 viewer_with(info, self.permission)
             return await next_(source, info, **kwargs)
         except BillingError as error:
-            return self.payload(errors=[UserError.of(error)])
+            # A payload that says more about a refusal (a plan change's limit excesses) builds itself.
+            refused = getattr(self.payload, "refused", None)
+            return refused(error) if refused is not None else self.payload(errors=[UserError.of(error)])
 
 
 def mutation(*, permission: Permission | None = None, description: str | None = None) -> Any:

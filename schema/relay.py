@@ -76,16 +76,36 @@ async def paginate(
     first: int | None,
     after: str | None,
     to_node: Callable[[Any], N],
+    newest_first: bool = False,
 ) -> Connection[N]:
+    """One page of ``queryset`` in id order: oldest first, or newest first (payments, periods)."""
     size = page_size(first)
     if after is not None:
-        queryset = queryset.filter(id__gt=decode_cursor(after))
-    rows = await queryset.order_by("id").limit(size + 1) if size else []
+        cursor = decode_cursor(after)
+        queryset = queryset.filter(id__lt=cursor) if newest_first else queryset.filter(id__gt=cursor)
+    rows = await queryset.order_by("-id" if newest_first else "id").limit(size + 1) if size else []
     page = rows[:size]
     return connection_of(
         [to_node(r) for r in page],
         [r.id for r in page],
         has_next=len(rows) > size,
+        has_previous=after is not None,
+    )
+
+
+def paginate_loaded(
+    rows: list[Any], *, first: int | None, after: str | None, to_node: Callable[[Any], N]
+) -> Connection[N]:
+    """One page, keyed on ids like :func:`paginate`, of rows already loaded in id order: what a
+    DataLoader fetched in one statement for a whole page of parents (each workspace's projects)."""
+    size = page_size(first)
+    cursor = decode_cursor(after) if after is not None else None
+    remaining = [r for r in rows if cursor is None or r.id > cursor]
+    page = remaining[:size]
+    return connection_of(
+        [to_node(r) for r in page],
+        [r.id for r in page],
+        has_next=len(remaining) > size,
         has_previous=after is not None,
     )
 

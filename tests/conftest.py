@@ -34,6 +34,7 @@ from tests.fake_asaas.control import FakeAsaasController
 from tests.fake_asaas.fixtures import asaas, fake_asaas  # noqa: F401
 from tests.localstripe_server import LocalStripe, localstripe  # noqa: F401
 from whitebill import db
+from whitebill.settings import configure_domain, load_settings
 
 os.environ.setdefault("WHITEBILL_CHEAP_PASSWORD_HASH", "1")
 # Gateway credentials are stored encrypted: the suite makes its own key (the server inherits it).
@@ -121,6 +122,14 @@ async def _wipe(backend: Backend) -> None:
         await conn.execute_script(
             "PRAGMA foreign_keys = OFF;" + "".join(f'DELETE FROM "{t}";' for t in tables) + "PRAGMA foreign_keys = ON;"
         )
+
+
+@pytest.fixture(autouse=True)
+def domain_config() -> None:
+    """The domain configured from this process's environment before each test, as a process does at
+    start-up. A test that changes the environment (monkeypatch.setenv) configures it again:
+    ``configure_domain(load_settings())``."""
+    configure_domain(load_settings())
 
 
 @pytest.fixture

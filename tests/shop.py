@@ -24,7 +24,7 @@ WORKSPACE = """query($ws: ID!) { node(id: $ws) { ... on Workspace { status
   subscription { status cancelAtPeriodEnd plan { name } }
   wallets { unit balance { amount } }
   savedPaymentMethods { id provider brand last4 }
-  payments { id status provider purpose amount { amount } } } } }"""
+  payments { nodes { id status provider purpose amount { amount } } } } } }"""
 REFUND = """mutation($payment: ID!, $amount: String, $key: String!) {
   refundPayment(input: {paymentId: $payment, amount: $amount, idempotencyKey: $key, reason: "asked"}) {
     payment { status refunded { amount } } errors { code message } } }"""

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from billing.tenants import api_keys
-from schema.ids import to_global_id
+from models.tenancy import Project, Workspace
+from schema.ids import from_global_id, to_global_id
 from tests.graphql import GraphQLClient
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -89,10 +90,12 @@ async def test_the_vertical_slice(platform: GraphQLClient) -> None:
     assert found["workspaces"]["nodes"] == [{"id": workspace["id"]}]
 
     node = await agency.data(
-        "query($id: ID!) { node(id: $id) { id ... on Workspace { name partner { id } projects { isDefault } } } }",
+        "query($id: ID!) { node(id: $id) { id ... on Workspace { name partner { id }"
+        " projects { nodes { isDefault } pageInfo { hasNextPage } } } } }",
         {"id": workspace["id"]},
     )
     assert node["node"]["name"] == "Padaria Central" and node["node"]["partner"]["id"] == partner_id
+    assert node["node"]["projects"] == {"nodes": [{"isDefault": True}], "pageInfo": {"hasNextPage": False}}
 
     granted = await agency.data(
         GRANT, {"id": workspace["id"], "amount": "500", "key": "welcome", "note": "welcome pack"}
@@ -384,3 +387,33 @@ async def test_only_a_holder_of_every_permission_creates_a_partners_first_user(p
     assert refused["invitePartnerUser"]["errors"] == [{"code": "FORBIDDEN"}]
     allowed = await agency.data(invite)
     assert allowed["invitePartnerUser"]["user"] == {"isAdmin": True}
+
+
+async def test_a_workspaces_projects_are_a_connection_and_keys_stay_with_their_partner(
+    platform: GraphQLClient,
+) -> None:
+    """Three projects (the default one and two more), two a page, oldest first; a partner cannot make a
+    key for another partner (not found, naming partnerId)."""
+    other_id, _ = await onboard(platform, "key-elsewhere")
+    _, agency = await onboard(platform, "projects")
+    workspace = (await new_workspace(agency, "Client", "c@projects.example"))["workspace"]
+    _, db_id = from_global_id(workspace["id"])
+    row = await Workspace.get(id=db_id)
+    for name in ("Second", "Third"):
+        await Project.create(partner_id=row.partner_id, workspace_id=row.id, name=name)
+    page = """query($id: ID!, $after: String) { node(id: $id) { ... on Workspace {
+      projects(first: 2, after: $after) { nodes { name isDefault } pageInfo { hasNextPage endCursor } } } } }"""
+    first = (await agency.data(page, {"id": workspace["id"]}))["node"]["projects"]
+    assert first["nodes"] == [{"name": "Client", "isDefault": True}, {"name": "Second", "isDefault": False}]
+    assert first["pageInfo"]["hasNextPage"] is True
+    rest = (await agency.data(page, {"id": workspace["id"], "after": first["pageInfo"]["endCursor"]}))["node"]
+    assert rest["projects"] == {
+        "nodes": [{"name": "Third", "isDefault": False}],
+        "pageInfo": {"hasNextPage": False, "endCursor": rest["projects"]["pageInfo"]["endCursor"]},
+    }
+    refused = await agency.data(CREATE_KEY, {"partnerId": other_id})
+    assert refused["createApiKey"] == {
+        "keyId": None,
+        "secret": None,
+        "errors": [{"code": "NOT_FOUND", "field": "partnerId"}],
+    }

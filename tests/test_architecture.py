@@ -45,8 +45,7 @@ def cycles(graph: grimp.ImportGraph) -> list[list[str]]:
     components of two or more modules, or one that imports itself), by Tarjan's algorithm."""
     modules = sorted(m for m in graph.modules if m.split(".")[0] in PACKAGES)
     edges = {
-        m: sorted(d for d in graph.find_modules_directly_imported_by(m) if d.split(".")[0] in PACKAGES)
-        for m in modules
+        m: sorted(d for d in graph.find_modules_directly_imported_by(m) if d.split(".")[0] in PACKAGES) for m in modules
     }
     index: dict[str, int] = {}
     low: dict[str, int] = {}

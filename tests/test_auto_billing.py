@@ -32,6 +32,7 @@ from models.auto_billing import AutoBillingSlot, PoolGrant, PoolGrantStatus
 from models.enums import BillingInterval, ExternalAccount, GatewayMode, LedgerCause, OwnerKind, PaymentMethodKind
 from models.operations import OutboxEvent
 from models.payments import Payment
+from models.subscriptions import SubscriptionPeriod
 from models.tenancy import Partner, Workspace
 from models.wallets import LedgerEntry, Wallet
 from schema.ids import to_global_id
@@ -171,7 +172,8 @@ ASSIGN = """mutation($ws: ID!, $plan: ID!) { assignPlan(input: {workspaceId: $ws
   idempotencyKey: "sign-up"}) { errors { code } } }"""
 CREDITS_OF = """query($ws: ID!) { node(id: $ws) { ... on Workspace { wallets { unit balance { amount } } } } }"""
 OVERVIEW = """{ autoBilling { enabled pools { unit balance { amount } waiting { amount } buying }
-  purchases { amount { amount currency } status provider purpose } waiting { quantity { amount } } } }"""
+  purchases { nodes { amount { amount currency } status provider purpose } }
+  waiting { nodes { workspaceId quantity { amount unit } status source } } } }"""
 
 
 async def workspace_credits(client: GraphQLClient, ws: str) -> str:
@@ -206,6 +208,15 @@ async def test_stammer_pool_9000_plan_10000_one_charge_of_10_pool_ends_at_1000(s
     # The grant waits for its charge: nothing reached the workspace, nothing was charged yet.
     assert await workspace_credits(client, ws) == "0"
     assert await Payment.filter(partner_id=partner.id, amount__gt=0).count() == before
+    period = await SubscriptionPeriod.get(subscription__workspace_id=second.id)
+    assert (await client.data(OVERVIEW))["autoBilling"]["waiting"]["nodes"] == [
+        {
+            "workspaceId": ws,
+            "quantity": {"amount": "10000", "unit": CREDITS},
+            "status": "PENDING",
+            "source": to_global_id("SubscriptionPeriod", period.id),  # owed for the plan's first period
+        }
+    ]
 
     await run_worker()
 
@@ -213,11 +224,11 @@ async def test_stammer_pool_9000_plan_10000_one_charge_of_10_pool_ends_at_1000(s
     seen = (await client.data(OVERVIEW))["autoBilling"]
     pool = next(p for p in seen["pools"] if p["unit"] == CREDITS)
     assert pool == {"unit": CREDITS, "balance": {"amount": "1000"}, "waiting": {"amount": "0"}, "buying": False}
-    assert seen["purchases"] == [
+    assert seen["purchases"]["nodes"] == [
         {"amount": {"amount": "10.00", "currency": "USD"}, "status": "SUCCEEDED", "provider": "stripe",
          "purpose": "WALLET_CREDIT"}
     ]  # fmt: skip
-    assert seen["waiting"] == []
+    assert seen["waiting"]["nodes"] == []
     charges = await Payment.filter(partner_id=partner.id, amount__gt=0).order_by("id")
     assert len(charges) == before + 1  # exactly one new charge: $10, 1000 minor units (the plan itself is free)
     assert (charges[-1].amount, charges[-1].currency, charges[-1].payer_key) == (1000, "USD", f"PARTNER:{partner.id}")

@@ -25,7 +25,7 @@ from whitebill.worker import Worker
 pytestmark = pytest.mark.usefixtures("database")
 
 SETUP = """mutation {
-  setCreditBilling(enabled: true) { partner { creditBillingEnabled } errors { code } }
+  setCreditBilling(input: {enabled: true}) { partner { creditBillingEnabled } errors { code } }
   free: createPlan(input: {name: "Free", interval: MONTHLY, priceAmount: "0", priceCurrency: "BRL",
                            limits: [{name: "members", value: 5}]}) { plan { id } errors { code } }
   addOn: createAddOn(input: {name: "5 more members", limitDeltas: [{name: "members", value: 5}],
@@ -48,6 +48,8 @@ WALLET = """query($ws: ID!) { node(id: $ws) { ... on Workspace { status limits {
 AUTO_TOP_UP = """mutation($wallet: ID!, $package: ID!, $enabled: Boolean!) {
   setAutoTopUp(input: {walletId: $wallet, packageId: $package, threshold: "50", enabled: $enabled}) {
     wallet { autoTopUp { enabled } } errors { code message } } }"""
+ADD_ONS = """query($ws: ID!) { node(id: $ws) { ... on Workspace {
+  addOns { addOn { name } quantity active pointsPerPeriod { amount unit } paidThrough } } } }"""
 RECORD = 'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix"}) { errors { code } } }'
 VISA = "4242424242424242"
 
@@ -122,6 +124,17 @@ async def start_flow(server, localstripe, gateway: str, *, auto_top_up: bool) ->
     activated = await client.data(BUY_ADD_ON, {"ws": flow["ws"], "addOn": flow["add_on"], "key": "a1"})
     assert activated["buyAddOnWithPoints"]["errors"] == []
     assert await points(flow) == 300 and await members_limit(flow) == 10
+    held = (await client.data(ADD_ONS, {"ws": flow["ws"]}))["node"]["addOns"]
+    paid_through = (await WorkspaceAddOn.get(workspace_id=workspace.id)).paid_through
+    assert held == [
+        {
+            "addOn": {"name": "5 more members"},
+            "quantity": 1,
+            "active": True,
+            "pointsPerPeriod": {"amount": "200", "unit": "POINTS"},
+            "paidThrough": paid_through.isoformat(),
+        }
+    ]
     assert (await product.data(USAGE, {"ws": flow["ws"]}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
     wallet = next(w for w in (await view(flow))["wallets"] if w["unit"] == "POINTS")
     set_up = await client.data(AUTO_TOP_UP, {"wallet": wallet["id"], "package": flow["top_up"], "enabled": auto_top_up})
@@ -162,6 +175,8 @@ async def test_without_auto_top_up_the_add_on_lapses_and_the_workspace_pauses(se
     assert await points(flow) == 100  # nothing spent, nothing bought
     assert await members_limit(flow) == 5
     assert (await view(flow))["status"] == "PAUSED"  # 8 members on a limit of 5
+    lapsed = (await flow["client"].data(ADD_ONS, {"ws": flow["ws"]}))["node"]["addOns"]
+    assert [(a["addOn"]["name"], a["quantity"], a["active"]) for a in lapsed] == [("5 more members", 0, False)]
     assert not await Payment.filter(note__startswith="auto top-up").exists()
 
 
@@ -169,11 +184,13 @@ async def test_an_add_on_needs_credit_billing_and_enough_points(server) -> None:
     partner = await a_partner()
     workspace = await a_workspace(partner)
     client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
-    made = await client.data(SETUP.replace("setCreditBilling(enabled: true)", "setCreditBilling(enabled: false)"))
+    made = await client.data(
+        SETUP.replace("setCreditBilling(input: {enabled: true})", "setCreditBilling(input: {enabled: false})")
+    )
     ws = to_global_id("Workspace", workspace.id)
     await client.data(ASSIGN, {"ws": ws, "plan": made["free"]["plan"]["id"]})
     off = await client.data(BUY_ADD_ON, {"ws": ws, "addOn": made["addOn"]["addOn"]["id"], "key": str(uuid.uuid4())})
     assert off["buyAddOnWithPoints"]["errors"][0]["code"] == "CREDIT_BILLING_OFF"
-    await client.data("mutation { setCreditBilling(enabled: true) { errors { code } } }")
+    await client.data("mutation { setCreditBilling(input: {enabled: true}) { errors { code } } }")
     short = await client.data(BUY_ADD_ON, {"ws": ws, "addOn": made["addOn"]["addOn"]["id"], "key": str(uuid.uuid4())})
     assert short["buyAddOnWithPoints"]["errors"][0]["code"] == "INSUFFICIENT_BALANCE"

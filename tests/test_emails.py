@@ -16,7 +16,7 @@ from billing.tenants import branding, identity
 from models.enums import PaymentMethodKind, PaymentStatus
 from models.operations import OutboxEvent
 from tests.factories import a_partner, a_workspace, partner_viewer
-from whitebill.settings import load_settings
+from whitebill.settings import configure_domain, load_settings
 from whitebill.worker import Worker
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -44,6 +44,7 @@ def inbox(monkeypatch):
     controller.start()
     monkeypatch.setenv("WHITEBILL_SMTP_URL", f"smtp://127.0.0.1:{port}")
     monkeypatch.setenv("WHITEBILL_MAIL_FROM", "billing@whitebill.example")
+    configure_domain(load_settings())
     yield box
     controller.stop()
 
@@ -127,6 +128,7 @@ async def test_e_mails_go_out_over_smtp_in_the_partners_branding(inbox) -> None:
 
 async def test_an_smtp_server_that_refuses_is_retried_by_the_outbox(monkeypatch) -> None:
     monkeypatch.setenv("WHITEBILL_SMTP_URL", "smtp://127.0.0.1:9")  # nothing listens there
+    configure_domain(load_settings())
     partner = await a_partner()
     workspace = await a_workspace(partner)
     await OutboxEvent.create(

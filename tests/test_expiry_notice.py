@@ -19,6 +19,7 @@ from tests.factories import a_partner, a_workspace, partner_viewer
 from tests.test_emails import deliver_outbox, inbox  # noqa: F401
 from tests.test_partner_webhooks import receiving
 from tests.test_renewals import a_plan, assigned, at, pay_due, utc
+from whitebill.settings import configure_domain, load_settings
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -136,9 +137,11 @@ async def test_several_workers_at_once_write_one_notice() -> None:
 async def test_the_notice_period_is_configurable_and_zero_turns_it_off(monkeypatch) -> None:
     await canceled_at_period_end()
     await at(utc(2027, 1, 30))  # 6 days before the end
-    monkeypatch.setenv(expiring_plans.NOTICE_DAYS_ENV, "0")
+    monkeypatch.setenv("WHITEBILL_EXPIRY_NOTICE_DAYS", "0")
+    configure_domain(load_settings())
     assert await expiring_plans.run_due() == 0
-    monkeypatch.setenv(expiring_plans.NOTICE_DAYS_ENV, "3")
+    monkeypatch.setenv("WHITEBILL_EXPIRY_NOTICE_DAYS", "3")
+    configure_domain(load_settings())
     assert await expiring_plans.run_due() == 0
     await at(utc(2027, 2, 2))
     assert await expiring_plans.run_due() == 1

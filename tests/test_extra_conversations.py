@@ -38,7 +38,7 @@ CONSUME = """mutation($ws: ID!, $amount: String!, $event: String!) {
   consumeUnits(input: {workspaceId: $ws, unit: "CONVERSATIONS", amount: $amount, eventId: $event}) {
     balance { amount } errors { code } } }"""
 WALLET = """query($ws: ID!) { node(id: $ws) { ... on Workspace { wallets { unit balance { amount }
-  expiringCredits { amount { amount } remaining { amount } expiresAt } } } } }"""
+  expiringCredits { nodes { amount { amount } remaining { amount } expiresAt } } } } } }"""
 
 
 async def conversations(client: GraphQLClient, ws: str) -> dict:
@@ -46,7 +46,7 @@ async def conversations(client: GraphQLClient, ws: str) -> dict:
     wallet = next(w for w in wallets if w["unit"] == "CONVERSATIONS")
     return {
         "balance": int(wallet["balance"]["amount"]),
-        "expiring": [int(c["remaining"]["amount"]) for c in wallet["expiringCredits"]],
+        "expiring": [int(c["remaining"]["amount"]) for c in wallet["expiringCredits"]["nodes"]],
     }
 
 
@@ -121,3 +121,36 @@ async def test_granted_and_bought_credits_with_an_expiry_leave_on_time(server) -
     while await worker.tick():
         pass
     assert await conversations(client, ws) == {"balance": 30, "expiring": []}  # what never expires stays
+
+
+EXPIRING_PAGE = """query($ws: ID!, $after: String) { node(id: $ws) { ... on Workspace { wallets { unit
+  expiringCredits(first: 2, after: $after) { nodes { remaining { amount } } pageInfo { hasNextPage endCursor } }
+} } } }"""
+
+
+async def test_expiring_credits_page_in_spending_order_while_credits_are_spent(server) -> None:
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    ws = to_global_id("Workspace", workspace.id)
+    grant = """mutation($ws: ID!, $amount: String!, $key: String!, $expires: DateTime) {
+      grantUnits(input: {workspaceId: $ws, unit: "CONVERSATIONS", amount: $amount, idempotencyKey: $key,
+                         expiresAt: $expires}) { errors { code field } } }"""
+    week, fortnight, month = ((clock.now() + timedelta(days=d)).replace(microsecond=0).isoformat() for d in (7, 14, 30))
+    for amount, expires in (("10", month), ("20", week), ("30", week), ("40", fortnight)):
+        made = await client.data(grant, {"ws": ws, "amount": amount, "key": f"g{amount}", "expires": expires})
+        assert made["grantUnits"]["errors"] == []
+
+    async def page(after: str | None) -> dict:
+        wallets = (await client.data(EXPIRING_PAGE, {"ws": ws, "after": after}))["node"]["wallets"]
+        wallet = next(w for w in wallets if w["unit"] == "CONVERSATIONS")
+        credits = wallet["expiringCredits"]
+        return {"remaining": [int(c["remaining"]["amount"]) for c in credits["nodes"]], **credits["pageInfo"]}
+
+    first = await page(None)
+    assert first["remaining"] == [20, 30] and first["hasNextPage"]  # earliest first; the same expiry, oldest first
+    product = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None, name="product")).secret)
+    await product.data(CONSUME, {"ws": ws, "amount": "25", "event": "e1"})  # the 20 is gone, 5 of the 30 too
+    rest = await page(first["endCursor"])
+    assert rest["remaining"] == [40, 10] and not rest["hasNextPage"]  # nothing skipped, nothing repeated
+    assert (await page(None))["remaining"] == [25, 40]

@@ -8,6 +8,7 @@ forged webhook, an unknown outcome reconciled. Then every record and every respo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -26,7 +27,7 @@ from tests.factories import a_partner, a_workspace
 from tests.fake_asaas.control import APPROVED_CARD
 from tests.shop import CHECKOUT, CONFIGURE, CREATE_PACKAGE, CREATE_PLAN, REFUND, WORKSPACE
 from whitebill.app import create_app
-from whitebill.settings import Settings
+from whitebill.settings import load_settings
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -91,7 +92,8 @@ async def test_no_credential_or_card_number_reaches_a_response_or_a_log_line(
     workspace = await a_workspace(partner)
     ws = to_global_id("Workspace", workspace.id)
     key = (await api_keys.create_key(partner_id=partner.id)).secret
-    app = create_app(Settings(env="test"), manage_database=False)
+    # The app configures the domain from its settings: these are read after the API bases are set.
+    app = create_app(dataclasses.replace(load_settings(), env="test"), manage_database=False)
     http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://test", headers={"authorization": f"Bearer {key}"}
     )
@@ -153,10 +155,11 @@ async def test_no_credential_or_card_number_reaches_a_response_or_a_log_line(
     await clock.advance(due - clock.now())
     assert await reconciler.run_due() == 1
     listed = await gql(
-        "query($p: ID!) { node(id: $p) { ... on Partner { gatewayConfigs { provider credentialsHint webhookUrl } } } }",
+        "query($p: ID!) { node(id: $p) { ... on Partner {"
+        " gatewayConfigs { nodes { provider credentialsHint webhookUrl } } } } }",
         {"p": to_global_id("Partner", partner.id)},
     )
-    assert len(listed["node"]["gatewayConfigs"]) == 2
+    assert len(listed["node"]["gatewayConfigs"]["nodes"]) == 2
     responses.append(json.dumps(await gql(WORKSPACE, {"ws": ws})))
     await http.aclose()
 

@@ -90,7 +90,7 @@ async def test_a_gateway_from_a_separate_package_sells_a_plan_and_points_without
     assert points_bought["payment"]["status"] == "SUCCEEDED", points_bought
     view = await workspace_view(shop)
     assert points(view) == "500"
-    assert [p["purpose"] for p in view["payments"]] == ["WALLET_CREDIT", "PLAN_PURCHASE"]  # newest first
+    assert [p["purpose"] for p in view["payments"]["nodes"]] == ["WALLET_CREDIT", "PLAN_PURCHASE"]  # newest first
     assert len(ledgerpay_module().payments_made()) >= 2
 
 
@@ -99,7 +99,7 @@ async def test_credentials_are_stored_encrypted_and_only_a_hint_is_ever_shown(sh
     assert API_KEY.encode() not in bytes(row.credentials_encrypted)
     assert WEBHOOK_SECRET.encode() not in bytes(row.credentials_encrypted)
     listed = await shop["client"].data(
-        "query($p: ID!) { node(id: $p) { ... on Partner { gatewayConfigs { provider credentialsHint } } } }",
+        "query($p: ID!) { node(id: $p) { ... on Partner { gatewayConfigs { nodes { provider credentialsHint } } } } }",
         {"p": to_global_id("Partner", shop["partner"].id)},
     )
     text = json.dumps(listed)
@@ -158,6 +158,37 @@ async def test_after_switching_provider_new_checkouts_go_to_the_new_one_and_save
     renewal = await buy(shop, {"creditPackageId": shop["package"]}, saved=saved)
     assert renewal["payment"]["provider"] == "ledgerpay" and renewal["payment"]["status"] == "SUCCEEDED"
     assert points(await workspace_view(shop)) == "1000"
+
+
+PAYMENTS_PAGE = """query($ws: ID!, $after: String) { node(id: $ws) { ... on Workspace {
+  payments(first: 2, after: $after) { nodes { purpose provider } pageInfo { hasNextPage endCursor } } } } }"""
+CONFIGS_PAGE = """query($p: ID!, $after: String) { node(id: $p) { ... on Partner {
+  gatewayConfigs(first: 1, after: $after) { nodes { provider isActive } pageInfo { hasNextPage endCursor } } } } }"""
+
+
+async def test_payments_and_gateway_configurations_page_newest_first(shop) -> None:
+    await buy(shop, {"planId": shop["plan"]}, card="tok_ok")
+    await shop["client"].data(CONFIGURE, {"provider": "manual", "methods": ["MANUAL"]})
+    await buy(shop, {"creditPackageId": shop["package"]}, method="MANUAL")
+    await buy(shop, {"creditPackageId": shop["package"]}, method="MANUAL")
+
+    newest = (await shop["client"].data(PAYMENTS_PAGE, {"ws": shop["ws"]}))["node"]["payments"]
+    assert newest["nodes"] == [{"purpose": "WALLET_CREDIT", "provider": "manual"}] * 2
+    assert newest["pageInfo"]["hasNextPage"] is True
+    after = newest["pageInfo"]["endCursor"]
+    oldest = (await shop["client"].data(PAYMENTS_PAGE, {"ws": shop["ws"], "after": after}))["node"]["payments"]
+    assert oldest["nodes"] == [{"purpose": "PLAN_PURCHASE", "provider": "ledgerpay"}]
+    assert oldest["pageInfo"]["hasNextPage"] is False
+
+    partner = to_global_id("Partner", shop["partner"].id)
+    current = (await shop["client"].data(CONFIGS_PAGE, {"p": partner}))["node"]["gatewayConfigs"]
+    assert current["nodes"] == [{"provider": "manual", "isActive": True}] and current["pageInfo"]["hasNextPage"]
+    after = current["pageInfo"]["endCursor"]
+    earlier = (await shop["client"].data(CONFIGS_PAGE, {"p": partner, "after": after}))["node"]["gatewayConfigs"]
+    assert earlier == {
+        "nodes": [{"provider": "ledgerpay", "isActive": False}],
+        "pageInfo": {"hasNextPage": False, "endCursor": earlier["pageInfo"]["endCursor"]},
+    }
 
 
 async def test_refunds_take_back_points_in_proportion_once_per_key(shop) -> None:

@@ -91,7 +91,7 @@ async def test_login_failures_all_look_the_same() -> None:
 
 async def test_logins_are_rate_limited_per_email() -> None:
     partner, _ = await a_partner_admin()
-    for _ in range(ratelimit.LOGIN_PER_EMAIL.amount):
+    for _ in range(ratelimit.per_email("login").amount):
         with pytest.raises(BillingError):
             await identity.login(
                 brand=partner.slug, email="owner@agency.example", password="guess", client_address=None
@@ -264,6 +264,42 @@ async def test_a_workspace_user_sees_only_its_workspace(server) -> None:
     assert logout["logout"]["ok"] is True
     after = await client.execute("{ viewer { kind } }")
     assert after["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+
+async def test_the_viewer_says_who_calls_and_with_what_as_enums(server) -> None:
+    """kind and via are enums in the schema; a key reads PLATFORM or PARTNER and API_KEY, with no e-mail,
+    and logout refuses it (a key is not a session)."""
+    introspected = await GraphQLClient(server.url).data(
+        '{ kind: __type(name: "ViewerKind") { kind enumValues { name } }'
+        ' via: __type(name: "CredentialKind") { kind enumValues { name } }'
+        ' viewer: __type(name: "Viewer") { fields { name type { ofType { name } } } } }'
+    )
+    assert introspected["kind"] == {
+        "kind": "ENUM",
+        "enumValues": [{"name": "PLATFORM"}, {"name": "PARTNER"}, {"name": "WORKSPACE"}],
+    }
+    assert introspected["via"] == {"kind": "ENUM", "enumValues": [{"name": "API_KEY"}, {"name": "SESSION"}]}
+    types = {f["name"]: f["type"]["ofType"] for f in introspected["viewer"]["fields"]}
+    assert types["kind"] == {"name": "ViewerKind"} and types["via"] == {"name": "CredentialKind"}
+
+    partner = await a_partner()
+    for owner, kind in ((None, "PLATFORM"), (partner.id, "PARTNER")):
+        key = GraphQLClient(server.url, (await api_keys.create_key(partner_id=owner)).secret)
+        seen = await key.data("{ viewer { kind via email } }")
+        assert seen["viewer"] == {"kind": kind, "via": "API_KEY", "email": None}
+        refused = await key.data("mutation { logout { ok errors { code } } }")
+        assert refused["logout"] == {"ok": False, "errors": [{"code": "UNAUTHENTICATED"}]}
+
+
+async def test_revoking_a_key_that_is_not_yours_names_the_key_field(server) -> None:
+    mine, other = await a_partner(), await a_partner("Other")
+    foreign = await api_keys.create_key(partner_id=other.id)
+    agency = GraphQLClient(server.url, (await api_keys.create_key(partner_id=mine.id)).secret)
+    refused = await agency.data(
+        "mutation($k: ID!) { revokeApiKey(input: {keyId: $k}) { key { id } errors { code field } } }",
+        {"k": to_global_id("ApiKey", foreign.key.id)},
+    )
+    assert refused["revokeApiKey"] == {"key": None, "errors": [{"code": "NOT_FOUND", "field": "keyId"}]}
 
 
 async def test_branding_is_validated_and_public_by_domain(server) -> None:

@@ -31,8 +31,8 @@ from starlette.routing import Route
 from billing.core import clock, work
 from billing.outbox import partner_webhooks
 from billing.tenants import api_keys
-from models.enums import WorkState
-from models.operations import OutboxEvent, WebhookDelivery
+from models.enums import Permission, WorkState
+from models.operations import OutboxEvent, WebhookDelivery, WebhookEndpoint
 from schema.ids import to_global_id
 from tests.factories import a_partner, partner_viewer
 from tests.graphql import GraphQLClient
@@ -178,29 +178,72 @@ async def test_a_dead_delivery_can_be_resent_and_a_test_event_sent(server) -> No
         client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
         worker = Worker(load_settings())
         sent = await client.data(
-            "mutation($e: ID!) { sendTestWebhook(endpointId: $e) { eventId errors { code } } }",
+            "mutation($e: ID!) { sendTestWebhook(input: {endpointId: $e}) { eventId errors { code } } }",
             {"e": to_global_id("WebhookEndpoint", endpoint.id)},
         )
         event_id = sent["sendTestWebhook"]["eventId"]
         await drain(worker)
         listed = await client.data(
-            """query($p: ID!) { node(id: $p) { ... on Partner { webhookEndpoints { url secretHint
-              deliveries { nodes { id eventId state attempts lastStatus } } } } } }""",
+            """query($p: ID!) { node(id: $p) { ... on Partner { webhookEndpoints { nodes { url secretHint
+              deliveries { nodes { id eventId state attempts lastStatus } } } } } } }""",
             {"p": to_global_id("Partner", partner.id)},
         )
-        endpoint_view = listed["node"]["webhookEndpoints"][0]
+        endpoint_view = listed["node"]["webhookEndpoints"]["nodes"][0]
         assert secret not in json.dumps(listed) and endpoint_view["secretHint"].startswith("…")
         delivery = endpoint_view["deliveries"]["nodes"][0]
         assert delivery["eventId"] == event_id and delivery["state"] == "DEAD" and delivery["lastStatus"] == 500
         for _ in range(2):  # resent by hand: the receiver fails it once more, then takes it
             resent = await client.data(
-                "mutation($d: ID!) { resendWebhookDelivery(deliveryId: $d) { delivery { state } errors { code } } }",
+                "mutation($d: ID!) { resendWebhookDelivery(input: {deliveryId: $d})"
+                " { delivery { state } errors { code } } }",
                 {"d": delivery["id"]},
             )
             assert resent["resendWebhookDelivery"]["delivery"]["state"] == "PENDING"
             await drain(worker)
         assert receiver.ids() == [event_id]
         assert json.loads(receiver.received[0][1])["type"] == "webhook.test"
+
+
+async def test_endpoints_are_listed_a_page_at_a_time_to_those_who_manage_billing(server) -> None:
+    """Three endpoints, two a page; a key without MANAGE_BILLING lists none; an id that is not the
+    caller's is refused naming the input field that carried it."""
+    partner = await a_partner()
+    viewer = partner_viewer(partner)
+    for path in ("/a", "/b", "/c"):
+        await partner_webhooks.create_endpoint(
+            viewer, partner_id=partner.id, url=f"https://hooks.agency.example{path}", events=[]
+        )
+    manager = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    page = """query($p: ID!, $after: String) { node(id: $p) { ... on Partner {
+      webhookEndpoints(first: 2, after: $after) { nodes { url } pageInfo { hasNextPage endCursor } } } } }"""
+    partner_id = to_global_id("Partner", partner.id)
+    first = (await manager.data(page, {"p": partner_id}))["node"]["webhookEndpoints"]
+    assert [n["url"] for n in first["nodes"]] == ["https://hooks.agency.example/a", "https://hooks.agency.example/b"]
+    assert first["pageInfo"]["hasNextPage"] is True
+    rest = (await manager.data(page, {"p": partner_id, "after": first["pageInfo"]["endCursor"]}))["node"]
+    assert [n["url"] for n in rest["webhookEndpoints"]["nodes"]] == ["https://hooks.agency.example/c"]
+    assert rest["webhookEndpoints"]["pageInfo"]["hasNextPage"] is False
+
+    reader_key = await api_keys.create_key(partner_id=partner.id, permissions=frozenset({Permission.READ_REPORTS}))
+    reader = GraphQLClient(server.url, reader_key.secret)
+    assert (await reader.data(page, {"p": partner_id}))["node"]["webhookEndpoints"]["nodes"] == []
+
+    other = GraphQLClient(server.url, (await api_keys.create_key(partner_id=(await a_partner("Other")).id)).secret)
+    endpoint = await WebhookEndpoint.filter(partner_id=partner.id).first()
+    refused = await other.data(
+        "mutation($e: ID!) { sendTestWebhook(input: {endpointId: $e}) { eventId errors { code field } } }",
+        {"e": to_global_id("WebhookEndpoint", endpoint.id)},
+    )
+    assert refused["sendTestWebhook"] == {"eventId": None, "errors": [{"code": "NOT_FOUND", "field": "endpointId"}]}
+    missing = await manager.data(
+        "mutation($d: ID!) { resendWebhookDelivery(input: {deliveryId: $d})"
+        " { delivery { id } errors { code field } } }",
+        {"d": to_global_id("WebhookDelivery", 999_999)},
+    )
+    assert missing["resendWebhookDelivery"] == {
+        "delivery": None,
+        "errors": [{"code": "NOT_FOUND", "field": "deliveryId"}],
+    }
 
 
 def start_worker(backend, name: str) -> subprocess.Popen[bytes]:

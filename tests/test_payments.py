@@ -29,6 +29,7 @@ from models.enums import LedgerCause, PaymentMethodKind, PaymentStatus
 from models.payments import GatewayConfig, Payment, PaymentTransition, WebhookEvent
 from models.tenancy import Partner
 from models.wallets import LedgerEntry, Posting, Wallet
+from schema.relay import Connection, paginate
 from tests.factories import a_partner, a_workspace, partner_viewer
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -552,3 +553,27 @@ def test_the_manual_gateway_is_found_through_its_entry_point() -> None:
     assert gateway.name == "manual"
     with pytest.raises(registry.UnknownGateway):
         registry.create("no-such-provider")
+
+
+# ---------------------------------------------------------------- listing, newest first
+
+
+async def test_a_newest_first_page_continues_below_its_cursor_and_sees_nothing_newer() -> None:
+    wallet = await points_wallet()
+    made = [(await a_points_payment(wallet)).id for _ in range(5)]
+    of_workspace = Payment.filter(payer_key=f"WORKSPACE:{wallet.workspace_id}")
+
+    def ids(page: Connection[int]) -> list[int]:
+        return [edge.node for edge in page.edges]
+
+    first = await paginate(of_workspace, first=2, after=None, to_node=lambda p: p.id, newest_first=True)
+    assert ids(first) == [made[4], made[3]] and first.page_info.has_next_page
+    await a_points_payment(wallet)  # newer than the cursor: a later page never shows it
+    second = await paginate(
+        of_workspace, first=2, after=first.page_info.end_cursor, to_node=lambda p: p.id, newest_first=True
+    )
+    assert ids(second) == [made[2], made[1]] and second.page_info.has_next_page
+    last = await paginate(
+        of_workspace, first=2, after=second.page_info.end_cursor, to_node=lambda p: p.id, newest_first=True
+    )
+    assert ids(last) == [made[0]] and not last.page_info.has_next_page and last.page_info.has_previous_page

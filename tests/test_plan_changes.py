@@ -26,9 +26,9 @@ CREATE_PLAN = """mutation($name: String!, $amount: String!, $limits: [LimitInput
   createPlan(input: {name: $name, interval: $interval, priceAmount: $amount, priceCurrency: "BRL", limits: $limits})
   { plan { id } errors { code message } } }"""
 SUBSCRIPTION = """query($ws: ID!) { node(id: $ws) { ... on Workspace { status statusReasons { kind }
-  subscription { status price { amount } currentPeriodStart currentPeriodEnd cancelAtPeriodEnd scheduledPlanId
-                 plan { name } periods { number amount { amount } status } }
-  planHistory { planName status startedAt endedAt } } } }"""
+  subscription { status paymentMode price { amount } currentPeriodStart currentPeriodEnd cancelAtPeriodEnd
+                 scheduledPlanId plan { name } periods { nodes { number amount { amount } status } } }
+  planHistory { nodes { planName status startedAt endedAt } } } } }"""
 CHANGE = """mutation($ws: ID!, $plan: ID!, $key: String!, $timing: PlanChangeTiming! = AUTO) {
   changePlan(input: {workspaceId: $ws, planId: $plan, idempotencyKey: $key, timing: $timing, note: "by phone"}) {
     subscription { plan { name } price { amount } scheduledPlanId } payment { amount { amount } status purpose }
@@ -108,7 +108,8 @@ async def test_a_client_without_a_plan_gets_plan_required_and_can_still_buy_one(
 
     state = (await client.data(SUBSCRIPTION, {"ws": ws}))["node"]
     assert state["status"] == "ACTIVE" and state["subscription"]["plan"]["name"] == "Basic"
-    assert state["subscription"]["periods"] == [{"number": 1, "amount": {"amount": "49.90"}, "status": "PAID"}]
+    assert state["subscription"]["paymentMode"] == "MANUAL"
+    assert state["subscription"]["periods"]["nodes"] == [{"number": 1, "amount": {"amount": "49.90"}, "status": "PAID"}]
     assert (await product.data(USAGE, {"ws": ws, "value": 1}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
     assert await Subscription.filter(workspace_id=workspace.id).count() == 1
 
@@ -125,9 +126,10 @@ async def test_upgrade_now_pays_the_prorated_difference_and_a_downgrade_waits_fo
     up = (await partner_client.data(CHANGE, {"ws": ws, "plan": pro, "key": "c1"}))["changePlan"]
     assert up["errors"] == [] and up["subscription"]["plan"] == {"name": "Pro"}
     paid = await partner_client.data(
-        "query($ws: ID!) { node(id: $ws) { ... on Workspace { subscription { periods { number } } } } }", {"ws": ws}
+        "query($ws: ID!) { node(id: $ws) { ... on Workspace { subscription { periods { nodes { number } } } } } }",
+        {"ws": ws},
     )
-    assert len(paid["node"]["subscription"]["periods"]) == 1  # the difference is a charge, not a new period
+    assert len(paid["node"]["subscription"]["periods"]["nodes"]) == 1  # the difference is a charge, not a new period
     changes = await Subscription.get(workspace_id=workspace.id)
     charge = await Payment.get(purpose_kind="PLAN_CHANGE", payer_key=f"WORKSPACE:{workspace.id}")
     assert (charge.amount, charge.status.value) == (2455, "SUCCEEDED")
@@ -139,15 +141,25 @@ async def test_upgrade_now_pays_the_prorated_difference_and_a_downgrade_waits_fo
     await renewals.run_due()
     state = (await partner_client.data(SUBSCRIPTION, {"ws": ws}))["node"]
     assert state["subscription"]["plan"]["name"] == "Basic" and state["subscription"]["scheduledPlanId"] is None
-    assert [p["amount"]["amount"] for p in state["subscription"]["periods"]] == ["49.90", "49.90"]
-    assert [(h["planName"], h["endedAt"] is None) for h in state["planHistory"]] == [
-        ("Basic", False),
-        ("Pro", False),
-        ("Basic", True),
+    assert [p["amount"]["amount"] for p in state["subscription"]["periods"]["nodes"]] == ["49.90", "49.90"]
+    # Newest first, a page at a time.
+    pages = "query($ws: ID!, $after: String) { node(id: $ws) { ... on Workspace { subscription {"
+    pages += " periods(first: 1, after: $after) { nodes { number } pageInfo { hasNextPage endCursor } } } } } }"
+    newest = (await partner_client.data(pages, {"ws": ws}))["node"]["subscription"]["periods"]
+    assert newest["nodes"] == [{"number": 2}] and newest["pageInfo"]["hasNextPage"] is True
+    older = await partner_client.data(pages, {"ws": ws, "after": newest["pageInfo"]["endCursor"]})
+    assert older["node"]["subscription"]["periods"]["nodes"] == [{"number": 1}]
+    assert older["node"]["subscription"]["periods"]["pageInfo"]["hasNextPage"] is False
+    history = state["planHistory"]["nodes"]
+    # A plan a change replaced says so; the current one mirrors its subscription.
+    assert [(h["planName"], h["status"], h["endedAt"] is None) for h in history] == [
+        ("Basic", "REPLACED", False),
+        ("Pro", "REPLACED", False),
+        ("Basic", "ACTIVE", True),
     ]
     # The scheduled change took effect exactly at the period's end, not when the worker ran.
-    assert state["planHistory"][-1]["startedAt"].startswith("2027-04-01T00:00:00")
-    assert state["planHistory"][1]["endedAt"].startswith("2027-04-01T00:00:00")
+    assert history[-1]["startedAt"].startswith("2027-04-01T00:00:00")
+    assert history[1]["endedAt"].startswith("2027-04-01T00:00:00")
 
 
 async def test_a_downgrade_below_usage_is_refused_listing_the_excess(agency) -> None:
@@ -188,7 +200,10 @@ async def test_cancel_at_period_end_and_auto_renew_off_run_to_the_end_then_restr
     for w in (workspace, other):
         state = (await partner_client.data(SUBSCRIPTION, {"ws": to_global_id("Workspace", w.id)}))["node"]
         assert state["subscription"] is None and state["status"] == "RESTRICTED"
-        assert state["planHistory"][-1]["status"] == "CANCELED"
+        assert state["statusReasons"] == [{"kind": "NO_PLAN"}]
+        # A plan whose subscription ended says how (never ACTIVE with an end date).
+        ended = state["planHistory"]["nodes"][-1]
+        assert ended["status"] == "CANCELED" and ended["endedAt"].startswith("2027-02-10T00:00:00")
 
 
 async def test_a_partner_plan_is_paid_from_its_balance_changed_and_kept_in_history(agency) -> None:
@@ -236,13 +251,18 @@ async def test_a_partner_plan_is_paid_from_its_balance_changed_and_kept_in_histo
     assert balance.balance == 55_000
 
     seen = await partner_client.data(
-        "{ viewer { partner { planSubscription { status plan { name } } planHistory { planName status endedAt } } } }"
+        "{ viewer { partner { planSubscription { status paymentMode plan { name } }"
+        " planHistory { nodes { planName status endedAt } } } } }"
     )
     partner_view = seen["viewer"]["partner"]
-    assert partner_view["planSubscription"] == {"status": "ACTIVE", "plan": {"name": "Partner Growth"}}
-    assert [(h["planName"], h["endedAt"] is None) for h in partner_view["planHistory"]] == [
-        ("Partner Starter", False),
-        ("Partner Growth", True),
+    assert partner_view["planSubscription"] == {
+        "status": "ACTIVE",
+        "paymentMode": "PARTNER_BALANCE",
+        "plan": {"name": "Partner Growth"},
+    }
+    assert [(h["planName"], h["status"], h["endedAt"] is None) for h in partner_view["planHistory"]["nodes"]] == [
+        ("Partner Starter", "REPLACED", False),
+        ("Partner Growth", "ACTIVE", True),
     ]
     # Partner plans are not offered to workspaces.
     assert (await partner_client.data("{ plans(first: 50) { edges { node { name } } } }"))["plans"]["edges"] == []
@@ -262,3 +282,21 @@ async def test_the_renewal_forecast_sums_what_falls_due_in_7_and_30_days(agency)
     month = (await partner_client.data(query, {"d": 30}))["renewalForecast"]
     assert week == {"count": 1, "totals": [{"amount": "49.90", "currency": "BRL"}]}  # July 1
     assert month == {"count": 2, "totals": [{"amount": "148.90", "currency": "BRL"}]}  # July 1 and July 20
+    # Each renewal, soonest first, a page at a time.
+    page = "query($after: String) { renewalForecast(days: 30) { renewals(first: 1, after: $after) {"
+    page += " nodes { workspaceId dueAt price { amount } } pageInfo { hasNextPage endCursor } } } }"
+    first = (await partner_client.data(page))["renewalForecast"]["renewals"]
+    assert first["nodes"] == [
+        {
+            "workspaceId": to_global_id("Workspace", workspace.id),
+            "dueAt": "2027-07-01T00:00:00+00:00",
+            "price": {"amount": "49.90"},
+        }
+    ]
+    assert first["pageInfo"]["hasNextPage"] is True
+    after = {"after": first["pageInfo"]["endCursor"]}
+    second_page = (await partner_client.data(page, after))["renewalForecast"]["renewals"]
+    assert [(n["workspaceId"], n["price"]) for n in second_page["nodes"]] == [
+        (to_global_id("Workspace", second.id), {"amount": "99.00"})
+    ]
+    assert second_page["pageInfo"]["hasNextPage"] is False

@@ -5,6 +5,7 @@ even with 4 worker processes on one PostgreSQL database."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import itertools
 import os
 import subprocess
@@ -18,7 +19,7 @@ from billing.accounts import ledger
 from billing.accounts.ledger import Leg
 from billing.accounts.wallets import open_wallet
 from billing.catalog import plans
-from billing.core import clock
+from billing.core import clock, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.sales import purchases
@@ -33,12 +34,13 @@ from models.enums import (
     PaymentStatus,
     PeriodStatus,
     PlanChangeTiming,
+    PlanHistoryStatus,
     SubscriptionStatus,
     WorkspaceStatus,
 )
 from models.operations import OutboxEvent
 from models.payments import Payment
-from models.subscriptions import Subscription, SubscriptionPeriod
+from models.subscriptions import Subscription, SubscriptionHistory, SubscriptionPeriod
 from models.tenancy import Workspace
 from models.wallets import LedgerEntry, Wallet
 from tests.conftest import Backend
@@ -189,9 +191,43 @@ async def test_uchat_policy_three_daily_retries_then_the_free_fallback_plan() ->
     assert renewal.status is PaymentStatus.CANCELED  # the unpaid period is void, not owed
     history = await lifecycle.history_of(workspace_id=workspace.id)
     assert [(h.plan_id, h.status) for h in history] == [
-        (paid.plan_id, SubscriptionStatus.EXPIRED),
-        (free.id, SubscriptionStatus.ACTIVE),
+        (paid.plan_id, PlanHistoryStatus.EXPIRED),
+        (free.id, PlanHistoryStatus.ACTIVE),
     ]
+
+
+async def test_history_entries_closed_by_a_change_before_they_said_so_read_replaced() -> None:
+    """Migration 0009: an entry closed by a change of plan used to keep its live status (ACTIVE with an
+    end date); it now reads REPLACED. Open entries and those closed by the subscription's end keep theirs."""
+    partner = await a_partner()
+    changed, canceled = await a_workspace(partner, "Changed"), await a_workspace(partner, "Canceled")
+    basic, pro = await a_plan(partner), await a_plan(partner, "Pro", 9900)
+    await assigned(partner, changed, basic)
+    await lifecycle.change_plan(
+        partner_viewer(partner),
+        workspace_id=changed.id,
+        plan_id=pro.id,
+        timing=PlanChangeTiming.NOW,
+        note="",
+        idempotency_key="c1",
+    )
+    await assigned(partner, canceled, basic, key="a2")
+    await lifecycle.cancel(partner_viewer(partner), workspace_id=canceled.id, at_period_end=False)
+    # As entries were written before: the replaced one still reads ACTIVE.
+    await SubscriptionHistory.filter(status=PlanHistoryStatus.REPLACED).update(status=PlanHistoryStatus.ACTIVE)
+
+    await sql.execute(importlib.import_module("models.migrations.0009_plan_history_replaced").REPLACED_ENTRIES)
+
+    async def statuses(workspace: Workspace) -> list[tuple[int, PlanHistoryStatus, bool]]:
+        return [
+            (h.plan_id, h.status, h.ended_at is None) for h in await lifecycle.history_of(workspace_id=workspace.id)
+        ]
+
+    assert await statuses(changed) == [
+        (basic.id, PlanHistoryStatus.REPLACED, False),
+        (pro.id, PlanHistoryStatus.ACTIVE, True),
+    ]
+    assert await statuses(canceled) == [(basic.id, PlanHistoryStatus.CANCELED, False)]
 
 
 async def test_validity_ends_a_plan_after_its_periods_and_a_trial_is_billed_at_its_end() -> None:

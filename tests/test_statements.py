@@ -19,7 +19,7 @@ from whitebill.settings import Settings
 pytestmark = pytest.mark.usefixtures("database")
 
 PAGE = """query($first: Int!) { workspaces(first: $first) { nodes { id name status partner { name }
-  projects { name } wallets { unit balance { amount } } subscription { status price { amount } }
+  projects { nodes { name } } wallets { unit balance { amount } } subscription { status price { amount } }
   usage { name value } } } }"""
 
 

@@ -23,6 +23,8 @@ SET_ADD_ON = """mutation($ws: ID!, $addOn: ID!, $quantity: Int!, $force: Boolean
   setWorkspaceAddOn(input: {workspaceId: $ws, addOnId: $addOn, quantity: $quantity, force: $force}) {
     workspace { status statusReasons { kind limit usage max } } limits { name value }
     excesses { limit usage max } errors { code message } } }"""
+ADD_ONS = """query($ws: ID!) { node(id: $ws) { ... on Workspace {
+  addOns { addOn { id name } quantity active pointsPerPeriod { amount } paidThrough } } } }"""
 USAGE = """mutation($ws: ID!, $value: Int!) { reportUsage(input: {workspaceId: $ws, metric: "members", value: $value}) {
   workspace { status } errors { code } } }"""
 
@@ -57,8 +59,18 @@ async def test_flow_a_members_above_the_limit_refuse_then_pause_then_resume(agen
     )["createAddOn"]["addOn"]
     assigned = await partner.data(ASSIGN, {"ws": workspace, "plan": plan["id"], "key": "plan-1"})
     assert assigned["assignPlan"]["workspace"] == {"status": "ACTIVE"}  # no longer RESTRICTED
+    unknown = (
+        "mutation($ws: ID!, $addOn: ID!) { setWorkspaceAddOn(input: {workspaceId: $ws, addOnId: $addOn,"
+        " quantity: 1}) { errors { code field } } }"
+    )
+    refused_add_on = await partner.data(unknown, {"ws": workspace, "addOn": to_global_id("AddOn", 10**9)})
+    assert refused_add_on["setWorkspaceAddOn"]["errors"] == [{"code": "NOT_FOUND", "field": "addOnId"}]
     added = await partner.data(SET_ADD_ON, {"ws": workspace, "addOn": add_on["id"], "quantity": 1})
     assert {"name": "members", "value": 8} in added["setWorkspaceAddOn"]["limits"]
+    held = {"id": add_on["id"], "name": "3 more members"}
+    assert (await partner.data(ADD_ONS, {"ws": workspace}))["node"]["addOns"] == [
+        {"addOn": held, "quantity": 1, "active": True, "pointsPerPeriod": None, "paidThrough": None}
+    ]
     assert (await product.data(USAGE, {"ws": workspace, "value": 7}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
 
     preview = await partner.data(
@@ -84,6 +96,9 @@ async def test_flow_a_members_above_the_limit_refuse_then_pause_then_resume(agen
         "status": "PAUSED",
         "statusReasons": [{"kind": "LIMIT_EXCEEDED", "limit": "members", "usage": 7, "max": 5}],
     }
+    assert (await partner.data(ADD_ONS, {"ws": workspace}))["node"]["addOns"] == [
+        {"addOn": held, "quantity": 0, "active": False, "pointsPerPeriod": None, "paidThrough": None}
+    ]
     resumed = await product.data(USAGE, {"ws": workspace, "value": 5})
     assert resumed["reportUsage"]["workspace"]["status"] == "ACTIVE"
 
@@ -126,3 +141,45 @@ async def test_margins_give_exact_partner_prices(server, agency) -> None:
     assert (await partner.data(price, {"id": plans["Pro"]}))["node"]["price"]["amount"] == "104.00"
     # The platform itself sees platform prices.
     assert (await platform.data(price, {"id": plans["Pro"]}))["node"]["price"]["amount"] == "99.00"
+
+
+DUNNING = (
+    "{ viewer { partner { dunningPolicy { retryDays restrictAfter suspendAfter fallbackAfter fallbackPlanId } } } }"
+)
+
+
+async def test_the_dunning_policy_set_is_the_one_read_back(agency) -> None:
+    partner, _, _ = agency
+    assert (await partner.data(DUNNING))["viewer"]["partner"]["dunningPolicy"] == {
+        "retryDays": [1, 3, 9, 15, 21],
+        "restrictAfter": 3,
+        "suspendAfter": 5,
+        "fallbackAfter": None,
+        "fallbackPlanId": None,
+    }
+    free = (await partner.data(CREATE_PLAN, {"name": "Free", "amount": "0", "currency": "BRL", "limits": []}))[
+        "createPlan"
+    ]["plan"]["id"]
+    # UChat: 3 daily retries, then the free plan.
+    uchat = (
+        "mutation($free: ID!) { setDunningPolicy(input: {retryDays: [1, 2, 3], restrictAfter: 0, suspendAfter: 0,"
+        " fallbackAfter: 4, fallbackPlanId: $free}) { policy { retryDays fallbackAfter } errors { code } } }"
+    )
+    assert (await partner.data(uchat, {"free": free}))["setDunningPolicy"] == {
+        "policy": {"retryDays": [1, 2, 3], "fallbackAfter": 4},
+        "errors": [],
+    }
+    unknown = (
+        "mutation($plan: ID!) { setDunningPolicy(input: {retryDays: [1], fallbackAfter: 2, fallbackPlanId: $plan})"
+        " { errors { code field } } }"
+    )
+    assert (await partner.data(unknown, {"plan": to_global_id("Plan", 10**9)}))["setDunningPolicy"]["errors"] == [
+        {"code": "NOT_FOUND", "field": "fallbackPlanId"}
+    ]
+    assert (await partner.data(DUNNING))["viewer"]["partner"]["dunningPolicy"] == {
+        "retryDays": [1, 2, 3],
+        "restrictAfter": 0,
+        "suspendAfter": 0,
+        "fallbackAfter": 4,
+        "fallbackPlanId": free,
+    }

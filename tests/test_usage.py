@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from billing.catalog import rate_cards
 from billing.core import clock
 from billing.tenants import api_keys
-from models.enums import MarginKind, OwnerKind, Permission
+from models.enums import MarginKind, OwnerKind, Permission, UsageCreditPolicy
 from models.subscriptions import UsageEvent
-from models.tenancy import Project
+from models.tenancy import Partner, Project
 from models.wallets import LedgerEntry, Posting, Wallet
 from schema.ids import to_global_id
 from tests.factories import a_partner, a_workspace
@@ -34,16 +34,19 @@ from tests.test_realtime import BALANCE, live
 
 pytestmark = pytest.mark.usefixtures("database")
 
-RATES = """mutation($cells: [RateCellInput!]!) { setPlatformRates(currency: "BRL", cells: $cells) {
-  rateCard { currency cells { country category platformPrice partnerPrice } } errors { code field message } } }"""
+RATES = """mutation($cells: [RateCellInput!]!) { setPlatformRates(input: {currency: "BRL", cells: $cells}) {
+  rateCard { currency cells(first: 100) { nodes { country category platformPrice partnerPrice } } }
+  errors { code field message } } }"""
 MARGIN = """mutation($input: SetRateMarginInput!) { setRateMargin(input: $input) {
-  rateCard { cells { country category platformPrice partnerPrice } } errors { code field message } } }"""
+  rateCard { cells(first: 100) { nodes { country category platformPrice partnerPrice } }
+             margins { kind value country category } }
+  errors { code field message } } }"""
 ASSIGN = """mutation($project: ID!, $amount: String!, $key: String!) {
   assignProjectCredit(input: {projectId: $project, amount: $amount, idempotencyKey: $key}) {
     wallet { unit balance { amount } } errors { code field message } } }"""
-POLICY = """mutation($policy: UsageCreditPolicy!) { setUsageCreditPolicy(policy: $policy) {
+POLICY = """mutation($policy: UsageCreditPolicy!) { setUsageCreditPolicy(input: {policy: $policy}) {
   partner { usageCreditPolicy } errors { code } } }"""
-REPORT = """mutation($events: [UsageEventInput!]!) { reportUsageEvents(events: $events) {
+REPORT = """mutation($events: [UsageEventInput!]!) { reportUsageEvents(input: {events: $events}) {
   results { eventId status country partnerAmount { amount currency } platformAmount { amount } reason message }
   errors { code message } } }"""
 MONTHS = """query($project: ID!) { node(id: $project) { ... on Project {
@@ -84,7 +87,9 @@ async def setup(server) -> dict:
     margin = await agency.data(MARGIN, {"input": {"kind": "PERCENTAGE", "value": str(MARGIN_PERCENT)}})
     assert margin["setRateMargin"]["errors"] == []
     br = next(
-        c for c in margin["setRateMargin"]["rateCard"]["cells"] if c["country"] == "BR" and c["category"] == "MARKETING"
+        c
+        for c in margin["setRateMargin"]["rateCard"]["cells"]["nodes"]
+        if c["country"] == "BR" and c["category"] == "MARKETING"
     )
     assert (br["platformPrice"], br["partnerPrice"]) == ("0.3125", "0.375")
     # The platform funds the partner's centralised balance; the partner gives the project R$ 500 of credit.
@@ -107,6 +112,83 @@ async def setup(server) -> dict:
         "central": central,
         "server": server,
     }
+
+
+async def test_a_refused_cell_is_named_by_its_place_in_the_input(server) -> None:
+    platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None, name="operator")).secret)
+    good = {"country": "BR", "category": "MARKETING", "price": "0.0125"}
+    too_precise = await platform.data(RATES, {"cells": [good, good, good, {**good, "price": "0.123456789"}]})
+    assert too_precise["setPlatformRates"]["rateCard"] is None
+    assert [(e["code"], e["field"]) for e in too_precise["setPlatformRates"]["errors"]] == [
+        ("INVALID_AMOUNT", "cells[3].price")
+    ]
+    unknown = await platform.data(RATES, {"cells": [good, {**good, "country": "XX"}]})
+    assert [(e["code"], e["field"]) for e in unknown["setPlatformRates"]["errors"]] == [
+        ("INVALID_INPUT", "cells[1].country")
+    ]
+    # Nothing of a refused call is kept.
+    card = await platform.data('{ rateCard(currency: "BRL") { cells { nodes { country } } } }')
+    assert card["rateCard"]["cells"]["nodes"] == []
+
+
+CARD = """query($first: Int, $after: String) { rateCard {
+  cells(first: $first, after: $after) { nodes { country category partnerPrice } pageInfo { hasNextPage endCursor } }
+  margins { kind value country category } } }"""
+
+
+async def test_rate_margins_read_back_and_the_cells_page(server) -> None:
+    flow = await setup(server)
+    agency = flow["agency"]
+    bulk = {"kind": "PERCENTAGE", "value": "20", "country": None, "category": None}
+    cell = {"kind": "FIXED", "value": "0.05", "country": "BR", "category": "MARKETING"}
+    set_cell = await agency.data(
+        MARGIN, {"input": {"kind": "FIXED", "value": "0.05", "country": "BR", "category": "MARKETING"}}
+    )
+    assert set_cell["setRateMargin"]["rateCard"]["margins"] == [bulk, cell]
+    # Four cells, two per page, in country and category order; the cell margin wins over the bulk one.
+    first = (await agency.data(CARD, {"first": 2}))["rateCard"]
+    assert first["margins"] == [bulk, cell]
+    assert first["cells"]["pageInfo"]["hasNextPage"] is True
+    rest = (await agency.data(CARD, {"first": 2, "after": first["cells"]["pageInfo"]["endCursor"]}))["rateCard"]
+    assert rest["cells"]["pageInfo"]["hasNextPage"] is False
+    assert [
+        (c["country"], c["category"], c["partnerPrice"]) for c in first["cells"]["nodes"] + rest["cells"]["nodes"]
+    ] == [
+        ("*", "MARKETING", "0.72"),
+        ("BR", "AUTHENTICATION", "0.0378"),
+        ("BR", "MARKETING", "0.3625"),  # 0.3125 + 0.05
+        ("BR", "UTILITY", "0.048"),
+    ]
+    # Removing a margin (no kind) removes it from the read-back too: the cell's, then the bulk one.
+    removed = await agency.data(MARGIN, {"input": {"kind": None, "country": "BR", "category": "MARKETING"}})
+    assert removed["setRateMargin"]["rateCard"]["margins"] == [bulk]
+    await agency.data(MARGIN, {"input": {"kind": None}})
+    assert (await agency.data(CARD))["rateCard"]["margins"] == []
+    # The platform's own card has no margins.
+    platform_card = await flow["platform"].data('{ rateCard(currency: "BRL") { margins { kind } } }')
+    assert platform_card["rateCard"]["margins"] == []
+
+
+async def test_the_usage_credit_policy_reads_back_as_its_enum(server) -> None:
+    flow = await setup(server)
+    read = "{ viewer { partner { usageCreditPolicy } } }"
+    assert (await flow["agency"].data(read))["viewer"]["partner"] == {"usageCreditPolicy": "REFUSE"}
+    allowed = await flow["agency"].data(POLICY, {"policy": "ALLOW_TO_CREDIT_LIMIT"})
+    assert allowed["setUsageCreditPolicy"] == {
+        "partner": {"usageCreditPolicy": "ALLOW_TO_CREDIT_LIMIT"},
+        "errors": [],
+    }
+    assert (await flow["agency"].data(read))["viewer"]["partner"] == {"usageCreditPolicy": "ALLOW_TO_CREDIT_LIMIT"}
+    row = await Partner.get(id=flow["partner"].id)
+    assert row.usage_credit_policy is UsageCreditPolicy.ALLOW_TO_CREDIT_LIMIT
+    # The platform names the partner.
+    by_platform = await flow["platform"].data(
+        """mutation($p: ID!) { setUsageCreditPolicy(input: {policy: REFUSE, partnerId: $p}) {
+          partner { usageCreditPolicy } errors { code } } }""",
+        {"p": to_global_id("Partner", flow["partner"].id)},
+    )
+    assert by_platform["setUsageCreditPolicy"]["partner"] == {"usageCreditPolicy": "REFUSE"}
+    assert (await Partner.get(id=flow["partner"].id)).usage_credit_policy is UsageCreditPolicy.REFUSE
 
 
 async def balance(wallet_id: int) -> int:

@@ -200,3 +200,24 @@ async def test_a_low_balance_notice_fires_once_per_crossing() -> None:
     )
     await wallets.spend(wallet.id, 500, cause=LedgerCause.USAGE)  # back below: a second crossing
     assert await OutboxEvent.filter(event_type="wallet.low_balance").count() == 2
+
+
+LOW_BALANCE = """mutation($w: ID!, $threshold: String) {
+  setLowBalanceThreshold(input: {walletId: $w, threshold: $threshold}) {
+    wallet { lowBalanceThreshold { amount unit } } errors { code field } } }"""
+THRESHOLD = "query($w: ID!) { node(id: $w) { ... on Wallet { lowBalanceThreshold { amount } } } }"
+
+
+async def test_the_low_balance_threshold_reads_back_and_null_clears_it(server) -> None:
+    partner = await a_partner()
+    wallet = await wallets.workspace_wallet(await a_workspace(partner), "POINTS")
+    client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    w = to_global_id("Wallet", wallet.id)
+    made = (await client.data(LOW_BALANCE, {"w": w, "threshold": "100"}))["setLowBalanceThreshold"]
+    assert made == {"wallet": {"lowBalanceThreshold": {"amount": "100", "unit": "POINTS"}}, "errors": []}
+    assert (await client.data(THRESHOLD, {"w": w}))["node"]["lowBalanceThreshold"] == {"amount": "100"}
+    refused = (await client.data(LOW_BALANCE, {"w": w, "threshold": "1.5"}))["setLowBalanceThreshold"]
+    assert refused == {"wallet": None, "errors": [{"code": "INVALID_AMOUNT", "field": "threshold"}]}  # whole points
+    cleared = (await client.data(LOW_BALANCE, {"w": w, "threshold": None}))["setLowBalanceThreshold"]
+    assert cleared == {"wallet": {"lowBalanceThreshold": None}, "errors": []}
+    assert (await client.data(THRESHOLD, {"w": w}))["node"]["lowBalanceThreshold"] is None

@@ -35,7 +35,7 @@ from schema.context import Context, authenticate, bearer_token
 from whitebill import db, usage_http
 from whitebill.metrics import metrics
 from whitebill.schema import schema
-from whitebill.settings import Settings, load_settings
+from whitebill.settings import Settings, configure_domain, load_settings
 from whitebill.webhooks import handle_provider_webhook
 
 log = logging.getLogger("whitebill.http")
@@ -229,6 +229,7 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
     """The ASGI app. With ``manage_database`` it opens the database on startup, refusing an
     unmigrated one, and closes it on shutdown; tests that own the connection pass False."""
     settings = settings or load_settings()
+    configure_domain(settings)
     clock.use_shared_offset(settings.test_clock)
 
     @contextlib.asynccontextmanager

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 
-from whitebill.settings import development_secret_key, load_settings
+from whitebill.settings import Settings, configure_domain, development_secret_key, load_settings
+
+
+def _configured() -> Settings:
+    """The settings, the domain configured with them (commands that run domain code)."""
+    settings = load_settings()
+    configure_domain(settings)
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -18,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logs.configure(settings.log_level)
-    development_secret_key(settings)
+    settings = development_secret_key(settings)  # create_app configures the domain with it
 
     async def check() -> str | None:
         from tortoise import Tortoise
@@ -41,7 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"whitebill: {problem}", file=sys.stderr)
         return 2
     port = args.port or settings.port
-    processes = args.processes or int(os.environ.get("WHITEBILL_PROCESSES", "1"))
+    processes = args.processes or settings.processes
     print(f"whitebill serving on http://{settings.host}:{port}/graphql", flush=True)
     if processes > 1:
         # Several processes on one port (uvicorn's supervisor), each opening its own pool: on
@@ -83,7 +89,8 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     logs.configure(settings.log_level)
-    development_secret_key(settings)
+    settings = development_secret_key(settings)
+    configure_domain(settings)
     clock.use_shared_offset(settings.test_clock)
 
     async def run() -> None:
@@ -112,7 +119,7 @@ def _migrate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from whitebill.demo import seed
 
-    settings = load_settings()
+    settings = _configured()
     asyncio.run(seed(settings, port=settings.port))
     return 0
 
@@ -154,7 +161,7 @@ def _api_key_create(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    settings = load_settings()
+    settings = _configured()
 
     async def run() -> str:
         await db.connect(settings.database_url)
@@ -195,7 +202,7 @@ def _operator_create(args: argparse.Namespace) -> int:
     from billing.tenants import identity
     from whitebill import db
 
-    settings = load_settings()
+    settings = _configured()
     password = os.environ.get("WHITEBILL_OPERATOR_PASSWORD") or getpass.getpass("Password: ")
 
     async def run() -> None:

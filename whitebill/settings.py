@@ -1,10 +1,28 @@
-"""Configuration from the environment; every variable is documented in the README."""
+"""Configuration from the environment; every variable is documented in the README.
+
+This is the one module that reads the environment: the domain (billing) receives what it needs as a
+``DomainConfig`` through ``configure_domain`` when a process starts.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from limits import parse as parse_rate_limit
+
+from billing.core import config
+
+log = logging.getLogger("whitebill.settings")
+
+SECRET_KEY_ENV = "WHITEBILL_SECRET_KEY"  # noqa: S105 (the variable's name, not a key)
+NOTICE_DAYS_ENV = "WHITEBILL_EXPIRY_NOTICE_DAYS"
+DEFAULT_NOTICE_DAYS = 7
+TIMEOUT_ENV = "WHITEBILL_GATEWAY_TIMEOUT_SECONDS"
+_API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
 
 
 def _flag(name: str, default: bool = False) -> bool:
@@ -22,8 +40,21 @@ class Settings:
     port: int = 8000
     log_level: str = "INFO"
     test_clock: bool = False  # lets tests move time, also across processes
-    password_hash_cheap: bool = False  # tests only
-    extra: dict[str, str] = field(default_factory=dict)
+    password_hash_cheap: bool = False  # tests only: fast argon2 parameters
+    processes: int = 1  # server processes on the port (`whitebill serve`)
+    secret_key: str = field(default="", repr=False)  # Fernet key(s), comma-separated, for gateway credentials
+    public_url: str = "http://127.0.0.1:8000"  # the address providers reach, in webhook URLs
+    gateway_api_bases: dict[str, str] = field(default_factory=dict)  # provider (upper-case) -> API base
+    gateway_timeout_seconds: float | None = None  # provider calls; None: each adapter's own
+    smtp_url: str | None = field(default=None, repr=False)  # None: e-mails are written to the log
+    mail_from: str | None = None  # e-mail sender; None: no-reply@<smtp host>
+    reset_url: str = "http://127.0.0.1:8000/reset-password"  # the page a reset or invitation link opens
+    expiry_notice_days: int = DEFAULT_NOTICE_DAYS  # notice before a plan ends without renewing; 0: none
+    rate_limit_storage: str = field(default="async+memory://", repr=False)  # where attempt counts live
+    login_limit_per_email: str = "10/minute"  # login attempts allowed
+    login_limit_per_address: str = "60/minute"
+    reset_limit_per_email: str = "5/hour"  # password-reset requests allowed
+    reset_limit_per_address: str = "30/hour"
 
     @property
     def is_postgres(self) -> bool:
@@ -32,6 +63,66 @@ class Settings:
     @property
     def development(self) -> bool:
         return self.env != "production"
+
+    def domain_config(self) -> config.DomainConfig:
+        """What the domain needs of these settings."""
+        return config.DomainConfig(
+            production=self.env == "production",
+            cheap_password_hash=self.password_hash_cheap,
+            secret_key=self.secret_key,
+            login_limit_per_email=self.login_limit_per_email,
+            login_limit_per_address=self.login_limit_per_address,
+            reset_limit_per_email=self.reset_limit_per_email,
+            reset_limit_per_address=self.reset_limit_per_address,
+            rate_limit_storage=self.rate_limit_storage,
+            expiry_notice_days=self.expiry_notice_days,
+            public_url=self.public_url,
+            gateway_api_bases=dict(self.gateway_api_bases),
+            gateway_timeout_seconds=self.gateway_timeout_seconds,
+            smtp_url=self.smtp_url,
+            mail_from=self.mail_from,
+            reset_url=self.reset_url,
+        )
+
+
+def configure_domain(settings: Settings) -> None:
+    """Hand the domain its configuration: every process does this at start-up."""
+    config.configure(settings.domain_config())
+
+
+def _notice_days() -> int:
+    raw = os.environ.get(NOTICE_DAYS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_NOTICE_DAYS
+    try:
+        return max(0, min(int(raw), 366))
+    except ValueError:
+        log.warning("%s=%r is not a number of days: using %d", NOTICE_DAYS_ENV, raw, DEFAULT_NOTICE_DAYS)
+        return DEFAULT_NOTICE_DAYS
+
+
+def _api_bases() -> dict[str, str]:
+    """WHITEBILL_<PROVIDER>_API_BASE for every provider, installed or not (gateways are plug-ins)."""
+    return {match[1]: value for name, value in os.environ.items() if (match := _API_BASE.fullmatch(name))}
+
+
+def _timeout() -> float | None:
+    raw = os.environ.get(TIMEOUT_ENV)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+
+
+def _rate_limit(name: str, default: str) -> str:
+    raw = os.environ.get(name, default)
+    try:
+        parse_rate_limit(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a rate limit such as 10/minute") from None
+    return raw
 
 
 def load_settings() -> Settings:
@@ -44,21 +135,38 @@ def load_settings() -> Settings:
         log_level=os.environ.get("LOG_LEVEL", "INFO"),
         test_clock=_flag("WHITEBILL_TEST_CLOCK"),
         password_hash_cheap=_flag("WHITEBILL_CHEAP_PASSWORD_HASH"),
+        processes=int(os.environ.get("WHITEBILL_PROCESSES", "1")),
+        secret_key=os.environ.get(SECRET_KEY_ENV, ""),
+        public_url=os.environ.get("WHITEBILL_PUBLIC_URL", "http://127.0.0.1:8000"),
+        gateway_api_bases=_api_bases(),
+        gateway_timeout_seconds=_timeout(),
+        smtp_url=os.environ.get("WHITEBILL_SMTP_URL") or None,
+        mail_from=os.environ.get("WHITEBILL_MAIL_FROM"),
+        reset_url=os.environ.get("WHITEBILL_RESET_URL", "http://127.0.0.1:8000/reset-password"),
+        expiry_notice_days=_notice_days(),
+        rate_limit_storage=os.environ.get("WHITEBILL_RATE_LIMIT_STORAGE", "async+memory://"),
+        login_limit_per_email=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "10/minute"),
+        login_limit_per_address=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"),
+        reset_limit_per_email=_rate_limit("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"),
+        reset_limit_per_address=_rate_limit("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"),
     )
 
 
 DEV_KEY_FILE = Path(".whitebill") / "secret-key"
 
 
-def development_secret_key(settings: Settings) -> None:
+def development_secret_key(settings: Settings) -> Settings:
     """Outside production, a missing WHITEBILL_SECRET_KEY is made once and kept in .whitebill/ (not
-    committed), so `make run` can store gateway credentials; production must set it."""
-    if os.environ.get("WHITEBILL_SECRET_KEY") or not settings.development:
-        return
+    committed), so `make run` can store gateway credentials; production must set it. Returns the
+    settings with the key; it is also put in the environment for the processes this one starts."""
+    if settings.secret_key or not settings.development:
+        return settings
     from billing.core.credentials import new_key
 
     if not DEV_KEY_FILE.exists():
         DEV_KEY_FILE.parent.mkdir(exist_ok=True)
         DEV_KEY_FILE.write_text(new_key())
         DEV_KEY_FILE.chmod(0o600)
-    os.environ["WHITEBILL_SECRET_KEY"] = DEV_KEY_FILE.read_text().strip()
+    key = DEV_KEY_FILE.read_text().strip()
+    os.environ[SECRET_KEY_ENV] = key
+    return replace(settings, secret_key=key)

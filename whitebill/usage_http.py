@@ -2,7 +2,7 @@
 
 ``POST /usage`` takes ``{"events": [...]}`` (up to 1,000) as JSON, validated by msgspec in one pass
 (typed GraphQL input would cost about 32 µs per event before any work), and answers one result per
-event, in order, exactly like the ``reportUsage`` mutation. A body that does not fit the schema is
+event, in order, exactly like the ``reportUsageEvents`` mutation. A body that does not fit the schema is
 refused whole with 400 and the path of the first problem, e.g. ``$.events[3].count``; an event that
 fits but cannot be charged gets its own REFUSED result.
 
@@ -25,9 +25,8 @@ from starlette.responses import Response, StreamingResponse
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import format_minor
 from billing.usage import usage_reports, whatsapp
-from resolvers.usage.usage import project_db_id
 from schema.context import authenticate, bearer_token
-from schema.ids import from_global_id
+from schema.ids import from_global_id, project_db_id
 
 MAX_BODY = 4 * 1024 * 1024
 

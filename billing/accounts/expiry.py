@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from billing.accounts import ledger
 from billing.accounts.ledger import CausedBy, Leg
 from billing.core import audit, clock, sql
+from billing.core.errors import BillingError, ErrorCode
 from models.enums import ExternalAccount, LedgerCause
 from models.wallets import CreditLot, Wallet
 
@@ -87,6 +89,19 @@ async def expire(lot_id: int) -> int:
                 {"wallet_id": wallet.id, "unit": wallet.unit, "amount": amount, "lot_id": lot_id},
             )
     return amount
+
+
+async def open_lots(wallet_id: int, *, after: int | None, limit: int) -> list[CreditLot]:
+    """At most ``limit`` of the wallet's lots with credit left, in the order they are spent (earliest
+    expiry, then oldest), from the one after lot ``after`` on: a keyset on that order, so a page
+    neither repeats nor skips a lot when others are spent or expire in between."""
+    lots = CreditLot.filter(wallet_id=wallet_id, expired_at=None, remaining__gt=0, expires_at__isnull=False)
+    if after is not None:
+        last = await CreditLot.get_or_none(id=after, wallet_id=wallet_id, expires_at__isnull=False)
+        if last is None:
+            raise BillingError(ErrorCode.INVALID_CURSOR, "not a valid cursor", field="after")
+        lots = lots.filter(Q(expires_at__gt=last.expires_at) | Q(expires_at=last.expires_at, id__gt=last.id))
+    return await lots.order_by("expires_at", "id").limit(limit)
 
 
 async def run_due(*, limit: int = 100) -> int:

@@ -23,6 +23,7 @@ from tortoise.transactions import in_transaction
 from billing.charges import charging, gateway_configs, payments
 from billing.core import audit, clock, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Entered, minor_of
 from billing.core.tenancy import Viewer
 from gateways.manual import ManualGateway
 from models.catalog import CreditPackage
@@ -247,29 +248,31 @@ async def top_up_now(wallet_id: int) -> bool:
     return payment.status is PaymentStatus.SUCCEEDED
 
 
-async def configure(viewer: Viewer, *, wallet_id: int, package_id: int, threshold: int, enabled: bool) -> AutoTopUp:
-    """Turn a wallet's auto top-up on or off (the partner for its clients, or a workspace for itself)."""
+async def configure(viewer: Viewer, *, wallet_id: int, package_id: int, threshold: Entered, enabled: bool) -> AutoTopUp:
+    """Turn a wallet's auto top-up on or off (the partner for its clients, or a workspace for itself);
+    ``threshold`` is in the wallet's unit."""
     if viewer.kind != "WORKSPACE":
         viewer.require(Permission.MANAGE_BILLING)
     wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    below = minor_of(threshold, wallet.unit, "threshold")
     if payer_key_of(wallet) is None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a project's credit is assigned, not bought", field="walletId")
     seller = wallet.partner_id if wallet.owner_kind is OwnerKind.WORKSPACE else None
     package = await CreditPackage.get_or_none(id=package_id, partner_id=seller, unit=wallet.unit)
     if package is None or package.status is not PlanStatus.ACTIVE:
         raise BillingError(ErrorCode.NOT_FOUND, f"no {wallet.unit} package of that id is sold here", field="packageId")
-    if threshold < 0:
+    if below < 0:
         raise BillingError(ErrorCode.INVALID_AMOUNT, "the threshold is zero or more", field="threshold")
     rule, _ = await AutoTopUp.get_or_create(
         wallet_id=wallet.id,
         defaults={
             "partner_id": wallet.partner_id,
             "package_id": package.id,
-            "threshold": threshold,
+            "threshold": below,
             "enabled": enabled,
         },
     )
-    rule.package_id, rule.threshold, rule.enabled = package.id, threshold, enabled
+    rule.package_id, rule.threshold, rule.enabled = package.id, below, enabled
     if enabled:
         rule.failures, rule.retry_after = 0, None  # turning it on again clears the back-off
     await rule.save(update_fields=["package_id", "threshold", "enabled", "failures", "retry_after"])
@@ -279,19 +282,21 @@ async def configure(viewer: Viewer, *, wallet_id: int, package_id: int, threshol
         target_type="Wallet",
         target_id=wallet.id,
         partner_id=wallet.partner_id,
-        after={"package_id": package.id, "threshold": threshold, "enabled": enabled},
+        after={"package_id": package.id, "threshold": below, "enabled": enabled},
     )
     if enabled:
         await watch(wallet.id)
     return rule
 
 
-async def set_low_balance_threshold(viewer: Viewer, *, wallet_id: int, threshold: int | None) -> Wallet:
+async def set_low_balance_threshold(viewer: Viewer, *, wallet_id: int, threshold: Entered | None) -> Wallet:
+    """Below ``threshold`` (in the wallet's unit; None: never) a wallet.low_balance notice is sent."""
     if viewer.kind != "WORKSPACE":
         viewer.require(Permission.MANAGE_BILLING)
     wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
-    if threshold is not None and threshold < 0:
+    below = minor_of(threshold, wallet.unit, "threshold") if threshold is not None else None
+    if below is not None and below < 0:
         raise BillingError(ErrorCode.INVALID_AMOUNT, "the threshold is zero or more", field="threshold")
-    await Wallet.filter(id=wallet.id).update(low_balance_threshold=threshold, low_balance_notified=False)
+    await Wallet.filter(id=wallet.id).update(low_balance_threshold=below, low_balance_notified=False)
     await watch(wallet.id)
     return await Wallet.get(id=wallet.id)

@@ -21,7 +21,7 @@ from billing.accounts import expiry, ledger, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.core import audit, clock, idempotency, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import MAX_BALANCE, check_amount, check_currency, check_unit, is_currency
+from billing.core.money import MAX_BALANCE, Entered, check_amount, check_currency, check_unit, is_currency, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from models.enums import ExternalAccount, IdempotencyStatus, LedgerCause, OwnerKind, Permission
@@ -396,10 +396,11 @@ async def spend(
     return result.balance_of(wallet_id)
 
 
-async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int) -> Wallet:
+async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: Entered) -> Wallet:
+    """How far below zero the wallet may go (``credit_limit`` in its unit)."""
     viewer.require(Permission.MANAGE_BILLING)
-    check_amount(credit_limit, field="creditLimit", allow_zero=True)
     wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    limit = check_amount(minor_of(credit_limit, wallet.unit, "creditLimit"), field="creditLimit", allow_zero=True)
     if not viewer.is_platform and wallet.owner_kind not in (OwnerKind.WORKSPACE, OwnerKind.PROJECT):
         # A partner's own wallets (its pool, its balance with the platform) get credit from the platform.
         raise BillingError(ErrorCode.FORBIDDEN, "only the platform sets credit on a partner's own wallet")
@@ -407,7 +408,7 @@ async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int)
     async with in_transaction("default"):  # the change and its audit row together
         changed = await sql.execute(
             "UPDATE wallet SET credit_limit = $1, updated_at = $2 WHERE id = $3 AND balance + $1 >= 0",
-            credit_limit,
+            limit,
             clock.now(),
             wallet.id,
         )
@@ -422,7 +423,7 @@ async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: int)
             target_id=wallet.id,
             partner_id=wallet.partner_id,
             before={"credit_limit": wallet.credit_limit},
-            after={"credit_limit": credit_limit},
+            after={"credit_limit": limit},
         )
     await wallet.refresh_from_db()
     return wallet

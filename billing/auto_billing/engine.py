@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from billing.accounts import expiry, ledger, top_ups, wallets
@@ -68,7 +69,6 @@ CLIENT_UNITS = frozenset({Unit.MESSAGE_CREDITS.value})
 EXACT_UNITS = frozenset({Unit.SEATS.value})  # a chatbot seat is bought exactly
 BUY_JOB = "auto_billing.buy"
 NOTE = "auto-billing"  # every auto-billing payment's note starts with it
-MAX_LISTED = 50
 _SETTINGS_KEY = "auto_billing"
 _PREPARING = -1  # the slot's value inside the worker's transaction, never committed
 _TAKE = (
@@ -109,9 +109,10 @@ def settings_of(partner: Partner) -> Settings:
 
 async def configure(
     viewer: Viewer, *, partner_id: int, enabled: bool, for_clients: bool, client_overdraft: int
-) -> Partner:
+) -> Overview:
     """A partner turns its auto-billing on or off, and its clients' (with their overdraft). Turning
-    it on again clears a back-off: what waits is bought at once."""
+    it on again clears a back-off: what waits is bought at once. Returns the auto-billing as it now
+    stands."""
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "auto-billing is the partner's setting")
     viewer.require(Permission.MANAGE_BILLING)
@@ -149,7 +150,7 @@ async def configure(
             waiting = PoolGrant.filter(partner_id=partner.id, status=PoolGrantStatus.PENDING)
             for unit in sorted(set(await waiting.values_list("unit", flat=True))):
                 await _settle_pool(partner.id, str(unit))
-    return partner
+    return await overview(viewer, partner_id=partner.id)
 
 
 # --- the pool pays its clients' grants ------------------------------------------------------------
@@ -633,8 +634,8 @@ class Overview:
     settings: Settings
     clients_active: bool  # for_clients, and the partner sells MESSAGE_CREDITS packages
     pools: list[PoolState]
-    purchases: list[Payment]  # newest first: the pool's and its clients'
-    waiting: list[PoolGrant]  # oldest first
+    purchases: QuerySet[Payment]  # auto-billing's payments: the pool's and its clients'
+    waiting: QuerySet[PoolGrant]  # what workspaces are still owed
 
 
 async def overview(viewer: Viewer, *, partner_id: int) -> Overview:
@@ -666,10 +667,6 @@ async def overview(viewer: Viewer, *, partner_id: int) -> Overview:
                 last_failure=slot.last_failure if slot else None,
             )
         )
-    purchases = (
-        await Payment.filter(partner_id=partner.id, note__startswith=f"{NOTE}:").order_by("-id").limit(MAX_LISTED)
-    )
-    waiting = (
-        await PoolGrant.filter(partner_id=partner.id, status=PoolGrantStatus.PENDING).order_by("id").limit(MAX_LISTED)
-    )
+    purchases = Payment.filter(partner_id=partner.id, note__startswith=f"{NOTE}:")
+    waiting = PoolGrant.filter(partner_id=partner.id, status=PoolGrantStatus.PENDING)
     return Overview(partner, terms, terms.for_clients and sells, pools, purchases, waiting)

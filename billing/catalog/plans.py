@@ -11,6 +11,7 @@ from decimal import Decimal
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
 
 from billing.catalog.pricing import partner_price
 from billing.core import audit, clock, sql, tenancy
@@ -162,9 +163,16 @@ async def set_plan_status(viewer: Viewer, *, plan_id: int, status: PlanStatus) -
 
 
 async def set_margin(
-    viewer: Viewer, *, kind: MarginKind, value: Decimal, plan_id: int | None = None, family_id: int | None = None
+    viewer: Viewer,
+    *,
+    kind: MarginKind,
+    value: Decimal,
+    plan_id: int | None = None,
+    family_id: int | None = None,
+    currency: str = "USD",
 ) -> PartnerMargin:
-    """The partner's margin over platform prices: on one plan, on a family, or in bulk (neither)."""
+    """The partner's margin over platform prices: on one plan, on a family, or in bulk (neither). A
+    fixed margin is ``value`` minor units of ``currency`` (kept so the margin reads back as it was given)."""
     viewer.require(Permission.MANAGE_PLANS)
     if viewer.partner_id is None:
         raise BillingError(ErrorCode.FORBIDDEN, "margins are a partner's", field="partnerId")
@@ -185,7 +193,8 @@ async def set_margin(
         if value != value.to_integral_value():
             raise BillingError(ErrorCode.INVALID_AMOUNT, "a fixed margin is in minor units", field="value")
         percentage, fixed = None, check_amount(int(value), field="value", allow_zero=True)
-    scope = f"PLAN:{plan_id}" if plan_id is not None else f"FAMILY:{family_id}" if family_id is not None else "BULK"
+    fixed_currency = None if fixed is None else check_currency(currency)
+    scope = _scope(plan_id, family_id)
     previous = await PartnerMargin.get_or_none(partner_id=viewer.partner_id, scope=scope)
     before = (
         None
@@ -194,9 +203,11 @@ async def set_margin(
     )
     # One statement: two concurrent first margins of a scope leave one row, the later one's.
     await sql.execute(
-        "INSERT INTO partner_margin (created_at, partner_id, plan_id, family_id, scope, kind, percentage, fixed_amount)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (partner_id, scope) DO UPDATE"
-        " SET kind = excluded.kind, percentage = excluded.percentage, fixed_amount = excluded.fixed_amount",
+        "INSERT INTO partner_margin"
+        " (created_at, partner_id, plan_id, family_id, scope, kind, percentage, fixed_amount, currency)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (partner_id, scope) DO UPDATE"
+        " SET kind = excluded.kind, percentage = excluded.percentage, fixed_amount = excluded.fixed_amount,"
+        " currency = excluded.currency",
         clock.now(),
         viewer.partner_id,
         plan_id,
@@ -205,6 +216,7 @@ async def set_margin(
         kind.value,
         percentage if sql.is_postgres() else (None if percentage is None else str(percentage)),
         fixed,
+        fixed_currency,
     )
     margin = await PartnerMargin.get(partner_id=viewer.partner_id, scope=scope)
     await audit.record(
@@ -214,8 +226,51 @@ async def set_margin(
         target_id=margin.id,
         partner_id=viewer.partner_id,
         before=before,
-        after={"kind": kind, "value": str(value), "plan_id": plan_id, "family_id": family_id},
+        after={
+            "kind": kind,
+            "value": str(value),
+            "currency": fixed_currency,
+            "plan_id": plan_id,
+            "family_id": family_id,
+        },
     )
+    return margin
+
+
+def _scope(plan_id: int | None, family_id: int | None) -> str:
+    return f"PLAN:{plan_id}" if plan_id is not None else f"FAMILY:{family_id}" if family_id is not None else "BULK"
+
+
+async def remove_margin(
+    viewer: Viewer, *, partner_id: int, plan_id: int | None = None, family_id: int | None = None
+) -> PartnerMargin:
+    """Remove the partner's margin on one plan, on a family, or the bulk one (neither named): its
+    clients pay the next margin that applies (the family's, then the bulk one), or the platform price."""
+    viewer.require(Permission.MANAGE_PLANS)
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    if plan_id is not None and family_id is not None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a margin is on a plan, a family, or in bulk", field="familyId")
+    margin = await PartnerMargin.get_or_none(partner_id=partner.id, scope=_scope(plan_id, family_id))
+    if margin is None:
+        field = "planId" if plan_id is not None else "familyId" if family_id is not None else None
+        raise BillingError(ErrorCode.NOT_FOUND, "no margin there", field=field)
+    async with in_transaction("default"):
+        await margin.delete()
+        await audit.record(
+            actor=viewer.actor,
+            action="margin.remove",
+            target_type="PartnerMargin",
+            target_id=margin.id,
+            partner_id=partner.id,
+            before={
+                "kind": margin.kind,
+                "percentage": str(margin.percentage),
+                "fixed": margin.fixed_amount,
+                "currency": margin.currency,
+                "plan_id": plan_id,
+                "family_id": family_id,
+            },
+        )
     return margin
 
 
@@ -272,6 +327,8 @@ async def create_credit_package(
 ) -> CreditPackage:
     """A partner's package of units for its clients (the platform's are sold to partners)."""
     viewer.require(Permission.MANAGE_PLANS)
+    if viewer.kind == "WORKSPACE":
+        raise BillingError(ErrorCode.FORBIDDEN, "packages are made by the partner")
     partner_id = None if viewer.is_platform else viewer.partner_id
     package = await CreditPackage.create(
         partner_id=partner_id,

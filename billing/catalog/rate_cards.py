@@ -133,7 +133,11 @@ async def set_platform_rates(viewer: Viewer, *, currency: str, cells: list[CellI
     code = check_currency(currency)
     if not 1 <= len(cells) <= 2000:
         raise BillingError(ErrorCode.INVALID_INPUT, "give 1 to 2000 cells", field="cells")
-    checked = [(check_country(c.country), c.category, check_rate(c.price)) for c in cells]
+    # A refused cell is named by its place in the input, as sent: cells[3].price.
+    checked = [
+        (check_country(c.country, f"cells[{i}].country"), c.category, check_rate(c.price, f"cells[{i}].price"))
+        for i, c in enumerate(cells)
+    ]
     async with in_transaction("default"):
         card = await _card(None, code)
         for country, category, price in checked:
@@ -227,6 +231,54 @@ class RateTable:
             if found is not None:
                 return found
         return self.cells.get((REST_OF_WORLD, category))
+
+
+@dataclass(frozen=True, slots=True)
+class CardRef:
+    """One card: the platform's (no partner) or a partner's, in one currency."""
+
+    partner_id: int | None
+    currency: str
+
+
+async def card_for(viewer: Viewer, *, partner_id: int | None, currency: str | None) -> CardRef:
+    """The card the viewer asks for: a partner's in its currency (the viewer's own when none is
+    named), or, for the platform naming no partner, the platform's in ``currency``."""
+    if partner_id is None and viewer.is_platform:
+        if currency is None:
+            raise BillingError(ErrorCode.INVALID_INPUT, "name the currency", field="currency")
+        return CardRef(None, check_currency(currency))
+    target = partner_id if partner_id is not None else viewer.partner_id
+    if target is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "name the partner", field="partnerId")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer), target, "partner")
+    return CardRef(partner.id, partner.default_currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Margin:
+    """A partner's margin over the platform's rates: the bulk one (no country, no category) or one
+    cell's, which wins over it."""
+
+    kind: MarginKind
+    value: Decimal  # a percentage, or an amount per message in major units
+    country: str | None = None
+    category: MessageCategory | None = None
+
+
+async def margins(partner_id: int, currency: str) -> list[Margin]:
+    """The partner's margins in ``currency``, as :func:`set_partner_margin` wrote them: the bulk one
+    first, then one per cell by country and category."""
+    card = await RateCard.filter(partner_id=partner_id, currency=currency).first()
+    if card is None:
+        return []
+    found = []
+    if card.margin_kind is not None and card.margin_value is not None:
+        found.append(Margin(card.margin_kind, Decimal(card.margin_value)))
+    for cell in await RateCardCell.filter(rate_card_id=card.id).order_by("country", "category"):
+        if cell.margin_kind is not None:
+            found.append(Margin(cell.margin_kind, Decimal(cell.price), cell.country, cell.category))
+    return found
 
 
 _cache: dict[tuple[int | None, str], tuple[tuple[int, int], RateTable]] = {}

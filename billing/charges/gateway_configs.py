@@ -7,31 +7,27 @@ id), and methods saved with it keep serving off-session charges through it until
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from billing.core import audit, credentials, tenancy
+from billing.core import config as domain_config
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from gateways import registry
 from gateways.base import Gateway, Payer
 from gateways.base import GatewayConfig as AdapterConfig
-from models.enums import GatewayMode, PaymentMethodKind, Permission
+from models.enums import GatewayMode, PaymentMethodKind, Permission, ViewerKind
 from models.payments import GatewayConfig, GatewayCustomer
 
 MANUAL = "manual"
 MAX_SECRET_LENGTH = 500
-# Where a provider's API is reached is not the partner's to choose (it would let a partner make the
-# server call any address); an operator may point a provider at a local server for tests.
-API_BASE_ENV = "WHITEBILL_{provider}_API_BASE"
-TIMEOUT_ENV = "WHITEBILL_GATEWAY_TIMEOUT_SECONDS"
-PUBLIC_URL_ENV = "WHITEBILL_PUBLIC_URL"
 
 
 def webhook_url(config: GatewayConfig) -> str:
-    base = os.environ.get(PUBLIC_URL_ENV, "http://127.0.0.1:8000").rstrip("/")
+    base = domain_config.current().public_url.rstrip("/")
     return f"{base}/webhooks/{config.provider}/{config.id}"
 
 
@@ -42,13 +38,15 @@ def _with_aliases(secrets: dict[str, str]) -> dict[str, str]:
 
 
 def _provider_settings(provider: str) -> dict[str, Any]:
+    # Where a provider's API is reached is not the partner's to choose (it would let a partner make the
+    # server call any address); an operator may point a provider at a local server for tests.
+    configured = domain_config.current()
     settings: dict[str, Any] = {}
-    api_base = os.environ.get(API_BASE_ENV.format(provider=provider.upper()))
+    api_base = configured.gateway_api_bases.get(provider.upper())
     if api_base:
         settings["api_base"] = api_base
-    timeout = os.environ.get(TIMEOUT_ENV)
-    if timeout:
-        settings["timeout_seconds"] = float(timeout)
+    if configured.gateway_timeout_seconds is not None:
+        settings["timeout_seconds"] = configured.gateway_timeout_seconds
     return settings
 
 
@@ -85,8 +83,12 @@ async def active_config(partner_id: int | None) -> GatewayConfig | None:
     return await GatewayConfig.filter(partner_id=partner_id, is_active=True).order_by("-id").first()
 
 
-async def configs_of(partner_id: int | None) -> list[GatewayConfig]:
-    return await GatewayConfig.filter(partner_id=partner_id).order_by("-id")
+def configs_of(viewer: Viewer, partner_id: int | None) -> QuerySet[GatewayConfig]:
+    """A partner's configurations (None: the platform's), for who may configure them; its clients see none."""
+    if viewer.kind is ViewerKind.WORKSPACE:
+        return GatewayConfig.filter(id=-1)
+    viewer.require(Permission.CONFIGURE_GATEWAY)
+    return GatewayConfig.filter(partner_id=partner_id)
 
 
 def _check_secret(value: str | None, field: str) -> str | None:

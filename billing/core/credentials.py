@@ -1,9 +1,9 @@
-"""Gateway credentials at rest: encrypted with a key from the environment, never shown again.
+"""Gateway credentials at rest: encrypted with a configured key, never shown again.
 
-``WHITEBILL_SECRET_KEY`` holds one or more Fernet keys separated by commas (make one with
-``whitebill secret-key``). The first encrypts; all of them decrypt, so a key is rotated by putting
-the new one first, re-saving the configurations, and then dropping the old one. Without a key,
-credentials cannot be stored at all: there is no unencrypted fallback.
+The configured ``secret_key`` (``WHITEBILL_SECRET_KEY``) holds one or more Fernet keys separated by
+commas (make one with ``whitebill secret-key``). The first encrypts; all of them decrypt, so a key
+is rotated by putting the new one first, re-saving the configurations, and then dropping the old
+one. Without a key, credentials cannot be stored at all: there is no unencrypted fallback.
 
 The API shows only a hint: the last four characters of the main secret.
 """
@@ -11,13 +11,13 @@ The API shows only a hint: the last four characters of the main secret.
 from __future__ import annotations
 
 import json
-import os
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from billing.core import config
 from billing.core.errors import BillingError, ErrorCode
 
-ENV = "WHITEBILL_SECRET_KEY"
+ENV = "WHITEBILL_SECRET_KEY"  # named in messages: where the operator sets the key
 HINT_CHARS = 4
 
 
@@ -26,7 +26,7 @@ def new_key() -> str:
 
 
 def _cipher() -> MultiFernet:
-    raw = os.environ.get(ENV, "")
+    raw = config.current().secret_key
     keys = [k.strip() for k in raw.split(",") if k.strip()]
     if not keys:
         raise BillingError(

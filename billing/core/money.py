@@ -89,6 +89,15 @@ def to_minor(text: str, unit: str, field: str = "amount") -> int:
     return minor
 
 
+# An amount in a unit the caller may not know yet (a wallet's, a payment's currency): minor units,
+# or the decimal string a client typed, read once the service has found what it is counted in.
+Entered = int | str
+
+
+def minor_of(amount: Entered, unit: str, field: str = "amount") -> int:
+    return to_minor(amount, unit, field) if isinstance(amount, str) else amount
+
+
 def format_minor(amount: int, unit: str) -> str:
     """Minor units as an exact decimal string: 4990 BRL -> "49.90", 500 POINTS -> "500"."""
     digits = exponent(unit) if is_currency(unit) else 0

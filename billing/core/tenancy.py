@@ -13,7 +13,7 @@ from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from billing.core.errors import BillingError, ErrorCode
-from models.enums import Permission
+from models.enums import Permission, ViewerKind
 from models.operations import AuditLog
 from models.payments import Payment
 from models.subscriptions import Subscription
@@ -27,15 +27,19 @@ M = TypeVar("M", bound=Model)
 class Viewer:
     """The authenticated caller."""
 
-    kind: str  # PLATFORM, PARTNER, WORKSPACE
+    kind: ViewerKind
     actor: str  # "api_key:3", "user:PARTNER:9": written to the audit log and postings
     partner_id: int | None = None
     workspace_id: int | None = None
     permissions: frozenset[Permission] = field(default_factory=frozenset)
 
+    def __post_init__(self) -> None:
+        # Callers outside billing (tests, benchmarks) may still name the kind by its value.
+        object.__setattr__(self, "kind", ViewerKind(self.kind))
+
     @property
     def is_platform(self) -> bool:
-        return self.kind == "PLATFORM"
+        return self.kind is ViewerKind.PLATFORM
 
     @property
     def scope(self) -> str:
@@ -53,14 +57,14 @@ def _scoped(queryset: QuerySet[M], viewer: Viewer, *, workspace_field: str | Non
     if viewer.is_platform:
         return queryset
     queryset = queryset.filter(partner_id=viewer.partner_id)
-    if viewer.kind == "WORKSPACE" and workspace_field:
+    if viewer.kind is ViewerKind.WORKSPACE and workspace_field:
         queryset = queryset.filter(**{workspace_field: viewer.workspace_id})
     return queryset
 
 
 def partner_owned(queryset: QuerySet[M], viewer: Viewer) -> QuerySet[M]:
     """Rows that belong to a partner as a whole (its webhooks...): never its clients'."""
-    if viewer.kind == "WORKSPACE":
+    if viewer.kind is ViewerKind.WORKSPACE:
         return queryset.filter(id=None)
     return _scoped(queryset, viewer, workspace_field=None)
 
@@ -83,7 +87,7 @@ def workspace_visible_sql(viewer: Viewer, alias: str, first: int) -> tuple[str, 
     if not viewer.is_platform:
         conditions.append(f"{alias}.partner_id = ${first}")
         params.append(viewer.partner_id)
-        if viewer.kind == "WORKSPACE":
+        if viewer.kind is ViewerKind.WORKSPACE:
             conditions.append(f"{alias}.id = ${first + 1}")
             params.append(viewer.workspace_id)
     return " AND ".join(conditions), params
@@ -98,7 +102,7 @@ def wallets(viewer: Viewer) -> QuerySet[Wallet]:
 
 
 def ledger_entries(viewer: Viewer) -> QuerySet[LedgerEntry]:
-    if viewer.kind == "WORKSPACE":
+    if viewer.kind is ViewerKind.WORKSPACE:
         return LedgerEntry.filter(partner_id=viewer.partner_id, wallet__workspace_id=viewer.workspace_id)
     return _scoped(LedgerEntry.all(), viewer, workspace_field=None)
 
@@ -108,7 +112,7 @@ def subscriptions(viewer: Viewer) -> QuerySet[Subscription]:
 
 
 def payments(viewer: Viewer) -> QuerySet[Payment]:
-    if viewer.kind == "WORKSPACE":
+    if viewer.kind is ViewerKind.WORKSPACE:
         return Payment.filter(partner_id=viewer.partner_id, payer_key=f"WORKSPACE:{viewer.workspace_id}")
     return _scoped(Payment.all(), viewer, workspace_field=None)
 
@@ -116,7 +120,7 @@ def payments(viewer: Viewer) -> QuerySet[Payment]:
 def api_keys(viewer: Viewer) -> QuerySet[ApiKey]:
     if viewer.is_platform:
         return ApiKey.all()
-    if viewer.kind == "WORKSPACE":
+    if viewer.kind is ViewerKind.WORKSPACE:
         return ApiKey.filter(id=-1)  # workspace users have no keys
     return ApiKey.filter(partner_id=viewer.partner_id)
 
@@ -124,7 +128,7 @@ def api_keys(viewer: Viewer) -> QuerySet[ApiKey]:
 def partner_users(viewer: Viewer) -> QuerySet[PartnerUser]:
     if viewer.is_platform:
         return PartnerUser.all()
-    if viewer.kind == "WORKSPACE":
+    if viewer.kind is ViewerKind.WORKSPACE:
         return PartnerUser.filter(id=-1)  # a client does not see the agency's team
     return PartnerUser.filter(partner_id=viewer.partner_id)
 
@@ -136,7 +140,7 @@ def workspace_users(viewer: Viewer) -> QuerySet[WorkspaceUser]:
 def audit_entries(viewer: Viewer) -> QuerySet[AuditLog]:
     if viewer.is_platform:
         return AuditLog.all()
-    if viewer.kind == "WORKSPACE":
+    if viewer.kind is ViewerKind.WORKSPACE:
         return AuditLog.filter(id=-1)
     return AuditLog.filter(partner_id=viewer.partner_id)
 

@@ -2,16 +2,16 @@
 for the payer (with its "pay now" link or boleto/pix instructions), a failed payment, a renewal
 issued or overdue (each dunning step), a plan about to end without renewing.
 
-Sent over SMTP with ``WHITEBILL_SMTP_URL`` (``smtp://user:password@host:587?starttls=true``, or
-``smtps://…`` for TLS from the start) from ``WHITEBILL_MAIL_FROM``; without it (development) each
-e-mail is written to the log instead, with any reset link left out.
+Sent over SMTP with the configured ``smtp_url`` (``WHITEBILL_SMTP_URL``:
+``smtp://user:password@host:587?starttls=true``, or ``smtps://…`` for TLS from the start) from
+``mail_from`` (``WHITEBILL_MAIL_FROM``); without it (development) each e-mail is written to the log
+instead, with any reset link left out.
 """
 
 from __future__ import annotations
 
 import html
 import logging
-import os
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -19,13 +19,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
+from billing.core import config
 from billing.core.money import format_minor
 from models.tenancy import Branding, Partner, Workspace
 
 log = logging.getLogger("whitebill.emails")
-SMTP_ENV = "WHITEBILL_SMTP_URL"
-FROM_ENV = "WHITEBILL_MAIL_FROM"
-RESET_URL_ENV = "WHITEBILL_RESET_URL"  # the page that takes ?token=
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +77,7 @@ async def letter_for(event: dict[str, Any]) -> Letter | None:
     """The e-mail an outbox event calls for, if any."""
     kind, payload = event["event_type"], event.get("payload") or {}
     if kind == "email.password_reset":
-        base = os.environ.get(RESET_URL_ENV, "http://127.0.0.1:8000/reset-password")
+        base = config.current().reset_url  # the page that takes ?token=
         verb = "Set" if payload.get("purpose") == "invite" else "Reset"
         hours = payload.get("expires_in_hours")
         return Letter(
@@ -145,14 +143,15 @@ async def send(event: dict[str, Any]) -> bool:
     if letter is None:
         return False
     brand, colour, support = await _brand(event.get("partner_id"))
-    url = os.environ.get(SMTP_ENV)
+    configured = config.current()
+    url = configured.smtp_url
     if not url:
         shown = [line.replace(letter.secret, "…") if letter.secret else line for line in letter.lines]
         log.info("e-mail (no SMTP configured)", extra={"to": letter.to, "subject": letter.subject, "lines": shown})
         return True
     parts = urlsplit(url)
     options = parse_qs(parts.query)
-    sender = os.environ.get(FROM_ENV, f"no-reply@{parts.hostname}")
+    sender = configured.mail_from if configured.mail_from is not None else f"no-reply@{parts.hostname}"
     await aiosmtplib.send(
         _message(letter, brand, colour, support, sender),
         hostname=parts.hostname,

@@ -21,7 +21,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from datetime import datetime
@@ -29,11 +28,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from tortoise.queryset import QuerySet
 
-from billing.core import audit, clock, credentials, sql, tenancy, work
+from billing.core import audit, clock, config, credentials, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
-from models.enums import Permission, WorkState
+from models.enums import Permission, ViewerKind, WorkState
 from models.operations import OutboxEvent, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger("whitebill.partner_webhooks")
@@ -59,7 +59,7 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 def _check_url(url: str) -> str:
     parts = urlsplit(url)
-    production = os.environ.get("WHITEBILL_ENV", "development") == "production"
+    production = config.current().production
     if len(url) > 500 or not parts.hostname:
         raise BillingError(ErrorCode.INVALID_INPUT, "not an URL", field="url")
     if parts.scheme == "https":
@@ -74,7 +74,7 @@ async def create_endpoint(
 ) -> tuple[WebhookEndpoint, str]:
     """Add an endpoint; returns it with its signing secret, shown this once."""
     viewer.require(Permission.MANAGE_BILLING)
-    if viewer.kind == "WORKSPACE":
+    if viewer.kind is ViewerKind.WORKSPACE:
         raise BillingError(ErrorCode.FORBIDDEN, "webhooks are the partner's")
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if not 1 <= max_attempts <= 20:
@@ -102,6 +102,15 @@ async def create_endpoint(
         after={"url": endpoint.url, "events": cleaned},
     )
     return endpoint, secret
+
+
+def endpoints_of(viewer: Viewer, partner_id: int) -> QuerySet[WebhookEndpoint]:
+    """A partner's endpoints, as ``viewer`` may list them: none without MANAGE_BILLING, none for the
+    partner's clients (an unpermitted caller sees an empty list, not an error)."""
+    endpoints = tenancy.partner_owned(WebhookEndpoint.filter(partner_id=partner_id), viewer)
+    if Permission.MANAGE_BILLING not in viewer.permissions:
+        return endpoints.filter(id=None)
+    return endpoints
 
 
 def _body(event: dict[str, Any]) -> str:
@@ -225,7 +234,7 @@ async def resend(viewer: Viewer, *, delivery_id: int) -> WebhookDelivery:
     """Deliver once more, now (a DEAD delivery, or one the partner's receiver lost)."""
     viewer.require(Permission.MANAGE_BILLING)
     delivery = await tenancy.get_scoped(
-        tenancy.partner_owned(WebhookDelivery.all(), viewer), delivery_id, "webhook delivery"
+        tenancy.partner_owned(WebhookDelivery.all(), viewer), delivery_id, "webhook delivery", field="deliveryId"
     )
     await sql.execute(
         "UPDATE webhook_delivery SET state = $1, run_at = $2, attempts = 0, lease_owner = NULL, lease_until = NULL,"
@@ -241,7 +250,7 @@ async def resend(viewer: Viewer, *, delivery_id: int) -> WebhookDelivery:
 async def send_test_event(viewer: Viewer, *, endpoint_id: int) -> OutboxEvent:
     viewer.require(Permission.MANAGE_BILLING)
     endpoint = await tenancy.get_scoped(
-        tenancy.partner_owned(WebhookEndpoint.all(), viewer), endpoint_id, "webhook endpoint"
+        tenancy.partner_owned(WebhookEndpoint.all(), viewer), endpoint_id, "webhook endpoint", field="endpointId"
     )
     await audit.emit(TEST_EVENT, endpoint.partner_id, {"endpoint_id": endpoint.id, "message": "hello from whitebill"})
     event = await OutboxEvent.filter(partner_id=endpoint.partner_id, event_type=TEST_EVENT).order_by("-id").first()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from billing.accounts import wallets
 from billing.core import idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import Money, check_amount
+from billing.core.money import Entered, Money, check_amount, minor_of
 from billing.core.tenancy import Viewer
 from billing.sales import checkout
 from models.enums import OwnerKind, PaymentMethodKind, PaymentPurpose, Permission
@@ -23,21 +23,21 @@ async def top_up(
     viewer: Viewer,
     *,
     partner_id: int,
-    amount: int,
+    amount: Entered,
     method: PaymentMethodKind,
     idempotency_key: str,
     card_token: str | None = None,
     saved_method_id: int | None = None,
     save_card: bool = False,
 ) -> Payment:
-    """The partner pays ``amount`` (minor units of its currency) to the platform; the balance
+    """The partner pays ``amount`` (in its currency) to the platform; the balance
     grows by it when the payment succeeds (at once for a card, on the webhook for boleto or pix,
     when the platform records a manual one). Retried with the same key, one payment."""
     viewer.require(Permission.MANAGE_BILLING)
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "the balance is the partner's")
     partner: Partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
-    check_amount(amount)
+    paid = check_amount(minor_of(amount, partner.default_currency))
     checkout.check_card(method, card_token, saved_method_id)
     sale = checkout.Sale(f"PARTNER:{partner.id}", partner.id, None)
     currency = partner.default_currency
@@ -46,11 +46,11 @@ async def top_up(
         balance = await wallets.open_wallet(
             partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=currency
         )
-        purpose = {"kind": PaymentPurpose.WALLET_CREDIT, "wallet_id": balance.id, "quantity": amount}
+        purpose = {"kind": PaymentPurpose.WALLET_CREDIT, "wallet_id": balance.id, "quantity": paid}
         payment = await checkout.open_payment(
             viewer,
             sale,
-            Money(amount, currency),
+            Money(paid, currency),
             purpose,
             method=method,
             saved_method_id=saved_method_id,
@@ -62,7 +62,7 @@ async def top_up(
         scope=viewer.scope,
         operation="balance.top_up",
         key=idempotency_key,
-        request={"partner": partner_id, "amount": amount, "method": method.value},
+        request={"partner": partner_id, "amount": paid, "method": method.value},
         action=act,
         encode=int,
         decode=int,

@@ -21,7 +21,7 @@ from billing.accounts.ledger import CausedBy, Leg
 from billing.charges import gateway_configs, payments
 from billing.core import audit, clock, idempotency, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import check_amount
+from billing.core.money import Entered, check_amount, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from billing.subscriptions import current, lifecycle, workspace_status
@@ -168,14 +168,16 @@ def _provider_key(payment: Payment, key: str) -> str:
 
 
 async def refund_payment(
-    viewer: Viewer, *, payment_id: int, amount: int | None, reason: str, idempotency_key: str
+    viewer: Viewer, *, payment_id: int, amount: Entered | None, reason: str, idempotency_key: str
 ) -> Payment:
-    """The partner refunds a payment, in full or in part, through the provider that collected it."""
+    """The partner refunds a payment, in full or in part (``amount`` in the payment's currency; None:
+    what is left), through the provider that collected it."""
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "refunds are made by the partner")
     viewer.require(Permission.MANAGE_BILLING)
     reason = check_text(reason, "reason", max_length=500, allow_empty=True)
     payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
+    asked = minor_of(amount, payment.currency) if amount is not None else None
 
     async def act() -> int:
         current = await Payment.get(id=payment.id)
@@ -186,7 +188,7 @@ async def refund_payment(
                 field="paymentId",
             )
         remaining = current.amount - current.refunded_amount
-        wanted = remaining if amount is None else amount
+        wanted = remaining if asked is None else asked
         check_amount(wanted, field="amount")
         if wanted > remaining:
             raise BillingError(ErrorCode.INVALID_AMOUNT, f"at most {remaining} can still be refunded", field="amount")
@@ -204,7 +206,7 @@ async def refund_payment(
         scope=viewer.scope,
         operation="payment.refund",
         key=idempotency_key,
-        request={"payment": payment_id, "amount": amount},
+        request={"payment": payment_id, "amount": asked},
         action=act,
         encode=int,
         decode=int,
@@ -229,10 +231,6 @@ async def refund_payment(
     await record_refund(payment.id, total, reason=reason or "refunded by the partner")
     await payment.refresh_from_db()
     return payment
-
-
-async def payment_for(viewer: Viewer, payment_id: int) -> Payment:
-    return await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
 
 
 async def set_policy(

@@ -2,10 +2,10 @@
 
 A subscription that will not renew at the end of its period (canceled at period end, auto-renew off,
 the plan's validity or maximum renewals reached: ``renewals.ending`` decides, as it does at the end)
-is announced once per period, ``WHITEBILL_EXPIRY_NOTICE_DAYS`` days before it ends (default 7; 0
-turns the notice off), or as soon as it is known not to renew when that is later. The outbox event
-goes to the partner's webhook endpoints and, as an e-mail in the partner's branding, to the
-workspace's owner (``billing.emails``).
+is announced once per period, the configured ``expiry_notice_days`` (WHITEBILL_EXPIRY_NOTICE_DAYS)
+before it ends (default 7; 0 turns the notice off), or as soon as it is known not to renew when
+that is later. The outbox event goes to the partner's webhook endpoints and, as an e-mail in the
+partner's branding, to the workspace's owner (``billing.emails``).
 
 Once per period however many workers look: the notice is written in one transaction with a marker,
 a job row born DONE whose unique dedupe key names the subscription and the end of its period, and
@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from datetime import datetime, timedelta
 
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from billing.core import audit, clock, sql
+from billing.core import audit, clock, config, sql
 from billing.subscriptions import renewals
 from models.catalog import Plan
 from models.enums import SubscriptionStatus, WorkState
@@ -34,8 +33,6 @@ from models.tenancy import Workspace
 log = logging.getLogger("whitebill.expiring_plans")
 
 EVENT = "subscription.expiring"
-NOTICE_DAYS_ENV = "WHITEBILL_EXPIRY_NOTICE_DAYS"
-DEFAULT_NOTICE_DAYS = 7
 SCAN_EVERY = timedelta(minutes=1)  # how often a worker looks (the notice is a matter of days)
 _PAGE = 200
 _MARK = (
@@ -46,14 +43,7 @@ _MARK = (
 
 def notice_days() -> int:
     """Days of notice before a plan ends without renewing (0: no notice)."""
-    raw = os.environ.get(NOTICE_DAYS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_NOTICE_DAYS
-    try:
-        return max(0, min(int(raw), 366))
-    except ValueError:
-        log.warning("%s=%r is not a number of days: using %d", NOTICE_DAYS_ENV, raw, DEFAULT_NOTICE_DAYS)
-        return DEFAULT_NOTICE_DAYS
+    return config.current().expiry_notice_days
 
 
 def _marker(subscription: Subscription) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from billing.accounts import expiry, ledger, wallets
@@ -48,6 +49,7 @@ from models.enums import (
     PeriodStatus,
     Permission,
     PlanChangeTiming,
+    PlanHistoryStatus,
     PlanStatus,
     SubscriptionStatus,
 )
@@ -102,28 +104,33 @@ async def _price(subscriber: Subscriber, plan: Plan) -> Money:
 # --- history -------------------------------------------------------------------------------------
 
 
+# While a plan is current its entry mirrors the subscription's status; once over, it says what ended
+# it: REPLACED by a change of plan, or the subscription's final status (CANCELED, EXPIRED).
+
+
+def _as_history(status: SubscriptionStatus) -> PlanHistoryStatus:
+    return PlanHistoryStatus(status.value)
+
+
 async def _open_history(subscription: Subscription, plan_id: int, at: datetime, note: str = "") -> None:
     await SubscriptionHistory.create(
         partner_id=subscription.partner_id,
         subscription_id=subscription.id,
         plan_id=plan_id,
-        status=subscription.status,
+        status=_as_history(subscription.status),
         started_at=at,
         note=note,
     )
 
 
-async def _close_history(subscription: Subscription, at: datetime, status: SubscriptionStatus | None = None) -> None:
-    changes: dict[str, Any] = {"ended_at": at}
-    if status is not None:
-        changes["status"] = status
-    await SubscriptionHistory.filter(subscription_id=subscription.id, ended_at=None).update(**changes)
+async def _close_history(subscription: Subscription, at: datetime, status: PlanHistoryStatus) -> None:
+    await SubscriptionHistory.filter(subscription_id=subscription.id, ended_at=None).update(ended_at=at, status=status)
 
 
 async def set_status(subscription: Subscription, status: SubscriptionStatus) -> None:
     """The subscription's status, mirrored on its open history row."""
     subscription.status = status
-    await SubscriptionHistory.filter(subscription_id=subscription.id, ended_at=None).update(status=status)
+    await SubscriptionHistory.filter(subscription_id=subscription.id, ended_at=None).update(status=_as_history(status))
 
 
 # --- collecting money ----------------------------------------------------------------------------
@@ -297,7 +304,7 @@ async def start(
         current_period_start=now,
         current_period_end=end,
         trial_end=end if trial_days else None,
-        payment_mode=subscriber.mode.value,
+        payment_mode=subscriber.mode,
         next_action_at=end,
     )
     await _open_history(subscription, plan.id, now, note)
@@ -320,7 +327,7 @@ async def switch_plan(
     now = at or _whole_second()
     price = await _price(Subscriber.of(subscription), plan)
     old_interval = (await Plan.get(id=subscription.plan_id)).interval
-    await _close_history(subscription, now)
+    await _close_history(subscription, now, PlanHistoryStatus.REPLACED)
     subscription.plan_id, subscription.price_amount, subscription.currency = plan.id, price.amount, price.currency
     subscription.scheduled_plan_id = None
     fields = ["plan_id", "price_amount", "currency", "scheduled_plan_id"]
@@ -350,7 +357,7 @@ async def end(
     await subscription.save(
         update_fields=["status", "ended_at", "next_action_at", "next_retry_at", "scheduled_plan_id"]
     )
-    await _close_history(subscription, at, status)
+    await _close_history(subscription, at, _as_history(status))
     for period in await SubscriptionPeriod.filter(subscription_id=subscription.id, status=PeriodStatus.DUE):
         await SubscriptionPeriod.filter(id=period.id).update(status=PeriodStatus.VOID)
         if period.payment_id:
@@ -552,10 +559,8 @@ async def _change(
         return subscription
     amount = _change_charge(subscription, old_plan, plan, price, clock.now())
     purpose = {"kind": PaymentPurpose.PLAN_CHANGE, "subscription_id": subscription.id, "plan_id": plan.id, "note": note}
-    payment = await new_payment(
-        subscriber, PaymentMode(subscription.payment_mode), Money(amount, price.currency), purpose, note
-    )
-    if await collect(payment, PaymentMode(subscription.payment_mode), by_hand=by_hand, refuse_decline=True):
+    payment = await new_payment(subscriber, subscription.payment_mode, Money(amount, price.currency), purpose, note)
+    if await collect(payment, subscription.payment_mode, by_hand=by_hand, refuse_decline=True):
         await subscription.refresh_from_db()
         return subscription
     return await Payment.get(id=payment.id)
@@ -775,10 +780,11 @@ async def subscribe_partner_plan(
     return made
 
 
-async def history_of(*, workspace_id: int | None = None, partner_id: int | None = None) -> list[SubscriptionHistory]:
-    """Every plan a workspace (or a partner, for its own plans) has had, oldest first."""
+def history_of(*, workspace_id: int | None = None, partner_id: int | None = None) -> QuerySet[SubscriptionHistory]:
+    """Every plan a workspace (or a partner, for its own plans) has had, oldest first (entries are
+    written in the order the plans start)."""
     if workspace_id is not None:
         query = SubscriptionHistory.filter(subscription__workspace_id=workspace_id)
     else:
         query = SubscriptionHistory.filter(subscription__partner_id=partner_id, subscription__workspace_id=None)
-    return await query.order_by("started_at", "id")
+    return query.order_by("id")

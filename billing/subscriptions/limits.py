@@ -94,7 +94,7 @@ async def preview_for(
     for add_on_id, quantity in add_on_quantities.items():
         if not 0 <= quantity <= 10_000:
             raise BillingError(ErrorCode.INVALID_INPUT, "quantity must be between 0 and 10000", field="quantity")
-        add_on = await tenancy.get_scoped(plans.visible_add_ons(viewer), add_on_id, "add-on")
+        add_on = await tenancy.get_scoped(plans.visible_add_ons(viewer), add_on_id, "add-on", field="addOnId")
         add_ons[add_on_id] = (add_on.limit_deltas, quantity)
     for add_on_id, (_, quantity) in add_ons.items():
         if quantity:

@@ -146,7 +146,7 @@ async def _period_end(subscription: Subscription) -> None:
         return
     payment = await lifecycle.new_payment(
         subscriber,
-        PaymentMode(subscription.payment_mode),
+        subscription.payment_mode,
         Money(period.amount, period.currency),
         {"kind": PaymentPurpose.SUBSCRIPTION_PERIOD, "period_id": period.id},
         f"{plan.name}, period {period.number}",
@@ -211,7 +211,7 @@ async def _collect_or_fail(subscription: Subscription, period: SubscriptionPerio
             await _charge_card(subscription, period, card)  # this retry's attempt
         await _unpaid(subscription, period, failed=retry, overdue=retry)
         return
-    mode = PaymentMode(subscription.payment_mode)
+    mode = subscription.payment_mode
     if await lifecycle.collect(payment, mode, by_hand=False, refuse_decline=False):
         return  # the fulfilment marked the period paid and cleared any dunning
     await _unpaid(subscription, period, failed=retry, overdue=retry or mode is not PaymentMode.MANUAL)
@@ -351,7 +351,7 @@ async def set_dunning_policy(
             raise BillingError(ErrorCode.INVALID_INPUT, f"between 0 and {MAX_RETRIES + 1}", field=name)
     if fallback_plan_id is not None:
         plan = await tenancy.get_scoped(
-            plans.visible_plans(viewer).filter(for_partners=False), fallback_plan_id, "plan"
+            plans.visible_plans(viewer).filter(for_partners=False), fallback_plan_id, "plan", field="fallbackPlanId"
         )
         if plan.partner_id not in (None, partner.id):
             raise BillingError(ErrorCode.NOT_FOUND, "plan not found", field="fallbackPlanId")

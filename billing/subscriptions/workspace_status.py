@@ -19,7 +19,7 @@ from typing import Any
 from billing.core import audit, realtime
 from billing.core.errors import BillingError, ErrorCode
 from billing.subscriptions import current, limits
-from models.enums import SubscriptionStatus, WorkspaceStatus
+from models.enums import StatusReasonKind, SubscriptionStatus, WorkspaceStatus
 from models.tenancy import Partner, Workspace
 
 _PRECEDENCE = [WorkspaceStatus.SUSPENDED, WorkspaceStatus.RESTRICTED, WorkspaceStatus.PAUSED]
@@ -47,15 +47,15 @@ async def recompute(workspace_id: int) -> WorkspaceStatus:
     statuses: set[WorkspaceStatus] = set()
     subscription = await current.live_subscription(workspace_id)
     if subscription is None:
-        reasons.append({"kind": "NO_PLAN"})
+        reasons.append({"kind": StatusReasonKind.NO_PLAN})
         statuses.add(WorkspaceStatus.RESTRICTED)
     elif subscription.status is SubscriptionStatus.PAST_DUE:
-        reasons.append({"kind": "PAYMENT_OVERDUE", "failures": subscription.failed_renewals})
+        reasons.append({"kind": StatusReasonKind.PAYMENT_OVERDUE, "failures": subscription.failed_renewals})
         stage = dunning_stage(await Partner.get(id=workspace.partner_id), subscription.failed_renewals)
         if stage is not None:
             statuses.add(stage)
     for excess in await limits.current_excesses(workspace_id):
-        reasons.append({"kind": "LIMIT_EXCEEDED", **excess.as_dict()})
+        reasons.append({"kind": StatusReasonKind.LIMIT_EXCEEDED, **excess.as_dict()})
         statuses.add(WorkspaceStatus.PAUSED)
     status = next((s for s in _PRECEDENCE if s in statuses), WorkspaceStatus.ACTIVE)
     if status != workspace.status or reasons != workspace.status_reasons:
@@ -78,6 +78,6 @@ def require_operational(workspace: Workspace) -> None:
     if workspace.status is WorkspaceStatus.SUSPENDED:
         raise BillingError(ErrorCode.PAYMENT_REQUIRED, "the workspace is suspended until its overdue renewal is paid")
     if workspace.status is WorkspaceStatus.RESTRICTED:
-        if any(r.get("kind") == "NO_PLAN" for r in workspace.status_reasons):
+        if any(r.get("kind") == StatusReasonKind.NO_PLAN for r in workspace.status_reasons):
             raise BillingError(ErrorCode.PLAN_REQUIRED, "the workspace has no active plan: subscribe to one first")
         raise BillingError(ErrorCode.PAYMENT_REQUIRED, "the workspace is restricted until its overdue renewal is paid")

@@ -16,7 +16,7 @@ from billing.core import audit, clock, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
-from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, Permission
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, Permission, ViewerKind
 from models.tenancy import ApiKey, Partner
 
 PREFIX = "wb"
@@ -37,7 +37,7 @@ def permissions_for(partner_id: int | None) -> frozenset[Permission]:
 def operator(actor: str = "cli") -> Viewer:
     """The platform operator acting outside the API (the command line, the demo seed): the platform
     holding everything the platform may hold."""
-    return Viewer(kind="PLATFORM", actor=actor, permissions=PLATFORM_PERMISSIONS)
+    return Viewer(kind=ViewerKind.PLATFORM, actor=actor, permissions=PLATFORM_PERMISSIONS)
 
 
 def key_permissions(
@@ -73,7 +73,7 @@ async def create_key(
 ) -> NewKey:
     """A key for the platform (partner_id None) or for one partner, made by ``creator`` (by default
     :func:`operator`, as the command line acts), holding :func:`key_permissions`. Who may make keys for
-    which owner is the caller's to check first (the API: the platform for anyone, a partner for itself)."""
+    which owner is the caller's to check first (:func:`create_key_as` does, for the API)."""
     creator = creator or operator()
     chosen = key_permissions(creator, partner_id, permissions)
     if partner_id is not None and not await Partner.exists(id=partner_id):
@@ -100,6 +100,23 @@ async def create_key(
     return NewKey(key, secret)
 
 
+async def create_key_as(
+    viewer: Viewer, *, partner_id: int | None, name: str = "", permissions: frozenset[Permission] | None = None
+) -> NewKey:
+    """A key made through the API: the platform makes keys for itself (no partner named) or for any
+    partner (MANAGE_PARTNERS); a partner only for itself (MANAGE_USERS), and another partner's id is
+    not found."""
+    if viewer.is_platform:
+        viewer.require(Permission.MANAGE_PARTNERS)
+        owner = partner_id
+    else:
+        viewer.require(Permission.MANAGE_USERS)
+        if partner_id is not None and partner_id != viewer.partner_id:
+            raise BillingError(ErrorCode.NOT_FOUND, "Partner not found", field="partnerId")
+        owner = viewer.partner_id
+    return await create_key(partner_id=owner, name=name, permissions=permissions, creator=viewer)
+
+
 async def authenticate(token: str) -> Viewer | None:
     """The viewer a key stands for, or None for anything that is not a live key."""
     parts = token.split("_", 2)  # the secret part may itself contain "_"
@@ -120,7 +137,7 @@ async def authenticate(token: str) -> Viewer | None:
         await sql.execute("UPDATE api_key SET last_used_at = $1 WHERE id = $2", now, key["id"])
     permissions = key["permissions"]
     return Viewer(
-        kind="PLATFORM" if key["is_platform"] else "PARTNER",
+        kind=ViewerKind.PLATFORM if key["is_platform"] else ViewerKind.PARTNER,
         actor=f"api_key:{key['id']}",
         partner_id=key["partner_id"],
         permissions=frozenset(
@@ -130,7 +147,7 @@ async def authenticate(token: str) -> Viewer | None:
 
 
 async def revoke_key(viewer: Viewer, key_id: int) -> ApiKey:
-    key = await tenancy.get_scoped(tenancy.api_keys(viewer), key_id, "API key")
+    key = await tenancy.get_scoped(tenancy.api_keys(viewer), key_id, "API key", field="keyId")
     viewer.require(Permission.MANAGE_PARTNERS if key.is_platform or viewer.is_platform else Permission.MANAGE_USERS)
     if key.revoked_at is None:
         key.revoked_at = clock.now()

@@ -22,7 +22,7 @@ from billing.core.tenancy import Viewer
 from billing.tenants import ratelimit
 from billing.tenants.partners import check_email, check_name
 from billing.tenants.passwords import check_new_password, hash_password, verify_password
-from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, Permission
+from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, CredentialKind, Permission, ViewerKind
 from models.tenancy import Partner, PartnerUser, PasswordResetToken, PlatformUser, UserSession, WorkspaceUser
 
 SESSION_PREFIX = "wbs"
@@ -46,13 +46,16 @@ def _digest(token: str) -> str:
 def viewer_for(kind: str, user: AnyUser) -> Viewer:
     actor = f"user:{kind}:{user.id}"
     if isinstance(user, PlatformUser):
-        return Viewer(kind="PLATFORM", actor=actor, permissions=PLATFORM_PERMISSIONS)
+        return Viewer(kind=ViewerKind.PLATFORM, actor=actor, permissions=PLATFORM_PERMISSIONS)
     if isinstance(user, PartnerUser):
         granted = PARTNER_PERMISSIONS if user.is_admin else frozenset(Permission(p) for p in user.permissions)
         return Viewer(
-            kind="PARTNER", actor=actor, partner_id=user.partner_id, permissions=granted & PARTNER_PERMISSIONS
+            kind=ViewerKind.PARTNER,
+            actor=actor,
+            partner_id=user.partner_id,
+            permissions=granted & PARTNER_PERMISSIONS,
         )
-    return Viewer(kind="WORKSPACE", actor=actor, partner_id=user.partner_id, workspace_id=user.workspace_id)
+    return Viewer(kind=ViewerKind.WORKSPACE, actor=actor, partner_id=user.partner_id, workspace_id=user.workspace_id)
 
 
 # ---------------------------------------------------------------------------- brands and users
@@ -233,8 +236,13 @@ async def login(*, brand: str | None, email: str, password: str, client_address:
     return Session(token, expires.isoformat(), viewer_for(kind, user))
 
 
+def credential_kind(token: str | None) -> CredentialKind:
+    """What a bearer token is: a person's session, or else an API key."""
+    return CredentialKind.SESSION if (token or "").startswith(f"{SESSION_PREFIX}_") else CredentialKind.API_KEY
+
+
 async def authenticate_session(token: str) -> Viewer | None:
-    if not token.startswith(f"{SESSION_PREFIX}_"):
+    if credential_kind(token) is not CredentialKind.SESSION:
         return None
     session = await UserSession.get_or_none(token_hash=_digest(token))
     now = clock.now()
@@ -248,7 +256,10 @@ async def authenticate_session(token: str) -> Viewer | None:
     return viewer_for(session.user_kind, user)
 
 
-async def logout(token: str) -> bool:
+async def logout(token: str | None) -> bool:
+    """End the session ``token`` stands for: False if it had already ended."""
+    if token is None or credential_kind(token) is not CredentialKind.SESSION:
+        raise BillingError(ErrorCode.UNAUTHENTICATED, "logout ends a session; this request has none")
     changed = await sql.execute(
         "UPDATE user_session SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL",
         clock.now(),

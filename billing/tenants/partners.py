@@ -12,7 +12,7 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import check_currency
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
-from models.enums import Permission, WorkspaceStatus
+from models.enums import Permission, StatusReasonKind, WorkspaceStatus
 from models.tenancy import Branding, Partner, Project, Workspace
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
@@ -70,7 +70,7 @@ async def create_workspace(viewer: Viewer, *, name: str, owner_email: str, partn
             name=name,
             owner_email=owner_email,
             status=WorkspaceStatus.RESTRICTED,
-            status_reasons=[{"kind": "NO_PLAN"}],
+            status_reasons=[{"kind": StatusReasonKind.NO_PLAN}],
         )
         await Project.create(partner_id=partner.id, workspace=workspace, name=name, is_default=True)
         await audit.record(

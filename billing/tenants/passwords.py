@@ -1,21 +1,25 @@
-"""Password hashing with argon2id. Tests set WHITEBILL_CHEAP_PASSWORD_HASH for fast parameters."""
+"""Password hashing with argon2id. Tests configure cheap parameters (``cheap_password_hash``)."""
 
 from __future__ import annotations
 
-import os
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from billing.core import config
 from billing.core.errors import BillingError, ErrorCode
 
 MIN_LENGTH = 8
 MAX_LENGTH = 200
 
-_cheap = os.environ.get("WHITEBILL_CHEAP_PASSWORD_HASH", "").lower() in {"1", "true", "yes"}
-_hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1) if _cheap else PasswordHasher()
-# Verified against when the user does not exist, so that "no such user" takes as long as "wrong password".
-_DUMMY_HASH = _hasher.hash("not a real password, only a timing decoy")
+
+@cache
+def _hashing(cheap: bool) -> tuple[PasswordHasher, str]:
+    """The hasher, and a hash verified against when the user does not exist, so that "no such user"
+    takes as long as "wrong password"."""
+    hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1) if cheap else PasswordHasher()
+    return hasher, hasher.hash("not a real password, only a timing decoy")
 
 
 def check_new_password(password: str, field: str = "password") -> str:
@@ -31,12 +35,14 @@ def check_new_password(password: str, field: str = "password") -> str:
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    hasher, _ = _hashing(config.current().cheap_password_hash)
+    return hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Constant work whether or not there is a hash to check against."""
+    hasher, dummy = _hashing(config.current().cheap_password_hash)
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return hasher.verify(password_hash or dummy, password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False

@@ -1,29 +1,44 @@
 """Limits on login and password-reset attempts, per e-mail and per client address.
 
 Backed by the `limits` library; its storage is in memory by default (one process) and can be any
-storage `limits` supports (e.g. redis://127.0.0.1:6379) through WHITEBILL_RATE_LIMIT_STORAGE, so that
-several API processes share the counts.
+storage `limits` supports (e.g. redis://127.0.0.1:6379) through the configured ``rate_limit_storage``
+(WHITEBILL_RATE_LIMIT_STORAGE), so that several API processes share the counts.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
+from functools import cache
 
 from limits import RateLimitItem, parse
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from billing.core import config
 from billing.core.errors import BillingError, ErrorCode
 
-LOGIN_PER_EMAIL = parse(os.environ.get("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "10/minute"))
-LOGIN_PER_ADDRESS = parse(os.environ.get("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"))
-RESET_PER_EMAIL = parse(os.environ.get("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"))
-RESET_PER_ADDRESS = parse(os.environ.get("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"))
+_parsed = cache(parse)
 
-_limiter = MovingWindowRateLimiter(
-    storage_from_string(os.environ.get("WHITEBILL_RATE_LIMIT_STORAGE", "async+memory://"))
-)
+
+def per_email(action: str) -> RateLimitItem:
+    """Attempts allowed per e-mail for ``action`` ("login" or a reset)."""
+    limits = config.current()
+    return _parsed(limits.login_limit_per_email if action == "login" else limits.reset_limit_per_email)
+
+
+def per_address(action: str) -> RateLimitItem:
+    """Attempts allowed per client address for ``action`` ("login" or a reset)."""
+    limits = config.current()
+    return _parsed(limits.login_limit_per_address if action == "login" else limits.reset_limit_per_address)
+
+
+@cache
+def _limiter_on(storage: str) -> MovingWindowRateLimiter:
+    return MovingWindowRateLimiter(storage_from_string(storage))
+
+
+def _limiter() -> MovingWindowRateLimiter:
+    return _limiter_on(config.current().rate_limit_storage)
 
 
 def _key(value: str) -> str:
@@ -33,16 +48,15 @@ def _key(value: str) -> str:
 
 async def hit(action: str, *, email: str, address: str | None) -> None:
     """Count one attempt; RATE_LIMITED if either the e-mail or the address has used its allowance."""
-    limits: list[tuple[RateLimitItem, str]] = [
-        (LOGIN_PER_EMAIL if action == "login" else RESET_PER_EMAIL, f"email:{_key(email)}"),
-    ]
+    limits: list[tuple[RateLimitItem, str]] = [(per_email(action), f"email:{_key(email)}")]
     if address:
-        limits.append((LOGIN_PER_ADDRESS if action == "login" else RESET_PER_ADDRESS, f"addr:{_key(address)}"))
+        limits.append((per_address(action), f"addr:{_key(address)}"))
+    limiter = _limiter()
     for item, key in limits:
-        if not await _limiter.hit(item, action, key):
+        if not await limiter.hit(item, action, key):
             raise BillingError(ErrorCode.RATE_LIMITED, "too many attempts: try again later")
 
 
 async def reset() -> None:
     """Forget every count (tests)."""
-    await _limiter.storage.reset()
+    await _limiter().storage.reset()

@@ -15,7 +15,7 @@ from billing.accounts import ledger, top_ups, wallets
 from billing.accounts.ledger import CausedBy, Leg
 from billing.core import audit, idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import MAX_AMOUNT
+from billing.core.money import MAX_AMOUNT, to_minor
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from models.enums import ExternalAccount, LedgerCause, Permission, UsageCreditPolicy
@@ -29,17 +29,20 @@ class Assignment:
     balance: int
 
 
-async def assign(viewer: Viewer, *, project_id: int, amount: int, note: str, idempotency_key: str) -> Assignment:
-    """Add (amount > 0) or take back (amount < 0) credit on a project, in its partner's currency."""
+async def assign(viewer: Viewer, *, project_id: int, amount: int | str, note: str, idempotency_key: str) -> Assignment:
+    """Add (amount > 0) or take back (amount < 0) credit on a project, in its partner's currency:
+    minor units, or a decimal string in that currency ("150.00", as the API takes it)."""
     viewer.require(Permission.MANAGE_BILLING)
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "a project's credit is assigned by its partner")
-    if amount == 0 or abs(amount) > MAX_AMOUNT:
-        raise BillingError(ErrorCode.INVALID_AMOUNT, f"amount is non-zero and at most {MAX_AMOUNT}", field="amount")
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
     project = await tenancy.get_scoped(tenancy.projects(viewer), project_id, "project")
     partner = await Partner.get(id=project.partner_id)
     currency = partner.default_currency
+    if isinstance(amount, str):
+        amount = to_minor(amount, currency)
+    if amount == 0 or abs(amount) > MAX_AMOUNT:
+        raise BillingError(ErrorCode.INVALID_AMOUNT, f"amount is non-zero and at most {MAX_AMOUNT}", field="amount")
+    note = check_text(note, "note", max_length=1000, allow_empty=True)
 
     async def act() -> Assignment:
         wallet = await wallets.project_wallet(project, currency)
@@ -84,7 +87,7 @@ async def set_policy(viewer: Viewer, *, partner_id: int, policy: UsageCreditPoli
     viewer.require(Permission.MANAGE_BILLING)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     before = partner.usage_credit_policy
-    partner.usage_credit_policy = policy.value
+    partner.usage_credit_policy = policy
     async with in_transaction("default"):
         await partner.save(update_fields=["usage_credit_policy"])
         await audit.record(

@@ -8,14 +8,15 @@ import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
+from billing.accounts import expiry
 from billing.core import tenancy
 from models import enums
 from models import wallets as wallet_models
 from schema.amounts import Quantity
 from schema.catalog.types import CreditPackage
 from schema.context import Context
-from schema.ids import to_global_id
-from schema.relay import Connection, Node, paginate
+from schema.ids import decode_cursor, to_global_id
+from schema.relay import Connection, Node, connection_of, page_size, paginate
 
 LedgerCause = strawberry.enum(enums.LedgerCause)
 
@@ -71,20 +72,17 @@ class Wallet(Node):
         return await paginate(queryset.select_related("posting"), first=first, after=after, to_node=LedgerEntry.of)
 
     @strawberry.field(description="Credits that will expire, earliest first (spent before the rest).")
-    async def expiring_credits(self) -> list[ExpiringCredit]:
-        lots = (
-            await wallet_models.CreditLot.filter(wallet_id=self.db_id, expired_at=None, remaining__gt=0)
-            .order_by("expires_at", "id")
-            .limit(100)
+    async def expiring_credits(self, first: int | None = None, after: str | None = None) -> Connection[ExpiringCredit]:
+        size = page_size(first)
+        after_lot = decode_cursor(after) if after is not None else None
+        lots = await expiry.open_lots(self.db_id, after=after_lot, limit=size + 1) if size else []
+        page = lots[:size]
+        return connection_of(
+            [ExpiringCredit.of(lot, self.unit) for lot in page],
+            [lot.id for lot in page],
+            has_next=len(lots) > size,
+            has_previous=after is not None,
         )
-        return [
-            ExpiringCredit(
-                amount=Quantity.of(lot.amount, self.unit),
-                remaining=Quantity.of(lot.remaining, self.unit),
-                expires_at=lot.expires_at,
-            )
-            for lot in lots
-        ]
 
     @strawberry.field(description="Buy a package when the balance falls below a threshold (null: not set up).")
     async def auto_top_up(self) -> AutoTopUp | None:
@@ -97,6 +95,12 @@ class ExpiringCredit:
     amount: Quantity
     remaining: Quantity
     expires_at: datetime | None
+
+    @classmethod
+    def of(cls, lot: wallet_models.CreditLot, unit: str) -> ExpiringCredit:
+        return cls(
+            amount=Quantity.of(lot.amount, unit), remaining=Quantity.of(lot.remaining, unit), expires_at=lot.expires_at
+        )
 
 
 @strawberry.type(description="A wallet's automatic top-up: one in flight at a time, backing off after a decline.")

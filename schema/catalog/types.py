@@ -1,18 +1,23 @@
-"""The catalog: plan families, plans, add-ons, credit packages and limits."""
+"""The catalog: plan families, plans, partner margins, add-ons, credit packages, limits, and the WhatsApp
+rate cards."""
 
 from __future__ import annotations
+
+from decimal import Decimal
 
 import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
+from billing.catalog import rate_cards
 from billing.catalog.plans import price_with
+from billing.core.money import format_minor
 from models import catalog as catalog_models
 from models import enums
 from schema.amounts import Money
 from schema.context import Context
 from schema.ids import to_global_id
-from schema.relay import Node
+from schema.relay import Connection, Node, slice_connection
 
 PlanStatus = strawberry.enum(enums.PlanStatus)
 MessageCategory = strawberry.enum(enums.MessageCategory)
@@ -126,3 +131,100 @@ class CreditPackage(Node):
             quantity=str(row.quantity),
             price=Money.of(row.price_amount, row.currency),
         )
+
+
+@strawberry.type(
+    description="A partner's margin over platform plan prices: on one plan, on a family, or in bulk (neither)."
+)
+class PartnerMargin:
+    kind: MarginKind
+    value: str = strawberry.field(
+        description='A percentage ("20", "12.5"), or a fixed amount in the currency ("5.00"), as it was set.'
+    )
+    currency: str | None = strawberry.field(description="The currency of a fixed margin.")
+    plan_id: strawberry.ID | None
+    family_id: strawberry.ID | None
+
+    @classmethod
+    def of(cls, row: catalog_models.PartnerMargin) -> PartnerMargin:
+        if row.kind is enums.MarginKind.PERCENTAGE:
+            currency = None
+            value = _plain(Decimal(str(row.percentage or 0)))
+        else:
+            # Margins set before their currency was kept were given in the input's default, USD.
+            currency = row.currency or "USD"
+            value = format_minor(row.fixed_amount or 0, currency)
+        return cls(
+            kind=row.kind,
+            value=value,
+            currency=currency,
+            plan_id=strawberry.ID(to_global_id("Plan", row.plan_id)) if row.plan_id else None,
+            family_id=strawberry.ID(to_global_id("PlanFamily", row.family_id)) if row.family_id else None,
+        )
+
+    @classmethod
+    def all_of(cls, rows: list[catalog_models.PartnerMargin]) -> list[PartnerMargin]:
+        """The bulk margin first, then the families', then the plans'."""
+        ordered = sorted(
+            rows, key=lambda m: (m.plan_id is not None, m.family_id is not None, m.plan_id or 0, m.family_id or 0)
+        )
+        return [cls.of(row) for row in ordered]
+
+
+def _plain(value: Decimal) -> str:
+    """20.0000 -> "20", 12.5000 -> "12.5"."""
+    return format(value.normalize(), "f")
+
+
+@strawberry.type(description="One country and category: the platform's price and the partner's, per message.")
+class RateCell:
+    country: str = strawberry.field(description='ISO 3166 alpha-2, or "*" for every other country.')
+    category: MessageCategory
+    platform_price: str = strawberry.field(description="Per delivered message, in major units, exact.")
+    partner_price: str
+
+
+@strawberry.type(
+    description="A partner's margin over the platform's WhatsApp rates: the bulk one (no country and category)"
+    " or one cell's, which wins over it."
+)
+class RateMargin:
+    kind: MarginKind
+    value: str = strawberry.field(description="A percentage, or an amount per message in major units.")
+    country: str | None
+    category: MessageCategory | None
+
+    @classmethod
+    def of(cls, margin: rate_cards.Margin) -> RateMargin:
+        return cls(kind=margin.kind, value=_plain(margin.value), country=margin.country, category=margin.category)
+
+
+@strawberry.type(description="Prices per delivered WhatsApp message in one currency.")
+class RateCard:
+    currency: str
+    partner_db_id: strawberry.Private[int | None]
+
+    @classmethod
+    def of(cls, partner_id: int | None, currency: str) -> RateCard:
+        """The platform's card (no partner) or a partner's; its cells are read when asked for."""
+        return cls(currency=currency, partner_db_id=partner_id)
+
+    @strawberry.field(description="Both prices of every cell, by country and category.")
+    async def cells(self, first: int | None = None, after: str | None = None) -> Connection[RateCell]:
+        table = await rate_cards.table(self.partner_db_id, self.currency)
+        cells = [
+            RateCell(
+                country=country,
+                category=enums.MessageCategory(category),
+                platform_price=rate_cards.format_rate(rate.platform),
+                partner_price=rate_cards.format_rate(rate.partner),
+            )
+            for (country, category), rate in sorted(table.cells.items())
+        ]
+        return slice_connection(cells, first=first, after=after)
+
+    @strawberry.field(description="The partner's margins (none on the platform's card; a client sees none).")
+    async def margins(self, info: Info[Context, None]) -> list[RateMargin]:
+        if self.partner_db_id is None or info.context.require_viewer().kind == "WORKSPACE":
+            return []
+        return [RateMargin.of(m) for m in await rate_cards.margins(self.partner_db_id, self.currency)]

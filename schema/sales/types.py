@@ -20,6 +20,9 @@ PaymentStatus = strawberry.enum(enums.PaymentStatus)
 PaymentMethodKind = strawberry.enum(enums.PaymentMethodKind, name="PaymentMethod")
 
 
+PaymentPurpose = strawberry.enum(enums.PaymentPurpose, description="What a payment buys.")
+
+
 @strawberry.type(description="An attempt to collect money.")
 class Payment(Node):
     amount: Money
@@ -27,7 +30,7 @@ class Payment(Node):
     method: PaymentMethodKind
     provider: str
     provider_reference: str | None
-    purpose: str
+    purpose: PaymentPurpose
     note: str
     created_at: datetime
     refunded: Money | None = None

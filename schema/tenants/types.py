@@ -12,6 +12,7 @@ from billing.charges.charging import saved_methods
 from billing.charges.gateway_configs import active_config, configs_of
 from billing.core import tenancy
 from billing.core.text import check_text
+from billing.outbox import partner_webhooks
 from billing.subscriptions.current import live_partner_subscription
 from billing.subscriptions.lifecycle import history_of
 from billing.subscriptions.limits import combine
@@ -21,14 +22,20 @@ from models import payments as payment_models
 from models import tenancy as tenancy_models
 from models import wallets as wallet_models
 from schema.accounts.types import Wallet
-from schema.catalog.types import Limit
+from schema.catalog.types import Limit, PartnerMargin
 from schema.context import Context
 from schema.ids import to_global_id
 from schema.outbox.types import WebhookEndpoint
-from schema.relay import Connection, Node, paginate
+from schema.relay import Connection, Node, paginate, paginate_loaded
 from schema.sales.types import GatewayConfig, Payment, PaymentMethodKind, RefundPlanPolicy, SavedPaymentMethod
-from schema.subscriptions.types import StatusReason, Subscription, SubscriptionHistoryEntry
-from schema.usage.types import UsageMonth, usage_by_month
+from schema.subscriptions.types import (
+    DunningPolicy,
+    StatusReason,
+    Subscription,
+    SubscriptionHistoryEntry,
+    WorkspaceAddOn,
+)
+from schema.usage.types import UsageCreditPolicy, UsageMonth, usage_by_month
 
 WorkspaceStatus = strawberry.enum(enums.WorkspaceStatus)
 
@@ -37,6 +44,12 @@ PartnerStatus = strawberry.enum(enums.PartnerStatus)
 
 
 Permission = strawberry.enum(enums.Permission)
+
+
+ViewerKind = strawberry.enum(enums.ViewerKind)
+
+
+CredentialKind = strawberry.enum(enums.CredentialKind)
 
 
 @strawberry.type
@@ -91,16 +104,7 @@ class Workspace(Node):
             status=row.status,
             auto_renew=row.auto_renew,
             created_at=row.created_at,
-            status_reasons=[
-                StatusReason(
-                    kind=r.get("kind", ""),
-                    limit=r.get("limit"),
-                    usage=r.get("usage"),
-                    max=r.get("max"),
-                    failures=r.get("failures"),
-                )
-                for r in row.status_reasons
-            ],
+            status_reasons=[StatusReason.of(r) for r in row.status_reasons],
         )
 
     @strawberry.field
@@ -116,9 +120,17 @@ class Workspace(Node):
         row = await info.context.loaders.live_subscription.load(self.db_id)
         return Subscription.of(row) if row else None
 
-    @strawberry.field(description="Every plan this workspace has had, with status and dates, oldest first.")
-    async def plan_history(self) -> list[SubscriptionHistoryEntry]:
-        return await SubscriptionHistoryEntry.all_of(await history_of(workspace_id=self.db_id))
+    @strawberry.field(description="Every plan this workspace has had, with dates and what ended it, oldest first.")
+    async def plan_history(
+        self, first: int | None = None, after: str | None = None
+    ) -> Connection[SubscriptionHistoryEntry]:
+        return await paginate(
+            history_of(workspace_id=self.db_id), first=first, after=after, to_node=SubscriptionHistoryEntry.of
+        )
+
+    @strawberry.field(description="The add-ons set on this workspace, or bought with points (removed ones too).")
+    async def add_ons(self, info: Info[Context, None]) -> list[WorkspaceAddOn]:
+        return [WorkspaceAddOn.of(r) for r in await info.context.loaders.every_add_on_of_workspace.load(self.db_id)]
 
     @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
     async def limits(self, info: Info[Context, None]) -> list[Limit]:
@@ -138,22 +150,22 @@ class Workspace(Node):
         rows = await info.context.loaders.usage_of_workspace.load(self.db_id)
         return [Limit(name=u.metric, value=u.value) for u in rows]
 
-    @strawberry.field
-    async def projects(self, info: Info[Context, None]) -> list[Project]:
-        return [Project.of(p) for p in await info.context.loaders.projects_of_workspace.load(self.db_id)]
+    @strawberry.field(description="The workspace's projects, oldest first (the default one is made with it).")
+    async def projects(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[Project]:
+        # One statement for every workspace of a page, then this workspace's page of it.
+        rows = await info.context.loaders.projects_of_workspace.load(self.db_id)
+        return paginate_loaded(rows, first=first, after=after, to_node=Project.of)
 
     @strawberry.field
     async def wallets(self, info: Info[Context, None]) -> list[Wallet]:
         return [Wallet.of(w) for w in await info.context.loaders.wallets_of_workspace.load(self.db_id)]
 
-    @strawberry.field(description="The workspace's payments, newest first (at most 100).")
-    async def payments(self) -> list[Payment]:
-        rows = (
-            await payment_models.Payment.filter(partner_id=self.partner_db_id, payer_key=f"WORKSPACE:{self.db_id}")
-            .order_by("-id")
-            .limit(100)
-        )
-        return [Payment.of(r) for r in rows]
+    @strawberry.field(description="The workspace's payments, newest first.")
+    async def payments(self, first: int | None = None, after: str | None = None) -> Connection[Payment]:
+        paid_by = payment_models.Payment.filter(partner_id=self.partner_db_id, payer_key=f"WORKSPACE:{self.db_id}")
+        return await paginate(paid_by, first=first, after=after, to_node=Payment.of, newest_first=True)
 
     @strawberry.field(description="Cards kept for off-session charges (the newest one is used).")
     async def saved_payment_methods(self) -> list[SavedPaymentMethod]:
@@ -203,19 +215,39 @@ class Partner(Node):
     credit_billing_enabled: bool = strawberry.field(
         default=False, description="Clients buy points, and add-ons cost points per period."
     )
-    usage_credit_policy: str = strawberry.field(
-        default="REFUSE",
-        description="When a project's WhatsApp credit runs out: REFUSE, or ALLOW_TO_CREDIT_LIMIT.",
+    usage_credit_policy: UsageCreditPolicy = strawberry.field(
+        default=enums.UsageCreditPolicy.REFUSE, description="When a project's WhatsApp credit runs out."
     )
+
+    @strawberry.field(description="Margins over platform plan prices: the bulk one, then per family, then per plan.")
+    async def margins(self, info: Info[Context, None]) -> list[PartnerMargin]:
+        if info.context.require_viewer().kind == "WORKSPACE":
+            return []  # a client sees its prices, not its partner's margins
+        return PartnerMargin.all_of(await info.context.loaders.margins_of_partner.load(self.db_id))
 
     @strawberry.field(description="The partner's own plan with the platform (partner plans), if any.")
     async def plan_subscription(self) -> Subscription | None:
         row = await live_partner_subscription(self.db_id)
         return Subscription.of(row) if row else None
 
-    @strawberry.field(description="Every partner plan this partner has had, with status and dates, oldest first.")
-    async def plan_history(self) -> list[SubscriptionHistoryEntry]:
-        return await SubscriptionHistoryEntry.all_of(await history_of(partner_id=self.db_id))
+    @strawberry.field(
+        description="Every partner plan this partner has had, with dates and what ended it, oldest first."
+    )
+    async def plan_history(
+        self, first: int | None = None, after: str | None = None
+    ) -> Connection[SubscriptionHistoryEntry]:
+        return await paginate(
+            history_of(partner_id=self.db_id), first=first, after=after, to_node=SubscriptionHistoryEntry.of
+        )
+
+    @strawberry.field(
+        description="How failed renewals of this partner's clients are retried and what they lead to"
+        " (setDunningPolicy)."
+    )
+    async def dunning_policy(self, info: Info[Context, None]) -> DunningPolicy:
+        row = await info.context.loaders.partner.load(self.db_id)
+        assert row is not None  # this partner was loaded to build it
+        return DunningPolicy.of(row)
 
     @strawberry.field(description="The partner's own wallets: its pool of units and its balance with the platform.")
     async def wallets(self, info: Info[Context, None]) -> list[Wallet]:
@@ -224,13 +256,12 @@ class Partner(Node):
         rows = await wallet_models.Wallet.filter(owner_key=f"PARTNER:{self.db_id}").order_by("unit")
         return [Wallet.of(w) for w in rows]
 
-    @strawberry.field(description="Where this partner receives its events (needs MANAGE_BILLING).")
-    async def webhook_endpoints(self, info: Info[Context, None]) -> list[WebhookEndpoint]:
-        viewer = info.context.require_viewer()
-        if viewer.kind == "WORKSPACE" or enums.Permission.MANAGE_BILLING not in viewer.permissions:
-            return []
-        rows = await operations_models.WebhookEndpoint.filter(partner_id=self.db_id).order_by("id")
-        return [WebhookEndpoint.of(row) for row in rows]
+    @strawberry.field(description="Where this partner receives its events, oldest first (needs MANAGE_BILLING).")
+    async def webhook_endpoints(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[WebhookEndpoint]:
+        endpoints = partner_webhooks.endpoints_of(info.context.require_viewer(), self.db_id)
+        return await paginate(endpoints, first=first, after=after, to_node=WebhookEndpoint.of)
 
     @strawberry.field(description="The methods this partner's clients may pay with at checkout.")
     async def payment_methods(self) -> list[PaymentMethodKind]:
@@ -238,12 +269,11 @@ class Partner(Node):
         return [enums.PaymentMethodKind(m) for m in config.methods] if config else [enums.PaymentMethodKind.MANUAL]
 
     @strawberry.field(description="Gateway configurations, newest first (needs CONFIGURE_GATEWAY).")
-    async def gateway_configs(self, info: Info[Context, None]) -> list[GatewayConfig]:
-        viewer = info.context.require_viewer()
-        if viewer.kind == "WORKSPACE":
-            return []
-        viewer.require(enums.Permission.CONFIGURE_GATEWAY)
-        return [GatewayConfig.of(row) for row in await configs_of(self.db_id)]
+    async def gateway_configs(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[GatewayConfig]:
+        configs = configs_of(info.context.require_viewer(), self.db_id)
+        return await paginate(configs, first=first, after=after, to_node=GatewayConfig.of, newest_first=True)
 
     @strawberry.field
     async def branding(self, info: Info[Context, None]) -> Branding | None:
@@ -354,6 +384,18 @@ class Branding:
         )
 
 
+@strawberry.type(description="What a white-label login page shows; public.")
+class PublicBranding:
+    partner_id: strawberry.ID
+    branding: Branding
+
+    @classmethod
+    def of(cls, partner: tenancy_models.Partner, row: tenancy_models.Branding) -> PublicBranding:
+        return cls(
+            partner_id=strawberry.ID(to_global_id("Partner", partner.id)), branding=Branding.of(row, partner.domain)
+        )
+
+
 @strawberry.type(description="One manual or privileged action: who, when, what before and after.")
 class AuditEntry(Node):
     actor: str
@@ -382,12 +424,23 @@ class AuditEntry(Node):
 
 @strawberry.type(description="Who is calling and what they may do.")
 class Viewer:
-    kind: str = strawberry.field(description="PLATFORM, PARTNER or WORKSPACE.")
+    kind: ViewerKind
     permissions: list[Permission]
-    via: str = strawberry.field(description="API_KEY or SESSION.")
+    via: CredentialKind = strawberry.field(description="What the caller authenticated with.")
     partner_db_id: strawberry.Private[int | None]
     workspace_db_id: strawberry.Private[int | None]
     email: str | None = strawberry.field(description="The signed-in person's e-mail; null for an API key.")
+
+    @classmethod
+    def of(cls, viewer: tenancy.Viewer, *, via: enums.CredentialKind, email: str | None = None) -> Viewer:
+        return cls(
+            kind=viewer.kind,
+            permissions=sorted(viewer.permissions),
+            via=via,
+            partner_db_id=viewer.partner_id,
+            workspace_db_id=viewer.workspace_id,
+            email=email,
+        )
 
     @strawberry.field
     async def partner(self, info: Info[Context, None]) -> Partner | None:

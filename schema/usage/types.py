@@ -1,15 +1,45 @@
-"""WhatsApp usage: a project's delivered messages per month and category, as charged."""
+"""WhatsApp usage: each reported event's outcome, a project's delivered messages per month and category as
+charged, and what happens when a project's credit runs out."""
 
 from __future__ import annotations
 
 import strawberry
 from strawberry.types import Info
 
-from billing.usage import usage_reports
+from billing.usage import usage_reports, whatsapp
 from models import enums
 from schema.amounts import Money
 from schema.catalog.types import MessageCategory
 from schema.context import Context
+
+UsageCreditPolicy = strawberry.enum(enums.UsageCreditPolicy)
+UsageWindow = strawberry.enum(whatsapp.Window)
+UsageStatus = strawberry.enum(whatsapp.Status, name="UsageEventStatus")
+UsageRefusal = strawberry.enum(whatsapp.Reason, name="UsageRefusalReason")
+
+
+@strawberry.type
+class UsageEventResult:
+    event_id: str
+    status: UsageStatus
+    country: str | None
+    partner_amount: Money | None = strawberry.field(description="Charged to the project's credit.")
+    platform_amount: Money | None = strawberry.field(description="Charged to the partner's centralised balance.")
+    reason: UsageRefusal | None
+    message: str | None
+
+    @classmethod
+    def of(cls, result: whatsapp.UsageResult) -> UsageEventResult:
+        currency = result.currency
+        return cls(
+            event_id=result.event_id,
+            status=result.status,
+            country=result.country,
+            partner_amount=Money.of(result.partner_amount, currency) if currency else None,
+            platform_amount=Money.of(result.platform_amount, currency) if currency else None,
+            reason=result.reason,
+            message=result.message,
+        )
 
 
 @strawberry.type(description="A project's delivered messages in one month and category.")

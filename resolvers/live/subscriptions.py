@@ -30,6 +30,29 @@ M = TypeVar("M", bound=Model)
 N = TypeVar("N")
 
 
+@strawberry.type(
+    description="Subscriptions, over graphql-transport-ws on /graphql: the current state first, then each change."
+)
+class LiveUpdates:  # "Subscription" is a plan's subscription
+    @strawberry.subscription(description="A wallet you can see, now and after each change of its balance.")
+    async def wallet_balance_changed(
+        self, info: Info[Context, None], wallet_id: strawberry.ID
+    ) -> AsyncGenerator[Wallet, None]:
+        wallet = expect_id(wallet_id, "Wallet", "walletId")
+        return await _follow(info, realtime.WALLET, wallet, tenancy.wallets, "wallet", _balance, Wallet.of)
+
+    @strawberry.subscription(
+        description="A workspace you can see, now and after each change of its status or status reasons."
+    )
+    async def workspace_status_changed(
+        self, info: Info[Context, None], workspace_id: strawberry.ID
+    ) -> AsyncGenerator[Workspace, None]:
+        workspace = expect_id(workspace_id, "Workspace", "workspaceId")
+        return await _follow(
+            info, realtime.WORKSPACE, workspace, tenancy.workspaces, "workspace", _status, Workspace.of
+        )
+
+
 async def _follow(
     info: Info[Context, None],
     topic: str,
@@ -59,18 +82,6 @@ async def _follow(
                     current = await tenancy.get_scoped(scoped(await info.context.reauthenticate()), object_id, what)
 
     return follow()
-
-
-async def wallet_balance_changed(info: Info[Context, None], wallet_id: strawberry.ID) -> AsyncGenerator[Wallet, None]:
-    wallet = expect_id(wallet_id, "Wallet", "walletId")
-    return await _follow(info, realtime.WALLET, wallet, tenancy.wallets, "wallet", _balance, Wallet.of)
-
-
-async def workspace_status_changed(
-    info: Info[Context, None], workspace_id: strawberry.ID
-) -> AsyncGenerator[Workspace, None]:
-    workspace = expect_id(workspace_id, "Workspace", "workspaceId")
-    return await _follow(info, realtime.WORKSPACE, workspace, tenancy.workspaces, "workspace", _status, Workspace.of)
 
 
 def _balance(row: WalletRow) -> Hashable:

@@ -1,0 +1,44 @@
+"""What the domain is told at start-up: plain values, handed over by the application shell.
+
+The domain never reads the environment. ``whitebill.settings`` reads it once, builds a
+``DomainConfig`` and passes it to ``configure`` when a process starts (the app factory, the worker
+and CLI commands, the test suite); the domain asks ``current()`` when it needs a value. Without a
+call to ``configure`` the defaults below apply, which are those documented for each variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class DomainConfig:
+    production: bool = False  # partner webhook URLs must then be https (no loopback http)
+    cheap_password_hash: bool = False  # tests only: fast argon2 parameters
+    secret_key: str = field(default="", repr=False)  # Fernet key(s), comma-separated: the first encrypts
+    login_limit_per_email: str = "10/minute"  # `limits` rate strings
+    login_limit_per_address: str = "60/minute"
+    reset_limit_per_email: str = "5/hour"
+    reset_limit_per_address: str = "30/hour"
+    rate_limit_storage: str = field(default="async+memory://", repr=False)  # a `limits` storage URL
+    expiry_notice_days: int = 7  # 0: no notice before a plan ends without renewing
+    public_url: str = "http://127.0.0.1:8000"  # the address providers reach (webhook URLs)
+    gateway_api_bases: Mapping[str, str] = field(default_factory=dict)  # provider, upper-case -> its API base
+    gateway_timeout_seconds: float | None = None  # None: each adapter's own
+    smtp_url: str | None = field(default=None, repr=False)  # None: e-mails are written to the log
+    mail_from: str | None = None  # None: no-reply@<smtp host>
+    reset_url: str = "http://127.0.0.1:8000/reset-password"  # the page a reset link opens (?token=)
+
+
+_current = DomainConfig()
+
+
+def configure(config: DomainConfig) -> None:
+    """Install the configuration this process runs with (again at will: tests reconfigure)."""
+    global _current
+    _current = config
+
+
+def current() -> DomainConfig:
+    return _current

@@ -1,0 +1,153 @@
+"""Reading tenants: node(id:), who is calling, partners and their workspaces, teams and clients' logins,
+API keys, the audit log, and a partner's public branding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+from tortoise.queryset import QuerySet
+
+from billing.catalog import plans
+from billing.core import tenancy
+from billing.core.tenancy import Viewer as DomainViewer
+from billing.tenants import branding as brandings
+from billing.tenants import identity
+from models.catalog import PlanFamily as PlanFamilyRow
+from models.enums import CredentialKind, Permission
+from models.operations import WebhookDelivery as WebhookDeliveryRow
+from models.operations import WebhookEndpoint as WebhookEndpointRow
+from schema.accounts.types import LedgerEntry, Wallet
+from schema.auth import viewer_with
+from schema.catalog.types import AddOn, CreditPackage, Plan, PlanFamily
+from schema.context import Context
+from schema.ids import expect_id, from_global_id
+from schema.outbox.types import WebhookDelivery, WebhookEndpoint
+from schema.relay import Connection, Node, paginate
+from schema.sales.types import Payment
+from schema.subscriptions.types import Subscription
+from schema.tenants.types import (
+    ApiKey,
+    AuditEntry,
+    Partner,
+    PartnerUser,
+    Project,
+    PublicBranding,
+    Viewer,
+    Workspace,
+    WorkspaceUser,
+    workspaces_seen,
+)
+
+# node(id:): every type resolves through the viewer's tenant scope, so a foreign id is null.
+_RESOLVABLE: dict[str, tuple[Callable[[DomainViewer], QuerySet[Any]], Callable[[Any], Node]]] = {
+    "Partner": (tenancy.partners, Partner.of),
+    "Workspace": (tenancy.workspaces, Workspace.of),
+    "Project": (tenancy.projects, Project.of),
+    "Wallet": (tenancy.wallets, Wallet.of),
+    "LedgerEntry": (lambda v: tenancy.ledger_entries(v).select_related("posting"), LedgerEntry.of),
+    "Payment": (tenancy.payments, Payment.of),
+    "PartnerUser": (tenancy.partner_users, PartnerUser.of),
+    "WorkspaceUser": (tenancy.workspace_users, WorkspaceUser.of),
+    "ApiKey": (tenancy.api_keys, ApiKey.of),
+    "AuditEntry": (tenancy.audit_entries, AuditEntry.of),
+    "Plan": (plans.visible_plans, Plan.of),
+    "PlanFamily": (lambda _: PlanFamilyRow.all(), PlanFamily.of),
+    "AddOn": (plans.visible_add_ons, AddOn.of),
+    "CreditPackage": (plans.visible_credit_packages, CreditPackage.of),
+    "WebhookEndpoint": (lambda v: tenancy.partner_owned(WebhookEndpointRow.all(), v), WebhookEndpoint.of),
+    "WebhookDelivery": (lambda v: tenancy.partner_owned(WebhookDeliveryRow.all(), v), WebhookDelivery.of),
+    "Subscription": (tenancy.subscriptions, Subscription.of),
+}
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Any object by its global id; null if unknown or not yours.")
+    async def node(self, info: Info[Context, None], id: strawberry.ID) -> Node | None:
+        viewer = viewer_with(info)
+        type_name, db_id = from_global_id(id)
+        resolvable = _RESOLVABLE.get(type_name)
+        if resolvable is None:
+            return None
+        scoped, to_node = resolvable
+        row = await scoped(viewer).get_or_none(id=db_id)
+        return to_node(row) if row is not None else None
+
+    @strawberry.field
+    async def viewer(self, info: Info[Context, None]) -> Viewer:
+        current = viewer_with(info)
+        via = identity.credential_kind(info.context.token)
+        email = await identity.email_of(current) if via is CredentialKind.SESSION else None
+        return Viewer.of(current, via=via, email=email)
+
+    @strawberry.field
+    async def partners(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[Partner]:
+        return await paginate(tenancy.partners(viewer_with(info)), first=first, after=after, to_node=Partner.of)
+
+    @strawberry.field(description="Workspaces you can see, oldest first; filter by owner e-mail.")
+    async def workspaces(
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        owner_email: str | None = None,
+    ) -> Connection[Workspace]:
+        return await workspaces_seen(info, first=first, after=after, owner_email=owner_email)
+
+    @strawberry.field(description="The team of the caller's partner (every partner's, for the platform).")
+    async def partner_users(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[PartnerUser]:
+        viewer = viewer_with(info, Permission.MANAGE_USERS)
+        return await paginate(tenancy.partner_users(viewer), first=first, after=after, to_node=PartnerUser.of)
+
+    @strawberry.field
+    async def workspace_users(
+        self,
+        info: Info[Context, None],
+        workspace_id: strawberry.ID,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[WorkspaceUser]:
+        viewer = viewer_with(info)
+        workspace = await tenancy.get_scoped(
+            tenancy.workspaces(viewer), expect_id(workspace_id, "Workspace", "workspaceId"), "workspace"
+        )
+        return await paginate(
+            tenancy.workspace_users(viewer).filter(workspace_id=workspace.id),
+            first=first,
+            after=after,
+            to_node=WorkspaceUser.of,
+        )
+
+    @strawberry.field
+    async def api_keys(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[ApiKey]:
+        viewer = viewer_with(info)
+        viewer.require(Permission.MANAGE_PARTNERS if viewer.is_platform else Permission.MANAGE_USERS)
+        return await paginate(tenancy.api_keys(viewer), first=first, after=after, to_node=ApiKey.of)
+
+    @strawberry.field(description="A partner reads its own tenant's audit log, the platform everyone's.")
+    async def audit_log(
+        self,
+        info: Info[Context, None],
+        first: int | None = None,
+        after: str | None = None,
+        action: str | None = None,
+    ) -> Connection[AuditEntry]:
+        scoped = tenancy.audit_entries(viewer_with(info, Permission.READ_REPORTS))
+        if action:
+            scoped = scoped.filter(action=action[:64])
+        return await paginate(scoped, first=first, after=after, to_node=AuditEntry.of)
+
+    @strawberry.field(description="Public: a partner's branding by its domain.")
+    async def branding(self, domain: str) -> PublicBranding | None:
+        # Public on purpose: a login page must style itself before anyone signs in.
+        found = await brandings.branding_for_domain(domain)
+        return PublicBranding.of(*found) if found is not None else None
