@@ -5,7 +5,7 @@ POOL connections), the senders' connections spread over them as a balancer would
 for its own project, and every batch debits the partner's one centralised balance.
 Floor: the same 4 senders running exactly the statements whitebill runs for a batch (the key lookup,
 the project lookup, then in one transaction the events-and-projects statement and the balance
-statement, taken from ``billing.usage`` itself) straight through asyncpg, with the arrays already
+statement, taken from ``billing.usage.whatsapp`` itself) straight through asyncpg, with the arrays already
 built, on a pool of the same size.
 
 The two take turns (BENCH_ROUNDS turns each, BENCH_SECONDS in all for each) and the ratio is of their

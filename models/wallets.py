@@ -1,6 +1,6 @@
 """Balances and their immutable ledger.
 
-``billing.ledger`` is the only writer of ``Wallet.balance`` and of ``LedgerEntry`` rows. The database
+``billing.accounts.ledger`` is the only writer of ``Wallet.balance`` and of ``LedgerEntry`` rows. The database
 enforces ``balance >= -credit_limit`` so that no bug elsewhere can overdraw a wallet.
 """
 

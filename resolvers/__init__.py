@@ -1,1 +1,2 @@
-"""Resolvers, one module per area: authorise, call one billing service, map the result."""
+"""Resolvers, one package per domain exporting its Query and Mutation parts: authorise, call one billing
+service, map the result."""

@@ -1,1 +1,2 @@
-"""The GraphQL schema: types, inputs, errors, loaders and the Schema object (schema.root)."""
+"""The GraphQL schema: object types per domain (schema/<domain>/types.py), amounts, ids, errors,
+the mutation declaration, the request context and its loaders; whitebill/schema.py merges the roots."""

@@ -1,4 +1,5 @@
-"""The one way a resolver states what it needs."""
+"""Who a resolver acts for: the signed-in viewer with the permission it needs checked, and the partner
+an action is about."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -130,6 +131,33 @@ def domain_config() -> None:
     start-up. A test that changes the environment (monkeypatch.setenv) configures it again:
     ``configure_domain(load_settings())``."""
     configure_domain(load_settings())
+
+
+# Logged by schema.mutations when a typed error names a field its mutation's input does not have.
+MISNAMED_FIELD = "which is not a field of its input"
+
+
+class _Misnamed(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if MISNAMED_FIELD in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+@pytest.fixture(autouse=True)
+def error_fields_name_the_input() -> Iterator[None]:
+    """Every typed error a test provokes in this process names a path inside its mutation's input."""
+    handler = _Misnamed()
+    logger = logging.getLogger("whitebill.errors")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    assert not handler.messages, handler.messages
 
 
 @pytest.fixture
@@ -254,6 +282,8 @@ def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathF
     """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
     with serving(backend, tmp_path_factory.mktemp("server") / f"{backend.name}.log") as started:
         yield started
+    misnamed = [line for line in started.log_path.read_text(errors="replace").splitlines() if MISNAMED_FIELD in line]
+    assert not misnamed, misnamed
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

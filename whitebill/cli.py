@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from whitebill.settings import Settings, configure_domain, development_secret_key, load_settings
+from whitebill.settings import Settings, configure_domain, development_secret_key, load_settings, operator_password
 
 
 def _configured() -> Settings:
@@ -194,7 +194,6 @@ def _api_key_create(args: argparse.Namespace) -> int:
 
 def _operator_create(args: argparse.Namespace) -> int:
     import getpass
-    import os
 
     from tortoise import Tortoise
 
@@ -203,7 +202,7 @@ def _operator_create(args: argparse.Namespace) -> int:
     from whitebill import db
 
     settings = _configured()
-    password = os.environ.get("WHITEBILL_OPERATOR_PASSWORD") or getpass.getpass("Password: ")
+    password = operator_password() or getpass.getpass("Password: ")
 
     async def run() -> None:
         await db.connect(settings.database_url)

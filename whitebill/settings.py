@@ -170,3 +170,9 @@ def development_secret_key(settings: Settings) -> Settings:
     key = DEV_KEY_FILE.read_text().strip()
     os.environ[SECRET_KEY_ENV] = key
     return replace(settings, secret_key=key)
+
+
+def operator_password() -> str | None:
+    """The password for ``whitebill operator create`` when it runs without a terminal (kept out of
+    ``Settings``, which is logged and passed around)."""
+    return os.environ.get("WHITEBILL_OPERATOR_PASSWORD") or None

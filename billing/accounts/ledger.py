@@ -1,4 +1,4 @@
-"""The ledger: the writer of wallet balances and ledger entries (usage batches, ``billing.usage``,
+"""The ledger: the writer of wallet balances and ledger entries (usage batches, ``billing.usage.whatsapp``,
 write theirs with set-based statements that keep the same rules).
 
 A posting is one or more legs. Each leg moves a positive amount of one unit from a source to a
@@ -10,7 +10,7 @@ and PostgreSQL (and the database's CHECK constraint backs it up).
 On PostgreSQL a posting that touches one wallet (a grant, a spend: the hot case) is a single
 statement, so the wallet's row lock is held for one statement only.
 
-Every posting announces the wallets it changed (``billing.realtime``) within its transaction, so
+Every posting announces the wallets it changed (``billing.core.realtime``) within its transaction, so
 subscribers hear of it once it commits.
 """
 

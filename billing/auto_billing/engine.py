@@ -5,7 +5,7 @@ buys what a pool (or a client) lacks.
 and SEATS are owed to the workspace as a :class:`PoolGrant` and transferred from the partner's pool.
 When the pool is short the grant waits: the pool's slot is claimed in the granting transaction and
 the worker buys the cheapest combination of the platform's ACTIVE packages of that unit covering the
-shortfall (seats: exactly; :mod:`billing.package_optimizer`) as ONE payment through the platform's
+shortfall (seats: exactly; :mod:`billing.auto_billing.package_optimizer`) as ONE payment through the platform's
 gateway: the partner's saved card, or recorded as collected when the platform has no gateway. The
 purchase credits the pool (an ordinary PaymentPurpose.WALLET_CREDIT fulfilment), the waiting grants are transferred
 oldest first, and the partner gets one ``auto_billing.performed``. A decline grants nothing, tells

@@ -1,5 +1,5 @@
-"""Delivery of outbox events: to the partner's webhook endpoints (``billing.partner_webhooks``), and
-to the people concerned by e-mail (``billing.emails``), and to the log."""
+"""Delivery of outbox events: to the partner's webhook endpoints (``billing.outbox.partner_webhooks``), and
+to the people concerned by e-mail (``billing.outbox.emails``), and to the log."""
 
 from __future__ import annotations
 

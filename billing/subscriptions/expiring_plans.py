@@ -5,7 +5,7 @@ the plan's validity or maximum renewals reached: ``renewals.ending`` decides, as
 is announced once per period, the configured ``expiry_notice_days`` (WHITEBILL_EXPIRY_NOTICE_DAYS)
 before it ends (default 7; 0 turns the notice off), or as soon as it is known not to renew when
 that is later. The outbox event goes to the partner's webhook endpoints and, as an e-mail in the
-partner's branding, to the workspace's owner (``billing.emails``).
+partner's branding, to the workspace's owner (``billing.outbox.emails``).
 
 Once per period however many workers look: the notice is written in one transaction with a marker,
 a job row born DONE whose unique dedupe key names the subscription and the end of its period, and

@@ -1,4 +1,4 @@
-"""Limits and usage (flow A): effective limits, usage reports, add-ons on a workspace, previews.
+"""Limits and usage (flow A): effective limits (plan and add-ons), usage against them, and previews.
 
 Effective limits = the plan's limits + the sum of add-on deltas times their quantities. A change
 that would leave usage above a limit is refused with LIMIT_BELOW_USAGE and every excess, unless

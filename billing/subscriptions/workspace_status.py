@@ -9,7 +9,7 @@ Precedence SUSPENDED > RESTRICTED > PAUSED > ACTIVE; every reason that applies i
 - LIMIT_EXCEEDED: usage above a limit -> PAUSED (usage may not grow; it resumes when usage fits).
 
 Every change of status writes an outbox event in the caller's transaction; every change of status or
-reasons is announced to subscribers (``billing.realtime``).
+reasons is announced to subscribers (``billing.core.realtime``).
 """
 
 from __future__ import annotations

@@ -117,9 +117,11 @@ async def invite_partner_user(
     async with in_transaction("default"):
         first = not await PartnerUser.exists(partner_id=partner.id)
         if first:
-            # The first user becomes the admin with every permission: only someone who already holds
-            # them all may create it.
-            if not viewer.is_platform and not PARTNER_PERMISSIONS <= viewer.permissions:
+            # The first user becomes the admin with every permission: only the platform managing
+            # partners, or someone who already holds them all, may create it.
+            if viewer.is_platform:
+                viewer.require(Permission.MANAGE_PARTNERS)
+            elif not PARTNER_PERMISSIONS <= viewer.permissions:
                 raise BillingError(
                     ErrorCode.FORBIDDEN, "the partner's first user is its admin: it needs every permission to invite"
                 )

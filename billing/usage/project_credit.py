@@ -1,7 +1,7 @@
 """A project's WhatsApp credit (WCC): what the partner assigns to it, in the partner's currency.
 
 Assigning credit moves nothing out of the partner's centralised balance: the balance pays the
-platform's price only when messages are delivered (``billing.usage``). Credit can be taken back,
+platform's price only when messages are delivered (``billing.usage.whatsapp``). Credit can be taken back,
 never below zero (or below the project's credit limit, which the partner sets).
 """
 

@@ -17,7 +17,7 @@ Every event row carries its two amounts and the id of the batch's posting, whose
 the project's credit and on the centralised balance are the sums of those amounts: each event is
 traceable to its charge, and reports add up to the ledger.
 
-Subscribers to a wallet's balance hear of usage like of any posting (``billing.realtime``).
+Subscribers to a wallet's balance hear of usage like of any posting (``billing.core.realtime``).
 
 On PostgreSQL a batch is two statements in one transaction: one inserts the events (ON CONFLICT
 DO NOTHING RETURNING tells the duplicates), debits every project and writes the posting and its

@@ -223,7 +223,9 @@ class Mutation:
         )
         return WalletPayload(wallet=Wallet.of(row))
 
-    @mutation(description="Buy a package for a wallet now; retried keys credit once.")
+    @mutation(
+        description="Buy a package for a wallet now; retried keys credit once.", fields={"creditPackageId": "packageId"}
+    )
     async def top_up_wallet(self, info: Info[Context, None], input: TopUpWalletInput) -> TopUpWalletPayload:
         made = await checkout.top_up_wallet(
             viewer_with(info),

@@ -31,7 +31,7 @@ from schema.catalog.types import (
 from schema.context import Context
 from schema.errors import UserError
 from schema.ids import expect_id
-from schema.mutations import mutation
+from schema.mutations import PRICE_FIELDS, mutation
 
 
 @strawberry.input
@@ -220,7 +220,7 @@ class Mutation:
         family = await catalog.create_plan_family(viewer_with(info), name=input.name, description=input.description)
         return PlanFamilyPayload(family=PlanFamily.of(family))
 
-    @mutation()  # the platform needs MANAGE_CATALOG, a partner MANAGE_PLANS: the service decides
+    @mutation(fields=PRICE_FIELDS)  # the platform needs MANAGE_CATALOG, a partner MANAGE_PLANS: the service decides
     async def create_plan(self, info: Info[Context, None], input: CreatePlanInput) -> PlanPayload:
         plan = await catalog.create_plan(
             viewer_with(info),
@@ -250,7 +250,7 @@ class Mutation:
         )
         return PlanPayload(plan=Plan.of(plan))
 
-    @mutation(permission=Permission.MANAGE_PLANS)
+    @mutation(permission=Permission.MANAGE_PLANS, fields={"margin": "value"})
     async def set_partner_margin(
         self, info: Info[Context, None], input: SetPartnerMarginInput
     ) -> SetPartnerMarginPayload:
@@ -288,7 +288,7 @@ class Mutation:
         )
         return RemovePartnerMarginPayload(margin=PartnerMargin.of(margin))
 
-    @mutation(permission=Permission.MANAGE_PLANS)
+    @mutation(permission=Permission.MANAGE_PLANS, fields=PRICE_FIELDS)
     async def create_add_on(self, info: Info[Context, None], input: CreateAddOnInput) -> AddOnPayload:
         add_on = await catalog.create_add_on(
             viewer_with(info),
@@ -299,7 +299,7 @@ class Mutation:
         )
         return AddOnPayload(add_on=AddOn.of(add_on))
 
-    @mutation(permission=Permission.MANAGE_PLANS)
+    @mutation(permission=Permission.MANAGE_PLANS, fields=PRICE_FIELDS)
     async def create_credit_package(
         self, info: Info[Context, None], input: CreateCreditPackageInput
     ) -> CreateCreditPackagePayload:

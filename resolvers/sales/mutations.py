@@ -21,7 +21,7 @@ from schema.auth import target_partner, viewer_with
 from schema.context import Context
 from schema.errors import UserError
 from schema.ids import expect_id
-from schema.mutations import mutation
+from schema.mutations import PRICE_FIELDS, mutation
 from schema.sales.types import GatewayConfig, GatewayMode, Payment, PaymentMethodKind, RefundPlanPolicy
 from schema.subscriptions.types import Subscription
 from schema.tenants.types import Partner
@@ -223,7 +223,10 @@ class Mutation:
         )
         return ConfigureGatewayPayload(gateway_config=GatewayConfig.of(config))
 
-    @mutation(description="Pay for a plan, an add-on or a credit package by card, boleto, pix or by hand.")
+    @mutation(
+        description="Pay for a plan, an add-on or a credit package by card, boleto, pix or by hand.",
+        fields={f: f"item.{f}" for f in ("planId", "addOnId", "creditPackageId", "quantity")},
+    )
     async def checkout(self, info: Info[Context, None], input: CheckoutInput) -> CheckoutPayload:
         made = await checkout.checkout(
             viewer_with(info),
@@ -266,7 +269,7 @@ class Mutation:
         )
         return SetRefundPolicyPayload(partner=Partner.of(partner))
 
-    @mutation(permission=Permission.MANAGE_BILLING)
+    @mutation(permission=Permission.MANAGE_BILLING, fields=PRICE_FIELDS)
     async def record_manual_purchase(
         self, info: Info[Context, None], input: RecordManualPurchaseInput
     ) -> RecordManualPurchasePayload:

@@ -338,7 +338,8 @@ class Mutation:
 
     @mutation(
         description="Under credit billing, a workspace activates an add-on (or adds units to it) with points, paying"
-        " for this period; the worker spends the points again each period."
+        " for this period; the worker spends the points again each period.",
+        fields={"amount": "quantity"},  # the points the wallet cannot pay are for this many units
     )
     async def buy_add_on_with_points(
         self, info: Info[Context, None], input: BuyAddOnWithPointsInput

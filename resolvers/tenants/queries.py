@@ -41,7 +41,29 @@ from schema.tenants.types import (
     workspaces_seen,
 )
 
-# node(id:): every type resolves through the viewer's tenant scope, so a foreign id is null.
+# What reading each kind of restricted row needs: the same for its list and for node(id:).
+_READING_NEEDS: dict[str, Callable[[DomainViewer], Permission]] = {
+    "PartnerUser": lambda _: Permission.MANAGE_USERS,
+    "ApiKey": lambda v: Permission.MANAGE_PARTNERS if v.is_platform else Permission.MANAGE_USERS,
+    "AuditEntry": lambda _: Permission.READ_REPORTS,
+    "WebhookEndpoint": lambda _: Permission.MANAGE_BILLING,
+    "WebhookDelivery": lambda _: Permission.MANAGE_BILLING,
+}
+
+
+def _reader(info: Info[Context, None], type_name: str) -> DomainViewer:
+    viewer = viewer_with(info)
+    viewer.require(_READING_NEEDS[type_name](viewer))
+    return viewer
+
+
+def _may_read(viewer: DomainViewer, type_name: str) -> bool:
+    needs = _READING_NEEDS.get(type_name)
+    return needs is None or needs(viewer) in viewer.permissions
+
+
+# node(id:): every type resolves through the viewer's tenant scope, so a foreign id is null; so is a
+# row the viewer lacks the permission to list.
 _RESOLVABLE: dict[str, tuple[Callable[[DomainViewer], QuerySet[Any]], Callable[[Any], Node]]] = {
     "Partner": (tenancy.partners, Partner.of),
     "Workspace": (tenancy.workspaces, Workspace.of),
@@ -70,7 +92,7 @@ class Query:
         viewer = viewer_with(info)
         type_name, db_id = from_global_id(id)
         resolvable = _RESOLVABLE.get(type_name)
-        if resolvable is None:
+        if resolvable is None or not _may_read(viewer, type_name):
             return None
         scoped, to_node = resolvable
         row = await scoped(viewer).get_or_none(id=db_id)
@@ -103,7 +125,7 @@ class Query:
     async def partner_users(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[PartnerUser]:
-        viewer = viewer_with(info, Permission.MANAGE_USERS)
+        viewer = _reader(info, "PartnerUser")
         return await paginate(tenancy.partner_users(viewer), first=first, after=after, to_node=PartnerUser.of)
 
     @strawberry.field
@@ -129,9 +151,7 @@ class Query:
     async def api_keys(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[ApiKey]:
-        viewer = viewer_with(info)
-        viewer.require(Permission.MANAGE_PARTNERS if viewer.is_platform else Permission.MANAGE_USERS)
-        return await paginate(tenancy.api_keys(viewer), first=first, after=after, to_node=ApiKey.of)
+        return await paginate(tenancy.api_keys(_reader(info, "ApiKey")), first=first, after=after, to_node=ApiKey.of)
 
     @strawberry.field(description="A partner reads its own tenant's audit log, the platform everyone's.")
     async def audit_log(
@@ -141,7 +161,7 @@ class Query:
         after: str | None = None,
         action: str | None = None,
     ) -> Connection[AuditEntry]:
-        scoped = tenancy.audit_entries(viewer_with(info, Permission.READ_REPORTS))
+        scoped = tenancy.audit_entries(_reader(info, "AuditEntry"))
         if action:
             scoped = scoped.filter(action=action[:64])
         return await paginate(scoped, first=first, after=after, to_node=AuditEntry.of)

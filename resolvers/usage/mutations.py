@@ -103,6 +103,7 @@ class Mutation:
     @mutation(
         permission=Permission.REPORT_USAGE,
         description="The product reports units used; a repeated eventId is a no-op.",
+        fields={"idempotencyKey": "eventId"},  # the event's id is the report's idempotency key
     )
     async def consume_units(self, info: Info[Context, None], input: ConsumeUnitsInput) -> ConsumeUnitsPayload:
         unit = money.check_unit(input.unit)

@@ -242,9 +242,11 @@ class Partner(Node):
 
     @strawberry.field(
         description="How failed renewals of this partner's clients are retried and what they lead to"
-        " (setDunningPolicy)."
+        " (setDunningPolicy); null for the partner's clients."
     )
-    async def dunning_policy(self, info: Info[Context, None]) -> DunningPolicy:
+    async def dunning_policy(self, info: Info[Context, None]) -> DunningPolicy | None:
+        if info.context.require_viewer().kind == "WORKSPACE":
+            return None  # how a partner chases unpaid clients is the partner's business
         row = await info.context.loaders.partner.load(self.db_id)
         assert row is not None  # this partner was loaded to build it
         return DunningPolicy.of(row)
