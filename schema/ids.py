@@ -10,7 +10,7 @@ from billing.core.errors import BillingError, ErrorCode
 MAX_DB_ID = 2**63 - 1
 
 
-def to_global_id(type_name: str, db_id: int) -> str:
+def to_global_id(type_name: str, db_id: int | str) -> str:
     return base64.b64encode(f"{type_name}:{db_id}".encode()).decode()
 
 

@@ -107,18 +107,21 @@ async def test_the_vertical_slice(platform: GraphQLClient) -> None:
 
     entries = await agency.data(
         "query($id: ID!) { node(id: $id) { ... on Wallet { balance { amount } entries(first: 10) { nodes {"
-        " amount { amount unit } balanceAfter { amount } cause note actor } } } } }",
+        " amount { amount unit } balanceAfter { amount } cause note actor causedBy counterAccount postingId } } } } }",
         {"id": wallet["id"]},
     )
-    assert entries["node"]["entries"]["nodes"] == [
-        {
-            "amount": {"amount": "500", "unit": "POINTS"},
-            "balanceAfter": {"amount": "500"},
-            "cause": "GRANT",
-            "note": "welcome pack",
-            "actor": entries["node"]["entries"]["nodes"][0]["actor"],
-        }
-    ]
+    [entry] = entries["node"]["entries"]["nodes"]
+    assert entry == {
+        "amount": {"amount": "500", "unit": "POINTS"},
+        "balanceAfter": {"amount": "500"},
+        "cause": "GRANT",
+        "note": "welcome pack",
+        "actor": entry["actor"],
+        "causedBy": workspace["id"],  # a global id: node(id:) finds what caused it
+        "counterAccount": "ISSUANCE",
+        "postingId": entry["postingId"],
+    }
+    assert from_global_id(entry["postingId"])[0] == "Posting"
 
 
 async def test_money_in_a_currency_keeps_its_minor_units(platform: GraphQLClient) -> None:

@@ -48,6 +48,17 @@ BOUNDED_LISTS = {
     "RateCard.margins": "the bulk margin and one per country and category",
 }
 
+# String fields named like ids that are not database ids, and what they are.
+NOT_DATABASE_IDS = {
+    "AuditEntry.requestId": "the id of the request that acted, as logged",
+    "CheckoutInput.taxId": "the payer's CPF or CNPJ",
+    "ConsumeUnitsInput.eventId": "the product's own id for its report",
+    "UsageEventInput.eventId": "the product's own id for its event",
+    "UsageEventResult.eventId": "the product's own id, echoed",
+    "WebhookDelivery.eventId": "the event's id as its receivers see it in every delivery's body (evt_...)",
+    "SendTestWebhookPayload.eventId": "the test event's id as the receiver sees it (evt_...)",
+}
+
 # Closed sets that must be enums, named by the issue that asked for them; the description rule below
 # catches new ones.
 MUST_BE_ENUMS = [
@@ -57,6 +68,7 @@ MUST_BE_ENUMS = [
     "StatusReason.kind",
     "Subscription.paymentMode",
     "Partner.usageCreditPolicy",
+    "LedgerEntry.counterAccount",
 ]
 
 # Each mutation that writes a setting, and the field that reads it back.
@@ -128,7 +140,10 @@ def database_ids(schema: GraphQLSchema) -> list[str]:
         for name, path, graphql_type in named:
             leaf = _unwrap(graphql_type)
             if re.search(r"db_?id", name, re.IGNORECASE) or (
-                re.search(r"Ids?$", name) and isinstance(leaf, GraphQLScalarType) and leaf.name == "Int"
+                re.search(r"Ids?$", name)
+                and isinstance(leaf, GraphQLScalarType)
+                and leaf.name in ("Int", "String")
+                and path not in NOT_DATABASE_IDS
             ):
                 found.append(path)
     return found
@@ -181,6 +196,7 @@ def test_lists_that_can_grow_are_connections() -> None:
 
 def test_the_lists_named_here_exist() -> None:
     assert [path for path in BOUNDED_LISTS if _field(SCHEMA, path) is None] == []
+    assert [path for path in NOT_DATABASE_IDS if _field(SCHEMA, path) is None] == []
     assert [name for name in READ_BACK if name not in SCHEMA.mutation_type.fields] == []
 
 
@@ -191,7 +207,7 @@ def test_every_setting_can_be_read_back() -> None:
 BROKEN = """
 type Query { viewer: Viewer, workspaces(partnerDbId: Int, first: Int): [Workspace!]! }
 type Viewer { kind: String, "PLATFORM, PARTNER or WORKSPACE." via: String }
-type Workspace { id: ID!, payments: [Payment!]!, limits: [Limit!]!, dbId: Int }
+type Workspace { id: ID!, payments: [Payment!]!, limits: [Limit!]!, dbId: Int, postingId: String }
 type Payment { id: ID! }
 type Limit { name: String }
 type Mutation { setThing(value: Int!): Int, setDunningPolicy(input: In!): Int, createOk(input: In!): Int }
@@ -202,7 +218,7 @@ input In { value: Int }
 def test_each_rule_catches_what_it_names() -> None:
     broken = build_schema(BROKEN)
     assert mutations_with_other_arguments(broken) == {"setThing": ["value"]}
-    assert database_ids(broken) == ["Query.workspaces(partnerDbId)", "Workspace.dbId"]
+    assert database_ids(broken) == ["Query.workspaces(partnerDbId)", "Workspace.dbId", "Workspace.postingId"]
     assert closed_sets_as_strings(broken, ["Viewer.kind"]) == ["Viewer.kind", "Viewer.via"]
     assert plain_lists(broken) == ["Query.workspaces", "Workspace.payments"]
     assert settings_not_read_back(broken) == ["setThing", "setDunningPolicy -> Partner.dunningPolicy"]

@@ -19,6 +19,9 @@ from schema.ids import decode_cursor, to_global_id
 from schema.relay import Connection, Node, connection_of, page_size, paginate
 
 LedgerCause = strawberry.enum(enums.LedgerCause)
+ExternalAccount = strawberry.enum(
+    enums.ExternalAccount, description="The other side of an entry when it is not a wallet (it has no balance)."
+)
 
 
 OwnerKind = strawberry.enum(enums.OwnerKind)
@@ -131,10 +134,16 @@ class LedgerEntry(Node):
     cause: LedgerCause
     note: str
     actor: str | None
-    caused_by_type: str | None
-    caused_by_id: str | None
-    counter_account: str | None
-    posting_id: str
+    caused_by: strawberry.ID | None = strawberry.field(
+        description="The global id of what caused the entry: a Payment, a SubscriptionPeriod, a CreditLot, a"
+        " UsageReport..."
+    )
+    counter_account: ExternalAccount | None = strawberry.field(
+        description="The other side when it is not a wallet (a payment's gateway, revenue, issuance, expiry)."
+    )
+    posting_id: strawberry.ID = strawberry.field(
+        description="The entries written together (a transfer's two sides) share it."
+    )
     created_at: datetime
 
     @classmethod
@@ -147,9 +156,12 @@ class LedgerEntry(Node):
             cause=row.cause,
             note=posting.note,
             actor=posting.actor,
-            caused_by_type=posting.caused_by_type,
-            caused_by_id=posting.caused_by_id,
-            counter_account=row.counter_account,
-            posting_id=str(row.posting_id),
+            caused_by=(
+                strawberry.ID(to_global_id(posting.caused_by_type, posting.caused_by_id))
+                if posting.caused_by_type and posting.caused_by_id
+                else None
+            ),
+            counter_account=enums.ExternalAccount(row.counter_account) if row.counter_account else None,
+            posting_id=strawberry.ID(to_global_id("Posting", row.posting_id)),
             created_at=row.created_at,
         )

@@ -401,9 +401,8 @@ class PublicBranding:
 @strawberry.type(description="One manual or privileged action: who, when, what before and after.")
 class AuditEntry(Node):
     actor: str
-    action: str
-    target_type: str
-    target_id: str
+    action: str = strawberry.field(description='What was done, e.g. "api_key.create", "margin.remove".')
+    target: strawberry.ID = strawberry.field(description="The global id of what the action changed.")
     before: strawberry.scalars.JSON | None
     after: strawberry.scalars.JSON | None
     request_id: str | None
@@ -415,8 +414,7 @@ class AuditEntry(Node):
             id=strawberry.ID(to_global_id("AuditEntry", row.id)),
             actor=row.actor,
             action=row.action,
-            target_type=row.target_type,
-            target_id=row.target_id,
+            target=strawberry.ID(to_global_id(row.target_type, row.target_id)),
             before=row.before,
             after=row.after,
             request_id=row.request_id,
