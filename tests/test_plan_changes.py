@@ -300,3 +300,31 @@ async def test_the_renewal_forecast_sums_what_falls_due_in_7_and_30_days(agency)
         (to_global_id("Workspace", second.id), {"amount": "99.00"})
     ]
     assert second_page["pageInfo"]["hasNextPage"] is False
+
+
+async def test_the_renewal_forecast_leaves_out_plans_whose_term_is_over(agency) -> None:
+    """A plan sold for one period (validityPeriods 1) or renewed at most once (maxRenewals 1) ends, as the
+    period's end decides (renewals.ending): the forecast counts only what will really renew."""
+    partner, workspace, partner_client, _, _ = agency
+    await at(datetime(2027, 6, 1, tzinfo=UTC))
+    limited = """mutation($name: String!, $validity: Int, $renewals: Int) { createPlan(input: {name: $name,
+      interval: MONTHLY, priceAmount: "10.00", priceCurrency: "BRL", validityPeriods: $validity,
+      maxRenewals: $renewals}) { plan { id } errors { code } } }"""
+    once = (await partner_client.data(limited, {"name": "Once", "validity": 1}))["createPlan"]["plan"]["id"]
+    twice = (await partner_client.data(limited, {"name": "Twice", "renewals": 1}))["createPlan"]["plan"]["id"]
+    basic = await plan(partner_client, "Basic", "49.90")
+    workspaces = [workspace, await a_workspace(partner, "Second"), await a_workspace(partner, "Third")]
+    for ws, plan_id in zip(workspaces, (once, twice, basic), strict=True):
+        await partner_client.data(ASSIGN, {"ws": to_global_id("Workspace", ws.id), "plan": plan_id, "key": str(ws.id)})
+    query = (
+        "query($d: Int!) { renewalForecast(days: $d) { renewals { nodes { workspaceId dueAt price { amount } } } } }"
+    )
+    # 75 days: July 1, August 1. "Once" renews never, "Twice" once (July 1), Basic on both.
+    due = (await partner_client.data(query, {"d": 75}))["renewalForecast"]["renewals"]["nodes"]
+    assert sorted((n["workspaceId"], n["dueAt"][:10], n["price"]["amount"]) for n in due) == sorted(
+        [
+            (to_global_id("Workspace", workspaces[1].id), "2027-07-01", "10.00"),
+            (to_global_id("Workspace", workspaces[2].id), "2027-07-01", "49.90"),
+            (to_global_id("Workspace", workspaces[2].id), "2027-08-01", "49.90"),
+        ]
+    )

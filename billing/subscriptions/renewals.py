@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from billing.catalog import plans
@@ -284,37 +285,51 @@ class Forecast:
 
 async def forecast(viewer: Viewer, *, partner_id: int, days: int) -> Forecast:
     """Renewals due in the next ``days`` days for a partner's workspaces and its own plan, at the
-    price each will be billed (a scheduled change's), skipping those set to end."""
+    price each will be billed (a scheduled change's). What will not renew is left out by the rule the
+    period's end applies (:func:`ending`: canceled, auto-renew off, validity or renewals used up)."""
     viewer.require(Permission.READ_REPORTS)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if not 1 <= days <= 366:
         raise BillingError(ErrorCode.INVALID_INPUT, "a forecast covers 1 to 366 days", field="days")
-    now = clock.now()
-    horizon = now + timedelta(days=days)
+    horizon = clock.now() + timedelta(days=days)
     rows = await Subscription.filter(
         partner_id=partner.id,
         status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.TRIALING],
-        cancel_at_period_end=False,
         current_period_end__lt=horizon,
     ).order_by("current_period_end", "id")
-    renewing_off = {w.id for w in await Workspace.filter(partner_id=partner.id, auto_renew=False).only("id")}
-    scheduled_ids = {r.scheduled_plan_id for r in rows if r.scheduled_plan_id}
-    scheduled = {p.id: p for p in await Plan.filter(id__in=list(scheduled_ids))}
+    plan_ids = {r.plan_id for r in rows} | {r.scheduled_plan_id for r in rows if r.scheduled_plan_id}
+    plans_by_id = {p.id: p for p in await Plan.filter(id__in=list(plan_ids))}
+    workspace_ids = [r.workspace_id for r in rows if r.workspace_id]
+    workspaces = {w.id: w for w in await Workspace.filter(id__in=workspace_ids)}
+    billed = await _periods_billed([r.id for r in rows])
     items: list[ForecastItem] = []
     for row in rows:
-        if row.workspace_id in renewing_off:
-            continue
-        price = Money(row.price_amount, row.currency)
-        plan_interval = None
-        if row.scheduled_plan_id:
-            price = await plans.price_for(partner.id if row.workspace_id else None, scheduled[row.scheduled_plan_id])
-            plan_interval = scheduled[row.scheduled_plan_id].interval
-        due = row.current_period_end
-        interval = plan_interval or (await Plan.get(id=row.plan_id)).interval
+        plan, price = plans_by_id[row.plan_id], Money(row.price_amount, row.currency)
+        workspace = workspaces.get(row.workspace_id) if row.workspace_id else None
+        so_far, due = billed.get(row.id, 0), row.current_period_end
         while due < horizon:  # a monthly plan renews twice in some 31-day windows
+            if ending(row, plan, workspace, so_far) is not None:
+                break
+            if row.scheduled_plan_id and plan.id != row.scheduled_plan_id:  # the change takes effect here
+                plan = plans_by_id[row.scheduled_plan_id]
+                price = await plans.price_for(partner.id if row.workspace_id else None, plan)
             items.append(ForecastItem(row.id, row.workspace_id, due, price))
-            due = period_end(due, interval, row.anchor_day)
+            so_far += 1
+            due = period_end(due, plan.interval, row.anchor_day)
     return Forecast(days, items)
+
+
+async def _periods_billed(subscription_ids: list[int]) -> dict[int, int]:
+    """How many periods each subscription has been billed, as :func:`ending` counts them."""
+    if not subscription_ids:
+        return {}
+    counted = (
+        await SubscriptionPeriod.filter(subscription_id__in=subscription_ids)
+        .annotate(n=Count("id"))
+        .group_by("subscription_id")
+        .values_list("subscription_id", "n")
+    )
+    return {int(subscription_id): int(n) for subscription_id, n in counted}
 
 
 # --- the partner's policy ------------------------------------------------------------------------
