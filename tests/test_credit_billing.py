@@ -11,7 +11,9 @@ import anyio
 import pytest
 
 from billing.core import clock
+from billing.subscriptions import credit_billing, workspace_status
 from billing.tenants import api_keys
+from models.operations import OutboxEvent
 from models.payments import Payment
 from models.subscriptions import WorkspaceAddOn
 from models.wallets import LedgerEntry, Wallet
@@ -194,3 +196,30 @@ async def test_an_add_on_needs_credit_billing_and_enough_points(server) -> None:
     await client.data("mutation { setCreditBilling(input: {enabled: true}) { errors { code } } }")
     short = await client.data(BUY_ADD_ON, {"ws": ws, "addOn": made["addOn"]["addOn"]["id"], "key": str(uuid.uuid4())})
     assert short["buyAddOnWithPoints"]["errors"][0]["code"] == "INSUFFICIENT_BALANCE"
+
+
+async def test_an_add_on_lapse_commits_with_its_event_and_the_status_it_leaves(
+    server, localstripe, monkeypatch
+) -> None:
+    """A worker that stops between the lapse and the status it leaves (here: the status update fails)
+    commits nothing; the retried job lapses the add-on, tells the partner and pauses the workspace."""
+    flow = await start_flow(server, localstripe, "manual", auto_top_up=False)
+    row = await WorkspaceAddOn.get(workspace_id=flow["workspace"].id)
+    await clock.advance(row.paid_through - clock.now())
+
+    async def stopped(workspace_id: int) -> None:
+        raise RuntimeError("worker stopped")
+
+    monkeypatch.setattr(workspace_status, "recompute", stopped)
+    with pytest.raises(RuntimeError):
+        await credit_billing.renew(row)
+    still = await WorkspaceAddOn.get(id=row.id)
+    assert still.active and still.quantity == 1  # nothing of the lapse was kept
+    assert not await OutboxEvent.filter(event_type="add_on.lapsed").exists()
+    monkeypatch.undo()
+
+    assert (await credit_billing.renew_job({"workspace_add_on_id": row.id, "due": row.paid_through.isoformat()})) == {
+        "renewed": False
+    }
+    assert await OutboxEvent.filter(event_type="add_on.lapsed").count() == 1
+    assert (await view(flow))["status"] == "PAUSED"

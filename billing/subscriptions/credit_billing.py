@@ -162,18 +162,21 @@ async def renew(row: WorkspaceAddOn) -> bool:
         wallet = await wallets.workspace_wallet(await Workspace.get(id=row.workspace_id), POINTS)
         if await top_ups.top_up_now(wallet.id) and await _roll(row, due, cost, add_on.name):
             return True
-    lapsed = await sql.execute(
-        "UPDATE workspace_add_on SET active = FALSE, quantity = 0 WHERE id = $1 AND paid_through = $2 AND active",
-        row.id,
-        due,
-    )
-    if lapsed == 1:
-        await audit.emit(
-            "add_on.lapsed",
-            row.partner_id,
-            {"workspace_id": row.workspace_id, "add_on_id": row.add_on_id, "points_needed": cost},
+    # The lapse, its event and the status it leaves commit together: a worker stopped half-way leaves
+    # the add-on active and due, and the retried job lapses it whole.
+    async with in_transaction("default"):
+        lapsed = await sql.execute(
+            "UPDATE workspace_add_on SET active = FALSE, quantity = 0 WHERE id = $1 AND paid_through = $2 AND active",
+            row.id,
+            due,
         )
-        await workspace_status.recompute(row.workspace_id)
+        if lapsed == 1:
+            await audit.emit(
+                "add_on.lapsed",
+                row.partner_id,
+                {"workspace_id": row.workspace_id, "add_on_id": row.add_on_id, "points_needed": cost},
+            )
+            await workspace_status.recompute(row.workspace_id)
     return False
 
 
