@@ -103,7 +103,7 @@ async def test_top_up_through_the_platform_gateway_then_sign_up_and_renewal_cost
     await clock.advance(subscription.current_period_end - clock.now() + timedelta(minutes=1))
     await run_worker()
     due = await SubscriptionPeriod.get(subscription_id=subscription.id, status=PeriodStatus.DUE)
-    await purchases.record_payment(viewer, payment_id=due.payment_id, note="pix")
+    await purchases.record_payment(viewer, payment_id=due.payment_id, note="pix", idempotency_key="r1")
     assert (await central(partner)).balance == 300_00
 
     deductions = await PlatformDeduction.filter(partner_id=partner.id).order_by("id")

@@ -52,7 +52,8 @@ AUTO_TOP_UP = """mutation($wallet: ID!, $package: ID!, $enabled: Boolean!) {
     wallet { autoTopUp { enabled } } errors { code message } } }"""
 ADD_ONS = """query($ws: ID!) { node(id: $ws) { ... on Workspace {
   addOns { addOn { name } quantity active pointsPerPeriod { amount unit } paidThrough } } } }"""
-RECORD = 'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix"}) { errors { code } } }'
+RECORD = """mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix", idempotencyKey: "r1"}) {
+  errors { code } } }"""
 VISA = "4242424242424242"
 
 

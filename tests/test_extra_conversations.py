@@ -24,7 +24,8 @@ PACKAGE = """mutation { createCreditPackage(input: {name: "1000 conversations", 
   priceAmount: "100.00", priceCurrency: "BRL"}) { creditPackage { id } errors { code } } }"""
 BUY_BULK = """mutation($p: ID!) { buyPlatformPackage(input: {packageId: $p, method: MANUAL, quantity: 2,
   idempotencyKey: "bulk-1"}) { payment { id status amount { amount } } errors { code message } } }"""
-RECORD = 'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "wire"}) { errors { code } } }'
+RECORD = """mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "wire", idempotencyKey: "r1"}) {
+  errors { code } } }"""
 PLAN = """mutation { createPlan(input: {name: "Chat", interval: MONTHLY, priceAmount: "0", priceCurrency: "BRL",
   limits: [{name: "agents", value: 3}], includedUnits: [{name: "CONVERSATIONS", value: 100}],
   includedUnitsExpire: true}) { plan { id } errors { code } } }"""

@@ -138,7 +138,8 @@ async def test_a_workspace_buys_a_plan_by_hand(shop) -> None:
     bought = await buy(client, {"planId": shop["plan"]}, method="MANUAL")
     assert bought["payment"]["status"] == "PENDING" and bought["payment"]["payerAction"]["kind"] == "MANUAL"
     recorded = await shop["client"].data(
-        'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix received"}) { errors { code } } }',
+        'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix received", idempotencyKey: "r1"})'
+        " { errors { code } } }",
         {"p": bought["payment"]["id"]},
     )
     assert recorded["recordPayment"]["errors"] == []

@@ -278,7 +278,8 @@ async def test_a_partner_without_a_gateway_sells_by_hand(server) -> None:
     manual = await buy(shop, {"planId": plan}, method="MANUAL")
     assert manual["payment"]["status"] == "PENDING" and manual["payment"]["provider"] == "manual"
     recorded = await client.data(
-        'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix to our account"}) { errors { code } } }',
+        'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix to our account", idempotencyKey: "r1"})'
+        " { errors { code } } }",
         {"p": manual["payment"]["id"]},
     )
     assert recorded["recordPayment"]["errors"] == []

@@ -13,6 +13,7 @@ from billing.core import clock
 from billing.subscriptions import renewals
 from billing.tenants import api_keys, identity, passwords
 from models.enums import OwnerKind
+from models.operations import AuditLog
 from models.payments import Payment
 from models.subscriptions import Subscription
 from models.tenancy import WorkspaceUser
@@ -97,14 +98,17 @@ async def test_a_client_without_a_plan_gets_plan_required_and_can_still_buy_one(
     assert (await product.data(USAGE, {"ws": ws, "value": 1}))["reportUsage"]["errors"] == [{"code": "PLAN_REQUIRED"}]
 
     record = (
-        'mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix received"}) {'
-        " payment { status } errors { code } } }"
+        'mutation($p: ID!, $key: String!) { recordPayment(input: {paymentId: $p, note: "pix received",'
+        " idempotencyKey: $key}) { payment { status } errors { code } } }"
     )
-    assert (await partner_client.data(record, {"p": payment["id"]}))["recordPayment"]["payment"][
-        "status"
-    ] == "SUCCEEDED"
-    again = await partner_client.data(record, {"p": payment["id"]})  # recorded twice: delivered once
-    assert again["recordPayment"]["errors"] == [{"code": "INVALID_PAYMENT_TRANSITION"}]
+    first = await partner_client.data(record, {"p": payment["id"], "key": "r1"})
+    assert first["recordPayment"] == {"payment": {"status": "SUCCEEDED"}, "errors": []}
+    # Recorded again (the same key, or a second click with its own): the first result, delivered once.
+    for key in ("r1", "r2"):
+        assert (await partner_client.data(record, {"p": payment["id"], "key": key}))["recordPayment"] == first[
+            "recordPayment"
+        ]
+    assert await AuditLog.filter(action="payment.record").count() == 1
 
     state = (await client.data(SUBSCRIPTION, {"ws": ws}))["node"]
     assert state["status"] == "ACTIVE" and state["subscription"]["plan"]["name"] == "Basic"

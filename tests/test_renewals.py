@@ -77,7 +77,12 @@ async def assigned(partner, workspace, plan, key: str = "a1") -> Subscription:
 async def pay_due(partner, subscription_id: int) -> None:
     """The partner records every pending manual renewal of a subscription."""
     for period in await SubscriptionPeriod.filter(subscription_id=subscription_id, status=PeriodStatus.DUE):
-        await purchases.record_payment(partner_viewer(partner), payment_id=period.payment_id, note="bank transfer")
+        await purchases.record_payment(
+            partner_viewer(partner),
+            payment_id=period.payment_id,
+            note="bank transfer",
+            idempotency_key=f"r{period.payment_id}",
+        )
 
 
 async def status_of(workspace) -> WorkspaceStatus:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from tortoise.transactions import in_transaction
-
 from billing.accounts import expiry, ledger, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.accounts.wallets import workspace_wallet
@@ -116,9 +114,10 @@ async def record_manual_purchase(
     )
 
 
-async def record_payment(viewer: Viewer, *, payment_id: int, note: str) -> Payment:
+async def record_payment(viewer: Viewer, *, payment_id: int, note: str, idempotency_key: str) -> Payment:
     """The partner says it collected a pending manual payment (a plan bought, a renewal due): the
-    payment is paid and what it pays for is delivered, once."""
+    payment is paid and what it pays for is delivered, once. A repeat (the same key, or a payment
+    already recorded by hand: a double click in a back office) answers the payment as first recorded."""
     viewer.require(Permission.MANAGE_BILLING)
     note = check_text(note, "note", max_length=1000, allow_empty=True)
     payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
@@ -126,15 +125,19 @@ async def record_payment(viewer: Viewer, *, payment_id: int, note: str) -> Payme
         raise BillingError(
             ErrorCode.INVALID_PAYMENT_TRANSITION, "only manual payments are recorded by hand", field="paymentId"
         )
-    async with in_transaction("default"):
+    by_hand = f"manual_{payment.reference}"
+
+    async def act() -> int:
         moved = await payments.move(
             payment.id,
             PaymentStatus.SUCCEEDED,
             reason=f"recorded by hand: {note}" if note else "recorded by hand",
-            provider_ref=f"manual_{payment.reference}",
+            provider_ref=by_hand,
         )
         if not moved:
             await payment.refresh_from_db()
+            if payment.status is PaymentStatus.SUCCEEDED and payment.provider_ref == by_hand:
+                return payment.id  # recorded already: nothing more to deliver
             raise BillingError(
                 ErrorCode.INVALID_PAYMENT_TRANSITION, f"the payment is {payment.status.value}", field="paymentId"
             )
@@ -147,5 +150,15 @@ async def record_payment(viewer: Viewer, *, payment_id: int, note: str) -> Payme
             before={"status": payment.status},
             after={"status": PaymentStatus.SUCCEEDED, "note": note},
         )
-    await payment.refresh_from_db()
-    return payment
+        return payment.id
+
+    recorded = await idempotency.run_once(
+        scope=viewer.scope,
+        operation="payment.record",
+        key=idempotency_key,
+        request={"payment": payment.id, "note": note},
+        action=act,
+        encode=int,
+        decode=int,
+    )
+    return await Payment.get(id=recorded)

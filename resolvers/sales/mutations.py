@@ -154,6 +154,7 @@ class RecordManualPurchasePayload:
 @strawberry.input(description="The partner collected a pending manual payment its own way.")
 class RecordPaymentInput:
     payment_id: strawberry.ID
+    idempotency_key: str = strawberry.field(description="A repeat with the same key answers the first result.")
     note: str = ""
 
 
@@ -295,7 +296,10 @@ class Mutation:
     )
     async def record_payment(self, info: Info[Context, None], input: RecordPaymentInput) -> RecordPaymentPayload:
         paid = await purchases.record_payment(
-            viewer_with(info), payment_id=expect_id(input.payment_id, "Payment", "paymentId"), note=input.note
+            viewer_with(info),
+            payment_id=expect_id(input.payment_id, "Payment", "paymentId"),
+            note=input.note,
+            idempotency_key=input.idempotency_key,
         )
         return RecordPaymentPayload(payment=Payment.of(paid))
 
