@@ -31,7 +31,7 @@ import orjson
 from tortoise import Tortoise
 
 from bench.common import LeanHttp, Load, asyncpg_dsn, database_url, report, scratch_database, servers
-from billing.accounts import wallets
+from billing.accounts import opening
 from billing.catalog import rate_cards
 from billing.core.tenancy import Viewer
 from billing.tenants import api_keys, partners
@@ -76,9 +76,9 @@ async def seed(url: str) -> dict[str, Any]:
         for i in range(2 * SENDERS):  # half for whitebill, half for the floor
             workspace = await partners.create_workspace(agency, name=f"W{i}", owner_email=f"w{i}@bench.example")
             project = await Project.get(workspace_id=workspace.id)
-            wallet = await wallets.project_wallet(project, "BRL")
+            wallet = await opening.project_wallet(project, "BRL")
             projects.append((project.id, wallet.id))
-        central = await wallets.open_wallet(
+        central = await opening.open_wallet(
             partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit="BRL"
         )
         key = (

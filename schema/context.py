@@ -72,11 +72,6 @@ async def _load_add_ons(keys: list[int]) -> list[list[WorkspaceAddOn]]:
     return _group(rows, "workspace_id", keys)
 
 
-async def _load_every_add_on(keys: list[int]) -> list[list[WorkspaceAddOn]]:
-    rows = await WorkspaceAddOn.filter(workspace_id__in=keys).order_by("id").prefetch_related("add_on")
-    return _group(rows, "workspace_id", keys)
-
-
 class Loaders:
     """The request's DataLoaders, each made when first used: most requests use none or one."""
 
@@ -115,11 +110,6 @@ class Loaders:
     @cached_property
     def add_ons_of_workspace(self) -> DataLoader[int, list[WorkspaceAddOn]]:
         return DataLoader(_load_add_ons)
-
-    @cached_property
-    def every_add_on_of_workspace(self) -> DataLoader[int, list[WorkspaceAddOn]]:
-        """Active or not (removed, lapsed): what Workspace.addOns lists."""
-        return DataLoader(_load_every_add_on)
 
 
 def bearer_token(authorization: str) -> str:

@@ -36,7 +36,6 @@ BOUNDED_LISTS = {
     "Workspace.limits": "one per limited metric",
     "Workspace.usage": "one per limited metric",
     "Workspace.statusReasons": "one per reason that applies",
-    "Workspace.addOns": "one per add-on of the catalog the workspace holds",
     "Workspace.wallets": "one per unit",
     "Partner.wallets": "one per unit",
     "Project.wallets": "one per unit",

@@ -16,7 +16,7 @@ import uuid
 import anyio
 import pytest
 
-from billing.accounts import ledger, wallets
+from billing.accounts import ledger, opening, wallets
 from billing.accounts.ledger import Leg
 from billing.auto_billing import engine
 from billing.catalog import plans
@@ -70,7 +70,7 @@ async def partner_package(partner: Partner, quantity: int, cents: int) -> int:
 
 
 async def pool_of(partner: Partner, unit: str = CREDITS) -> Wallet:
-    return await wallets.open_wallet(
+    return await opening.open_wallet(
         partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=unit
     )
 
@@ -84,7 +84,7 @@ async def fund_pool(partner: Partner, amount: int, unit: str = CREDITS) -> None:
 async def balance(workspace_or_partner: Workspace | Partner, unit: str = CREDITS) -> int:
     if isinstance(workspace_or_partner, Partner):
         return int((await pool_of(workspace_or_partner, unit)).balance)
-    wallet = await wallets.workspace_wallet(workspace_or_partner, unit)
+    wallet = await opening.workspace_wallet(workspace_or_partner, unit)
     return int(wallet.balance)
 
 
@@ -381,7 +381,7 @@ async def clients_shop(card: str) -> tuple[Partner, Workspace, Wallet]:
     await wallets.adjust_workspace_balance(
         partner_viewer(partner), workspace_id=workspace.id, unit=CREDITS, amount=100, note="", idempotency_key="g"
     )
-    return partner, workspace, await wallets.workspace_wallet(workspace, CREDITS)
+    return partner, workspace, await opening.workspace_wallet(workspace, CREDITS)
 
 
 async def use(workspace: Workspace, amount: int) -> int:

@@ -51,7 +51,7 @@ AUTO_TOP_UP = """mutation($wallet: ID!, $package: ID!, $enabled: Boolean!) {
   setAutoTopUp(input: {walletId: $wallet, packageId: $package, threshold: "50", enabled: $enabled}) {
     wallet { autoTopUp { enabled } } errors { code message } } }"""
 ADD_ONS = """query($ws: ID!) { node(id: $ws) { ... on Workspace {
-  addOns { addOn { name } quantity active pointsPerPeriod { amount unit } paidThrough } } } }"""
+  addOns { nodes { addOn { name } quantity active pointsPerPeriod { amount unit } paidThrough } } } } }"""
 RECORD = """mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix", idempotencyKey: "r1"}) {
   errors { code } } }"""
 VISA = "4242424242424242"
@@ -127,7 +127,7 @@ async def start_flow(server, localstripe, gateway: str, *, auto_top_up: bool) ->
     activated = await client.data(BUY_ADD_ON, {"ws": flow["ws"], "addOn": flow["add_on"], "key": "a1"})
     assert activated["buyAddOnWithPoints"]["errors"] == []
     assert await points(flow) == 300 and await members_limit(flow) == 10
-    held = (await client.data(ADD_ONS, {"ws": flow["ws"]}))["node"]["addOns"]
+    held = (await client.data(ADD_ONS, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
     paid_through = (await WorkspaceAddOn.get(workspace_id=workspace.id)).paid_through
     assert held == [
         {
@@ -178,7 +178,7 @@ async def test_without_auto_top_up_the_add_on_lapses_and_the_workspace_pauses(se
     assert await points(flow) == 100  # nothing spent, nothing bought
     assert await members_limit(flow) == 5
     assert (await view(flow))["status"] == "PAUSED"  # 8 members on a limit of 5
-    lapsed = (await flow["client"].data(ADD_ONS, {"ws": flow["ws"]}))["node"]["addOns"]
+    lapsed = (await flow["client"].data(ADD_ONS, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
     assert [(a["addOn"]["name"], a["quantity"], a["active"]) for a in lapsed] == [("5 more members", 0, False)]
     assert not await Payment.filter(note__startswith="auto top-up").exists()
 

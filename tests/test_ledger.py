@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from tortoise.exceptions import IntegrityError, OperationalError
 
-from billing.accounts import ledger, wallets
+from billing.accounts import ledger, opening, wallets
 from billing.accounts.ledger import CausedBy, Leg
 from billing.core import sql
 from billing.core.errors import BillingError, ErrorCode
@@ -30,7 +30,7 @@ async def balance(wallet_id: int) -> int:
 
 async def funded_wallet(amount: int, unit: str = "POINTS") -> Wallet:
     workspace = await a_workspace(await a_partner())
-    wallet = await wallets.workspace_wallet(workspace, unit)
+    wallet = await opening.workspace_wallet(workspace, unit)
     if amount:
         await ledger.post([Leg(amount, unit, ExternalAccount.ISSUANCE, wallet.id)], cause=LedgerCause.GRANT)
     return wallet
@@ -128,7 +128,7 @@ async def test_the_database_itself_refuses_a_balance_below_the_credit_limit() ->
 
 async def test_one_wallet_per_owner_and_unit() -> None:
     wallet = await funded_wallet(0)
-    again = await wallets.open_wallet(
+    again = await opening.open_wallet(
         partner_id=wallet.partner_id,
         owner_kind=OwnerKind.WORKSPACE,
         owner_id=wallet.workspace_id,

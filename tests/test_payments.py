@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from billing.accounts import wallets
+from billing.accounts import opening
 from billing.charges import payments
 from billing.charges.payments import TRANSITIONS
 from billing.core.errors import BillingError, ErrorCode
@@ -40,7 +40,7 @@ POINTS_BOUGHT = 500
 
 async def points_wallet(partner: Partner | None = None) -> Wallet:
     workspace = await a_workspace(partner or await a_partner())
-    return await wallets.workspace_wallet(workspace, "POINTS")
+    return await opening.workspace_wallet(workspace, "POINTS")
 
 
 async def a_points_payment(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from billing.accounts.wallets import open_wallet
+from billing.accounts.opening import open_wallet
 from billing.core import clock
 from billing.subscriptions import renewals
 from billing.tenants import api_keys, identity, passwords

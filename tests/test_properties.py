@@ -22,7 +22,7 @@ from hypothesis.stateful import (
 from tortoise import Tortoise
 from tortoise.backends.base import executor
 
-from billing.accounts import ledger, wallets
+from billing.accounts import ledger, opening, wallets
 from billing.accounts.ledger import Leg
 from billing.core import money, sql
 from billing.core.errors import BillingError, ErrorCode
@@ -104,7 +104,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def open_wallet(self) -> int:
         async def make() -> int:
             workspace = await a_workspace(self.partner)
-            return (await wallets.workspace_wallet(workspace, UNIT)).id
+            return (await opening.workspace_wallet(workspace, UNIT)).id
 
         wallet_id = self.run(make())
         self.expected[wallet_id] = 0

@@ -17,7 +17,7 @@ import pytest
 
 from billing.accounts import ledger
 from billing.accounts.ledger import Leg
-from billing.accounts.wallets import open_wallet
+from billing.accounts.opening import open_wallet
 from billing.catalog import plans
 from billing.core import clock, sql
 from billing.core.errors import BillingError, ErrorCode

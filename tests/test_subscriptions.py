@@ -24,7 +24,7 @@ SET_ADD_ON = """mutation($ws: ID!, $addOn: ID!, $quantity: Int!, $force: Boolean
     workspace { status statusReasons { kind limit usage max } } limits { name value }
     excesses { limit usage max } errors { code message } } }"""
 ADD_ONS = """query($ws: ID!) { node(id: $ws) { ... on Workspace {
-  addOns { addOn { id name } quantity active pointsPerPeriod { amount } paidThrough } } } }"""
+  addOns { nodes { addOn { id name } quantity active pointsPerPeriod { amount } paidThrough } } } } }"""
 USAGE = """mutation($ws: ID!, $value: Int!) { reportUsage(input: {workspaceId: $ws, metric: "members", value: $value}) {
   workspace { status } errors { code } } }"""
 
@@ -68,7 +68,7 @@ async def test_flow_a_members_above_the_limit_refuse_then_pause_then_resume(agen
     added = await partner.data(SET_ADD_ON, {"ws": workspace, "addOn": add_on["id"], "quantity": 1})
     assert {"name": "members", "value": 8} in added["setWorkspaceAddOn"]["limits"]
     held = {"id": add_on["id"], "name": "3 more members"}
-    assert (await partner.data(ADD_ONS, {"ws": workspace}))["node"]["addOns"] == [
+    assert (await partner.data(ADD_ONS, {"ws": workspace}))["node"]["addOns"]["nodes"] == [
         {"addOn": held, "quantity": 1, "active": True, "pointsPerPeriod": None, "paidThrough": None}
     ]
     assert (await product.data(USAGE, {"ws": workspace, "value": 7}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
@@ -96,7 +96,7 @@ async def test_flow_a_members_above_the_limit_refuse_then_pause_then_resume(agen
         "status": "PAUSED",
         "statusReasons": [{"kind": "LIMIT_EXCEEDED", "limit": "members", "usage": 7, "max": 5}],
     }
-    assert (await partner.data(ADD_ONS, {"ws": workspace}))["node"]["addOns"] == [
+    assert (await partner.data(ADD_ONS, {"ws": workspace}))["node"]["addOns"]["nodes"] == [
         {"addOn": held, "quantity": 0, "active": False, "pointsPerPeriod": None, "paidThrough": None}
     ]
     resumed = await product.data(USAGE, {"ws": workspace, "value": 5})

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from billing.accounts import top_ups, wallets
+from billing.accounts import opening, top_ups, wallets
 from billing.accounts.ledger import CausedBy
 from billing.charges import charging, gateway_configs
 from billing.core import clock
@@ -65,7 +65,7 @@ async def points_shop(card: str | None = "tok_ok", *, threshold: int = 100):
     package = await CreditPackage.create(
         partner_id=partner.id, name="300 points", unit="POINTS", quantity=300, price_amount=3000, currency="BRL"
     )
-    wallet = await wallets.workspace_wallet(workspace, "POINTS")
+    wallet = await opening.workspace_wallet(workspace, "POINTS")
     return partner, workspace, wallet, package
 
 
@@ -74,7 +74,7 @@ async def test_100_concurrent_renewals_and_spends_never_pass_the_credit_limit(ba
     partner.credit_billing_enabled = True
     await partner.save()
     workspace = await a_workspace(partner)
-    wallet = await wallets.workspace_wallet(workspace, "POINTS")
+    wallet = await opening.workspace_wallet(workspace, "POINTS")
     await wallets.adjust_workspace_balance(
         partner_viewer(partner), workspace_id=workspace.id, unit="POINTS", amount=1000, note="", idempotency_key="g"
     )
@@ -186,7 +186,7 @@ async def test_a_low_balance_notice_fires_once_per_crossing() -> None:
     partner = await a_partner()
     workspace = await a_workspace(partner)
     viewer = partner_viewer(partner)
-    wallet = await wallets.workspace_wallet(workspace, "POINTS")
+    wallet = await opening.workspace_wallet(workspace, "POINTS")
     await wallets.adjust_workspace_balance(
         viewer, workspace_id=workspace.id, unit="POINTS", amount=500, note="", idempotency_key="g1"
     )
@@ -210,7 +210,7 @@ THRESHOLD = "query($w: ID!) { node(id: $w) { ... on Wallet { lowBalanceThreshold
 
 async def test_the_low_balance_threshold_reads_back_and_null_clears_it(server) -> None:
     partner = await a_partner()
-    wallet = await wallets.workspace_wallet(await a_workspace(partner), "POINTS")
+    wallet = await opening.workspace_wallet(await a_workspace(partner), "POINTS")
     client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
     w = to_global_id("Wallet", wallet.id)
     made = (await client.data(LOW_BALANCE, {"w": w, "threshold": "100"}))["setLowBalanceThreshold"]
@@ -221,3 +221,42 @@ async def test_the_low_balance_threshold_reads_back_and_null_clears_it(server) -
     cleared = (await client.data(LOW_BALANCE, {"w": w, "threshold": None}))["setLowBalanceThreshold"]
     assert cleared == {"wallet": {"lowBalanceThreshold": None}, "errors": []}
     assert (await client.data(THRESHOLD, {"w": w}))["node"]["lowBalanceThreshold"] is None
+
+
+async def test_a_new_workspaces_wallet_settings_name_the_wallet_by_unit(server) -> None:
+    """A workspace has no wallets until something names one: every wallet setting takes the workspace and
+    the unit and opens that wallet, so a frontend can set them up before anything is granted or bought."""
+    partner = await a_partner()
+    workspace, foreign = await a_workspace(partner), await a_workspace(await a_partner("Other"))
+    package = await CreditPackage.create(
+        partner_id=partner.id, name="300 points", unit="POINTS", quantity=300, price_amount=3000, currency="BRL"
+    )
+    client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    ws = to_global_id("Workspace", workspace.id)
+    settings = """mutation($ws: ID!, $p: ID!) {
+      low: setLowBalanceThreshold(input: {workspaceId: $ws, unit: "POINTS", threshold: "50"}) {
+        wallet { unit lowBalanceThreshold { amount } } errors { code field } }
+      auto: setAutoTopUp(input: {workspaceId: $ws, unit: "POINTS", packageId: $p, threshold: "20"}) {
+        wallet { unit autoTopUp { threshold { amount } enabled } } errors { code field } }
+      credit: setWalletCreditLimit(input: {workspaceId: $ws, unit: "MESSAGE_CREDITS", creditLimit: "100"}) {
+        wallet { unit creditLimit { amount } } errors { code field } } }"""
+    done = await client.data(settings, {"ws": ws, "p": to_global_id("CreditPackage", package.id)})
+    assert done["low"] == {"wallet": {"unit": "POINTS", "lowBalanceThreshold": {"amount": "50"}}, "errors": []}
+    assert done["auto"]["wallet"]["autoTopUp"] == {"threshold": {"amount": "20"}, "enabled": True}
+    assert done["credit"] == {"wallet": {"unit": "MESSAGE_CREDITS", "creditLimit": {"amount": "100"}}, "errors": []}
+    units = await Wallet.filter(workspace_id=workspace.id).order_by("unit").values_list("unit", flat=True)
+    assert units == ["MESSAGE_CREDITS", "POINTS"]  # one each, however often named
+
+    threshold = """mutation($input: SetLowBalanceThresholdInput!) { setLowBalanceThreshold(input: $input) {
+      wallet { id } errors { code field } } }"""
+    wallet_id = to_global_id("Wallet", (await Wallet.get(workspace_id=workspace.id, unit="POINTS")).id)
+    for sent, error in (
+        ({"workspaceId": ws}, ("INVALID_INPUT", "unit")),
+        ({"workspaceId": ws, "walletId": wallet_id, "unit": "POINTS"}, ("INVALID_INPUT", "walletId")),
+        ({}, ("INVALID_INPUT", "walletId")),
+        ({"workspaceId": to_global_id("Workspace", foreign.id), "unit": "POINTS"}, ("NOT_FOUND", "workspaceId")),
+        ({"workspaceId": ws, "unit": "points!"}, ("INVALID_INPUT", "unit")),
+    ):
+        refused = (await client.data(threshold, {"input": {**sent, "threshold": "5"}}))["setLowBalanceThreshold"]
+        assert [(e["code"], e["field"]) for e in refused["errors"]] == [error], sent
+    assert not await Wallet.filter(workspace_id=foreign.id).exists()  # another partner's: nothing opened

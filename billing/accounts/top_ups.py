@@ -20,8 +20,9 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from billing.accounts.opening import named_wallet
 from billing.charges import charging, gateway_configs, payments
-from billing.core import audit, clock, sql, tenancy, work
+from billing.core import audit, clock, sql, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Entered, minor_of
 from billing.core.tenancy import Viewer
@@ -248,12 +249,21 @@ async def top_up_now(wallet_id: int) -> bool:
     return payment.status is PaymentStatus.SUCCEEDED
 
 
-async def configure(viewer: Viewer, *, wallet_id: int, package_id: int, threshold: Entered, enabled: bool) -> AutoTopUp:
+async def configure(
+    viewer: Viewer,
+    *,
+    package_id: int,
+    threshold: Entered,
+    enabled: bool,
+    wallet_id: int | None = None,
+    workspace_id: int | None = None,
+    unit: str | None = None,
+) -> AutoTopUp:
     """Turn a wallet's auto top-up on or off (the partner for its clients, or a workspace for itself);
-    ``threshold`` is in the wallet's unit."""
+    ``threshold`` is in the wallet's unit. The wallet: by its id, or a workspace's of ``unit``."""
     if viewer.kind != "WORKSPACE":
         viewer.require(Permission.MANAGE_BILLING)
-    wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    wallet = await named_wallet(viewer, wallet_id=wallet_id, workspace_id=workspace_id, unit=unit)
     below = minor_of(threshold, wallet.unit, "threshold")
     if payer_key_of(wallet) is None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a project's credit is assigned, not bought", field="walletId")
@@ -289,11 +299,19 @@ async def configure(viewer: Viewer, *, wallet_id: int, package_id: int, threshol
     return rule
 
 
-async def set_low_balance_threshold(viewer: Viewer, *, wallet_id: int, threshold: Entered | None) -> Wallet:
-    """Below ``threshold`` (in the wallet's unit; None: never) a wallet.low_balance notice is sent."""
+async def set_low_balance_threshold(
+    viewer: Viewer,
+    *,
+    threshold: Entered | None,
+    wallet_id: int | None = None,
+    workspace_id: int | None = None,
+    unit: str | None = None,
+) -> Wallet:
+    """Below ``threshold`` (in the wallet's unit; None: never) a wallet.low_balance notice is sent. The
+    wallet: by its id, or a workspace's of ``unit``."""
     if viewer.kind != "WORKSPACE":
         viewer.require(Permission.MANAGE_BILLING)
-    wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    wallet = await named_wallet(viewer, wallet_id=wallet_id, workspace_id=workspace_id, unit=unit)
     below = minor_of(threshold, wallet.unit, "threshold") if threshold is not None else None
     if below is not None and below < 0:
         raise BillingError(ErrorCode.INVALID_AMOUNT, "the threshold is zero or more", field="threshold")

@@ -1,4 +1,5 @@
-"""Wallets: finding or opening one per owner and unit, and the manual movements partners make.
+"""Wallets: the manual movements partners make (grants, debits, transfers, credit limits); opening
+one per owner and unit is ``billing.accounts.opening``.
 
 Balances change through ``billing.accounts.ledger.post``, through this module's one-statement manual
 adjustment on PostgreSQL (``_ONE_STATEMENT``: the same balance, posting, entry and audit records in one
@@ -19,50 +20,16 @@ from tortoise.transactions import in_transaction
 
 from billing.accounts import expiry, ledger, top_ups
 from billing.accounts.ledger import CausedBy, Leg
+from billing.accounts.opening import named_wallet, open_wallet, wallet_owner_key, workspace_wallet
 from billing.core import audit, clock, idempotency, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import MAX_BALANCE, Entered, check_amount, check_currency, check_unit, is_currency, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from models.enums import ExternalAccount, IdempotencyStatus, LedgerCause, OwnerKind, Permission
-from models.tenancy import Project, Workspace
 from models.wallets import Wallet
 
 MAX_NOTE = 1000
-
-
-def _owner_key(owner_kind: OwnerKind, owner_id: int | None) -> str:
-    return f"{owner_kind.value}:{owner_id}" if owner_id is not None else owner_kind.value
-
-
-async def open_wallet(*, partner_id: int | None, owner_kind: OwnerKind, owner_id: int | None, unit: str) -> Wallet:
-    """The owner's wallet of ``unit``, opened at zero if it does not exist yet (safe under concurrency)."""
-    owner_key = _owner_key(owner_kind, owner_id)
-    await sql.execute(
-        "INSERT INTO wallet (created_at, updated_at, partner_id, owner_kind, workspace_id, project_id, owner_key,"
-        " unit, balance, credit_limit, low_balance_notified) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 0, 0, FALSE)"
-        " ON CONFLICT (owner_key, unit) DO NOTHING",
-        clock.now(),
-        partner_id,
-        owner_kind.value,
-        owner_id if owner_kind is OwnerKind.WORKSPACE else None,
-        owner_id if owner_kind is OwnerKind.PROJECT else None,
-        owner_key,
-        unit,
-    )
-    return await Wallet.get(owner_key=owner_key, unit=unit)
-
-
-async def workspace_wallet(workspace: Workspace, unit: str) -> Wallet:
-    return await open_wallet(
-        partner_id=workspace.partner_id, owner_kind=OwnerKind.WORKSPACE, owner_id=workspace.id, unit=unit
-    )
-
-
-async def project_wallet(project: Project, unit: str) -> Wallet:
-    return await open_wallet(
-        partner_id=project.partner_id, owner_kind=OwnerKind.PROJECT, owner_id=project.id, unit=unit
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +210,7 @@ async def _adjust_in_one_statement(
             _one_statement(visible),
             -amount if debit else amount,
             now,
-            _owner_key(OwnerKind.WORKSPACE, workspace_id),
+            wallet_owner_key(OwnerKind.WORKSPACE, workspace_id),
             unit,
             MAX_BALANCE,
             workspace_id,
@@ -311,7 +278,7 @@ async def _adjust(
             operation=operation,
             key=idempotency_key,
             request=_keyed_request(request, unit, amount, note),
-            read=(_WALLET_OF, (_owner_key(found.owner_kind, found.owner_id), unit)),  # in the same round trip
+            read=(_WALLET_OF, (wallet_owner_key(found.owner_kind, found.owner_id), unit)),  # in the same round trip
         )
         if claim.replay is not None:
             return Adjustment(*claim.replay)
@@ -396,10 +363,18 @@ async def spend(
     return result.balance_of(wallet_id)
 
 
-async def set_credit_limit(viewer: Viewer, *, wallet_id: int, credit_limit: Entered) -> Wallet:
-    """How far below zero the wallet may go (``credit_limit`` in its unit)."""
+async def set_credit_limit(
+    viewer: Viewer,
+    *,
+    credit_limit: Entered,
+    wallet_id: int | None = None,
+    workspace_id: int | None = None,
+    unit: str | None = None,
+) -> Wallet:
+    """How far below zero the wallet may go (``credit_limit`` in its unit). The wallet: by its id, or a
+    workspace's of ``unit``."""
     viewer.require(Permission.MANAGE_BILLING)
-    wallet = await tenancy.get_scoped(tenancy.wallets(viewer), wallet_id, "wallet")
+    wallet = await named_wallet(viewer, wallet_id=wallet_id, workspace_id=workspace_id, unit=unit)
     limit = check_amount(minor_of(credit_limit, wallet.unit, "creditLimit"), field="creditLimit", allow_zero=True)
     if not viewer.is_platform and wallet.owner_kind not in (OwnerKind.WORKSPACE, OwnerKind.PROJECT):
         # A partner's own wallets (its pool, its balance with the platform) get credit from the platform.

@@ -39,7 +39,7 @@ from typing import Any
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from billing.accounts import expiry, ledger, top_ups, wallets
+from billing.accounts import expiry, ledger, opening, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.auto_billing.package_optimizer import Basket, Offer, cheapest_cover, cheapest_exact
 from billing.charges import gateway_configs, payments
@@ -246,7 +246,7 @@ async def _deliver(grant: PoolGrant, pool: Wallet) -> bool:
         )
         if claimed != 1:
             return False  # another worker delivered it
-        wallet = await wallets.open_wallet(
+        wallet = await opening.open_wallet(
             partner_id=grant.partner_id, owner_kind=OwnerKind.WORKSPACE, owner_id=grant.workspace_id, unit=grant.unit
         )
         posted = await ledger.post(
@@ -358,7 +358,7 @@ async def _close_overdraft(wallet_id: int, *, settled: bool = True) -> None:
 
 
 async def _pool(partner_id: int, unit: str) -> Wallet:
-    return await wallets.open_wallet(
+    return await opening.open_wallet(
         partner_id=partner_id, owner_kind=OwnerKind.PARTNER, owner_id=partner_id, unit=unit
     )
 

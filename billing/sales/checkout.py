@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from billing.accounts import top_ups, wallets
-from billing.accounts.wallets import workspace_wallet
+from billing.accounts import opening, top_ups
+from billing.accounts.opening import workspace_wallet
 from billing.charges import charging, gateway_configs, payments
 from billing.core import audit, idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
@@ -324,7 +324,7 @@ async def buy_platform_package(
         package = await CreditPackage.get_or_none(id=package_id, partner_id=None)
         if package is None or package.status is not PlanStatus.ACTIVE:
             raise BillingError(ErrorCode.NOT_FOUND, "credit package not found", field="packageId")
-        pool = await wallets.open_wallet(
+        pool = await opening.open_wallet(
             partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=package.unit
         )
         purpose = {

@@ -8,7 +8,7 @@ delivered WhatsApp messages at the platform's rate (``usage``), and the partner'
 
 from __future__ import annotations
 
-from billing.accounts import wallets
+from billing.accounts import opening
 from billing.core import idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Entered, Money, check_amount, minor_of
@@ -43,7 +43,7 @@ async def top_up(
     currency = partner.default_currency
 
     async def act() -> int:
-        balance = await wallets.open_wallet(
+        balance = await opening.open_wallet(
             partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=currency
         )
         purpose = {"kind": PaymentPurpose.WALLET_CREDIT, "wallet_id": balance.id, "quantity": paid}

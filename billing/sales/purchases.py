@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from billing.accounts import expiry, ledger, top_ups
 from billing.accounts.ledger import CausedBy, Leg
-from billing.accounts.wallets import workspace_wallet
+from billing.accounts.opening import workspace_wallet
 from billing.auto_billing import engine
 from billing.charges import payments
 from billing.core import audit, clock, idempotency, tenancy
@@ -137,7 +137,7 @@ async def record_payment(viewer: Viewer, *, payment_id: int, note: str, idempote
         if not moved:
             await payment.refresh_from_db()
             if payment.status is PaymentStatus.SUCCEEDED and payment.provider_ref == by_hand:
-                return payment.id  # recorded already: nothing more to deliver
+                return int(payment.id)  # recorded already: nothing more to deliver
             raise BillingError(
                 ErrorCode.INVALID_PAYMENT_TRANSITION, f"the payment is {payment.status.value}", field="paymentId"
             )
@@ -150,7 +150,7 @@ async def record_payment(viewer: Viewer, *, payment_id: int, note: str, idempote
             before={"status": payment.status},
             after={"status": PaymentStatus.SUCCEEDED, "note": note},
         )
-        return payment.id
+        return int(payment.id)
 
     recorded = await idempotency.run_once(
         scope=viewer.scope,

@@ -16,7 +16,7 @@ import hashlib
 
 from tortoise.transactions import in_transaction
 
-from billing.accounts import expiry, ledger, wallets
+from billing.accounts import expiry, ledger, opening
 from billing.accounts.ledger import CausedBy, Leg
 from billing.charges import gateway_configs, payments
 from billing.core import audit, clock, idempotency, sql, tenancy
@@ -87,7 +87,7 @@ async def _reverse(payment: Payment, upto: int, cause: LedgerCause) -> None:
     caused_by = CausedBy("Payment", str(payment.id))
     if payment.method.value == "BALANCE" and payment.partner_id:
         # Paid from the partner's balance with the platform: the money goes back there.
-        wallet = await wallets.open_wallet(
+        wallet = await opening.open_wallet(
             partner_id=payment.partner_id,
             owner_kind=OwnerKind.PARTNER,
             owner_id=payment.partner_id,

@@ -18,7 +18,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing.accounts import top_ups, wallets
+from billing.accounts import opening, top_ups, wallets
 from billing.accounts.ledger import CausedBy
 from billing.core import audit, clock, idempotency, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
@@ -93,7 +93,7 @@ async def buy_add_on_with_points(
     cost = add_on.points_cost * quantity
 
     async def act() -> int:
-        wallet = await wallets.workspace_wallet(workspace, POINTS)
+        wallet = await opening.workspace_wallet(workspace, POINTS)
         row, _ = await WorkspaceAddOn.get_or_create(
             workspace_id=workspace.id,
             add_on_id=add_on.id,
@@ -131,7 +131,7 @@ async def buy_add_on_with_points(
 
 async def _roll(row: WorkspaceAddOn, due: datetime, cost: int, name: str) -> bool:
     """Spend the next period's points and move ``paid_through`` on, together; False if short."""
-    wallet = await wallets.workspace_wallet(await Workspace.get(id=row.workspace_id), POINTS)
+    wallet = await opening.workspace_wallet(await Workspace.get(id=row.workspace_id), POINTS)
     try:
         async with in_transaction("default"):
             moved = await sql.execute(
@@ -159,7 +159,7 @@ async def renew(row: WorkspaceAddOn) -> bool:
     if partner.credit_billing_enabled and cost > 0:
         if await _roll(row, due, cost, add_on.name):
             return True
-        wallet = await wallets.workspace_wallet(await Workspace.get(id=row.workspace_id), POINTS)
+        wallet = await opening.workspace_wallet(await Workspace.get(id=row.workspace_id), POINTS)
         if await top_ups.top_up_now(wallet.id) and await _roll(row, due, cost, add_on.name):
             return True
     # The lapse, its event and the status it leaves commit together: a worker stopped half-way leaves

@@ -22,7 +22,7 @@ from typing import Any
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from billing.accounts import expiry, ledger, wallets
+from billing.accounts import expiry, ledger, opening
 from billing.accounts.ledger import CausedBy, Leg
 from billing.auto_billing import engine
 from billing.catalog import plans
@@ -183,7 +183,7 @@ async def collect(payment: Payment, mode: PaymentMode, *, by_hand: bool, refuse_
             payer_action=json.dumps(instructions),
         )
         return False
-    wallet = await wallets.open_wallet(
+    wallet = await opening.open_wallet(
         partner_id=payment.partner_id, owner_kind=OwnerKind.PARTNER, owner_id=payment.partner_id, unit=payment.currency
     )
     try:
@@ -258,7 +258,7 @@ async def grant_included_units(subscription: Subscription, period: SubscriptionP
                 expires_at=period.ends_at if plan.included_units_expire else None,
             )
             continue
-        wallet = await wallets.open_wallet(
+        wallet = await opening.open_wallet(
             partner_id=subscription.partner_id,
             owner_kind=OwnerKind.WORKSPACE,
             owner_id=subscription.workspace_id,

@@ -20,7 +20,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
-from billing.accounts import ledger, wallets
+from billing.accounts import ledger, opening
 from billing.accounts.ledger import CausedBy, Leg
 from billing.catalog import plans
 from billing.core import audit, clock, sql, work
@@ -82,7 +82,7 @@ async def _debit(deduction_id: int, *, first: bool = False) -> bool:
     deduction = await PlatformDeduction.get(id=deduction_id)
     if deduction.debited_at is not None:
         return True
-    wallet = await wallets.open_wallet(
+    wallet = await opening.open_wallet(
         partner_id=deduction.partner_id,
         owner_kind=OwnerKind.PARTNER,
         owner_id=deduction.partner_id,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from tortoise.transactions import in_transaction
 
-from billing.accounts import ledger, top_ups, wallets
+from billing.accounts import ledger, opening, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.core import audit, idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
@@ -45,7 +45,7 @@ async def assign(viewer: Viewer, *, project_id: int, amount: int | str, note: st
     note = check_text(note, "note", max_length=1000, allow_empty=True)
 
     async def act() -> Assignment:
-        wallet = await wallets.project_wallet(project, currency)
+        wallet = await opening.project_wallet(project, currency)
         leg = (
             Leg(amount, currency, ExternalAccount.ISSUANCE, wallet.id)
             if amount > 0

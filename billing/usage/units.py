@@ -5,7 +5,8 @@ billing.subscriptions.limits) or with WhatsApp message events priced by rate car
 from __future__ import annotations
 
 from billing.accounts.ledger import CausedBy
-from billing.accounts.wallets import check_note, spend, workspace_wallet
+from billing.accounts.opening import workspace_wallet
+from billing.accounts.wallets import check_note, spend
 from billing.auto_billing import engine
 from billing.core import idempotency, tenancy
 from billing.core.money import check_amount, check_unit

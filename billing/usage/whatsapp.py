@@ -41,7 +41,7 @@ import msgspec
 from tortoise.exceptions import OperationalError
 from tortoise.transactions import in_transaction
 
-from billing.accounts import ledger, top_ups, wallets
+from billing.accounts import ledger, opening, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.catalog import rate_cards
 from billing.catalog.calling_codes import country_of
@@ -231,7 +231,7 @@ async def _projects(ids: set[int]) -> dict[int, _Project]:
         central = row["central_id"]
         if central is None:  # the centralised balance opens at zero the first time it is needed
             central = (
-                await wallets.open_wallet(
+                await opening.open_wallet(
                     partner_id=row["partner_id"],
                     owner_kind=OwnerKind.PARTNER,
                     owner_id=row["partner_id"],

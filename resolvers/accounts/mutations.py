@@ -87,16 +87,29 @@ class GrantPartnerBalanceInput:
 # --- wallet settings ----------------------------------------------------------------------------------
 
 
+def _wallet_named(input: SetWalletCreditLimitInput | SetAutoTopUpInput | SetLowBalanceThresholdInput) -> dict:
+    """The wallet a setting names, as the services take it: by id, or a workspace's of a unit."""
+    return {
+        "wallet_id": expect_id(input.wallet_id, "Wallet", "walletId") if input.wallet_id else None,
+        "workspace_id": expect_id(input.workspace_id, "Workspace", "workspaceId") if input.workspace_id else None,
+        "unit": input.unit,
+    }
+
+
 @strawberry.type
 class WalletPayload:
     wallet: Wallet | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-@strawberry.input
+@strawberry.input(description="How far below zero a wallet may go; name it by walletId, or by workspaceId and unit.")
 class SetWalletCreditLimitInput:
-    wallet_id: strawberry.ID
     credit_limit: str
+    wallet_id: strawberry.ID | None = strawberry.field(default=None, description="The wallet; or name it by:")
+    workspace_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A workspace, with unit: its wallet of that unit, opened if it has none yet."
+    )
+    unit: str | None = None
 
 
 @strawberry.type
@@ -105,20 +118,34 @@ class SetWalletCreditLimitPayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
-@strawberry.input(description="Buy packageId for the wallet whenever its balance falls below threshold.")
+@strawberry.input(
+    description="Buy packageId for the wallet whenever its balance falls below threshold; name the wallet by"
+    " walletId, or by workspaceId and unit."
+)
 class SetAutoTopUpInput:
-    wallet_id: strawberry.ID
     package_id: strawberry.ID
     threshold: str = strawberry.field(description='In the wallet\'s unit, e.g. "100".')
     enabled: bool = True
+    wallet_id: strawberry.ID | None = strawberry.field(default=None, description="The wallet; or name it by:")
+    workspace_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A workspace, with unit: its wallet of that unit, opened if it has none yet."
+    )
+    unit: str | None = None
 
 
-@strawberry.input(description="Send a wallet.low_balance notice when the wallet's balance falls below threshold.")
+@strawberry.input(
+    description="Send a wallet.low_balance notice when the wallet's balance falls below threshold; name the wallet"
+    " by walletId, or by workspaceId and unit."
+)
 class SetLowBalanceThresholdInput:
-    wallet_id: strawberry.ID
     threshold: str | None = strawberry.field(
         default=None, description='In the wallet\'s unit, e.g. "100"; null clears it (no notices).'
     )
+    wallet_id: strawberry.ID | None = strawberry.field(default=None, description="The wallet; or name it by:")
+    workspace_id: strawberry.ID | None = strawberry.field(
+        default=None, description="A workspace, with unit: its wallet of that unit, opened if it has none yet."
+    )
+    unit: str | None = None
 
 
 # --- buying and moving units --------------------------------------------------------------------------
@@ -196,8 +223,8 @@ class Mutation:
     ) -> SetWalletCreditLimitPayload:
         row = await wallets.set_credit_limit(
             viewer_with(info),
-            wallet_id=expect_id(input.wallet_id, "Wallet", "walletId"),
             credit_limit=input.credit_limit,
+            **_wallet_named(input),
         )
         return SetWalletCreditLimitPayload(wallet=Wallet.of(row))
 
@@ -205,7 +232,7 @@ class Mutation:
     async def set_auto_top_up(self, info: Info[Context, None], input: SetAutoTopUpInput) -> WalletPayload:
         rule = await top_ups.configure(
             viewer_with(info),
-            wallet_id=expect_id(input.wallet_id, "Wallet", "walletId"),
+            **_wallet_named(input),
             package_id=expect_id(input.package_id, "CreditPackage", "packageId"),
             threshold=input.threshold,
             enabled=input.enabled,
@@ -218,7 +245,7 @@ class Mutation:
     ) -> WalletPayload:
         row = await top_ups.set_low_balance_threshold(
             viewer_with(info),
-            wallet_id=expect_id(input.wallet_id, "Wallet", "walletId"),
+            **_wallet_named(input),
             threshold=input.threshold,
         )
         return WalletPayload(wallet=Wallet.of(row))

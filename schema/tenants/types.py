@@ -19,6 +19,7 @@ from billing.subscriptions.limits import combine
 from models import enums
 from models import operations as operations_models
 from models import payments as payment_models
+from models import subscriptions as subscription_models
 from models import tenancy as tenancy_models
 from models import wallets as wallet_models
 from schema.accounts.types import Wallet
@@ -128,9 +129,13 @@ class Workspace(Node):
             history_of(workspace_id=self.db_id), first=first, after=after, to_node=SubscriptionHistoryEntry.of
         )
 
-    @strawberry.field(description="The add-ons set on this workspace, or bought with points (removed ones too).")
-    async def add_ons(self, info: Info[Context, None]) -> list[WorkspaceAddOn]:
-        return [WorkspaceAddOn.of(r) for r in await info.context.loaders.every_add_on_of_workspace.load(self.db_id)]
+    @strawberry.field(
+        description="The add-ons set on this workspace, or bought with points (removed and lapsed ones too), oldest"
+        " first."
+    )
+    async def add_ons(self, first: int | None = None, after: str | None = None) -> Connection[WorkspaceAddOn]:
+        held = subscription_models.WorkspaceAddOn.filter(workspace_id=self.db_id).select_related("add_on")
+        return await paginate(held, first=first, after=after, to_node=WorkspaceAddOn.of)
 
     @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
     async def limits(self, info: Info[Context, None]) -> list[Limit]:
