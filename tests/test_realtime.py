@@ -185,17 +185,38 @@ async def test_a_workspace_status_change_reaches_its_subscriber(server: Server, 
         assert (now["status"], now["statusReasons"], now["subscription"]) == ("ACTIVE", [], {"plan": {"name": "Basic"}})
 
 
-async def test_a_revoked_key_ends_its_subscription_at_the_next_change(server: Server) -> None:
+REVOKE = "mutation($id: ID!) { revokeApiKey(input: {keyId: $id}) { errors { code } } }"
+
+
+async def test_a_revoked_key_ends_its_subscription_at_the_next_change(
+    database: Backend, server: Server, other_process: Server
+) -> None:
+    """Revoked through the API (on PostgreSQL, through another server process, which tells every process
+    to check credentials again), or in another process altogether (PostgreSQL: this test's own, heard
+    through NOTIFY). The subscriber sharing the wallet's reads with the revoked one keeps receiving."""
     partner = await a_partner()
     workspace = to_global_id("Workspace", (await a_workspace(partner)).id)
     admin = (await api_keys.create_key(partner_id=partner.id)).secret
-    watcher = await api_keys.create_key(partner_id=partner.id, name="dashboard")
     wallet = await grant(server, admin, workspace, "10")
-    async with live(server, BALANCE, {"w": wallet}, token=watcher.secret) as sees:
-        assert balance(await sees.next()) == "10"
-        await api_keys.revoke_key(PLATFORM, watcher.key.id)
-        await grant(server, admin, workspace, "5")
-        assert (await sees.error())["extensions"]["code"] == "UNAUTHENTICATED"
+    ways = ["api", "elsewhere"] if database.is_postgres else ["api"]
+    for way in ways:
+        watcher = await api_keys.create_key(partner_id=partner.id, name="dashboard")
+        async with (
+            live(server, BALANCE, {"w": wallet}, token=watcher.secret) as sees,
+            live(server, BALANCE, {"w": wallet}, token=admin) as stays,
+        ):
+            before = balance(await sees.next())
+            assert balance(await stays.next()) == before
+            if way == "api":
+                revoked = await GraphQLClient(other_process.url, admin).data(
+                    REVOKE, {"id": to_global_id("ApiKey", watcher.key.id)}
+                )
+                assert revoked["revokeApiKey"]["errors"] == []
+            else:
+                await api_keys.revoke_key(PLATFORM, watcher.key.id)
+            await grant(server, admin, workspace, "5")
+            assert (await sees.error())["extensions"]["code"] == "UNAUTHENTICATED"
+            assert balance(await stays.next()) == str(int(before) + 5)
 
 
 async def test_abuse_limits_hold_for_subscriptions(server: Server) -> None:
@@ -238,3 +259,54 @@ async def test_a_listener_that_lost_its_connection_listens_again_and_wakes_every
             await asyncio.wait_for(watching.changed(), WAIT)
     finally:
         await listener.stop()
+
+
+async def test_subscribers_of_one_object_and_tenant_share_one_read_per_change() -> None:
+    """1,000 subscribers woken by one change make one read for their tenant scope (and one per other
+    scope), never a read started before the change they were woken by."""
+    broker = realtime.Broker()
+    key = (realtime.WALLET, 7)
+    reads: list[str] = []
+    state = {"balance": 10}
+
+    def reader(scope: str):
+        async def read() -> int:
+            reads.append(scope)
+            await asyncio.sleep(0.01)  # a round trip: the others ask meanwhile
+            return state["balance"]
+
+        return read
+
+    with contextlib.ExitStack() as watching:
+        watches = [watching.enter_context(broker.watch(*key, partner_id=3)) for _ in range(1000)]
+        first = await asyncio.gather(*(broker.read(key, "partner:3", reader("partner:3")) for _ in watches))
+        assert first == [10] * 1000 and reads == ["partner:3"]
+
+        state["balance"] = 15  # committed, then heard
+        broker.dispatch(realtime.Change(realtime.WALLET, 7, 3))
+        await asyncio.gather(*(w.changed() for w in watches))
+        after = await asyncio.gather(
+            *(broker.read(key, "partner:3", reader("partner:3")) for _ in watches),
+            broker.read(key, "workspace:9", reader("workspace:9")),
+        )
+        assert after == [15] * 1001 and reads == ["partner:3", "partner:3", "workspace:9"]
+
+        # A read in flight when a change is heard is not reused by those the change woke.
+        state["balance"] = 20
+        broker.dispatch(realtime.Change(realtime.WALLET, 7, 3))
+        racing = asyncio.ensure_future(broker.read(key, "partner:3", reader("partner:3")))
+        await asyncio.sleep(0)
+        state["balance"] = 25
+        broker.dispatch(realtime.Change(realtime.WALLET, 7, 3))
+        assert await broker.read(key, "partner:3", reader("partner:3")) == 25
+        await racing
+        assert reads.count("partner:3") == 4
+
+        # A credential change wakes every subscriber (each checks its own) and reads nothing new.
+        version = broker.credentials_version
+        broker.dispatch(realtime.Change(realtime.CREDENTIALS, 0, None))
+        assert broker.credentials_version == version + 1
+        await asyncio.wait_for(asyncio.gather(*(w.changed() for w in watches)), 1)
+        assert await broker.read(key, "partner:3", reader("partner:3")) == 25 and reads.count("partner:3") == 4
+    assert broker.watching() == 0
+    assert await broker.read(key, "partner:3", reader("partner:3")) == 25 and reads.count("partner:3") == 5

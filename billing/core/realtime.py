@@ -14,6 +14,11 @@ reads again and finds nothing new.
   so it reads committed state.
 
 The payload is ``topic:id:partner_id`` (partner empty when there is none), on channel ``CHANNEL``.
+
+Fan-out costs one read per change, not one per subscriber: the subscribers of an object that share a
+tenant scope share one read of its state after each change (``Broker.read``), and check their
+credentials again only when some credential changed (a key revoked, a session ended, permissions
+changed: ``CREDENTIALS``) or their session expired, not on every event.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -35,6 +40,10 @@ CHANNEL = "whitebill_changes"
 LISTENER_NAME = "whitebill-listener"
 WALLET = "wallet"
 WORKSPACE = "workspace"
+# A key revoked, a session ended, a person's permissions changed: every subscriber checks its own again.
+CREDENTIALS = "credentials"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +62,11 @@ class Change:
         if not object_id.isdigit() or not (partner == "" or partner.isdigit()):
             return None
         return cls(topic, int(object_id), int(partner) if partner else None)
+
+
+def credentials_changed() -> Change:
+    """The change that makes every subscriber, in every process, check its credentials again."""
+    return Change(CREDENTIALS, 0, None)
 
 
 def notify_sql(topic: str, id_column: str, partner_column: str) -> str:
@@ -94,11 +108,20 @@ class Watch:
         self._changed.clear()
 
 
+Key = tuple[str, int]
+
+
 class Broker:
-    """Fans changes out to this process's subscribers, by topic and object id."""
+    """Fans changes out to this process's subscribers, by topic and object id, and shares the reads
+    that follow a change between the subscribers that would make the same one."""
 
     def __init__(self) -> None:
-        self._watches: dict[tuple[str, int], set[Watch]] = {}
+        self._watches: dict[Key, set[Watch]] = {}
+        # Per watched object: how many changes were heard, and the latest read of each tenant scope,
+        # with the count it was started at (it sees every change committed before that one was heard).
+        self._versions: dict[Key, int] = {}
+        self._reads: dict[Key, dict[Hashable, tuple[int, asyncio.Future[Any]]]] = {}
+        self.credentials_version = 0
 
     @contextlib.contextmanager
     def watch(self, topic: str, object_id: int, *, partner_id: int | None) -> Iterator[Watch]:
@@ -115,17 +138,47 @@ class Broker:
                 watches.discard(watch)
                 if not watches:
                     del self._watches[key]
+                    self._versions.pop(key, None)
+                    self._reads.pop(key, None)
 
     def dispatch(self, change: Change) -> None:
-        for watch in self._watches.get((change.topic, change.object_id), ()):
+        if change.topic == CREDENTIALS:
+            self.credentials_version += 1
+            self._wake_every_watch()  # each checks its credentials; its state is read once more at most
+            return
+        key = (change.topic, change.object_id)
+        watches = self._watches.get(key)
+        if not watches:
+            return
+        self._versions[key] = self._versions.get(key, 0) + 1
+        for watch in watches:
             if watch.partner_id is None or watch.partner_id == change.partner_id:
                 watch.wake()
 
     def wake_all(self) -> None:
-        """Every subscriber reads again: changes may have been missed (the listener reconnected)."""
+        """Every subscriber reads again and checks its credentials again: changes may have been missed
+        (the listener reconnected)."""
+        for key in self._watches:
+            self._versions[key] = self._versions.get(key, 0) + 1
+        self.credentials_version += 1
+        self._wake_every_watch()
+
+    def _wake_every_watch(self) -> None:
         for watches in self._watches.values():
             for watch in watches:
                 watch.wake()
+
+    async def read(self, key: Key, scope: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """The watched object's state as tenant ``scope`` sees it: read by ``read`` at most once per
+        change heard, however many of its subscribers ask (the later ones share the first one's read,
+        or its error). A read started after the latest change was heard is never stale."""
+        heard = self._versions.get(key, 0)
+        reads = self._reads.setdefault(key, {})
+        latest = reads.get(scope)
+        if latest is None or latest[0] < heard or (latest[1].done() and latest[1].exception() is not None):
+            latest = (heard, asyncio.ensure_future(read()))
+            reads[scope] = latest
+        return await asyncio.shield(latest[1])
 
     def watching(self) -> int:
         return sum(len(watches) for watches in self._watches.values())

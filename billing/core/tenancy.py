@@ -7,6 +7,7 @@ does not exist.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TypeVar
 
 from tortoise.models import Model
@@ -32,6 +33,7 @@ class Viewer:
     partner_id: int | None = None
     workspace_id: int | None = None
     permissions: frozenset[Permission] = field(default_factory=frozenset)
+    expires_at: datetime | None = None  # a session's end; a key does not expire
 
     def __post_init__(self) -> None:
         # Callers outside billing (tests, benchmarks) may still name the kind by its value.

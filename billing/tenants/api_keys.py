@@ -12,7 +12,7 @@ from datetime import timedelta
 import orjson
 from tortoise.transactions import in_transaction
 
-from billing.core import audit, clock, sql, tenancy
+from billing.core import audit, clock, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
@@ -161,4 +161,5 @@ async def revoke_key(viewer: Viewer, key_id: int) -> ApiKey:
                 partner_id=key.partner_id,
                 after={"revoked": True},
             )
+            await realtime.publish(realtime.credentials_changed())
     return key

@@ -6,6 +6,7 @@ White label: one person may be a client of two brands, so an e-mail is unique wi
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -16,7 +17,7 @@ from typing import Literal
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from billing.core import audit, clock, sql, tenancy
+from billing.core import audit, clock, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.tenants import ratelimit
@@ -204,6 +205,7 @@ async def set_permissions(viewer: Viewer, *, user_id: int, permissions: frozense
             before={"permissions": before},
             after={"permissions": user.permissions},
         )
+        await realtime.publish(realtime.credentials_changed())
     return user
 
 
@@ -255,7 +257,7 @@ async def authenticate_session(token: str) -> Viewer | None:
     user = await _MODELS[session.user_kind].get_or_none(id=session.user_id, is_active=True)
     if user is None:
         return None
-    return viewer_for(session.user_kind, user)
+    return dataclasses.replace(viewer_for(session.user_kind, user), expires_at=session.expires_at)
 
 
 async def logout(token: str | None) -> bool:
@@ -267,6 +269,7 @@ async def logout(token: str | None) -> bool:
         clock.now(),
         _digest(token),
     )
+    await realtime.publish(realtime.credentials_changed())
     return changed == 1
 
 
@@ -278,6 +281,7 @@ async def _end_sessions_and_tokens(kind: str, user_id: int) -> None:
         kind,
         user_id,
     )
+    await realtime.publish(realtime.credentials_changed())
     await sql.execute(
         "UPDATE password_reset_token SET used_at = $1 WHERE user_kind = $2 AND user_id = $3 AND used_at IS NULL",
         now,

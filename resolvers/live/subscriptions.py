@@ -2,12 +2,16 @@
 
 Each sends the current state first (so a client knows it is subscribed and misses nothing between a
 query and the subscription), then the new state after each change. A change is only a cue: the
-state is read again through the caller's tenant scope, after checking its credentials again, so a
-subscriber sees exactly what a query would, and is told nothing of other tenants.
+state is read again through the caller's tenant scope, so a subscriber sees exactly what a query
+would, and is told nothing of other tenants. The subscribers of one object in one tenant scope share
+that read (``realtime.Broker.read``: one read per change, not one per subscriber), and each checks its
+credentials again when some credential changed or its session expired: a key revoked or a session
+ended stops the subscription at the next event with UNAUTHENTICATED.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Callable, Hashable
 from typing import TypeVar
 
@@ -16,7 +20,7 @@ from strawberry.types import Info
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
-from billing.core import realtime, tenancy
+from billing.core import clock, realtime, tenancy
 from billing.core.tenancy import Viewer
 from models.tenancy import Workspace as WorkspaceRow
 from models.wallets import Wallet as WalletRow
@@ -25,6 +29,11 @@ from schema.auth import viewer_with
 from schema.context import Context, Loaders
 from schema.ids import expect_id
 from schema.tenants.types import Workspace
+
+# Credentials are checked again when a change to some credential is heard, when a session expires,
+# and at the latest this long after the last check (a change made where this process cannot hear it:
+# another process on SQLite).
+RECHECK_SECONDS = 60.0
 
 M = TypeVar("M", bound=Model)
 N = TypeVar("N")
@@ -66,11 +75,19 @@ async def _follow(
     for an object the caller may not see."""
     viewer = viewer_with(info)
     await tenancy.get_scoped(scoped(viewer), object_id, what)
+    broker, key = realtime.broker, (topic, object_id)
+    # What the scoped read depends on: subscribers alike in these share it.
+    tenant = (viewer.kind, viewer.partner_id, viewer.workspace_id)
+
+    async def read() -> M:
+        return await tenancy.get_scoped(scoped(viewer), object_id, what)
 
     async def follow() -> AsyncGenerator[N, None]:
+        nonlocal viewer
+        checked, checked_at = broker.credentials_version, time.monotonic()
         partner_id = None if viewer.is_platform else viewer.partner_id
-        with realtime.broker.watch(topic, object_id, partner_id=partner_id) as watch:
-            current = await tenancy.get_scoped(scoped(viewer), object_id, what)
+        with broker.watch(topic, object_id, partner_id=partner_id) as watch:
+            current = await broker.read(key, tenant, read)
             while True:
                 last = state(current)
                 # The connection's DataLoaders would answer this event's nested fields from what an
@@ -79,9 +96,20 @@ async def _follow(
                 yield to_node(current)
                 while state(current) == last:
                     await watch.changed()
-                    current = await tenancy.get_scoped(scoped(await info.context.reauthenticate()), object_id, what)
+                    if (
+                        broker.credentials_version != checked
+                        or _expired(viewer)
+                        or time.monotonic() - checked_at > RECHECK_SECONDS
+                    ):
+                        checked, checked_at = broker.credentials_version, time.monotonic()
+                        viewer = await info.context.reauthenticate()
+                    current = await broker.read(key, tenant, read)
 
     return follow()
+
+
+def _expired(viewer: Viewer) -> bool:
+    return viewer.expires_at is not None and clock.now() >= viewer.expires_at
 
 
 def _balance(row: WalletRow) -> Hashable:
