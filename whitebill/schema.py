@@ -25,6 +25,7 @@ from schema.extensions import (
     SubscriptionsOverWebsockets,
 )
 from schema.limits import StorableStrings, cost_rule
+from schema.live import SharedEvents
 from schema.relay import DEFAULT_PAGE, MAX_PAGE
 from schema.tenants.types import Partner, Workspace
 
@@ -61,6 +62,7 @@ def build_schema() -> strawberry.Schema:
         subscription=LiveUpdates,
         types=[Partner, Workspace],
         config=StrawberryConfig(relay_max_results=MAX_PAGE),
+        execution_context_class=SharedEvents,  # a live update executed once for its subscribers alike
         extensions=[
             lambda: ParseOnce(maxsize=512),
             lambda: ValidationCache(maxsize=512),

@@ -28,6 +28,7 @@ from schema.accounts.types import Wallet
 from schema.auth import viewer_with
 from schema.context import Context, Loaders
 from schema.ids import expect_id
+from schema.live import shared
 from schema.tenants.types import Workspace
 
 # Credentials are checked again when a change to some credential is heard, when a session expires,
@@ -79,21 +80,22 @@ async def _follow(
     # What the scoped read depends on: subscribers alike in these share it.
     tenant = (viewer.kind, viewer.partner_id, viewer.workspace_id)
 
-    async def read() -> M:
-        return await tenancy.get_scoped(scoped(viewer), object_id, what)
+    async def read() -> tuple[M, N]:
+        row = await tenancy.get_scoped(scoped(viewer), object_id, what)
+        return row, shared(to_node(row))  # one event object: its execution is shared too (schema.live)
 
     async def follow() -> AsyncGenerator[N, None]:
         nonlocal viewer
         checked, checked_at = broker.credentials_version, time.monotonic()
         partner_id = None if viewer.is_platform else viewer.partner_id
         with broker.watch(topic, object_id, partner_id=partner_id) as watch:
-            current = await broker.read(key, tenant, read)
+            current, event = await broker.read(key, tenant, read)
             while True:
                 last = state(current)
                 # The connection's DataLoaders would answer this event's nested fields from what an
                 # earlier event cached.
                 info.context.loaders = Loaders()
-                yield to_node(current)
+                yield event
                 while state(current) == last:
                     await watch.changed()
                     if (
@@ -103,7 +105,7 @@ async def _follow(
                     ):
                         checked, checked_at = broker.credentials_version, time.monotonic()
                         viewer = await info.context.reauthenticate()
-                    current = await broker.read(key, tenant, read)
+                    current, event = await broker.read(key, tenant, read)
 
     return follow()
 
