@@ -60,10 +60,12 @@ class PartnerMargin(Entity):
     family_id: int | None
     kind = fields.CharEnumField(MarginKind, max_length=16)
     percentage = fields.DecimalField(max_digits=9, decimal_places=4, null=True)
+    # A fixed margin: minor units of its currency, added only to plans in that currency.
     fixed_amount = fields.BigIntField(null=True)
     currency = fields.CharField(max_length=3, null=True)
-    # "PLAN:5", "FAMILY:3" or "BULK": unique per partner, so there is one margin per scope even in bulk
-    # (a unique key over nullable plan and family would let two bulk rows in).
+    # "PLAN:5", "FAMILY:3", "BULK" (the bulk percentage) or "BULK:JPY" (the bulk fixed margin in JPY):
+    # unique per partner, so there is one margin per scope even in bulk (a unique key over nullable plan
+    # and family would let two bulk rows in).
     scope = fields.CharField(max_length=40)
 
     class Meta:

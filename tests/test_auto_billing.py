@@ -369,10 +369,11 @@ async def test_a_declined_charge_grants_nothing_tells_the_partner_and_retries_wi
 
 async def clients_shop(card: str) -> tuple[Partner, Workspace, Wallet]:
     """An agency selling 1,000 credits for $8 to its clients through LedgerPay, its pool refilled from
-    the platform's 2,000 for $10 (no platform gateway: recorded as collected); a client with 100
-    credits and a card on file."""
+    the platform's 2,000 for $10 (no platform gateway: recorded as collected); a client on a plan
+    (without one it could use nothing: PLAN_REQUIRED) with 100 credits and a card on file."""
     partner = await an_agency()
     workspace = await a_workspace(partner)
+    await sign_up(partner, workspace, {})
     config = await ledgerpay_for(partner.id)
     await save_card(config, partner.id, f"WORKSPACE:{workspace.id}", card)
     await partner_package(partner, 1000, 800)
@@ -445,6 +446,7 @@ async def test_a_declined_workspace_charge_grants_nothing_and_refuses_usage_beyo
 async def test_without_the_partners_packages_a_workspace_has_no_auto_billing() -> None:
     partner = await an_agency()
     workspace = await a_workspace(partner)
+    await sign_up(partner, workspace, {})
     await turn_on(partner, for_clients=True, overdraft=500)
     with pytest.raises(BillingError) as refused:
         await use(workspace, 1)

@@ -102,6 +102,13 @@ async def test_granted_and_bought_credits_with_an_expiry_leave_on_time(server) -
     workspace = await a_workspace(partner)
     client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
     ws = to_global_id("Workspace", workspace.id)
+    # Units are consumed only by a workspace with a plan (without one: PLAN_REQUIRED).
+    free = await client.data(
+        'mutation { createPlan(input: {name: "Free", interval: MONTHLY, priceAmount: "0", priceCurrency: "BRL",'
+        " limits: []}) { plan { id } errors { code } } }"
+    )
+    plan_id = free["createPlan"]["plan"]["id"]
+    assert (await client.data(ASSIGN, {"ws": ws, "plan": plan_id}))["assignPlan"]["errors"] == []
     grant = """mutation($ws: ID!, $amount: String!, $key: String!, $expires: DateTime) {
       grantUnits(input: {workspaceId: $ws, unit: "CONVERSATIONS", amount: $amount, idempotencyKey: $key,
                          expiresAt: $expires}) { errors { code field } } }"""
@@ -134,6 +141,13 @@ async def test_expiring_credits_page_in_spending_order_while_credits_are_spent(s
     workspace = await a_workspace(partner)
     client = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
     ws = to_global_id("Workspace", workspace.id)
+    # Units are consumed only by a workspace with a plan (without one: PLAN_REQUIRED).
+    free = await client.data(
+        'mutation { createPlan(input: {name: "Free", interval: MONTHLY, priceAmount: "0", priceCurrency: "BRL",'
+        " limits: []}) { plan { id } errors { code } } }"
+    )
+    plan_id = free["createPlan"]["plan"]["id"]
+    assert (await client.data(ASSIGN, {"ws": ws, "plan": plan_id}))["assignPlan"]["errors"] == []
     grant = """mutation($ws: ID!, $amount: String!, $key: String!, $expires: DateTime) {
       grantUnits(input: {workspaceId: $ws, unit: "CONVERSATIONS", amount: $amount, idempotencyKey: $key,
                          expiresAt: $expires}) { errors { code field } } }"""

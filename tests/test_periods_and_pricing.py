@@ -45,7 +45,7 @@ def test_an_upgrade_halfway_through_pays_half_the_difference() -> None:
 def test_margins_give_the_partner_price_exactly() -> None:
     basic = Money(2900, "USD")
     assert partner_price(basic, MarginKind.PERCENTAGE, Decimal("20")) == Money(3480, "USD")
-    assert partner_price(basic, MarginKind.FIXED, 500) == Money(3400, "USD")
+    assert partner_price(basic, MarginKind.FIXED, Money(500, "USD")) == Money(3400, "USD")
     assert partner_price(Money(4990, "BRL"), MarginKind.PERCENTAGE, Decimal("12.5")) == Money(
         5614, "BRL"
     )  # 623.75 -> 624

@@ -12,11 +12,12 @@ from billing.accounts.opening import open_wallet
 from billing.core import clock
 from billing.subscriptions import renewals
 from billing.tenants import api_keys, identity, passwords
-from models.enums import OwnerKind
+from models.enums import OwnerKind, WorkspaceStatus
 from models.operations import AuditLog
 from models.payments import Payment
 from models.subscriptions import Subscription
-from models.tenancy import WorkspaceUser
+from models.tenancy import Workspace, WorkspaceUser
+from models.wallets import Wallet
 from schema.ids import to_global_id
 from tests.factories import a_partner, a_workspace, partner_viewer
 from tests.graphql import GraphQLClient
@@ -332,3 +333,41 @@ async def test_the_renewal_forecast_leaves_out_plans_whose_term_is_over(agency) 
             (to_global_id("Workspace", workspaces[2].id), "2027-08-01", "49.90"),
         ]
     )
+
+
+CONSUME = """mutation($ws: ID!, $event: String!) {
+  consumeUnits(input: {workspaceId: $ws, unit: "CONVERSATIONS", amount: "5", eventId: $event}) {
+    balance { amount } errors { code field } } }"""
+
+
+async def test_units_are_consumed_only_by_a_workspace_on_a_plan(agency) -> None:
+    """consumeUnits took units from a workspace with no plan. Like every operation that is neither
+    billing nor subscription: PLAN_REQUIRED without a plan, PAYMENT_REQUIRED when dunning restricts or
+    suspends it, WORKSPACE_PAUSED while its usage is above its limits; a report already taken still
+    answers its first result."""
+    _, workspace, partner_client, product, _ = agency
+    ws = to_global_id("Workspace", workspace.id)
+    grant = """mutation($ws: ID!) { grantUnits(input: {workspaceId: $ws, unit: "CONVERSATIONS", amount: "100",
+      idempotencyKey: "g1"}) { errors { code } } }"""
+    assert (await partner_client.data(grant, {"ws": ws}))["grantUnits"]["errors"] == []  # billing: allowed
+
+    refused = await product.data(CONSUME, {"ws": ws, "event": "e1"})
+    assert refused["consumeUnits"] == {"balance": None, "errors": [{"code": "PLAN_REQUIRED", "field": None}]}
+
+    basic = await plan(partner_client, "Basic", "49.90", members=2)
+    assert (await partner_client.data(ASSIGN, {"ws": ws, "plan": basic, "key": "a1"}))["assignPlan"]["errors"] == []
+    used = await product.data(CONSUME, {"ws": ws, "event": "e1"})  # the refused event, sent again
+    assert used["consumeUnits"] == {"balance": {"amount": "95"}, "errors": []}
+
+    # Usage above the plan's 2 members: PAUSED, and units consumed would grow usage further.
+    assert (await product.data(USAGE, {"ws": ws, "value": 3}))["reportUsage"]["workspace"]["status"] == "PAUSED"
+    paused = await product.data(CONSUME, {"ws": ws, "event": "e2"})
+    assert paused["consumeUnits"]["errors"] == [{"code": "WORKSPACE_PAUSED", "field": None}]
+    assert (await product.data(CONSUME, {"ws": ws, "event": "e1"}))["consumeUnits"]["balance"] == {"amount": "95"}
+    assert (await product.data(USAGE, {"ws": ws, "value": 2}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
+
+    # Suspended by dunning (forced here: the renewal flow is tested in test_renewals): PAYMENT_REQUIRED.
+    await Workspace.filter(id=workspace.id).update(status=WorkspaceStatus.SUSPENDED)
+    suspended = await product.data(CONSUME, {"ws": ws, "event": "e3"})
+    assert suspended["consumeUnits"]["errors"] == [{"code": "PAYMENT_REQUIRED", "field": None}]
+    assert (await Wallet.get(owner_key=f"WORKSPACE:{workspace.id}", unit="CONVERSATIONS")).balance == 95

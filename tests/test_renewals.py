@@ -321,11 +321,14 @@ async def test_bulk_margins_over_a_family_are_exact_and_one_per_scope() -> None:
         )
     )
     await plans.set_margin(viewer, kind=MarginKind.PERCENTAGE, value=Decimal("7.5"))  # bulk, below the family's
-    await plans.set_margin(viewer, kind=MarginKind.FIXED, value=Decimal("300"))  # bulk again: replaces it
-    assert await PartnerMargin.filter(partner_id=partner.id).count() == 2
+    # Bulk fixed margins are one per currency, beside the bulk percentage; the same currency again replaces it.
+    await plans.set_margin(viewer, kind=MarginKind.FIXED, value=Decimal("250"), currency="BRL")
+    await plans.set_margin(viewer, kind=MarginKind.FIXED, value=Decimal("300"), currency="BRL")
+    assert await PartnerMargin.filter(partner_id=partner.id).count() == 3
     prices = [(await plans.price_for(partner.id, p)).amount for p in family_plans]
     assert prices == [5738, 11385, 57385, 113850]  # 49.90 x 1.15 = 57.385 -> 57.38, half-even
-    assert (await plans.price_for(partner.id, solo)).amount == 1300  # outside the family: the bulk margin
+    # Outside the family: the bulk fixed margin in the plan's currency comes before the bulk percentage.
+    assert (await plans.price_for(partner.id, solo)).amount == 1300
 
 
 # --- 4 workers, 14 months, PostgreSQL -------------------------------------------------------------

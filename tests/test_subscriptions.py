@@ -163,10 +163,10 @@ async def test_the_dunning_policy_set_is_the_one_read_back(agency) -> None:
     # UChat: 3 daily retries, then the free plan.
     uchat = (
         "mutation($free: ID!) { setDunningPolicy(input: {retryDays: [1, 2, 3], restrictAfter: 0, suspendAfter: 0,"
-        " fallbackAfter: 4, fallbackPlanId: $free}) { policy { retryDays fallbackAfter } errors { code } } }"
+        " fallbackAfter: 3, fallbackPlanId: $free}) { policy { retryDays fallbackAfter } errors { code } } }"
     )
     assert (await partner.data(uchat, {"free": free}))["setDunningPolicy"] == {
-        "policy": {"retryDays": [1, 2, 3], "fallbackAfter": 4},
+        "policy": {"retryDays": [1, 2, 3], "fallbackAfter": 3},
         "errors": [],
     }
     unknown = (
@@ -180,6 +180,36 @@ async def test_the_dunning_policy_set_is_the_one_read_back(agency) -> None:
         "retryDays": [1, 2, 3],
         "restrictAfter": 0,
         "suspendAfter": 0,
-        "fallbackAfter": 4,
+        "fallbackAfter": 3,
         "fallbackPlanId": free,
     }
+
+
+async def test_dunning_thresholds_beyond_the_retry_days_are_refused(agency) -> None:
+    """Only retry days count failures: with retry days 1, 2, 3 a fallback after 4 never came, and the
+    workspace sat PAST_DUE on its paid plan for ever, billed nothing and never retried. Each threshold
+    must be reachable within the retry days (or 0, off); the policy in force stays as it was."""
+    partner, _, _ = agency
+    free = (await partner.data(CREATE_PLAN, {"name": "Free", "amount": "0", "currency": "BRL", "limits": []}))[
+        "createPlan"
+    ]["plan"]["id"]
+    policy = (
+        "mutation($days: [Int!]!, $restrict: Int!, $suspend: Int!, $fallback: Int, $free: ID) {"
+        " setDunningPolicy(input: {retryDays: $days, restrictAfter: $restrict, suspendAfter: $suspend,"
+        " fallbackAfter: $fallback, fallbackPlanId: $free}) { policy { fallbackAfter } errors { code field } } }"
+    )
+    before = (await partner.data(DUNNING))["viewer"]["partner"]["dunningPolicy"]
+    for days, restrict, suspend, fallback, field in (
+        ([1, 2, 3], 0, 0, 4, "fallbackAfter"),
+        ([1, 3], 3, 0, None, "restrictAfter"),
+        ([1, 3, 9, 15], 3, 5, None, "suspendAfter"),
+        ([], 1, 0, None, "restrictAfter"),
+    ):
+        refused = await partner.data(
+            policy, {"days": days, "restrict": restrict, "suspend": suspend, "fallback": fallback, "free": free}
+        )
+        assert refused["setDunningPolicy"] == {"policy": None, "errors": [{"code": "INVALID_INPUT", "field": field}]}
+    assert (await partner.data(DUNNING))["viewer"]["partner"]["dunningPolicy"] == before
+    # At the edge each is reached on the last retry day.
+    edge = await partner.data(policy, {"days": [1, 2, 3], "restrict": 2, "suspend": 3, "fallback": 3, "free": free})
+    assert edge["setDunningPolicy"] == {"policy": {"fallbackAfter": 3}, "errors": []}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from billing.catalog import rate_cards
 from billing.core import clock
 from billing.tenants import api_keys
+from billing.usage import whatsapp
 from models.enums import MarginKind, OwnerKind, Permission, UsageCreditPolicy
 from models.subscriptions import UsageEvent
 from models.tenancy import Partner, Project
@@ -31,6 +32,7 @@ from schema.ids import to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient
 from tests.test_realtime import BALANCE, live
+from whitebill.settings import configure_domain, load_settings
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -489,3 +491,66 @@ async def test_a_subscriber_to_the_project_credit_hears_each_batch(server) -> No
         sent = await flow["product"].data(REPORT, {"events": events(flow["gid"], 2, prefix="rt", when=clock.now())})
         assert [r["status"] for r in sent["reportUsageEvents"]["results"]] == ["CHARGED", "CHARGED"]
         assert (await sees.next())["walletBalanceChanged"]["balance"]["amount"] == "9.24"
+
+
+REPORT_CHECKED = """mutation($events: [UsageEventInput!]!) { reportUsageEvents(input: {events: $events}) {
+  results { eventId status } errors { code field } } }"""
+
+
+async def test_usage_dated_outside_the_reported_months_is_refused_before_any_charge(server) -> None:
+    """Events dated 0001-01-01 or 9999-12-31 were charged, and no month report or CSV (years 2000 to
+    9998) ever showed them. occurredAt lies from the start of the previous UTC month to 5 minutes past
+    now; otherwise the whole batch is refused with INVALID_EVENT naming the event, in GraphQL and /usage."""
+    flow = await setup(server)
+    gid, product = flow["gid"], flow["product"]
+    await flow["agency"].data(ASSIGN, {"project": gid, "amount": "500.00", "key": "wcc-window"})
+    project_wallet = await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}", unit="BRL")
+    central_before = await balance(flow["central"].id)
+    now = clock.now().astimezone(UTC)
+    previous_month = datetime(now.year - (now.month == 1), (now.month - 2) % 12 + 1, 1, tzinfo=UTC)
+
+    def batch(prefix: str, odd_one: datetime) -> list[dict]:
+        good = events(gid, 1, prefix=prefix, when=now)
+        odd = events(gid, 1, prefix=prefix + "-odd", when=odd_one)
+        return good + odd
+
+    auth = {"Authorization": f"Bearer {flow['product_key']}"}
+    for prefix, odd_one in (
+        ("ancient", datetime(1, 1, 1, tzinfo=UTC)),
+        ("far-future", datetime(9999, 12, 31, 23, 59, tzinfo=UTC)),
+        ("just-before", previous_month - timedelta(microseconds=1)),
+        ("too-soon", now + timedelta(minutes=6)),
+    ):
+        refused = (await product.data(REPORT_CHECKED, {"events": batch(prefix, odd_one)}))["reportUsageEvents"]
+        assert refused == {"results": [], "errors": [{"code": "INVALID_EVENT", "field": "events[1].occurredAt"}]}
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            answer = await http.post("/usage", json={"events": batch(prefix, odd_one)}, headers=auth)
+        assert answer.status_code == 400, prefix
+        assert [(e["code"], e["field"]) for e in answer.json()["errors"]] == [("INVALID_EVENT", "events[1].occurredAt")]
+    assert await UsageEvent.filter(project_id=flow["project"].id).count() == 0
+    assert await balance(project_wallet.id) == 500_00
+    assert await balance(flow["central"].id) == central_before
+
+    # The window's edges are in: the first instant of the previous month, and a clock 4 minutes fast.
+    inside = (await product.data(REPORT_CHECKED, {"events": batch("edges", previous_month)}))["reportUsageEvents"]
+    assert [r["status"] for r in inside["results"]] == ["CHARGED", "CHARGED"] and inside["errors"] == []
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        fast = await http.post("/usage", json={"events": batch("fast", now + timedelta(minutes=4))}, headers=auth)
+    assert [r["status"] for r in fast.json()["results"]] == ["CHARGED", "CHARGED"]
+
+
+def test_the_usage_window_is_set_by_the_environment(monkeypatch) -> None:
+    """WHITEBILL_USAGE_MONTHS_BACK and WHITEBILL_USAGE_MAX_AHEAD_SECONDS reach the domain through the settings."""
+    monkeypatch.setenv("WHITEBILL_USAGE_MONTHS_BACK", "0")
+    monkeypatch.setenv("WHITEBILL_USAGE_MAX_AHEAD_SECONDS", "60")
+    configure_domain(load_settings())
+    now = datetime(2027, 3, 1, 0, 30, tzinfo=UTC)
+    assert whatsapp.occurred_window(now) == (datetime(2027, 3, 1, tzinfo=UTC), now + timedelta(seconds=60))
+    monkeypatch.setenv("WHITEBILL_USAGE_MONTHS_BACK", "2")
+    configure_domain(load_settings())
+    assert whatsapp.occurred_window(now)[0] == datetime(2027, 1, 1, tzinfo=UTC)
+    january = datetime(2027, 1, 15, tzinfo=UTC)
+    assert whatsapp.occurred_window(january)[0] == datetime(2026, 11, 1, tzinfo=UTC)  # across the year
+    monkeypatch.setenv("WHITEBILL_USAGE_MONTHS_BACK", "-1")
+    with pytest.raises(ValueError, match="WHITEBILL_USAGE_MONTHS_BACK"):
+        load_settings()

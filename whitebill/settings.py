@@ -22,6 +22,10 @@ SECRET_KEY_ENV = "WHITEBILL_SECRET_KEY"  # noqa: S105 (the variable's name, not 
 NOTICE_DAYS_ENV = "WHITEBILL_EXPIRY_NOTICE_DAYS"
 DEFAULT_NOTICE_DAYS = 7
 TIMEOUT_ENV = "WHITEBILL_GATEWAY_TIMEOUT_SECONDS"
+USAGE_AHEAD_ENV = "WHITEBILL_USAGE_MAX_AHEAD_SECONDS"
+DEFAULT_USAGE_AHEAD_SECONDS = 300
+USAGE_MONTHS_BACK_ENV = "WHITEBILL_USAGE_MONTHS_BACK"
+DEFAULT_USAGE_MONTHS_BACK = 1
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
 
 
@@ -55,6 +59,10 @@ class Settings:
     login_limit_per_address: str = "60/minute"
     reset_limit_per_email: str = "5/hour"  # password-reset requests allowed
     reset_limit_per_address: str = "30/hour"
+    # A usage event's occurredAt: at most this many seconds ahead of now, and not before the start of
+    # the UTC month this many months back (1: the previous month), so every charge lands in a report.
+    usage_max_ahead_seconds: int = DEFAULT_USAGE_AHEAD_SECONDS
+    usage_months_back: int = DEFAULT_USAGE_MONTHS_BACK
 
     @property
     def is_postgres(self) -> bool:
@@ -82,6 +90,8 @@ class Settings:
             smtp_url=self.smtp_url,
             mail_from=self.mail_from,
             reset_url=self.reset_url,
+            usage_max_ahead_seconds=self.usage_max_ahead_seconds,
+            usage_months_back=self.usage_months_back,
         )
 
 
@@ -99,6 +109,19 @@ def _notice_days() -> int:
     except ValueError:
         log.warning("%s=%r is not a number of days: using %d", NOTICE_DAYS_ENV, raw, DEFAULT_NOTICE_DAYS)
         return DEFAULT_NOTICE_DAYS
+
+
+def _whole_number(name: str, default: int, highest: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number") from None
+    if not 0 <= value <= highest:
+        raise ValueError(f"{name}={raw!r} lies between 0 and {highest}")
+    return value
 
 
 def _api_bases() -> dict[str, str]:
@@ -144,6 +167,8 @@ def load_settings() -> Settings:
         mail_from=os.environ.get("WHITEBILL_MAIL_FROM"),
         reset_url=os.environ.get("WHITEBILL_RESET_URL", "http://127.0.0.1:8000/reset-password"),
         expiry_notice_days=_notice_days(),
+        usage_max_ahead_seconds=_whole_number(USAGE_AHEAD_ENV, DEFAULT_USAGE_AHEAD_SECONDS, 86_400),
+        usage_months_back=_whole_number(USAGE_MONTHS_BACK_ENV, DEFAULT_USAGE_MONTHS_BACK, 24),
         rate_limit_storage=os.environ.get("WHITEBILL_RATE_LIMIT_STORAGE", "async+memory://"),
         login_limit_per_email=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "10/minute"),
         login_limit_per_address=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"),

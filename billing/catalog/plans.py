@@ -16,7 +16,7 @@ from tortoise.transactions import in_transaction
 from billing.catalog.pricing import partner_price
 from billing.core import audit, clock, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import Money, check_amount, check_currency, check_unit
+from billing.core.money import Money, check_amount, check_currency, check_unit, parse_decimal, to_minor
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from billing.tenants.partners import check_name
@@ -166,18 +166,25 @@ async def set_margin(
     viewer: Viewer,
     *,
     kind: MarginKind,
-    value: Decimal,
+    value: Decimal | str,
     plan_id: int | None = None,
     family_id: int | None = None,
-    currency: str = "USD",
+    currency: str | None = None,
 ) -> PartnerMargin:
-    """The partner's margin over platform prices: on one plan, on a family, or in bulk (neither). A
-    fixed margin is ``value`` minor units of ``currency`` (kept so the margin reads back as it was given)."""
+    """The partner's margin over platform prices: on one plan, on a family, or in bulk (neither).
+
+    A percentage applies to any currency. A fixed margin is an amount of one currency and applies only
+    to plans in it: on a plan, the plan's currency (the default; another is CURRENCY_MISMATCH); on a
+    family, the currency of the family's plans (a family with plans in another currency refuses it);
+    in bulk, one margin per currency, which must be named. ``value`` is the decimal text as the client
+    typed it ("5.00", read in that currency's minor units: KWD has 3 decimals, JPY none), or, as a
+    ``Decimal``, a percentage or a whole number of minor units."""
     viewer.require(Permission.MANAGE_PLANS)
     if viewer.partner_id is None:
         raise BillingError(ErrorCode.FORBIDDEN, "margins are a partner's", field="partnerId")
     if plan_id is not None and family_id is not None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a margin is on a plan, a family, or in bulk", field="familyId")
+    plan: Plan | None = None
     if plan_id is not None:
         plan = await tenancy.get_scoped(visible_plans(viewer), plan_id, "plan")
         if plan.partner_id is not None:
@@ -186,20 +193,25 @@ async def set_margin(
             )
     if family_id is not None and not await PlanFamily.exists(id=family_id):
         raise BillingError(ErrorCode.NOT_FOUND, "plan family not found", field="familyId")
+    percentage: Decimal | None = None
+    fixed: Money | None = None
     if kind is MarginKind.PERCENTAGE:
-        percentage, fixed = value, None
-        partner_price(Money(0, "USD"), kind, value)  # validates the range
+        percentage = parse_decimal(value, field="value") if isinstance(value, str) else value
+        partner_price(Money(0, "USD"), kind, percentage)  # validates the range
     else:
-        if value != value.to_integral_value():
-            raise BillingError(ErrorCode.INVALID_AMOUNT, "a fixed margin is in minor units", field="value")
-        percentage, fixed = None, check_amount(int(value), field="value", allow_zero=True)
-    fixed_currency = None if fixed is None else check_currency(currency)
-    scope = _scope(plan_id, family_id)
+        code = await _fixed_margin_currency(plan, family_id, currency)
+        fixed = Money(_minor_units(value, code), code)
+    scope = _scope(plan_id, family_id, None if fixed is None else fixed.currency)
     previous = await PartnerMargin.get_or_none(partner_id=viewer.partner_id, scope=scope)
     before = (
         None
         if previous is None
-        else {"kind": previous.kind, "percentage": str(previous.percentage), "fixed": previous.fixed_amount}
+        else {
+            "kind": previous.kind,
+            "percentage": str(previous.percentage),
+            "fixed": previous.fixed_amount,
+            "currency": previous.currency,
+        }
     )
     # One statement: two concurrent first margins of a scope leave one row, the later one's.
     await sql.execute(
@@ -215,8 +227,8 @@ async def set_margin(
         scope,
         kind.value,
         percentage if sql.is_postgres() else (None if percentage is None else str(percentage)),
-        fixed,
-        fixed_currency,
+        None if fixed is None else fixed.amount,
+        None if fixed is None else fixed.currency,
     )
     margin = await PartnerMargin.get(partner_id=viewer.partner_id, scope=scope)
     await audit.record(
@@ -228,8 +240,8 @@ async def set_margin(
         before=before,
         after={
             "kind": kind,
-            "value": str(value),
-            "currency": fixed_currency,
+            "value": str(percentage) if fixed is None else fixed.decimal_string(),
+            "currency": None if fixed is None else fixed.currency,
             "plan_id": plan_id,
             "family_id": family_id,
         },
@@ -237,23 +249,88 @@ async def set_margin(
     return margin
 
 
-def _scope(plan_id: int | None, family_id: int | None) -> str:
-    return f"PLAN:{plan_id}" if plan_id is not None else f"FAMILY:{family_id}" if family_id is not None else "BULK"
+async def _fixed_margin_currency(plan: Plan | None, family_id: int | None, currency: str | None) -> str:
+    """The one currency a fixed margin may be in, where it is set."""
+    named = None if currency is None else check_currency(currency)
+    if plan is not None:
+        if named is not None and named != plan.currency:
+            raise BillingError(
+                ErrorCode.CURRENCY_MISMATCH,
+                f"the plan is priced in {plan.currency}: a fixed margin on it is in {plan.currency} too",
+                field="currency",
+            )
+        return plan.currency
+    if family_id is not None:
+        currencies: set[str] = {
+            str(code)
+            for code in await Plan.filter(family_id=family_id, partner_id=None).values_list("currency", flat=True)
+        }
+        if named is None:
+            if len(currencies) != 1:
+                raise BillingError(
+                    ErrorCode.INVALID_INPUT, "name the currency of a fixed margin on this family", field="currency"
+                )
+            return currencies.pop()
+        if currencies - {named}:
+            raise BillingError(
+                ErrorCode.CURRENCY_MISMATCH,
+                f"the family has plans in {', '.join(sorted(currencies - {named}))}: a fixed margin in {named}"
+                " cannot apply to them (use a percentage)",
+                field="currency",
+            )
+        return named
+    if named is None:
+        raise BillingError(
+            ErrorCode.INVALID_INPUT, "a bulk fixed margin is per currency: name the currency", field="currency"
+        )
+    return named
+
+
+def _minor_units(value: Decimal | str, currency: str) -> int:
+    if isinstance(value, str):
+        minor = to_minor(value, currency, field="value")
+    elif value != value.to_integral_value():
+        raise BillingError(ErrorCode.INVALID_AMOUNT, "a fixed margin is in minor units", field="value")
+    else:
+        minor = int(value)
+    return check_amount(minor, field="value", allow_zero=True)
+
+
+def _scope(plan_id: int | None, family_id: int | None, currency: str | None = None) -> str:
+    """A plan's or a family's margin is one, whatever its kind; in bulk, the percentage is one and
+    each currency has its own fixed margin ("BULK:JPY")."""
+    if plan_id is not None:
+        return f"PLAN:{plan_id}"
+    if family_id is not None:
+        return f"FAMILY:{family_id}"
+    return "BULK" if currency is None else f"BULK:{currency}"
 
 
 async def remove_margin(
-    viewer: Viewer, *, partner_id: int, plan_id: int | None = None, family_id: int | None = None
+    viewer: Viewer,
+    *,
+    partner_id: int,
+    plan_id: int | None = None,
+    family_id: int | None = None,
+    currency: str | None = None,
 ) -> PartnerMargin:
-    """Remove the partner's margin on one plan, on a family, or the bulk one (neither named): its
-    clients pay the next margin that applies (the family's, then the bulk one), or the platform price."""
+    """Remove the partner's margin on one plan, on a family, or a bulk one (neither named: the bulk
+    percentage, or with ``currency`` the bulk fixed margin in it): its clients pay the next margin that
+    applies (the family's, then the bulk fixed one in the plan's currency, then the bulk percentage),
+    or the platform price."""
     viewer.require(Permission.MANAGE_PLANS)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if plan_id is not None and family_id is not None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a margin is on a plan, a family, or in bulk", field="familyId")
-    margin = await PartnerMargin.get_or_none(partner_id=partner.id, scope=_scope(plan_id, family_id))
+    if currency is not None and (plan_id is not None or family_id is not None):
+        raise BillingError(
+            ErrorCode.INVALID_INPUT, "only bulk margins are one per currency: name no currency", field="currency"
+        )
+    code = None if currency is None else check_currency(currency)
+    margin = await PartnerMargin.get_or_none(partner_id=partner.id, scope=_scope(plan_id, family_id, code))
     if margin is None:
         field = "planId" if plan_id is not None else "familyId" if family_id is not None else None
-        raise BillingError(ErrorCode.NOT_FOUND, "no margin there", field=field)
+        raise BillingError(ErrorCode.NOT_FOUND, "no margin there", field=field or ("currency" if code else None))
     async with in_transaction("default"):
         await margin.delete()
         await audit.record(
@@ -285,13 +362,24 @@ def price_with(margins: list[PartnerMargin], partner_id: int | None, plan: Plan)
     base = Money(plan.price_amount, plan.currency)
     if plan.partner_id is not None or partner_id is None:
         return base
-    by_scope = {m.scope: m for m in margins}
-    # The most specific margin wins: this plan's, else its family's, else the bulk one.
-    margin = by_scope.get(f"PLAN:{plan.id}") or by_scope.get(f"FAMILY:{plan.family_id}") or by_scope.get("BULK")
+    by_scope = {m.scope: m for m in margins if _applies_to(m, plan.currency)}
+    # The most specific margin wins: this plan's, else its family's, else the bulk fixed one in the
+    # plan's currency, else the bulk percentage. A fixed margin in another currency never applies.
+    margin = (
+        by_scope.get(f"PLAN:{plan.id}")
+        or by_scope.get(f"FAMILY:{plan.family_id}")
+        or by_scope.get(f"BULK:{plan.currency}")
+        or by_scope.get("BULK")
+    )
     if margin is None:
         return base
-    value = margin.percentage if margin.kind is MarginKind.PERCENTAGE else margin.fixed_amount
-    return partner_price(base, margin.kind, value if value is not None else 0)
+    if margin.kind is MarginKind.PERCENTAGE:
+        return partner_price(base, margin.kind, Decimal(str(margin.percentage or 0)))
+    return partner_price(base, margin.kind, Money(margin.fixed_amount or 0, plan.currency))
+
+
+def _applies_to(margin: PartnerMargin, currency: str) -> bool:
+    return margin.kind is MarginKind.PERCENTAGE or margin.currency == currency
 
 
 async def create_add_on(

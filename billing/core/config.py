@@ -29,6 +29,10 @@ class DomainConfig:
     smtp_url: str | None = field(default=None, repr=False)  # None: e-mails are written to the log
     mail_from: str | None = None  # None: no-reply@<smtp host>
     reset_url: str = "http://127.0.0.1:8000/reset-password"  # the page a reset link opens (?token=)
+    # A usage event's occurredAt: at most this far ahead of now (the product's clock may run a little
+    # fast), and not before the start of the UTC month this many months back (0: the current month).
+    usage_max_ahead_seconds: int = 300
+    usage_months_back: int = 1
 
 
 _current = DomainConfig()

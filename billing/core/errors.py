@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"  # the provider did not answer: retry with the same key
     REFUND_REFUSED = "REFUND_REFUSED"
     CREDIT_BILLING_OFF = "CREDIT_BILLING_OFF"  # the partner does not sell add-ons for points
+    INVALID_EVENT = "INVALID_EVENT"  # a usage event no report could show (occurredAt outside the window)
 
 
 class BillingError(Exception):

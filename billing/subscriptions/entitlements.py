@@ -7,11 +7,10 @@ from tortoise.transactions import in_transaction
 
 from billing.catalog import plans
 from billing.core import audit, tenancy
-from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.subscriptions import workspace_status
 from billing.subscriptions.limits import preview_for, refuse_unless_forced
-from models.enums import Permission, WorkspaceStatus
+from models.enums import Permission
 from models.subscriptions import UsageCounter, WorkspaceAddOn
 from models.tenancy import Workspace
 
@@ -57,13 +56,7 @@ async def report_usage(viewer: Viewer, *, workspace_id: int, metric: str, value:
     async with in_transaction("default"):
         current = await UsageCounter.get_or_none(workspace_id=workspace.id, metric=name)
         if value > (current.value if current else 0):
-            workspace_status.require_operational(workspace)
-            if workspace.status is WorkspaceStatus.PAUSED:
-                raise BillingError(
-                    ErrorCode.WORKSPACE_PAUSED,
-                    "the workspace is paused: its usage is above its limits, so usage cannot grow",
-                    field="value",
-                )
+            workspace_status.require_usage_may_grow(workspace, field="value")
         if current is None:
             await UsageCounter.create(
                 partner_id=workspace.partner_id, workspace_id=workspace.id, metric=name, value=value

@@ -350,7 +350,9 @@ async def set_dunning_policy(
     """A partner's dunning schedule: retry days after the due date (increasing), the failure counts
     that restrict and suspend (0: never), and when to drop to the fallback plan instead. UChat's
     "3 daily retries then the free plan" is retry_days [1, 2, 3], restrict 0, suspend 0, fallback
-    after 4 (the renewal and its 3 retries) with the free plan as fallback."""
+    after 3 with the free plan as fallback. Only retry days count failures (the due-date attempt
+    does not), so a threshold above the number of retry days would never be reached: the workspace
+    would sit PAST_DUE on its plan, billed nothing and never retried again. Such a policy is refused."""
     viewer.require(Permission.MANAGE_PLANS)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if len(retry_days) > MAX_RETRIES or any(not 1 <= d <= 366 for d in retry_days):
@@ -372,6 +374,19 @@ async def set_dunning_policy(
             raise BillingError(ErrorCode.NOT_FOUND, "plan not found", field="fallbackPlanId")
     if fallback_after and fallback_plan_id is None:
         raise BillingError(ErrorCode.INVALID_INPUT, "name the fallback plan to drop to", field="fallbackPlanId")
+    reachable = len(retry_days)
+    for value, name in (
+        (restrict_after, "restrictAfter"),
+        (suspend_after, "suspendAfter"),
+        (fallback_after, "fallbackAfter"),
+    ):
+        if value and value > reachable:
+            raise BillingError(
+                ErrorCode.INVALID_INPUT,
+                f"{name} {value} is never reached: each retry day that finds the renewal unpaid is one failure,"
+                f" and {reachable} retry day(s) count at most {reachable} (0 turns it off)",
+                field=name,
+            )
     before = {
         "retry_days": partner.dunning_retry_days,
         "restrict_after": partner.dunning_restrict_after,

@@ -81,3 +81,16 @@ def require_operational(workspace: Workspace) -> None:
         if any(r.get("kind") == StatusReasonKind.NO_PLAN for r in workspace.status_reasons):
             raise BillingError(ErrorCode.PLAN_REQUIRED, "the workspace has no active plan: subscribe to one first")
         raise BillingError(ErrorCode.PAYMENT_REQUIRED, "the workspace is restricted until its overdue renewal is paid")
+
+
+def require_usage_may_grow(workspace: Workspace, field: str | None = None) -> None:
+    """Refuse usage that grows (a metric reported higher, units consumed) while the workspace may not:
+    RESTRICTED or SUSPENDED as :func:`require_operational` says, or PAUSED (its usage is already above
+    its limits)."""
+    require_operational(workspace)
+    if workspace.status is WorkspaceStatus.PAUSED:
+        raise BillingError(
+            ErrorCode.WORKSPACE_PAUSED,
+            "the workspace is paused: its usage is above its limits, so usage cannot grow",
+            field=field,
+        )

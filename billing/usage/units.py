@@ -11,6 +11,7 @@ from billing.auto_billing import engine
 from billing.core import idempotency, tenancy
 from billing.core.money import check_amount, check_unit
 from billing.core.tenancy import Viewer
+from billing.subscriptions import workspace_status
 from models.enums import LedgerCause, Permission
 
 
@@ -19,7 +20,11 @@ async def consume_units(
 ) -> int:
     """The platform's product reports units used (conversations, messages...): they leave the
     workspace's wallet, its earliest-expiring credits first (a plan's allowance before extras). The
-    event id makes a repeated report a no-op. Returns the balance after this event."""
+    event id makes a repeated report a no-op (it answers the first result whatever the workspace's
+    status since). Like any workspace operation that is neither billing nor subscription, a new report
+    is refused without a plan (PLAN_REQUIRED), with a renewal overdue past the partner's restriction
+    (PAYMENT_REQUIRED) or while the workspace is paused (WORKSPACE_PAUSED). Returns the balance after
+    this event."""
     viewer.require(Permission.REPORT_USAGE)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     unit = check_unit(unit)
@@ -27,6 +32,7 @@ async def consume_units(
     note = check_note(note)
 
     async def act() -> int:
+        workspace_status.require_usage_may_grow(workspace)
         wallet = await workspace_wallet(workspace, unit)
 
         async def use() -> int:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -45,7 +45,7 @@ from billing.accounts import ledger, opening, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.catalog import rate_cards
 from billing.catalog.calling_codes import country_of
-from billing.core import clock, realtime, sql
+from billing.core import clock, config, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from models.enums import ExternalAccount, LedgerCause, MessageCategory, OwnerKind, Permission
@@ -326,6 +326,7 @@ async def report(
         raise BillingError(ErrorCode.FORBIDDEN, "usage is reported by the platform's product")
     if len(events) > MAX_BATCH:
         raise BillingError(ErrorCode.INVALID_INPUT, f"a batch holds at most {MAX_BATCH} events", field="events")
+    check_occurred_at(events, clock.now())
     results = [UsageResult(e.event_id, Status.REFUSED) for e in events]
     if project_ids is None:
         project_ids = [e.project_id for e in events]  # type: ignore[attr-defined]
@@ -591,7 +592,40 @@ async def _decide(
     touched.add(group.central_id)
 
 
-def as_utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime, field: str = "occurredAt") -> datetime:
     if moment.tzinfo is None:
-        raise BillingError(ErrorCode.INVALID_INPUT, "occurredAt needs a time zone", field="occurredAt")
+        raise BillingError(ErrorCode.INVALID_EVENT, "occurredAt needs a time zone", field=field)
     return moment.astimezone(UTC)
+
+
+def occurred_window(now: datetime) -> tuple[datetime, datetime]:
+    """When a usage event may have happened: from the start of the UTC month ``usage_months_back``
+    months before now's (by default the previous month's) to ``usage_max_ahead_seconds`` past now."""
+    settings = config.current()
+    utc_now = now.astimezone(UTC)
+    year, month = divmod(utc_now.year * 12 + utc_now.month - 1 - settings.usage_months_back, 12)
+    return datetime(year, month + 1, 1, tzinfo=UTC), utc_now + timedelta(seconds=settings.usage_max_ahead_seconds)
+
+
+def check_occurred_at(events: Sequence[UsageLike], now: datetime) -> None:
+    """Refuse the whole batch, before anything is charged, if an event happened outside the window:
+    an event dated 0001-01-01 or 9999-12-31 would be charged and shown in no month's report or CSV."""
+    earliest, latest = occurred_window(now)
+    for index, event in enumerate(events):
+        moment = event.occurred_at
+        field = f"events[{index}].occurredAt"
+        if moment.tzinfo is None:
+            raise BillingError(ErrorCode.INVALID_EVENT, "occurredAt needs a time zone", field=field)
+        if moment < earliest:
+            raise BillingError(
+                ErrorCode.INVALID_EVENT,
+                f"occurredAt {moment.isoformat()} is before {earliest.isoformat()}, the earliest usage still"
+                " reported (its month's reports are closed)",
+                field=field,
+            )
+        if moment > latest:
+            raise BillingError(
+                ErrorCode.INVALID_EVENT,
+                f"occurredAt {moment.isoformat()} is in the future (after {latest.isoformat()})",
+                field=field,
+            )

@@ -10,7 +10,7 @@ from billing.catalog import plans as catalog
 from billing.catalog import rate_cards
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money as DomainMoney
-from billing.core.money import parse_decimal, to_minor
+from billing.core.money import to_minor
 from models.enums import BillingInterval as DomainInterval
 from models.enums import MarginKind as DomainMarginKind
 from models.enums import Permission
@@ -115,11 +115,16 @@ class SetPlanStatusInput:
 class SetPartnerMarginInput:
     kind: MarginKind
     value: str = strawberry.field(
-        description='A percentage ("20", "12.5") or a fixed amount in the plan currency ("5.00").'
+        description='A percentage ("20", "12.5") or a fixed amount in the margin\'s currency ("5.00").'
     )
     plan_id: strawberry.ID | None = None
     family_id: strawberry.ID | None = None
-    currency: str = strawberry.field(default="USD", description="The currency of a fixed margin.")
+    currency: str | None = strawberry.field(
+        default=None,
+        description="The currency of a fixed margin; it applies only to plans in it. On a plan it is the plan's"
+        " (another is CURRENCY_MISMATCH), on a family its plans' (the default); a bulk fixed margin names it:"
+        " there is one per currency.",
+    )
 
 
 @strawberry.type
@@ -136,6 +141,9 @@ class RemovePartnerMarginInput:
     )
     plan_id: strawberry.ID | None = None
     family_id: strawberry.ID | None = None
+    currency: str | None = strawberry.field(
+        default=None, description="In bulk: the currency of the fixed margin to remove (none: the bulk percentage)."
+    )
 
 
 @strawberry.type
@@ -254,20 +262,13 @@ class Mutation:
     async def set_partner_margin(
         self, info: Info[Context, None], input: SetPartnerMarginInput
     ) -> SetPartnerMarginPayload:
-        kind = DomainMarginKind(input.kind.value)
-        currency = input.currency.upper()
-        value = (
-            parse_decimal(input.value, field="value")
-            if kind is DomainMarginKind.PERCENTAGE
-            else parse_decimal(str(to_minor(input.value, currency, field="value")))
-        )
         margin = await catalog.set_margin(
             viewer_with(info),
-            kind=kind,
-            value=value,
+            kind=DomainMarginKind(input.kind.value),
+            value=input.value,
             plan_id=_plan_id(input.plan_id),
             family_id=_family_id(input.family_id),
-            currency=currency,
+            currency=input.currency,
         )
         return SetPartnerMarginPayload(ok=True, margin=PartnerMargin.of(margin))
 
@@ -285,6 +286,7 @@ class Mutation:
             partner_id=target_partner(viewer, input.partner_id),
             plan_id=_plan_id(input.plan_id),
             family_id=_family_id(input.family_id),
+            currency=input.currency,
         )
         return RemovePartnerMarginPayload(margin=PartnerMargin.of(margin))
 

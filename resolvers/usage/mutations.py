@@ -159,13 +159,13 @@ class Mutation:
                 project_id=project_db_id(e.project_id, ids),
                 event_id=e.event_id,
                 category=e.category.value,
-                occurred_at=whatsapp.as_utc(e.occurred_at),
+                occurred_at=whatsapp.as_utc(e.occurred_at, field=f"events[{index}].occurredAt"),
                 count=e.count,
                 country=e.country,
                 recipient=e.recipient,
                 window=e.window.value,
             )
-            for e in input.events
+            for index, e in enumerate(input.events)
         ]
         results = await whatsapp.report(viewer_with(info), batch)
         return ReportUsageEventsPayload(results=[UsageEventResult.of(r) for r in results])

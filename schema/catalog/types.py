@@ -151,8 +151,8 @@ class PartnerMargin:
             currency = None
             value = _plain(Decimal(str(row.percentage or 0)))
         else:
-            # Margins set before their currency was kept were given in the input's default, USD.
-            currency = row.currency or "USD"
+            # Every fixed margin has its currency (migration 0010 gave one to those set before).
+            currency = row.currency or ""
             value = format_minor(row.fixed_amount or 0, currency)
         return cls(
             kind=row.kind,
@@ -164,9 +164,17 @@ class PartnerMargin:
 
     @classmethod
     def all_of(cls, rows: list[catalog_models.PartnerMargin]) -> list[PartnerMargin]:
-        """The bulk margin first, then the families', then the plans'."""
+        """The bulk margins first (the percentage, then the fixed ones by currency), then the families',
+        then the plans'."""
         ordered = sorted(
-            rows, key=lambda m: (m.plan_id is not None, m.family_id is not None, m.plan_id or 0, m.family_id or 0)
+            rows,
+            key=lambda m: (
+                m.plan_id is not None,
+                m.family_id is not None,
+                m.plan_id or 0,
+                m.family_id or 0,
+                m.currency or "",
+            ),
         )
         return [cls.of(row) for row in ordered]
 
