@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 from collections import Counter
 from datetime import timedelta
 
 import pytest
+from tortoise import Tortoise
 
 from billing.core import clock
 from billing.core.errors import BillingError, ErrorCode
 from billing.outbox import emails
 from billing.tenants import api_keys, identity, ratelimit
-from models.enums import Permission
+from models.enums import Permission, WorkState
 from models.operations import OutboxEvent
 from models.tenancy import PartnerUser, PasswordResetToken, WorkspaceUser
 from schema.ids import to_global_id
@@ -436,3 +438,39 @@ async def test_a_platform_operator_signs_in_without_a_brand() -> None:
     await identity.create_platform_user(email="ops@platform.example", password=PASSWORD)
     session = await identity.login(brand=None, email="ops@platform.example", password=PASSWORD, client_address=None)
     assert session.viewer.is_platform and Permission.MANAGE_PARTNERS in session.viewer.permissions
+
+
+async def test_password_e_mails_written_before_0010_are_scrubbed_of_their_tokens() -> None:
+    """Rows from before tokens left the outbox: a sent one keeps its link working, an unsent one loses
+    its old token and is sent with a new one; no payload keeps a token."""
+    scrub = importlib.import_module("models.migrations.0010_reset_tokens_off_the_outbox").scrub_link_tokens
+    partner = await a_partner()
+    users = [
+        await PartnerUser.create(partner_id=partner.id, email=f"{name}@agency.example", permissions=[])
+        for name in ("sent", "unsent")
+    ]
+    old_tokens = ["token-of-a-sent-e-mail", "token-of-an-unsent-e-mail"]
+    for user, token, state in zip(users, old_tokens, (WorkState.DONE, WorkState.PENDING), strict=True):
+        await PasswordResetToken.create(
+            token_hash=hashlib.sha256(token.encode()).hexdigest(),
+            user_kind="PARTNER",
+            user_id=user.id,
+            partner_id=partner.id,
+            expires_at=clock.now() + identity.INVITE_LIFETIME,
+        )
+        await OutboxEvent.create(
+            partner_id=partner.id,
+            event_type=identity.LINK_EVENT,
+            state=state,
+            run_at=clock.now(),
+            payload={"to": user.email, "purpose": "invite", "token": token, "user_kind": "PARTNER"},
+        )
+    assert await scrub(Tortoise.get_connection("default")) == 2
+    for event in await OutboxEvent.filter(event_type=identity.LINK_EVENT):
+        assert "token" not in event.payload and not any(t in str(event.payload) for t in old_tokens)
+    await identity.reset_password(token=old_tokens[0], new_password=PASSWORD)
+    with pytest.raises(BillingError) as ended:
+        await identity.reset_password(token=old_tokens[1], new_password=PASSWORD)
+    assert ended.value.code is ErrorCode.INVALID_TOKEN
+    await identity.reset_password(token=await mailed_token("unsent@agency.example"), new_password=PASSWORD)
+    assert await scrub(Tortoise.get_connection("default")) == 0  # once is enough
