@@ -6,6 +6,7 @@ This is the one module that reads the environment: the domain (billing) receives
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -23,6 +24,8 @@ NOTICE_DAYS_ENV = "WHITEBILL_EXPIRY_NOTICE_DAYS"
 DEFAULT_NOTICE_DAYS = 7
 TIMEOUT_ENV = "WHITEBILL_GATEWAY_TIMEOUT_SECONDS"
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
+OUTBOUND_ALLOW_ENV = "WHITEBILL_OUTBOUND_ALLOW"
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
 def _flag(name: str, default: bool = False) -> bool:
@@ -55,6 +58,8 @@ class Settings:
     login_limit_per_address: str = "60/minute"
     reset_limit_per_email: str = "5/hour"  # password-reset requests allowed
     reset_limit_per_address: str = "30/hour"
+    # Development and tests only: networks a partner's webhook URL may reach besides public addresses.
+    outbound_allowed_networks: tuple[str, ...] = LOOPBACK_NETWORKS
 
     @property
     def is_postgres(self) -> bool:
@@ -82,6 +87,7 @@ class Settings:
             smtp_url=self.smtp_url,
             mail_from=self.mail_from,
             reset_url=self.reset_url,
+            outbound_allowed_networks=() if self.env == "production" else self.outbound_allowed_networks,
         )
 
 
@@ -125,6 +131,28 @@ def _rate_limit(name: str, default: str) -> str:
     return raw
 
 
+def _outbound_allowed(env: str) -> tuple[str, ...]:
+    """WHITEBILL_OUTBOUND_ALLOW: comma-separated networks (``127.0.0.0/8,::1``; empty for none) that
+    partner webhook URLs may reach besides public addresses. Loopback by default outside production;
+    refused in production, which sends only to public addresses."""
+    raw = os.environ.get(OUTBOUND_ALLOW_ENV)
+    if env == "production":
+        if raw:
+            raise ValueError(
+                f"{OUTBOUND_ALLOW_ENV} is for development and tests: production sends only to public addresses"
+            )
+        return ()
+    if raw is None:
+        return LOOPBACK_NETWORKS
+    networks = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(f"{OUTBOUND_ALLOW_ENV}: {part!r} is not a network such as 127.0.0.0/8") from None
+    return tuple(networks)
+
+
 def load_settings() -> Settings:
     env = os.environ.get("WHITEBILL_ENV", "development")
     return Settings(
@@ -149,6 +177,7 @@ def load_settings() -> Settings:
         login_limit_per_address=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"),
         reset_limit_per_email=_rate_limit("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"),
         reset_limit_per_address=_rate_limit("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"),
+        outbound_allowed_networks=_outbound_allowed(env),
     )
 
 

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     GATEWAY_UNAVAILABLE = "GATEWAY_UNAVAILABLE"  # the provider did not answer: retry with the same key
     REFUND_REFUSED = "REFUND_REFUSED"
     CREDIT_BILLING_OFF = "CREDIT_BILLING_OFF"  # the partner does not sell add-ons for points
+    URL_NOT_ALLOWED = "URL_NOT_ALLOWED"  # whitebill sends only to public https addresses (billing.core.outbound)
 
 
 class BillingError(Exception):
