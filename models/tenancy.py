@@ -190,9 +190,11 @@ class UserSession(Entity):
 
 
 class PasswordResetToken(Entity):
-    """A single-use, expiring token sent by e-mail to set or reset a password (stored hashed)."""
+    """A single-use, expiring token sent by e-mail to set or reset a password (stored hashed). Made when
+    its e-mail is sent; the outbox row of that e-mail never holds it, and a retried send replaces it."""
 
     token_hash = fields.CharField(max_length=64, unique=True)
+    outbox_event_id = fields.BigIntField(null=True, unique=True)  # the e-mail that carried it
     user_kind = fields.CharField(max_length=16)  # PLATFORM, PARTNER, WORKSPACE
     user_id = fields.BigIntField()
     partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.CASCADE)

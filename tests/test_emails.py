@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
+import re
 import socket
+from datetime import timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from billing.charges import payments
-from billing.core import clock
+from billing.core import clock, sql
+from billing.outbox import emails
 from billing.tenants import branding, identity
-from models.enums import PaymentMethodKind, PaymentStatus
+from models.enums import PaymentMethodKind, PaymentStatus, WorkState
 from models.operations import OutboxEvent
-from tests.factories import a_partner, a_workspace, partner_viewer
+from models.tenancy import PasswordResetToken, WorkspaceUser
+from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
 from whitebill.settings import configure_domain, load_settings
 from whitebill.worker import Worker
 
@@ -25,8 +30,12 @@ pytestmark = pytest.mark.usefixtures("database")
 class Inbox:
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
+        self.refuse = 0  # how many messages to turn away first (a mail server in trouble)
 
     async def handle_DATA(self, server, session, envelope):
+        if self.refuse:
+            self.refuse -= 1
+            return "451 4.3.0 try again later"
         self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
         return "250 OK"
 
@@ -140,3 +149,65 @@ async def test_an_smtp_server_that_refuses_is_retried_by_the_outbox(monkeypatch)
     await Worker(load_settings()).tick()
     event = await OutboxEvent.get(event_type="renewal.overdue")
     assert event.state.value == "PENDING" and event.run_at > clock.now() and event.last_error
+
+
+def link_token(message: email.message.EmailMessage) -> str:
+    found = re.search(r"\?token=(\S+)", message.get_body(preferencelist=("plain",)).get_content())
+    assert found, "no link in the e-mail"
+    return found[1]
+
+
+async def every_stored_value() -> str:
+    """Every row of every table, as text: what a database dump or a backup holds."""
+    tables_sql = (
+        "SELECT tablename AS name FROM pg_tables WHERE schemaname = 'public'"
+        if sql.is_postgres()
+        else "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    )
+    dump = []
+    for table in [row["name"] for row in await sql.fetch(tables_sql)]:
+        dump.extend(str(row) for row in await sql.fetch(f'SELECT * FROM "{table}"'))
+    return "\n".join(dump)
+
+
+async def test_a_password_link_is_kept_nowhere_in_clear(inbox) -> None:
+    """Only the e-mail holds the token: the database (outbox, audit log, deliveries...) keeps its hash."""
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    await identity.invite_partner_user(PLATFORM, partner_id=partner.id, email="owner@agency.example")
+    await identity.create_workspace_user(partner_viewer(partner), workspace_id=workspace.id, email="ana@client.example")
+    await deliver_outbox()
+    await identity.request_password_reset(brand=partner.slug, email="owner@agency.example", client_address=None)
+    await deliver_outbox()
+    tokens = [link_token(message) for message in inbox.messages]
+    assert len(set(tokens)) == 3
+    stored = await every_stored_value()
+    for token in tokens:
+        assert token not in stored
+        assert hashlib.sha256(token.encode()).hexdigest() in stored
+    await identity.reset_password(token=tokens[1], new_password="a new password for ana")
+
+
+async def test_a_retried_password_e_mail_leaves_one_valid_link(inbox) -> None:
+    """The mail server turns the first attempt away after the token was made: the retry makes a new
+    one and the first stops working. Once the link is used, the e-mail is not sent again."""
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    inbox.refuse = 1
+    await identity.create_workspace_user(partner_viewer(partner), workspace_id=workspace.id, email="ana@client.example")
+    await deliver_outbox()
+    assert inbox.messages == []
+    [event] = await OutboxEvent.filter(event_type=identity.LINK_EVENT)
+    assert event.state is WorkState.PENDING and event.attempts == 1
+    assert await PasswordResetToken.filter(outbox_event_id=event.id).count() == 1
+    first_hash = (await PasswordResetToken.get(outbox_event_id=event.id)).token_hash
+    await clock.advance(timedelta(minutes=5))
+    await deliver_outbox()
+    [message] = inbox.messages
+    token = link_token(message)
+    [row] = await PasswordResetToken.filter(user_id=(await WorkspaceUser.get(email="ana@client.example")).id)
+    assert row.token_hash == hashlib.sha256(token.encode()).hexdigest() != first_hash
+    await identity.reset_password(token=token, new_password="a new password for ana")
+    # A worker that sends the same row once more (its lease ran out mid-send) finds the link used.
+    event_row = {"id": event.id, "event_type": event.event_type, "partner_id": event.partner_id}
+    assert await emails.letter_for({**event_row, "payload": event.payload}) is None

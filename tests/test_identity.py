@@ -3,31 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import importlib
+from collections import Counter
 from datetime import timedelta
 
 import pytest
+from tortoise import Tortoise
 
 from billing.core import clock
 from billing.core.errors import BillingError, ErrorCode
+from billing.outbox import emails
 from billing.tenants import api_keys, identity, ratelimit
-from models.enums import Permission
+from models.enums import Permission, WorkState
 from models.operations import OutboxEvent
-from models.tenancy import PartnerUser, WorkspaceUser
+from models.tenancy import PartnerUser, PasswordResetToken, WorkspaceUser
 from schema.ids import to_global_id
+from tests.counting import count_statements
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
 from tests.graphql import GraphQLClient
+from whitebill.settings import configure_domain, load_settings
 
 pytestmark = pytest.mark.usefixtures("database")
 
 PASSWORD = "correct horse battery"
 
 
+def as_event(event: OutboxEvent) -> dict[str, object]:
+    """An outbox row as the worker hands it to the senders."""
+    return {"id": event.id, "event_type": event.event_type, "partner_id": event.partner_id, "payload": event.payload}
+
+
 async def mailed_token(email: str) -> str:
-    """The token of the newest password e-mail to ``email`` (the outbox is the mailbox until SMTP lands)."""
-    events = await OutboxEvent.filter(event_type="email.password_reset").order_by("-id")
+    """The token in the newest password e-mail to ``email``, made as the e-mail sender makes it (the
+    outbox row names the person; the token exists only in the letter and, hashed, in the database)."""
+    events = await OutboxEvent.filter(event_type=identity.LINK_EVENT).order_by("-id")
     for event in events:
         if event.payload["to"] == email:
-            return event.payload["token"]
+            letter = await emails.letter_for(as_event(event))
+            assert letter is not None and letter.secret, f"the e-mail to {email} has no link"
+            return letter.secret
     raise AssertionError(f"no password e-mail to {email}")
 
 
@@ -101,6 +116,64 @@ async def test_logins_are_rate_limited_per_email() -> None:
     assert limited.value.code is ErrorCode.RATE_LIMITED
 
 
+def spellings_of(partner, email: str) -> list[tuple[str, str]]:
+    """Every way one account may be named at sign-in: its brand with spaces, tabs or capitals, or as the
+    partner's id, and its e-mail likewise."""
+    slug = partner.slug
+    brands = [f"{slug} ", f" {slug}", f"{slug}\t", slug.upper(), str(partner.id), f" {partner.id} "]
+    emails_ = [email, f" {email.upper()}", f"{email}\t"]
+    return [(brand, e) for brand in brands for e in emails_]
+
+
+async def test_every_spelling_of_a_brand_and_e_mail_shares_one_login_allowance() -> None:
+    partner, _ = await a_partner_admin()
+    for _ in range(ratelimit.per_email("login").amount):
+        with pytest.raises(BillingError) as wrong:
+            await identity.login(
+                brand=partner.slug, email="owner@agency.example", password="guess", client_address=None
+            )
+        assert wrong.value.code is ErrorCode.INVALID_CREDENTIALS
+    for brand, email in spellings_of(partner, "owner@agency.example"):
+        with pytest.raises(BillingError) as limited:
+            await identity.login(brand=brand, email=email, password=PASSWORD, client_address=None)
+        assert limited.value.code is ErrorCode.RATE_LIMITED, (brand, email)
+
+
+async def test_every_spelling_of_a_brand_and_e_mail_shares_one_reset_allowance() -> None:
+    partner, _ = await a_partner_admin()
+    before = await OutboxEvent.filter(event_type=identity.LINK_EVENT).count()
+    allowance = ratelimit.per_email("reset").amount
+    for _ in range(allowance):
+        await identity.request_password_reset(brand=partner.slug, email="owner@agency.example", client_address=None)
+    for brand, email in spellings_of(partner, "owner@agency.example"):
+        with pytest.raises(BillingError) as limited:
+            await identity.request_password_reset(brand=brand, email=email, client_address=None)
+        assert limited.value.code is ErrorCode.RATE_LIMITED, (brand, email)
+    assert await OutboxEvent.filter(event_type=identity.LINK_EVENT).count() - before == allowance
+
+
+async def test_one_client_address_however_written_shares_one_allowance(monkeypatch) -> None:
+    """An IPv4 client also written as IPv4-mapped IPv6, and an IPv6 client anywhere in its /64."""
+    monkeypatch.setenv("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "3/minute")
+    configure_domain(load_settings())
+    partner = await a_partner()
+    for spellings in (
+        ["10.0.0.1", "::ffff:10.0.0.1", "::FFFF:a00:1", "10.0.0.1"],
+        ["2001:db8::1", "2001:DB8::2", "2001:db8:0:0:ffff::3", "2001:0db8:0000:0000:abcd::9"],
+    ):
+        for attempt, address in enumerate(spellings):
+            with pytest.raises(BillingError) as refused:
+                await identity.login(
+                    brand=partner.slug, email=f"guess{attempt}@agency.example", password="x", client_address=address
+                )
+            expected = ErrorCode.RATE_LIMITED if attempt == 3 else ErrorCode.INVALID_CREDENTIALS
+            assert refused.value.code is expected, address
+    # Another /64 is another client.
+    with pytest.raises(BillingError) as other:
+        await identity.login(brand=partner.slug, email="x@agency.example", password="x", client_address="2001:db8:1::1")
+    assert other.value.code is ErrorCode.INVALID_CREDENTIALS
+
+
 async def test_a_reset_token_works_once() -> None:
     partner, _ = await a_partner_admin()
     await identity.request_password_reset(brand=partner.slug, email="owner@agency.example", client_address=None)
@@ -155,14 +228,40 @@ async def test_a_password_change_ends_sessions_and_pending_reset_tokens() -> Non
     assert dead.value.code is ErrorCode.INVALID_TOKEN
 
 
-async def test_a_reset_request_answers_the_same_for_an_unknown_email() -> None:
+async def test_a_reset_request_does_the_same_work_for_a_known_and_an_unknown_email(monkeypatch) -> None:
+    """Nothing to time: a known e-mail and an unknown one run the same statements, make the same hash
+    calls and write the same shape of outbox row, and neither makes a token. Only the e-mail sender,
+    later and out of the requester's sight, finds somebody to write to for one of them."""
     partner, _ = await a_partner_admin()
-    before = await OutboxEvent.filter(event_type="email.password_reset").count()
-    assert (
-        await identity.request_password_reset(brand=partner.slug, email="ghost@agency.example", client_address=None)
-        is None
-    )
-    assert await OutboxEvent.filter(event_type="email.password_reset").count() == before
+    tokens = await PasswordResetToken.all().count()
+    work = {}
+    for email in ("owner@agency.example", "ghost@agency.example"):
+        calls: Counter[str] = Counter()
+
+        def counting(name, real):
+            def counted(*args, **kwargs):
+                calls[name] += 1
+                return real(*args, **kwargs)
+
+            return counted
+
+        monkeypatch.setattr(hashlib, "sha256", counting("sha256", hashlib.sha256))
+        monkeypatch.setattr(identity, "hash_password", counting("hash_password", identity.hash_password))
+        monkeypatch.setattr(identity, "verify_password", counting("verify_password", identity.verify_password))
+        statements = count_statements(monkeypatch)
+        assert await identity.request_password_reset(brand=partner.slug, email=email, client_address="10.0.0.9") is None
+        monkeypatch.undo()
+        row = await OutboxEvent.filter(event_type=identity.LINK_EVENT).order_by("-id").first()
+        assert row is not None and row.payload["to"] == email
+        shape = {key: type(value).__name__ for key, value in row.payload.items() if key != "to"}
+        work[email] = (dict(calls), statements["statements"], shape, row.partner_id, row.state)
+    assert work["owner@agency.example"] == work["ghost@agency.example"]
+    assert work["ghost@agency.example"][0]["sha256"] > 0  # the same hashing happened, it was not skipped
+    assert await PasswordResetToken.all().count() == tokens  # a request makes no token: the sender does
+    ghost_row, owner_row = await OutboxEvent.filter(event_type=identity.LINK_EVENT).order_by("-id").limit(2)
+    assert await emails.letter_for(as_event(ghost_row)) is None
+    letter = await emails.letter_for(as_event(owner_row))
+    assert letter is not None and letter.to == "owner@agency.example"
 
 
 async def test_sessions_expire_and_logout_ends_them() -> None:
@@ -339,3 +438,39 @@ async def test_a_platform_operator_signs_in_without_a_brand() -> None:
     await identity.create_platform_user(email="ops@platform.example", password=PASSWORD)
     session = await identity.login(brand=None, email="ops@platform.example", password=PASSWORD, client_address=None)
     assert session.viewer.is_platform and Permission.MANAGE_PARTNERS in session.viewer.permissions
+
+
+async def test_password_e_mails_written_before_0011_are_scrubbed_of_their_tokens() -> None:
+    """Rows from before tokens left the outbox: a sent one keeps its link working, an unsent one loses
+    its old token and is sent with a new one; no payload keeps a token."""
+    scrub = importlib.import_module("models.migrations.0011_reset_tokens_off_the_outbox").scrub_link_tokens
+    partner = await a_partner()
+    users = [
+        await PartnerUser.create(partner_id=partner.id, email=f"{name}@agency.example", permissions=[])
+        for name in ("sent", "unsent")
+    ]
+    old_tokens = ["token-of-a-sent-e-mail", "token-of-an-unsent-e-mail"]
+    for user, token, state in zip(users, old_tokens, (WorkState.DONE, WorkState.PENDING), strict=True):
+        await PasswordResetToken.create(
+            token_hash=hashlib.sha256(token.encode()).hexdigest(),
+            user_kind="PARTNER",
+            user_id=user.id,
+            partner_id=partner.id,
+            expires_at=clock.now() + identity.INVITE_LIFETIME,
+        )
+        await OutboxEvent.create(
+            partner_id=partner.id,
+            event_type=identity.LINK_EVENT,
+            state=state,
+            run_at=clock.now(),
+            payload={"to": user.email, "purpose": "invite", "token": token, "user_kind": "PARTNER"},
+        )
+    assert await scrub(Tortoise.get_connection("default")) == 2
+    for event in await OutboxEvent.filter(event_type=identity.LINK_EVENT):
+        assert "token" not in event.payload and not any(t in str(event.payload) for t in old_tokens)
+    await identity.reset_password(token=old_tokens[0], new_password=PASSWORD)
+    with pytest.raises(BillingError) as ended:
+        await identity.reset_password(token=old_tokens[1], new_password=PASSWORD)
+    assert ended.value.code is ErrorCode.INVALID_TOKEN
+    await identity.reset_password(token=await mailed_token("unsent@agency.example"), new_password=PASSWORD)
+    assert await scrub(Tortoise.get_connection("default")) == 0  # once is enough

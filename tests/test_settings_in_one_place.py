@@ -9,10 +9,9 @@ import re
 import pytest
 
 from billing.charges import gateway_configs
-from billing.core import config
+from billing.core import config, outbound
 from billing.core.config import DomainConfig
 from billing.core.errors import BillingError
-from billing.outbox import partner_webhooks
 from whitebill.settings import Settings, configure_domain, load_settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -83,6 +82,7 @@ def test_every_variable_the_domain_needs_is_read_from_the_environment(monkeypatc
         smtp_url="smtp://127.0.0.1:25",
         mail_from="billing@example.com",
         reset_url="https://app.example/reset",
+        outbound_allowed_networks=(),  # production reaches public addresses only
     )
 
 
@@ -111,13 +111,13 @@ def test_a_malformed_value_stops_the_start_naming_its_variable(
         load_settings()
 
 
-def test_the_domain_uses_what_it_is_handed() -> None:
+async def test_the_domain_uses_what_it_is_handed() -> None:
     configure_domain(Settings(env="production", public_url="https://billing.example/"))
     assert config.current().production
     with pytest.raises(BillingError):
-        partner_webhooks._check_url("http://127.0.0.1:9/hook")  # loopback http is for development only
+        await outbound.check_url("http://127.0.0.1:9/hook")  # loopback http is for development only
     configure_domain(Settings(env="development"))
-    assert partner_webhooks._check_url("http://127.0.0.1:9/hook")
+    assert await outbound.check_url("http://127.0.0.1:9/hook")
 
 
 def test_the_webhook_url_starts_with_the_configured_public_url() -> None:

@@ -6,6 +6,7 @@ This is the one module that reads the environment: the domain (billing) receives
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -27,6 +28,8 @@ DEFAULT_USAGE_AHEAD_SECONDS = 300
 USAGE_MONTHS_BACK_ENV = "WHITEBILL_USAGE_MONTHS_BACK"
 DEFAULT_USAGE_MONTHS_BACK = 1
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
+OUTBOUND_ALLOW_ENV = "WHITEBILL_OUTBOUND_ALLOW"
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
 def _flag(name: str, default: bool = False) -> bool:
@@ -63,6 +66,8 @@ class Settings:
     # the UTC month this many months back (1: the previous month), so every charge lands in a report.
     usage_max_ahead_seconds: int = DEFAULT_USAGE_AHEAD_SECONDS
     usage_months_back: int = DEFAULT_USAGE_MONTHS_BACK
+    # Development and tests only: networks a partner's webhook URL may reach besides public addresses.
+    outbound_allowed_networks: tuple[str, ...] = LOOPBACK_NETWORKS
 
     @property
     def is_postgres(self) -> bool:
@@ -92,6 +97,7 @@ class Settings:
             reset_url=self.reset_url,
             usage_max_ahead_seconds=self.usage_max_ahead_seconds,
             usage_months_back=self.usage_months_back,
+            outbound_allowed_networks=() if self.env == "production" else self.outbound_allowed_networks,
         )
 
 
@@ -148,6 +154,28 @@ def _rate_limit(name: str, default: str) -> str:
     return raw
 
 
+def _outbound_allowed(env: str) -> tuple[str, ...]:
+    """WHITEBILL_OUTBOUND_ALLOW: comma-separated networks (``127.0.0.0/8,::1``; empty for none) that
+    partner webhook URLs may reach besides public addresses. Loopback by default outside production;
+    refused in production, which sends only to public addresses."""
+    raw = os.environ.get(OUTBOUND_ALLOW_ENV)
+    if env == "production":
+        if raw:
+            raise ValueError(
+                f"{OUTBOUND_ALLOW_ENV} is for development and tests: production sends only to public addresses"
+            )
+        return ()
+    if raw is None:
+        return LOOPBACK_NETWORKS
+    networks = []
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(f"{OUTBOUND_ALLOW_ENV}: {part!r} is not a network such as 127.0.0.0/8") from None
+    return tuple(networks)
+
+
 def load_settings() -> Settings:
     env = os.environ.get("WHITEBILL_ENV", "development")
     return Settings(
@@ -174,6 +202,7 @@ def load_settings() -> Settings:
         login_limit_per_address=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"),
         reset_limit_per_email=_rate_limit("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"),
         reset_limit_per_address=_rate_limit("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"),
+        outbound_allowed_networks=_outbound_allowed(env),
     )
 
 

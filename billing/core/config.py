@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class DomainConfig:
-    production: bool = False  # partner webhook URLs must then be https (no loopback http)
+    production: bool = False  # partner webhook URLs must then be https to public addresses
+    # Outside production: networks a tenant's URL may reach besides the public internet (a receiver on
+    # this machine); production never lets one through.
+    outbound_allowed_networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     cheap_password_hash: bool = False  # tests only: fast argon2 parameters
     secret_key: str = field(default="", repr=False)  # Fernet key(s), comma-separated: the first encrypts
     login_limit_per_email: str = "10/minute"  # `limits` rate strings

@@ -39,6 +39,7 @@ class ErrorCode(StrEnum):
     REFUND_REFUSED = "REFUND_REFUSED"
     CREDIT_BILLING_OFF = "CREDIT_BILLING_OFF"  # the partner does not sell add-ons for points
     INVALID_EVENT = "INVALID_EVENT"  # a usage event no report could show (occurredAt outside the window)
+    URL_NOT_ALLOWED = "URL_NOT_ALLOWED"  # whitebill sends only to public https addresses (billing.core.outbound)
 
 
 class BillingError(Exception):

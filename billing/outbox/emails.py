@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,6 +22,7 @@ import aiosmtplib
 
 from billing.core import config
 from billing.core.money import format_minor
+from billing.tenants import identity
 from models.tenancy import Branding, Partner, Workspace
 
 log = logging.getLogger("whitebill.emails")
@@ -76,15 +78,19 @@ def _how_to_pay(action: dict[str, Any] | None) -> list[str]:
 async def letter_for(event: dict[str, Any]) -> Letter | None:
     """The e-mail an outbox event calls for, if any."""
     kind, payload = event["event_type"], event.get("payload") or {}
-    if kind == "email.password_reset":
+    if kind == identity.LINK_EVENT:
+        # The token is made now and lives only in this letter; the database keeps its hash.
+        link = await identity.mint_link(event)
+        if link is None:
+            return None
         base = config.current().reset_url  # the page that takes ?token=
-        verb = "Set" if payload.get("purpose") == "invite" else "Reset"
-        hours = payload.get("expires_in_hours")
+        verb = "Set" if link.purpose == "invite" else "Reset"
+        hours = link.lifetime / timedelta(hours=1)
         return Letter(
-            to=payload["to"],
+            to=link.to,
             subject=f"{verb} your password",
-            lines=[f"{verb} your password here: {base}?token={payload['token']}", f"The link works for {hours} hours."],
-            secret=str(payload["token"]),
+            lines=[f"{verb} your password here: {base}?token={link.token}", f"The link works for {hours:g} hours."],
+            secret=link.token,
         )
     to = await _owner_of(payload)
     if to is None:

@@ -25,12 +25,11 @@ import secrets
 import time
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from tortoise.queryset import QuerySet
 
-from billing.core import audit, clock, config, credentials, sql, tenancy, work
+from billing.core import audit, clock, credentials, outbound, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from models.enums import Permission, ViewerKind, WorkState
@@ -46,7 +45,6 @@ CONCURRENCY = 8  # requests in flight per worker
 # well inside its lease, so a live worker never loses a claim to another one (which would send it twice).
 BATCH = CONCURRENCY * 4
 assert BATCH / CONCURRENCY * DEADLINE_SECONDS <= work.DEFAULT_LEASE.total_seconds() * 2 / 3  # a third to spare
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TEST_EVENT = "webhook.test"
 # Events for whitebill's own senders, never for a partner's endpoint: a password e-mail carries its token.
 INTERNAL = ("email.",)
@@ -55,18 +53,6 @@ INTERNAL = ("email.",)
 def sign(secret: str, body: bytes, timestamp: int) -> str:
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-def _check_url(url: str) -> str:
-    parts = urlsplit(url)
-    production = config.current().production
-    if len(url) > 500 or not parts.hostname:
-        raise BillingError(ErrorCode.INVALID_INPUT, "not an URL", field="url")
-    if parts.scheme == "https":
-        return url
-    if parts.scheme == "http" and parts.hostname in _LOOPBACK and not production:
-        return url  # a receiver on this machine, for development
-    raise BillingError(ErrorCode.INVALID_INPUT, "webhook URLs are https (loopback http in development)", field="url")
 
 
 async def create_endpoint(
@@ -87,7 +73,7 @@ async def create_endpoint(
     secret = "whsec_" + secrets.token_urlsafe(32)
     endpoint = await WebhookEndpoint.create(
         partner_id=partner.id,
-        url=_check_url(url),
+        url=await outbound.check_url(url, field="url"),
         secret_encrypted=credentials.encrypt({"secret": secret}),
         secret_hint=credentials.hint({"secret": secret}),
         events=cleaned,
@@ -172,9 +158,8 @@ class Sender:
     CACHE_SECONDS = 10.0
 
     def __init__(self) -> None:
-        self.http = httpx.AsyncClient(
-            timeout=TIMEOUT, follow_redirects=False, limits=httpx.Limits(max_connections=CONCURRENCY)
-        )
+        # Endpoints are the partners' choice: every connection goes to a checked public address.
+        self.http = outbound.client(timeout=TIMEOUT, limits=httpx.Limits(max_connections=CONCURRENCY))
         self._endpoints: dict[int, tuple[float, WebhookEndpoint | None, str]] = {}
         self._slots = asyncio.Semaphore(CONCURRENCY)
 
@@ -207,7 +192,8 @@ class Sender:
                 answer = await self.http.post(endpoint.url, content=body, headers=headers)
             status = answer.status_code
         except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}"
+            # A refused address was never connected to: the partner learns that, not how its port answers.
+            error = outbound.REFUSED if outbound.was_refused(exc) else f"{type(exc).__name__}"
         except TimeoutError:
             error = f"no answer within {DEADLINE_SECONDS:g} s"
         else:

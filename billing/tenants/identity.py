@@ -12,7 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
@@ -21,10 +21,10 @@ from billing.core import audit, clock, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.tenants import ratelimit
-from billing.tenants.partners import check_email, check_name
+from billing.tenants.partners import canonical_email, check_email, check_name
 from billing.tenants.passwords import check_new_password, hash_password, verify_password
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, CredentialKind, Permission, ViewerKind
-from models.tenancy import Partner, PartnerUser, PasswordResetToken, PlatformUser, UserSession, WorkspaceUser
+from models.tenancy import Partner, PartnerUser, PlatformUser, UserSession, WorkspaceUser
 
 SESSION_PREFIX = "wbs"
 SESSION_LIFETIME = timedelta(hours=12)
@@ -62,9 +62,13 @@ def viewer_for(kind: str, user: AnyUser) -> Viewer:
 # ---------------------------------------------------------------------------- brands and users
 
 
+def _brand_text(brand: str) -> str:
+    return brand.strip().lower()
+
+
 async def find_brand(brand: str) -> Partner | None:
     """A partner by its custom domain, its slug or its database id."""
-    text = brand.strip().lower()
+    text = _brand_text(brand)
     if not text or len(text) > 253 or "\x00" in text:
         return None
     partner = await Partner.filter(domain=text).first()
@@ -75,17 +79,38 @@ async def find_brand(brand: str) -> Partner | None:
     return partner
 
 
-async def _find_user(brand: str | None, email: str) -> tuple[str, AnyUser] | None:
+@dataclass(frozen=True, slots=True)
+class Brand:
+    """Where a sign-in or reset looks for its user: the platform (no brand named) or one partner."""
+
+    platform: bool
+    partner: Partner | None
+
+    @property
+    def key(self) -> str:
+        """What the rate limits count under: the brand as resolved, so that every spelling of it (its
+        domain, slug or id, in any case, with spaces around) shares one allowance."""
+        if self.platform:
+            return "platform"
+        return f"partner:{self.partner.id}" if self.partner else "no-such-brand"
+
+
+async def resolve_brand(brand: str | None) -> Brand:
     if brand is None:
+        return Brand(platform=True, partner=None)
+    return Brand(platform=False, partner=await find_brand(brand))
+
+
+async def _find_user(brand: Brand, email: str) -> tuple[str, AnyUser] | None:
+    if brand.platform:
         user = await PlatformUser.get_or_none(email=email, is_active=True)
         return ("PLATFORM", user) if user else None
-    partner = await find_brand(brand)
-    if partner is None:
+    if brand.partner is None:
         return None
-    partner_user = await PartnerUser.get_or_none(partner_id=partner.id, email=email, is_active=True)
+    partner_user = await PartnerUser.get_or_none(partner_id=brand.partner.id, email=email, is_active=True)
     if partner_user is not None:
         return "PARTNER", partner_user
-    workspace_user = await WorkspaceUser.get_or_none(partner_id=partner.id, email=email, is_active=True)
+    workspace_user = await WorkspaceUser.get_or_none(partner_id=brand.partner.id, email=email, is_active=True)
     return ("WORKSPACE", workspace_user) if workspace_user else None
 
 
@@ -151,7 +176,7 @@ async def invite_partner_user(
             partner_id=partner.id,
             after={"email": email, "is_admin": first, "permissions": user.permissions},
         )
-        await _send_reset(kind="PARTNER", user=user, lifetime=INVITE_LIFETIME, purpose="invite")
+        await _queue_invitation(kind="PARTNER", user=user)
     return NewUser("PARTNER", user, True)
 
 
@@ -177,7 +202,7 @@ async def create_workspace_user(viewer: Viewer, *, workspace_id: int, email: str
             partner_id=workspace.partner_id,
             after={"email": email, "workspace_id": workspace.id},
         )
-        await _send_reset(kind="WORKSPACE", user=user, lifetime=INVITE_LIFETIME, purpose="invite")
+        await _queue_invitation(kind="WORKSPACE", user=user)
     return NewUser("WORKSPACE", user, True)
 
 
@@ -217,13 +242,15 @@ class Session:
     token: str  # shown once
     expires_at_iso: str
     viewer: Viewer
+    email: str
 
 
 async def login(*, brand: str | None, email: str, password: str, client_address: str | None) -> Session:
     """Exchange an e-mail and password for a session token. Every failure looks the same."""
-    email_key = (email or "").strip().lower()[:254].replace("\x00", "")
-    await ratelimit.hit("login", email=f"{brand}|{email_key}", address=client_address)
-    found = await _find_user(brand, email_key) if email_key else None
+    email_key = canonical_email(email)
+    where = await resolve_brand(brand)
+    await ratelimit.hit("login", account=f"{where.key}|{email_key}", address=client_address)
+    found = await _find_user(where, email_key) if email_key else None
     user = found[1] if found else None
     if not verify_password(user.password_hash if user else None, password) or found is None:
         raise BillingError(ErrorCode.INVALID_CREDENTIALS, "e-mail or password is wrong")
@@ -237,7 +264,7 @@ async def login(*, brand: str | None, email: str, password: str, client_address:
         partner_id=getattr(user, "partner_id", None),
         expires_at=expires,
     )
-    return Session(token, expires.isoformat(), viewer_for(kind, user))
+    return Session(token, expires.isoformat(), viewer_for(kind, user), user.email)
 
 
 def credential_kind(token: str | None) -> CredentialKind:
@@ -312,40 +339,85 @@ async def change_password(viewer: Viewer, *, current: str, new: str) -> None:
 # ---------------------------------------------------------------------------- password reset
 
 
-async def _send_reset(*, kind: str, user: AnyUser, lifetime: timedelta, purpose: str) -> None:
-    token = secrets.token_urlsafe(32)
-    partner_id = getattr(user, "partner_id", None)
-    await PasswordResetToken.create(
-        token_hash=_digest(token),
-        user_kind=kind,
-        user_id=user.id,
-        partner_id=partner_id,
-        expires_at=clock.now() + lifetime,
-    )
-    # The e-mail carries the token; the outbox row is read only by the e-mail sender.
+LINK_EVENT = "email.password_reset"
+
+
+def _link_payload(*, purpose: str, to: str, platform: bool, user: tuple[str, int] | None = None) -> dict[str, object]:
+    """What the outbox keeps of a password e-mail: whom to look up at send time, never a token. The
+    same keys whether or not the user is known (a reset request names only a brand and an e-mail)."""
+    kind, user_id = user if user else (None, None)
+    return {"purpose": purpose, "to": to, "platform": platform, "user_kind": kind, "user_id": user_id}
+
+
+async def _queue_invitation(*, kind: str, user: AnyUser) -> None:
     await audit.emit(
-        "email.password_reset",
-        partner_id,
-        {
-            "to": user.email,
-            "purpose": purpose,
-            "token": token,
-            "user_kind": kind,
-            "expires_in_hours": lifetime / timedelta(hours=1),
-        },
+        LINK_EVENT,
+        getattr(user, "partner_id", None),
+        _link_payload(purpose="invite", to=user.email, platform=kind == "PLATFORM", user=(kind, user.id)),
     )
 
 
 async def request_password_reset(*, brand: str | None, email: str, client_address: str | None) -> None:
-    """Always answers the same, whether or not the e-mail belongs to anyone."""
-    email_key = (email or "").strip().lower()[:254].replace("\x00", "")
-    await ratelimit.hit("reset", email=f"{brand}|{email_key}", address=client_address)
-    found = await _find_user(brand, email_key) if email_key else None
+    """Always answers the same, whether or not the e-mail belongs to anyone, and does the same work:
+    it queues one e-mail row either way; who the user is, and the token, are settled when the e-mail
+    is sent (``mint_link``)."""
+    email_key = canonical_email(email)
+    where = await resolve_brand(brand)
+    await ratelimit.hit("reset", account=f"{where.key}|{email_key}", address=client_address)
+    await audit.emit(
+        LINK_EVENT,
+        where.partner.id if where.partner else None,
+        _link_payload(purpose="reset", to=email_key, platform=where.platform),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A password e-mail's link, in memory only: the database keeps the token's hash."""
+
+    to: str
+    purpose: str
+    token: str
+    lifetime: timedelta
+
+
+# One token per e-mail row: a send that is retried replaces the token its failed attempt made, unless
+# that one has been used already (the e-mail did go out), in which case nothing is sent again.
+_MINT = (
+    "INSERT INTO password_reset_token (created_at, token_hash, user_kind, user_id, partner_id, expires_at,"
+    " outbox_event_id) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    " ON CONFLICT (outbox_event_id) DO UPDATE SET token_hash = excluded.token_hash,"
+    " expires_at = excluded.expires_at, created_at = excluded.created_at"
+    " WHERE password_reset_token.used_at IS NULL"
+)
+
+
+async def mint_link(event: dict[str, Any]) -> Link | None:
+    """At send time: the user a password e-mail row is for, and a fresh token stored as its hash.
+    None when there is nobody to write to (an unknown e-mail, a user since removed)."""
+    payload = event.get("payload") or {}
+    purpose = "invite" if payload.get("purpose") == "invite" else "reset"
+    found: tuple[str, AnyUser] | None = None
+    kind, user_id = payload.get("user_kind"), payload.get("user_id")
+    if kind in _MODELS and isinstance(user_id, int):
+        user = await _MODELS[kind].get_or_none(id=user_id, is_active=True)
+        found = (kind, user) if user else None
+    elif purpose == "reset":
+        partner_id = event.get("partner_id")
+        partner = await Partner.get_or_none(id=partner_id) if partner_id is not None else None
+        found = await _find_user(Brand(platform=bool(payload.get("platform")), partner=partner), str(payload.get("to")))
     if found is None:
-        return
+        return None
     kind, user = found
-    async with in_transaction("default"):
-        await _send_reset(kind=kind, user=user, lifetime=RESET_LIFETIME, purpose="reset")
+    lifetime = INVITE_LIFETIME if purpose == "invite" else RESET_LIFETIME
+    token = secrets.token_urlsafe(32)
+    now = clock.now()
+    minted = await sql.execute(
+        _MINT, now, _digest(token), kind, user.id, getattr(user, "partner_id", None), now + lifetime, event["id"]
+    )
+    if minted != 1:
+        return None
+    return Link(to=user.email, purpose=purpose, token=token, lifetime=lifetime)
 
 
 async def reset_password(*, token: str, new_password: str) -> None:

@@ -19,8 +19,14 @@ _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,253}\.[^@\s]+$")
 
 
+def canonical_email(email: str | None) -> str:
+    """The one form of an e-mail: how it is stored, looked up at sign-in and counted by the rate limits
+    (trimmed, lower-case). Two spellings of one address must never be two people or two allowances."""
+    return (email or "").replace("\x00", "").strip().lower()[:254]
+
+
 def check_email(email: str, field: str = "email") -> str:
-    value = check_text(email, field, max_length=254).lower()
+    value = canonical_email(check_text(email, field, max_length=254))
     if not _EMAIL.match(value):
         raise BillingError(ErrorCode.INVALID_INPUT, "not a valid e-mail address", field=field)
     return value

@@ -8,6 +8,7 @@ storage `limits` supports (e.g. redis://127.0.0.1:6379) through the configured `
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from functools import cache
 
 from limits import RateLimitItem, parse
@@ -43,14 +44,31 @@ def _limiter() -> MovingWindowRateLimiter:
 
 def _key(value: str) -> str:
     # Keys never hold an e-mail or address in clear (storage may be shared or dumped).
-    return hashlib.sha256(value.lower().encode()).hexdigest()[:32]
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
-async def hit(action: str, *, email: str, address: str | None) -> None:
-    """Count one attempt; RATE_LIMITED if either the e-mail or the address has used its allowance."""
-    limits: list[tuple[RateLimitItem, str]] = [(per_email(action), f"email:{_key(email)}")]
+def canonical_address(address: str) -> str:
+    """One client, one allowance: an IPv4 address however it is written (also as IPv4-mapped IPv6),
+    and an IPv6 client by its /64, the block one subscriber holds (it can pick any address in it)."""
+    try:
+        parsed = ipaddress.ip_address(address.strip().split("%", 1)[0])
+    except ValueError:
+        return address.strip().lower()
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+async def hit(action: str, *, account: str, address: str | None) -> None:
+    """Count one attempt; RATE_LIMITED if either the account or the address has used its allowance.
+
+    ``account`` is the caller's canonical key for who is targeted (the resolved brand and the canonical
+    e-mail): any spelling of the same account must arrive here as the same string."""
+    limits: list[tuple[RateLimitItem, str]] = [(per_email(action), f"email:{_key(account)}")]
     if address:
-        limits.append((per_address(action), f"addr:{_key(address)}"))
+        limits.append((per_address(action), f"addr:{_key(canonical_address(address))}"))
     limiter = _limiter()
     for item, key in limits:
         if not await limiter.hit(item, action, key):

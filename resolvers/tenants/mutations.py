@@ -244,7 +244,7 @@ class Mutation:
         return LoginPayload(
             token=session.token,
             expires_at=datetime.fromisoformat(session.expires_at_iso),
-            viewer=Viewer.of(session.viewer, via=CredentialKind.SESSION, email=input.email.strip().lower()),
+            viewer=Viewer.of(session.viewer, via=CredentialKind.SESSION, email=session.email),
         )
 
     @mutation(description="End the session this request is signed in with.")
