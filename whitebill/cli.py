@@ -61,6 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
             log_config=None,
             access_log=False,
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            ws_max_size=settings.max_body_bytes,
         )
         return 0
     uvicorn.run(
@@ -70,6 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        ws_max_size=settings.max_body_bytes,
     )
     return 0
 

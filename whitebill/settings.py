@@ -22,6 +22,7 @@ SECRET_KEY_ENV = "WHITEBILL_SECRET_KEY"  # noqa: S105 (the variable's name, not 
 NOTICE_DAYS_ENV = "WHITEBILL_EXPIRY_NOTICE_DAYS"
 DEFAULT_NOTICE_DAYS = 7
 TIMEOUT_ENV = "WHITEBILL_GATEWAY_TIMEOUT_SECONDS"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for it
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
 
 
@@ -55,6 +56,10 @@ class Settings:
     login_limit_per_address: str = "60/minute"
     reset_limit_per_email: str = "5/hour"  # password-reset requests allowed
     reset_limit_per_address: str = "30/hour"
+    max_body_bytes: int = 1024 * 1024  # a request body (GraphQL, webhooks) or websocket message, read up to this
+    max_usage_body_bytes: int = 4 * 1024 * 1024  # a POST /usage batch (up to 1,000 events)
+    max_query_bytes: int = 64 * 1024  # a GraphQL document's text, in UTF-8 bytes
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics shared by `serve --processes N`
 
     @property
     def is_postgres(self) -> bool:
@@ -125,6 +130,15 @@ def _rate_limit(name: str, default: str) -> str:
     return raw
 
 
+def _bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1024:
+        raise ValueError(f"{name}={raw!r} is not a number of bytes (1024 or more)")
+    return int(raw)
+
+
 def load_settings() -> Settings:
     env = os.environ.get("WHITEBILL_ENV", "development")
     return Settings(
@@ -149,6 +163,10 @@ def load_settings() -> Settings:
         login_limit_per_address=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"),
         reset_limit_per_email=_rate_limit("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"),
         reset_limit_per_address=_rate_limit("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"),
+        max_body_bytes=_bytes("WHITEBILL_MAX_BODY_BYTES", Settings.max_body_bytes),
+        max_usage_body_bytes=_bytes("WHITEBILL_MAX_USAGE_BODY_BYTES", Settings.max_usage_body_bytes),
+        max_query_bytes=_bytes("WHITEBILL_MAX_QUERY_BYTES", Settings.max_query_bytes),
+        metrics_dir=os.environ.get(METRICS_DIR_ENV) or None,
     )
 
 

@@ -1,0 +1,177 @@
+"""The HTTP boundary of a real uvicorn process: whatever arrives, the answer is never a 5xx, every
+refusal is JSON with a code, bodies are read no further than their route's limit, and the connection
+stays usable after a refusal.
+
+/graphql refusals look like GraphQL errors (``errors[].extensions.code``); /usage, the report
+downloads and webhooks answer ``errors[].code``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from billing.tenants import api_keys
+from schema.ids import to_global_id
+from tests.factories import a_partner, a_workspace
+from tests.graphql import GraphQLClient
+
+pytestmark = pytest.mark.usefixtures("database")
+
+MiB = 1024 * 1024
+
+
+def code_of(response: httpx.Response) -> str:
+    """The code of a refusal, in either shape; fails unless the body is JSON with one."""
+    assert response.headers["content-type"].startswith("application/json"), (response.status_code, response.text)
+    error = response.json()["errors"][0]
+    code = error.get("code") or (error.get("extensions") or {}).get("code")
+    assert isinstance(code, str) and code, response.text
+    return code
+
+
+@pytest.fixture
+async def http(server) -> AsyncIterator[httpx.AsyncClient]:
+    """One kept-alive connection: a refusal must leave it usable."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=httpx.Limits(max_connections=1)) as client:
+        yield client
+
+
+async def still_served(http: httpx.AsyncClient) -> None:
+    answer = await http.post("/graphql", json={"query": "{ __typename }"})
+    assert answer.json() == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize("body", ["null", "true", '"x"', "12345", "[]", '[{"query": "{ __typename }"}]', "{bad"])
+async def test_a_graphql_body_of_any_json_shape_is_a_coded_400_not_a_500(http: httpx.AsyncClient, body: str) -> None:
+    response = await http.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert code_of(response) == "MALFORMED_REQUEST"
+    await still_served(http)
+
+
+async def test_refusals_before_execution_are_json_with_a_code(http: httpx.AsyncClient) -> None:
+    query = json.dumps({"query": "{ __typename }"})
+    wrong_type = await http.post("/graphql", content=query, headers={"content-type": "text/plain"})
+    assert (wrong_type.status_code, code_of(wrong_type)) == (400, "MALFORMED_REQUEST")
+    no_type = await http.post("/graphql", content=query, headers={"content-type": ""})
+    assert (no_type.status_code, code_of(no_type)) == (400, "MALFORMED_REQUEST")
+    nul = await http.post("/graphql", json={"query": "{ __typename }", "variables": {"a": "x\x00y"}})
+    assert (nul.status_code, code_of(nul)) == (400, "INVALID_INPUT")
+    no_query = await http.post("/graphql", json={"variables": {}})
+    assert (no_query.status_code, code_of(no_query)) == (400, "MALFORMED_REQUEST")
+    mutation_by_get = await http.get("/graphql", params={"query": "mutation { logout { errors { code } } }"})
+    assert (mutation_by_get.status_code, code_of(mutation_by_get)) == (405, "METHOD_NOT_ALLOWED")
+    bad_variables = await http.get("/graphql", params={"query": "{ __typename }", "variables": "5"})
+    assert (bad_variables.status_code, code_of(bad_variables)) == (400, "MALFORMED_REQUEST")
+    await still_served(http)
+
+
+async def pieces(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """A body sent chunked: no Content-Length to trust."""
+    for _ in range(total // size):
+        yield b" " * size
+
+
+@pytest.mark.parametrize(("path", "limit"), [("/graphql", MiB), ("/usage", 4 * MiB), ("/webhooks/manual/1", MiB)])
+async def test_a_body_over_its_routes_limit_is_a_coded_413_declared_or_not(
+    http: httpx.AsyncClient, path: str, limit: int
+) -> None:
+    headers = {"content-type": "application/json", "authorization": "Bearer wb_nobody"}
+    declared = await http.post(path, content=b" " * (limit + 1), headers=headers)
+    assert (declared.status_code, code_of(declared)) == (413, "BODY_TOO_LARGE")
+    chunked = await http.post(path, content=pieces(limit + 256 * 1024), headers=headers)
+    assert (chunked.status_code, code_of(chunked)) == (413, "BODY_TOO_LARGE")
+    await still_served(http)
+    at_the_limit = await http.post(path, content=b" " * limit, headers=headers)
+    assert at_the_limit.status_code != 413  # read whole, then refused for what it says
+
+
+async def test_a_query_is_counted_in_bytes_too(http: httpx.AsyncClient) -> None:
+    # Comments and block strings are one token each however long: the byte limit still holds.
+    commented = "{ __typename }\n#" + "x" * 70_000
+    refused = await http.post("/graphql", json={"query": commented})
+    assert (refused.status_code, code_of(refused)) == (400, "QUERY_TOO_LARGE")
+    block = '{ node(id: """' + "é" * 40_000 + '""") { id } }'  # 40,000 characters, 80,000 bytes
+    refused = await http.post("/graphql", json={"query": block})
+    assert (refused.status_code, code_of(refused)) == (400, "QUERY_TOO_LARGE")
+    await still_served(http)
+
+
+DEEP = (
+    "{ viewer { partner { workspaces { nodes { partner { workspaces { nodes { partner { workspaces { nodes {"
+    " partner { workspaces { nodes { id } } } } } } } } } } } } } }"
+)
+LIMITS = {
+    "depth": DEEP,
+    "aliases": "{ " + " ".join(f"a{i}: viewer {{ kind }}" for i in range(40)) + " }",
+    "tokens": "{ viewer { " + " ".join(["kind"] * 2100) + " } }",
+    "introspection": "{ __schema { types { fields { type { fields { type { fields { type { name } } } } } } } } }",
+    "cost": "{ partners(first: 100) { nodes { workspaces(first: 100) { nodes { wallets { entries(first: 100) {"
+    " nodes { id } } } } } } } }",
+}
+
+
+@pytest.mark.parametrize("limit", LIMITS)
+async def test_every_query_limit_refuses_with_a_code(server, limit: str) -> None:
+    platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None)).secret)
+    body = await platform.execute(LIMITS[limit])
+    assert body.get("data") is None and body["errors"], body
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"QUERY_TOO_COMPLEX"}, body
+
+
+@pytest.mark.parametrize("query", ["{", "{ viewer { nope } }", "query($x: Int!) { viewer { kind } }"])
+async def test_a_query_that_does_not_parse_or_validate_has_a_code(server, query: str) -> None:
+    body = await GraphQLClient(server.url).execute(query)
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["INVALID_QUERY"], body
+
+
+async def test_a_negative_page_size_is_its_own_error(server) -> None:
+    platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None)).secret)
+    negative = await platform.execute("{ partners(first: -1) { nodes { id } } }")
+    assert negative["errors"][0]["extensions"] == {"code": "INVALID_PAGE_SIZE", "field": "first"}
+    too_large = await platform.execute("{ partners(first: 101) { nodes { id } } }")
+    assert too_large["errors"][0]["extensions"] == {"code": "PAGE_SIZE_TOO_LARGE", "field": "first"}
+
+
+BALANCE = "subscription($w: ID!) { walletBalanceChanged(walletId: $w) { balance { amount } } }"
+
+
+async def receive(socket: Any) -> dict[str, Any]:
+    return json.loads(await socket.recv(decode=True))
+
+
+async def test_operations_over_a_connections_limit_or_too_large_are_refused_with_a_code(server) -> None:
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    granted = await GraphQLClient(server.url, key).data(
+        """mutation($ws: ID!) { grantUnits(input: {workspaceId: $ws, unit: "POINTS", amount: "10",
+           idempotencyKey: "ws-limit"}) { wallet { id } } }""",
+        {"ws": to_global_id("Workspace", workspace.id)},
+    )
+    wallet = granted["grantUnits"]["wallet"]["id"]
+    url = server.url.replace("http://", "ws://", 1) + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
+        await socket.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+        assert (await receive(socket))["type"] == "connection_ack"
+        for number in range(1, 22):
+            payload = {"query": BALANCE, "variables": {"w": wallet}}
+            await socket.send(json.dumps({"id": str(number), "type": "subscribe", "payload": payload}))
+        answers: dict[str, dict[str, Any]] = {}
+        while len(answers) < 21:
+            message = await receive(socket)
+            answers.setdefault(message["id"], message)
+        assert all(answers[str(n)]["type"] == "next" for n in range(1, 21))
+        refused = answers["21"]
+        assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED", refused
+        await socket.send(json.dumps({"id": "1", "type": "complete"}))
+        huge = {"query": BALANCE + "#" + "x" * 70_000, "variables": {"w": wallet}}
+        await socket.send(json.dumps({"id": "22", "type": "subscribe", "payload": huge}))
+        refused = await receive(socket)
+        assert refused["id"] == "22" and refused["payload"][0]["extensions"]["code"] == "QUERY_TOO_LARGE", refused
