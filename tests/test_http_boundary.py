@@ -175,3 +175,30 @@ async def test_operations_over_a_connections_limit_or_too_large_are_refused_with
         await socket.send(json.dumps({"id": "22", "type": "subscribe", "payload": huge}))
         refused = await receive(socket)
         assert refused["id"] == "22" and refused["payload"][0]["extensions"]["code"] == "QUERY_TOO_LARGE", refused
+
+
+@pytest.mark.parametrize(
+    "month", ["2026-12\n", "2026-12\u3000", " 2026-12", "\u0662\u0660\u0662\u0666-12", "2026-12\r\nx: y"]
+)
+async def test_a_report_month_that_is_not_exactly_yyyy_mm_is_refused_before_any_header(
+    http: httpx.AsyncClient, month: str
+) -> None:
+    key = (await api_keys.create_key(partner_id=(await a_partner()).id)).secret
+    response = await http.get(
+        "/reports/wcc-deductions.csv", params={"month": month}, headers={"authorization": f"Bearer {key}"}
+    )
+    assert (response.status_code, code_of(response)) == (400, "INVALID_INPUT")
+    assert response.json()["errors"][0]["field"] == "month"
+    fine = await http.get(
+        "/reports/wcc-deductions.csv", params={"month": "2026-12"}, headers={"authorization": f"Bearer {key}"}
+    )
+    assert fine.status_code == 200
+    assert fine.headers["content-disposition"] == 'attachment; filename="wcc-deductions-2026-12.csv"'
+
+
+async def test_a_request_id_is_echoed_only_when_plain_ascii(http: httpx.AsyncClient) -> None:
+    plain = await http.get("/healthz", headers={"x-request-id": "trace-123"})
+    assert plain.headers["x-request-id"] == "trace-123"
+    accented = await http.get("/healthz", headers={"x-request-id": "tr\u00e9ce".encode("latin-1")})
+    assert accented.status_code == 200
+    assert accented.headers["x-request-id"].isascii() and accented.headers["x-request-id"] != "trace"

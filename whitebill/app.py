@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -247,6 +248,9 @@ def _has_nul(value: object) -> bool:
     return False
 
 
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9-]{1,64}")
+
+
 class RequestContext:
     """Gives every request an id (from X-Request-ID or new), logs it, and counts it."""
 
@@ -259,8 +263,9 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
-        rid = incoming if incoming.replace("-", "").isalnum() else uuid.uuid4().hex
+        incoming = headers.get(b"x-request-id", b"")
+        # Echoed in a response header and written in logs: ASCII letters, digits and dashes only.
+        rid = incoming.decode() if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id.set(rid)
         status = 500
         started = time.perf_counter()

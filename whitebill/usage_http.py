@@ -142,7 +142,7 @@ async def download_report(request: Request) -> Response:
         checked, start, end = await usage_reports.check_download(viewer, partner_id, report, month)
     except BillingError as error:
         return _domain_error(error)
-    filename = f"{report}-{month}.csv"
+    filename = f"{report}-{start:%Y-%m}.csv"  # from what was checked, never the raw query
     return StreamingResponse(
         usage_reports.stream(report, checked, start, end),
         media_type="text/csv; charset=utf-8",
