@@ -17,7 +17,8 @@ import pytest
 import websockets
 
 from billing.tenants import api_keys
-from schema.ids import to_global_id
+from models.tenancy import Partner
+from schema.ids import from_global_id, to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient
 
@@ -202,3 +203,23 @@ async def test_a_request_id_is_echoed_only_when_plain_ascii(http: httpx.AsyncCli
     accented = await http.get("/healthz", headers={"x-request-id": "tr\u00e9ce".encode("latin-1")})
     assert accented.status_code == 200
     assert accented.headers["x-request-id"].isascii() and accented.headers["x-request-id"] != "trace"
+
+
+async def test_a_name_refuses_control_characters_while_a_note_keeps_its_line_breaks(server) -> None:
+    platform = GraphQLClient(server.url, (await api_keys.create_key(partner_id=None)).secret)
+    create = """mutation($name: String!) { createPartner(input: {name: $name, slug: "acme", defaultCurrency: "BRL"}) {
+      partner { id } errors { code field } } }"""
+    for name in ("Acme\nInc", "Acme\r\nBcc: x@evil.example", "Acme\x07", "Ac\x85me"):
+        refused = (await platform.data(create, {"name": name}))["createPartner"]
+        assert refused["errors"] == [{"code": "INVALID_INPUT", "field": "name"}], (name, refused)
+    partner = (await platform.data(create, {"name": "Acme"}))["createPartner"]["partner"]["id"]
+    key = """mutation($p: ID!) { createApiKey(input: {name: "backend", partnerId: $p}) { secret } }"""
+    agency = GraphQLClient(server.url, (await platform.data(key, {"p": partner}))["createApiKey"]["secret"])
+    branding = """mutation($name: String!) { updateBranding(input: {displayName: $name}) { errors { code field } } }"""
+    refused = (await agency.data(branding, {"name": "Acme\r\nSubject: hi"}))["updateBranding"]
+    assert refused["errors"] == [{"code": "INVALID_INPUT", "field": "displayName"}]
+    workspace = await a_workspace(await Partner.get(id=from_global_id(partner)[1]))
+    grant = """mutation($ws: ID!) { grantUnits(input: {workspaceId: $ws, unit: "POINTS", amount: "5",
+      note: "first line\\nsecond line\\tend", idempotencyKey: "multi"}) { errors { code field } } }"""
+    granted = await agency.data(grant, {"ws": to_global_id("Workspace", workspace.id)})
+    assert granted["grantUnits"]["errors"] == []

@@ -65,7 +65,7 @@ async def record_manual_purchase(
     unit = check_unit(unit)
     check_amount(quantity, field="quantity")
     check_amount(price.amount, field="price", allow_zero=True)
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     request = {
         "workspace": workspace_id,
@@ -120,7 +120,7 @@ async def record_payment(viewer: Viewer, *, payment_id: int, note: str) -> Payme
     """The partner says it collected a pending manual payment (a plan bought, a renewal due): the
     payment is paid and what it pays for is delivered, once."""
     viewer.require(Permission.MANAGE_BILLING)
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
     payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
     if payment.provider not in (ManualGateway.name, "balance"):
         raise BillingError(
