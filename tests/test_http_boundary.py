@@ -8,6 +8,7 @@ downloads and webhooks answer ``errors[].code``.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,9 +17,12 @@ import httpx
 import pytest
 import websockets
 
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import to_minor
 from billing.tenants import api_keys
+from billing.tenants.identity import find_brand
 from models.tenancy import Partner
-from schema.ids import from_global_id, to_global_id
+from schema.ids import decode_cursor, from_global_id, to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient
 
@@ -223,3 +227,49 @@ async def test_a_name_refuses_control_characters_while_a_note_keeps_its_line_bre
       note: "first line\\nsecond line\\tend", idempotencyKey: "multi"}) { errors { code field } } }"""
     granted = await agency.data(grant, {"ws": to_global_id("Workspace", workspace.id)})
     assert granted["grantUnits"]["errors"] == []
+
+
+@pytest.mark.parametrize("amount", [" 1", "1 ", "+5", "0001", "01.5", "1.", ".5", "1e3", "1_000", "\u0663", "-", ""])
+async def test_an_amount_has_one_plain_ascii_spelling(server, amount: str) -> None:
+    partner = await a_partner()
+    workspace = to_global_id("Workspace", (await a_workspace(partner)).id)
+    agency = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    grant = """mutation($ws: ID!, $amount: String!) { grantUnits(input: {workspaceId: $ws, unit: "BRL",
+      amount: $amount, idempotencyKey: "strict"}) { errors { code field } } }"""
+    refused = (await agency.data(grant, {"ws": workspace, "amount": amount}))["grantUnits"]
+    assert refused["errors"] == [{"code": "INVALID_AMOUNT", "field": "amount"}], amount
+    assert (await agency.data(grant, {"ws": workspace, "amount": "0.50"}))["grantUnits"]["errors"] == []
+
+
+def test_an_amount_is_read_exactly_in_its_currencys_decimals() -> None:
+    assert to_minor("49.90", "BRL") == 4990 and to_minor("0", "JPY") == 0 and to_minor("-1.5", "BRL") == -150
+    for text, unit in (("49.901", "BRL"), ("1.5", "JPY"), ("1.5", "POINTS")):
+        with pytest.raises(BillingError) as refused:
+            to_minor(text, unit)
+        assert refused.value.code is ErrorCode.INVALID_AMOUNT
+
+
+@pytest.mark.parametrize("number", ["\u0663", "03", "+3", " 3", "3 ", "3_0", "\uff13"])
+async def test_a_global_id_is_one_of_ours_exactly_as_we_write_it(server, number: str) -> None:
+    partner = await a_partner()
+    workspace = await a_workspace(partner)
+    agency = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    spelled = base64.b64encode(f"Workspace:{number.replace('3', str(workspace.id))}".encode()).decode()
+    query = "query($id: ID!) { node(id: $id) { id } }"
+    body = await agency.execute(query, {"id": spelled})
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_ID", (number, body)
+    unpadded = to_global_id("Workspace", workspace.id).rstrip("=")
+    if unpadded != to_global_id("Workspace", workspace.id):
+        assert (await agency.execute(query, {"id": unpadded}))["errors"][0]["extensions"]["code"] == "INVALID_ID"
+    found = await agency.data(query, {"id": to_global_id("Workspace", workspace.id)})
+    assert found["node"] == {"id": to_global_id("Workspace", workspace.id)}
+
+
+async def test_a_brand_named_by_its_id_takes_ascii_digits_only() -> None:
+    partner = await a_partner()
+    assert await find_brand(str(partner.id)) is not None
+    arabic = "".join(chr(0x0660 + int(d)) for d in str(partner.id))
+    assert await find_brand(arabic) is None
+    assert await find_brand(f"0{partner.id}") is None
+    with pytest.raises(BillingError):
+        decode_cursor(base64.b64encode(b"cursor:\xd9\xa3").decode())
