@@ -19,8 +19,8 @@ from cross_web import HTTPException
 from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -39,9 +39,8 @@ from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import db, usage_http
+from whitebill import db, metrics, usage_http
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
-from whitebill.metrics import metrics
 from whitebill.schema import schema
 from whitebill.settings import Settings, configure_domain, load_settings
 from whitebill.webhooks import handle_provider_webhook
@@ -254,9 +253,10 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9-]{1,64}")
 class RequestContext:
     """Gives every request an id (from X-Request-ID or new), logs it, and counts it."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, routes: list[BaseRoute]) -> None:
         self.app = app
         self.settings = settings
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -284,9 +284,8 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - started
             path = scope.get("path", "")
-            route = path if path in ("/graphql", "/healthz", "/metrics") else path.split("/")[1] if path else ""
             if scope["type"] == "http":
-                metrics.observe(scope.get("method", ""), route, status, elapsed)
+                metrics.observe(scope.get("method", ""), metrics.route_of(self.routes, scope), status, elapsed)
                 log.info(
                     "request",
                     extra={
@@ -309,7 +308,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    exposition = metrics.render(request.app.state.settings.metrics_dir)
+    return Response(exposition, media_type=metrics.CONTENT_TYPE)
 
 
 async def provider_webhook(request: Request) -> Response:
@@ -363,20 +363,20 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
             if listener is not None:
                 await listener.stop()
             await Tortoise.close_connections()
+            metrics.process_exiting(settings.metrics_dir)
 
     graphql = GraphQLApp(settings)
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/metrics", metrics_endpoint),
-            Route("/webhooks/{provider}/{config_id:int}", provider_webhook, methods=["POST"]),
-            Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
-            Route("/usage", usage_http.report_usage, methods=["POST"]),
-            Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
-            WebSocketRoute("/graphql", graphql),
-        ],
-        lifespan=lifespan,
-    )
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Route("/webhooks/{provider}/{config_id:int}", provider_webhook, methods=["POST"]),
+        Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
+        Route("/usage", usage_http.report_usage, methods=["POST"]),
+        Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, limits={"/usage": settings.max_usage_body_bytes})
-    app.add_middleware(RequestContext, settings=settings)
+    app.add_middleware(RequestContext, settings=settings, routes=routes)
     return app
