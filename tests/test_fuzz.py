@@ -343,8 +343,9 @@ def raw_body(rng: random.Random) -> bytes:
     if shape == 3:  # over every route's limit, declared
         return b" " * rng.choice([1024 * 1024 + 1, 5 * 1024 * 1024])
     if shape == 4:
-        depth = rng.choice([100, 5000, 100_000])
-        return b"[" * depth + b"]" * depth
+        depth = rng.choice([100, 700, 1024, 5000, 100_000])
+        nested = b"[" * depth + b"]" * depth
+        return rng.choice([nested, b'{"query": "{ __typename }", "variables": {"a": ' + nested + b"}}"])
     if shape == 5:
         return rng.choice([b"\x00", b'{"query": "{ __typename }\x00"}', b'{"query": "\\u0000"}', b"{\x00}"])
     if shape == 6:  # invalid UTF-8 and lone surrogates

@@ -77,6 +77,17 @@ async def test_refusals_before_execution_are_json_with_a_code(http: httpx.AsyncC
     await still_served(http)
 
 
+@pytest.mark.parametrize("depth", [500, 1000, 1024, 1025, 100_000])
+async def test_deeply_nested_json_is_answered_not_a_500(http: httpx.AsyncClient, depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    body = '{"query": "{ __typename }", "variables": {"a": ' + nested + "}}"
+    response = await http.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        assert code_of(response) == "MALFORMED_REQUEST"
+    await still_served(http)
+
+
 async def pieces(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
     """A body sent chunked: no Content-Length to trust."""
     for _ in range(total // size):
