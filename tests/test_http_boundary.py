@@ -25,6 +25,7 @@ from models.tenancy import Partner
 from schema.ids import decode_cursor, from_global_id, to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient
+from tests.shop import CONFIGURE
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -284,3 +285,14 @@ async def test_a_brand_named_by_its_id_takes_ascii_digits_only() -> None:
     assert await find_brand(f"0{partner.id}") is None
     with pytest.raises(BillingError):
         decode_cursor(base64.b64encode(b"cursor:\xd9\xa3").decode())
+
+
+@pytest.mark.parametrize("field", ["key", "secret"])
+async def test_a_gateway_credential_is_printable_ascii_as_the_headers_it_travels_in(server, field: str) -> None:
+    agency = GraphQLClient(server.url, (await api_keys.create_key(partner_id=(await a_partner()).id)).secret)
+    credentials = {"key": "sk_test_ok", "secret": "whsec_ok", field: "sk_cl\u00e9"}
+    configured = await agency.data(CONFIGURE, {"provider": "stripe", "methods": ["CARD"], **credentials})
+    errors = configured["configureGateway"]["errors"]
+    assert [(e["code"], e["field"]) for e in errors] == [
+        ("INVALID_INPUT", {"key": "apiKey", "secret": "webhookSecret"}[field])
+    ]
