@@ -10,6 +10,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 from whitebill.settings import METRICS_DIR_ENV, Settings, configure_domain, development_secret_key, load_settings
 
@@ -54,31 +55,21 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port or settings.port
     processes = args.processes or settings.processes
     print(f"whitebill serving on http://{settings.host}:{port}/graphql", flush=True)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "ws_max_size": settings.max_body_bytes,  # a websocket message, like a request body
+    }
     if processes > 1:
         # Several processes on one port (uvicorn's supervisor), each opening its own pool: on
         # PostgreSQL they share nothing else, so this is the same as N servers behind a balancer.
         with _shared_metrics(settings):
-            uvicorn.run(
-                "whitebill.app:create_app",
-                factory=True,
-                workers=processes,
-                host=settings.host,
-                port=port,
-                log_config=None,
-                access_log=False,
-                timeout_keep_alive=KEEP_ALIVE_SECONDS,
-                ws_max_size=settings.max_body_bytes,
-            )
+            uvicorn.run("whitebill.app:create_app", factory=True, workers=processes, **options)
         return 0
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        ws_max_size=settings.max_body_bytes,
-    )
+    uvicorn.run(create_app(settings), **options)
     return 0
 
 
