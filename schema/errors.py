@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
 from billing.core.audit import request_id
@@ -35,9 +36,25 @@ def _domain_error(error: GraphQLError) -> BillingError | None:
     return original if isinstance(original, BillingError) else None
 
 
+# graphql-core's parser stops at the token limit with this message (graphql.language.parser).
+_TOKEN_LIMIT = re.compile(r"Syntax Error: Document contains more than \d+ tokens\b")
+
+
+def _request_error_code(error: GraphQLError) -> str:
+    """The code of a parse or validation error that names none: the token limit is a limit like
+    depth and aliases; anything else is a document that is not a valid query."""
+    code = (error.extensions or {}).get("code")
+    if isinstance(code, str):
+        return code
+    if isinstance(error, GraphQLSyntaxError) and _TOKEN_LIMIT.match(error.message):
+        return DomainErrorCode.QUERY_TOO_COMPLEX.value
+    return DomainErrorCode.INVALID_QUERY.value
+
+
 class ShapeErrors(MaskErrors):
     """Expected failures keep their message and gain ``extensions.code``; parse and validation errors
-    pass as they are; anything else is masked, and carries the request id under which it was logged."""
+    keep their message and gain a code if they have none; anything else is masked, and carries the
+    request id under which it was logged."""
 
     def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         shaped: list[GraphQLError] = []
@@ -49,6 +66,9 @@ class ShapeErrors(MaskErrors):
                     extensions["field"] = domain.field
                 shaped.append(GraphQLError(domain.message, nodes=error.nodes, path=error.path, extensions=extensions))
             elif error.original_error is None:
+                code = _request_error_code(error)
+                if (error.extensions or {}).get("code") != code:
+                    error.extensions = {**(error.extensions or {}), "code": code}
                 shaped.append(error)
             else:
                 shaped.append(

@@ -14,17 +14,26 @@ def to_global_id(type_name: str, db_id: int | str) -> str:
     return base64.b64encode(f"{type_name}:{db_id}".encode()).decode()
 
 
+def _canonical_number(text: str) -> int:
+    """A database id written as :func:`to_global_id` writes it: ASCII digits without leading zeros
+    (``int`` would also take other scripts' digits, spaces, signs and "_")."""
+    if not (text.isascii() and text.isdigit()) or str(int(text)) != text:
+        raise ValueError
+    return int(text)
+
+
 def from_global_id(global_id: str, field: str = "id") -> tuple[str, int]:
-    """(type name, database id); INVALID_ID for anything that is not one of our ids."""
+    """(type name, database id); INVALID_ID for anything that is not one of our ids, exactly as we
+    write them: one object has one id."""
     try:
-        if len(global_id) > 200:
+        if len(global_id) > 200 or not global_id.isascii():
             raise ValueError
-        raw = base64.b64decode(global_id.encode(), validate=True).decode()
+        raw = base64.b64decode(global_id.encode(), validate=True).decode("ascii")
         type_name, _, number = raw.partition(":")
-        if not type_name.isidentifier() or not number.isdigit():
+        if not type_name.isidentifier():
             raise ValueError
-        db_id = int(number)
-        if not 0 < db_id <= MAX_DB_ID:
+        db_id = _canonical_number(number)
+        if not 0 < db_id <= MAX_DB_ID or to_global_id(type_name, db_id) != global_id:
             raise ValueError
     except (ValueError, binascii.Error, UnicodeError):
         raise BillingError(ErrorCode.INVALID_ID, "not a valid id", field=field) from None
@@ -58,10 +67,13 @@ def encode_cursor(db_id: int) -> str:
 
 def decode_cursor(cursor: str) -> int:
     try:
-        raw = base64.b64decode(cursor.encode(), validate=True).decode()
-        prefix, _, number = raw.partition(":")
-        if prefix != "cursor" or not number.isdigit() or int(number) > MAX_DB_ID:
+        if len(cursor) > 200 or not cursor.isascii():
             raise ValueError
-        return int(number)
+        raw = base64.b64decode(cursor.encode(), validate=True).decode("ascii")
+        prefix, _, number = raw.partition(":")
+        position = _canonical_number(number)
+        if prefix != "cursor" or position > MAX_DB_ID or encode_cursor(position) != cursor:
+            raise ValueError
+        return position
     except (ValueError, binascii.Error, UnicodeError):
         raise BillingError(ErrorCode.INVALID_CURSOR, "not a valid cursor", field="after") from None

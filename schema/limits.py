@@ -1,14 +1,20 @@
-"""Query cost: a validation rule that refuses, before anything runs, queries whose worst case is too big.
+"""Request limits as validation rules: each refusal carries ``extensions.code``.
 
+Query cost: a validation rule that refuses, before anything runs, queries whose worst case is too big.
 Each field costs 1, times the page size of every list above it (its ``first`` argument when written
 literally, the maximum page size when it comes from a variable or is absent on a connection).
+
+Depth, aliases and introspection depth are strawberry's and graphql-core's rules, given a code by
+:func:`coded`; the token limit is the parser's, coded where errors are shaped (schema.errors).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
+    ASTValidationRule,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -21,6 +27,54 @@ from graphql import (
     ValidationContext,
     ValidationRule,
 )
+from graphql.validation import ASTValidationContext, MaxIntrospectionDepthRule
+from strawberry.extensions import SchemaExtension
+
+from billing.core.errors import ErrorCode
+
+
+class _Coding:
+    """A validation context whose reported errors gain ``extensions.code``: rules report through
+    their context, not through a method a subclass could override."""
+
+    def __init__(self, context: ASTValidationContext, code: ErrorCode) -> None:
+        self._context = context
+        self._code = code
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def report_error(self, error: GraphQLError) -> None:
+        extensions = {**(error.extensions or {}), "code": self._code.value}
+        self._context.report_error(GraphQLError(error.message, error.nodes, extensions=extensions))
+
+
+def coded(rule: type[ASTValidationRule], code: ErrorCode) -> type[ASTValidationRule]:
+    """``rule``, its refusals carrying ``extensions.code``."""
+
+    class Coded(rule):  # type: ignore[valid-type,misc]
+        def __init__(self, context: ASTValidationContext) -> None:
+            super().__init__(_Coding(context, code))
+
+    Coded.__name__ = Coded.__qualname__ = f"Coded{rule.__name__}"
+    return Coded
+
+
+# graphql-core's own rules that a request limit stands behind, as they run with a code.
+_CODED_SPECIFIED = {MaxIntrospectionDepthRule: coded(MaxIntrospectionDepthRule, ErrorCode.QUERY_TOO_COMPLEX)}
+
+
+class LimitRules(SchemaExtension):
+    """Adds our rules to the specified ones, swapping the specified rules that limit a request for
+    their coded versions. The same classes for every request: ValidationCache keys on them."""
+
+    def __init__(self, rules: list[type[ASTValidationRule]]) -> None:
+        self.rules = tuple(rules)
+
+    def on_operation(self) -> Iterator[None]:
+        context = self.execution_context
+        context.validation_rules = (*(_CODED_SPECIFIED.get(r, r) for r in context.validation_rules), *self.rules)
+        yield
 
 
 def cost_rule(max_cost: int, max_page: int, default_page: int = 20) -> type[ValidationRule]:
@@ -38,7 +92,7 @@ def cost_rule(max_cost: int, max_page: int, default_page: int = 20) -> type[Vali
                     GraphQLError(
                         f"Query cost {cost} exceeds the maximum of {max_cost}: ask for smaller pages or fewer fields.",
                         node,
-                        extensions={"code": "QUERY_TOO_COMPLEX"},
+                        extensions={"code": ErrorCode.QUERY_TOO_COMPLEX.value},
                     )
                 )
 
@@ -88,4 +142,10 @@ class StorableStrings(ValidationRule):
 
     def enter_string_value(self, node: StringValueNode, *_: Any) -> None:
         if _unstorable(node.value):
-            self.report_error(GraphQLError("Strings must not contain NUL or unpaired surrogate characters.", node))
+            self.report_error(
+                GraphQLError(
+                    "Strings must not contain NUL or unpaired surrogate characters.",
+                    node,
+                    extensions={"code": ErrorCode.INVALID_INPUT.value},
+                )
+            )

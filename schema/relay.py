@@ -65,8 +65,10 @@ MAX_PAGE = 100
 def page_size(first: int | None, maximum: int = MAX_PAGE) -> int:
     if first is None:
         return min(DEFAULT_PAGE, maximum)
-    if first < 0 or first > maximum:
-        raise BillingError(ErrorCode.PAGE_SIZE_TOO_LARGE, f"first must be between 0 and {maximum}", field="first")
+    if first < 0:
+        raise BillingError(ErrorCode.INVALID_PAGE_SIZE, "first must not be negative", field="first")
+    if first > maximum:
+        raise BillingError(ErrorCode.PAGE_SIZE_TOO_LARGE, f"first must be at most {maximum}", field="first")
     return first
 
 

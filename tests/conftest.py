@@ -235,8 +235,11 @@ def providers(ledgerpay: Path, localstripe: LocalStripe, fake_asaas: FakeAsaasCo
 
 
 @contextlib.contextmanager
-def serving(backend: Backend, log_path: Path) -> Iterator[Server]:
-    """A real uvicorn process serving the app on 127.0.0.1 against the backend's database."""
+def serving(
+    backend: Backend, log_path: Path, *, args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A real uvicorn process serving the app on 127.0.0.1 against the backend's database
+    (``args`` after ``whitebill serve``, ``extra_env`` on top of the test environment)."""
     port = _free_port()
     env = dict(
         os.environ,
@@ -250,10 +253,11 @@ def serving(backend: Backend, log_path: Path) -> Iterator[Server]:
         WHITEBILL_RESET_LIMIT_PER_ADDRESS="100000/minute",
         WHITEBILL_LOGIN_LIMIT_PER_EMAIL="100000/minute",
         WHITEBILL_RESET_LIMIT_PER_EMAIL="100000/minute",
+        **(extra_env or {}),
     )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "whitebill.cli", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "whitebill.cli", "serve", *args], env=env, stdout=log, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

@@ -213,7 +213,7 @@ async def test_bad_input_gets_a_typed_error(platform: GraphQLClient, variables: 
     [
         ('{ node(id: "%%%") { id } }', "INVALID_ID"),
         ("{ workspaces(first: 101) { nodes { id } } }", "PAGE_SIZE_TOO_LARGE"),
-        ("{ workspaces(first: -1) { nodes { id } } }", "PAGE_SIZE_TOO_LARGE"),
+        ("{ workspaces(first: -1) { nodes { id } } }", "INVALID_PAGE_SIZE"),
         ('{ workspaces(after: "bm9wZQ==") { nodes { id } } }', "INVALID_CURSOR"),
         ("{ workspaces(first: 2147483647) { nodes { id } } }", "PAGE_SIZE_TOO_LARGE"),
     ],

@@ -1,4 +1,5 @@
-"""Fuzzing the whole GraphQL schema with Schemathesis, as the platform operator and as a partner.
+"""Fuzzing the whole GraphQL schema with Schemathesis, as the platform operator and as a partner, and
+the HTTP boundary with raw bodies that are not GraphQL-shaped at all.
 
 The schema is read from the running server, so every query and mutation field is fuzzed, including
 ones added later. Each gets a bounded, reproducible run of generated requests (Hypothesis with a
@@ -6,6 +7,10 @@ fixed seed per caller and operation, no example database). Refusals are fine: va
 code, typed payload errors. What must never happen is an HTTP 5xx or a masked unexpected error (a
 GraphQL error whose extensions.code is INTERNAL_ERROR); either fails the test with the query, the
 response and the server's log lines for that request.
+
+The raw HTTP fuzz sends random bytes, JSON scalars and arrays, huge and deeply nested bodies, NUL
+bytes, invalid UTF-8 and wrong content types to /graphql, /usage, the report downloads and the
+webhook route: never a 5xx, every 4xx is JSON with a code, and the connection is never dropped.
 
 Schemathesis' own "GraphQL server error" check is not used: it fires on every intended domain error.
 Most ids, amounts, units and e-mails are drawn from dictionaries of real ids and plausible values
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import re
 import uuid
 import zlib
@@ -34,6 +40,7 @@ from billing.accounts import wallets
 from billing.core.money import Money
 from billing.sales import purchases
 from billing.tenants import api_keys
+from models.enums import Permission
 from models.tenancy import Project
 from models.wallets import LedgerEntry
 from schema.ids import encode_cursor, to_global_id
@@ -289,3 +296,137 @@ async def test_fuzzing_the_schema_finds_no_server_errors(server) -> None:
             + "\n\n".join(describe(problem, log) for problem in outcome.problems),
             pytrace=False,
         )
+
+
+# ------------------------------------------------------------------------------------ raw HTTP bodies
+
+RAW_REQUESTS = 600
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/graphql-response+json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "",
+    "\u00e9/\u00e9",
+]
+HOSTILE_TEXT = [
+    "",
+    "\x00",
+    "2026-12\n",
+    "2026-12\u3000",
+    "\u0662\u0660\u0662\u0666-12",
+    '"\\',
+    "%00",
+    "\ud7ff",
+    "a" * 300,
+]
+EVENT = {
+    "projectId": "UHJvamVjdDox",
+    "eventId": "e-1",
+    "category": "MARKETING",
+    "occurredAt": "2026-12-01T10:00:00Z",
+    "recipient": "+55 11 900000000",
+}
+
+
+def raw_body(rng: random.Random) -> bytes:
+    """One request body of some shape GraphQL and /usage never asked for (or almost)."""
+    shape = rng.randrange(12)
+    if shape == 0:
+        return rng.randbytes(rng.randrange(0, 2000))
+    if shape == 1:
+        return rng.choice([b"null", b"true", b"false", b"12345", b'"x"', b"-0", b"1e400", b"NaN", b""])
+    if shape == 2:
+        return rng.choice([b"[]", b"[1]", b'[{"query": "{ __typename }"}]', b'[{"events": []}]'])
+    if shape == 3:  # over every route's limit, declared
+        return b" " * rng.choice([1024 * 1024 + 1, 5 * 1024 * 1024])
+    if shape == 4:
+        depth = rng.choice([100, 700, 1024, 5000, 100_000])
+        nested = b"[" * depth + b"]" * depth
+        return rng.choice([nested, b'{"query": "{ __typename }", "variables": {"a": ' + nested + b"}}"])
+    if shape == 5:
+        return rng.choice([b"\x00", b'{"query": "{ __typename }\x00"}', b'{"query": "\\u0000"}', b"{\x00}"])
+    if shape == 6:  # invalid UTF-8 and lone surrogates
+        return rng.choice([b'{"query": "\xff"}', b'{"query": "\\ud800"}', b'{"events": [{"eventId": "\xc3"}]}'])
+    if shape == 7:
+        value = rng.choice([5, None, [], {}, "x" * 70_000, "{ __typename }"])
+        return json.dumps({"query": value, "variables": rng.choice([None, [], 5, "x", {"a": "\x00"}])}).encode()
+    if shape == 8:
+        events = rng.choice([None, "x", [None], [5], [{}], [dict(EVENT, eventId="\x00")], [dict(EVENT, count=-1)]])
+        return json.dumps({"events": events}).encode()
+    if shape == 9:
+        event = dict(EVENT, **{rng.choice(list(EVENT)): rng.choice([*HOSTILE_TEXT, 5, None, [], 1.5])})
+        return json.dumps({"events": [event] * rng.randint(1, 3)}).encode()
+    if shape == 10:
+        return json.dumps(rng.choice(HOSTILE_TEXT)).encode()
+    return json.dumps({"query": "{ viewer { kind } }", "extra": rng.choice(HOSTILE_TEXT)}).encode()
+
+
+def refusal_code(response: requests.Response) -> str | None:
+    """The code of a 4xx answer, in either shape (``errors[].code`` or ``errors[].extensions.code``)."""
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return None
+    try:
+        error = response.json()["errors"][0]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code") or (error.get("extensions") or {}).get("code")
+    return code if isinstance(code, str) and code else None
+
+
+def send_raw(base_url: str, tokens: dict[str, str], seed: int, count: int) -> list[str]:
+    """``count`` raw requests, reproducible from ``seed``; blocking. Returns what went wrong."""
+    rng = random.Random(seed)
+    problems: list[str] = []
+    with requests.Session() as session:
+        for _ in range(count):
+            target = rng.choice(["graphql", "graphql-get", "usage", "report", "webhook"])
+            token = tokens["product"] if target == "usage" else rng.choice(list(tokens.values()))
+            headers = {"authorization": f"Bearer {token}"}
+            if target == "graphql-get":
+                method, url = "GET", "/graphql"
+                params = {rng.choice(["query", "variables", "extensions", "operationName"]): rng.choice(HOSTILE_TEXT)}
+                body = None
+            elif target == "report":
+                method = "GET"
+                url = f"/reports/{rng.choice(['wcc-deductions', 'plan-deductions', 'x%22y', '%E3%80%80'])}.csv"
+                params = {"month": rng.choice([*HOSTILE_TEXT, "2026-12"]), "partnerId": rng.choice(HOSTILE_TEXT)}
+                body = None
+            else:
+                method, params = "POST", None
+                url = {"graphql": "/graphql", "usage": "/usage", "webhook": "/webhooks/manual/1"}[target]
+                body = raw_body(rng)
+                headers["content-type"] = rng.choice(CONTENT_TYPES).encode("utf-8").decode("latin-1")
+            shown = f"{method} {url} {params or ''} {headers.get('content-type', '')!r} {(body or b'')[:120]!r}"
+            try:
+                response = session.request(
+                    method, base_url + url, params=params, data=body, headers=headers, timeout=30
+                )
+            except requests.RequestException as error:
+                problems.append(f"{shown}: connection lost ({type(error).__name__}: {error})")
+                continue
+            if response.status_code >= 500:
+                problems.append(f"{shown}: HTTP {response.status_code} {response.text[:300]}")
+            elif response.status_code >= 400 and refusal_code(response) is None:
+                problems.append(f"{shown}: HTTP {response.status_code} without a JSON code: {response.text[:300]}")
+    return problems
+
+
+async def test_raw_http_bodies_get_no_server_error_and_every_refusal_a_code(server) -> None:
+    partner = await a_partner("Raw Agency")
+    await a_workspace(partner, "Raw", "raw@raw.example")
+    tokens = {
+        "platform": (await api_keys.create_key(partner_id=None, name="raw-platform")).secret,
+        "partner": (await api_keys.create_key(partner_id=partner.id, name="raw-partner")).secret,
+        "product": (
+            await api_keys.create_key(
+                partner_id=None, name="raw-product", permissions=frozenset({Permission.REPORT_USAGE})
+            )
+        ).secret,
+    }
+    problems = await asyncio.to_thread(send_raw, server.url, tokens, 16, RAW_REQUESTS)
+    assert problems == [], f"{len(problems)} of {RAW_REQUESTS} raw requests went wrong:\n" + "\n".join(problems[:20])

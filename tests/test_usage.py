@@ -443,6 +443,28 @@ async def test_only_the_platforms_product_reports_usage_and_bad_input_is_typed(s
     assert as_partner_gql["reportUsageEvents"]["errors"][0]["code"] == "FORBIDDEN"
 
 
+async def test_an_event_id_with_a_control_character_is_refused_alone_the_same_on_both_backends(server) -> None:
+    flow = await setup(server)
+    assigned = await flow["agency"].data(ASSIGN, {"project": flow["gid"], "amount": "10.00", "key": "ctl"})
+    assert assigned["assignProjectCredit"]["errors"] == []
+    batch = events(flow["gid"], 4, prefix="ctl", when=clock.now())
+    batch[1]["eventId"] = "nul\x00id"
+    batch[2]["eventId"] = "line\nbreak"
+    auth = {"Authorization": f"Bearer {flow['product_key']}"}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        answer = await http.post("/usage", json={"events": batch}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert [(r["status"], r["reason"]) for r in results] == [
+        ("CHARGED", None),
+        ("REFUSED", "INVALID_EVENT"),
+        ("REFUSED", "INVALID_EVENT"),
+        ("CHARGED", None),
+    ]
+    stored = await UsageEvent.filter(project_id=flow["project"].id).order_by("id").values_list("event_id", flat=True)
+    assert stored == ["ctl-0", "ctl-3"]
+
+
 def test_charges_round_once_half_even_against_an_exact_reference() -> None:
     rate = Fraction(Decimal("0.0785"))
     for count in (1, 2, 3, 7, 10, 333, 1000, 999_999):

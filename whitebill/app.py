@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -15,25 +16,31 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
+from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived, WebSocketDisconnected
+from strawberry.http.types import QueryParams
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import SubscribeMessage
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 from tortoise import Tortoise
 
 from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
+from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import db, usage_http
-from whitebill.metrics import metrics
+from whitebill import db, metrics, usage_http
+from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.schema import schema
 from whitebill.settings import Settings, configure_domain, load_settings
 from whitebill.webhooks import handle_provider_webhook
@@ -78,10 +85,57 @@ class TextWebSocket(ASGIWebSocketAdapter):
         await self.ws.close(code=code, reason=reason.encode()[:123].decode(errors="ignore"))
 
 
+class Refused(HTTPException):
+    """A GraphQL request refused before it runs, with its code."""
+
+    def __init__(self, status_code: int, code: ErrorCode, reason: str) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+
+
+# Strawberry's own refusals carry only a status.
+_CODE_OF_STATUS = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.BODY_TOO_LARGE,
+}
+
+
+def _query_too_large(query: object, max_bytes: int) -> bool:
+    return isinstance(query, str) and len(query.encode("utf-8", "surrogatepass")) > max_bytes
+
+
+class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with our refusals: an operation over the connection's limit, or whose
+    query is too large, gets an ``error`` message with its code (strawberry's own carries none)."""
+
+    view: GraphQLApp
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if self.connection_acknowledged and message["id"] not in self.operations:
+            refused = None
+            if len(self.operations) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
+                refused = GraphQLError(
+                    f"at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} operations at once on one connection",
+                    extensions={"code": ErrorCode.RATE_LIMITED.value},
+                )
+            elif _query_too_large(message["payload"].get("query"), self.view.settings.max_query_bytes):
+                refused = GraphQLError(
+                    f"the query is larger than {self.view.settings.max_query_bytes} bytes",
+                    extensions={"code": ErrorCode.QUERY_TOO_LARGE.value},
+                )
+            if refused is not None:
+                await self.send_message({"id": message["id"], "type": "error", "payload": [refused.formatted]})
+                return
+        await super().handle_subscribe(message)
+
+
 class GraphQLApp(GraphQL):
-    """Strawberry's ASGI app with our context, orjson, and error counting."""
+    """Strawberry's ASGI app with our context, orjson, error counting, and refusals as JSON with a
+    code (strawberry answers them in plain text)."""
 
     websocket_adapter_class = TextWebSocket  # type: ignore[assignment]
+    graphql_transport_ws_handler_class = LimitedTransportWS  # type: ignore[assignment]
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
@@ -95,6 +149,47 @@ class GraphQLApp(GraphQL):
             allowed_origins=("*",),
         )
         self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        response: Response
+        try:
+            response = await self.run(Request(scope, receive))  # type: ignore[assignment]
+        except HTTPException as error:
+            status = error.status_code
+            if isinstance(error.__cause__, InvalidOperationTypeError):
+                status = 405  # a mutation by GET: GraphQL over HTTP asks for 405, strawberry says 400
+            code = error.code if isinstance(error, Refused) else _CODE_OF_STATUS.get(status)
+            response = graphql_refusal(status, code or ErrorCode.MALFORMED_REQUEST, error.reason)
+        await response(scope, receive, send)
+
+    async def parse_http_body(self, request: Any) -> Any:
+        data = await super().parse_http_body(request)
+        if _query_too_large(getattr(data, "query", None), self.settings.max_query_bytes):
+            raise Refused(
+                400, ErrorCode.QUERY_TOO_LARGE, f"the query is larger than {self.settings.max_query_bytes} bytes"
+            )
+        return data
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """A request body: one JSON object (no batches, no bare values)."""
+        decoded = self.decode_json(data)
+        if isinstance(decoded, list):
+            raise Refused(400, ErrorCode.MALFORMED_REQUEST, "batched requests are not supported: send one at a time")
+        if not isinstance(decoded, dict):
+            raise Refused(400, ErrorCode.MALFORMED_REQUEST, 'the body must be a JSON object such as {"query": ...}')
+        return decoded
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        # GET: variables and extensions are JSON of any shape here (null included); strawberry
+        # refuses what is not an object.
+        parsed: dict[str, Any] = dict(params)
+        for name in ("variables", "extensions"):
+            if parsed.get(name):
+                parsed[name] = self.decode_json(parsed[name])
+        return parsed
 
     async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
         token = bearer_token(request.headers.get("authorization", ""))
@@ -130,9 +225,9 @@ class GraphQLApp(GraphQL):
         try:
             decoded = orjson.loads(data)
         except orjson.JSONDecodeError as error:
-            raise HTTPException(400, f"Unable to parse request body as JSON: {error}") from None
+            raise Refused(400, ErrorCode.MALFORMED_REQUEST, f"Unable to parse request body as JSON: {error}") from None
         if _has_nul(decoded):
-            raise HTTPException(400, "Strings must not contain NUL characters")
+            raise Refused(400, ErrorCode.INVALID_INPUT, "Strings must not contain NUL characters")
         return decoded
 
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
@@ -143,29 +238,41 @@ class GraphQLApp(GraphQL):
 
 
 def _has_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+    """Whether any string in decoded JSON holds NUL. A loop, not recursion: orjson takes nesting
+    1,024 deep, deeper than Python's recursion limit."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
+
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9-]{1,64}")
 
 
 class RequestContext:
     """Gives every request an id (from X-Request-ID or new), logs it, and counts it."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, routes: list[BaseRoute]) -> None:
         self.app = app
         self.settings = settings
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        incoming = headers.get(b"x-request-id", b"").decode("latin-1")[:64]
-        rid = incoming if incoming.replace("-", "").isalnum() else uuid.uuid4().hex
+        incoming = headers.get(b"x-request-id", b"")
+        # Echoed in a response header and written in logs: ASCII letters, digits and dashes only.
+        rid = incoming.decode() if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         token = request_id.set(rid)
         status = 500
         started = time.perf_counter()
@@ -184,9 +291,8 @@ class RequestContext:
         finally:
             elapsed = time.perf_counter() - started
             path = scope.get("path", "")
-            route = path if path in ("/graphql", "/healthz", "/metrics") else path.split("/")[1] if path else ""
             if scope["type"] == "http":
-                metrics.observe(scope.get("method", ""), route, status, elapsed)
+                metrics.observe(scope.get("method", ""), metrics.route_of(self.routes, scope), status, elapsed)
                 log.info(
                     "request",
                     extra={
@@ -209,7 +315,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    exposition = metrics.render(request.app.state.settings.metrics_dir)
+    return Response(exposition, media_type=metrics.CONTENT_TYPE)
 
 
 async def provider_webhook(request: Request) -> Response:
@@ -263,19 +370,20 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
             if listener is not None:
                 await listener.stop()
             await Tortoise.close_connections()
+            metrics.process_exiting(settings.metrics_dir)
 
     graphql = GraphQLApp(settings)
-    app = Starlette(
-        routes=[
-            Route("/healthz", healthz),
-            Route("/metrics", metrics_endpoint),
-            Route("/webhooks/{provider}/{config_id:int}", provider_webhook, methods=["POST"]),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            Route("/usage", usage_http.report_usage, methods=["POST"]),
-            Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
-            WebSocketRoute("/graphql", graphql),
-        ],
-        lifespan=lifespan,
-    )
-    app.add_middleware(RequestContext, settings=settings)
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        Route("/webhooks/{provider}/{config_id:int}", provider_webhook, methods=["POST"]),
+        Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
+        Route("/usage", usage_http.report_usage, methods=["POST"]),
+        Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodyLimit, default=settings.max_body_bytes, limits={"/usage": settings.max_usage_body_bytes})
+    app.add_middleware(RequestContext, settings=settings, routes=routes)
     return app

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any
 
-from whitebill.settings import Settings, configure_domain, development_secret_key, load_settings, operator_password
+from whitebill.settings import (
+    METRICS_DIR_ENV,
+    Settings,
+    configure_domain,
+    development_secret_key,
+    load_settings,
+    operator_password,
+)
 
 
 def _configured() -> Settings:
@@ -49,29 +62,39 @@ def _serve(args: argparse.Namespace) -> int:
     port = args.port or settings.port
     processes = args.processes or settings.processes
     print(f"whitebill serving on http://{settings.host}:{port}/graphql", flush=True)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+        "ws_max_size": settings.max_body_bytes,  # a websocket message, like a request body
+    }
     if processes > 1:
         # Several processes on one port (uvicorn's supervisor), each opening its own pool: on
         # PostgreSQL they share nothing else, so this is the same as N servers behind a balancer.
-        uvicorn.run(
-            "whitebill.app:create_app",
-            factory=True,
-            workers=processes,
-            host=settings.host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        )
+        with _shared_metrics(settings):
+            uvicorn.run("whitebill.app:create_app", factory=True, workers=processes, **options)
         return 0
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-    )
+    uvicorn.run(create_app(settings), **options)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(settings: Settings) -> Iterator[None]:
+    """The server processes about to start write their metrics to one directory, so that any of them
+    answers /metrics for all: a fresh temporary one, removed when they have ended, unless the
+    operator named one (PROMETHEUS_MULTIPROC_DIR, read by the processes' settings)."""
+    if settings.metrics_dir is not None:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="whitebill-metrics-")
+    os.environ[METRICS_DIR_ENV] = directory  # inherited by the processes uvicorn starts
+    try:
+        yield
+    finally:
+        os.environ.pop(METRICS_DIR_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 # An idle kept-alive connection is closed after this long. Longer than clients' and balancers' own idle

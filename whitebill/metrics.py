@@ -1,73 +1,88 @@
-"""A few Prometheus metrics, served as text at GET /metrics."""
+"""Prometheus metrics, served at GET /metrics by prometheus-client.
+
+Labels come from a bounded set only: a request's ``path`` label is the template of the route it
+matched (``/graphql``, ``/reports/{report}.csv``...) or ``other``, its method one of the HTTP
+methods or ``OTHER``. A client choosing the path therefore can neither add series without bound nor
+break the exposition (prometheus-client escapes label values).
+
+``whitebill serve --processes N`` runs N processes on one port: it points PROMETHEUS_MULTIPROC_DIR at
+a fresh temporary directory before starting them, so that each process writes its values there and
+any of them answers /metrics with the sum (see prometheus-client's multiprocess mode).
+"""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
-from threading import Lock
+import os
 
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.routing import BaseRoute, Match
+from starlette.types import Scope
+
+disable_created_metrics()  # no *_created series: they mean nothing summed over processes
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+UNMATCHED = "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-
-class Metrics:
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.errors: dict[str, int] = defaultdict(int)
-        self.buckets: dict[str, list[int]] = defaultdict(lambda: [0] * len(_BUCKETS))
-        self.latency_sum: dict[str, float] = defaultdict(float)
-        self.latency_count: dict[str, int] = defaultdict(int)
-        self.started = time.time()
-
-    def observe(self, method: str, path: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(method, path, status)] += 1
-            if status >= 500:
-                self.errors[path] += 1
-            counts = self.buckets[path]
-            for i, bound in enumerate(_BUCKETS):
-                if seconds <= bound:
-                    counts[i] += 1
-            self.latency_sum[path] += seconds
-            self.latency_count[path] += 1
-
-    def count_error(self, kind: str) -> None:
-        with self._lock:
-            self.errors[kind] += 1
-
-    def render(self) -> str:
-        lines = [
-            "# HELP whitebill_http_requests_total HTTP requests by method, path and status.",
-            "# TYPE whitebill_http_requests_total counter",
-        ]
-        with self._lock:
-            for (method, path, status), count in sorted(self.requests.items()):
-                lines.append(
-                    f'whitebill_http_requests_total{{method="{method}",path="{path}",status="{status}"}} {count}'
-                )
-            lines += [
-                "# HELP whitebill_errors_total Server errors (5xx) and unexpected GraphQL errors.",
-                "# TYPE whitebill_errors_total counter",
-            ]
-            for kind, count in sorted(self.errors.items()):
-                lines.append(f'whitebill_errors_total{{kind="{kind}"}} {count}')
-            lines += [
-                "# HELP whitebill_http_request_duration_seconds Request latency.",
-                "# TYPE whitebill_http_request_duration_seconds histogram",
-            ]
-            for path, counts in sorted(self.buckets.items()):
-                for bound, count in zip(_BUCKETS, counts, strict=True):
-                    lines.append(
-                        f'whitebill_http_request_duration_seconds_bucket{{path="{path}",le="{bound}"}} {count}'
-                    )
-                total = self.latency_count[path]
-                lines.append(f'whitebill_http_request_duration_seconds_bucket{{path="{path}",le="+Inf"}} {total}')
-                lines.append(
-                    f'whitebill_http_request_duration_seconds_sum{{path="{path}"}} {self.latency_sum[path]:.6f}'
-                )
-                lines.append(f'whitebill_http_request_duration_seconds_count{{path="{path}"}} {total}')
-        lines.append(f"whitebill_uptime_seconds {time.time() - self.started:.0f}")
-        return "\n".join(lines) + "\n"
+_registry = CollectorRegistry()
+_requests = Counter(
+    "whitebill_http_requests",
+    "HTTP requests by method, route and status.",
+    ["method", "path", "status"],
+    registry=_registry,
+)
+_errors = Counter(
+    "whitebill_errors", "Server errors (5xx) by route, and unexpected GraphQL errors.", ["kind"], registry=_registry
+)
+_latency = Histogram(
+    "whitebill_http_request_duration_seconds",
+    "Request latency by route.",
+    ["path"],
+    buckets=_BUCKETS,
+    registry=_registry,
+)
 
 
-metrics = Metrics()
+def route_of(routes: list[BaseRoute], scope: Scope) -> str:
+    """The template of the route ``scope`` matches (also when only its method is wrong), else ``other``."""
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            return getattr(route, "path", UNMATCHED)
+    return UNMATCHED
+
+
+def observe(method: str, route: str, status: int, seconds: float) -> None:
+    label = method if method in _METHODS else "OTHER"
+    _requests.labels(label, route, str(status)).inc()
+    _latency.labels(route).observe(seconds)
+    if status >= 500:
+        _errors.labels(route).inc()
+
+
+def count_error(kind: str) -> None:
+    _errors.labels(kind).inc()
+
+
+def render(multiprocess_dir: str | None) -> bytes:
+    """The exposition: this process's values, or every process's summed from ``multiprocess_dir``."""
+    if multiprocess_dir is None:
+        return generate_latest(_registry)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)
+    return generate_latest(registry)
+
+
+def process_exiting(multiprocess_dir: str | None) -> None:
+    """A server process is ending: its live gauges leave the sums (its counters stay counted)."""
+    if multiprocess_dir is not None:
+        multiprocess.mark_process_dead(os.getpid(), multiprocess_dir)

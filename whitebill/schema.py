@@ -6,7 +6,6 @@ from __future__ import annotations
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
-    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -16,6 +15,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
+from billing.core.errors import ErrorCode
 from resolvers import accounts, auto_billing, catalog, live, outbox, sales, subscriptions, tenants, usage
 from schema.errors import ShapeErrors, log_unexpected
 from schema.extensions import (
@@ -24,7 +24,7 @@ from schema.extensions import (
     ParseOnce,
     SubscriptionsOverWebsockets,
 )
-from schema.limits import StorableStrings, cost_rule
+from schema.limits import LimitRules, StorableStrings, coded, cost_rule
 from schema.live import SharedEvents
 from schema.relay import DEFAULT_PAGE, MAX_PAGE
 from schema.tenants.types import Partner, Workspace
@@ -42,8 +42,8 @@ MAX_COST = 50_000
 
 
 VALIDATION_RULES = [
-    *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
-    *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+    *(coded(rule, ErrorCode.QUERY_TOO_COMPLEX) for rule in QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules),
+    *(coded(rule, ErrorCode.QUERY_TOO_COMPLEX) for rule in MaxAliasesLimiter(MAX_ALIASES).validation_rules),
     cost_rule(MAX_COST, MAX_PAGE, DEFAULT_PAGE),
     StorableStrings,
 ]
@@ -68,7 +68,7 @@ def build_schema() -> strawberry.Schema:
             lambda: ValidationCache(maxsize=512),
             lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
             # The same rule classes for every request: ValidationCache keys on them.
-            lambda: AddValidationRules(VALIDATION_RULES),
+            lambda: LimitRules(VALIDATION_RULES),
             ShapeErrors,
             OneConnectionPerQuery,
             SubscriptionsOverWebsockets,

@@ -27,6 +27,7 @@ USAGE_AHEAD_ENV = "WHITEBILL_USAGE_MAX_AHEAD_SECONDS"
 DEFAULT_USAGE_AHEAD_SECONDS = 300
 USAGE_MONTHS_BACK_ENV = "WHITEBILL_USAGE_MONTHS_BACK"
 DEFAULT_USAGE_MONTHS_BACK = 1
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for it
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
 OUTBOUND_ALLOW_ENV = "WHITEBILL_OUTBOUND_ALLOW"
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
@@ -68,6 +69,10 @@ class Settings:
     usage_months_back: int = DEFAULT_USAGE_MONTHS_BACK
     # Development and tests only: networks a partner's webhook URL may reach besides public addresses.
     outbound_allowed_networks: tuple[str, ...] = LOOPBACK_NETWORKS
+    max_body_bytes: int = 1024 * 1024  # a request body (GraphQL, webhooks) or websocket message, read up to this
+    max_usage_body_bytes: int = 4 * 1024 * 1024  # a POST /usage batch (up to 1,000 events)
+    max_query_bytes: int = 64 * 1024  # a GraphQL document's text, in UTF-8 bytes
+    metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics shared by `serve --processes N`
 
     @property
     def is_postgres(self) -> bool:
@@ -176,6 +181,15 @@ def _outbound_allowed(env: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _bytes(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1024:
+        raise ValueError(f"{name}={raw!r} is not a number of bytes (1024 or more)")
+    return int(raw)
+
+
 def load_settings() -> Settings:
     env = os.environ.get("WHITEBILL_ENV", "development")
     return Settings(
@@ -203,6 +217,10 @@ def load_settings() -> Settings:
         reset_limit_per_email=_rate_limit("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"),
         reset_limit_per_address=_rate_limit("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"),
         outbound_allowed_networks=_outbound_allowed(env),
+        max_body_bytes=_bytes("WHITEBILL_MAX_BODY_BYTES", Settings.max_body_bytes),
+        max_usage_body_bytes=_bytes("WHITEBILL_MAX_USAGE_BODY_BYTES", Settings.max_usage_body_bytes),
+        max_query_bytes=_bytes("WHITEBILL_MAX_QUERY_BYTES", Settings.max_query_bytes),
+        metrics_dir=os.environ.get(METRICS_DIR_ENV) or None,
     )
 
 

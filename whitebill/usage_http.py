@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -27,8 +26,7 @@ from billing.core.money import format_minor
 from billing.usage import usage_reports, whatsapp
 from schema.context import authenticate, bearer_token
 from schema.ids import from_global_id, project_db_id
-
-MAX_BODY = 4 * 1024 * 1024
+from whitebill.boundary import refusal
 
 Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION", "AUTHENTICATION_INTERNATIONAL", "SERVICE"]
 WindowName = Literal["NONE", "CUSTOMER_SERVICE", "FREE_ENTRY"]
@@ -100,41 +98,20 @@ _STATUS = {
 }
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> Response:
-    body = {"errors": [{"code": code, "message": message, "field": field}]}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
 def _domain_error(error: BillingError) -> Response:
-    return _error(_STATUS.get(error.code, 400), error.code.value, error.message, error.field)
-
-
-async def _body(request: Request) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return refusal(_STATUS.get(error.code, 400), error.code, error.message, error.field)
 
 
 async def report_usage(request: Request) -> Response:
     viewer = await authenticate(bearer_token(request.headers.get("authorization", "")))
     if viewer is None:
-        return _error(401, ErrorCode.UNAUTHENTICATED.value, "send Authorization: Bearer <api key>")
-    raw = await _body(request)
-    if raw is None:
-        return _error(413, ErrorCode.INVALID_INPUT.value, f"the body is larger than {MAX_BODY} bytes")
+        return refusal(401, ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key>")
     try:
-        batch = _decoder.decode(raw)
+        batch = _decoder.decode(await request.body())  # at most the server's /usage body limit
     except msgspec.ValidationError as error:
-        return _error(400, ErrorCode.INVALID_INPUT.value, str(error))
+        return refusal(400, ErrorCode.INVALID_INPUT, str(error))
     except msgspec.DecodeError as error:
-        return _error(400, ErrorCode.INVALID_INPUT.value, f"not JSON: {error}")
+        return refusal(400, ErrorCode.INVALID_INPUT, f"not JSON: {error}")
     ids: dict[str, int] = {}
     projects = [project_db_id(e.project_id, ids) for e in batch.events]
     try:
@@ -149,7 +126,7 @@ async def report_usage(request: Request) -> Response:
 async def download_report(request: Request) -> Response:
     viewer = await authenticate(bearer_token(request.headers.get("authorization", "")))
     if viewer is None:
-        return _error(401, ErrorCode.UNAUTHENTICATED.value, "send Authorization: Bearer <api key or session token>")
+        return refusal(401, ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key or session token>")
     report = request.path_params["report"]
     month = request.query_params.get("month", "")
     try:
@@ -165,7 +142,7 @@ async def download_report(request: Request) -> Response:
         checked, start, end = await usage_reports.check_download(viewer, partner_id, report, month)
     except BillingError as error:
         return _domain_error(error)
-    filename = f"{report}-{month}.csv"
+    filename = f"{report}-{start:%Y-%m}.csv"  # from what was checked, never the raw query
     return StreamingResponse(
         usage_reports.stream(report, checked, start, end),
         media_type="text/csv; charset=utf-8",

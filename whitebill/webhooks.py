@@ -8,14 +8,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from billing.charges import gateway_configs
-from billing.core.errors import BillingError
+from billing.core.errors import BillingError, ErrorCode
 from billing.sales.provider_webhooks import NoticeResult, process_notice
 from gateways import registry
 from gateways.base import WebhookRejected
 from models.payments import GatewayConfig
+from whitebill.boundary import refusal
 
 log = logging.getLogger("whitebill.webhooks")
-MAX_BODY = 1_000_000
 MAX_ID = 2**63 - 1
 
 
@@ -23,15 +23,11 @@ async def handle_provider_webhook(request: Request) -> Response:
     provider = request.path_params["provider"]
     config_id = request.path_params["config_id"]
     if config_id > MAX_ID or provider not in registry.available():
-        return JSONResponse({"error": "unknown gateway"}, status_code=404)
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        return JSONResponse({"error": "body too large"}, status_code=413)
+        return refusal(404, ErrorCode.NOT_FOUND, "unknown gateway")
     config = await GatewayConfig.get_or_none(id=config_id, provider=provider)
     if config is None:
-        return JSONResponse({"error": "unknown gateway"}, status_code=404)
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        return JSONResponse({"error": "body too large"}, status_code=413)
+        return refusal(404, ErrorCode.NOT_FOUND, "unknown gateway")
+    body = await request.body()  # at most the server's body limit (whitebill.boundary)
     try:
         gateway = gateway_configs.gateway_for(config)
     except BillingError:
@@ -42,10 +38,10 @@ async def handle_provider_webhook(request: Request) -> Response:
     except WebhookRejected as rejected:
         # A forged or malformed webhook changes nothing; do not echo why in detail.
         log.warning("webhook rejected", extra={"provider": provider, "reason": str(rejected)})
-        return JSONResponse({"error": "rejected"}, status_code=401)
+        return refusal(401, ErrorCode.UNAUTHENTICATED, "rejected")
     result = await process_notice(config, notice)
     if result is NoticeResult.UNMATCHED:
         # Not an error of the sender's: the event may have overtaken the charge's reply. A non-2xx
         # answer makes the provider deliver it again later.
-        return JSONResponse({"received": False, "reason": "unknown payment, retry later"}, status_code=409)
+        return refusal(409, ErrorCode.NOT_FOUND, "unknown payment, retry later")
     return JSONResponse({"received": True, "duplicate": result is NoticeResult.DUPLICATE})

@@ -42,7 +42,7 @@ class Adjustment:
 
 
 def check_note(note: str) -> str:
-    return check_text(note, "note", max_length=MAX_NOTE, allow_empty=True)
+    return check_text(note, "note", max_length=MAX_NOTE, allow_empty=True, multiline=True)
 
 
 @dataclass(frozen=True, slots=True)

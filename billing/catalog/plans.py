@@ -61,7 +61,8 @@ async def create_plan_family(viewer: Viewer, *, name: str, description: str = ""
     viewer.require(Permission.MANAGE_CATALOG)
     try:
         family = await PlanFamily.create(
-            name=check_name(name), description=check_text(description, "description", max_length=2000, allow_empty=True)
+            name=check_name(name),
+            description=check_text(description, "description", max_length=2000, allow_empty=True, multiline=True),
         )
     except IntegrityError:
         raise BillingError(ErrorCode.ALREADY_EXISTS, "a plan family with that name exists", field="name") from None

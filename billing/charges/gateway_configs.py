@@ -94,7 +94,8 @@ def configs_of(viewer: Viewer, partner_id: int | None) -> QuerySet[GatewayConfig
 def _check_secret(value: str | None, field: str) -> str | None:
     if value is None or value == "":
         return None
-    if len(value) > MAX_SECRET_LENGTH or any(c.isspace() or not c.isprintable() for c in value):
+    # Sent in HTTP headers (API keys, webhook tokens): printable ASCII only, which headers carry as is.
+    if len(value) > MAX_SECRET_LENGTH or not (value.isascii() and value.isprintable()) or " " in value:
         raise BillingError(ErrorCode.INVALID_INPUT, "not a valid credential", field=field)
     return value
 

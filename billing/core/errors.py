@@ -16,6 +16,7 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
     ALREADY_EXISTS = "ALREADY_EXISTS"
     PAGE_SIZE_TOO_LARGE = "PAGE_SIZE_TOO_LARGE"
+    INVALID_PAGE_SIZE = "INVALID_PAGE_SIZE"  # a negative page size
     INVALID_CURSOR = "INVALID_CURSOR"
     UNAUTHENTICATED = "UNAUTHENTICATED"
     FORBIDDEN = "FORBIDDEN"
@@ -24,7 +25,11 @@ class ErrorCode(StrEnum):
     INVALID_PAYMENT_TRANSITION = "INVALID_PAYMENT_TRANSITION"
     GATEWAY_NOT_CONFIGURED = "GATEWAY_NOT_CONFIGURED"
     METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+    QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"  # too deep, too many aliases or tokens, too costly
+    QUERY_TOO_LARGE = "QUERY_TOO_LARGE"  # the query text is longer than the server takes, in bytes
+    INVALID_QUERY = "INVALID_QUERY"  # a GraphQL document that does not parse or validate
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"  # an HTTP request that is not a GraphQL request (not JSON, ...)
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"  # a request body over the server's limit (HTTP 413)
     RATE_LIMITED = "RATE_LIMITED"
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
     INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 (an error code, not a secret)

@@ -60,17 +60,17 @@ def check_amount(amount: int, field: str = "amount", *, allow_zero: bool = False
     return amount
 
 
-# Plain decimal notation only: ASCII digits, an optional sign and fraction. No exponents, no "_",
-# no other scripts' digits, no NaN or Infinity, which Python's Decimal would all accept.
-_DECIMAL = re.compile(r"[+-]?[0-9]{1,30}(?:\.[0-9]{1,30})?")
+# Plain decimal notation only, one way to write each number: ASCII digits, an optional minus, no
+# leading zeros, an optional fraction. No spaces, no "+", no exponents, no "_", no other scripts'
+# digits, no NaN or Infinity, which Python's Decimal would all accept.
+_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]{0,29})(?:\.[0-9]{1,30})?")
 
 
 def parse_decimal(text: str, field: str = "amount") -> Decimal:
-    candidate = text.strip()
-    if not _DECIMAL.fullmatch(candidate):
-        shown = candidate if len(candidate) <= 40 else candidate[:40] + "..."
+    if not _DECIMAL.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "..."
         raise BillingError(ErrorCode.INVALID_AMOUNT, f"{shown!r} is not a plain decimal number", field=field)
-    return Decimal(candidate)  # exact: Decimal() from a string never rounds
+    return Decimal(text)  # exact: Decimal() from a string never rounds
 
 
 def to_minor(text: str, unit: str, field: str = "amount") -> int:

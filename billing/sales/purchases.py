@@ -63,7 +63,7 @@ async def record_manual_purchase(
     unit = check_unit(unit)
     check_amount(quantity, field="quantity")
     check_amount(price.amount, field="price", allow_zero=True)
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     request = {
         "workspace": workspace_id,
@@ -119,7 +119,7 @@ async def record_payment(viewer: Viewer, *, payment_id: int, note: str, idempote
     payment is paid and what it pays for is delivered, once. A repeat (the same key, or a payment
     already recorded by hand: a double click in a back office) answers the payment as first recorded."""
     viewer.require(Permission.MANAGE_BILLING)
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
     payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
     if payment.provider not in (ManualGateway.name, "balance"):
         raise BillingError(

@@ -175,7 +175,7 @@ async def refund_payment(
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "refunds are made by the partner")
     viewer.require(Permission.MANAGE_BILLING)
-    reason = check_text(reason, "reason", max_length=500, allow_empty=True)
+    reason = check_text(reason, "reason", max_length=500, allow_empty=True, multiline=True)
     payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
     asked = minor_of(amount, payment.currency) if amount is not None else None
 

@@ -617,7 +617,7 @@ async def assign_plan(
     workspace that has a plan this changes it now, the price difference recorded as paid."""
     viewer.require(Permission.MANAGE_PLANS)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
     subscriber = Subscriber(workspace.partner_id, workspace.id)
     request = {"workspace": workspace_id, "plan": plan_id, "note": note, "force": force, "from": str(charge_from)}
 
@@ -679,7 +679,7 @@ async def change_plan(
     """Upgrade at once, paying the difference for the rest of the period; downgrade at period end,
     unless asked for now. A partner's change is paid by hand; a workspace user's waits for payment."""
     workspace = await _workspace_for(viewer, workspace_id, Permission.MANAGE_PLANS)
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
     request = {"workspace": workspace_id, "plan": plan_id, "timing": timing, "note": note, "force": force}
 
     async def act() -> Subscription | Payment:

@@ -74,7 +74,7 @@ async def find_brand(brand: str) -> Partner | None:
     partner = await Partner.filter(domain=text).first()
     if partner is None and len(text) <= 80:
         partner = await Partner.filter(slug=text).first()
-    if partner is None and text.isdigit() and len(text) < 19:
+    if partner is None and text.isascii() and text.isdigit() and len(text) < 19 and str(int(text)) == text:
         partner = await Partner.get_or_none(id=int(text))
     return partner
 

@@ -42,7 +42,7 @@ async def assign(viewer: Viewer, *, project_id: int, amount: int | str, note: st
         amount = to_minor(amount, currency)
     if amount == 0 or abs(amount) > MAX_AMOUNT:
         raise BillingError(ErrorCode.INVALID_AMOUNT, f"amount is non-zero and at most {MAX_AMOUNT}", field="amount")
-    note = check_text(note, "note", max_length=1000, allow_empty=True)
+    note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
 
     async def act() -> Assignment:
         wallet = await opening.project_wallet(project, currency)

@@ -22,7 +22,7 @@ from billing.core.tenancy import Viewer
 from models.enums import Permission
 
 PAGE = 1000
-_MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits: \d takes any script's
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,8 @@ class UsageLine:
 
 
 def month_range(month: str) -> tuple[datetime, datetime]:
-    match = _MONTH.fullmatch(month.strip())
+    # Exactly YYYY-MM, no spaces around it: the month names the download's file (a header).
+    match = _MONTH.fullmatch(month)
     if match is None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a month is written YYYY-MM", field="month")
     year, number = int(match.group(1)), int(match.group(2))

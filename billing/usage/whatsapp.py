@@ -48,6 +48,7 @@ from billing.catalog.calling_codes import country_of
 from billing.core import clock, config, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
+from billing.core.text import storable_line
 from models.enums import ExternalAccount, LedgerCause, MessageCategory, OwnerKind, Permission
 
 MAX_BATCH = 1000
@@ -261,8 +262,10 @@ async def _price(
     groups: dict[int, _Group] = {}
     seen: set[str] = set()
     for event, project_id, result in zip(events, project_ids, results, strict=True):
-        if not 0 < len(event.event_id) <= MAX_EVENT_ID:
-            refuse(result, Reason.INVALID_EVENT, f"an event id has 1 to {MAX_EVENT_ID} characters")
+        if not 0 < len(event.event_id) <= MAX_EVENT_ID or not storable_line(event.event_id):
+            # NUL would fail the whole batch's statement on PostgreSQL (SQLite stores it): refused
+            # alone, the same on both.
+            refuse(result, Reason.INVALID_EVENT, f"an event id is 1 to {MAX_EVENT_ID} characters, no control ones")
             continue
         if event.event_id in seen:
             result.status = Status.DUPLICATE
