@@ -319,11 +319,19 @@ async def test_four_workers_deliver_2000_events_exactly_once_and_a_killed_one_lo
                 await asyncio.sleep(0.01)
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait(timeout=10)
+            killed_at = time.monotonic()
+            died_holding = {f"evt_{event_id}" for event_id in await held_by_w0.values_list("event_id", flat=True)}
+            assert died_holding  # it died holding deliveries
             # The live workers finish everything else; what the killed worker held stays leased to it. (Moving
             # the clock while live workers still hold claims would expire their leases too, which no real clock
             # does: a batch ends well inside its lease.)
             held = await killed_workers_claims("w0:")
-            assert held  # it died holding deliveries
+            assert held <= died_holding
+            if time.monotonic() - killed_at < work.DEFAULT_LEASE.total_seconds() / 2:
+                # Well inside the killed worker's lease nobody else may take what it held. (On a machine so
+                # loaded that the others need longer than the lease, its claims run out and are taken again,
+                # as they should: then only the at-most-once-more check below applies.)
+                assert held == died_holding
             # What the killed worker held comes back when its lease runs out (under the movable clock).
             await clock.advance(work.DEFAULT_LEASE + timedelta(minutes=1))
             await delivered(2500)
@@ -337,7 +345,7 @@ async def test_four_workers_deliver_2000_events_exactly_once_and_a_killed_one_lo
     expected = {f"evt_{e.id}" for e in await OutboxEvent.filter(partner_id=partner.id)}
     assert set(ids) == expected  # nothing lost
     resent = [event_id for event_id, times in Counter(ids).items() if times > 1]
-    assert set(resent) <= held  # at least once: only what the killed worker was sending comes again
+    assert set(resent) <= died_holding  # at least once: only what the killed worker was sending comes again
     assert max(Counter(ids).values()) <= 2
     assert await OutboxEvent.filter(state=WorkState.PENDING).count() == 0
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 from whitebill.settings import (
-    METRICS_DIR_ENV,
     Settings,
     configure_domain,
     development_secret_key,
     load_settings,
     operator_password,
+    shared_metrics_dir,
 )
 
 
@@ -73,28 +68,11 @@ def _serve(args: argparse.Namespace) -> int:
     if processes > 1:
         # Several processes on one port (uvicorn's supervisor), each opening its own pool: on
         # PostgreSQL they share nothing else, so this is the same as N servers behind a balancer.
-        with _shared_metrics(settings):
+        with shared_metrics_dir(settings):
             uvicorn.run("whitebill.app:create_app", factory=True, workers=processes, **options)
         return 0
     uvicorn.run(create_app(settings), **options)
     return 0
-
-
-@contextlib.contextmanager
-def _shared_metrics(settings: Settings) -> Iterator[None]:
-    """The server processes about to start write their metrics to one directory, so that any of them
-    answers /metrics for all: a fresh temporary one, removed when they have ended, unless the
-    operator named one (PROMETHEUS_MULTIPROC_DIR, read by the processes' settings)."""
-    if settings.metrics_dir is not None:
-        yield
-        return
-    directory = tempfile.mkdtemp(prefix="whitebill-metrics-")
-    os.environ[METRICS_DIR_ENV] = directory  # inherited by the processes uvicorn starts
-    try:
-        yield
-    finally:
-        os.environ.pop(METRICS_DIR_ENV, None)
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 # An idle kept-alive connection is closed after this long. Longer than clients' and balancers' own idle

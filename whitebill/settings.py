@@ -6,10 +6,14 @@ This is the one module that reads the environment: the domain (billing) receives
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -248,3 +252,20 @@ def operator_password() -> str | None:
     """The password for ``whitebill operator create`` when it runs without a terminal (kept out of
     ``Settings``, which is logged and passed around)."""
     return os.environ.get("WHITEBILL_OPERATOR_PASSWORD") or None
+
+
+@contextlib.contextmanager
+def shared_metrics_dir(settings: Settings) -> Iterator[None]:
+    """The server processes about to start write their metrics to one directory, so that any of them
+    answers /metrics for all: a fresh temporary one, removed when they have ended, unless the
+    operator named one (PROMETHEUS_MULTIPROC_DIR, read by the processes' settings)."""
+    if settings.metrics_dir is not None:
+        yield
+        return
+    directory = tempfile.mkdtemp(prefix="whitebill-metrics-")
+    os.environ[METRICS_DIR_ENV] = directory  # inherited by the processes uvicorn starts
+    try:
+        yield
+    finally:
+        os.environ.pop(METRICS_DIR_ENV, None)
+        shutil.rmtree(directory, ignore_errors=True)

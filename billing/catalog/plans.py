@@ -182,7 +182,7 @@ async def set_margin(
     ``Decimal``, a percentage or a whole number of minor units."""
     viewer.require(Permission.MANAGE_PLANS)
     if viewer.partner_id is None:
-        raise BillingError(ErrorCode.FORBIDDEN, "margins are a partner's", field="partnerId")
+        raise BillingError(ErrorCode.FORBIDDEN, "margins are a partner's")
     if plan_id is not None and family_id is not None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a margin is on a plan, a family, or in bulk", field="familyId")
     plan: Plan | None = None
