@@ -9,8 +9,10 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
+    SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.config import StrawberryConfig
 from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
@@ -25,7 +27,7 @@ from schema.extensions import (
     SubscriptionsOverWebsockets,
 )
 from schema.limits import LimitRules, StorableStrings, coded, cost_rule
-from schema.live import SharedEvents
+from schema.live import LeanExtensionsRunner, SharedEvents
 from schema.relay import DEFAULT_PAGE, MAX_PAGE
 from schema.tenants.types import Partner, Workspace
 
@@ -50,6 +52,11 @@ VALIDATION_RULES = [
 
 
 class WhitebillSchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return LeanExtensionsRunner(execution_context, extensions)
+
     def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
         # Expected failures are not logged as errors; unexpected ones are, with the request id.
         log_unexpected(errors)

@@ -88,7 +88,7 @@ async def _follow(
         nonlocal viewer
         checked, checked_at = broker.credentials_version, time.monotonic()
         partner_id = None if viewer.is_platform else viewer.partner_id
-        with broker.watch(topic, object_id, partner_id=partner_id) as watch:
+        with broker.watch(topic, object_id, partner_id=partner_id, scope=tenant, read=read) as watch:
             current, event = await broker.read(key, tenant, read)
             while True:
                 last = state(current)
