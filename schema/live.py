@@ -22,6 +22,8 @@ from strawberry.types import ExecutionContext
 
 # The attribute of an event object that holds the results executed on it, by operation and caller.
 _RESULTS = "_whitebill_shared_results"
+# The attribute of an executor that holds its variables written out (part of the key of its results).
+_VARIABLES = "_whitebill_variables"
 
 
 def shared(event: Any) -> Any:
@@ -36,9 +38,12 @@ class SharedEvents(StrawberryGraphQLCoreExecutionContext):
 
     def _shared_key(self) -> tuple[Any, ...]:
         viewer = getattr(self.context_value, "viewer", None)
+        variables = self.__dict__.get(_VARIABLES)
+        if variables is None:  # a subscription's variables are fixed: written out once
+            variables = self.__dict__[_VARIABLES] = repr(sorted(self.variable_values.coerced.items()))
         return (
             id(self.operation),
-            repr(sorted(self.variable_values.coerced.items())),
+            variables,
             None if viewer is None else (viewer.kind, viewer.partner_id, viewer.workspace_id, viewer.permissions),
         )
 

@@ -29,6 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from whitebill import logs
     from whitebill.app import NotMigrated, create_app
+    from whitebill.websockets import SmallWindowWebSockets
 
     settings = load_settings()
     logs.configure(settings.log_level)
@@ -64,6 +65,7 @@ def _serve(args: argparse.Namespace) -> int:
         "access_log": False,
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
         "ws_max_size": settings.max_body_bytes,  # a websocket message, like a request body
+        "ws": SmallWindowWebSockets,  # permessage-deflate sized for live updates
     }
     if processes > 1:
         # Several processes on one port (uvicorn's supervisor), each opening its own pool: on
