@@ -1,4 +1,4 @@
-"""Relay global ids: base64 of "TypeName:databaseId"."""
+"""Relay global ids: base64 of "TypeName:databaseId" (made by ``billing.core.ids``), and reading them back."""
 
 from __future__ import annotations
 
@@ -6,12 +6,9 @@ import base64
 import binascii
 
 from billing.core.errors import BillingError, ErrorCode
+from billing.core.ids import to_global_id
 
 MAX_DB_ID = 2**63 - 1
-
-
-def to_global_id(type_name: str, db_id: int | str) -> str:
-    return base64.b64encode(f"{type_name}:{db_id}".encode()).decode()
 
 
 def _canonical_number(text: str) -> int:

@@ -337,7 +337,8 @@ async def test_privileged_actions_are_audited_with_the_request_id(platform: Grap
     assert response.json()["data"]["grantUnits"]["errors"] == []
     row = await AuditLog.get(action="wallet.grant")
     assert row.request_id == "audit-trail-1"
-    assert row.before == {"balance": 0} and row.after == {"balance": 7, "note": "why"}
+    assert row.before == {"balance": {"amount": "0", "unit": "POINTS"}}
+    assert row.after == {"balance": {"amount": "7", "unit": "POINTS"}, "note": "why"}
     assert row.actor.startswith("api_key:")
 
 

@@ -292,7 +292,11 @@ async def configure(
         target_type="Wallet",
         target_id=wallet.id,
         partner_id=wallet.partner_id,
-        after={"package_id": package.id, "threshold": below, "enabled": enabled},
+        after={
+            "package_id": audit.global_id("CreditPackage", package.id),
+            "threshold": audit.quantity(below, wallet.unit),
+            "enabled": enabled,
+        },
     )
     if enabled:
         await watch(wallet.id)

@@ -23,7 +23,16 @@ from billing.accounts.ledger import CausedBy, Leg
 from billing.accounts.opening import named_wallet, open_wallet, wallet_owner_key, workspace_wallet
 from billing.core import audit, clock, idempotency, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import MAX_BALANCE, Entered, check_amount, check_currency, check_unit, is_currency, minor_of
+from billing.core.money import (
+    MAX_BALANCE,
+    Entered,
+    check_amount,
+    check_currency,
+    check_unit,
+    decimal_places,
+    is_currency,
+    minor_of,
+)
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from models.enums import ExternalAccount, IdempotencyStatus, LedgerCause, OwnerKind, Permission
@@ -160,14 +169,31 @@ WITH w AS (
     RETURNING 1
 ), a AS (
     INSERT INTO audit_log (created_at, partner_id, actor, action, target_type, target_id, before, after, request_id)
-    SELECT $18, w.partner_id, $10, $13, 'Wallet', w.id::text, jsonb_build_object('balance', w.balance - $1),
-           jsonb_build_object('balance', w.balance, 'note', $9::text), $19 FROM w
+    SELECT $18, w.partner_id, $10, $13, 'Wallet', w.id::text,
+           jsonb_build_object('balance', {balance_before}),
+           jsonb_build_object('balance', {balance_after}, 'note', $9::text), $19 FROM w
     RETURNING 1
 ), n AS (
     SELECT {notify} FROM w
 )
 SELECT w.id AS wallet_id, p.id AS posting_id, w.balance FROM w, p, e, k, a, n
-""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
+"""
+
+
+def _quantity_sql(balance: str) -> str:
+    """``audit.quantity`` of a balance the statement computes: its decimal string in the unit $4, whose
+    decimal places are $20 (exact: numeric times a power of ten, rounded to as many places)."""
+    return (
+        f"jsonb_build_object('amount', round(({balance})::numeric * power(10::numeric, -$20::int), $20::int)::text,"
+        " 'unit', $4::text)"
+    )
+
+
+_ONE_STATEMENT = (
+    _ONE_STATEMENT.replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
+    .replace("{balance_before}", _quantity_sql("w.balance - $1"))
+    .replace("{balance_after}", _quantity_sql("w.balance"))
+)
 
 
 @lru_cache(maxsize=8)
@@ -203,7 +229,7 @@ async def _adjust_in_one_statement(
     note = check_note(note)
     key = idempotency.check_key(idempotency_key)
     operation = _operation(debit)
-    visible, scope_params = tenancy.workspace_visible_sql(viewer, "ws", 20)
+    visible, scope_params = tenancy.workspace_visible_sql(viewer, "ws", 21)
     now = clock.now()
     try:
         rows = await sql.fetch(
@@ -227,6 +253,7 @@ async def _adjust_in_one_statement(
             now + idempotency.RETENTION,
             timezone.now(),  # the audit row's time, like ``audit.entry``
             audit.request_id.get(),
+            decimal_places(unit),
             *scope_params,
         )
     except IntegrityError:  # the key was used before: the careful path answers for it
@@ -303,8 +330,8 @@ async def _adjust(
                     target_type="Wallet",
                     target_id=wallet_id,
                     partner_id=partner_id,
-                    before={"balance": made.balance + amount if debit else made.balance - amount},
-                    after={"balance": made.balance, "note": note},
+                    before={"balance": audit.quantity(made.balance + amount if debit else made.balance - amount, unit)},
+                    after={"balance": audit.quantity(made.balance, unit), "note": note},
                 ),
                 claim.completion([made.wallet_id, made.posting_id, made.balance]),
             ],
@@ -397,8 +424,8 @@ async def set_credit_limit(
             target_type="Wallet",
             target_id=wallet.id,
             partner_id=wallet.partner_id,
-            before={"credit_limit": wallet.credit_limit},
-            after={"credit_limit": limit},
+            before={"credit_limit": audit.quantity(wallet.credit_limit, wallet.unit)},
+            after={"credit_limit": audit.quantity(limit, wallet.unit)},
         )
     await wallet.refresh_from_db()
     return wallet
@@ -451,7 +478,12 @@ async def transfer_units(
             target_type="Wallet",
             target_id=destination.id,
             partner_id=workspace.partner_id,
-            after={"from": source.id, "to": destination.id, "unit": unit, "amount": amount, "note": note},
+            after={
+                "from": audit.global_id("Wallet", source.id),
+                "to": audit.global_id("Wallet", destination.id),
+                "amount": audit.quantity(amount, unit),
+                "note": note,
+            },
         )
         return Transfer(result.posting_id, pool.id, client.id)
 

@@ -138,8 +138,16 @@ async def configure(
             target_type="Partner",
             target_id=partner.id,
             partner_id=partner.id,
-            before={"enabled": before.enabled, "for_clients": before.for_clients, "overdraft": before.client_overdraft},
-            after={"enabled": enabled, "for_clients": for_clients, "overdraft": client_overdraft},
+            before={
+                "enabled": before.enabled,
+                "for_clients": before.for_clients,
+                "overdraft": audit.quantity(before.client_overdraft, Unit.MESSAGE_CREDITS.value),
+            },
+            after={
+                "enabled": enabled,
+                "for_clients": for_clients,
+                "overdraft": audit.quantity(client_overdraft, Unit.MESSAGE_CREDITS.value),
+            },
         )
         if enabled:
             await sql.execute(

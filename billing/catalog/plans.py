@@ -7,6 +7,7 @@ plus its margin (on the plan, else on its family, else in bulk), and may define 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
@@ -16,7 +17,16 @@ from tortoise.transactions import in_transaction
 from billing.catalog.pricing import partner_price
 from billing.core import audit, clock, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import Money, check_amount, check_currency, check_unit, parse_decimal, to_minor
+from billing.core.money import (
+    Money,
+    check_amount,
+    check_currency,
+    check_unit,
+    format_minor,
+    parse_decimal,
+    plain_decimal,
+    to_minor,
+)
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from billing.tenants.partners import check_name
@@ -137,7 +147,7 @@ async def create_plan(
         target_type="Plan",
         target_id=plan.id,
         partner_id=partner_id,
-        after={"name": plan.name, "price": price.amount, "limits": plan.limits},
+        after={"name": plan.name, "price": audit.money(price), "limits": plan.limits},
     )
     return plan
 
@@ -204,16 +214,7 @@ async def set_margin(
         fixed = Money(_minor_units(value, code), code)
     scope = _scope(plan_id, family_id, None if fixed is None else fixed.currency)
     previous = await PartnerMargin.get_or_none(partner_id=viewer.partner_id, scope=scope)
-    before = (
-        None
-        if previous is None
-        else {
-            "kind": previous.kind,
-            "percentage": str(previous.percentage),
-            "fixed": previous.fixed_amount,
-            "currency": previous.currency,
-        }
-    )
+    before = None if previous is None else _audited(previous)
     # One statement: two concurrent first margins of a scope leave one row, the later one's.
     await sql.execute(
         "INSERT INTO partner_margin"
@@ -239,15 +240,29 @@ async def set_margin(
         target_id=margin.id,
         partner_id=viewer.partner_id,
         before=before,
-        after={
-            "kind": kind,
-            "value": str(percentage) if fixed is None else fixed.decimal_string(),
-            "currency": None if fixed is None else fixed.currency,
-            "plan_id": plan_id,
-            "family_id": family_id,
-        },
+        after=_audited(margin),
     )
     return margin
+
+
+def shown_value(margin: PartnerMargin) -> tuple[str, str | None]:
+    """A margin's value as the API shows it, with the currency of a fixed one: ("12.5", None), ("5.00", "BRL")."""
+    if margin.kind is MarginKind.PERCENTAGE:
+        return plain_decimal(Decimal(str(margin.percentage or 0))), None
+    # Every fixed margin has its currency (migration 0010 gave one to those set before).
+    currency = margin.currency or ""
+    return format_minor(margin.fixed_amount or 0, currency), currency
+
+
+def _audited(margin: PartnerMargin) -> dict[str, Any]:
+    value, currency = shown_value(margin)
+    return {
+        "kind": margin.kind,
+        "value": value,
+        "currency": currency,
+        "plan_id": audit.global_id("Plan", margin.plan_id),
+        "family_id": audit.global_id("PlanFamily", margin.family_id),
+    }
 
 
 async def _fixed_margin_currency(plan: Plan | None, family_id: int | None, currency: str | None) -> str:
@@ -340,14 +355,7 @@ async def remove_margin(
             target_type="PartnerMargin",
             target_id=margin.id,
             partner_id=partner.id,
-            before={
-                "kind": margin.kind,
-                "percentage": str(margin.percentage),
-                "fixed": margin.fixed_amount,
-                "currency": margin.currency,
-                "plan_id": plan_id,
-                "family_id": family_id,
-            },
+            before=_audited(margin),
         )
     return margin
 
@@ -434,7 +442,11 @@ async def create_credit_package(
         target_type="CreditPackage",
         target_id=package.id,
         partner_id=partner_id,
-        after={"name": package.name, "unit": package.unit, "quantity": package.quantity, "price": price.amount},
+        after={
+            "name": package.name,
+            "quantity": audit.quantity(package.quantity, package.unit),
+            "price": audit.money(price),
+        },
     )
     return package
 

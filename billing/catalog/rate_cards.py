@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 from tortoise.transactions import in_transaction
 
@@ -23,7 +24,7 @@ from billing.catalog.calling_codes import COUNTRIES
 from billing.catalog.pricing import MAX_PERCENTAGE
 from billing.core import audit, clock, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import check_currency, exponent, parse_decimal
+from billing.core.money import check_currency, exponent, parse_decimal, plain_decimal
 from billing.core.tenancy import Viewer
 from models.catalog import RateCard, RateCardCell
 from models.enums import MarginKind, MessageCategory, Permission
@@ -177,7 +178,7 @@ async def set_partner_margin(
     cell = None if country is None else check_country(country)
     async with in_transaction("default"):
         card = await _card(partner.id, partner.default_currency)
-        before = {"kind": card.margin_kind, "value": str(card.margin_value)}
+        before = _audited_margin(card.margin_kind, card.margin_value, card.currency)
         if cell is None:
             await sql.execute(
                 "UPDATE rate_card SET margin_kind = $1, margin_value = $2 WHERE id = $3",
@@ -204,9 +205,18 @@ async def set_partner_margin(
             target_id=card.id,
             partner_id=partner.id,
             before=before,
-            after={"kind": kind, "value": value, "country": cell, "category": category},
+            after={**_audited_margin(kind, amount, card.currency), "country": cell, "category": category},
         )
     return await RateCard.get(id=card.id)
+
+
+def _audited_margin(kind: MarginKind | None, value: Decimal | None, currency: str) -> dict[str, Any]:
+    """A rate margin as the API's RateMargin shows it, with the card's currency when it is an amount."""
+    return {
+        "kind": kind,
+        "value": None if value is None else plain_decimal(Decimal(str(value))),
+        "currency": currency if kind is MarginKind.FIXED else None,
+    }
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -172,7 +172,11 @@ async def configure(
             target_type="GatewayConfig",
             target_id=config.id,
             partner_id=partner_id,
-            before={"provider": previous.provider, "config_id": previous.id} if previous else None,
+            before=(
+                {"provider": previous.provider, "config_id": audit.global_id("GatewayConfig", previous.id)}
+                if previous
+                else None
+            ),
             after={"provider": provider, "methods": chosen, "mode": mode.value, "hint": config.credentials_hint},
         )
     return config

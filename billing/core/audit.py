@@ -1,4 +1,9 @@
-"""The audit log and the outbox: both written in the caller's transaction."""
+"""The audit log and the outbox: both written in the caller's transaction.
+
+An audit row's ``before`` and ``after`` hold values as the API shows them, so a reader compares them
+with what the API answers: money as the API's ``Money`` (:func:`money`), a wallet quantity as its
+``Quantity`` (:func:`quantity`), a row by its global id (:func:`global_id`); never minor units or
+database ids."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import orjson
 from tortoise import timezone
 
 from billing.core import clock, sql
+from billing.core.ids import to_global_id
+from billing.core.money import Money, format_minor
 from models.operations import OutboxEvent
 
 # Set by the HTTP layer for each request, read here so every audit row carries it.
@@ -65,6 +72,22 @@ def entry(
             request_id.get(),
         ),
     )
+
+
+def money(value: Money) -> dict[str, str]:
+    """{"amount": "12.34", "currency": "BRL"}: a price, a payment, a refund."""
+    return {"amount": value.decimal_string(), "currency": value.currency}
+
+
+def quantity(amount: int, unit: str) -> dict[str, str]:
+    """{"amount": "150", "unit": "POINTS"}: a wallet's balance or movement, in the wallet's unit (which
+    may be a currency: {"amount": "12.34", "unit": "BRL"})."""
+    return {"amount": format_minor(amount, unit), "unit": unit}
+
+
+def global_id(type_name: str, db_id: int | None) -> str | None:
+    """The row's id as the API gives it; None stays None."""
+    return None if db_id is None else to_global_id(type_name, db_id)
 
 
 def _json(value: dict[str, Any] | None) -> str | None:

@@ -42,6 +42,11 @@ def exponent(currency: str) -> int:
     return _EXPONENTS.get(currency, 2)
 
 
+def decimal_places(unit: str) -> int:
+    """A wallet unit's decimal places: its currency's exponent; none for POINTS, MESSAGE_CREDITS..."""
+    return exponent(unit) if is_currency(unit) else 0
+
+
 def check_currency(currency: str, field: str = "currency") -> str:
     code = currency.strip().upper()
     if code not in _KNOWN_CURRENCIES:
@@ -76,7 +81,7 @@ def parse_decimal(text: str, field: str = "amount") -> Decimal:
 def to_minor(text: str, unit: str, field: str = "amount") -> int:
     """Parse a decimal string into minor units of ``unit`` exactly; refuse extra decimals."""
     value = parse_decimal(text, field)
-    digits = exponent(unit) if is_currency(unit) else 0
+    digits = decimal_places(unit)
     if value != value.quantize(Decimal(1).scaleb(-digits), context=_EXACT):  # trailing zeros are fine
         raise BillingError(
             ErrorCode.INVALID_AMOUNT, f"{unit} amounts have at most {digits} decimal places", field=field
@@ -100,12 +105,17 @@ def minor_of(amount: Entered, unit: str, field: str = "amount") -> int:
 
 def format_minor(amount: int, unit: str) -> str:
     """Minor units as an exact decimal string: 4990 BRL -> "49.90", 500 POINTS -> "500"."""
-    digits = exponent(unit) if is_currency(unit) else 0
+    digits = decimal_places(unit)
     if digits == 0:
         return str(amount)
     sign = "-" if amount < 0 else ""
     whole, frac = divmod(abs(amount), 10**digits)
     return f"{sign}{whole}.{frac:0{digits}d}"
+
+
+def plain_decimal(value: Decimal) -> str:
+    """A decimal as the API writes a percentage or a rate: 20.0000 -> "20", 12.5000 -> "12.5"."""
+    return format(value.normalize(), "f")
 
 
 def round_to_minor(value: Decimal, currency: str) -> int:

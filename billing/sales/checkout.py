@@ -117,6 +117,11 @@ class Sale:
     partner_id: int  # the tenant the payment belongs to
     collector_id: int | None
 
+    def payer_id(self) -> str | None:
+        """The payer's global id: "WORKSPACE:4" is the Workspace 4, "PARTNER:2" the Partner 2."""
+        kind, _, db_id = self.payer_key.partition(":")
+        return audit.global_id(kind.capitalize(), int(db_id))
+
 
 async def _route(
     sale: Sale, method: PaymentMethodKind, saved_method_id: int | None
@@ -175,7 +180,12 @@ async def open_payment(
         target_type="Payment",
         target_id=payment.id,
         partner_id=sale.partner_id,
-        after={"purpose": purpose["kind"], "method": method.value, "amount": price.amount, "payer": sale.payer_key},
+        after={
+            "purpose": purpose["kind"],
+            "method": method.value,
+            "amount": audit.money(price),
+            "payer": sale.payer_id(),
+        },
     )
     return payment
 

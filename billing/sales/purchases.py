@@ -99,7 +99,12 @@ async def record_manual_purchase(
             target_type="Payment",
             target_id=payment.id,
             partner_id=workspace.partner_id,
-            after={"wallet_id": wallet.id, "unit": unit, "quantity": quantity, "price": price.amount, "note": note},
+            after={
+                "wallet_id": audit.global_id("Wallet", wallet.id),
+                "quantity": audit.quantity(quantity, unit),
+                "price": audit.money(price),
+                "note": note,
+            },
         )
         return ManualPurchase(payment.id, wallet.id)
 

@@ -21,7 +21,7 @@ from billing.accounts.ledger import CausedBy, Leg
 from billing.charges import gateway_configs, payments
 from billing.core import audit, clock, idempotency, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import Entered, check_amount, minor_of
+from billing.core.money import Entered, Money, check_amount, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from billing.subscriptions import current, lifecycle, workspace_status
@@ -198,7 +198,7 @@ async def refund_payment(
             target_type="Payment",
             target_id=payment.id,
             partner_id=payment.partner_id,
-            after={"amount": wanted, "reason": reason},
+            after={"amount": audit.money(Money(wanted, payment.currency)), "reason": reason},
         )
         return int(current.refunded_amount) + wanted
 

@@ -113,7 +113,11 @@ async def buy_add_on_with_points(
             target_type="Workspace",
             target_id=workspace.id,
             partner_id=workspace.partner_id,
-            after={"add_on_id": add_on.id, "quantity": row.quantity, "points": cost},
+            after={
+                "add_on_id": audit.global_id("AddOn", add_on.id),
+                "quantity": row.quantity,
+                "points": audit.quantity(cost, POINTS),
+            },
         )
         return int(row.id)
 

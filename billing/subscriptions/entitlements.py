@@ -38,8 +38,8 @@ async def set_add_on(
             target_type="Workspace",
             target_id=workspace.id,
             partner_id=workspace.partner_id,
-            before={"add_on_id": add_on_id, "quantity": before},
-            after={"add_on_id": add_on_id, "quantity": quantity, "forced": force},
+            before={"add_on_id": audit.global_id("AddOn", add_on_id), "quantity": before},
+            after={"add_on_id": audit.global_id("AddOn", add_on_id), "quantity": quantity, "forced": force},
         )
         await workspace_status.recompute(workspace.id)
     return outcome.limits

@@ -638,8 +638,13 @@ async def assign_plan(
             target_type="Workspace",
             target_id=workspace.id,
             partner_id=workspace.partner_id,
-            before={"plan_id": current.plan_id} if current else None,
-            after={"plan_id": plan.id, "note": note, "forced": force, "charge_from": str(charge_from)},
+            before={"plan_id": audit.global_id("Plan", current.plan_id)} if current else None,
+            after={
+                "plan_id": audit.global_id("Plan", plan.id),
+                "note": note,
+                "forced": force,
+                "charge_from": None if charge_from is None else charge_from.isoformat(),
+            },
         )
         return made
 
@@ -697,8 +702,8 @@ async def change_plan(
             target_type="Workspace",
             target_id=workspace.id,
             partner_id=workspace.partner_id,
-            before={"plan_id": current.plan_id},
-            after={"plan_id": plan.id, "timing": timing, "note": note},
+            before={"plan_id": audit.global_id("Plan", current.plan_id)},
+            after={"plan_id": audit.global_id("Plan", plan.id), "timing": timing, "note": note},
         )
         return made
 
@@ -769,8 +774,8 @@ async def subscribe_partner_plan(
             target_type="Partner",
             target_id=partner.id,
             partner_id=partner.id,
-            before={"plan_id": current.plan_id} if current else None,
-            after={"plan_id": plan.id, "timing": timing},
+            before={"plan_id": audit.global_id("Plan", current.plan_id)} if current else None,
+            after={"plan_id": audit.global_id("Plan", plan.id), "timing": timing},
         )
         return made
 

@@ -392,7 +392,7 @@ async def set_dunning_policy(
         "restrict_after": partner.dunning_restrict_after,
         "suspend_after": partner.dunning_suspend_after,
         "fallback_after": partner.dunning_fallback_after,
-        "fallback_plan_id": partner.fallback_plan_id,
+        "fallback_plan_id": audit.global_id("Plan", partner.fallback_plan_id),
     }
     partner.dunning_retry_days, partner.dunning_restrict_after = list(retry_days), restrict_after
     partner.dunning_suspend_after, partner.dunning_fallback_after = suspend_after, fallback_after or None
@@ -419,7 +419,7 @@ async def set_dunning_policy(
                 "restrict_after": restrict_after,
                 "suspend_after": suspend_after,
                 "fallback_after": fallback_after,
-                "fallback_plan_id": fallback_plan_id,
+                "fallback_plan_id": audit.global_id("Plan", fallback_plan_id),
             },
         )
     return partner

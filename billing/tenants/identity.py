@@ -200,7 +200,7 @@ async def create_workspace_user(viewer: Viewer, *, workspace_id: int, email: str
             target_type="WorkspaceUser",
             target_id=user.id,
             partner_id=workspace.partner_id,
-            after={"email": email, "workspace_id": workspace.id},
+            after={"email": email, "workspace_id": audit.global_id("Workspace", workspace.id)},
         )
         await _queue_invitation(kind="WORKSPACE", user=user)
     return NewUser("WORKSPACE", user, True)

@@ -65,7 +65,7 @@ async def assign(viewer: Viewer, *, project_id: int, amount: int | str, note: st
                 target_type="Project",
                 target_id=project.id,
                 partner_id=project.partner_id,
-                after={"amount": amount, "currency": currency, "note": note},
+                after={"amount": audit.quantity(amount, currency), "note": note},
             )
         return Assignment(wallet.id, posted.posting_id, posted.balance_of(wallet.id))
 

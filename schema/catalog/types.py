@@ -3,15 +3,13 @@ rate cards."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
 from billing.catalog import rate_cards
-from billing.catalog.plans import price_with
-from billing.core.money import format_minor
+from billing.catalog.plans import price_with, shown_value
+from billing.core.money import plain_decimal
 from models import catalog as catalog_models
 from models import enums
 from schema.amounts import Money
@@ -147,13 +145,7 @@ class PartnerMargin:
 
     @classmethod
     def of(cls, row: catalog_models.PartnerMargin) -> PartnerMargin:
-        if row.kind is enums.MarginKind.PERCENTAGE:
-            currency = None
-            value = _plain(Decimal(str(row.percentage or 0)))
-        else:
-            # Every fixed margin has its currency (migration 0010 gave one to those set before).
-            currency = row.currency or ""
-            value = format_minor(row.fixed_amount or 0, currency)
+        value, currency = shown_value(row)
         return cls(
             kind=row.kind,
             value=value,
@@ -179,11 +171,6 @@ class PartnerMargin:
         return [cls.of(row) for row in ordered]
 
 
-def _plain(value: Decimal) -> str:
-    """20.0000 -> "20", 12.5000 -> "12.5"."""
-    return format(value.normalize(), "f")
-
-
 @strawberry.type(description="One country and category: the platform's price and the partner's, per message.")
 class RateCell:
     country: str = strawberry.field(description='ISO 3166 alpha-2, or "*" for every other country.')
@@ -204,7 +191,9 @@ class RateMargin:
 
     @classmethod
     def of(cls, margin: rate_cards.Margin) -> RateMargin:
-        return cls(kind=margin.kind, value=_plain(margin.value), country=margin.country, category=margin.category)
+        return cls(
+            kind=margin.kind, value=plain_decimal(margin.value), country=margin.country, category=margin.category
+        )
 
 
 @strawberry.type(description="Prices per delivered WhatsApp message in one currency.")

@@ -403,13 +403,20 @@ class PublicBranding:
         )
 
 
+_AS_SHOWN = (
+    'Values as the API shows them: money as Money ({"amount": "49.90", "currency": "BRL"}), a wallet\'s'
+    ' balance or movement as a Quantity ({"amount": "150", "unit": "POINTS"}), rows by their global ids.'
+    " Entries written before 0.2.0 hold minor units and database ids."
+)
+
+
 @strawberry.type(description="One manual or privileged action: who, when, what before and after.")
 class AuditEntry(Node):
     actor: str
     action: str = strawberry.field(description='What was done, e.g. "api_key.create", "margin.remove".')
     target: strawberry.ID = strawberry.field(description="The global id of what the action changed.")
-    before: strawberry.scalars.JSON | None
-    after: strawberry.scalars.JSON | None
+    before: strawberry.scalars.JSON | None = strawberry.field(description=_AS_SHOWN)
+    after: strawberry.scalars.JSON | None = strawberry.field(description=_AS_SHOWN)
     request_id: str | None
     created_at: datetime
 
