@@ -310,3 +310,74 @@ async def test_subscribers_of_one_object_and_tenant_share_one_read_per_change() 
         assert await broker.read(key, "partner:3", reader("partner:3")) == 25 and reads.count("partner:3") == 4
     assert broker.watching() == 0
     assert await broker.read(key, "partner:3", reader("partner:3")) == 25 and reads.count("partner:3") == 5
+
+
+async def test_subscribers_are_woken_once_their_read_is_done_and_take_it_without_waiting() -> None:
+    """A watch that says how it reads is woken only when the one read of its tenant scope has
+    finished: what it then asks ``read`` for is there already (no second read, no wait)."""
+    broker = realtime.Broker()
+    key = (realtime.WALLET, 8)
+    reads: list[str] = []
+    release = asyncio.Event()
+    state = {"balance": 1}
+
+    def reader(scope: str):
+        async def read() -> int:
+            reads.append(scope)
+            await release.wait()
+            return state["balance"]
+
+        return read
+
+    with contextlib.ExitStack() as watching:
+        watches = [
+            watching.enter_context(broker.watch(*key, partner_id=3, scope="partner:3", read=reader("partner:3")))
+            for _ in range(40)
+        ]
+        other = watching.enter_context(broker.watch(*key, partner_id=3, scope="workspace:9", read=reader("ws:9")))
+        state["balance"] = 2
+        broker.dispatch(realtime.Change(realtime.WALLET, 8, 3))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sorted(reads) == ["partner:3", "ws:9"]  # one read per scope, started by the change itself
+        assert not any(w._changed.is_set() for w in [*watches, other])  # nobody woken before it is done
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*(w.changed() for w in [*watches, other])), 1)
+        # Each takes the finished read at once: no suspension, no further read.
+        for _ in watches:
+            pending = asyncio.ensure_future(broker.read(key, "partner:3", reader("partner:3")))
+            await asyncio.sleep(0)
+            assert pending.done() and pending.result() == 2
+        assert sorted(reads) == ["partner:3", "ws:9"]
+
+
+async def test_a_thousand_subscribers_are_woken_a_batch_at_a_time() -> None:
+    """Waking subscribers leaves the event loop free between batches (a request waiting to be
+    answered gets its turn during a fan-out), and every subscriber is woken in the end."""
+    watches = [realtime.Watch(None) for _ in range(1000)]
+    realtime.wake(watches)
+    assert sum(w._changed.is_set() for w in watches) == realtime.WAKE_BATCH
+    turns = 0
+    while not all(w._changed.is_set() for w in watches):
+        await asyncio.sleep(0)
+        turns += 1
+        assert turns <= 1000 // realtime.WAKE_BATCH + 1
+    assert turns >= 1000 // realtime.WAKE_BATCH - 1
+
+
+async def test_websockets_are_compressed_with_small_windows_and_no_client_context(server: Server) -> None:
+    """permessage-deflate is on, with the window sizes whitebill.websockets asks for and
+    client_no_context_takeover; messages still arrive compressed and whole."""
+    from websockets.asyncio.client import connect
+
+    async with connect(
+        server.url.replace("http://", "ws://", 1) + "/graphql", subprotocols=["graphql-transport-ws"]
+    ) as socket:
+        extensions = socket.response.headers["Sec-WebSocket-Extensions"]
+        assert "permessage-deflate" in extensions
+        assert "server_max_window_bits=9" in extensions and "client_max_window_bits=9" in extensions
+        assert "client_no_context_takeover" in extensions
+        await socket.send('{"type": "connection_init"}')
+        assert await asyncio.wait_for(socket.recv(), WAIT) == '{"type":"connection_ack"}'
+        await socket.send('{"type": "ping"}')
+        assert await asyncio.wait_for(socket.recv(), WAIT) == '{"type":"pong"}'

@@ -5,7 +5,9 @@ negotiates permessage-deflate with 4 KiB windows and ``memLevel`` 5: about 43 KB
 connection, most of what a subscriber costs. A 512-byte window still holds most of the previous message, so
 compression stays good for these messages at under a quarter of the memory (512-byte windows,
 ``memLevel`` 1). Browsers offer permessage-deflate and accept the window sizes the server asks for.
-The handshake's request and response are let go once the connection is open.
+Clients compress each of their few messages on its own (``client_no_context_takeover``, which
+RFC 7692 lets a server ask), so no decompressor is kept per connection; and the handshake's request
+and response are let go once the connection is open, its compressor and parser once it is closed.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class SmallWindowWebSockets(WebSocketsSansIOProtocol):
                     ServerPerMessageDeflateFactory(
                         server_max_window_bits=WINDOW_BITS,
                         client_max_window_bits=WINDOW_BITS,
+                        # A client sends a handful of messages (init, subscribe, pong): each
+                        # decompressed on its own, no decompressor is kept between them.
+                        client_no_context_takeover=True,
                         compress_settings={"memLevel": MEMORY_LEVEL},
                     )
                 ],
@@ -44,3 +49,11 @@ class SmallWindowWebSockets(WebSocketsSansIOProtocol):
             # The handshake's request and response (their headers parsed twice over) are not read
             # again once the connection is open: a few KB per subscriber.
             self.request = self.response = None  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        # Nothing reads the websockets protocol object once the connection is gone; it and its
+        # parser (a generator that holds it) form a cycle that only the collector's rare full pass
+        # frees, compressor included. Closed, the parser lets go and reference counting frees them.
+        self.conn.parser.close()
+        self.conn.extensions = []
