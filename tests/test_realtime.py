@@ -381,3 +381,25 @@ async def test_websockets_are_compressed_with_small_windows_and_no_client_contex
         assert await asyncio.wait_for(socket.recv(), WAIT) == '{"type":"connection_ack"}'
         await socket.send('{"type": "ping"}')
         assert await asyncio.wait_for(socket.recv(), WAIT) == '{"type":"pong"}'
+
+
+async def test_a_wave_of_closed_websockets_is_collected_once_soon_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What closed connections leave in reference cycles is freed by one full collection a little
+    after every COLLECT_AFTER_CLOSED of them, not left for the collector's rare full pass."""
+    from whitebill import websockets as ws
+
+    collections: list[int] = []
+    monkeypatch.setattr(ws, "COLLECT_AFTER_CLOSED", 3)
+    monkeypatch.setattr(ws, "COLLECT_DELAY_SECONDS", 0.01)
+    monkeypatch.setattr(ws.gc, "collect", lambda *args: collections.append(1) or 0)
+    closed = ws._ClosedConnections()
+    loop = asyncio.get_running_loop()
+    for _ in range(5):  # the third schedules one collection; the fourth and fifth do not add another
+        closed.count(loop)
+    assert collections == []
+    await asyncio.sleep(0.05)
+    assert collections == [1] and closed.closed == 0
+    for _ in range(3):
+        closed.count(loop)
+    await asyncio.sleep(0.05)
+    assert collections == [1, 1]
