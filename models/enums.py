@@ -117,6 +117,15 @@ class PeriodStatus(StrEnum):
     VOID = "VOID"
 
 
+class AddOnState(StrEnum):
+    """Where a workspace's add-on stands: held, lapsed because its points ran short at renewal, or
+    removed (set to 0, or bought back by a refund)."""
+
+    ACTIVE = "ACTIVE"
+    LAPSED = "LAPSED"
+    REMOVED = "REMOVED"
+
+
 class PaymentMode(StrEnum):
     """How a subscription's charges are collected."""
 

@@ -3,7 +3,7 @@
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import PaymentMode, PeriodStatus, PlanHistoryStatus, SubscriptionStatus
+from models.enums import AddOnState, PaymentMode, PeriodStatus, PlanHistoryStatus, SubscriptionStatus
 
 
 class Subscription(Entity):
@@ -86,6 +86,12 @@ class SubscriptionHistory(Entity):
 
 
 class WorkspaceAddOn(Entity):
+    @property
+    def state(self) -> AddOnState:
+        if self.active:
+            return AddOnState.ACTIVE
+        return AddOnState.LAPSED if self.lapsed_at is not None else AddOnState.REMOVED
+
     partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
     partner_id: int
     workspace = fields.ForeignKeyField("models.Workspace", related_name="add_ons", on_delete=fields.CASCADE)
@@ -95,6 +101,7 @@ class WorkspaceAddOn(Entity):
     quantity = fields.IntField()
     active = fields.BooleanField(default=True)
     paid_through = fields.DatetimeField(null=True)  # when paid in points, the end of the paid period
+    lapsed_at = fields.DatetimeField(null=True)  # when its points ran short; None while held or once removed
 
     class Meta:
         table = "workspace_add_on"

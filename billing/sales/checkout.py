@@ -65,8 +65,8 @@ async def add_on_bought(payment: Payment) -> None:
         defaults={"partner_id": payment.partner_id, "quantity": 0},
     )
     row.quantity = (row.quantity if row.active else 0) + int(purpose["quantity"])
-    row.active = True
-    await row.save(update_fields=["quantity", "active"])
+    row.active, row.lapsed_at = True, None
+    await row.save(update_fields=["quantity", "active", "lapsed_at"])
     await workspace_status.recompute(int(purpose["workspace_id"]))
 
 

@@ -102,10 +102,10 @@ async def buy_add_on_with_points(
         live = row.active and row.paid_through is not None and row.paid_through > clock.now()
         await _spend_points(wallet, cost, row.id, f"{add_on.name} x{quantity}", actor=viewer.actor)
         row.quantity = (row.quantity if live else 0) + quantity
-        row.active = True
+        row.active, row.lapsed_at = True, None
         if not live:
             row.paid_through = _next_period(clock.now())
-        await row.save(update_fields=["quantity", "active", "paid_through"])
+        await row.save(update_fields=["quantity", "active", "paid_through", "lapsed_at"])
         await workspace_status.recompute(workspace.id)
         await audit.record(
             actor=viewer.actor,
@@ -170,9 +170,11 @@ async def renew(row: WorkspaceAddOn) -> bool:
     # the add-on active and due, and the retried job lapses it whole.
     async with in_transaction("default"):
         lapsed = await sql.execute(
-            "UPDATE workspace_add_on SET active = FALSE, quantity = 0 WHERE id = $1 AND paid_through = $2 AND active",
+            "UPDATE workspace_add_on SET active = FALSE, quantity = 0, lapsed_at = $3"
+            " WHERE id = $1 AND paid_through = $2 AND active",
             row.id,
             due,
+            clock.now(),
         )
         if lapsed == 1:
             await audit.emit(

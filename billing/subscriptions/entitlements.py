@@ -30,7 +30,7 @@ async def set_add_on(
             row = WorkspaceAddOn(
                 partner_id=workspace.partner_id, workspace_id=workspace.id, add_on_id=add_on_id, quantity=0
             )
-        row.quantity, row.active = quantity, quantity > 0
+        row.quantity, row.active, row.lapsed_at = quantity, quantity > 0, None
         await row.save()
         await audit.record(
             actor=viewer.actor,

@@ -27,6 +27,8 @@ SubscriptionStatus = strawberry.enum(enums.SubscriptionStatus)
 
 PeriodStatus = strawberry.enum(enums.PeriodStatus)
 
+AddOnState = strawberry.enum(enums.AddOnState)
+
 
 PaymentMode = strawberry.enum(enums.PaymentMode, description="How a subscription's charges are collected.")
 
@@ -278,6 +280,10 @@ class WorkspaceAddOn:
     add_on: AddOn
     quantity: int
     active: bool = strawberry.field(description="False once removed (quantity 0) or lapsed unpaid.")
+    state: AddOnState = strawberry.field(
+        description="ACTIVE while held; LAPSED when its points ran short at renewal; REMOVED when set to 0."
+    )
+    lapsed_at: datetime | None = strawberry.field(description="When it lapsed; null unless LAPSED.")
     points_per_period: Quantity | None = strawberry.field(
         description="The POINTS each period costs under credit billing (the add-on's pointsCost x quantity);"
         " null when the add-on has no points cost."
@@ -294,6 +300,8 @@ class WorkspaceAddOn:
             add_on=AddOn.of(row.add_on),
             quantity=row.quantity,
             active=row.active,
+            state=row.state,
+            lapsed_at=row.lapsed_at,
             points_per_period=Quantity.of(cost * row.quantity, enums.Unit.POINTS.value) if cost is not None else None,
             paid_through=row.paid_through,
         )
