@@ -42,6 +42,16 @@ def test_an_upgrade_halfway_through_pays_half_the_difference() -> None:
     assert prorate(3, start, end, start + (end - start) / 2) == 2  # 1.5 rounds to even
 
 
+def test_off_centre_proration_is_for_the_time_left() -> None:
+    """Away from the middle, time used and time left differ: swapping them fails here."""
+    start, end = utc(2027, 1, 31), utc(2027, 2, 28)  # anchored on the 31st: 28 days
+    # 3 days used, 25 left: 4910 x 25 / 28 = 122750 / 28 = 4383.93 -> 4384 (the swap gives 526).
+    assert prorate(4910, start, end, utc(2027, 2, 3)) == 4384
+    # 7 days used, 21 left: 4910 x 21 / 28 = 3682.5, a tie -> 3682, the even one (half-up: 3683;
+    # the swap: 4910 x 7 / 28 = 1227.5 -> 1228).
+    assert prorate(4910, start, end, utc(2027, 2, 7)) == 3682
+
+
 def test_margins_give_the_partner_price_exactly() -> None:
     basic = Money(2900, "USD")
     assert partner_price(basic, MarginKind.PERCENTAGE, Decimal("20")) == Money(3480, "USD")

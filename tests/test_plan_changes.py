@@ -167,6 +167,50 @@ async def test_upgrade_now_pays_the_prorated_difference_and_a_downgrade_waits_fo
     assert history[1]["endedAt"].startswith("2027-04-01T00:00:00")
 
 
+async def test_off_centre_changes_charge_for_the_time_left_not_the_time_used(agency) -> None:
+    """Changes away from the period's middle, on plans anchored at a month's end (Jan 31): the charge
+    is for the time left, so swapping "used" and "left" in the proration gives other numbers (tried:
+    4384 -> 526, 2540 -> 2370, 95445 -> 99365, and this test fails)."""
+    partner, first, partner_client, _, _ = agency
+    second, leap = await a_workspace(partner, "Second"), await a_workspace(partner, "Leap")
+    basic, pro = await plan(partner_client, "Basic", "49.90"), await plan(partner_client, "Pro", "99.00")
+    yearly = await plan(partner_client, "Pro yearly", "999.00", interval="YEARLY")
+
+    async def change(workspace: Workspace, to: str, key: str) -> int:
+        ws = to_global_id("Workspace", workspace.id)
+        changed = (await partner_client.data(CHANGE, {"ws": ws, "plan": to, "key": key, "timing": "NOW"}))["changePlan"]
+        assert changed["errors"] == [], changed
+        charge = await Payment.get(purpose_kind="PLAN_CHANGE", payer_key=f"WORKSPACE:{workspace.id}")
+        assert charge.status.value == "SUCCEEDED"
+        return charge.amount
+
+    async def assign(workspace: Workspace, key: str) -> None:
+        ws = to_global_id("Workspace", workspace.id)
+        assert (await partner_client.data(ASSIGN, {"ws": ws, "plan": basic, "key": key}))["assignPlan"]["errors"] == []
+
+    # Anchored Jan 31 2027: the first period runs to Feb 28, 28 days (2,419,200 s).
+    await at(datetime(2027, 1, 31, tzinfo=UTC))
+    await assign(first, "a1")
+    await assign(second, "a2")
+    await at(datetime(2027, 2, 3, tzinfo=UTC))
+    # Three days after the anchor: 3 days used, 25 left of 28. Difference 9900 - 4990 = 4910 minor
+    # units; 4910 x 25 / 28 = 122750 / 28 = 4383.93 -> 4384 (half-even; no tie). Time used would
+    # give 4910 x 3 / 28 = 14730 / 28 = 526.07 -> 526.
+    assert await change(first, pro, "c1") == 4384
+    # Monthly to yearly, same moment: the new year's price less the credit for the unused 25 of 28
+    # days of Basic: 4990 x 25 / 28 = 124750 / 28 = 4455.36 -> 4455; 99900 - 4455 = 95445. Time used
+    # as the credit would give 4990 x 3 / 28 = 534.64 -> 535 and 99900 - 535 = 99365.
+    assert await change(second, yearly, "c2") == 95445
+
+    # Anchored Jan 31 2028, a leap year: the first period runs to Feb 29, 29 days.
+    await at(datetime(2028, 1, 31, tzinfo=UTC))
+    await assign(leap, "a3")
+    await at(datetime(2028, 2, 14, tzinfo=UTC))
+    # Two weeks later: 14 days used, 15 left of 29. 4910 x 15 / 29 = 73650 / 29 = 2539.66 -> 2540.
+    # Time used would give 4910 x 14 / 29 = 68740 / 29 = 2370.34 -> 2370.
+    assert await change(leap, pro, "c3") == 2540
+
+
 async def test_a_downgrade_below_usage_is_refused_listing_the_excess(agency) -> None:
     _, workspace, partner_client, product, _ = agency
     ws = to_global_id("Workspace", workspace.id)
