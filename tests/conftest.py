@@ -25,6 +25,8 @@ import asyncpg
 import httpx
 import pytest
 from cryptography.fernet import Fernet
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from tortoise import Tortoise
 from tortoise.backends.base import executor
 
@@ -41,6 +43,28 @@ os.environ.setdefault("WHITEBILL_CHEAP_PASSWORD_HASH", "1")
 # Gateway credentials are stored encrypted: the suite makes its own key (the server inherits it).
 os.environ.setdefault("WHITEBILL_SECRET_KEY", Fernet.generate_key().decode())
 PLUGIN_SOURCE = Path(__file__).parent / "plugins" / "whitebill-ledgerpay"
+
+# Every Hypothesis failure can be replayed. Locally examples are random (and remembered in
+# .hypothesis/), and a failure prints the blob for @reproduce_failure. In CI (CI=true, as GitHub
+# Actions and most runners set it) the examples are derived from each test's name alone, so a red
+# run fails the same way on a laptop with CI=true; no example database, which CI would not keep.
+# Both start from Hypothesis's defaults, not from whatever profile it picked itself (recent versions
+# load a "ci" profile of their own when they see CI): the CI one says in full what it relies on,
+# its deadline and health check as Hypothesis's own CI profile has them (shared runners are slow).
+# A test's own @settings still wins for what it sets (test_fuzz's seeds, the ledger machine's).
+_hypothesis_defaults = hypothesis_settings.get_profile("default")
+hypothesis_settings.register_profile("dev", _hypothesis_defaults, print_blob=True)
+hypothesis_settings.register_profile(
+    "ci",
+    _hypothesis_defaults,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+hypothesis_settings.load_profile("ci" if IN_CI else "dev")
 
 PG_ADMIN = os.environ.get("WHITEBILL_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("WHITEBILL_REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}
