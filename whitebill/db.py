@@ -93,8 +93,10 @@ async def create_database_if_missing(database_url: str) -> None:
         await conn.close()
 
 
-async def migrate(database_url: str, *, quiet: bool = False) -> list[str]:
-    """Apply every pending migration; returns the names applied."""
+async def migrate(database_url: str, *, quiet: bool = False, upto: str | None = None) -> list[str]:
+    """Apply every pending migration, or those up to and including ``upto`` (a migration's name, e.g.
+    "0011_reset_tokens_off_the_outbox": how a test builds a database as an older release left it);
+    returns the names applied."""
     await create_database_if_missing(database_url)
     applied: list[str] = []
 
@@ -106,5 +108,6 @@ async def migrate(database_url: str, *, quiet: bool = False) -> list[str]:
 
     async with TortoiseContext() as ctx:
         await ctx.init(config=tortoise_config(database_url))
-        await migrate_api(config=tortoise_config(database_url), progress=progress)
+        target = f"{APP_LABEL}.{upto}" if upto else None
+        await migrate_api(config=tortoise_config(database_url), target=target, progress=progress)
     return applied
