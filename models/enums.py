@@ -118,8 +118,9 @@ class PeriodStatus(StrEnum):
 
 
 class AddOnState(StrEnum):
-    """Where a workspace's add-on stands: held, lapsed because its points ran short at renewal, or
-    removed (set to 0, or bought back by a refund)."""
+    """Where a workspace's add-on stands: held, lapsed because its next period could not be paid in
+    points at renewal, or removed (set to 0, or taken back with the refunded or charged-back payment
+    that bought it)."""
 
     ACTIVE = "ACTIVE"
     LAPSED = "LAPSED"

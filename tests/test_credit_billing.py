@@ -56,9 +56,11 @@ AUTO_TOP_UP = """mutation($wallet: ID!, $package: ID!, $enabled: Boolean!) {
   setAutoTopUp(input: {walletId: $wallet, packageId: $package, threshold: "50", enabled: $enabled}) {
     wallet { autoTopUp { enabled } } errors { code message } } }"""
 ADD_ONS = """query($ws: ID!) { node(id: $ws) { ... on Workspace {
-  addOns { nodes { addOn { name } quantity active pointsPerPeriod { amount unit } paidThrough } } } } }"""
+  addOns { nodes { addOn { name } quantity active pointsPerPeriod { amount unit } paidThrough nextChargeAt } } } } }"""
 ADD_ON_STATES = """query($ws: ID!) { node(id: $ws) { ... on Workspace {
-  addOns { nodes { quantity state lapsedAt } } } } }"""
+  addOns { nodes { quantity state lapsedAt paidThrough nextChargeAt } } } } }"""
+GRANT_POINTS = """mutation($ws: ID!) { grantUnits(input: {workspaceId: $ws, unit: "POINTS", amount: "500",
+  idempotencyKey: "g1"}) { errors { code } } }"""
 SET_ADD_ON = """mutation($ws: ID!, $addOn: ID!, $quantity: Int!) {
   setWorkspaceAddOn(input: {workspaceId: $ws, addOnId: $addOn, quantity: $quantity, force: true}) {
   errors { code } } }"""
@@ -146,6 +148,7 @@ async def start_flow(server, localstripe, gateway: str, *, auto_top_up: bool) ->
             "active": True,
             "pointsPerPeriod": {"amount": "200", "unit": "POINTS"},
             "paidThrough": paid_through.isoformat(),
+            "nextChargeAt": paid_through.isoformat(),
         }
     ]
     assert (await product.data(USAGE, {"ws": flow["ws"]}))["reportUsage"]["workspace"]["status"] == "ACTIVE"
@@ -191,16 +194,64 @@ async def test_without_auto_top_up_the_add_on_lapses_and_the_workspace_pauses(se
     lapsed = (await flow["client"].data(ADD_ONS, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
     assert [(a["addOn"]["name"], a["quantity"], a["active"]) for a in lapsed] == [("5 more members", 0, False)]
     assert not await Payment.filter(note__startswith="auto top-up").exists()
-    # Lapsed, not removed: the state says so, and when.
-    states = await flow["client"].data(ADD_ON_STATES, {"ws": flow["ws"]})
-    (lapse,) = states["node"]["addOns"]["nodes"]
-    assert lapse["state"] == "LAPSED" and datetime.fromisoformat(lapse["lapsedAt"]) <= clock.now()
+    # Lapsed, not removed: the state says so, and when; it was paid up to the renewal, and nothing more
+    # will be charged.
+    (lapse,) = (await flow["client"].data(ADD_ON_STATES, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
+    due = datetime.fromisoformat(lapse["paidThrough"])
+    assert lapse["state"] == "LAPSED" and due <= datetime.fromisoformat(lapse["lapsedAt"]) <= clock.now()
+    assert lapse["nextChargeAt"] is None
     # Held again (set by the partner), then removed: ACTIVE, then REMOVED, neither with a lapse date.
+    # Set by hand it is not paid in points: no points period, no charge to come.
     for quantity, state in ((1, "ACTIVE"), (0, "REMOVED")):
         made = await flow["client"].data(SET_ADD_ON, {"ws": flow["ws"], "addOn": flow["add_on"], "quantity": quantity})
         assert made["setWorkspaceAddOn"]["errors"] == [], made
         (held,) = (await flow["client"].data(ADD_ON_STATES, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
-        assert (held["state"], held["lapsedAt"], held["quantity"]) == (state, None, quantity)
+        assert held == {
+            "quantity": quantity,
+            "state": state,
+            "lapsedAt": None,
+            "paidThrough": None,
+            "nextChargeAt": None,
+        }
+
+
+async def test_a_lapsed_add_on_bought_again_with_points_is_active_and_renews(server, localstripe) -> None:
+    """Lapsed at the second renewal (100 points for 200); 500 points granted, bought again: ACTIVE, no
+    lapse date, its next charge a month on; that renewal spends its 200."""
+    flow = await start_flow(server, localstripe, "manual", auto_top_up=False)
+    await next_renewal(flow)
+    (lapse,) = (await flow["client"].data(ADD_ON_STATES, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
+    assert lapse["state"] == "LAPSED"
+    assert (await flow["client"].data(GRANT_POINTS, {"ws": flow["ws"]}))["grantUnits"]["errors"] == []
+    again = await flow["client"].data(BUY_ADD_ON, {"ws": flow["ws"], "addOn": flow["add_on"], "key": "a2"})
+    assert again["buyAddOnWithPoints"]["errors"] == []
+    assert await points(flow) == 400 and await members_limit(flow) == 10
+    (held,) = (await flow["client"].data(ADD_ON_STATES, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
+    next_charge = datetime.fromisoformat(held["nextChargeAt"])
+    assert (held["state"], held["lapsedAt"], held["quantity"]) == ("ACTIVE", None, 1)
+    assert held["paidThrough"] == held["nextChargeAt"] and next_charge > clock.now() + timedelta(days=27)
+    await next_renewal(flow)
+    assert await points(flow) == 200
+    (renewed,) = (await flow["client"].data(ADD_ON_STATES, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
+    assert (renewed["state"], renewed["lapsedAt"]) == ("ACTIVE", None)
+    assert datetime.fromisoformat(renewed["nextChargeAt"]) > next_charge
+
+
+async def test_an_add_on_set_by_hand_after_its_lapse_has_no_points_charge_to_come(server, localstripe) -> None:
+    """The partner gives a lapsed add-on back by hand: it is held, not paid in points (no paid period,
+    no next charge), and the worker, a month and more later, neither charges nor lapses it."""
+    flow = await start_flow(server, localstripe, "manual", auto_top_up=False)
+    await next_renewal(flow)
+    assert (await points(flow)) == 100
+    made = await flow["client"].data(SET_ADD_ON, {"ws": flow["ws"], "addOn": flow["add_on"], "quantity": 1})
+    assert made["setWorkspaceAddOn"]["errors"] == []
+    await clock.advance(timedelta(days=40))
+    worker = Worker(load_settings())
+    while await worker.tick():
+        pass
+    assert await points(flow) == 100 and await members_limit(flow) == 10
+    (held,) = (await flow["client"].data(ADD_ON_STATES, {"ws": flow["ws"]}))["node"]["addOns"]["nodes"]
+    assert held == {"quantity": 1, "state": "ACTIVE", "lapsedAt": None, "paidThrough": None, "nextChargeAt": None}
 
 
 async def test_an_add_on_needs_credit_billing_and_enough_points(server) -> None:

@@ -64,9 +64,12 @@ async def add_on_bought(payment: Payment) -> None:
         add_on_id=purpose["add_on_id"],
         defaults={"partner_id": payment.partner_id, "quantity": 0},
     )
+    if not row.active:
+        # Bought again with money, it is not paid in points: the points period it had ended with it.
+        row.paid_through = None
     row.quantity = (row.quantity if row.active else 0) + int(purpose["quantity"])
     row.active, row.lapsed_at = True, None
-    await row.save(update_fields=["quantity", "active", "lapsed_at"])
+    await row.save(update_fields=["quantity", "active", "lapsed_at", "paid_through"])
     await workspace_status.recompute(int(purpose["workspace_id"]))
 
 

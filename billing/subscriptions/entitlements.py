@@ -30,6 +30,9 @@ async def set_add_on(
             row = WorkspaceAddOn(
                 partner_id=workspace.partner_id, workspace_id=workspace.id, add_on_id=add_on_id, quantity=0
             )
+        if quantity > 0 and before == 0:
+            # Held again by hand, it is not paid in points: the points period it had ended with it.
+            row.paid_through = None
         row.quantity, row.active, row.lapsed_at = quantity, quantity > 0, None
         await row.save()
         await audit.record(

@@ -281,7 +281,8 @@ class WorkspaceAddOn:
     quantity: int
     active: bool = strawberry.field(description="False once removed (quantity 0) or lapsed unpaid.")
     state: AddOnState = strawberry.field(
-        description="ACTIVE while held; LAPSED when its points ran short at renewal; REMOVED when set to 0."
+        description="ACTIVE while held; LAPSED when its next period could not be paid in points at renewal;"
+        " REMOVED when set to 0, or taken back with the payment that bought it (refunded or charged back)."
     )
     lapsed_at: datetime | None = strawberry.field(description="When it lapsed; null unless LAPSED.")
     points_per_period: Quantity | None = strawberry.field(
@@ -289,8 +290,12 @@ class WorkspaceAddOn:
         " null when the add-on has no points cost."
     )
     paid_through: datetime | None = strawberry.field(
-        description="Paid in points up to here: the next period's points are spent then (it lapses if they are"
-        " short). Null when not paid in points."
+        description="Paid in points up to here; kept once it lapses or is removed. Null when not paid in points"
+        " (set by hand, or bought with money)."
+    )
+    next_charge_at: datetime | None = strawberry.field(
+        description="When its next period's points are spent (it lapses then if they are short): paidThrough"
+        " while ACTIVE and paid in points, null otherwise."
     )
 
     @classmethod
@@ -304,4 +309,5 @@ class WorkspaceAddOn:
             lapsed_at=row.lapsed_at,
             points_per_period=Quantity.of(cost * row.quantity, enums.Unit.POINTS.value) if cost is not None else None,
             paid_through=row.paid_through,
+            next_charge_at=row.paid_through if row.active else None,
         )
