@@ -5,19 +5,15 @@ instead, the add-on lapses and the workspace pauses, its members above the reduc
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from datetime import datetime, timedelta
 
 import anyio
 import pytest
-from tortoise import Tortoise
 
 from billing.core import clock
 from billing.subscriptions import credit_billing, workspace_status
 from billing.tenants import api_keys
-from models.catalog import AddOn
-from models.enums import AddOnState
 from models.operations import OutboxEvent
 from models.payments import Payment
 from models.subscriptions import WorkspaceAddOn
@@ -295,34 +291,3 @@ async def test_an_add_on_lapse_commits_with_its_event_and_the_status_it_leaves(
     }
     assert await OutboxEvent.filter(event_type="add_on.lapsed").count() == 1
     assert (await view(flow))["status"] == "PAUSED"
-
-
-async def test_add_ons_inactive_before_0012_are_lapsed_when_their_lapse_event_says_so() -> None:
-    """Migration 0012 tells a lapsed add-on from a removed one by the add_on.lapsed event its lapse
-    wrote; an inactive add-on with no such event reads as removed."""
-    recover = importlib.import_module("models.migrations.0012_add_on_lapsed_at").recover_lapses
-    partner = await a_partner()
-    workspace = await a_workspace(partner)
-    lapsed_add_on, removed_add_on, held_add_on = [
-        await AddOn.create(partner_id=partner.id, name=name, currency="BRL", points_cost=10)
-        for name in ("lapsed", "removed", "held")
-    ]
-    rows = [
-        await WorkspaceAddOn.create(
-            partner_id=partner.id, workspace_id=workspace.id, add_on_id=add_on.id, quantity=quantity, active=active
-        )
-        for add_on, quantity, active in ((lapsed_add_on, 0, False), (removed_add_on, 0, False), (held_add_on, 1, True))
-    ]
-    lapse_time = clock.now() - timedelta(days=3)
-    for when in (lapse_time - timedelta(days=30), lapse_time):  # lapsed twice: the latest counts
-        await OutboxEvent.create(
-            partner_id=partner.id,
-            event_type="add_on.lapsed",
-            payload={"workspace_id": workspace.id, "add_on_id": lapsed_add_on.id, "points_needed": 10},
-            run_at=when,
-        )
-    assert await recover(Tortoise.get_connection("default")) == 1
-    lapsed, removed, held = [await WorkspaceAddOn.get(id=row.id) for row in rows]
-    assert lapsed.lapsed_at == lapse_time and lapsed.state is AddOnState.LAPSED
-    assert removed.lapsed_at is None and removed.state is AddOnState.REMOVED
-    assert held.lapsed_at is None and held.state is AddOnState.ACTIVE

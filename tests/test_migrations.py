@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -16,7 +16,8 @@ from tortoise.context import TortoiseContext
 
 from billing.core import audit, clock, sql
 from models.catalog import AddOn
-from models.enums import AddOnState
+from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus
+from models.payments import Payment
 from models.subscriptions import WorkspaceAddOn
 from tests.factories import a_partner, a_workspace
 from whitebill import db
@@ -69,16 +70,40 @@ def _read(url: str, read: Callable[[], Awaitable[None]]) -> None:
 
 def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_removed_ones(fresh_url: str) -> None:
     """At 0011 a lapsed add-on and a removed one were the same row (inactive, quantity 0); the lapse
-    had written its add_on.lapsed event. After 0012 the lapsed one reads LAPSED since its latest
-    lapse, the removed one REMOVED, the held one ACTIVE; neither of the last two has a lapse date."""
+    had written its add_on.lapsed event. After 0012 an inactive add-on reads LAPSED, since its latest
+    lapse, unless something held it again after that lapse (set by the partner, bought with points or
+    with money: it was removed since); REMOVED without a lapse; the held one ACTIVE."""
     lapse = clock.now() - timedelta(days=3)
     ids: dict[str, int] = {}
 
     async def at_0011() -> None:
         partner = await a_partner()
         workspace = await a_workspace(partner)
-        for name, quantity, active in (("lapsed", 0, False), ("removed", 0, False), ("held", 2, True)):
+
+        async def lapsed(name: str, run_at: datetime = lapse) -> None:
+            await audit.emit(
+                "add_on.lapsed", partner.id, {"workspace_id": workspace.id, "add_on_id": ids[name], "points_needed": 10}
+            )
+            await sql.execute(
+                "UPDATE outbox_event SET run_at = $1 WHERE id = (SELECT MAX(id) FROM outbox_event)", run_at
+            )
+
+        async def audited(action: str, name: str, quantity: int, *, old_form: bool = False) -> None:
+            add_on = ids[name] if old_form else audit.global_id("AddOn", ids[name])  # ids before 0.2.0
+            await audit.record(
+                actor="test",
+                action=action,
+                target_type="Workspace",
+                target_id=workspace.id,
+                partner_id=partner.id,
+                after={"add_on_id": add_on, "quantity": quantity},
+            )
+
+        names = ("lapsed", "removed", "held", "set_again", "bought_with_points", "bought_with_money", "set_before")
+        for name in names:
             add_on = await AddOn.create(partner_id=partner.id, name=name, currency="BRL", points_cost=10)
+            ids[name] = add_on.id
+            held = name == "held"
             await sql.execute(
                 "INSERT INTO workspace_add_on (created_at, partner_id, workspace_id, add_on_id, quantity, active,"
                 " paid_through) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -86,27 +111,52 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
                 partner.id,
                 workspace.id,
                 add_on.id,
-                quantity,
-                active,
+                2 if held else 0,
+                held,
                 lapse,
             )
-            ids[name] = add_on.id
-        for when in (lapse - timedelta(days=30), lapse):  # lapsed twice: the latest counts
-            await audit.emit(
-                "add_on.lapsed",
-                partner.id,
-                {"workspace_id": workspace.id, "add_on_id": ids["lapsed"], "points_needed": 10},
-            )
-            await sql.execute("UPDATE outbox_event SET run_at = $1 WHERE id = (SELECT MAX(id) FROM outbox_event)", when)
+        await lapsed("lapsed", lapse - timedelta(days=30))  # lapsed twice: the latest counts
+        await lapsed("lapsed")
+        # Lapsed, then set again by the partner and removed.
+        await lapsed("set_again")
+        await audited("add_on.set", "set_again", 1)
+        await audited("add_on.set", "set_again", 0)
+        # Lapsed, then bought again with points (an audit row of before 0.2.0), then removed.
+        await lapsed("bought_with_points")
+        await audited("add_on.points", "bought_with_points", 1, old_form=True)
+        # Lapsed, then bought with money the next day, and taken back with the refunded payment.
+        await lapsed("bought_with_money")
+        await Payment.create(
+            partner_id=partner.id,
+            payer_key=f"WORKSPACE:{workspace.id}",
+            reference=f"pay-{secrets.token_hex(4)}",
+            provider="manual",
+            method=PaymentMethodKind.MANUAL,
+            amount=1500,
+            currency="BRL",
+            status=PaymentStatus.REFUNDED,
+            purpose={"workspace_id": workspace.id, "add_on_id": ids["bought_with_money"], "quantity": 1},
+            purpose_kind=PaymentPurpose.ADD_ON_PURCHASE,
+            fulfilled_at=lapse + timedelta(days=1),
+        )
+        # Set by the partner before it lapsed: that does not undo the lapse.
+        await audited("add_on.set", "set_before", 1)
+        await lapsed("set_before")
 
     assert _upgrade(fresh_url, "0011_reset_tokens_off_the_outbox", at_0011) == ["models.0012_add_on_lapsed_at"]
 
     async def after() -> None:
         rows = {row.add_on_id: row for row in await WorkspaceAddOn.all()}
-        lapsed, removed, held = (rows[ids[name]] for name in ("lapsed", "removed", "held"))
-        assert (lapsed.state, lapsed.lapsed_at, lapsed.quantity) == (AddOnState.LAPSED, lapse, 0)
-        assert (removed.state, removed.lapsed_at, removed.quantity) == (AddOnState.REMOVED, None, 0)
-        assert (held.state, held.lapsed_at, held.quantity) == (AddOnState.ACTIVE, None, 2)
-        assert held.paid_through == lapse  # the rest of the row as it was
+        found = {name: (rows[ids[name]].state, rows[ids[name]].lapsed_at, rows[ids[name]].quantity) for name in ids}
+        assert found == {
+            "lapsed": (AddOnState.LAPSED, lapse, 0),
+            "removed": (AddOnState.REMOVED, None, 0),
+            "held": (AddOnState.ACTIVE, None, 2),
+            "set_again": (AddOnState.REMOVED, None, 0),
+            "bought_with_points": (AddOnState.REMOVED, None, 0),
+            "bought_with_money": (AddOnState.REMOVED, None, 0),
+            "set_before": (AddOnState.LAPSED, lapse, 0),
+        }
+        assert rows[ids["held"]].paid_through == lapse  # the rest of the row as it was
 
     _read(fresh_url, after)
