@@ -11,9 +11,9 @@ own cost per request grows with its open connections (on the 2-core development 
 from 2.5 ms at 8 clients to 3.8 at 16 and 7 at 32, enough to make the load generator, not the
 floor, the bottleneck).
 
-The schema has no per-workspace list of add-ons (Workspace has no addOns field): the page shows
-them through ``limits``, which are the plan's plus every active add-on's, and the seed gives a third
-of the workspaces one or two add-ons.
+The page does not list each workspace's add-ons (``Workspace.addOns``, a connection of its own): it
+shows them through ``limits``, which are the plan's plus every active add-on's, and the seed gives a
+third of the workspaces one or two add-ons.
 
 SQL statements per request are counted on the server side: the app runs in this process (the same
 ``create_app`` the server runs) with every asyncpg connection method wrapped, for pages of 10 and
