@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
@@ -12,7 +13,7 @@ from strawberry.extensions import SchemaExtension
 from billing.tenants import api_keys
 from tests.factories import a_partner, a_workspace
 from whitebill.app import create_app
-from whitebill.schema import schema
+from whitebill.schema import MAX_ALIASES, MAX_COST, MAX_DEPTH, MAX_TOKENS, schema
 from whitebill.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -42,7 +43,26 @@ FRAGMENT_CYCLE = (
     "{ viewer { ...A } } fragment A on Viewer { partner { workspaces { nodes { partner { ...B } } } } }"
     " fragment B on Partner { workspaces { nodes { partner { name } } } }"
 )
-BOMBS = {"depth": DEEP, "aliases": ALIASES, "tokens": TOKENS, "cost": COSTLY}
+MAX_BYTES = Settings(env="test").max_query_bytes
+LARGE = "{ viewer { kind } }" + " " * MAX_BYTES  # an honest query, padded past the size limit
+BOMBS = {"depth": DEEP, "aliases": ALIASES, "tokens": TOKENS, "cost": COSTLY, "size": LARGE}
+# What each bomb must be refused with: its code, and a message naming the limit it hit.
+REFUSALS = {
+    "depth": ("QUERY_TOO_COMPLEX", rf"exceeds maximum operation depth of {MAX_DEPTH}$"),
+    "aliases": ("QUERY_TOO_COMPLEX", rf"^40 aliases found\. Allowed: {MAX_ALIASES}$"),
+    "tokens": ("QUERY_TOO_COMPLEX", rf"^Syntax Error: Document contains more than {MAX_TOKENS} tokens\b"),
+    "cost": ("QUERY_TOO_COMPLEX", rf"^Query cost \d+ exceeds the maximum of {MAX_COST}\b"),
+    "size": ("QUERY_TOO_LARGE", rf"^the query is larger than {MAX_BYTES} bytes$"),
+}
+
+
+def assert_refused(body: dict, kind: str) -> None:
+    """No data; every error carries the bomb's code (a depth bomb is also too costly: same code), and
+    one names the very limit the bomb was built to hit."""
+    code, limit = REFUSALS[kind]
+    assert body.get("data") is None and body["errors"], body
+    assert all(error["extensions"]["code"] == code for error in body["errors"]), body
+    assert any(re.search(limit, error["message"]) for error in body["errors"]), body
 
 
 @pytest.fixture
@@ -64,8 +84,8 @@ async def test_a_bomb_is_refused_before_any_resolver_runs(client: httpx.AsyncCli
     resolved.clear()
     response = await client.post("/graphql", json={"query": BOMBS[kind]})
     body = response.json()
-    assert response.status_code < 500
-    assert body.get("data") is None and body["errors"], body
+    assert response.status_code == (400 if kind == "size" else 200), body
+    assert_refused(body, kind)
     assert resolved == []
 
 
@@ -77,22 +97,27 @@ async def test_a_legitimate_query_still_resolves(client: httpx.AsyncClient) -> N
 
 
 async def test_requests_keep_being_served_during_a_flood_of_bombs(client: httpx.AsyncClient) -> None:
+    kinds = list(BOMBS)
+
     async def bomb(i: int) -> dict:
-        query = list(BOMBS.values())[i % len(BOMBS)]
-        return (await client.post("/graphql", json={"query": query})).json()
+        return (await client.post("/graphql", json={"query": BOMBS[kinds[i % len(kinds)]]})).json()
 
     async def honest() -> dict:
         return (await client.post("/graphql", json={"query": "{ partners(first: 5) { nodes { name } } }"})).json()
 
     results = await asyncio.gather(*(bomb(i) for i in range(40)), *(honest() for _ in range(10)))
     bombs, honest_results = results[:40], results[40:]
-    assert all(r.get("data") is None for r in bombs)
+    for i, body in enumerate(bombs):
+        assert_refused(body, kinds[i % len(kinds)])
     assert all(len(r["data"]["partners"]["nodes"]) == 1 for r in honest_results)
 
 
 async def test_cyclic_fragments_are_refused(client: httpx.AsyncClient) -> None:
     body = (await client.post("/graphql", json={"query": "{ viewer { ...A } } fragment A on Viewer { ...A }"})).json()
-    assert body.get("data") is None and body["errors"]
+    assert body.get("data") is None, body
+    assert [(e["extensions"]["code"], e["message"]) for e in body["errors"]] == [
+        ("INVALID_QUERY", "Cannot spread fragment 'A' within itself.")
+    ]
     response = await client.post("/graphql", json={"query": FRAGMENT_CYCLE})  # deep through fragments, not cyclic
     assert response.status_code == 200
     assert all(e.get("extensions", {}).get("code") != "INTERNAL_ERROR" for e in response.json().get("errors", []))

@@ -274,9 +274,16 @@ async def test_query_bombs_are_refused_before_execution(platform: GraphQLClient)
         "{ partners(first: 100) { nodes { workspaces(first: 100) { nodes { wallets { entries(first: 100) {"
         " nodes { id } } } } } } } }"
     )
-    for query in (deep, aliases, costly):
+    limits = {  # each bomb, and the message naming the limit it must hit
+        deep: "exceeds maximum operation depth of 12",
+        aliases: "40 aliases found. Allowed: 30",
+        costly: "exceeds the maximum of 50000",
+    }
+    for query, limit in limits.items():
         body = await platform.execute(query)
         assert body.get("data") is None and body["errors"], body
+        assert all(e["extensions"]["code"] == "QUERY_TOO_COMPLEX" for e in body["errors"]), body
+        assert any(limit in e["message"] for e in body["errors"]), body
     assert (await platform.data("{ viewer { kind } }"))["viewer"]["kind"] == "PLATFORM"
 
 

@@ -3,8 +3,9 @@
 The audit (tests/conformance/audit.mjs, Node) sends some sixty requests, well-formed and not,
 to /graphql and grades the answers against the GraphQL-over-HTTP spec: a failed MUST is an
 error and fails this test; a failed SHOULD is a warning, printed but allowed. The HTTP layer is
-the same on every database, so it runs on SQLite only. Without node and npm on PATH it skips;
-the first run installs the pinned audit with `npm ci` (needs the npm registry).
+the same on every database, so it runs on SQLite only. Without node and npm on PATH (or with too
+old a Node) it skips on a developer's machine, and fails under CI (``CI`` set, as CI services do), where
+a skipped audit would pass unseen; the first run installs the pinned audit with `npm ci` (needs the npm registry).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import httpx
 import pytest
@@ -37,19 +39,51 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _under_ci() -> bool:
+    """``CI`` set to anything but an explicit no (CI services set ``CI=true``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _cannot_audit(reason: str) -> NoReturn:
+    """No usable Node: a skip on a developer's machine, a failure under CI."""
+    message = f"GraphQL-over-HTTP conformance audit {{}}: {reason}; see tests/conformance/package.json"
+    if _under_ci():
+        pytest.fail(message.format("cannot run under CI"), pytrace=False)
+    pytest.skip(message.format("SKIPPED"))
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [
+        (None, pytest.skip.Exception),
+        ("", pytest.skip.Exception),
+        ("false", pytest.skip.Exception),
+        ("0", pytest.skip.Exception),
+        ("true", pytest.fail.Exception),
+        ("1", pytest.fail.Exception),
+    ],
+)
+def test_without_node_the_audit_skips_but_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch, ci: str | None, outcome: type[BaseException]
+) -> None:
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    with pytest.raises(outcome, match="`node` and `npm` must be on PATH"):
+        _cannot_audit("`node` and `npm` must be on PATH")
+
+
 @pytest.fixture(scope="module")
 def audit_command() -> list[str]:
     """`node audit.mjs`, installing the audit's pinned packages first when they are missing."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
-        pytest.skip(
-            "GraphQL-over-HTTP conformance audit SKIPPED: `node` and `npm` must be on PATH "
-            f"(Node >= {MIN_NODE_MAJOR}); see tests/conformance/package.json"
-        )
+        _cannot_audit(f"`node` and `npm` must be on PATH (Node >= {MIN_NODE_MAJOR})")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     major = re.match(r"v(\d+)\.", version)
     if not major or int(major[1]) < MIN_NODE_MAJOR:
-        pytest.skip(f"GraphQL-over-HTTP conformance audit SKIPPED: needs Node >= {MIN_NODE_MAJOR}, found {version!r}")
+        _cannot_audit(f"needs Node >= {MIN_NODE_MAJOR}, found {version!r}")
     if not (CONFORMANCE / "node_modules" / "graphql-http" / "package.json").is_file():
         try:
             installed = subprocess.run(

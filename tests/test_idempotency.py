@@ -164,8 +164,9 @@ async def test_a_crashed_call_is_taken_over_after_its_lease() -> None:
             decode=int,
         )
 
-    with pytest.raises(BillingError):
+    with pytest.raises(BillingError) as held:  # the dead call's lease still runs
         await run()
+    assert held.value.code is ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS
     await clock.advance(idempotency.LEASE + timedelta(seconds=1))
     assert await run() == 7
 

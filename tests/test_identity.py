@@ -107,10 +107,11 @@ async def test_login_failures_all_look_the_same() -> None:
 async def test_logins_are_rate_limited_per_email() -> None:
     partner, _ = await a_partner_admin()
     for _ in range(ratelimit.per_email("login").amount):
-        with pytest.raises(BillingError):
+        with pytest.raises(BillingError) as wrong:
             await identity.login(
                 brand=partner.slug, email="owner@agency.example", password="guess", client_address=None
             )
+        assert wrong.value.code is ErrorCode.INVALID_CREDENTIALS  # refused for the password, not yet limited
     with pytest.raises(BillingError) as limited:
         await identity.login(brand=partner.slug, email="owner@agency.example", password=PASSWORD, client_address=None)
     assert limited.value.code is ErrorCode.RATE_LIMITED
@@ -195,7 +196,8 @@ async def test_concurrent_uses_of_one_reset_token_succeed_once() -> None:
     async def use(i: int) -> bool:
         try:
             await identity.reset_password(token=token, new_password=f"new password {i}")
-        except BillingError:
+        except BillingError as error:
+            assert error.code is ErrorCode.INVALID_TOKEN  # the token already used by the winner
             return False
         return True
 

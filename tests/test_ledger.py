@@ -69,7 +69,7 @@ async def test_a_posting_with_several_legs_is_all_or_nothing() -> None:
     """A usage event charges the project's credit and the partner's balance at once."""
     rich = await funded_wallet(1000, "USD")
     poor = await funded_wallet(5, "USD")
-    with pytest.raises(BillingError):
+    with pytest.raises(BillingError) as refused:
         await ledger.post(
             [
                 Leg(100, "USD", rich.id, ExternalAccount.PARTNER_REVENUE),
@@ -78,6 +78,7 @@ async def test_a_posting_with_several_legs_is_all_or_nothing() -> None:
             cause=LedgerCause.USAGE,
             caused_by=CausedBy("UsageEvent", "evt-1"),
         )
+    assert refused.value.code is ErrorCode.INSUFFICIENT_BALANCE  # the poor leg, not a malformed posting
     assert await balance(rich.id) == 1000 == await entries_sum(rich.id)
     assert await balance(poor.id) == 5 == await entries_sum(poor.id)
 

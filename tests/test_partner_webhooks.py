@@ -56,6 +56,7 @@ class Receiver:
             "id": request.headers["whitebill-event-id"],
             "body": (await request.body()).decode(),
             "signature": request.headers["whitebill-signature"],
+            "received_at": time.time(),  # a partner checks the timestamp when the request arrives
         }
         with self.log.open("a") as out:
             out.write(json.dumps(record) + "\n")
@@ -84,10 +85,15 @@ class Received:
 
     @property
     def received(self) -> list[tuple[str, bytes, dict[str, str]]]:
+        return [(event_id, body, headers) for event_id, body, headers, _ in self.arrivals]
+
+    @property
+    def arrivals(self) -> list[tuple[str, bytes, dict[str, str], float]]:
+        """What was received, each with the (real) time it arrived."""
         if not self.log.exists():
             return []
         lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
-        return [(r["id"], r["body"].encode(), {"whitebill-signature": r["signature"]}) for r in lines]
+        return [(r["id"], r["body"].encode(), {"whitebill-signature": r["signature"]}, r["received_at"]) for r in lines]
 
     def ids(self) -> list[str]:
         return [event_id for event_id, _, _ in self.received]
@@ -116,11 +122,40 @@ def receiving() -> Iterator[tuple[Received, str]]:
         process.wait(timeout=10)
 
 
-def verifies(secret: str, body: bytes, header: str) -> bool:
-    """What the README tells a partner to do."""
-    parts = dict(part.split("=", 1) for part in header.split(","))
-    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, parts["v1"])
+def verifies(secret: str, body: bytes, header: str, *, now: float | None = None) -> bool:
+    """What the README ("Partner webhooks") tells a partner to do, to the letter: the header is
+    ``t=<unix time>,v1=<hex>``, in that order; the HMAC-SHA256 of ``f"{t}." + raw body`` under the secret,
+    compared in constant time; and ``t``, in seconds, within 300 s of now (``time.time()`` when the
+    request arrives unless ``now`` says otherwise)."""
+    try:
+        t, v1 = (part.split("=", 1)[1] for part in header.split(","))
+        timestamp = int(t)
+    except ValueError:  # not two parts, a part without "=", or a t that is not an integer
+        return False
+    if header != f"t={t},v1={v1}":
+        return False
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    current = time.time() if now is None else now
+    return hmac.compare_digest(expected, v1) and abs(current - timestamp) < 300
+
+
+def test_the_verifier_checks_the_timestamp_as_the_readme_says() -> None:
+    """A signature is good only with the timestamp it was made with, in seconds, within 300 s of now."""
+    secret, body, now = "whsec_test", b'{"id": "evt_1"}', int(time.time())
+    header = partner_webhooks.sign(secret, body, now)
+    assert verifies(secret, body, header)
+    assert not verifies("whsec_other", body, header)
+    assert not verifies(secret, body + b" ", header)
+    digest = header.split(",v1=", 1)[1]
+    for t in (now + 1, now - 1, now * 1000):  # another t, even a fresh one, breaks the signature
+        assert not verifies(secret, body, f"t={t},v1={digest}")
+    assert not verifies(secret, body, f"v1={digest},t={now}")  # the README's order
+    # Signed correctly but too old, or too far ahead: refused (299 s is still fine).
+    assert verifies(secret, body, partner_webhooks.sign(secret, body, now - 299), now=now)
+    assert not verifies(secret, body, partner_webhooks.sign(secret, body, now - 300), now=now)
+    assert not verifies(secret, body, partner_webhooks.sign(secret, body, now + 300), now=now)
+    # A millisecond timestamp, properly signed, is ~1000 times now in seconds: every partner rejects it.
+    assert not verifies(secret, body, partner_webhooks.sign(secret, body, int(time.time() * 1000)))
 
 
 def serve_receiver(port: int, log: Path) -> None:
@@ -165,8 +200,11 @@ async def test_a_receiver_that_fails_twice_gets_the_event_on_the_third_try() -> 
         await clock.advance(timedelta(seconds=60))  # the second, twice as long
         await drain(worker)
         assert sorted(receiver.ids()) == sorted(f"evt_{e.id}" for e in events)
-        for _, body, headers in receiver.received:
-            assert verifies(secret, body, headers["whitebill-signature"])
+        for _, body, headers, received_at in receiver.arrivals:
+            header = headers["whitebill-signature"]
+            assert verifies(secret, body, header, now=received_at)
+            t, v1 = (part.split("=", 1)[1] for part in header.split(","))
+            assert not verifies(secret, body, f"t={int(t) + 1},v1={v1}", now=received_at)  # t is signed too
             assert json.loads(body)["type"] == "wallet.low_balance"
         deliveries = await WebhookDelivery.filter(endpoint_id=endpoint.id)
         assert all(d.state is WorkState.DONE and d.attempts == 3 for d in deliveries)
@@ -202,6 +240,8 @@ async def test_a_dead_delivery_can_be_resent_and_a_test_event_sent(server) -> No
             await drain(worker)
         assert receiver.ids() == [event_id]
         assert json.loads(receiver.received[0][1])["type"] == "webhook.test"
+        [(_, body, headers, received_at)] = receiver.arrivals
+        assert verifies(secret, body, headers["whitebill-signature"], now=received_at)
 
 
 async def test_endpoints_are_listed_a_page_at_a_time_to_those_who_manage_billing(server) -> None:
@@ -299,7 +339,10 @@ async def test_four_workers_deliver_2000_events_exactly_once_and_a_killed_one_lo
             await delivered(2000)
             ids = receiver.ids()
             assert len(ids) == 2000 and len(set(ids)) == 2000  # exactly once each, without a crash
-            assert all(verifies(secret, body, headers["whitebill-signature"]) for _, body, headers in receiver.received)
+            assert all(
+                verifies(secret, body, headers["whitebill-signature"], now=received_at)
+                for _, body, headers, received_at in receiver.arrivals
+            )
 
             # Another 500, to a receiver that takes a while to answer; one worker is killed while it holds
             # deliveries, some of them received but not yet answered.

@@ -146,8 +146,8 @@ class LedgerMachine(RuleBasedStateMachine):
         allowed = self.expected[wallet] >= -limit
         try:
             self.run(wallets.set_credit_limit(self.viewer, wallet_id=wallet, credit_limit=limit))
-        except BillingError:
-            assert not allowed
+        except BillingError as error:
+            assert not allowed and error.code is ErrorCode.INVALID_INPUT and error.field == "creditLimit"
         else:
             assert allowed
             self.limits[wallet] = limit
