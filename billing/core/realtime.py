@@ -201,7 +201,7 @@ class Broker:
         change heard, however many of its subscribers ask (the later ones share the first one's read,
         or its error). A read started after the latest change was heard is never stale."""
         done = self._start_read(key, scope, read)
-        if done.done() and done.exception() is None:
+        if done.done() and not done.cancelled() and done.exception() is None:
             return done.result()  # type: ignore[no-any-return]
         return await asyncio.shield(done)
 
@@ -211,7 +211,11 @@ class Broker:
         heard = self._versions.get(key, 0)
         reads = self._reads.setdefault(key, {})
         latest = reads.get(scope)
-        if latest is None or latest[0] < heard or (latest[1].done() and latest[1].exception() is not None):
+        if (
+            latest is None
+            or latest[0] < heard
+            or (latest[1].done() and (latest[1].cancelled() or latest[1].exception()))
+        ):
             latest = (heard, asyncio.ensure_future(read()))
             reads[scope] = latest
         return latest[1]
