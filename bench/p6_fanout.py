@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import orjson
 from tortoise import Tortoise
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from bench.common import (
     LeanHttp,
@@ -49,6 +49,7 @@ from bench.common import (
     scratch_database,
     server,
 )
+from bench.lean_websocket import LeanWebSocket
 from billing.accounts import wallets
 from billing.core.tenancy import Viewer
 from billing.tenants import api_keys, partners
@@ -98,19 +99,21 @@ async def seed(url: str) -> tuple[str, list[Target]]:
 class Subscriber:
     wallet: str
     seen: list[tuple[float, int]] = field(default_factory=list)  # (when, balance), the first one included
-    socket: ClientConnection | None = None
-    task: asyncio.Task[None] | None = None
+    socket: LeanWebSocket | None = None
 
     async def open(self, uri: str, token: str) -> None:
-        self.socket = await connect(uri, subprotocols=["graphql-transport-ws"], max_queue=None)  # type: ignore[list-item]
-        await self.socket.send(
-            orjson.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}).decode()
-        )
-        assert orjson.loads(await self.socket.recv())["type"] == "connection_ack"
+        setup: asyncio.Queue[str] = asyncio.Queue()
+        self.socket = socket = await LeanWebSocket.connect(uri, setup.put_nowait)
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        socket.send_text(orjson.dumps(init).decode())
+        assert orjson.loads(await setup.get())["type"] == "connection_ack"
         subscribe = {"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIBE, "variables": {"w": self.wallet}}}
-        await self.socket.send(orjson.dumps(subscribe).decode())
-        self.take(await self.socket.recv())
-        self.task = asyncio.create_task(self.listen())
+        socket.send_text(orjson.dumps(subscribe).decode())
+        self.take(await setup.get())
+        # From now on a message is noted in the callback that completes its frame.
+        socket.on_message = self.take
+        while not setup.empty():
+            self.take(setup.get_nowait())
 
     def take(self, raw: str | bytes) -> None:
         message = orjson.loads(raw)
@@ -118,19 +121,9 @@ class Subscriber:
         amount = message["payload"]["data"]["walletBalanceChanged"]["balance"]["amount"]
         self.seen.append((time.monotonic(), int(amount)))
 
-    async def listen(self) -> None:
-        assert self.socket is not None
-        with contextlib.suppress(Exception):
-            async for raw in self.socket:
-                self.take(raw)
-
     async def close(self) -> None:
         if self.socket is not None:
             await self.socket.close()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
 
 
 @dataclass(frozen=True)
