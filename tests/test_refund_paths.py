@@ -38,7 +38,7 @@ from models.subscriptions import WorkspaceAddOn
 from models.tenancy import Partner, Workspace
 from models.wallets import LedgerEntry, Wallet
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
-from tests.test_gateway_stripe import FakeStripe, Reply, a_fake_stripe
+from tests.test_gateway_stripe import Reply, a_fake_stripe
 from whitebill.settings import configure_domain, load_settings
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -512,9 +512,7 @@ async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds
     assert (await Wallet.get(id=wallet.id)).balance == POINTS
 
     scripted_stripe["refund"] = a_refund("succeeded")
-    made = await refunds.refund_payment(
-        viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
-    )
+    made = await refunds.refund_payment(viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1")
     assert (made.status, made.refunded_amount) == (S.REFUNDED, PRICE)
     assert await refund_entries(wallet.id) == [-POINTS]
     keys = {r["headers"]["Idempotency-Key"] for r in scripted_stripe["fake"].requests if r["path"] == "/v1/refunds"}
