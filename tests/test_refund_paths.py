@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from billing.core.money import Money
 from billing.core.tenancy import Viewer
 from billing.sales import refunds
 from billing.subscriptions import current, lifecycle
+from gateways.base import ChargeRequest, Outcome, Payer
 from models.enums import (
     BillingInterval,
     ExternalAccount,
@@ -517,3 +519,90 @@ async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds
     assert await refund_entries(wallet.id) == [-POINTS]
     keys = {r["headers"]["Idempotency-Key"] for r in scripted_stripe["fake"].requests if r["path"] == "/v1/refunds"}
     assert len(keys) == 1  # the retry reached the provider under the same idempotency key
+
+
+async def test_an_asaas_refund_left_unanswered_after_it_was_made_is_recorded_once_on_retry(
+    asaas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real Asaas SDK against the fake Asaas: the refund is made, then the answer is a 500. The
+    partner is told to retry; the retry finds the refund made under its key and records it, once."""
+    monkeypatch.setenv("WHITEBILL_ASAAS_API_BASE", asaas.url)
+    configure_domain(load_settings())
+    partner = await a_partner()
+    config = await gateway_configs.configure(
+        PLATFORM,
+        partner_id=partner.id,
+        provider="asaas",
+        methods=[PaymentMethodKind.PIX],
+        mode=GatewayMode.TEST,
+        api_key=asaas.token,
+        webhook_secret="asaas-hook-token-0123456789",
+    )
+    payer = Payer(key="WORKSPACE:1", name="Ana Souza", tax_id="24971563792")
+    charged = await gateway_configs.gateway_for(config).charge(
+        ChargeRequest(
+            payment_id=1, idempotency_key="pay_asaas_1", amount=PRICE, currency="BRL", method="PIX", payer=payer
+        )
+    )
+    assert charged.outcome is Outcome.PENDING and charged.provider_ref
+    await anyio.to_thread.run_sync(lambda: asaas.pay(charged.provider_ref))
+    wallet, payment = await a_points_payment(
+        partner, gateway_config_id=config.id, provider="asaas", provider_ref=charged.provider_ref
+    )
+    viewer = partner_viewer(partner)
+
+    await anyio.to_thread.run_sync(
+        lambda: asaas.fault("error500", "POST", f"/v3/payments/{charged.provider_ref}/refund", act_first=True)
+    )
+    error = await refused(
+        refunds.refund_payment, viewer=viewer, payment_id=payment.id, amount="10.00", reason="", idempotency_key="r-1"
+    )
+    assert error.code is ErrorCode.GATEWAY_UNAVAILABLE
+    assert (await Payment.get(id=payment.id)).refunded_amount == 0
+
+    made = await refunds.refund_payment(viewer, payment_id=payment.id, amount="10.00", reason="", idempotency_key="r-1")
+    assert (made.status, made.refunded_amount) == (S.PARTIALLY_REFUNDED, 1000)
+    assert await refund_entries(wallet.id) == [-(POINTS * 1000 // PRICE)]
+    [at_asaas] = await anyio.to_thread.run_sync(lambda: asaas.payments(external_reference="pay_asaas_1"))
+    assert [(r["value"], r["status"]) for r in at_asaas["refunds"]] == [(10.0, "DONE")]
+
+
+async def test_an_asaas_refund_of_a_payment_asaas_still_waits_for_is_refused(asaas, monkeypatch) -> None:
+    monkeypatch.setenv("WHITEBILL_ASAAS_API_BASE", asaas.url)
+    configure_domain(load_settings())
+    partner = await a_partner()
+    config = await gateway_configs.configure(
+        PLATFORM,
+        partner_id=partner.id,
+        provider="asaas",
+        methods=[PaymentMethodKind.PIX],
+        mode=GatewayMode.TEST,
+        api_key=asaas.token,
+        webhook_secret="asaas-hook-token-0123456789",
+    )
+    payer = Payer(key="WORKSPACE:1", name="Ana Souza", tax_id="24971563792")
+    charged = await gateway_configs.gateway_for(config).charge(
+        ChargeRequest(
+            payment_id=1, idempotency_key="pay_asaas_2", amount=PRICE, currency="BRL", method="PIX", payer=payer
+        )
+    )
+    assert charged.outcome is Outcome.PENDING and charged.provider_ref
+    # whitebill believes it paid (say a forged success was once accepted); Asaas knows better.
+    wallet, payment = await a_points_payment(
+        partner, gateway_config_id=config.id, provider="asaas", provider_ref=charged.provider_ref
+    )
+    error = await refused(
+        refunds.refund_payment,
+        viewer=partner_viewer(partner),
+        payment_id=payment.id,
+        amount=None,
+        reason="",
+        idempotency_key="r-1",
+    )
+    assert error.code is ErrorCode.REFUND_REFUSED
+    assert error.message == (
+        "the provider refused the refund: Asaas refused the refund: "
+        "Não é possível estornar uma cobrança com situação PENDING."
+    )
+    assert (await Payment.get(id=payment.id)).status is S.SUCCEEDED
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS
