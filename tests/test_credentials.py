@@ -115,6 +115,7 @@ def test_without_a_key_stored_credentials_cannot_be_opened(secret_key) -> None:
     ("stored", "hint"),
     [
         ({"api_key": "sk_test_abcdefgh1234", "webhook_secret": "whsec_zzzzzzzzzzzz"}, "…1234"),
+        ({"webhook_secret": "whsec_zzzzzzzzzzzz", "api_key": "sk_test_abcdefgh1234"}, "…1234"),  # the key first
         ({"webhook_secret": "whsec_only_a_secret_9876"}, "…9876"),  # no API key: the first secret
         ({"api_key": "1234567"}, "…"),  # too short to show any of it
         ({"api_key": "12345678"}, "…5678"),  # just long enough
