@@ -167,6 +167,7 @@ async def test_a_configuration_saved_under_the_old_key_keeps_working_through_a_r
     secret_key(f"{NEW},{OLD}")
     gateway = gateway_configs.gateway_for(await GatewayConfig.get(id=config.id))
     assert isinstance(gateway, StripeGateway)
+    assert gateway._webhook_secret == SECRETS["webhook_secret"]  # opened with the old key, still listed
     await gateway.aclose()
 
 

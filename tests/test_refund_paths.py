@@ -36,7 +36,7 @@ from models.enums import (
     ViewerKind,
 )
 from models.payments import Payment, PaymentTransition
-from models.subscriptions import WorkspaceAddOn
+from models.subscriptions import Subscription, WorkspaceAddOn
 from models.tenancy import Partner, Workspace
 from models.wallets import LedgerEntry, Wallet
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
@@ -112,6 +112,18 @@ async def test_a_balance_paid_plan_refunded_by_the_platform_puts_the_money_back_
     subscription = await current.live_partner_subscription(partner.id)
     assert subscription is not None and subscription.status is SubscriptionStatus.ACTIVE
     assert subscription.cancel_at_period_end is True
+
+
+async def test_a_balance_paid_plan_refunded_in_full_ends_now_when_the_partner_chose_end_now() -> None:
+    partner, balance, payment = await a_partner_on_a_balance_paid_plan()
+    await refunds.set_policy(
+        partner_viewer(partner), partner_id=partner.id, plan_policy=RefundPlanPolicy.END_NOW, take_back_units=True
+    )
+    await refunds.refund_payment(PLATFORM, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1")
+    assert await current.live_partner_subscription(partner.id) is None
+    ended = await Subscription.get(partner_id=partner.id, workspace_id=None)
+    assert ended.status is SubscriptionStatus.CANCELED
+    assert (await Wallet.get(id=balance.id)).balance == BALANCE
 
 
 async def test_a_balance_payment_refunded_in_two_parts_returns_each_part_once() -> None:
