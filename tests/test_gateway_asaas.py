@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -17,9 +18,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from asaas import Asaas
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from gateways import registry
 from gateways.asaas import (
@@ -40,6 +46,7 @@ from tests.fake_asaas import (
     WebhookSink,
     running_webhook_sink,
 )
+from tests.fake_asaas.control import ServerThread
 from tests.fake_asaas.fixtures import asaas, fake_asaas  # noqa: F401  (pytest fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -646,3 +653,189 @@ async def test_the_fake_runs_standalone_and_the_sdk_talks_to_it(standalone_fake:
     result = await make_gateway(standalone_fake).charge(charge_request("BOLETO", 1234))
     assert result.outcome is Outcome.PENDING
     assert result.provider_ref in {p["id"] for p in standalone_fake.payments()}
+
+
+# -- refunds that go wrong -------------------------------------------------------------------------------
+
+
+async def a_paid_pix(asaas: FakeAsaasController, gateway: AsaasGateway, amount: int = 10000) -> str:  # noqa: F811
+    result = await gateway.charge(charge_request("PIX", amount))
+    assert result.provider_ref is not None
+    asaas.pay(result.provider_ref)
+    return result.provider_ref
+
+
+def refunds_at_the_fake(asaas: FakeAsaasController, pay_id: str) -> list[dict[str, Any]]:  # noqa: F811
+    return next(p for p in asaas.payments() if p["id"] == pay_id)["refunds"] or []
+
+
+async def test_a_refund_of_a_payment_not_yet_paid_is_declined_with_asaas_reason(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+) -> None:
+    unpaid = await gateway.charge(charge_request("BOLETO", 5000))
+    assert unpaid.provider_ref is not None
+    result = await gateway.refund(unpaid.provider_ref, 5000, "BRL", "rf-1")
+    assert result.outcome is Outcome.DECLINED and result.provider_ref is None
+    assert result.reason == "Asaas refused the refund: Não é possível estornar uma cobrança com situação PENDING."
+    assert refunds_at_the_fake(asaas, unpaid.provider_ref) == []
+
+
+async def test_a_refund_of_a_payment_asaas_does_not_know_is_declined(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+) -> None:
+    result = await gateway.refund("pay_doesnotexist", 100, "BRL", "rf-1")
+    assert (result.outcome, result.reason) == (Outcome.DECLINED, "Asaas refused the refund: Cobrança não encontrada.")
+    assert [r["method"] for r in asaas.requests()] == ["GET"]  # nothing was asked to refund
+
+
+@pytest.mark.parametrize("act_first", [False, True])
+async def test_a_refund_answered_with_a_server_error_is_unknown_and_a_retry_refunds_once(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    act_first: bool,
+) -> None:
+    """Asaas may or may not have refunded (act_first: it did). The retry with the same key finds the
+    refund it made by its description, or makes it: one refund either way."""
+    pay_id = await a_paid_pix(asaas, gateway)
+    asaas.fault("error500", "POST", f"/v3/payments/{pay_id}/refund", act_first=act_first)
+    first = await gateway.refund(pay_id, 4000, "BRL", "rf-1")
+    assert (first.outcome, first.provider_ref, first.reason) == (Outcome.UNKNOWN, None, "Asaas answered HTTP 500")
+    assert len(refunds_at_the_fake(asaas, pay_id)) == int(act_first)
+    again = await gateway.refund(pay_id, 4000, "BRL", "rf-1")
+    assert (again.outcome, again.provider_ref) == (Outcome.SUCCEEDED, f"{pay_id}/refunds/rf-1")
+    [refund] = refunds_at_the_fake(asaas, pay_id)
+    assert (refund["value"], refund["status"], refund["description"]) == (40.0, "DONE", "whitebill refund rf-1")
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("drop", "the connection to Asaas failed before an answer arrived"),
+        ("malformed", "Asaas answered something unexpected (the payment is not a JSON object)"),
+    ],
+)
+async def test_a_refund_without_a_readable_answer_is_unknown(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    mode: str,
+    reason: str,
+) -> None:
+    pay_id = await a_paid_pix(asaas, gateway)
+    asaas.fault(mode, "POST", f"/v3/payments/{pay_id}/refund", act_first=True, body="list")
+    result = await gateway.refund(pay_id, 1000, "BRL", "rf-1")
+    assert (result.outcome, result.reason) == (Outcome.UNKNOWN, reason)
+
+
+async def test_a_refund_whose_payment_cannot_be_read_first_is_not_attempted(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+) -> None:
+    pay_id = await a_paid_pix(asaas, gateway)
+    asaas.fault("error500", "GET", f"/v3/payments/{pay_id}", count=20)  # the SDK's retries too
+    result = await gateway.refund(pay_id, 1000, "BRL", "rf-1")
+    assert result.outcome is Outcome.NOT_ATTEMPTED
+    assert result.reason == "could not read the payment: Asaas kept answering with server errors"
+    asaas.clear_faults()
+    assert refunds_at_the_fake(asaas, pay_id) == []
+
+
+async def test_a_refund_with_a_rejected_key_is_not_attempted(asaas: FakeAsaasController) -> None:  # noqa: F811
+    pay_id = await a_paid_pix(asaas, make_gateway(asaas))
+    result = await make_gateway(asaas, api_key="$aact_hmlg_WRONG_0000").refund(pay_id, 1000, "BRL", "rf-1")
+    assert result.outcome is Outcome.NOT_ATTEMPTED and result.reason and "HTTP 401" in result.reason
+    assert refunds_at_the_fake(asaas, pay_id) == []
+
+
+@pytest.mark.parametrize(
+    ("amount", "reason"),
+    [
+        (0, "invalid refund: the amount must be positive"),
+        (10**15, "invalid refund: amount out of range"),
+        (-1, "invalid refund: amount out of range"),
+    ],
+)
+async def test_a_refund_of_an_impossible_amount_is_not_attempted_and_asks_asaas_nothing(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    amount: int,
+    reason: str,
+) -> None:
+    result = await gateway.refund("pay_1", amount, "BRL", "rf-1")
+    assert (result.outcome, result.reason) == (Outcome.NOT_ATTEMPTED, reason)
+    assert asaas.requests() == []
+
+
+# Asaas lists a payment's refunds with the statuses PENDING, CANCELLED and DONE (docs.asaas.com/docs/refunds);
+# the fake completes every refund at once (DONE), so these answers come from a scripted server instead.
+
+
+@contextlib.contextmanager
+def scripted_asaas(before: dict[str, Any], after: dict[str, Any] | None) -> Iterator[tuple[AsaasGateway, list[str]]]:
+    """Answers GET /v3/payments/{id} with ``before`` and POST .../refund with ``after``; records the calls."""
+    calls: list[str] = []
+
+    async def read(request: Request) -> Response:
+        calls.append(f"GET {request.url.path}")
+        return JSONResponse(before)
+
+    async def refund(request: Request) -> Response:
+        calls.append(f"POST {request.url.path}")
+        return JSONResponse(after)
+
+    app = Starlette(
+        routes=[
+            Route("/v3/payments/{id}", read, methods=["GET"]),
+            Route("/v3/payments/{id}/refund", refund, methods=["POST"]),
+            Route("/v3/payments/{id}/refund/", refund, methods=["POST"]),
+        ]
+    )
+    server = ServerThread(app)
+    server.start()
+    try:
+        gateway = AsaasGateway(
+            GatewayConfig(
+                credentials={"api_key": "scripted-key", "webhook_token": WEBHOOK_TOKEN},
+                settings={"api_base": server.url, "timeout_seconds": 2, "retry_backoff": 0},
+            )
+        )
+        yield gateway, calls
+    finally:
+        server.stop()
+
+
+def an_asaas_payment(status: str, refunds: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"object": "payment", "id": "pay_1", "status": status, "value": 100.0, "refunds": refunds}
+
+
+def a_refund_line(status: str, key: str = "rf-1") -> dict[str, Any]:
+    return {"status": status, "value": 10.0, "description": f"whitebill refund {key}"}
+
+
+@pytest.mark.parametrize(
+    ("after", "outcome"),
+    [
+        (an_asaas_payment("RECEIVED", [a_refund_line("PENDING")]), Outcome.PENDING),
+        (an_asaas_payment("RECEIVED", [a_refund_line("DONE", "other"), a_refund_line("CANCELLED")]), Outcome.DECLINED),
+        (an_asaas_payment("REFUND_IN_PROGRESS"), Outcome.PENDING),  # no refunds listed: by the payment's status
+        (an_asaas_payment("REFUND_REQUESTED"), Outcome.PENDING),
+        (an_asaas_payment("REFUNDED"), Outcome.SUCCEEDED),
+    ],
+)
+def test_a_refund_asaas_has_not_finished_or_cancelled_is_pending_or_declined(
+    after: dict[str, Any], outcome: Outcome
+) -> None:
+    with scripted_asaas(an_asaas_payment("RECEIVED"), after) as (gateway, calls):
+        result = anyio.run(gateway.refund, "pay_1", 1000, "BRL", "rf-1")
+    assert (result.outcome, result.provider_ref) == (outcome, "pay_1/refunds/rf-1")
+    assert calls == ["GET /v3/payments/pay_1", "POST /v3/payments/pay_1/refund"]
+
+
+@pytest.mark.parametrize(("status", "outcome"), [("PENDING", Outcome.PENDING), ("CANCELLED", Outcome.DECLINED)])
+def test_a_refund_already_asked_for_is_not_asked_again_and_reports_how_it_stands(status: str, outcome: Outcome) -> None:
+    before = an_asaas_payment("RECEIVED", [a_refund_line(status)])
+    with scripted_asaas(before, None) as (gateway, calls):
+        result = anyio.run(gateway.refund, "pay_1", 1000, "BRL", "rf-1")
+    assert (result.outcome, result.provider_ref) == (outcome, "pay_1/refunds/rf-1")
+    assert calls == ["GET /v3/payments/pay_1"]

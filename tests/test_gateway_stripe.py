@@ -729,3 +729,199 @@ async def test_no_key_secret_or_card_number_is_ever_logged(
     assert any(r.name.startswith("httpcore") and r.levelno == logging.DEBUG for r in caplog.records)
     for secret in (API_KEY, API_KEY[8:], WEBHOOK_SECRET, wrong_key, VISA, DECLINED_ON_CHARGE, "Post details"):
         assert secret not in everything, secret
+
+
+# --- refunds and charges that go wrong at Stripe --------------------------------------------------
+
+
+def an_intent_read(request: web.Request) -> dict[str, Any]:
+    """What GET /v1/payment_intents/{id} answers before a refund: the intent, paid in euros."""
+    return {"id": request.path.rsplit("/", 1)[1], "object": "payment_intent", "status": "succeeded", "currency": "eur"}
+
+
+@contextlib.asynccontextmanager
+async def refunds_answering(status: int, body: Any) -> AsyncIterator[tuple[FakeStripe, StripeGateway]]:
+    """A scripted Stripe whose intent reads succeed and whose POST /v1/refunds answers (status, body)."""
+
+    def reply(request: web.Request, seen: dict[str, Any]) -> Reply:
+        if request.method == "GET":
+            return 200, an_intent_read(request)
+        return status, body
+
+    async with a_fake_stripe(reply) as fake, a_gateway(fake.url) as gateway:
+        yield fake, gateway
+
+
+def a_refund_object(status: str, **extra: Any) -> dict[str, Any]:
+    return {"id": "re_1", "object": "refund", "amount": 500, "currency": "eur", "status": status, **extra}
+
+
+async def test_a_refund_stripe_refuses_is_declined_with_stripes_code() -> None:
+    error = {
+        "type": "invalid_request_error",
+        "code": "charge_already_refunded",
+        "message": "Charge ch_1 has already been refunded.",
+    }
+    async with refunds_answering(400, {"error": error}) as (fake, gateway):
+        result = await gateway.refund("pi_paid", 500, "EUR", "rf-1")
+    assert result.outcome is Outcome.DECLINED and result.provider_ref is None
+    assert (
+        result.reason
+        == "stripe: InvalidRequestError 400 charge_already_refunded Charge ch_1 has already been refunded."
+    )
+    refund_request = fake.requests[1]
+    assert (refund_request["method"], refund_request["path"]) == ("POST", "/v1/refunds")
+    assert refund_request["headers"]["Idempotency-Key"] == "rf-1"
+    assert refund_request["form"] == {
+        "payment_intent": "pi_paid",
+        "amount": "500",
+        "metadata[whitebill_refund]": "rf-1",
+    }
+
+
+@pytest.mark.parametrize("status", ["pending", "requires_action"])
+async def test_a_refund_stripe_has_not_finished_is_pending(status: str) -> None:
+    async with refunds_answering(200, a_refund_object(status)) as (_, gateway):
+        result = await gateway.refund("pi_paid", 500, "EUR", "rf-1")
+    assert (result.outcome, result.provider_ref, result.reason) == (Outcome.PENDING, "re_1", None)
+
+
+async def test_a_refund_that_failed_at_stripe_is_declined_with_its_failure_reason() -> None:
+    failed = a_refund_object("failed", failure_reason="expired_or_canceled_card")
+    async with refunds_answering(200, failed) as (_, gateway):
+        result = await gateway.refund("pi_paid", 500, "EUR", "rf-1")
+    assert (result.outcome, result.provider_ref, result.reason) == (
+        Outcome.DECLINED,
+        "re_1",
+        "expired_or_canceled_card",
+    )
+
+
+async def test_a_refund_canceled_at_stripe_without_a_reason_is_declined_as_canceled() -> None:
+    async with refunds_answering(200, a_refund_object("canceled", failure_reason=None)) as (_, gateway):
+        result = await gateway.refund("pi_paid", 500, "EUR", "rf-1")
+    assert (result.outcome, result.provider_ref, result.reason) == (Outcome.DECLINED, "re_1", "canceled")
+
+
+async def test_a_refund_in_a_status_stripe_never_documented_is_unknown() -> None:
+    async with refunds_answering(200, a_refund_object("on_the_moon")) as (_, gateway):
+        result = await gateway.refund("pi_paid", 500, "EUR", "rf-1")
+    assert (result.outcome, result.provider_ref) == (Outcome.UNKNOWN, "re_1")
+    assert result.reason == "unexpected status 'on_the_moon'"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "outcome"),
+    [
+        (
+            401,
+            {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}},
+            Outcome.NOT_ATTEMPTED,
+        ),
+        (403, {"error": {"type": "invalid_request_error", "message": "not allowed"}}, Outcome.NOT_ATTEMPTED),
+        (429, {"error": {"type": "invalid_request_error", "message": "Too many requests"}}, Outcome.NOT_ATTEMPTED),
+        (500, {"error": {"type": "api_error", "message": "Something went wrong"}}, Outcome.UNKNOWN),
+        (200, b"<html>a captive portal</html>", Outcome.UNKNOWN),
+    ],
+)
+async def test_a_refund_request_that_fails_is_not_attempted_or_unknown(
+    status: int, body: Any, outcome: Outcome
+) -> None:
+    """Refused for the key or the rate: certainly nothing refunded. No readable answer: maybe refunded."""
+    async with refunds_answering(status, body) as (fake, gateway):
+        result = await gateway.refund("pi_paid", 500, "EUR", "rf-1")
+    assert result.outcome is outcome and result.provider_ref is None
+    assert result.reason and result.reason.startswith("stripe: ") and API_KEY not in result.reason
+    assert [r["method"] for r in fake.requests] == ["GET", "POST"]  # never retried blindly
+
+
+async def test_a_refund_of_nothing_is_not_attempted_and_asks_stripe_nothing() -> None:
+    async with refunds_answering(200, a_refund_object("succeeded")) as (fake, gateway):
+        for amount in (0, -5):
+            result = await gateway.refund("pi_paid", amount, "EUR", "rf-1")
+            assert (result.outcome, result.reason) == (Outcome.NOT_ATTEMPTED, "the amount must be positive")
+    assert fake.requests == []
+
+
+async def test_refunding_a_payment_that_failed_at_stripe_is_declined(
+    gateway: StripeGateway, ls: LocalStripe, payer: Payer
+) -> None:
+    request = a_request(payer, method_token=ls.create_card(DECLINED_ON_CHARGE))
+    assert (await gateway.charge(request)).outcome is Outcome.DECLINED
+    declined = await gateway.find_payment(request.idempotency_key, payer)  # localstripe's error names no intent
+    assert declined is not None and declined.provider_ref
+    result = await gateway.refund(declined.provider_ref, 100, "EUR", "rf-1")
+    assert result.outcome is Outcome.DECLINED
+    assert result.reason == "stripe: InvalidRequestError 400 Cannot refund a failed payment."
+
+
+async def test_a_charge_of_nothing_is_not_attempted_and_asks_stripe_nothing(payer: Payer) -> None:
+    async with a_fake_stripe(lambda request, seen: (200, a_stripe_intent(seen))) as fake, a_gateway(fake.url) as gw:
+        for amount in (0, -1):
+            result = await gw.charge(a_request(payer, method_token="pm_new", amount=amount))
+            assert (result.outcome, result.decline_reason) == (Outcome.NOT_ATTEMPTED, "the amount must be positive")
+    assert fake.requests == []
+
+
+def refused_at_confirmation(intent_status: str | None) -> Callable[[web.Request, dict[str, Any]], Reply]:
+    """Stripe created the PaymentIntent, then refused to confirm it (an invalid_request_error, not a
+    card_error): the error carries the intent when there is one."""
+
+    def reply(request: web.Request, seen: dict[str, Any]) -> Reply:
+        error: dict[str, Any] = {
+            "type": "invalid_request_error",
+            "code": "payment_intent_authentication_failure",
+            "message": "The provided PaymentMethod has failed authentication.",
+        }
+        if intent_status is not None:
+            error["payment_intent"] = a_stripe_intent(seen, status=intent_status)
+        return 400, {"error": error}
+
+    return reply
+
+
+async def test_a_charge_created_then_refused_at_confirmation_is_declined_under_its_intent(payer: Payer) -> None:
+    async with a_fake_stripe(refused_at_confirmation("requires_payment_method")) as fake, a_gateway(fake.url) as gw:
+        result = await gw.charge(a_request(payer, method_token="pm_new"))
+    assert (result.outcome, result.provider_ref) == (Outcome.DECLINED, "pi_fake")
+    assert result.decline_reason == (
+        "payment_intent_authentication_failure: The provided PaymentMethod has failed authentication."
+    )
+    assert len(fake.requests) == 1
+
+
+async def test_a_charge_created_then_left_waiting_for_the_payer_is_pending_under_its_intent(payer: Payer) -> None:
+    async with a_fake_stripe(refused_at_confirmation("requires_action")) as fake, a_gateway(fake.url) as gw:
+        result = await gw.charge(a_request(payer, method_token="pm_new"))
+    assert (result.outcome, result.provider_ref) == (Outcome.PENDING, "pi_fake")
+    assert result.payer_action is not None and result.payer_action["client_secret"] == "pi_fake_secret_x"
+
+
+async def test_a_charge_refused_before_any_intent_was_made_is_not_attempted(payer: Payer) -> None:
+    async with a_fake_stripe(refused_at_confirmation(None)) as fake, a_gateway(fake.url) as gw:
+        result = await gw.charge(a_request(payer, method_token="pm_new"))
+    assert result.outcome is Outcome.NOT_ATTEMPTED and result.provider_ref is None
+    assert result.decline_reason == (
+        "stripe: InvalidRequestError 400 payment_intent_authentication_failure "
+        "The provided PaymentMethod has failed authentication."
+    )
+
+
+@pytest.mark.parametrize(
+    ("intent", "outcome", "reason"),
+    [
+        ({"status": "canceled", "cancellation_reason": "fraudulent"}, Outcome.DECLINED, "canceled: fraudulent"),
+        ({"status": "canceled"}, Outcome.DECLINED, "canceled: canceled"),
+        ({"status": "requires_confirmation"}, Outcome.UNKNOWN, "unexpected status 'requires_confirmation'"),
+    ],
+)
+async def test_a_charge_answered_with_a_canceled_or_unconfirmed_intent(
+    payer: Payer, intent: dict[str, Any], outcome: Outcome, reason: str
+) -> None:
+    def reply(request: web.Request, seen: dict[str, Any]) -> Reply:
+        return 200, {**a_stripe_intent(seen), **intent}
+
+    async with a_fake_stripe(reply) as fake, a_gateway(fake.url) as gw:
+        result = await gw.charge(a_request(payer, method_token="pm_new"))
+    assert (result.outcome, result.provider_ref, result.decline_reason) == (outcome, "pi_fake", reason)
+    assert result.saved_method is None

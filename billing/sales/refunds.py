@@ -43,12 +43,18 @@ from models.wallets import Wallet
 
 S = PaymentStatus
 REFUNDABLE = (S.SUCCEEDED, S.PARTIALLY_REFUNDED)
+_HOLD = "SELECT id FROM payment WHERE id = $1"
 _PLAN_KINDS = (PaymentPurpose.PLAN_PURCHASE, PaymentPurpose.PLAN_CHANGE, PaymentPurpose.SUBSCRIPTION_PERIOD)
 
 
 async def record_refund(payment_id: int, total_refunded: int, *, reason: str) -> bool:
     """The provider (or the partner, for a manual payment) refunded ``total_refunded`` in all."""
     async with in_transaction("default"):
+        # Reports of cumulative totals may race (webhooks, the partner, the reconciler): the row is
+        # held until this one is recorded, so a smaller total read before a larger one was written
+        # cannot overwrite it (the status move is conditional on the status only).
+        lock = " FOR UPDATE" if sql.is_postgres() else ""  # SQLite runs one writing transaction at a time
+        await sql.fetch(_HOLD + lock, payment_id)
         payment = await Payment.get(id=payment_id)
         total = min(total_refunded, payment.amount)
         if total <= payment.refunded_amount:
@@ -177,6 +183,9 @@ async def refund_payment(
     viewer.require(Permission.MANAGE_BILLING)
     reason = check_text(reason, "reason", max_length=500, allow_empty=True, multiline=True)
     payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
+    if payment.payer_key.startswith("PARTNER:") and not viewer.is_platform:
+        # The platform collected it (from the partner's balance or through its own gateway).
+        raise BillingError(ErrorCode.FORBIDDEN, "what a partner paid the platform is refunded by the platform")
     asked = minor_of(amount, payment.currency) if amount is not None else None
 
     async def act() -> int:
