@@ -561,6 +561,27 @@ async def test_an_event_kept_while_the_reply_stored_the_reference_is_still_appli
     assert await purchase_entries(wallet) == 1
 
 
+async def test_the_worker_applies_a_kept_event_once_its_payment_has_the_reference() -> None:
+    """A process stopped after storing a charge's reply and before applying the events kept for it: the
+    worker's sweep applies them, once, and never another partner's."""
+    partner = await a_partner()
+    config = await a_manual_config(partner)
+    wallet = await points_wallet(partner)
+    payment = await a_points_payment(wallet, config=config)
+    await force_status(payment, S.PENDING)
+    assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.IGNORED
+    intruder = await a_manual_config(await a_partner("Other agency"))
+    assert await process_notice(intruder, paid_notice("ref_1", event_id="evt_x")) is NoticeResult.IGNORED
+    assert await provider_webhooks.run_due() == 0  # no payment has ref_1 yet
+    await Payment.filter(id=payment.id).update(provider_ref="ref_1")  # the reply, stored; then the process died
+    assert await provider_webhooks.run_due() == 1
+    assert await provider_webhooks.run_due() == 0
+    await payment.refresh_from_db()
+    assert payment.status is S.SUCCEEDED and await balance(wallet) == POINTS_BOUGHT
+    assert await purchase_entries(wallet) == 1
+    assert [e.event_id for e in await IgnoredProviderEvent.all()] == ["evt_x"]  # the intruder's stays kept
+
+
 async def test_an_event_about_nothing_of_ours_is_kept_as_ignored_once_and_changes_nothing() -> None:
     partner = await a_partner()
     config = await a_manual_config(partner)

@@ -21,6 +21,7 @@ is told (``gateway.webhook_failing``) and the configuration shows it, until the 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +43,7 @@ _STATUS = {
     Outcome.PENDING: PaymentStatus.PENDING,
     Outcome.DECLINED: PaymentStatus.DECLINED,
 }
+log = logging.getLogger("whitebill.provider_webhooks")
 WEBHOOK_FAILING = "gateway.webhook_failing"
 WEBHOOK_FAILING_AFTER = 5  # our non-2xx answers in a row to one configuration's webhooks
 
@@ -184,6 +186,32 @@ async def apply_held_events(payment: Payment) -> bool:
             fresh = await Payment.get(id=payment.id)
             applied = await _apply(fresh, _restored(row.notice, row.payload)) is NoticeResult.PROCESSED or applied
     return applied
+
+
+# Kept events whose payment has its provider reference by now, among the partner's configurations of the
+# provider: what a process that stopped between storing a charge's reply and applying them left behind.
+_HELD_AND_MATCHED = (
+    "SELECT DISTINCT p.id FROM ignored_provider_event i "
+    "JOIN gateway_config gi ON gi.id = i.gateway_config_id "
+    "JOIN payment p ON p.provider = i.provider AND p.provider_ref = i.provider_ref "
+    "JOIN gateway_config gp ON gp.id = p.gateway_config_id "
+    "WHERE gp.provider = gi.provider "
+    "AND (gp.partner_id = gi.partner_id OR (gp.partner_id IS NULL AND gi.partner_id IS NULL)) "
+    "ORDER BY p.id LIMIT $1"
+)
+
+
+async def run_due(*, limit: int = 20) -> int:
+    """The worker's sweep: apply kept events that a payment now matches; returns how many payments."""
+    handled = 0
+    for row in await sql.fetch(_HELD_AND_MATCHED, limit):
+        try:
+            await apply_held_events(await Payment.get(id=int(row["id"])))
+        except Exception:  # left kept: tried again on the next sweep
+            log.exception("applying kept provider events failed", extra={"payment_id": row["id"]})
+            continue
+        handled += 1
+    return handled
 
 
 def ignored_events_of(viewer: Viewer, config_id: int) -> QuerySet[IgnoredProviderEvent]:
