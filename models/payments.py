@@ -22,7 +22,7 @@ class GatewayConfig(Entity):
     settings = fields.JSONField(default=dict)
     # Our answers to this configuration's provider webhooks: how many non-2xx in a row (a provider's
     # queue stalls behind them), and since when the partner was told (after WEBHOOK_FAILING_AFTER of them).
-    webhook_failures = fields.IntField(default=0)
+    webhook_failures = fields.IntField(default=0, db_default=0)  # db_default: rows made before it start at 0
     webhook_failing_since = fields.DatetimeField(null=True)
 
     class Meta:

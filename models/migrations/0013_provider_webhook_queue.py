@@ -42,6 +42,6 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='GatewayConfig',
             name='webhook_failures',
-            field=fields.IntField(default=0),
+            field=fields.IntField(default=0, db_default=0),  # existing rows start at 0
         ),
     ]
