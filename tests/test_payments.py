@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import secrets
 
+import httpx
 import pytest
+from tortoise.exceptions import OperationalError
 
 from billing.accounts import opening
-from billing.charges import payments
+from billing.charges import gateway_configs, payments
 from billing.charges.payments import TRANSITIONS
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
@@ -25,12 +29,14 @@ from gateways.base import (
     RefundResult,
     WebhookNotice,
 )
-from models.enums import LedgerCause, PaymentMethodKind, PaymentStatus
+from models.enums import GatewayMode, LedgerCause, PaymentMethodKind, PaymentStatus
 from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, PaymentTransition, WebhookEvent
 from models.tenancy import Partner
 from models.wallets import LedgerEntry, Posting, Wallet
 from schema.relay import Connection, paginate
 from tests.factories import a_partner, a_workspace, partner_viewer
+from whitebill.app import create_app
+from whitebill.settings import load_settings
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -634,6 +640,45 @@ async def test_a_refund_webhook_marks_the_payment_refunded() -> None:
     await payment.refresh_from_db()
     assert payment.status is S.REFUNDED
     assert payment.refunded_amount == payment.amount
+
+
+async def test_a_failure_of_ours_answers_503_is_counted_and_the_next_200_clears_it(monkeypatch) -> None:
+    """Only an unverified event gets 401, and a transient failure of ours (here the database refusing the
+    write) a 5xx the provider retries; both count as failed answers, a 200 resets the count."""
+    partner = await a_partner()
+    token = "asaas-hook-" + secrets.token_hex(16)
+    config = await gateway_configs.configure(
+        partner_viewer(partner),
+        partner_id=partner.id,
+        provider="asaas",
+        methods=[PaymentMethodKind.PIX],
+        mode=GatewayMode.TEST,
+        api_key="$aact_test_" + secrets.token_hex(16),
+        webhook_secret=token,
+    )
+    app = create_app(dataclasses.replace(load_settings(), env="test"), manage_database=False)
+    body = json.dumps({"id": "evt_1", "event": "TRANSFER_DONE", "transfer": {"id": "t_1"}}).encode()
+
+    async def down(*_: object) -> NoticeResult:
+        raise OperationalError("the database is down")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+
+        async def post(headers: dict[str, str]) -> httpx.Response:
+            return await http.post(f"/webhooks/asaas/{config.id}", content=body, headers=headers)
+
+        assert (await post({"asaas-access-token": token + "x"})).status_code == 401
+        monkeypatch.setattr(provider_webhooks, "process_notice", down)
+        assert (await post({"asaas-access-token": token})).status_code == 503
+        await config.refresh_from_db()
+        assert config.webhook_failures == 2 and config.webhook_failing_since is None
+        assert await IgnoredProviderEvent.all().count() == 0
+        monkeypatch.undo()
+        answer = await post({"asaas-access-token": token})
+        assert answer.status_code == 200 and answer.json() == {"received": True, "duplicate": False, "ignored": True}
+    await config.refresh_from_db()
+    assert config.webhook_failures == 0
+    assert [e.event_type for e in await IgnoredProviderEvent.filter(gateway_config_id=config.id)] == ["TRANSFER_DONE"]
 
 
 # ---------------------------------------------------------------- the gateway registry
