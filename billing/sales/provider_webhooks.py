@@ -83,16 +83,10 @@ async def process_notice(config: GatewayConfig, notice: WebhookNotice) -> Notice
     if notice.provider_ref:
         # The charge's reply may have stored this reference since we looked, and looked for kept events
         # before ours was committed: look again now that it is.
-        payment = await _siblings_payment(config, notice.provider_ref)
+        payment = await _find_payment(config, notice)
         if payment is not None and await apply_held_events(payment):
             return NoticeResult.PROCESSED
     return NoticeResult.IGNORED
-
-
-async def _siblings_payment(config: GatewayConfig, provider_ref: str) -> Payment | None:
-    return await Payment.filter(
-        gateway_config_id__in=Subquery(_siblings(config).values("id")), provider_ref=provider_ref
-    ).first()
 
 
 async def _apply(payment: Payment, notice: WebhookNotice) -> NoticeResult:
