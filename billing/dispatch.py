@@ -13,7 +13,7 @@ from billing.accounts import top_ups
 from billing.auto_billing import engine
 from billing.charges import payments
 from billing.core import idempotency, work
-from billing.sales import checkout, purchases
+from billing.sales import checkout, provider_webhooks, purchases
 from billing.subscriptions import credit_billing, lifecycle, renewals
 from billing.usage import platform_deductions
 from models.enums import PaymentPurpose
@@ -42,6 +42,10 @@ ON_SETTLED: dict[PaymentPurpose, tuple[payments.Fulfilment, ...]] = {
     P.SUBSCRIPTION_PERIOD: (platform_deductions.on_client_payment,),
 }
 
+# Once a provider's answer gives a payment its provider reference: the provider's events that arrived
+# before it (kept as ignored, since they matched nothing yet) are applied to it.
+ON_PROVIDER_REF: payments.ReferenceLearnt = provider_webhooks.apply_held_events
+
 # Each kind of queued job and the function a worker runs for it.
 JOBS: dict[str, work.JobHandler] = {
     idempotency.PURGE_JOB: idempotency.purge_job,
@@ -54,5 +58,5 @@ JOBS: dict[str, work.JobHandler] = {
 
 
 def install() -> None:
-    payments.install(payments.Deliveries(on_paid=ON_PAID, on_settled=ON_SETTLED))
+    payments.install(payments.Deliveries(on_paid=ON_PAID, on_settled=ON_SETTLED, on_provider_ref=ON_PROVIDER_REF))
     work.install(JOBS)

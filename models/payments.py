@@ -20,6 +20,10 @@ class GatewayConfig(Entity):
     methods = fields.JSONField(default=list)  # the methods clients may use, a subset of the provider's
     is_active = fields.BooleanField(default=True)  # the one new checkouts go to
     settings = fields.JSONField(default=dict)
+    # Our answers to this configuration's provider webhooks: how many non-2xx in a row (a provider's
+    # queue stalls behind them), and since when the partner was told (after WEBHOOK_FAILING_AFTER of them).
+    webhook_failures = fields.IntField(default=0, db_default=0)  # db_default: rows made before it start at 0
+    webhook_failing_since = fields.DatetimeField(null=True)
 
     class Meta:
         table = "gateway_config"
@@ -121,4 +125,25 @@ class WebhookEvent(Entity):
 
     class Meta:
         table = "webhook_event"
+        unique_together = (("gateway_config", "event_id"),)
+
+
+class IgnoredProviderEvent(Entity):
+    """A verified provider event that matched no payment of the partner's configurations of that provider
+    (a transfer, an invoice, a payment made outside whitebill...). It was answered 200, so the provider's
+    queue moved on, and changed nothing. If a payment later learns its provider reference (the event
+    overtook the charge's own reply), the event is applied to it then and this row goes away."""
+
+    gateway_config = fields.ForeignKeyField("models.GatewayConfig", related_name=None, on_delete=fields.CASCADE)
+    gateway_config_id: int  # where it arrived
+    provider = fields.CharField(max_length=32)
+    event_id = fields.CharField(max_length=128)
+    event_type = fields.CharField(max_length=64)
+    provider_ref = fields.CharField(max_length=128, null=True, index=True)  # the provider's payment id, if any
+    reference = fields.CharField(max_length=64, null=True)  # our payment reference, where the provider echoes it
+    notice = fields.JSONField()  # what the event says about the payment, to apply it later
+    payload = fields.JSONField()
+
+    class Meta:
+        table = "ignored_provider_event"
         unique_together = (("gateway_config", "event_id"),)

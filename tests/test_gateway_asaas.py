@@ -41,6 +41,7 @@ from gateways.base import ChargeRequest, Gateway, GatewayConfig, Outcome, Payer,
 from tests.fake_asaas import (
     APPROVED_CARD,
     REFUSED_CARDS,
+    FakeAsaasControlError,
     FakeAsaasController,
     ReceivedWebhook,
     WebhookSink,
@@ -552,6 +553,68 @@ def test_failed_deliveries_are_kept_and_sent_again_in_order(asaas: FakeAsaasCont
     asaas.retry_webhooks()
     asaas.wait_deliveries()
     assert all(not r["pending_webhooks"] for r in asaas.event_log())
+
+
+def test_a_failing_delivery_is_retried_holds_the_later_ones_and_the_webhook_pauses_after_15_failures(
+    asaas: FakeAsaasController,  # noqa: F811
+    sink: WebhookSink,
+) -> None:
+    """Asaas's sequential queue: only a 200 moves it on; the failing event is tried again by itself while
+    the later ones wait; after 15 failures in a row the webhook is interrupted and events keep being
+    queued; reactivated, it sends them all, in order."""
+    sink.status = 409
+    asaas.retry_failed_deliveries_every(0.01)
+    first = asaas.emit_event("TRANSFER_DONE")
+    second = asaas.emit_event("INVOICE_CREATED")
+    deadline = time.monotonic() + 10
+    while not asaas.webhooks()[0]["interrupted"]:
+        assert time.monotonic() < deadline, asaas.webhooks()
+        time.sleep(0.02)
+    asaas.wait_deliveries()
+    time.sleep(0.1)  # no retry comes after the pause
+    log = {record["body"]["id"]: record for record in asaas.event_log()}
+    assert [d["status"] for d in log[first["id"]]["deliveries"]] == [409] * 15
+    assert log[second["id"]]["deliveries"] == [] and log[second["id"]]["pending_webhooks"]
+    [webhook] = asaas.webhooks()
+    assert webhook["penalizedRequestsCount"] == 15
+    third = asaas.emit_event("ACCOUNT_STATUS_GENERAL_APPROVAL_APPROVED")  # made and queued while paused
+    asaas.wait_deliveries()
+    assert len(sink.received) == 15
+
+    sink.status = 200
+    reactivated = asaas.update_webhook(webhook["id"], interrupted=False)
+    assert reactivated["interrupted"] is False and reactivated["penalizedRequestsCount"] == 0
+    asaas.wait_deliveries()
+    delivered = [json.loads(h.body)["id"] for h in sink.received[15:]]
+    assert delivered == [first["id"], second["id"], third["id"]]
+    assert all(not r["pending_webhooks"] for r in asaas.event_log())
+
+
+async def test_events_of_other_kinds_have_the_documented_shapes_and_name_no_payment(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    objects = {
+        "TRANSFER_DONE": "transfer",
+        "INVOICE_CREATED": "invoice",
+        "ACCOUNT_STATUS_GENERAL_APPROVAL_APPROVED": "accountStatus",
+    }
+    for event in objects:
+        asaas.emit_event(event)
+    asaas.wait_deliveries()
+    assert len(sink.received) == 3
+    for hook in sink.received:
+        body = json.loads(hook.body)
+        key = objects[body["event"]]
+        assert body["id"].startswith("evt_") and body["dateCreated"] and "payment" not in body
+        assert body[key]["id"] and set(body["account"]) == {"id", "ownerId"}
+        notice = await gateway.parse_webhook(hook.body, hook.headers)
+        assert (notice.event_type, notice.provider_ref, notice.outcome) == (body["event"], None, None)
+    assert json.loads(sink.received[0].body)["transfer"]["status"] == "DONE"
+    with pytest.raises(FakeAsaasControlError) as refused:
+        asaas.emit_event("SUBSCRIPTION_CREATED")
+    assert refused.value.status == 400
 
 
 # -- the fake itself, over plain HTTP ------------------------------------------------------------------

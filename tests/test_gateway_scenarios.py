@@ -6,6 +6,9 @@ against localstripe, the real Asaas SDK against the fake Asaas, webhooks sent by
   it, once; new charges go to Stripe.
 - Every webhook replayed 10 times fulfils once; forged ones change nothing; a timeout then a retry
   charges once.
+- A provider's webhook queue never stalls: unrelated events are answered 200 and listed to the partner as
+  ignored; a partner that switched Asaas configurations settles the old boletos at either URL; the partner
+  is told after 5 failed answers in a row.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import stripe
 
 from billing.tenants import api_keys
 from models.enums import PaymentStatus
+from models.operations import OutboxEvent
 from models.payments import Payment
 from models.subscriptions import Subscription, SubscriptionHistory, SubscriptionPeriod
 from schema.ids import from_global_id, to_global_id
@@ -364,3 +368,190 @@ async def test_a_payer_without_a_tax_id_is_not_charged_and_the_same_key_with_one
     assert retried["payment"]["id"] == first["payment"]["id"]
     assert retried["payment"]["status"] == "PENDING" and retried["payment"]["payerAction"]["pix_payload"]
     assert len(shop["asaas"].payments()) == 1
+
+
+# ------------------------------------------------------------------ a provider's webhook queue never stalls
+
+CONFIGS = """query($p: ID!) { node(id: $p) { ... on Partner { gatewayConfigs { nodes { id provider isActive
+  webhookFailures webhookFailing webhookFailingSince
+  ignoredProviderEvents(first: 50) { nodes { eventType providerEventId providerPaymentId receivedAt } } } } } } }"""
+UNRELATED_KINDS = (
+    "TRANSFER_CREATED",
+    "TRANSFER_PENDING",
+    "TRANSFER_DONE",
+    "INVOICE_CREATED",
+    "INVOICE_SYNCHRONIZED",
+    "INVOICE_AUTHORIZED",
+    "ACCOUNT_STATUS_DOCUMENT_APPROVED",
+    "ACCOUNT_STATUS_GENERAL_APPROVAL_APPROVED",
+    "ACCOUNT_STATUS_BANK_ACCOUNT_INFO_APPROVED",
+)
+
+
+async def configure_asaas(shop, token: str, methods: list[str]) -> tuple[dict, str]:
+    """An Asaas configuration with its own webhook token, and the webhook Asaas is told about (its id)."""
+    made = await shop["client"].data(
+        CONFIGURE, {"provider": "asaas", "methods": methods, "key": shop["asaas"].token, "secret": token}
+    )
+    assert made["configureGateway"]["errors"] == [], made
+    config = made["configureGateway"]["gatewayConfig"]
+    webhook = shop["asaas"].add_webhook(shop["server"].url + webhook_path(config), token)
+    return config, webhook["id"]
+
+
+async def configs_seen(shop) -> dict[str, dict]:
+    """The partner's gateway configurations as the partner sees them, by id."""
+    data = await shop["client"].data(CONFIGS, {"p": to_global_id("Partner", shop["partner"].id)})
+    return {c["id"]: c for c in data["node"]["gatewayConfigs"]["nodes"]}
+
+
+async def in_the_fake(shop, call):
+    result = await anyio.to_thread.run_sync(call)
+    await anyio.to_thread.run_sync(lambda: shop["asaas"].wait_deliveries(10))
+    return result
+
+
+def deliveries_to(shop, webhook_id: str) -> list[int | None]:
+    """The status of every delivery attempt to one webhook, in the order they were made."""
+    attempts = [d for record in shop["asaas"].event_log() for d in record["deliveries"] if d["webhook"] == webhook_id]
+    return [d["status"] for d in sorted(attempts, key=lambda d: d["at"])]
+
+
+async def asaas_dashboard_payment(shop) -> str:
+    """The partner bills something at Asaas itself, outside whitebill, and its client pays it."""
+    fake = shop["asaas"]
+    async with httpx.AsyncClient(base_url=fake.url, headers={"access_token": fake.token}) as api:
+        customer = (await api.post("/v3/customers", json={"name": "Cliente avulso", "cpfCnpj": CPF})).json()
+        due = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 3 * 86400))
+        made = await api.post(
+            "/v3/payments", json={"customer": customer["id"], "billingType": "PIX", "value": 10.0, "dueDate": due}
+        )
+        assert made.status_code == 200, made.text
+    pay_id = made.json()["id"]
+    await in_the_fake(shop, lambda: fake.pay(pay_id))
+    return pay_id
+
+
+async def test_twenty_unrelated_asaas_events_then_a_payment_all_answered_200_through_the_sequential_queue(
+    shop,
+) -> None:
+    """The partner's Asaas account also bills outside whitebill and moves money: transfers, invoices,
+    account status and its own payments reach whitebill's webhook first, in Asaas's sequential queue.
+    Each is answered 200 and listed to the partner as ignored; the queue never stops, and the boleto paid
+    after them delivers the plan, once."""
+    config, webhook_id = await configure_asaas(shop, ASAAS_TOKEN, ["BOLETO"])
+    client = await a_client(shop)
+    boleto = await buy(client, {"planId": shop["plan"]}, method="BOLETO", taxId=CPF)
+    assert boleto["payment"]["status"] == "PENDING"
+    ref = await provider_ref(boleto["payment"])
+
+    outside = await asaas_dashboard_payment(shop)  # PAYMENT_CREATED and PAYMENT_RECEIVED of no payment of ours
+    unrelated = [UNRELATED_KINDS[i % len(UNRELATED_KINDS)] for i in range(18)]
+    for kind in unrelated:
+        await anyio.to_thread.run_sync(lambda kind=kind: shop["asaas"].emit_event(kind))
+    await pay_at_asaas(shop, ref)
+    await until(lambda: plan_is_active(client))
+
+    statuses = deliveries_to(shop, webhook_id)
+    assert len(statuses) == 1 + 20 + 1 and set(statuses) == {200}, statuses  # our boleto's 2 events, 20 others
+    assert all(not record["pending_webhooks"] for record in shop["asaas"].event_log())
+    [webhook] = [w for w in shop["asaas"].webhooks() if w["id"] == webhook_id]
+    assert webhook["interrupted"] is False and webhook["penalizedRequestsCount"] == 0
+    await assert_bought_once(client)
+
+    seen = (await configs_seen(shop))[config["id"]]
+    assert seen["webhookFailures"] == 0 and seen["webhookFailing"] is False
+    ignored = seen["ignoredProviderEvents"]["nodes"]
+    assert sorted(e["eventType"] for e in ignored) == sorted(["PAYMENT_CREATED", "PAYMENT_RECEIVED", *unrelated])
+    assert {e["providerPaymentId"] for e in ignored} == {outside, None}
+    sent = {e["id"] for e in shop["asaas"].events() if (e.get("payment") or {}).get("id") != ref}
+    assert {e["providerEventId"] for e in ignored} == sent
+    assert all(e["receivedAt"] for e in ignored)
+
+
+async def test_a_partner_that_switched_asaas_configurations_settles_the_old_boletos_once_at_either_url(shop) -> None:
+    """Two boletos open on the partner's first Asaas configuration; the partner makes a second one (a new
+    webhook token and URL). The first boleto's events reach both URLs; the old webhook is then removed at
+    Asaas, and the second boleto's events reach only the new URL. Each settles once, every answer is 200,
+    and replays at either URL change nothing."""
+    old_token, new_token = ASAAS_TOKEN, "asaas-hook-new-" + secrets.token_hex(12)
+    old, old_webhook = await configure_asaas(shop, old_token, ["BOLETO"])
+    first, second = await a_client(shop), await a_client(shop, "Mercado Azul")
+    refs = []
+    for client in (first, second):
+        boleto = await buy(client, {"planId": shop["plan"]}, method="BOLETO", taxId=CPF)
+        assert boleto["payment"]["status"] == "PENDING", boleto
+        refs.append(await provider_ref(boleto["payment"]))
+    new, new_webhook = await configure_asaas(shop, new_token, ["BOLETO", "PIX"])
+    assert (await configs_seen(shop))[new["id"]]["isActive"]
+
+    await pay_at_asaas(shop, refs[0])  # to both URLs
+    await until(lambda: plan_is_active(first))
+    await anyio.to_thread.run_sync(lambda: shop["asaas"].delete_webhook(old_webhook))
+    await pay_at_asaas(shop, refs[1])  # to the new URL only
+    await until(lambda: plan_is_active(second))
+
+    assert set(deliveries_to(shop, new_webhook)) == {200} and set(deliveries_to(shop, old_webhook)) == {200}
+    assert len(deliveries_to(shop, new_webhook)) == 2  # PAYMENT_RECEIVED of each boleto
+    for ref in refs:
+        events = shop["asaas"].events(payment_id=ref)
+        for config, token in ((old, old_token), (new, new_token)):
+            headers = {"asaas-access-token": token}
+            for event in events:
+                body = json.dumps(event).encode()
+                answers = await asyncio.gather(
+                    *(post_webhook(shop["server"], webhook_path(config), body, headers) for _ in range(5))
+                )
+                assert [a.status_code for a in answers] == [200] * 5, [a.text for a in answers]
+    await assert_bought_once(first)
+    await assert_bought_once(second)
+    for ref in refs:
+        payment = await Payment.get(provider_ref=ref)
+        assert payment.status is PaymentStatus.SUCCEEDED and payment.gateway_config_id == from_global_id(old["id"])[1]
+    seen = await configs_seen(shop)
+    assert seen[old["id"]]["ignoredProviderEvents"]["nodes"] == []
+    assert seen[new["id"]]["ignoredProviderEvents"]["nodes"] == []
+
+
+async def test_the_partner_is_told_after_five_webhook_failures_in_a_row_and_not_before(shop) -> None:
+    """The partner pastes another token at Asaas than the one given to whitebill: every event is refused
+    (401, unverified). The fourth failure in a row tells no one; the fifth sends gateway.webhook_failing and
+    the configuration shows it; the sixth sends nothing more. Once the token is fixed, the held event is
+    answered 200 and the state clears; five new failures tell the partner again."""
+    config, webhook_id = await configure_asaas(shop, ASAAS_TOKEN, ["BOLETO"])
+    fake = shop["asaas"]
+    wrong = "asaas-hook-wrong-" + secrets.token_hex(12)
+    await in_the_fake(shop, lambda: fake.update_webhook(webhook_id, authToken=wrong))
+    await in_the_fake(shop, lambda: fake.emit_event("TRANSFER_DONE"))
+
+    async def told() -> int:
+        return await OutboxEvent.filter(partner_id=shop["partner"].id, event_type="gateway.webhook_failing").count()
+
+    for _ in range(3):
+        await in_the_fake(shop, fake.retry_webhooks)
+    assert deliveries_to(shop, webhook_id) == [401] * 4
+    seen = (await configs_seen(shop))[config["id"]]
+    assert (seen["webhookFailures"], seen["webhookFailing"], seen["webhookFailingSince"]) == (4, False, None)
+    assert await told() == 0
+
+    await in_the_fake(shop, fake.retry_webhooks)
+    seen = (await configs_seen(shop))[config["id"]]
+    assert seen["webhookFailures"] == 5 and seen["webhookFailing"] is True and seen["webhookFailingSince"]
+    [event] = await OutboxEvent.filter(partner_id=shop["partner"].id, event_type="gateway.webhook_failing")
+    assert event.payload["gateway_config_id"] == config["id"] and event.payload["consecutive_failures"] == 5
+    assert event.payload["provider"] == "asaas" and event.payload["last_status"] == 401
+    await in_the_fake(shop, fake.retry_webhooks)
+    assert await told() == 1 and (await configs_seen(shop))[config["id"]]["webhookFailures"] == 6
+
+    await in_the_fake(shop, lambda: fake.update_webhook(webhook_id, authToken=ASAAS_TOKEN))
+    assert deliveries_to(shop, webhook_id) == [401] * 6 + [200]
+    seen = (await configs_seen(shop))[config["id"]]
+    assert (seen["webhookFailures"], seen["webhookFailing"], seen["webhookFailingSince"]) == (0, False, None)
+    assert [e["eventType"] for e in seen["ignoredProviderEvents"]["nodes"]] == ["TRANSFER_DONE"]
+
+    await in_the_fake(shop, lambda: fake.update_webhook(webhook_id, authToken=wrong))
+    await in_the_fake(shop, lambda: fake.emit_event("INVOICE_CREATED"))
+    for _ in range(4):
+        await in_the_fake(shop, fake.retry_webhooks)
+    assert deliveries_to(shop, webhook_id)[-5:] == [401] * 5
+    assert await told() == 2

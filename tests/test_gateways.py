@@ -267,6 +267,23 @@ async def test_the_reconciler_settles_a_payment_whose_answer_was_lost(shop) -> N
     assert await reconciler.run_due() == 0
 
 
+async def test_the_reconciler_first_looks_five_minutes_after_the_answer_then_backs_off_to_daily(shop) -> None:
+    """The schedule the README states: 5 minutes after the charge's answer, then 15 minutes, 1, 4 and 12
+    hours after each look, then daily (1 minute is only for a charge whose answer never came)."""
+    pending = await buy(shop, {"creditPackageId": shop["package"]}, card="tok_pending")
+    payment = await Payment.get(id=from_global_id(pending["payment"]["id"])[1])
+    looked_at = payment.updated_at  # when the answer was stored
+    gaps = []
+    for _ in range(7):
+        await payment.refresh_from_db()
+        assert payment.status is PaymentStatus.PENDING and payment.next_check_at is not None
+        gaps.append(round((payment.next_check_at - looked_at).total_seconds() / 60))  # minutes
+        await clock.advance(payment.next_check_at - clock.now())
+        looked_at = clock.now()
+        assert await reconciler.run_due() == 1
+    assert gaps == [5, 15, 60, 4 * 60, 12 * 60, 24 * 60, 24 * 60]
+
+
 async def test_a_partner_without_a_gateway_sells_by_hand(server) -> None:
     partner = await a_partner()
     workspace = await a_workspace(partner)

@@ -60,8 +60,11 @@ from websockets.typing import Subprotocol
 
 from billing.core import clock, sql
 from billing.outbox import emails, partner_webhooks
+from billing.sales import provider_webhooks
 from billing.tenants import api_keys, identity
+from gateways.base import WebhookNotice
 from models.operations import OutboxEvent
+from models.payments import GatewayConfig
 from schema.ids import from_global_id, to_global_id
 from schema.limits import cost_rule
 from schema.relay import DEFAULT_PAGE, MAX_PAGE
@@ -864,8 +867,14 @@ async def seed(
         customDomain=domain,
         logoUrl=f"https://{domain}/logo.png",
     )
-    await api.run(
+    gateway = await api.run(
         key, "configureGateway", "ConfigureGatewayInput", "gatewayConfig { id }", provider="manual", methods=["MANUAL"]
+    )
+    # A verified provider event about nothing of the tenant's, kept as ignored (GatewayConfig.ignoredProviderEvents),
+    # handed to the service the webhook route calls (the manual gateway takes no webhooks of its own).
+    await provider_webhooks.process_notice(
+        await GatewayConfig.get(id=from_global_id(gateway["gatewayConfig"]["id"])[1]),
+        WebhookNotice(event_id=f"evt_{texts[0]}", event_type="TRANSFER_DONE", provider_ref=f"pay_{texts[0]}"),
     )
     workspaces, owners, idempotency, points_wallets = [], [], [], []
     for i, text in enumerate(texts):

@@ -17,7 +17,7 @@ from tortoise.context import TortoiseContext
 from billing.core import audit, clock, sql
 from models.catalog import AddOn
 from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus
-from models.payments import Payment
+from models.payments import GatewayConfig, IgnoredProviderEvent, Payment
 from models.subscriptions import WorkspaceAddOn
 from tests.factories import a_partner, a_workspace
 from whitebill import db
@@ -143,7 +143,10 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         await audited("add_on.set", "set_before", 1)
         await lapsed("set_before")
 
-    assert _upgrade(fresh_url, "0011_reset_tokens_off_the_outbox", at_0011) == ["models.0012_add_on_lapsed_at"]
+    assert _upgrade(fresh_url, "0011_reset_tokens_off_the_outbox", at_0011) == [
+        "models.0012_add_on_lapsed_at",
+        "models.0013_provider_webhook_queue",
+    ]
 
     async def after() -> None:
         rows = {row.add_on_id: row for row in await WorkspaceAddOn.all()}
@@ -158,5 +161,39 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
             "set_before": (AddOnState.LAPSED, lapse, 0),
         }
         assert rows[ids["held"]].paid_through == lapse  # the rest of the row as it was
+
+    _read(fresh_url, after)
+
+
+def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_with_no_failures(fresh_url: str) -> None:
+    """A configuration made at 0012 comes out with no failed answers and not failing, and settles as
+    before; an ignored provider event can be kept against it."""
+    made: dict[str, int] = {}
+
+    async def at_0012() -> None:
+        partner = await a_partner()
+        made["partner"] = partner.id
+        # The 0012 columns only: the model now has more.
+        await sql.execute(
+            "INSERT INTO gateway_config (created_at, partner_id, provider, mode, methods, is_active, settings)"
+            " VALUES ($1, $2, 'manual', 'TEST', '[\"MANUAL\"]', TRUE, '{}')",
+            clock.now(),
+            partner.id,
+        )
+
+    assert _upgrade(fresh_url, "0012_add_on_lapsed_at", at_0012) == ["models.0013_provider_webhook_queue"]
+
+    async def after() -> None:
+        [config] = await GatewayConfig.filter(partner_id=made["partner"])
+        assert (config.webhook_failures, config.webhook_failing_since, config.is_active) == (0, None, True)
+        await IgnoredProviderEvent.create(
+            gateway_config_id=config.id,
+            provider="manual",
+            event_id="evt_1",
+            event_type="TRANSFER_DONE",
+            notice={},
+            payload={},
+        )
+        assert await IgnoredProviderEvent.filter(gateway_config_id=config.id).count() == 1
 
     _read(fresh_url, after)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import secrets
 
+import httpx
 import pytest
+from tortoise.exceptions import OperationalError
 
 from billing.accounts import opening
-from billing.charges import payments
+from billing.charges import gateway_configs, payments
 from billing.charges.payments import TRANSITIONS
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
-from billing.sales import purchases
+from billing.sales import provider_webhooks, purchases
 from billing.sales.provider_webhooks import NoticeResult, process_notice
 from gateways import registry
 from gateways.base import (
@@ -25,12 +29,14 @@ from gateways.base import (
     RefundResult,
     WebhookNotice,
 )
-from models.enums import LedgerCause, PaymentMethodKind, PaymentStatus
-from models.payments import GatewayConfig, Payment, PaymentTransition, WebhookEvent
+from models.enums import GatewayMode, LedgerCause, PaymentMethodKind, PaymentStatus
+from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, PaymentTransition, WebhookEvent
 from models.tenancy import Partner
 from models.wallets import LedgerEntry, Posting, Wallet
 from schema.relay import Connection, paginate
 from tests.factories import a_partner, a_workspace, partner_viewer
+from whitebill.app import create_app
+from whitebill.settings import load_settings
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -468,12 +474,16 @@ async def test_another_partners_gateway_cannot_touch_this_payment() -> None:
     # Verified with the other partner's secret, naming this payment's provider reference.
     assert (
         await process_notice(intruder, paid_notice("ref_1", event_id=f"evt_{secrets.token_hex(4)}"))
-        is NoticeResult.UNMATCHED
+        is NoticeResult.IGNORED
     )
+    # Kept at the intruder's configuration, and never applied to this partner's payment later either.
+    assert await IgnoredProviderEvent.filter(gateway_config_id=intruder.id).count() == 1
+    assert await provider_webhooks.apply_held_events(payment) is False
     await payment.refresh_from_db()
     assert payment.status is S.PENDING and payment.fulfilled_at is None
     assert await balance(wallet) == 0
     assert await PaymentTransition.filter(payment_id=payment.id).count() == 0
+    assert await WebhookEvent.filter(gateway_config_id=config.id).count() == 0
 
 
 async def test_concurrent_deliveries_of_one_webhook_are_processed_once() -> None:
@@ -508,23 +518,112 @@ async def test_a_dispute_opened_and_won_by_webhook_does_not_deliver_twice() -> N
     assert await purchase_entries(wallet) == 1
 
 
-async def test_a_webhook_that_overtakes_the_charge_reply_is_not_lost() -> None:
+async def test_a_webhook_that_overtakes_the_charge_reply_is_applied_when_the_reply_arrives() -> None:
     """The provider's "paid" event can arrive before the charge's own reply has stored the
-    provider reference. The event matches no payment yet; when the provider redelivers it after
-    the reply, it must still deliver the points: the first delivery is left unrecorded."""
+    provider reference. The event matches no payment yet: it is answered (200) and kept as ignored;
+    when the reply gives the payment that reference, the kept event is applied to it, once."""
     partner = await a_partner()
     config = await a_manual_config(partner)
     wallet = await points_wallet(partner)
     payment = await a_points_payment(wallet, config=config)  # provider reference not known yet
 
-    assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.UNMATCHED  # overtakes the reply
+    assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.IGNORED  # overtakes the reply
+    assert await balance(wallet) == 0
     gateway = FakeGateway(ChargeResult(Outcome.PENDING, provider_ref="ref_1", payer_action={"url": "https://pay"}))
     payment, _ = await payments.charge(gateway, payment, PAYER)
-    assert payment.status is S.PENDING
-    assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.PROCESSED  # the provider retries
+    assert payment.status is S.SUCCEEDED  # the kept "paid" event, applied when the reply stored ref_1
+    assert await balance(wallet) == POINTS_BOUGHT
+    assert await IgnoredProviderEvent.filter(gateway_config_id=config.id).count() == 0
+    assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.DUPLICATE  # the provider retries
+    payment, _ = await payments.charge(gateway, payment, PAYER)  # the same reply again
+    assert await balance(wallet) == POINTS_BOUGHT
+    assert await purchase_entries(wallet) == 1
+
+
+async def test_an_event_kept_while_the_reply_stored_the_reference_is_still_applied(monkeypatch) -> None:
+    """The race the other way round: the event looks for its payment just before the charge's reply
+    stores the reference, and the reply looks for kept events just before the event is kept. The event
+    looks again once it is kept, and applies itself."""
+    partner = await a_partner()
+    config = await a_manual_config(partner)
+    wallet = await points_wallet(partner)
+    payment = await a_points_payment(wallet, config=config)
+    await force_status(payment, S.PENDING)
+    looked = provider_webhooks._find_payment
+
+    async def looks_just_before_the_reply(*args):
+        found = await looked(*args)
+        await Payment.filter(id=payment.id).update(provider_ref="ref_1")  # the reply, without its look
+        return found
+
+    monkeypatch.setattr(provider_webhooks, "_find_payment", looks_just_before_the_reply)
+    assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.PROCESSED
+    monkeypatch.setattr(provider_webhooks, "_find_payment", looked)
     await payment.refresh_from_db()
     assert payment.status is S.SUCCEEDED
     assert await balance(wallet) == POINTS_BOUGHT
+    assert await IgnoredProviderEvent.all().count() == 0
+    assert await provider_webhooks.apply_held_events(payment) is False  # the reply's own look finds nothing
+    assert await purchase_entries(wallet) == 1
+
+
+async def test_the_worker_applies_a_kept_event_once_its_payment_has_the_reference() -> None:
+    """A process stopped after storing a charge's reply and before applying the events kept for it: the
+    worker's sweep applies them, once, and never another partner's."""
+    partner = await a_partner()
+    config = await a_manual_config(partner)
+    wallet = await points_wallet(partner)
+    payment = await a_points_payment(wallet, config=config)
+    await force_status(payment, S.PENDING)
+    assert await process_notice(config, paid_notice("ref_1")) is NoticeResult.IGNORED
+    intruder = await a_manual_config(await a_partner("Other agency"))
+    assert await process_notice(intruder, paid_notice("ref_1", event_id="evt_x")) is NoticeResult.IGNORED
+    assert await provider_webhooks.run_due() == 0  # no payment has ref_1 yet
+    await Payment.filter(id=payment.id).update(provider_ref="ref_1")  # the reply, stored; then the process died
+    assert await provider_webhooks.run_due() == 1
+    assert await provider_webhooks.run_due() == 0
+    await payment.refresh_from_db()
+    assert payment.status is S.SUCCEEDED and await balance(wallet) == POINTS_BOUGHT
+    assert await purchase_entries(wallet) == 1
+    assert [e.event_id for e in await IgnoredProviderEvent.all()] == ["evt_x"]  # the intruder's stays kept
+
+
+async def test_an_event_about_nothing_of_ours_is_kept_as_ignored_once_and_changes_nothing() -> None:
+    partner = await a_partner()
+    config = await a_manual_config(partner)
+    wallet = await points_wallet(partner)
+    payment = await a_points_payment(wallet, config=config, provider_ref="ref_1")
+    await force_status(payment, S.PENDING)
+    transfer = WebhookNotice(event_id="evt_t", event_type="TRANSFER_DONE", provider_ref=None, raw={"id": "evt_t"})
+    elsewhere = paid_notice("pay_made_in_the_dashboard", event_id="evt_d")
+    for notice in (transfer, elsewhere, transfer):
+        assert await process_notice(config, notice) is NoticeResult.IGNORED
+    kept = await IgnoredProviderEvent.filter(gateway_config_id=config.id).order_by("id")
+    assert [(k.event_id, k.event_type, k.provider_ref) for k in kept] == [
+        ("evt_t", "TRANSFER_DONE", None),
+        ("evt_d", "payment.paid", "pay_made_in_the_dashboard"),
+    ]
+    await payment.refresh_from_db()
+    assert payment.status is S.PENDING and await balance(wallet) == 0
+    assert await WebhookEvent.all().count() == 0
+
+
+async def test_an_event_of_the_partners_other_configuration_settles_that_payment_once_at_either_url() -> None:
+    """A partner switched configurations of one provider; the provider sends the old payment's events
+    to both URLs: whichever arrives first applies it, the other is a duplicate."""
+    partner = await a_partner()
+    old = await a_manual_config(partner)
+    new = await a_manual_config(partner)
+    wallet = await points_wallet(partner)
+    payment = await a_points_payment(wallet, config=old, provider_ref="ref_1")
+    await force_status(payment, S.PENDING)
+    assert await process_notice(new, paid_notice("ref_1")) is NoticeResult.PROCESSED
+    assert await process_notice(old, paid_notice("ref_1")) is NoticeResult.DUPLICATE
+    await payment.refresh_from_db()
+    assert payment.status is S.SUCCEEDED
+    assert await balance(wallet) == POINTS_BOUGHT and await purchase_entries(wallet) == 1
+    assert [e.gateway_config_id for e in await WebhookEvent.all()] == [old.id]  # recorded with the payment
+    assert await IgnoredProviderEvent.all().count() == 0
 
 
 async def test_a_refund_webhook_marks_the_payment_refunded() -> None:
@@ -541,6 +640,45 @@ async def test_a_refund_webhook_marks_the_payment_refunded() -> None:
     await payment.refresh_from_db()
     assert payment.status is S.REFUNDED
     assert payment.refunded_amount == payment.amount
+
+
+async def test_a_failure_of_ours_answers_503_is_counted_and_the_next_200_clears_it(monkeypatch) -> None:
+    """Only an unverified event gets 401, and a transient failure of ours (here the database refusing the
+    write) a 5xx the provider retries; both count as failed answers, a 200 resets the count."""
+    partner = await a_partner()
+    token = "asaas-hook-" + secrets.token_hex(16)
+    config = await gateway_configs.configure(
+        partner_viewer(partner),
+        partner_id=partner.id,
+        provider="asaas",
+        methods=[PaymentMethodKind.PIX],
+        mode=GatewayMode.TEST,
+        api_key="$aact_test_" + secrets.token_hex(16),
+        webhook_secret=token,
+    )
+    app = create_app(dataclasses.replace(load_settings(), env="test"), manage_database=False)
+    body = json.dumps({"id": "evt_1", "event": "TRANSFER_DONE", "transfer": {"id": "t_1"}}).encode()
+
+    async def down(*_: object) -> NoticeResult:
+        raise OperationalError("the database is down")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
+
+        async def post(headers: dict[str, str]) -> httpx.Response:
+            return await http.post(f"/webhooks/asaas/{config.id}", content=body, headers=headers)
+
+        assert (await post({"asaas-access-token": token + "x"})).status_code == 401
+        monkeypatch.setattr(provider_webhooks, "process_notice", down)
+        assert (await post({"asaas-access-token": token})).status_code == 503
+        await config.refresh_from_db()
+        assert config.webhook_failures == 2 and config.webhook_failing_since is None
+        assert await IgnoredProviderEvent.all().count() == 0
+        monkeypatch.undo()
+        answer = await post({"asaas-access-token": token})
+        assert answer.status_code == 200 and answer.json() == {"received": True, "duplicate": False, "ignored": True}
+    await config.refresh_from_db()
+    assert config.webhook_failures == 0
+    assert [e.event_type for e in await IgnoredProviderEvent.filter(gateway_config_id=config.id)] == ["TRANSFER_DONE"]
 
 
 # ---------------------------------------------------------------- the gateway registry

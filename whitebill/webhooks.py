@@ -9,7 +9,8 @@ from starlette.responses import JSONResponse, Response
 
 from billing.charges import gateway_configs
 from billing.core.errors import BillingError, ErrorCode
-from billing.sales.provider_webhooks import NoticeResult, process_notice
+from billing.sales import provider_webhooks
+from billing.sales.provider_webhooks import NoticeResult
 from gateways import registry
 from gateways.base import WebhookRejected
 from models.payments import GatewayConfig
@@ -27,6 +28,17 @@ async def handle_provider_webhook(request: Request) -> Response:
     config = await GatewayConfig.get_or_none(id=config_id, provider=provider)
     if config is None:
         return refusal(404, ErrorCode.NOT_FOUND, "unknown gateway")
+    answer = await _answer(request, config)
+    try:  # counted after the answer is decided; a count that cannot be written must not change it
+        await provider_webhooks.record_answer(config, answer.status_code)
+    except Exception:
+        log.exception("could not count a webhook answer", extra={"config_id": config.id})
+    return answer
+
+
+async def _answer(request: Request, config: GatewayConfig) -> Response:
+    """200 for every verified event, whatever it is about (a provider's queue waits behind any other
+    answer); 401 for an unverified one; 503 when we could not process it (the provider retries)."""
     body = await request.body()  # at most the server's body limit (whitebill.boundary)
     try:
         gateway = gateway_configs.gateway_for(config)
@@ -37,11 +49,17 @@ async def handle_provider_webhook(request: Request) -> Response:
         notice = await gateway.parse_webhook(body, {k.lower(): v for k, v in request.headers.items()})
     except WebhookRejected as rejected:
         # A forged or malformed webhook changes nothing; do not echo why in detail.
-        log.warning("webhook rejected", extra={"provider": provider, "reason": str(rejected)})
+        log.warning("webhook rejected", extra={"provider": config.provider, "reason": str(rejected)})
         return refusal(401, ErrorCode.UNAUTHENTICATED, "rejected")
-    result = await process_notice(config, notice)
-    if result is NoticeResult.UNMATCHED:
-        # Not an error of the sender's: the event may have overtaken the charge's reply. A non-2xx
-        # answer makes the provider deliver it again later.
-        return refusal(409, ErrorCode.NOT_FOUND, "unknown payment, retry later")
-    return JSONResponse({"received": True, "duplicate": result is NoticeResult.DUPLICATE})
+    try:
+        result = await provider_webhooks.process_notice(config, notice)
+    except Exception:  # ours (the database is down...): nothing was recorded, the provider delivers it again
+        log.exception("processing a verified webhook failed", extra={"config_id": config.id})
+        return JSONResponse({"error": "not processed, retry later"}, status_code=503)
+    return JSONResponse(
+        {
+            "received": True,
+            "duplicate": result is NoticeResult.DUPLICATE,
+            "ignored": result is NoticeResult.IGNORED,
+        }
+    )

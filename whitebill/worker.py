@@ -13,6 +13,7 @@ from billing.accounts import expiry
 from billing.charges import reconciler
 from billing.core import clock, idempotency, work
 from billing.outbox import notifications, partner_webhooks
+from billing.sales import provider_webhooks
 from billing.subscriptions import credit_billing, expiring_plans, renewals
 from whitebill.settings import Settings
 
@@ -58,6 +59,7 @@ class Worker:
             await asyncio.gather(*(self.webhooks.send(self.owner, claimed) for claimed in deliveries))
             handled += len(deliveries)
         handled += await reconciler.run_due(limit=20)
+        handled += await provider_webhooks.run_due(limit=20)
         handled += await credit_billing.run_due(limit=50)
         handled += await expiry.run_due(limit=100)
         now = clock.now()

@@ -51,6 +51,7 @@ _OUTCOME_STATUS = {
 }
 
 Fulfilment = Callable[[Payment], Awaitable[None]]
+ReferenceLearnt = Callable[[Payment], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Deliveries:
 
     on_paid: Mapping[PaymentPurpose, Fulfilment]
     on_settled: Mapping[PaymentPurpose, Sequence[Fulfilment]]
+    # Once a provider's answer has given a payment its provider reference (outside any transaction):
+    # provider events that arrived before it, kept as ignored, are applied to it.
+    on_provider_ref: ReferenceLearnt | None = None
 
 
 _deliveries: Deliveries | None = None
@@ -192,6 +196,10 @@ async def apply_result(payment: Payment, result: ChargeResult) -> Payment:
         changes["payer_action"] = json.dumps(result.payer_action)
     await move(payment.id, _OUTCOME_STATUS[result.outcome], reason=result.decline_reason or "", **changes)
     await payment.refresh_from_db()
+    held = _table().on_provider_ref
+    if payment.provider_ref and held is not None:
+        await held(payment)
+        await payment.refresh_from_db()
     return payment
 
 

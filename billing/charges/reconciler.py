@@ -1,5 +1,6 @@
 """The reconciler: the worker asks providers again about payments still open (pending, unknown,
-or cut off mid-charge), backing off from a minute to a day; a boleto can take days to be paid.
+or cut off mid-charge), backing off from 5 minutes after the charge's answer (1 minute for a charge cut
+off mid-call) to a day (``charging.BACKOFF``); a boleto can take days to be paid.
 
 Any number of workers may run it: a payment is claimed by moving its ``next_check_at`` forward
 with a conditional update, so each check is taken by one worker, and a worker that dies holding

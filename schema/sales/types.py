@@ -6,13 +6,16 @@ from datetime import datetime
 
 import strawberry
 import strawberry.scalars
+from strawberry.types import Info
 
 from billing.charges.gateway_configs import webhook_url
+from billing.sales.provider_webhooks import WEBHOOK_FAILING_AFTER, ignored_events_of
 from models import enums
 from models import payments as payment_models
 from schema.amounts import Money
+from schema.context import Context
 from schema.ids import to_global_id
-from schema.relay import Node
+from schema.relay import Connection, Node, paginate
 
 PaymentStatus = strawberry.enum(enums.PaymentStatus)
 
@@ -63,28 +66,71 @@ GatewayMode = strawberry.enum(enums.GatewayMode)
 RefundPlanPolicy = strawberry.enum(enums.RefundPlanPolicy)
 
 
+@strawberry.type(
+    description="A provider event verified at a configuration's URL that matched no payment of the partner's "
+    "configurations of that provider (a transfer, an invoice, a payment made elsewhere): answered 200 and "
+    "changed nothing. Applied (and gone from this list) if a payment later gets its provider payment id."
+)
+class IgnoredProviderEvent(Node):
+    event_type: str = strawberry.field(description="The provider's event type, e.g. TRANSFER_DONE.")
+    provider_event_id: str
+    provider_payment_id: str | None = strawberry.field(description="The provider's payment it names, if any.")
+    received_at: datetime
+
+    @classmethod
+    def of(cls, row: payment_models.IgnoredProviderEvent) -> IgnoredProviderEvent:
+        return cls(
+            id=strawberry.ID(to_global_id("IgnoredProviderEvent", row.id)),
+            event_type=row.event_type,
+            provider_event_id=row.event_id,
+            provider_payment_id=row.provider_ref,
+            received_at=row.created_at,
+        )
+
+
 @strawberry.type(description="A payment provider configuration. Credentials are write-only: only a hint shows.")
 class GatewayConfig(Node):
+    db_id: strawberry.Private[int]
     provider: str
     mode: GatewayMode
     methods: list[PaymentMethodKind]
     is_active: bool = strawberry.field(description="New checkouts go here; inactive ones still settle their payments.")
     credentials_hint: str | None = strawberry.field(description="The last characters of the API key, e.g. …f00d.")
     webhook_url: str = strawberry.field(description="Where the provider must send its events for this configuration.")
+    webhook_failures: int = strawberry.field(
+        description="Our non-2xx answers in a row to this configuration's webhooks (unverified or not processed); "
+        "a 2xx resets it."
+    )
+    webhook_failing: bool = strawberry.field(
+        description=f"True after {WEBHOOK_FAILING_AFTER} non-2xx answers in a row (the partner was sent "
+        "gateway.webhook_failing), until the next 2xx: the provider's queue may be stalled."
+    )
+    webhook_failing_since: datetime | None
     created_at: datetime
 
     @classmethod
     def of(cls, row: payment_models.GatewayConfig) -> GatewayConfig:
         return cls(
             id=strawberry.ID(to_global_id("GatewayConfig", row.id)),
+            db_id=row.id,
             provider=row.provider,
             mode=row.mode,
             methods=[enums.PaymentMethodKind(m) for m in row.methods],
             is_active=row.is_active,
             credentials_hint=row.credentials_hint,
             webhook_url=webhook_url(row),
+            webhook_failures=row.webhook_failures,
+            webhook_failing=row.webhook_failing_since is not None,
+            webhook_failing_since=row.webhook_failing_since,
             created_at=row.created_at,
         )
+
+    @strawberry.field(description="Verified events that arrived here and matched no payment, newest first.")
+    async def ignored_provider_events(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[IgnoredProviderEvent]:
+        events = ignored_events_of(info.context.require_viewer(), self.db_id)
+        return await paginate(events, first=first, after=after, to_node=IgnoredProviderEvent.of, newest_first=True)
 
 
 @strawberry.type(description="A card kept at the provider for off-session charges: never its number, only a hint.")

@@ -260,8 +260,31 @@ class FakeAsaasController:
         return [
             b
             for b in bodies
-            if (event is None or b["event"] == event) and (payment_id is None or b["payment"]["id"] == payment_id)
+            if (event is None or b["event"] == event)
+            and (payment_id is None or (b.get("payment") or {}).get("id") == payment_id)
         ]
+
+    def emit_event(self, event: str) -> dict[str, Any]:
+        """The account makes an event about something else than a payment (``TRANSFER_DONE``,
+        ``INVOICE_CREATED``, ``ACCOUNT_STATUS_GENERAL_APPROVAL_APPROVED``...): queued to every webhook that
+        wants it, like any other. Returns its body."""
+        return dict(self._call("POST", "/_fake/events", json={"event": event}))
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        """The webhooks as ``GET /v3/webhooks`` shows them (``interrupted``, ``penalizedRequestsCount``...)."""
+        return list(self._api("GET", "/v3/webhooks")["data"])
+
+    def update_webhook(self, webhook_id: str, **fields: Any) -> dict[str, Any]:
+        """``PUT /v3/webhooks/{id}`` (e.g. ``authToken=...``, or ``interrupted=False`` to reactivate it)."""
+        return dict(self._api("PUT", f"/v3/webhooks/{webhook_id}", json=fields))
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        self._api("DELETE", f"/v3/webhooks/{webhook_id}")
+
+    def retry_failed_deliveries_every(self, seconds: float | None) -> None:
+        """Failed deliveries are tried again by themselves after ``seconds`` (Asaas waits 30 s, then longer);
+        None: only on the next event or :meth:`retry_webhooks`."""
+        self._call("POST", "/_fake/webhooks/penalty", json={"seconds": seconds})
 
     def retry_webhooks(self) -> None:
         """Try the deliveries that failed again (in order, per webhook)."""

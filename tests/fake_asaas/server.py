@@ -9,16 +9,21 @@ Faithful to the published API as far as whitebill uses it (docs.asaas.com, API v
 * webhooks registered with ``POST /v3/webhooks`` receive ``{id, event, dateCreated, payment}`` with
   the ``asaas-access-token`` header. Like Asaas, a delivery counts only when answered with HTTP 200;
   failed deliveries stay queued (a SEQUENTIALLY webhook holds the later events behind a failed one)
-  and are tried again on the next event, on ``POST /_fake/webhooks/retry`` or on ``removeBackoff``.
-  Fifteen failures in a row interrupt the webhook, as Asaas does.
+  and are tried again on the next event, on ``POST /_fake/webhooks/retry``, on ``removeBackoff`` or
+  reactivation, or by themselves after ``POST /_fake/webhooks/penalty`` set a retry interval.
+  Fifteen failures in a row interrupt (pause) the webhook, as Asaas does; see :class:`FakeAsaasState`
+  for the documentation each behaviour follows;
+* events of other kinds than payments (``TRANSFER_*``, ``INVOICE_*``, ``ACCOUNT_STATUS_*``), made on
+  demand with ``POST /_fake/events``, go through the same queues, as an account that bills other things
+  sends them to every webhook that wants them.
 
 Errors use Asaas's shape: ``{"errors": [{"code": "invalid_value", "description": "..."}]}``.
 
 Everything under ``/_fake/`` is a test control, not part of Asaas, and needs no token: pay a payment
 as the payer would, settle a card payment, mark one overdue, open / dispute / resolve a chargeback,
 refuse a saved card, inject faults into the next requests, read the events built and the requests
-received, wait for webhook deliveries, reset. Fault modes apply to the next ``count`` requests whose
-method and (slash-normalised) path prefix match:
+received, emit an event of another kind, wait for webhook deliveries, reset. Fault modes apply to the
+next ``count`` requests whose method and (slash-normalised) path prefix match:
 
 * ``slow``: sleep ``seconds`` before answering. With ``act_first`` the action is done first and only
   the answer is late (a client that times out has really created the payment); without it the server
@@ -74,7 +79,16 @@ APPROVED_TEST_CARD = "4444444444444444"
 REFUSED_TEST_CARDS = frozenset({"5184019740373151", "4916561358240741"})
 FAULT_MODES = ("slow", "error500", "drop", "malformed")
 MAX_WEBHOOKS = 10
+# "Após 15 falhas consecutivas, a fila de envios para a configuração de webhook específica é pausada"
+# (docs.asaas.com/docs/penalização-de-filas, "Penalização de filas"; in English "Webhooks with queue
+# paused", docs.asaas.com/docs/webhooks-queue-paused: "If the error occurs 15 times in a row, the sending
+# queue is paused").
 FAILURES_BEFORE_INTERRUPT = 15
+# Events about other things than payments, and the key of the object each carries, as Asaas's webhook
+# guide shows them: "Eventos para transferências" (docs.asaas.com/docs/webhook-para-transferencias:
+# ``transfer``), "Eventos para notas fiscais" (docs.asaas.com/docs/webhook-para-notas-fiscais: ``invoice``),
+# "Account status events" (docs.asaas.com/docs/account-status-events: ``accountStatus``).
+OTHER_EVENT_OBJECTS = {"TRANSFER_": "transfer", "INVOICE_": "invoice", "ACCOUNT_STATUS_": "accountStatus"}
 CARD_REFUSED = "Transação não autorizada. Verifique os dados do cartão de crédito e tente novamente."
 
 
@@ -345,7 +359,27 @@ class EventRecord:
 
 
 class FakeAsaasState:
-    """Everything the fake remembers. Mutated only from the server's event loop."""
+    """Everything the fake remembers. Mutated only from the server's event loop.
+
+    The webhook queue follows Asaas's guide:
+
+    * only HTTP 200 counts as delivered, any other answer (201, 204, 3xx, 4xx, 5xx) or none is a failure:
+      "Webhooks FAQ" (docs.asaas.com/docs/webhooks-faq), "Asaas currently considers only HTTP 200 as a
+      successful event processing response";
+    * a SEQUENTIALLY webhook delivers one event at a time, in order, and a failing one holds the later
+      ones: "Penalização de filas" (docs.asaas.com/docs/penalização-de-filas), "se um evento estiver
+      penalizado, todos os eventos seguintes da mesma fila aguardarão o sucesso do envio dele";
+      a NON_SEQUENTIALLY one sends the later ones meanwhile;
+    * a failed delivery is tried again, at growing intervals (30 s, 1 min, 3.5 min... on Asaas, the same
+      page's table; here on the next event, on ``/_fake/webhooks/retry``, or every ``retry_seconds``);
+    * after 15 consecutive failures the webhook is interrupted: events keep being made and queued but
+      are not sent until it is reactivated (``PUT /v3/webhooks/{id}`` with ``interrupted: false``, or
+      ``removeBackoff``), then they are sent in order: "Webhooks with queue paused"
+      (docs.asaas.com/docs/webhooks-queue-paused) and "Como reativar fila interrompida"
+      (docs.asaas.com/docs/como-reativar-fila-interrompida);
+    * the interruption is per webhook: "The interruption occurs per Webhook configuration. Other Webhooks
+      configured in the account continue to operate normally" (docs.asaas.com/docs/webhooks-queue-paused).
+    """
 
     def __init__(self, token: str, webhook_timeout: float = 5.0) -> None:
         self.token = token
@@ -367,6 +401,7 @@ class FakeAsaasState:
         self.events: list[EventRecord] = []
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
+        self.retry_seconds: float | None = None  # failed deliveries retried by themselves after this
 
     def reset(self) -> None:
         self.generation += 1
@@ -386,11 +421,58 @@ class FakeAsaasState:
     # -- events and webhooks -------------------------------------------------------------------
 
     def emit(self, event: str, payment: Payment) -> EventRecord:
+        record = self._enqueue(event, {"payment": payment.to_json()})
+        log.debug("fake asaas event %s for %s", event, payment.id)
+        return record
+
+    def emit_other(self, event: str) -> EventRecord:
+        """An event about something else than a payment the account holds (a transfer, an invoice, the
+        account's own status), shaped as the guide's examples (see :data:`OTHER_EVENT_OBJECTS`)."""
+        key = next((k for p, k in OTHER_EVENT_OBJECTS.items() if event.startswith(p)), None)
+        if key is None:
+            raise bad_request("invalid_event", f"Evento desconhecido: {event}.")
+        if key == "transfer":
+            status = event.removeprefix("TRANSFER_")
+            thing: dict[str, Any] = {
+                "object": "transfer",
+                "id": str(uuid.uuid4()),
+                "dateCreated": today().isoformat(),
+                "status": "PENDING" if status == "CREATED" else status,
+                "type": "BANK_ACCOUNT",
+                "value": 1000,
+                "netValue": 1000,
+                "transferFee": 0,
+                "scheduleDate": today().isoformat(),
+                "authorized": True,
+                "failReason": None,
+            }
+        elif key == "invoice":
+            thing = {
+                "object": "invoice",
+                "id": f"inv_{random_digits(12)}",
+                "status": "SCHEDULED",
+                "customer": f"cus_{random_digits(12)}",
+                "type": "NFS-e",
+                "value": 300,
+                "effectiveDate": today().isoformat(),
+                "payment": None,
+            }
+        else:
+            thing = {
+                "id": str(uuid.uuid4()),
+                "commercialInfo": "APPROVED",
+                "bankAccountInfo": "APPROVED",
+                "documentation": "APPROVED",
+                "general": "APPROVED",
+            }
+        return self._enqueue(event, {"account": {"id": str(uuid.uuid4()), "ownerId": None}, key: thing})
+
+    def _enqueue(self, event: str, about: dict[str, Any]) -> EventRecord:
         body = {
             "id": f"evt_{secrets.token_hex(16)}&{secrets.randbelow(10**9)}",
             "event": event,
             "dateCreated": now_text(),
-            "payment": payment.to_json(),
+            **about,
         }
         record = EventRecord(body)
         for webhook_id, webhook in self.webhooks.items():
@@ -400,7 +482,6 @@ class FakeAsaasState:
             record.pending.append(webhook_id)
             self.queues.setdefault(webhook_id, []).append(record)
         self.events.append(record)
-        log.debug("fake asaas event %s for %s", event, payment.id)
         self.wake.set()
         return record
 
@@ -458,6 +539,15 @@ class FakeAsaasState:
                 log.exception("fake asaas webhook delivery failed")
             finally:
                 self.busy = False
+            if self.retry_seconds is not None and self._held():
+                asyncio.get_running_loop().call_later(self.retry_seconds, self.wake.set)
+
+    def _held(self) -> bool:
+        """A delivery failed and waits for its retry, on a webhook that is neither disabled nor interrupted."""
+        return any(
+            self.queues.get(webhook_id) and webhook["enabled"] and not webhook["interrupted"]
+            for webhook_id, webhook in self.webhooks.items()
+        )
 
     async def wait_idle(self, within: float) -> bool:
         """True once the delivery worker has nothing left it can do, False if still busy after ``within`` s."""
@@ -991,7 +1081,12 @@ def _webhook_fields(state: FakeAsaasState, data: dict[str, Any], current: dict[s
 
 
 def _webhook_public(state: FakeAsaasState, webhook: dict[str, Any]) -> dict[str, Any]:
-    return dict(webhook, hasAuthToken=bool(state.webhook_secrets.get(webhook["id"])))
+    # ``penalizedRequestsCount``: the failures in a row so far (WebhookConfigGetResponseDTO in the API reference).
+    return dict(
+        webhook,
+        hasAuthToken=bool(state.webhook_secrets.get(webhook["id"])),
+        penalizedRequestsCount=state.webhook_failures.get(webhook["id"], 0),
+    )
 
 
 async def create_webhook(state: FakeAsaasState, request: Request) -> Response:
@@ -1024,9 +1119,12 @@ async def get_webhook(state: FakeAsaasState, request: Request) -> Response:
 async def update_webhook(state: FakeAsaasState, request: Request) -> Response:
     webhook = _webhook(state, request)
     data = await _json_body(request)
+    was_interrupted = webhook["interrupted"]
     webhook.update(_webhook_fields(state, data, webhook))
     if "authToken" in data:
         state.webhook_secrets[webhook["id"]] = data["authToken"]
+    if was_interrupted and not webhook["interrupted"]:  # reactivated: a new run of attempts, in order
+        state.webhook_failures[webhook["id"]] = 0
     state.wake.set()
     return JSONResponse(_webhook_public(state, webhook))
 
@@ -1222,6 +1320,23 @@ async def control_events(state: FakeAsaasState, request: Request) -> Response:
     return JSONResponse({"data": [record.public() for record in state.events]})
 
 
+async def control_emit_event(state: FakeAsaasState, request: Request) -> Response:
+    data = await _json_body(request)
+    event = data.get("event")
+    if not isinstance(event, str):
+        raise bad_request("invalid_event", "Informe o evento.")
+    return JSONResponse(state.emit_other(event).body)
+
+
+async def control_webhook_penalty(state: FakeAsaasState, request: Request) -> Response:
+    seconds = (await _json_body(request)).get("seconds")
+    if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
+        raise bad_request("invalid_seconds", "seconds deve ser positivo ou null.")
+    state.retry_seconds = float(seconds) if seconds is not None else None
+    state.wake.set()
+    return JSONResponse({"seconds": state.retry_seconds})
+
+
 async def control_retry_webhooks(state: FakeAsaasState, request: Request) -> Response:
     state.wake.set()
     return JSONResponse({"retrying": True})
@@ -1290,6 +1405,8 @@ def create_app(token: str, *, webhook_timeout: float = 5.0) -> FakeAsaasApp:
         api("/_fake/faults", control_list_faults, "GET"),
         api("/_fake/faults", control_clear_faults, "DELETE"),
         api("/_fake/events", control_events, "GET"),
+        api("/_fake/events", control_emit_event, "POST"),
+        api("/_fake/webhooks/penalty", control_webhook_penalty, "POST"),
         api("/_fake/webhooks/retry", control_retry_webhooks, "POST"),
         api("/_fake/webhooks/idle", control_wait_idle, "GET"),
         api("/_fake/requests", control_requests, "GET"),
