@@ -54,7 +54,7 @@ def test_text_that_is_not_a_plain_decimal_is_refused_and_echoed_at_most_40_chara
         money.parse_decimal(forty, "price")
     refused(error, ErrorCode.INVALID_AMOUNT, "price", f"{forty!r} is not a plain decimal number")
     with pytest.raises(BillingError) as error:
-        money.parse_decimal(forty + "yz", "price")
+        money.parse_decimal(forty + "y", "price")
     refused(error, ErrorCode.INVALID_AMOUNT, "price", f"{forty + '...'!r} is not a plain decimal number")
 
 
@@ -155,4 +155,4 @@ def test_a_wallet_unit_is_a_named_unit_or_a_currency() -> None:
     refused(error, ErrorCode.INVALID_INPUT, "unit", "unknown currency 'XYZ'")
     with pytest.raises(BillingError) as error:
         money.check_unit("X" * 33)
-    assert (error.value.code, error.value.field) == (ErrorCode.INVALID_INPUT, "unit")
+    refused(error, ErrorCode.INVALID_INPUT, "unit", "unit must be at most 32 characters")
