@@ -73,6 +73,37 @@ def test_nothing_short_buys_nothing_and_bad_offers_are_refused() -> None:
         cheapest_cover([], 10)
 
 
+def test_with_nothing_short_even_an_empty_or_bad_catalogue_buys_nothing() -> None:
+    for solve in (cheapest_cover, cheapest_exact):
+        assert solve([], 0) == Basket() and solve([Offer(1, 0, 0)], 0) == Basket()
+    assert Basket().surplus(0) == 0 and Basket().surplus(-5) == 0
+    assert cheapest_cover([CREDITS_2000], 1500).surplus(-5) == 2000  # what is bought beyond no shortfall at all
+
+
+def test_refusals_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"^there is nothing to buy$"):
+        cheapest_cover([], 10)
+    free = Offer(1, 100, 0)
+    with pytest.raises(ValueError) as refused:
+        cheapest_cover([CREDITS_2000, free], 10)
+    assert str(refused.value) == f"an offer needs a positive quantity and price: {free}"
+    with pytest.raises(NoExactCombination) as none:
+        cheapest_exact([], 7)
+    assert (none.value.shortfall, none.value.quantities) == (7, [])
+    assert str(none.value) == "no combination of packages of none makes exactly 7"
+    with pytest.raises(NoExactCombination) as odd:
+        cheapest_exact([Offer(1, 4, 150), Offer(2, 2, 100), Offer(3, 4, 120)], 5)
+    assert (odd.value.shortfall, odd.value.quantities) == (5, [2, 4])
+    assert str(odd.value) == "no combination of packages of 2, 4 makes exactly 5"
+
+
+def test_a_basket_lists_the_largest_packages_first() -> None:
+    basket = cheapest_exact([Offer(1, 2, 100), Offer(2, 5, 240)], 7)
+    assert [(offer.key, count) for offer, count in basket.lines] == [(2, 1), (1, 1)]
+    basket = cheapest_exact([Offer(2, 5, 240), Offer(1, 2, 100)], 7)
+    assert [(offer.key, count) for offer, count in basket.lines] == [(2, 1), (1, 1)]
+
+
 def test_huge_shortfalls_are_fast_and_exact() -> None:
     started = time.monotonic()
     basket = cheapest_cover([Offer(1, 997, 1000), Offer(2, 1009, 1010), Offer(3, 13, 14)], 10**12)
