@@ -104,6 +104,24 @@ def test_a_basket_lists_the_largest_packages_first() -> None:
     assert [(offer.key, count) for offer, count in basket.lines] == [(2, 1), (1, 1)]
 
 
+def test_sizes_sharing_a_divisor_can_still_miss_an_exact_shortfall() -> None:
+    with pytest.raises(NoExactCombination) as refused:
+        cheapest_exact([Offer(1, 4, 100), Offer(2, 6, 150)], 2)
+    assert (refused.value.shortfall, refused.value.quantities) == (2, [4, 6])
+    assert str(refused.value) == "no combination of packages of 4, 6 makes exactly 2"
+
+
+def test_the_table_may_have_exactly_max_table_cells_and_no_more() -> None:
+    # The best rate is 2,000 for 1: fewer than 2,000 x 1,999 units of shortfall leave nothing to fill
+    # up front, so an exact shortfall of s needs a table of s + 1 cells.
+    offers = [Offer(1, 2000, 1), Offer(2, 1999, 1000)]
+    basket = cheapest_exact(offers, MAX_TABLE - 1)
+    assert bought(basket) == {1: (MAX_TABLE - 2000) // 2000, 2: 1} and basket.quantity == MAX_TABLE - 1
+    with pytest.raises(CatalogueTooFine) as refused:
+        cheapest_exact(offers, MAX_TABLE)
+    assert str(refused.value) == f"package sizes 2000, 1999 need a table of {MAX_TABLE + 1} cells"
+
+
 def test_huge_shortfalls_are_fast_and_exact() -> None:
     started = time.monotonic()
     basket = cheapest_cover([Offer(1, 997, 1000), Offer(2, 1009, 1010), Offer(3, 13, 14)], 10**12)
