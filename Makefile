@@ -43,7 +43,11 @@ MUTATE := 'billing.core.money.*' 'billing.catalog.pricing.*' 'billing.core.perio
 
 mutate: $(STAMP)
 	CI=true $(BIN)/mutmut run --max-children 1 $(MUTATE)
-	$(BIN)/mutmut results | grep -v ": not checked$$" || true
+	@echo "Mutants per module and outcome:"
+	@$(BIN)/mutmut results --all true | sed -E -n 's/^ *(billing\.[a-z_.]+)\.(x_sign|x[^:]*)__mutmut_[0-9]+: (.*)/\1|\2|\3/p' \
+		| awk -F'|' '$$1 !~ /partner_webhooks/ || $$2 == "x_sign" {n[$$1 ": " $$3]++} END {for (k in n) print "  " k, n[k]}' | sort
+	@echo "Survivors (see README, Mutation testing):"
+	@$(BIN)/mutmut results | grep -E ": (survived|no tests)$$" | grep -v "partner_webhooks\.x[^_]\|partner_webhooks\.x_[^s]" || true
 
 clean:
 	rm -rf $(VENV) whitebill.sqlite3 whitebill.sqlite3-* mutants
