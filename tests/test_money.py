@@ -106,6 +106,7 @@ def test_reading_minor_units_is_exact_whatever_the_callers_decimal_context() -> 
 def test_minor_units_are_written_as_exact_decimals() -> None:
     assert money.format_minor(4990, "BRL") == "49.90"
     assert money.format_minor(-5, "USD") == "-0.05"
+    assert money.format_minor(0, "USD") == "0.00" and money.format_minor(0, "KWD") == "0.000"  # never "-0.00"
     assert money.format_minor(1500, "KWD") == "1.500"
     assert money.format_minor(-500, "JPY") == "-500" and money.format_minor(500, "POINTS") == "500"
     assert money.plain_decimal(Decimal("20.0000")) == "20"
