@@ -354,3 +354,38 @@ async def test_a_posting_without_a_cause_records_none_and_announces_the_wallets_
     assert announced == [
         realtime.Change(realtime.WALLET, w.id, w.partner_id) for w in sorted((pool, client), key=lambda w: w.id)
     ]
+
+
+async def test_a_posting_on_one_wallet_records_its_cause_and_counterparty_too() -> None:
+    """On PostgreSQL a one-wallet posting is a single statement of its own: it records the same."""
+    wallet = await funded_wallet(100)
+    result = await ledger.post(
+        [Leg(30, "POINTS", wallet.id, ExternalAccount.PLATFORM_REVENUE)],
+        cause=LedgerCause.USAGE,
+        caused_by=CausedBy("UsageEvent", "evt-9"),
+        note="30 messages",
+        actor="api_key:3",
+    )
+    posting = await Posting.get(id=result.posting_id)
+    assert (posting.partner_id, posting.cause, posting.caused_by_type, posting.caused_by_id) == (
+        wallet.partner_id,
+        LedgerCause.USAGE,
+        "UsageEvent",
+        "evt-9",
+    )
+    assert (posting.note, posting.actor) == ("30 messages", "api_key:3")
+    [entry] = await LedgerEntry.filter(posting_id=result.posting_id)
+    assert (entry.wallet_id, entry.amount, entry.balance_after, entry.unit, entry.cause) == (
+        wallet.id,
+        -30,
+        70,
+        "POINTS",
+        LedgerCause.USAGE,
+    )
+    assert (entry.partner_id, entry.counter_wallet_id, entry.counter_account) == (
+        wallet.partner_id,
+        None,
+        "PLATFORM_REVENUE",
+    )
+    assert [(e.id, e.amount, e.balance_after) for e in result.entries] == [(entry.id, -30, 70)]
+    assert result.balance_of(wallet.id) == 70 == await balance(wallet.id)
