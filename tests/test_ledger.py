@@ -389,3 +389,16 @@ async def test_a_posting_on_one_wallet_records_its_cause_and_counterparty_too() 
     )
     assert [(e.id, e.amount, e.balance_after) for e in result.entries] == [(entry.id, -30, 70)]
     assert result.balance_of(wallet.id) == 70 == await balance(wallet.id)
+
+
+async def test_a_posting_on_the_platforms_own_wallets_has_no_partner() -> None:
+    house = await opening.open_wallet(partner_id=None, owner_kind=OwnerKind.PLATFORM, owner_id=None, unit="USD")
+    result = await ledger.post(
+        [Leg(500, "USD", ExternalAccount.ISSUANCE, house.id), Leg(200, "USD", house.id, ExternalAccount.EXPIRY)],
+        cause=LedgerCause.GRANT,
+    )
+    assert (await Posting.get(id=result.posting_id)).partner_id is None
+    assert [(e.partner_id, e.balance_after) for e in await LedgerEntry.filter(posting_id=result.posting_id)] == [
+        (None, 500),
+        (None, 300),
+    ]
