@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import hashlib
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
 from billing.accounts import wallets
 from billing.core import clock, idempotency, sql
 from billing.core.errors import BillingError, ErrorCode
-from models.operations import IdempotencyRecord
+from models.enums import IdempotencyStatus
+from models.operations import IdempotencyRecord, Job
 from models.wallets import LedgerEntry, Wallet
 from tests.factories import a_partner, a_workspace, partner_viewer
 
@@ -190,3 +193,142 @@ async def test_keys_must_have_a_sensible_length(key: str) -> None:
             viewer, workspace_id=workspace.id, unit="POINTS", amount=1, note="", idempotency_key=key
         )
     assert refused.value.code is ErrorCode.INVALID_INPUT and refused.value.field == "idempotencyKey"
+
+
+def refused_as(error: pytest.ExceptionInfo[BillingError], code: ErrorCode, field: str | None, message: str) -> None:
+    """A refusal as the API shows it: its code, the field it names and its message."""
+    assert (error.value.code, error.value.field, error.value.message) == (code, field, message)
+
+
+def test_a_request_hash_is_the_sha256_of_its_canonical_json() -> None:
+    assert idempotency.request_hash({"b": [1, 2], "a": "x"}) == hashlib.sha256(b'{"a":"x","b":[1,2]}').hexdigest()
+    assert idempotency.request_hash({"amount": Decimal("1.50")}) == hashlib.sha256(b'{"amount":"1.50"}').hexdigest()
+
+
+@pytest.fixture
+def frozen(monkeypatch: pytest.MonkeyPatch) -> list[datetime]:
+    """The clock stands still at ``frozen[0]`` until a test moves it."""
+    moment = [clock.now()]
+    monkeypatch.setattr(clock, "now", lambda: moment[0])
+    return moment
+
+
+async def claim(key: str = "k", request: object = None) -> idempotency.Claim:
+    return await idempotency.claim(scope="T", operation="op", key=key, request={"a": 1} if request is None else request)
+
+
+async def test_a_claim_holds_its_key_for_exactly_its_lease(frozen: list[datetime]) -> None:
+    start = frozen[0]
+    first = await claim()
+    assert first.replay is None and (first.scope, first.operation, first.key) == ("T", "op", "k")
+    frozen[0] = start + idempotency.LEASE
+    with pytest.raises(BillingError) as error:
+        await claim()
+    refused_as(
+        error,
+        ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
+        "idempotencyKey",
+        "a request with this idempotency key is still running",
+    )
+    with pytest.raises(BillingError) as error:
+        await claim(request={"a": 2})
+    refused_as(
+        error,
+        ErrorCode.IDEMPOTENCY_KEY_REUSED,
+        "idempotencyKey",
+        "this idempotency key was used with a different request",
+    )
+    frozen[0] = start + idempotency.LEASE + timedelta(seconds=1)
+    second = await claim()  # the first caller died: its lease ran out
+    assert second.replay is None and second.token != first.token
+    # The first caller, back from the dead, can neither complete nor release the key it lost.
+    with pytest.raises(BillingError) as error:
+        await first.complete({"late": True})
+    refused_as(error, ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS, None, "the request with this key is still running")
+    await idempotency._release("T", "op", "k", first.token)
+    await second.complete({"value": 5})
+    record = await IdempotencyRecord.get(scope="T", operation="op", key="k")
+    assert (record.status, record.result, record.locked_until, record.claim_token) == (
+        IdempotencyStatus.COMPLETED,
+        {"value": 5},
+        None,
+        None,
+    )
+    frozen[0] = start + timedelta(days=1)
+    assert (await claim()).replay == {"value": 5}
+
+
+async def test_a_record_is_kept_for_exactly_30_days(frozen: list[datetime]) -> None:
+    start = frozen[0]
+    await (await claim()).complete(1)
+    frozen[0] = start + idempotency.RETENTION
+    assert await idempotency.purge_expired() == 0
+    frozen[0] = start + idempotency.RETENTION + timedelta(seconds=1)
+    assert await idempotency.purge_expired() == 1
+
+
+async def test_a_claim_runs_the_callers_read_in_the_same_round_trip() -> None:
+    read: sql.Statement = ("SELECT count(*) AS n FROM idempotency_record WHERE key = $1", ("another",))
+    first = await idempotency.claim(scope="T", operation="op", key="r", request={}, read=read)
+    assert first.rows == [{"n": 0}]
+    await first.complete("done")
+    replay = await idempotency.claim(scope="T", operation="op", key="r", request={}, read=read)
+    assert (replay.replay, replay.rows) == ("done", [])
+
+
+async def test_a_read_is_run_too_when_a_claim_takes_over_a_dead_one(frozen: list[datetime]) -> None:
+    read: sql.Statement = ("SELECT count(*) AS n FROM idempotency_record WHERE key = $1", ("another",))
+    await idempotency.claim(scope="T", operation="op", key="r", request={}, read=read)
+    frozen[0] += idempotency.LEASE + timedelta(seconds=1)
+    taken = await idempotency.claim(scope="T", operation="op", key="r", request={}, read=read)
+    assert (taken.replay, taken.rows) == (None, [{"n": 0}])
+    frozen[0] += idempotency.LEASE + timedelta(seconds=1)
+    assert (await claim("r", {})).rows == []
+
+
+async def test_run_once_stores_the_encoded_result_and_decodes_it_for_every_replay() -> None:
+    calls: list[int] = []
+
+    async def action() -> int:
+        calls.append(1)
+        return 7
+
+    async def run() -> int:
+        return await idempotency.run_once(
+            scope="T",
+            operation="op",
+            key="once",
+            request={"a": 1},
+            action=action,
+            encode=lambda r: {"value": r},
+            decode=lambda stored: stored["value"] * 10,
+        )
+
+    assert await run() == 7
+    assert await run() == 70 == await run()
+    assert calls == [1]
+    assert (await IdempotencyRecord.get(key="once")).result == {"value": 7}
+
+
+async def test_a_call_failing_for_any_reason_releases_its_key() -> None:
+    async def crash() -> int:
+        raise RuntimeError("the provider hung up")
+
+    with pytest.raises(RuntimeError):
+        await idempotency.run_once(
+            scope="T", operation="op", key="k", request={}, action=crash, encode=lambda r: r, decode=int
+        )
+    assert not await IdempotencyRecord.exists(key="k")
+
+
+async def test_the_purge_job_purges_and_queues_tomorrows(frozen: list[datetime]) -> None:
+    start = frozen[0]
+    await (await claim()).complete(1)
+    frozen[0] = start + timedelta(days=31)
+    assert await idempotency.purge_job({}) == {"deleted": 1}
+    tomorrow = frozen[0] + timedelta(days=1)
+    job = await Job.get(kind=idempotency.PURGE_JOB)
+    assert job.dedupe_key == f"idempotency.purge:{tomorrow:%Y-%m-%d}" and job.run_at == tomorrow
+    assert job.payload == {}
+    await idempotency.schedule_purge(tomorrow)  # once, however many workers ask
+    assert await Job.filter(kind="idempotency.purge").count() == 1

@@ -9,8 +9,9 @@ from tortoise.exceptions import IntegrityError, OperationalError
 
 from billing.accounts import ledger, opening, wallets
 from billing.accounts.ledger import CausedBy, Leg
-from billing.core import sql
+from billing.core import realtime, sql
 from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import MAX_AMOUNT, MAX_BALANCE
 from models.enums import ExternalAccount, LedgerCause, OwnerKind
 from models.tenancy import Partner
 from models.wallets import LedgerEntry, Posting, Wallet
@@ -205,3 +206,199 @@ async def test_a_partner_sets_a_credit_limit_for_a_postpaid_client() -> None:
         await wallets.set_credit_limit(viewer, wallet_id=wallet.id, credit_limit=100)
     assert refused.value.code is ErrorCode.INVALID_INPUT
     assert (await Wallet.get(id=wallet.id)).credit_limit == 300
+
+
+def refused_as(error: pytest.ExceptionInfo[BillingError], code: ErrorCode, field: str | None, message: str) -> None:
+    """A refusal as the API shows it: its code, the field it names and its message."""
+    assert (error.value.code, error.value.field, error.value.message) == (code, field, message)
+
+
+async def test_a_posting_needs_legs_each_moving_1_to_the_largest_amount_between_two_places() -> None:
+    wallet = await funded_wallet(0)
+    other = await funded_wallet(0)
+    grant = ExternalAccount.ISSUANCE
+    cases: list[tuple[list[Leg], ErrorCode, str | None, str]] = [
+        ([], ErrorCode.INVALID_INPUT, None, "a posting needs at least one leg"),
+        (
+            [Leg(MAX_AMOUNT + 1, "POINTS", grant, wallet.id)],
+            ErrorCode.INVALID_AMOUNT,
+            "amount",
+            f"amount must be between 1 and {MAX_AMOUNT}",
+        ),
+        (
+            [Leg(5, "POINTS", grant, wallet.id), Leg(0, "POINTS", grant, other.id)],  # every leg is checked
+            ErrorCode.INVALID_AMOUNT,
+            "amount",
+            f"amount must be between 1 and {MAX_AMOUNT}",
+        ),
+        (
+            [Leg(5, "POINTS", wallet.id, wallet.id)],
+            ErrorCode.INVALID_INPUT,
+            None,
+            "a leg cannot move value to where it came from",
+        ),
+        (
+            [Leg(5, "POINTS", grant, ExternalAccount.PLATFORM_REVENUE)],
+            ErrorCode.INVALID_INPUT,
+            None,
+            "a leg must touch at least one wallet",
+        ),
+    ]
+    for legs, code, field, message in cases:
+        with pytest.raises(BillingError) as error:
+            await ledger.post(legs, cause=LedgerCause.GRANT)
+        refused_as(error, code, field, message)
+    assert await balance(wallet.id) == 0 == await balance(other.id)
+    assert await Posting.all().count() == 0
+    result = await ledger.post([Leg(1, "POINTS", grant, wallet.id)], cause=LedgerCause.GRANT)
+    assert result.balance_of(wallet.id) == 1
+    result = await ledger.post([Leg(MAX_AMOUNT, "POINTS", grant, wallet.id)], cause=LedgerCause.GRANT)
+    assert result.balance_of(wallet.id) == MAX_AMOUNT + 1 == await entries_sum(wallet.id)
+
+
+async def test_a_refused_posting_says_why() -> None:
+    points = await funded_wallet(100)
+    missing = points.id + 1000
+    with pytest.raises(BillingError) as error:
+        await ledger.post([Leg(10, "POINTS", ExternalAccount.ISSUANCE, missing)], cause=LedgerCause.GRANT)
+    refused_as(error, ErrorCode.NOT_FOUND, "walletId", "wallet not found")
+    with pytest.raises(BillingError) as error:
+        await ledger.post([Leg(10, "USD", ExternalAccount.ISSUANCE, points.id)], cause=LedgerCause.GRANT)
+    refused_as(error, ErrorCode.UNIT_MISMATCH, None, "wallet holds POINTS, not USD")
+    with pytest.raises(BillingError) as error:
+        await ledger.post(
+            [
+                Leg(10, "POINTS", ExternalAccount.ISSUANCE, points.id),
+                Leg(10, "USD", ExternalAccount.ISSUANCE, points.id),
+            ],
+            cause=LedgerCause.GRANT,
+        )
+    refused_as(error, ErrorCode.UNIT_MISMATCH, None, f"wallet {points.id} cannot hold both POINTS and USD")
+    await Wallet.filter(id=points.id).update(credit_limit=7)
+    with pytest.raises(BillingError) as error:
+        await ledger.post([Leg(108, "POINTS", points.id, ExternalAccount.EXPIRY)], cause=LedgerCause.USAGE)
+    refused_as(
+        error,
+        ErrorCode.INSUFFICIENT_BALANCE,
+        "amount",
+        "the wallet's balance and credit limit do not cover this amount",
+    )
+    assert error.value.details == {"balance": 100, "credit_limit": 7}
+    assert await balance(points.id) == 100 == await entries_sum(points.id)
+
+
+async def test_no_balance_exceeds_the_largest_a_wallet_holds() -> None:
+    wallet = await funded_wallet(0)
+    await sql.execute("UPDATE wallet SET balance = $1 WHERE id = $2", MAX_BALANCE - 10, wallet.id)
+    result = await ledger.post([Leg(10, "POINTS", ExternalAccount.ISSUANCE, wallet.id)], cause=LedgerCause.GRANT)
+    assert result.balance_of(wallet.id) == MAX_BALANCE
+    with pytest.raises(BillingError) as error:
+        await ledger.post([Leg(1, "POINTS", ExternalAccount.ISSUANCE, wallet.id)], cause=LedgerCause.GRANT)
+    refused_as(error, ErrorCode.INVALID_AMOUNT, "amount", f"a balance cannot exceed {MAX_BALANCE}")
+    assert await balance(wallet.id) == MAX_BALANCE
+
+
+async def test_a_posting_records_its_cause_and_each_entry_its_running_balance_and_counterparty() -> None:
+    pool = await funded_wallet(100, "MESSAGE_CREDITS")
+    client = await funded_wallet(0, "MESSAGE_CREDITS")
+    result = await ledger.post(
+        [
+            Leg(30, "MESSAGE_CREDITS", pool.id, client.id),
+            Leg(20, "MESSAGE_CREDITS", ExternalAccount.ISSUANCE, pool.id),
+            Leg(5, "MESSAGE_CREDITS", client.id, ExternalAccount.PLATFORM_REVENUE),
+        ],
+        cause=LedgerCause.TRANSFER,
+        caused_by=CausedBy("Payment", "42"),
+        note="monthly top-up",
+        actor="user:PARTNER:9",
+    )
+    posting = await Posting.get(id=result.posting_id)
+    assert (posting.partner_id, posting.cause, posting.caused_by_type, posting.caused_by_id) == (
+        pool.partner_id,
+        LedgerCause.TRANSFER,
+        "Payment",
+        "42",
+    )
+    assert (posting.note, posting.actor) == ("monthly top-up", "user:PARTNER:9")
+    rows = await LedgerEntry.filter(posting_id=result.posting_id).order_by("id")
+    assert [
+        (e.wallet_id, e.amount, e.balance_after, e.counter_wallet_id, e.counter_account, e.unit, e.cause) for e in rows
+    ] == [
+        (pool.id, -30, 70, client.id, None, "MESSAGE_CREDITS", LedgerCause.TRANSFER),
+        (client.id, 30, 30, pool.id, None, "MESSAGE_CREDITS", LedgerCause.TRANSFER),
+        (pool.id, 20, 90, None, "ISSUANCE", "MESSAGE_CREDITS", LedgerCause.TRANSFER),
+        (client.id, -5, 25, None, "PLATFORM_REVENUE", "MESSAGE_CREDITS", LedgerCause.TRANSFER),
+    ]
+    assert [e.partner_id for e in rows] == [pool.partner_id, client.partner_id] * 2
+    assert [(e.id, e.wallet_id, e.amount, e.balance_after) for e in result.entries] == [
+        (e.id, e.wallet_id, e.amount, e.balance_after) for e in rows
+    ]
+    assert (result.balance_of(pool.id), result.balance_of(client.id)) == (90, 25)
+    assert (await balance(pool.id), await balance(client.id)) == (90, 25)
+
+
+async def test_a_posting_without_a_cause_records_none_and_announces_the_wallets_it_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = await funded_wallet(100, "MESSAGE_CREDITS")
+    client = await funded_wallet(0, "MESSAGE_CREDITS")
+    announced: list[realtime.Change] = []
+
+    async def publish(*changes: realtime.Change) -> None:
+        announced.extend(changes)
+
+    monkeypatch.setattr(realtime, "publish", publish)
+    result = await ledger.post([Leg(30, "MESSAGE_CREDITS", pool.id, client.id)], cause=LedgerCause.TRANSFER)
+    posting = await Posting.get(id=result.posting_id)
+    assert (posting.caused_by_type, posting.caused_by_id, posting.note, posting.actor) == (None, None, "", None)
+    assert announced == [
+        realtime.Change(realtime.WALLET, w.id, w.partner_id) for w in sorted((pool, client), key=lambda w: w.id)
+    ]
+
+
+async def test_a_posting_on_one_wallet_records_its_cause_and_counterparty_too() -> None:
+    """On PostgreSQL a one-wallet posting is a single statement of its own: it records the same."""
+    wallet = await funded_wallet(100)
+    result = await ledger.post(
+        [Leg(30, "POINTS", wallet.id, ExternalAccount.PLATFORM_REVENUE)],
+        cause=LedgerCause.USAGE,
+        caused_by=CausedBy("UsageEvent", "evt-9"),
+        note="30 messages",
+        actor="api_key:3",
+    )
+    posting = await Posting.get(id=result.posting_id)
+    assert (posting.partner_id, posting.cause, posting.caused_by_type, posting.caused_by_id) == (
+        wallet.partner_id,
+        LedgerCause.USAGE,
+        "UsageEvent",
+        "evt-9",
+    )
+    assert (posting.note, posting.actor) == ("30 messages", "api_key:3")
+    [entry] = await LedgerEntry.filter(posting_id=result.posting_id)
+    assert (entry.wallet_id, entry.amount, entry.balance_after, entry.unit, entry.cause) == (
+        wallet.id,
+        -30,
+        70,
+        "POINTS",
+        LedgerCause.USAGE,
+    )
+    assert (entry.partner_id, entry.counter_wallet_id, entry.counter_account) == (
+        wallet.partner_id,
+        None,
+        "PLATFORM_REVENUE",
+    )
+    assert [(e.id, e.amount, e.balance_after) for e in result.entries] == [(entry.id, -30, 70)]
+    assert result.balance_of(wallet.id) == 70 == await balance(wallet.id)
+
+
+async def test_a_posting_on_the_platforms_own_wallets_has_no_partner() -> None:
+    house = await opening.open_wallet(partner_id=None, owner_kind=OwnerKind.PLATFORM, owner_id=None, unit="USD")
+    result = await ledger.post(
+        [Leg(500, "USD", ExternalAccount.ISSUANCE, house.id), Leg(200, "USD", house.id, ExternalAccount.EXPIRY)],
+        cause=LedgerCause.GRANT,
+    )
+    assert (await Posting.get(id=result.posting_id)).partner_id is None
+    assert [(e.partner_id, e.balance_after) for e in await LedgerEntry.filter(posting_id=result.posting_id)] == [
+        (None, 500),
+        (None, 300),
+    ]

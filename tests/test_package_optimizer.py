@@ -74,6 +74,55 @@ def test_nothing_short_buys_nothing_and_bad_offers_are_refused() -> None:
         cheapest_cover([], 10)
 
 
+def test_with_nothing_short_even_an_empty_or_bad_catalogue_buys_nothing() -> None:
+    for solve in (cheapest_cover, cheapest_exact):
+        assert solve([], 0) == Basket() and solve([Offer(1, 0, 0)], 0) == Basket()
+    assert Basket().surplus(0) == 0 and Basket().surplus(-5) == 0
+    assert cheapest_cover([CREDITS_2000], 1500).surplus(-5) == 2000  # what is bought beyond no shortfall at all
+
+
+def test_refusals_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"^there is nothing to buy$"):
+        cheapest_cover([], 10)
+    free = Offer(1, 100, 0)
+    with pytest.raises(ValueError) as refused:
+        cheapest_cover([CREDITS_2000, free], 10)
+    assert str(refused.value) == f"an offer needs a positive quantity and price: {free}"
+    with pytest.raises(NoExactCombination) as none:
+        cheapest_exact([], 7)
+    assert (none.value.shortfall, none.value.quantities) == (7, [])
+    assert str(none.value) == "no combination of packages of none makes exactly 7"
+    with pytest.raises(NoExactCombination) as odd:
+        cheapest_exact([Offer(1, 4, 150), Offer(2, 2, 100), Offer(3, 4, 120)], 5)
+    assert (odd.value.shortfall, odd.value.quantities) == (5, [2, 4])
+    assert str(odd.value) == "no combination of packages of 2, 4 makes exactly 5"
+
+
+def test_a_basket_lists_the_largest_packages_first() -> None:
+    basket = cheapest_exact([Offer(1, 2, 100), Offer(2, 5, 240)], 7)
+    assert [(offer.key, count) for offer, count in basket.lines] == [(2, 1), (1, 1)]
+    basket = cheapest_exact([Offer(2, 5, 240), Offer(1, 2, 100)], 7)
+    assert [(offer.key, count) for offer, count in basket.lines] == [(2, 1), (1, 1)]
+
+
+def test_sizes_sharing_a_divisor_can_still_miss_an_exact_shortfall() -> None:
+    with pytest.raises(NoExactCombination) as refused:
+        cheapest_exact([Offer(1, 4, 100), Offer(2, 6, 150)], 2)
+    assert (refused.value.shortfall, refused.value.quantities) == (2, [4, 6])
+    assert str(refused.value) == "no combination of packages of 4, 6 makes exactly 2"
+
+
+def test_the_table_may_have_exactly_max_table_cells_and_no_more() -> None:
+    # The best rate is 2,000 for 1: fewer than 2,000 x 1,999 units of shortfall leave nothing to fill
+    # up front, so an exact shortfall of s needs a table of s + 1 cells.
+    offers = [Offer(1, 2000, 1), Offer(2, 1999, 1000)]
+    basket = cheapest_exact(offers, MAX_TABLE - 1)
+    assert bought(basket) == {1: (MAX_TABLE - 2000) // 2000, 2: 1} and basket.quantity == MAX_TABLE - 1
+    with pytest.raises(CatalogueTooFine) as refused:
+        cheapest_exact(offers, MAX_TABLE)
+    assert str(refused.value) == f"package sizes 2000, 1999 need a table of {MAX_TABLE + 1} cells"
+
+
 def test_huge_shortfalls_are_fast_and_exact() -> None:
     # Seconds, not the hours a table as large as the shortfall would take. Under a tracer (coverage in
     # `make test`) this Python loop runs about 4 times slower: the budget grows with it.
