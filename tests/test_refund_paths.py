@@ -21,7 +21,7 @@ from billing.core.money import Money
 from billing.core.tenancy import Viewer
 from billing.sales import refunds
 from billing.subscriptions import current, lifecycle
-from gateways.base import ChargeRequest, Outcome, Payer
+from gateways.base import ChargeRequest, ChargeResult, Outcome, Payer
 from models.enums import (
     BillingInterval,
     ExternalAccount,
@@ -35,7 +35,7 @@ from models.enums import (
     SubscriptionStatus,
     ViewerKind,
 )
-from models.payments import Payment, PaymentTransition
+from models.payments import GatewayConfig, Payment, PaymentTransition
 from models.subscriptions import Subscription, WorkspaceAddOn
 from models.tenancy import Partner, Workspace
 from models.wallets import LedgerEntry, Wallet
@@ -533,11 +533,10 @@ async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds
     assert len(keys) == 1  # the retry reached the provider under the same idempotency key
 
 
-async def test_an_asaas_refund_left_unanswered_after_it_was_made_is_recorded_once_on_retry(
-    asaas, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The real Asaas SDK against the fake Asaas: the refund is made, then the answer is a 500. The
-    partner is told to retry; the retry finds the refund made under its key and records it, once."""
+async def a_pending_asaas_pix(
+    asaas: Any, monkeypatch: pytest.MonkeyPatch, key: str
+) -> tuple[Partner, GatewayConfig, ChargeResult]:
+    """A partner with an Asaas configuration at the fake, and a PIX charge there that waits to be paid."""
     monkeypatch.setenv("WHITEBILL_ASAAS_API_BASE", asaas.url)
     configure_domain(load_settings())
     partner = await a_partner()
@@ -552,11 +551,18 @@ async def test_an_asaas_refund_left_unanswered_after_it_was_made_is_recorded_onc
     )
     payer = Payer(key="WORKSPACE:1", name="Ana Souza", tax_id="24971563792")
     charged = await gateway_configs.gateway_for(config).charge(
-        ChargeRequest(
-            payment_id=1, idempotency_key="pay_asaas_1", amount=PRICE, currency="BRL", method="PIX", payer=payer
-        )
+        ChargeRequest(payment_id=1, idempotency_key=key, amount=PRICE, currency="BRL", method="PIX", payer=payer)
     )
     assert charged.outcome is Outcome.PENDING and charged.provider_ref
+    return partner, config, charged
+
+
+async def test_an_asaas_refund_left_unanswered_after_it_was_made_is_recorded_once_on_retry(
+    asaas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real Asaas SDK against the fake Asaas: the refund is made, then the answer is a 500. The
+    partner is told to retry; the retry finds the refund made under its key and records it, once."""
+    partner, config, charged = await a_pending_asaas_pix(asaas, monkeypatch, "pay_asaas_1")
     await anyio.to_thread.run_sync(lambda: asaas.pay(charged.provider_ref))
     wallet, payment = await a_points_payment(
         partner, gateway_config_id=config.id, provider="asaas", provider_ref=charged.provider_ref
@@ -580,25 +586,7 @@ async def test_an_asaas_refund_left_unanswered_after_it_was_made_is_recorded_onc
 
 
 async def test_an_asaas_refund_of_a_payment_asaas_still_waits_for_is_refused(asaas, monkeypatch) -> None:
-    monkeypatch.setenv("WHITEBILL_ASAAS_API_BASE", asaas.url)
-    configure_domain(load_settings())
-    partner = await a_partner()
-    config = await gateway_configs.configure(
-        PLATFORM,
-        partner_id=partner.id,
-        provider="asaas",
-        methods=[PaymentMethodKind.PIX],
-        mode=GatewayMode.TEST,
-        api_key=asaas.token,
-        webhook_secret="asaas-hook-token-0123456789",
-    )
-    payer = Payer(key="WORKSPACE:1", name="Ana Souza", tax_id="24971563792")
-    charged = await gateway_configs.gateway_for(config).charge(
-        ChargeRequest(
-            payment_id=1, idempotency_key="pay_asaas_2", amount=PRICE, currency="BRL", method="PIX", payer=payer
-        )
-    )
-    assert charged.outcome is Outcome.PENDING and charged.provider_ref
+    partner, config, charged = await a_pending_asaas_pix(asaas, monkeypatch, "pay_asaas_2")
     # whitebill believes it paid (say a forged success was once accepted); Asaas knows better.
     wallet, payment = await a_points_payment(
         partner, gateway_config_id=config.id, provider="asaas", provider_ref=charged.provider_ref
