@@ -217,6 +217,27 @@ async def claim(key: str = "k", request: object = None) -> idempotency.Claim:
     return await idempotency.claim(scope="T", operation="op", key=key, request={"a": 1} if request is None else request)
 
 
+async def test_a_claim_that_takes_over_a_dead_one_holds_the_key_for_a_whole_lease_of_its_own(
+    frozen: list[datetime],
+) -> None:
+    start = frozen[0]
+    await claim()
+    frozen[0] = start + idempotency.LEASE + timedelta(seconds=1)
+    second = await claim()  # the first caller died: its lease ran out
+    frozen[0] += idempotency.LEASE
+    with pytest.raises(BillingError) as error:
+        await claim()
+    refused_as(
+        error,
+        ErrorCode.IDEMPOTENCY_KEY_IN_PROGRESS,
+        "idempotencyKey",
+        "a request with this idempotency key is still running",
+    )
+    frozen[0] += timedelta(seconds=1)
+    third = await claim()
+    assert third.replay is None and third.token not in (second.token, None)
+
+
 async def test_a_claim_holds_its_key_for_exactly_its_lease(frozen: list[datetime]) -> None:
     start = frozen[0]
     first = await claim()
