@@ -217,6 +217,14 @@ async def claim(key: str = "k", request: object = None) -> idempotency.Claim:
     return await idempotency.claim(scope="T", operation="op", key=key, request={"a": 1} if request is None else request)
 
 
+async def test_an_idempotency_key_is_taken_verbatim_so_padded_keys_are_other_keys(frozen: list[datetime]) -> None:
+    # A client's key is its own bytes: trimming would make " k " replay (or block) the request sent as "k".
+    assert [idempotency.check_key(k) for k in (" k ", "k ", "k")] == [" k ", "k ", "k"]
+    plain = await claim(idempotency.check_key("k"))
+    padded = await claim(idempotency.check_key(" k "))
+    assert plain.replay is None and padded.replay is None and plain.token != padded.token
+
+
 async def test_a_claim_that_takes_over_a_dead_one_holds_the_key_for_a_whole_lease_of_its_own(
     frozen: list[datetime],
 ) -> None:
