@@ -217,6 +217,11 @@ async def claim(key: str = "k", request: object = None) -> idempotency.Claim:
     return await idempotency.claim(scope="T", operation="op", key=key, request={"a": 1} if request is None else request)
 
 
+async def test_a_claim_made_without_a_read_has_no_rows_to_give(frozen: list[datetime]) -> None:
+    # Callers iterate over Claim.rows whether or not they asked for a read.
+    assert (await claim()).rows == []
+
+
 async def test_an_idempotency_key_is_taken_verbatim_so_padded_keys_are_other_keys(frozen: list[datetime]) -> None:
     # A client's key is its own bytes: trimming would make " k " replay (or block) the request sent as "k".
     assert [idempotency.check_key(k) for k in (" k ", "k ", "k")] == [" k ", "k ", "k"]
