@@ -56,6 +56,8 @@ NOT_DATABASE_IDS = {
     "UsageEventResult.eventId": "the product's own id, echoed",
     "WebhookDelivery.eventId": "the event's id as its receivers see it in every delivery's body (evt_...)",
     "SendTestWebhookPayload.eventId": "the test event's id as the receiver sees it (evt_...)",
+    "IgnoredProviderEvent.providerEventId": "the provider's id of the event it sent (Asaas evt_..., Stripe evt_...)",
+    "IgnoredProviderEvent.providerPaymentId": "the provider's id of the payment the event names (pay_..., pi_...)",
 }
 
 # Closed sets that must be enums, named by the issue that asked for them; the description rule below
