@@ -67,10 +67,12 @@ from gateways.base import (
     Capabilities,
     ChargeRequest,
     ChargeResult,
+    DisputeStatus,
     GatewayConfig,
     Outcome,
     Payer,
     RefundResult,
+    RefundState,
     SavedMethod,
     WebhookNotice,
     WebhookRejected,
@@ -107,6 +109,10 @@ AFTER_PAYMENT_STATUSES = frozenset(
 WAITING_STATUSES = frozenset({"PENDING", "OVERDUE", "AWAITING_RISK_ANALYSIS", "AUTHORIZED", "DUNNING_REQUESTED"})
 CHARGEBACK_LOST = frozenset({"DISPUTE_LOST", "DONE"})
 CHARGEBACK_WON = frozenset({"REVERSED"})
+# A refund's status in the payment's ``refunds`` list (docs.asaas.com, "Refunds": PENDING, CANCELLED, DONE;
+# the official SDK's model adds AWAITING_CRITICAL_ACTION_AUTHORIZATION and
+# AWAITING_CUSTOMER_EXTERNAL_AUTHORIZATION, both still on the way).
+_REFUND_OUTCOMES = {"DONE": Outcome.SUCCEEDED, "CANCELLED": Outcome.DECLINED}
 
 # Webhook event → outcome, for the events that say how the payment stands.
 _EVENT_OUTCOMES: dict[str, Outcome] = {
@@ -123,6 +129,8 @@ _EVENT_OUTCOMES: dict[str, Outcome] = {
 }
 _DISPUTE_EVENTS = frozenset({"PAYMENT_CHARGEBACK_REQUESTED", "PAYMENT_CHARGEBACK_DISPUTE"})
 _REFUND_EVENTS = frozenset({"PAYMENT_REFUNDED", "PAYMENT_PARTIALLY_REFUNDED"})
+# Events whose payment lists its refunds, each with its state (PAYMENT_REFUND_DENIED: a refund was denied).
+_REFUND_STATE_EVENTS = _REFUND_EVENTS | {"PAYMENT_REFUND_IN_PROGRESS", "PAYMENT_REFUND_DENIED"}
 
 
 class AsaasCustomerError(ValueError):
@@ -356,6 +364,41 @@ def _refunded_minor(payment: dict[str, Any], event: str) -> int | None:
     if event == "PAYMENT_REFUNDED":
         return reais_to_minor(payment.get("value"))
     return None
+
+
+def _refund_states(payment: dict[str, Any]) -> tuple[RefundState, ...] | None:
+    """The payment's refunds, each with its state; None when the payment does not list them. Asaas refunds
+    have no id: ours carry the key in their description, one made at Asaas is told apart by its date."""
+    refunds = payment.get("refunds")
+    if not isinstance(refunds, list):
+        return None
+    states = []
+    for refund in refunds:
+        if not isinstance(refund, dict):
+            continue
+        try:
+            amount = reais_to_minor(refund.get("value"))
+        except ValueError:
+            continue
+        description = refund.get("description")
+        key = (
+            description[len(REFUND_MARKER) :]
+            if isinstance(description, str) and description.startswith(REFUND_MARKER)
+            else None
+        )
+        outcome = _REFUND_OUTCOMES.get(str(refund.get("status")), Outcome.PENDING)
+        if amount <= 0:
+            continue
+        states.append(
+            RefundState(
+                amount=amount,
+                outcome=outcome,
+                key=key,
+                provider_ref=f"{payment.get('id')}/refunds/{key or refund.get('dateCreated')}",
+                reason="Asaas cancelled or denied the refund" if outcome is Outcome.DECLINED else None,
+            )
+        )
+    return tuple(states)
 
 
 def _without_card_token(body: dict[str, Any]) -> dict[str, Any]:
@@ -662,6 +705,8 @@ class AsaasGateway:
         done = self._refund_outcome(before, marker)
         if done is not None:
             return RefundResult(done, provider_ref=refund_ref)
+        if before.get("billingType") == "BOLETO":
+            return await self._refund_boleto(provider_ref, before, amount, refund_ref)
         try:
             after = _payment(
                 await self._call(lambda c: c.payments.refund(provider_ref, value=value, description=marker))
@@ -681,6 +726,58 @@ class AsaasGateway:
             outcome = Outcome.PENDING if status in {"REFUND_REQUESTED", "REFUND_IN_PROGRESS"} else Outcome.SUCCEEDED
         log.info("asaas refund %s: %s", refund_ref, outcome)
         return RefundResult(outcome, provider_ref=refund_ref)
+
+    async def _refund_boleto(
+        self, provider_ref: str, payment: dict[str, Any], amount: int, refund_ref: str
+    ) -> RefundResult:
+        """A paid boleto is refunded through its own flow (API reference, "Refund bank slip",
+        ``POST /v3/payments/{id}/bankSlip/refund``): the whole amount, to the bank account the payer gives
+        at the link Asaas answers with. Asaas takes no description here, so a retry is recognised by the
+        refund already listed on the payment."""
+        if amount != reais_to_minor(payment.get("value")):
+            return RefundResult(Outcome.DECLINED, reason="a boleto is refunded in full only")
+        if _refund_states(payment):
+            return RefundResult(Outcome.PENDING, provider_ref=refund_ref)
+        try:
+            answer = await self._call(lambda c: c.payments.refund_bank_slip(provider_ref))
+        except AsaasAuthenticationError:
+            return RefundResult(Outcome.NOT_ATTEMPTED, reason=_AUTH_REASON)
+        except AsaasAPIError as exc:
+            if exc.status_code and 400 <= exc.status_code < 500:
+                return RefundResult(Outcome.DECLINED, reason=f"Asaas refused the refund: {_describe(exc)}")
+            return RefundResult(Outcome.UNKNOWN, reason=_failure(exc)[1])
+        except _EXPECTED as exc:
+            failed, reason = _failure(exc)
+            return RefundResult(failed, reason=reason)
+        link = answer.get("requestUrl") if isinstance(answer, dict) else None
+        action = {"kind": "URL", "url": link} if isinstance(link, str) and link.startswith("https://") else None
+        return RefundResult(Outcome.PENDING, provider_ref=refund_ref, payer_action=action)
+
+    async def refunds_of(self, provider_ref: str) -> list[RefundState] | None:
+        try:
+            payment = _payment(await self._call(lambda c: c.payments.get(provider_ref)))
+        except _EXPECTED as exc:
+            log.warning("asaas: could not read a payment's refunds: %s", _failure(exc)[1])
+            return None
+        states = _refund_states(payment)
+        return list(states) if states is not None else []
+
+    async def dispute_of(self, provider_ref: str) -> DisputeStatus | None:
+        """API reference, "Retrieve a single chargeback" (``GET /v3/payments/{id}/chargeback``): REQUESTED
+        and IN_DISPUTE are open, REVERSED won, DISPUTE_LOST and DONE lost."""
+        try:
+            chargeback = await self._call(lambda c: c.payments.get_chargeback(provider_ref))
+        except AsaasNotFoundError:
+            return None
+        except _EXPECTED as exc:
+            log.warning("asaas: could not read a payment's chargeback: %s", _failure(exc)[1])
+            return None
+        status = chargeback.get("status") if isinstance(chargeback, dict) else None
+        if status in CHARGEBACK_LOST:
+            return DisputeStatus.LOST
+        if status in CHARGEBACK_WON:
+            return DisputeStatus.WON
+        return DisputeStatus.OPEN if isinstance(status, str) else None
 
     @staticmethod
     def _refund_outcome(payment: dict[str, Any], marker: str) -> Outcome | None:
@@ -743,7 +840,8 @@ class AsaasGateway:
         elif chargeback_status in CHARGEBACK_WON:
             outcome, disputed = Outcome.SUCCEEDED, False
         refunded = None
-        if event in _REFUND_EVENTS:
+        states = _refund_states(payment) if event in _REFUND_STATE_EVENTS else None
+        if event in _REFUND_EVENTS and not states:
             try:
                 refunded = _refunded_minor(payment, event)
             except ValueError:  # authentic but odd: keep the notice, without an amount
@@ -756,6 +854,7 @@ class AsaasGateway:
             reference=_str_or_none(payment.get("externalReference")),
             outcome=outcome,
             refunded_amount=refunded,
+            refunds=states or (),
             disputed=disputed,
             charged_back=charged_back,
             saved_method=saved,

@@ -100,9 +100,35 @@ class ChargeResult:
 
 @dataclass(frozen=True, slots=True)
 class RefundResult:
+    """The provider's answer to a refund request: SUCCEEDED (done), PENDING (requested: the provider says
+    later), DECLINED (refused: nothing refunded), NOT_ATTEMPTED or UNKNOWN (ask again with the same key)."""
+
     outcome: Outcome
     provider_ref: str | None = None
     reason: str | None = None
+    # A boleto refund: where the payer gives the bank details the money goes back to.
+    payer_action: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundState:
+    """One refund of a payment as the provider sees it now (in a webhook, or asked by the reconciler).
+
+    ``key`` is the idempotency key whitebill sent with it, or None for a refund made at the provider
+    itself; ``provider_ref`` then tells it apart. ``outcome``: SUCCEEDED when done, PENDING while the
+    provider works on it, DECLINED when it was denied, cancelled or failed (even after it was done)."""
+
+    amount: int  # minor units
+    outcome: Outcome
+    key: str | None = None
+    provider_ref: str | None = None
+    reason: str | None = None
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "OPEN"  # opened or under review: the money is held
+    WON = "WON"  # the money stays with the merchant
+    LOST = "LOST"  # the money went back to the payer
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +144,7 @@ class WebhookNotice:
     disputed: bool = False  # a dispute or chargeback was opened (a won dispute reports outcome SUCCEEDED)
     charged_back: bool = False  # the dispute was lost: the money is gone
     saved_method: SavedMethod | None = None  # e.g. the card token Asaas returns after a hosted-page payment
+    refunds: tuple[RefundState, ...] = ()  # refunds the event reports, each with its own state
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,6 +173,15 @@ class Gateway(Protocol):
         ...
 
     async def refund(self, provider_ref: str, amount: int, currency: str, idempotency_key: str) -> RefundResult: ...
+
+    async def refunds_of(self, provider_ref: str) -> list[RefundState] | None:
+        """Every refund of the payment as the provider sees it now, or None if the provider could not say."""
+        ...
+
+    async def dispute_of(self, provider_ref: str) -> DisputeStatus | None:
+        """Where the payment's dispute (chargeback) stands, or None if it has none or the provider could
+        not say."""
+        ...
 
     async def parse_webhook(self, body: bytes, headers: dict[str, str]) -> WebhookNotice: ...
 

@@ -6,10 +6,12 @@ from gateways.base import (
     Capabilities,
     ChargeRequest,
     ChargeResult,
+    DisputeStatus,
     GatewayConfig,
     Outcome,
     Payer,
     RefundResult,
+    RefundState,
     WebhookNotice,
     WebhookRejected,
 )
@@ -39,6 +41,12 @@ class ManualGateway:
 
     async def refund(self, provider_ref: str, amount: int, currency: str, idempotency_key: str) -> RefundResult:
         return RefundResult(Outcome.SUCCEEDED, provider_ref=f"{provider_ref}_refund_{idempotency_key}")
+
+    async def refunds_of(self, provider_ref: str) -> list[RefundState] | None:
+        return None  # a manual refund is done when the partner records it
+
+    async def dispute_of(self, provider_ref: str) -> DisputeStatus | None:
+        return None
 
     async def parse_webhook(self, body: bytes, headers: dict[str, str]) -> WebhookNotice:
         raise WebhookRejected("the manual gateway has no webhooks")

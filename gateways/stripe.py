@@ -38,10 +38,12 @@ from gateways.base import (
     Capabilities,
     ChargeRequest,
     ChargeResult,
+    DisputeStatus,
     GatewayConfig,
     Outcome,
     Payer,
     RefundResult,
+    RefundState,
     SavedMethod,
     WebhookNotice,
     WebhookRejected,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
         PaymentIntentCreateParams,
         PaymentIntentListParams,
         RefundCreateParams,
+        RefundListParams,
     )
 
 REFERENCE_KEY: Final = "whitebill_reference"
@@ -71,6 +74,7 @@ _DESCRIPTION: Final = "description"
 _OPTIONAL_PARAMS: Final = frozenset({_ALLOWED_TYPES, _SETUP_FUTURE_USAGE, _DESCRIPTION})
 
 _PENDING_STATUSES: Final = frozenset({"processing", "requires_action", "requires_capture"})
+log = logging.getLogger("whitebill.gateways.stripe")
 
 
 # --- logging: no bodies, no secrets ------------------------------------------------------------
@@ -123,6 +127,42 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         return value
     return {}
+
+
+# A refund's status (Stripe API reference, "The Refund object": pending, requires_action, succeeded,
+# failed, canceled). A succeeded refund can still fail later (refund.failed): its money comes back.
+_REFUND_OUTCOMES: Final = {
+    "succeeded": Outcome.SUCCEEDED,
+    "pending": Outcome.PENDING,
+    "requires_action": Outcome.PENDING,
+    "failed": Outcome.DECLINED,
+    "canceled": Outcome.DECLINED,
+}
+# A dispute's status (Stripe API reference, "The Dispute object"); the warning_* ones are inquiries.
+_DISPUTE_STATUSES: Final = {
+    "won": DisputeStatus.WON,
+    "warning_closed": DisputeStatus.WON,
+    "lost": DisputeStatus.LOST,
+    "needs_response": DisputeStatus.OPEN,
+    "under_review": DisputeStatus.OPEN,
+    "warning_needs_response": DisputeStatus.OPEN,
+    "warning_under_review": DisputeStatus.OPEN,
+}
+
+
+def _refund_state(refund: dict[str, Any]) -> RefundState | None:
+    amount, outcome = refund.get("amount"), _REFUND_OUTCOMES.get(str(refund.get("status")))
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 or outcome is None:
+        return None
+    key = _as_dict(refund.get("metadata")).get(REFUND_KEY)
+    reason = refund.get("failure_reason") if outcome is Outcome.DECLINED else None
+    return RefundState(
+        amount=amount,
+        outcome=outcome,
+        key=key if isinstance(key, str) else None,
+        provider_ref=_ref(refund),
+        reason=_scrub(str(reason or refund.get("status"))) if outcome is Outcome.DECLINED else None,
+    )
 
 
 def _ref(value: Any) -> str | None:
@@ -489,6 +529,30 @@ class StripeGateway:
             return RefundResult(Outcome.DECLINED, provider_ref=_ref(data), reason=_scrub(str(reason)))
         return RefundResult(Outcome.UNKNOWN, provider_ref=_ref(data), reason=_scrub(f"unexpected status {status!r}"))
 
+    async def refunds_of(self, provider_ref: str) -> list[RefundState] | None:
+        states: list[RefundState] = []
+        params: RefundListParams = {"payment_intent": provider_ref, "limit": LIST_PAGE_SIZE}
+        try:
+            for _ in range(LIST_MAX_PAGES):
+                page = await self._client.v1.refunds.list_async(params)
+                items = [item.to_dict() for item in page.data]
+                states += [state for item in items if (state := _refund_state(item)) is not None]
+                if not page.has_more or not items:
+                    return states
+                params["starting_after"] = str(items[-1]["id"])
+        except Exception as exc:  # asked again on the reconciler's next round
+            log.warning("stripe: could not list the refunds of a payment: %s", self._safe(exc))
+        return None
+
+    async def dispute_of(self, provider_ref: str) -> DisputeStatus | None:
+        try:
+            page = await self._client.v1.disputes.list_async({"payment_intent": provider_ref, "limit": 10})
+        except Exception as exc:
+            log.warning("stripe: could not list the disputes of a payment: %s", self._safe(exc))
+            return None
+        disputes = sorted((item.to_dict() for item in page.data), key=lambda d: int(d.get("created") or 0))
+        return _DISPUTE_STATUSES.get(str(disputes[-1].get("status"))) if disputes else None
+
     # --- webhooks --------------------------------------------------------------------------------
 
     async def parse_webhook(self, body: bytes, headers: dict[str, str]) -> WebhookNotice:
@@ -524,13 +588,17 @@ class StripeGateway:
             if outcome is Outcome.SUCCEEDED and obj.get("setup_future_usage") and obj.get("customer"):
                 saved = _saved_method(obj)
             return notice(_ref(obj), reference=reference, outcome=outcome, saved_method=saved)
+        if event_type in ("refund.created", "refund.updated", "refund.failed", "charge.refund.updated"):
+            # The object is the Refund: its own state, failures after success included.
+            state = _refund_state(obj)
+            return notice(_ref(obj.get("payment_intent")), refunds=(state,) if state else ())
         if event_type == "charge.refunded":
-            refunded = obj.get("amount_refunded")
-            return notice(
-                _ref(obj.get("payment_intent")),
-                reference=reference,
-                refunded_amount=refunded if isinstance(refunded, int) else None,
-            )
+            intent = _ref(obj.get("payment_intent"))
+            states = await self.refunds_of(intent) if intent else None
+            if states is not None:
+                return notice(intent, reference=reference, refunds=tuple(states))
+            refunded = obj.get("amount_refunded")  # the refunds could not be listed: the total, at least
+            return notice(intent, reference=reference, refunded_amount=refunded if isinstance(refunded, int) else None)
         if event_type.startswith("charge.dispute."):
             provider_ref = _ref(obj.get("payment_intent")) or await self._intent_of_charge(_ref(obj.get("charge")))
             if event_type == "charge.dispute.created":

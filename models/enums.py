@@ -160,6 +160,7 @@ class LedgerCause(StrEnum):
     ADD_ON = "ADD_ON"  # points spent on an add-on's period (credit billing)
     ADJUSTMENT = "ADJUSTMENT"
     EXPIRY = "EXPIRY"
+    REFUND_FAILED = "REFUND_FAILED"  # a refund that failed after it was done gives back what it took
 
 
 class ExternalAccount(StrEnum):
@@ -192,6 +193,12 @@ class PaymentStatus(StrEnum):
     PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
     DISPUTED = "DISPUTED"
     CHARGED_BACK = "CHARGED_BACK"
+
+
+class RefundStatus(StrEnum):
+    REQUESTED = "REQUESTED"  # asked of the provider, not done yet: nothing is taken back
+    DONE = "DONE"  # the money went back: what the payment bought is taken back (by the refund policy)
+    FAILED = "FAILED"  # refused, denied, cancelled or failed: nothing is taken back (or it is given back)
 
 
 class PaymentMethodKind(StrEnum):

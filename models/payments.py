@@ -3,7 +3,7 @@
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import GatewayMode, PaymentMethodKind, PaymentPurpose, PaymentStatus
+from models.enums import GatewayMode, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus
 
 
 class GatewayConfig(Entity):
@@ -97,6 +97,37 @@ class Payment(Entity):
     class Meta:
         table = "payment"
         unique_together = (("provider", "provider_ref"),)
+
+
+class Refund(Entity):
+    """Money going back to the payer, asked of the provider (or recorded for a manual payment). It is
+    REQUESTED until the provider says it is DONE; only then is what the payment bought taken back. A
+    refund the provider refuses, denies or that fails later is FAILED (what a done one took is given
+    back). Refunds made at the provider itself (its dashboard) are recorded when it reports them."""
+
+    payment = fields.ForeignKeyField("models.Payment", related_name="refunds", on_delete=fields.RESTRICT)
+    payment_id: int
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    partner_id: int | None
+    amount = fields.BigIntField()  # minor units of the payment's currency
+    currency = fields.CharField(max_length=3)
+    status = fields.CharEnumField(RefundStatus, max_length=16, default=RefundStatus.REQUESTED)
+    # The idempotency key the provider dedupes this refund on (ours), or the provider's own id for one
+    # made at the provider.
+    key = fields.CharField(max_length=128)
+    provider_ref = fields.CharField(max_length=255, null=True)
+    reason = fields.TextField(default="")
+    failure_reason = fields.TextField(null=True)
+    payer_action = fields.JSONField(null=True)  # a boleto refund: where the payer gives bank details
+    # The reconciler asks the provider again about a REQUESTED refund at this time, backing off.
+    next_check_at = fields.DatetimeField(null=True, index=True)
+    check_attempts = fields.IntField(default=0)
+    settled_at = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "refund"
+        unique_together = (("payment", "key"),)
 
 
 class PaymentTransition(Entity):

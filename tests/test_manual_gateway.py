@@ -150,7 +150,7 @@ async def test_refunding_a_manual_payment_records_it_without_asking_any_gateway(
         raise AssertionError("a manual payment's refund asked a gateway")
 
     monkeypatch.setattr(gateway_configs, "gateway_for", no_gateway)
-    refunded = await refunds.refund_payment(
+    refunded, _ = await refunds.refund_payment(
         partner_viewer(await Partner.get(id=payment.partner_id)),
         payment_id=payment.id,
         amount=None,

@@ -68,14 +68,23 @@ async def test_an_asaas_refund_with_an_amount_that_is_no_amount_is_kept_without_
     assert notice.event_type == "PAYMENT_REFUNDED" and notice.refunded_amount is None
 
 
-async def test_an_asaas_refund_total_leaves_out_cancelled_refunds() -> None:
+async def test_an_asaas_refund_event_reports_each_refund_with_its_state() -> None:
     refunds = [
-        {"status": "DONE", "value": 10.5},
-        {"status": "CANCELLED", "value": 30},
-        {"status": "PENDING", "value": 2},
+        {"status": "DONE", "value": 10.5, "description": "whitebill refund key-1", "dateCreated": "2026-12-01"},
+        {"status": "CANCELLED", "value": 30, "dateCreated": "2026-12-02 10:00:00"},
+        {"status": "PENDING", "value": 2, "description": "whitebill refund key-3"},
+        {"status": "AWAITING_CRITICAL_ACTION_AUTHORIZATION", "value": 1},
     ]
     notice = await asaas_notice("PAYMENT_PARTIALLY_REFUNDED", refunds=refunds)
-    assert notice.refunded_amount == 1250
+    assert notice.refunded_amount is None
+    assert [(r.amount, r.outcome, r.key, r.provider_ref) for r in notice.refunds] == [
+        (1050, Outcome.SUCCEEDED, "key-1", "pay_1/refunds/key-1"),
+        (3000, Outcome.DECLINED, None, "pay_1/refunds/2026-12-02 10:00:00"),
+        (200, Outcome.PENDING, "key-3", "pay_1/refunds/key-3"),
+        (100, Outcome.PENDING, None, "pay_1/refunds/None"),
+    ]
+    denied = await asaas_notice("PAYMENT_REFUND_DENIED", refunds=refunds[1:2])
+    assert [(r.amount, r.outcome) for r in denied.refunds] == [(3000, Outcome.DECLINED)]
 
 
 async def test_an_asaas_partial_refund_without_refunds_listed_says_no_amount() -> None:

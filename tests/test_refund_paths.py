@@ -21,7 +21,7 @@ from billing.core.money import Money
 from billing.core.tenancy import Viewer
 from billing.sales import refunds
 from billing.subscriptions import current, lifecycle
-from gateways.base import ChargeRequest, ChargeResult, Outcome, Payer
+from gateways.base import ChargeRequest, ChargeResult, Outcome, Payer, RefundState
 from models.enums import (
     BillingInterval,
     ExternalAccount,
@@ -32,9 +32,11 @@ from models.enums import (
     PaymentStatus,
     PlanChangeTiming,
     RefundPlanPolicy,
+    RefundStatus,
     SubscriptionStatus,
     ViewerKind,
 )
+from models.operations import OutboxEvent
 from models.payments import GatewayConfig, Payment, PaymentTransition
 from models.subscriptions import Subscription, WorkspaceAddOn
 from models.tenancy import Partner, Workspace
@@ -98,7 +100,7 @@ async def a_partner_on_a_balance_paid_plan() -> tuple[Partner, Wallet, Payment]:
 
 async def test_a_balance_paid_plan_refunded_by_the_platform_puts_the_money_back_on_the_partners_balance() -> None:
     partner, balance, payment = await a_partner_on_a_balance_paid_plan()
-    refunded = await refunds.refund_payment(
+    refunded, _ = await refunds.refund_payment(
         PLATFORM, payment_id=payment.id, amount=None, reason="goodwill", idempotency_key="r-1"
     )
     assert (refunded.status, refunded.refunded_amount, refunded.reversed_amount) == (
@@ -129,12 +131,14 @@ async def test_a_balance_paid_plan_refunded_in_full_ends_now_when_the_partner_ch
 async def test_a_balance_payment_refunded_in_two_parts_returns_each_part_once() -> None:
     _, balance, payment = await a_partner_on_a_balance_paid_plan()
     for key in ("r-1", "r-1"):  # the same request twice: refunded once
-        made = await refunds.refund_payment(
+        made, _ = await refunds.refund_payment(
             PLATFORM, payment_id=payment.id, amount="100.00", reason="", idempotency_key=key
         )
         assert (made.status, made.refunded_amount) == (S.PARTIALLY_REFUNDED, 100_00)
     assert (await Wallet.get(id=balance.id)).balance == BALANCE - PARTNER_PLAN + 100_00
-    rest = await refunds.refund_payment(PLATFORM, payment_id=payment.id, amount=None, reason="", idempotency_key="r-2")
+    rest, _ = await refunds.refund_payment(
+        PLATFORM, payment_id=payment.id, amount=None, reason="", idempotency_key="r-2"
+    )
     assert (rest.status, rest.refunded_amount) == (S.REFUNDED, PARTNER_PLAN)
     assert await refund_entries(balance.id) == [100_00, 200_00]
     assert (await Wallet.get(id=balance.id)).balance == BALANCE
@@ -500,17 +504,112 @@ async def test_a_refund_that_fails_at_the_provider_is_refused_with_its_reason(sc
     assert (await Wallet.get(id=wallet.id)).balance == POINTS
 
 
-async def test_a_refund_the_provider_has_not_finished_is_recorded_at_once(scripted_stripe) -> None:
+async def test_a_refund_the_provider_has_not_finished_is_requested_and_takes_nothing_back_yet(scripted_stripe) -> None:
     partner = await a_partner()
     wallet, payment = await a_stripe_payment(partner)
     scripted_stripe["refund"] = a_refund("pending")
-    made = await refunds.refund_payment(
+    made, refund = await refunds.refund_payment(
         partner_viewer(partner), payment_id=payment.id, amount="24.95", reason="", idempotency_key="r-1"
     )
-    assert (made.status, made.refunded_amount) == (S.PARTIALLY_REFUNDED, 2495)
-    assert await refund_entries(wallet.id) == [-250]
+    assert (made.status, made.refunded_amount) == (S.SUCCEEDED, 0)
+    assert (refund.status, refund.amount, refund.provider_ref) == (RefundStatus.REQUESTED, 2495, "re_1")
+    assert refund.next_check_at is not None  # the reconciler asks again
+    assert await refund_entries(wallet.id) == []
     [asked] = [r for r in scripted_stripe["fake"].requests if r["path"] == "/v1/refunds"]
     assert asked["form"]["amount"] == "2495" and asked["form"]["payment_intent"] == "pi_paid"
+    # What is being refunded cannot be refunded twice.
+    error = await refused(
+        refunds.refund_payment,
+        viewer=partner_viewer(partner),
+        payment_id=payment.id,
+        amount=f"{PRICE // 100}.{PRICE % 100:02d}",
+        reason="",
+        idempotency_key="r-2",
+    )
+    assert (error.code, error.field) == (ErrorCode.INVALID_AMOUNT, "amount")
+    assert error.message == f"at most {PRICE - 2495} can still be refunded (2495 more is being refunded)"
+
+
+def a_refund_state(outcome: Outcome, amount: int = 2495, **extra: Any) -> RefundState:
+    return RefundState(amount=amount, outcome=outcome, provider_ref="re_1", **extra)
+
+
+async def refund_events(partner: Partner) -> list[tuple[str, dict[str, Any]]]:
+    rows = await OutboxEvent.filter(partner_id=partner.id, event_type__startswith="refund.").order_by("id")
+    return [(row.event_type, row.payload) for row in rows]
+
+
+async def test_a_requested_refund_taken_back_once_when_the_provider_says_it_is_done(scripted_stripe) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = a_refund("pending")
+    _, refund = await refunds.refund_payment(
+        partner_viewer(partner), payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
+    )
+    for _ in range(2):  # told twice (a webhook, then the reconciler): taken back once
+        await refunds.apply_states(payment, [a_refund_state(Outcome.SUCCEEDED, PRICE)], reason="refund.updated")
+    await refund.refresh_from_db()
+    await payment.refresh_from_db()
+    assert refund.status is RefundStatus.DONE and refund.next_check_at is None
+    assert (payment.status, payment.refunded_amount) == (S.REFUNDED, PRICE)
+    assert await refund_entries(wallet.id) == [-POINTS]
+    assert [event for event, _ in await refund_events(partner)] == ["refund.succeeded"]
+
+
+async def test_a_requested_refund_denied_leaves_everything_as_it_was_and_tells_the_partner(scripted_stripe) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = a_refund("pending")
+    viewer = partner_viewer(partner)
+    _, refund = await refunds.refund_payment(
+        viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
+    )
+    await refunds.apply_states(
+        payment, [a_refund_state(Outcome.DECLINED, PRICE, reason="expired_or_canceled_card")], reason="refund.failed"
+    )
+    await refund.refresh_from_db()
+    await payment.refresh_from_db()
+    assert (refund.status, refund.failure_reason) == (RefundStatus.FAILED, "expired_or_canceled_card")
+    assert (payment.status, payment.refunded_amount, payment.reversed_amount) == (S.SUCCEEDED, 0, 0)
+    assert await refund_entries(wallet.id) == []
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS
+    [(event, payload)] = await refund_events(partner)
+    assert (event, payload["refund_id"], payload["was_done"]) == ("refund.failed", refund.id, False)
+    # A failed refund holds nothing back: the whole payment can be refunded again.
+    scripted_stripe["refund"] = a_refund("succeeded")
+    again, _ = await refunds.refund_payment(
+        viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-2"
+    )
+    assert (again.status, again.refunded_amount) == (S.REFUNDED, PRICE)
+
+
+async def test_a_done_refund_that_fails_later_gives_back_what_it_took_once(scripted_stripe) -> None:
+    """Stripe: a succeeded refund can still fail (refund.failed), and the money comes back."""
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = a_refund("succeeded")
+    made, refund = await refunds.refund_payment(
+        partner_viewer(partner), payment_id=payment.id, amount="24.95", reason="", idempotency_key="r-1"
+    )
+    assert (made.status, made.refunded_amount, refund.status) == (S.PARTIALLY_REFUNDED, 2495, RefundStatus.DONE)
+    assert await refund_entries(wallet.id) == [-250]
+    for _ in range(2):
+        await refunds.apply_states(
+            payment, [a_refund_state(Outcome.DECLINED, reason="lost_or_stolen_card")], reason="refund.failed"
+        )
+    await payment.refresh_from_db()
+    await refund.refresh_from_db()
+    assert refund.status is RefundStatus.FAILED
+    assert (payment.status, payment.refunded_amount, payment.reversed_amount) == (S.SUCCEEDED, 0, 0)
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS
+    entries = await LedgerEntry.filter(wallet_id=wallet.id, cause=LedgerCause.REFUND_FAILED).values_list(
+        "amount", flat=True
+    )
+    assert list(entries) == [250]
+    assert [(e, p["was_done"]) for e, p in await refund_events(partner)] == [
+        ("refund.succeeded", False),
+        ("refund.failed", True),
+    ]
 
 
 async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds_once(scripted_stripe) -> None:
@@ -526,7 +625,7 @@ async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds
     assert (await Wallet.get(id=wallet.id)).balance == POINTS
 
     scripted_stripe["refund"] = a_refund("succeeded")
-    made = await refunds.refund_payment(viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1")
+    made, _ = await refunds.refund_payment(viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1")
     assert (made.status, made.refunded_amount) == (S.REFUNDED, PRICE)
     assert await refund_entries(wallet.id) == [-POINTS]
     keys = {r["headers"]["Idempotency-Key"] for r in scripted_stripe["fake"].requests if r["path"] == "/v1/refunds"}
@@ -578,7 +677,9 @@ async def test_an_asaas_refund_left_unanswered_after_it_was_made_is_recorded_onc
     assert error.code is ErrorCode.GATEWAY_UNAVAILABLE
     assert (await Payment.get(id=payment.id)).refunded_amount == 0
 
-    made = await refunds.refund_payment(viewer, payment_id=payment.id, amount="10.00", reason="", idempotency_key="r-1")
+    made, _ = await refunds.refund_payment(
+        viewer, payment_id=payment.id, amount="10.00", reason="", idempotency_key="r-1"
+    )
     assert (made.status, made.refunded_amount) == (S.PARTIALLY_REFUNDED, 1000)
     assert await refund_entries(wallet.id) == [-(POINTS * 1000 // PRICE)]
     [at_asaas] = await anyio.to_thread.run_sync(lambda: asaas.payments(external_reference="pay_asaas_1"))

@@ -13,7 +13,7 @@ from billing.accounts import expiry
 from billing.charges import reconciler
 from billing.core import clock, idempotency, work
 from billing.outbox import notifications, partner_webhooks
-from billing.sales import provider_webhooks
+from billing.sales import provider_webhooks, refunds
 from billing.subscriptions import credit_billing, expiring_plans, renewals
 from whitebill.settings import Settings
 
@@ -60,6 +60,8 @@ class Worker:
             handled += len(deliveries)
         handled += await reconciler.run_due(limit=20)
         handled += await provider_webhooks.run_due(limit=20)
+        handled += await refunds.check_due(limit=20)
+        handled += await refunds.check_disputes_due(limit=20)
         handled += await credit_billing.run_due(limit=50)
         handled += await expiry.run_due(limit=100)
         now = clock.now()

@@ -41,6 +41,16 @@ TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
 }
 # A dispute won puts the payment back to SUCCEEDED without fulfilling again.
 _DISPUTE_WON = (S.DISPUTED, S.SUCCEEDED)
+# A done refund that failed after all (``undoing_refund``): the payment goes back to what it was. Only
+# then: a late "payment succeeded" must never take a refunded payment back.
+_REFUND_UNDONE = frozenset(
+    {
+        (S.REFUNDED, S.SUCCEEDED),
+        (S.REFUNDED, S.PARTIALLY_REFUNDED),
+        (S.PARTIALLY_REFUNDED, S.SUCCEEDED),
+        (S.PARTIALLY_REFUNDED, S.PARTIALLY_REFUNDED),
+    }
+)
 
 _OUTCOME_STATUS = {
     Outcome.SUCCEEDED: S.SUCCEEDED,
@@ -83,7 +93,9 @@ def _table() -> Deliveries:
     return _deliveries
 
 
-def can_move(current: PaymentStatus, target: PaymentStatus) -> bool:
+def can_move(current: PaymentStatus, target: PaymentStatus, *, undoing_refund: bool = False) -> bool:
+    if undoing_refund:
+        return (current, target) in _REFUND_UNDONE
     return current in TRANSITIONS.get(target, frozenset()) or (current, target) == _DISPUTE_WON
 
 
@@ -116,7 +128,9 @@ async def create_payment(
     )
 
 
-async def move(payment_id: int, target: PaymentStatus, *, reason: str = "", **changes: Any) -> bool:
+async def move(
+    payment_id: int, target: PaymentStatus, *, reason: str = "", undoing_refund: bool = False, **changes: Any
+) -> bool:
     """Move a payment to ``target`` if the table allows it from its current status.
 
     Returns False (and changes nothing) when the move is not legal now, e.g. a second delivery of
@@ -127,7 +141,7 @@ async def move(payment_id: int, target: PaymentStatus, *, reason: str = "", **ch
         if not rows:
             raise BillingError(ErrorCode.NOT_FOUND, "payment not found")
         current = PaymentStatus(rows[0]["status"])
-        if not can_move(current, target):
+        if not can_move(current, target, undoing_refund=undoing_refund):
             return False
         sets = ["status = $1", "updated_at = $2"]
         params: list[Any] = [target.value, clock.now()]

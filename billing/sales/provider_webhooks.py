@@ -34,7 +34,7 @@ from billing.charges import charging, payments
 from billing.core import audit, clock, sql, tenancy
 from billing.core.tenancy import Viewer
 from billing.sales import refunds
-from gateways.base import Outcome, SavedMethod, WebhookNotice
+from gateways.base import Outcome, RefundState, SavedMethod, WebhookNotice
 from models.enums import PaymentStatus, Permission, ViewerKind
 from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, WebhookEvent
 
@@ -110,7 +110,15 @@ async def _apply(payment: Payment, notice: WebhookNotice) -> NoticeResult:
         if notice.charged_back:
             await refunds.record_chargeback(payment.id, reason=notice.event_type)
         elif notice.disputed:
-            await payments.move(payment.id, PaymentStatus.DISPUTED, reason=notice.event_type)
+            # The reconciler asks how the dispute stands every day, in case its end is never announced.
+            await payments.move(
+                payment.id,
+                PaymentStatus.DISPUTED,
+                reason=notice.event_type,
+                next_check_at=clock.now() + refunds.DISPUTE_CHECK,
+            )
+        elif notice.refunds:
+            await refunds.apply_states(payment, notice.refunds, reason=notice.event_type)
         elif notice.refunded_amount is not None:
             await refunds.record_refund(payment.id, notice.refunded_amount, reason=notice.event_type)
         elif notice.outcome in _STATUS:
@@ -135,11 +143,15 @@ def _kept(notice: WebhookNotice) -> dict[str, Any]:
 
 def _restored(kept: dict[str, Any], payload: dict[str, Any]) -> WebhookNotice:
     saved = kept.get("saved_method")
+    states = tuple(
+        RefundState(**{**state, "outcome": Outcome(state["outcome"])}) for state in kept.get("refunds") or ()
+    )
     return WebhookNotice(
         **{
             **kept,
             "outcome": Outcome(kept["outcome"]) if kept.get("outcome") else None,
             "saved_method": SavedMethod(**saved) if saved else None,
+            "refunds": states,
             "raw": payload,
         }
     )

@@ -1,9 +1,16 @@
 """Refunds, disputes and chargebacks, partial or full, and what they take back.
 
-Whatever reports it (the partner's ``refundPayment``, a provider webhook, the reconciler), a refund
-is recorded as the payment's cumulative refunded amount. What the payment bought is reversed up to
-that amount once: ``payment.reversed_amount`` moves forward with a conditional update in the same
-transaction as the reversal's own ledger entries, so a refund reported twice takes back once.
+A refund is a row with a state (:class:`~models.payments.Refund`): REQUESTED when asked of the provider,
+DONE when the provider says the money went back, FAILED when it refused, denied or cancelled it, or when
+a done refund failed after all (Stripe's ``refund.failed``). Only a DONE refund takes anything back, and
+a done refund that fails gives back what it took. The provider's word arrives with its answer to the
+request, in webhooks (:func:`apply_states`) and from the reconciler, which asks again about REQUESTED
+refunds (:func:`check_due`); a refund made at the provider itself is adopted when it is reported.
+
+The payment's ``refunded_amount`` is the sum of its DONE refunds. What the payment bought is reversed up
+to that amount once: ``payment.reversed_amount`` moves forward (or back, for a failed refund) with a
+conditional update in the same transaction as the reversal's own ledger entries, so a refund reported
+twice takes back once.
 
 The partner's policy decides what a reversal means: points bought are taken back in proportion
 (never below what the wallet still holds: spent points are not turned into debt); a fully
@@ -13,6 +20,9 @@ refunded plan payment either ends the plan now or lets the paid period run out w
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+from datetime import timedelta
 
 from tortoise.transactions import in_transaction
 
@@ -25,7 +35,7 @@ from billing.core.money import Entered, Money, check_amount, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from billing.subscriptions import current, lifecycle, workspace_status
-from gateways.base import Outcome
+from gateways.base import DisputeStatus, Outcome, RefundState
 from models.enums import (
     ExternalAccount,
     LedgerCause,
@@ -34,36 +44,230 @@ from models.enums import (
     PaymentStatus,
     Permission,
     RefundPlanPolicy,
+    RefundStatus,
     SubscriptionStatus,
 )
-from models.payments import GatewayConfig, Payment
+from models.payments import GatewayConfig, Payment, Refund
 from models.subscriptions import Subscription, SubscriptionPeriod, WorkspaceAddOn
 from models.tenancy import Partner
 from models.wallets import Wallet
 
 S = PaymentStatus
+R = RefundStatus
 REFUNDABLE = (S.SUCCEEDED, S.PARTIALLY_REFUNDED)
 _HOLD = "SELECT id FROM payment WHERE id = $1"
 _PLAN_KINDS = (PaymentPurpose.PLAN_PURCHASE, PaymentPurpose.PLAN_CHANGE, PaymentPurpose.SUBSCRIPTION_PERIOD)
+# A REQUESTED refund is asked about again after these waits, then daily (a boleto refund waits for the payer).
+CHECKS = (timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1), timedelta(hours=4), timedelta(days=1))
+# Legal refund moves: a refund is settled once, but a done one may still fail.
+_MOVES = {(R.REQUESTED, R.DONE), (R.REQUESTED, R.FAILED), (R.DONE, R.FAILED)}
+REFUND_SUCCEEDED, REFUND_FAILED = "refund.succeeded", "refund.failed"
+log = logging.getLogger("whitebill.refunds")
+
+
+async def _hold(payment_id: int) -> None:
+    # Reports may race (the partner, webhooks, the reconciler): the payment row is held until this one is
+    # recorded, so totals are read and written one report at a time.
+    lock = " FOR UPDATE" if sql.is_postgres() else ""  # SQLite runs one writing transaction at a time
+    await sql.fetch(_HOLD + lock, payment_id)
+
+
+async def _requested(payment_id: int) -> int:
+    rows = await sql.fetch(
+        "SELECT COALESCE(SUM(amount), 0) AS total FROM refund WHERE payment_id = $1 AND status = $2",
+        payment_id,
+        R.REQUESTED.value,
+    )
+    return int(rows[0]["total"])
+
+
+async def settle(
+    refund_id: int, outcome: Outcome, *, provider_ref: str | None = None, reason: str | None = None
+) -> bool:
+    """The provider says the refund is done (SUCCEEDED) or not (DECLINED); False if that changes nothing."""
+    target = {Outcome.SUCCEEDED: R.DONE, Outcome.DECLINED: R.FAILED}.get(outcome)
+    if target is None:
+        return False
+    async with in_transaction("default"):
+        refund = await Refund.get(id=refund_id)
+        await _hold(refund.payment_id)
+        await refund.refresh_from_db()
+        was = refund.status
+        if (was, target) not in _MOVES:
+            return False
+        changed = await sql.execute(
+            "UPDATE refund SET status = $1, settled_at = $2, updated_at = $2, next_check_at = NULL,"
+            " failure_reason = $3, provider_ref = COALESCE($4, provider_ref) WHERE id = $5 AND status = $6",
+            target.value,
+            clock.now(),
+            (reason or "the provider did not refund it") if target is R.FAILED else None,
+            provider_ref,
+            refund.id,
+            was.value,
+        )
+        if changed != 1:
+            return False
+        payment = await Payment.get(id=refund.payment_id)
+        if target is R.DONE:
+            total = min(payment.amount, payment.refunded_amount + refund.amount)
+            status = S.REFUNDED if total >= payment.amount else S.PARTIALLY_REFUNDED
+            if await payments.move(payment.id, status, reason=refund.reason or "refunded", refunded_amount=total):
+                await _reverse(payment, total, LedgerCause.REFUND)
+            else:  # disputed or charged back meanwhile: the money went back all the same
+                log.warning("a refund was done on a payment that could not move", extra={"payment_id": payment.id})
+        elif was is R.DONE:
+            total = max(0, payment.refunded_amount - refund.amount)
+            status = S.PARTIALLY_REFUNDED if total > 0 else S.SUCCEEDED
+            if await payments.move(
+                payment.id, status, reason=reason or "refund failed", refunded_amount=total, undoing_refund=True
+            ):
+                await _restore(payment, total)
+        await refund.refresh_from_db()
+        await audit.emit(
+            REFUND_SUCCEEDED if target is R.DONE else REFUND_FAILED,
+            payment.partner_id,
+            {
+                "refund_id": refund.id,
+                "payment_id": payment.id,
+                "amount": refund.amount,
+                "currency": refund.currency,
+                "reason": refund.failure_reason if target is R.FAILED else refund.reason,
+                "was_done": was is R.DONE,
+            },
+        )
+        return True
+
+
+async def _note_pending(
+    refund: Refund, *, provider_ref: str | None, payer_action: dict[str, object] | None = None
+) -> None:
+    await sql.execute(
+        "UPDATE refund SET provider_ref = COALESCE($1, provider_ref), payer_action = COALESCE($2, payer_action),"
+        " next_check_at = $3, check_attempts = check_attempts + 1 WHERE id = $4 AND status = $5",
+        provider_ref,
+        _json(payer_action),
+        clock.now() + CHECKS[min(refund.check_attempts, len(CHECKS) - 1)],
+        refund.id,
+        R.REQUESTED.value,
+    )
+
+
+def _json(value: dict[str, object] | None) -> str | None:
+    return json.dumps(value) if value is not None else None
 
 
 async def record_refund(payment_id: int, total_refunded: int, *, reason: str) -> bool:
-    """The provider (or the partner, for a manual payment) refunded ``total_refunded`` in all."""
+    """The provider reports only that ``total_refunded`` was refunded in all (no detail per refund): what
+    exceeds the refunds already known (done or requested) is a refund made at the provider, recorded as
+    done. A total that includes a refund still REQUESTED here leaves it to that refund's own report."""
     async with in_transaction("default"):
-        # Reports of cumulative totals may race (webhooks, the partner, the reconciler): the row is
-        # held until this one is recorded, so a smaller total read before a larger one was written
-        # cannot overwrite it (the status move is conditional on the status only).
-        lock = " FOR UPDATE" if sql.is_postgres() else ""  # SQLite runs one writing transaction at a time
-        await sql.fetch(_HOLD + lock, payment_id)
+        await _hold(payment_id)
         payment = await Payment.get(id=payment_id)
+        if payment.status not in REFUNDABLE:
+            return False  # not paid (or disputed): a refund of it is not believed
         total = min(total_refunded, payment.amount)
-        if total <= payment.refunded_amount:
+        extra = total - payment.refunded_amount - await _requested(payment_id)
+        if extra <= 0:
             return False  # already known
-        target = S.REFUNDED if total >= payment.amount else S.PARTIALLY_REFUNDED
-        if not await payments.move(payment.id, target, reason=reason, refunded_amount=total):
-            return False
-        await _reverse(payment, total, LedgerCause.REFUND)
-        return True
+        refund, _ = await Refund.get_or_create(
+            payment_id=payment.id,
+            key=f"reported-total-{total}",
+            defaults={
+                "partner_id": payment.partner_id,
+                "amount": extra,
+                "currency": payment.currency,
+                "reason": reason,
+            },
+        )
+        return await settle(refund.id, Outcome.SUCCEEDED)
+
+
+async def apply_states(payment: Payment, states: tuple[RefundState, ...] | list[RefundState], *, reason: str) -> None:
+    """Fold the provider's view of the payment's refunds in: each is matched to ours by the key we sent
+    (or the provider's id); one we never asked for is adopted (a refund made at the provider)."""
+    for state in states:
+        refund = await _match(payment, state)
+        if refund is None:
+            if state.outcome is Outcome.DECLINED or payment.status not in REFUNDABLE:
+                continue  # a refund we never knew of that failed, or of a payment not paid: nothing to do
+            refund = await _adopt(payment, state, reason=reason)
+        if state.outcome is Outcome.PENDING:
+            if state.provider_ref and refund.provider_ref != state.provider_ref and refund.status is R.REQUESTED:
+                await Refund.filter(id=refund.id).update(provider_ref=state.provider_ref)
+            continue
+        await settle(refund.id, state.outcome, provider_ref=state.provider_ref, reason=state.reason)
+
+
+async def _match(payment: Payment, state: RefundState) -> Refund | None:
+    if state.key:
+        found = await Refund.get_or_none(payment_id=payment.id, key=state.key)
+        if found is not None:
+            return found
+    if state.provider_ref:
+        return await Refund.filter(payment_id=payment.id, provider_ref=state.provider_ref).first()
+    return None
+
+
+async def _adopt(payment: Payment, state: RefundState, *, reason: str) -> Refund:
+    key = state.key or state.provider_ref or f"provider-{state.amount}"
+    refund, _ = await Refund.get_or_create(
+        payment_id=payment.id,
+        key=key[:128],
+        defaults={
+            "partner_id": payment.partner_id,
+            "amount": state.amount,
+            "currency": payment.currency,
+            "provider_ref": state.provider_ref,
+            "reason": f"made at the provider ({reason})",
+        },
+    )
+    return refund
+
+
+DISPUTE_CHECK = timedelta(days=1)
+
+
+async def check_dispute(payment: Payment) -> None:
+    """Ask the provider how a DISPUTED payment's dispute stands: lost takes back what it bought, won puts
+    the payment back to SUCCEEDED (nothing was taken, nothing is delivered again), open asks again
+    tomorrow."""
+    config = await GatewayConfig.get_or_none(id=payment.gateway_config_id) if payment.gateway_config_id else None
+    if payment.status is not S.DISPUTED or config is None or not payment.provider_ref:
+        await sql.execute("UPDATE payment SET next_check_at = NULL WHERE id = $1", payment.id)
+        return
+    status = await gateway_configs.gateway_for(config).dispute_of(payment.provider_ref)
+    if status is DisputeStatus.LOST:
+        await record_chargeback(payment.id, reason="dispute lost (found by the reconciler)")
+    elif status is DisputeStatus.WON:
+        await payments.move(payment.id, S.SUCCEEDED, reason="dispute won (found by the reconciler)", next_check_at=None)
+
+
+async def check_disputes_due(*, limit: int = 20) -> int:
+    """The reconciler's daily look at disputed payments (a provider may never announce the end: Asaas
+    documents no event for a lost chargeback)."""
+    handled = 0
+    rows = await sql.fetch(
+        "SELECT id, next_check_at FROM payment WHERE status = $1 AND next_check_at IS NOT NULL"
+        " AND next_check_at <= $2 ORDER BY next_check_at, id LIMIT $3",
+        S.DISPUTED.value,
+        clock.now(),
+        limit,
+    )
+    for row in rows:
+        taken = await sql.execute(
+            "UPDATE payment SET next_check_at = $1 WHERE id = $2 AND next_check_at = $3",
+            clock.now() + DISPUTE_CHECK,
+            row["id"],
+            row["next_check_at"],
+        )
+        if taken != 1:
+            continue
+        handled += 1
+        try:
+            await check_dispute(await Payment.get(id=int(row["id"])))
+        except Exception:
+            log.exception("checking a dispute failed", extra={"payment_id": row["id"]})
+    return handled
 
 
 async def record_chargeback(payment_id: int, *, reason: str) -> bool:
@@ -72,7 +276,7 @@ async def record_chargeback(payment_id: int, *, reason: str) -> bool:
         payment = await Payment.get(id=payment_id)
         if payment.status is S.SUCCEEDED or payment.status is S.PARTIALLY_REFUNDED:
             await payments.move(payment.id, S.DISPUTED, reason=reason)
-        if not await payments.move(payment.id, S.CHARGED_BACK, reason=reason):
+        if not await payments.move(payment.id, S.CHARGED_BACK, reason=reason, next_check_at=None):
             return False
         await _reverse(payment, payment.amount, LedgerCause.CHARGEBACK)
         return True
@@ -168,6 +372,91 @@ async def _undo_add_on(payment: Payment) -> None:
     await workspace_status.recompute(int(payment.purpose["workspace_id"]))
 
 
+async def _restore(payment: Payment, down_to: int) -> None:
+    """A done refund failed: give back what the reversal took beyond ``down_to``, once (the conditional
+    update on ``reversed_amount``). Points come back as far as the reversal took them; a plan left to run
+    out renews again and an add-on taken away comes back; a plan ended at once stays ended (the partner,
+    told by ``refund.failed``, sells it again if it wants)."""
+    rows = await sql.fetch("SELECT reversed_amount FROM payment WHERE id = $1", payment.id)
+    before = int(rows[0]["reversed_amount"])
+    if down_to >= before or payment.amount <= 0:
+        return
+    moved = await sql.execute(
+        "UPDATE payment SET reversed_amount = $1 WHERE id = $2 AND reversed_amount = $3", down_to, payment.id, before
+    )
+    if moved != 1:
+        return
+    caused_by = CausedBy("Payment", str(payment.id))
+    if payment.method.value == "BALANCE" and payment.partner_id:
+        wallet = await opening.open_wallet(
+            partner_id=payment.partner_id,
+            owner_kind=OwnerKind.PARTNER,
+            owner_id=payment.partner_id,
+            unit=payment.currency,
+        )
+        await ledger.post(
+            [Leg(before - down_to, payment.currency, wallet.id, ExternalAccount.PLATFORM_REVENUE)],
+            cause=LedgerCause.REFUND_FAILED,
+            caused_by=caused_by,
+            note="refund failed",
+        )
+    kind = payment.purpose_kind
+    if kind == PaymentPurpose.WALLET_CREDIT:
+        await _give_back_units(payment, down_to, caused_by)
+    elif before >= payment.amount > down_to and kind in _PLAN_KINDS:
+        subscription = await _subscription_paid_by(payment)
+        if subscription is not None and subscription.status in current.LIVE and subscription.cancel_at_period_end:
+            subscription.cancel_at_period_end = False
+            await subscription.save(update_fields=["cancel_at_period_end"])
+    elif before >= payment.amount > down_to and kind == PaymentPurpose.ADD_ON_PURCHASE:
+        partner = await Partner.get_or_none(id=payment.partner_id) if payment.partner_id else None
+        if partner is None or partner.refund_plan_policy is RefundPlanPolicy.END_NOW:
+            await _redo_add_on(payment)
+    await audit.emit(
+        "payment.restored",
+        partner_id=payment.partner_id,
+        payload={"payment_id": payment.id, "reversed": down_to, "amount": payment.amount},
+    )
+
+
+async def _give_back_units(payment: Payment, down_to: int, caused_by: CausedBy) -> None:
+    """Units the payment's refunds took from its wallet, less what ``down_to`` still takes in proportion."""
+    wallet = await Wallet.get_or_none(id=payment.purpose["wallet_id"])
+    if wallet is None:
+        return
+    rows = await sql.fetch(
+        "SELECT COALESCE(SUM(e.amount), 0) AS moved FROM ledger_entry e JOIN posting p ON p.id = e.posting_id"
+        " WHERE e.wallet_id = $1 AND p.caused_by_type = $2 AND p.caused_by_id = $3 AND e.cause IN ($4, $5)",
+        wallet.id,
+        caused_by.type,
+        caused_by.id,
+        LedgerCause.REFUND.value,
+        LedgerCause.REFUND_FAILED.value,
+    )
+    taken = -int(rows[0]["moved"])  # refunds debit the wallet, restorations credit it
+    keep = int(payment.purpose["quantity"]) * down_to // payment.amount
+    give = taken - keep
+    if give > 0:
+        await ledger.post(
+            [Leg(give, wallet.unit, ExternalAccount.GATEWAY, wallet.id)],
+            cause=LedgerCause.REFUND_FAILED,
+            caused_by=caused_by,
+            note="given back: the refund failed",
+        )
+
+
+async def _redo_add_on(payment: Payment) -> None:
+    row = await WorkspaceAddOn.get_or_none(
+        workspace_id=payment.purpose["workspace_id"], add_on_id=payment.purpose["add_on_id"]
+    )
+    if row is None:
+        return
+    row.quantity += int(payment.purpose["quantity"])
+    row.active = row.quantity > 0
+    await row.save(update_fields=["quantity", "active"])
+    await workspace_status.recompute(int(payment.purpose["workspace_id"]))
+
+
 def _provider_key(payment: Payment, key: str) -> str:
     # The provider dedupes refunds on this: a retry of the same request never refunds twice.
     return f"{payment.reference}-refund-{hashlib.sha256(key.encode()).hexdigest()[:24]}"
@@ -175,9 +464,10 @@ def _provider_key(payment: Payment, key: str) -> str:
 
 async def refund_payment(
     viewer: Viewer, *, payment_id: int, amount: Entered | None, reason: str, idempotency_key: str
-) -> Payment:
+) -> tuple[Payment, Refund]:
     """The partner refunds a payment, in full or in part (``amount`` in the payment's currency; None:
-    what is left), through the provider that collected it."""
+    what is left), through the provider that collected it. The refund is REQUESTED until the provider
+    says it is done; a repeat with the same key answers the same refund."""
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "refunds are made by the partner")
     viewer.require(Permission.MANAGE_BILLING)
@@ -189,6 +479,7 @@ async def refund_payment(
     asked = minor_of(amount, payment.currency) if amount is not None else None
 
     async def act() -> int:
+        await _hold(payment.id)
         current = await Payment.get(id=payment.id)
         if current.status not in REFUNDABLE:
             raise BillingError(
@@ -196,11 +487,23 @@ async def refund_payment(
                 f"a {current.status.value} payment cannot be refunded",
                 field="paymentId",
             )
-        remaining = current.amount - current.refunded_amount
+        requested = await _requested(current.id)
+        remaining = current.amount - current.refunded_amount - requested
         wanted = remaining if asked is None else asked
         check_amount(wanted, field="amount")
         if wanted > remaining:
-            raise BillingError(ErrorCode.INVALID_AMOUNT, f"at most {remaining} can still be refunded", field="amount")
+            pending = f" ({requested} more is being refunded)" if requested else ""
+            raise BillingError(
+                ErrorCode.INVALID_AMOUNT, f"at most {remaining} can still be refunded{pending}", field="amount"
+            )
+        refund = await Refund.create(
+            payment_id=current.id,
+            partner_id=current.partner_id,
+            amount=wanted,
+            currency=current.currency,
+            key=_provider_key(current, idempotency_key),
+            reason=reason or "refunded by the partner",
+        )
         await audit.record(
             actor=viewer.actor,
             action="payment.refund",
@@ -209,9 +512,9 @@ async def refund_payment(
             partner_id=payment.partner_id,
             after={"amount": audit.money(Money(wanted, payment.currency)), "reason": reason},
         )
-        return int(current.refunded_amount) + wanted
+        return int(refund.id)
 
-    total = await idempotency.run_once(
+    refund_id = await idempotency.run_once(
         scope=viewer.scope,
         operation="payment.refund",
         key=idempotency_key,
@@ -220,26 +523,82 @@ async def refund_payment(
         encode=int,
         decode=int,
     )
+    refund = await Refund.get(id=refund_id)
+    if refund.status is R.REQUESTED and refund.provider_ref is None:
+        await ask_provider(payment, refund, raise_refusal=True)
     await payment.refresh_from_db()
-    if total > payment.refunded_amount and payment.gateway_config_id and payment.provider_ref:
-        config = await GatewayConfig.get(id=payment.gateway_config_id)
-        if config.provider != gateway_configs.MANUAL:
-            gateway = gateway_configs.gateway_for(config)
-            result = await gateway.refund(
-                payment.provider_ref,
-                total - payment.refunded_amount,
-                payment.currency,
-                _provider_key(payment, idempotency_key),
+    await refund.refresh_from_db()
+    return payment, refund
+
+
+async def ask_provider(payment: Payment, refund: Refund, *, raise_refusal: bool = False) -> None:
+    """Ask the payment's provider for a REQUESTED refund (again: the key makes a repeat harmless)."""
+    config = await GatewayConfig.get_or_none(id=payment.gateway_config_id) if payment.gateway_config_id else None
+    if config is None or config.provider == gateway_configs.MANUAL or not payment.provider_ref:
+        await settle(refund.id, Outcome.SUCCEEDED)  # the partner gave the money back itself
+        return
+    gateway = gateway_configs.gateway_for(config)
+    result = await gateway.refund(payment.provider_ref, refund.amount, payment.currency, refund.key)
+    if result.outcome is Outcome.SUCCEEDED:
+        await settle(refund.id, Outcome.SUCCEEDED, provider_ref=result.provider_ref)
+    elif result.outcome is Outcome.PENDING:
+        await _note_pending(refund, provider_ref=result.provider_ref, payer_action=result.payer_action)
+    elif result.outcome is Outcome.UNKNOWN:
+        await _note_pending(refund, provider_ref=None)
+        if raise_refusal:
+            raise BillingError(
+                ErrorCode.GATEWAY_UNAVAILABLE, "the provider did not answer: retry with the same idempotency key"
             )
-            if result.outcome is Outcome.UNKNOWN:
-                raise BillingError(
-                    ErrorCode.GATEWAY_UNAVAILABLE, "the provider did not answer: retry with the same idempotency key"
-                )
-            if result.outcome not in (Outcome.SUCCEEDED, Outcome.PENDING):
-                raise BillingError(ErrorCode.REFUND_REFUSED, f"the provider refused the refund: {result.reason}")
-    await record_refund(payment.id, total, reason=reason or "refunded by the partner")
-    await payment.refresh_from_db()
-    return payment
+    else:  # DECLINED or NOT_ATTEMPTED: nothing was refunded
+        await settle(refund.id, Outcome.DECLINED, reason=f"the provider refused the refund: {result.reason}")
+        if raise_refusal:
+            raise BillingError(ErrorCode.REFUND_REFUSED, f"the provider refused the refund: {result.reason}")
+
+
+async def check(refund: Refund) -> None:
+    """The reconciler's look at one REQUESTED refund: asked again if the provider never answered it,
+    else matched against the provider's list of the payment's refunds."""
+    payment = await Payment.get(id=refund.payment_id)
+    if refund.provider_ref is None:
+        await ask_provider(payment, refund)
+        return
+    config = await GatewayConfig.get_or_none(id=payment.gateway_config_id) if payment.gateway_config_id else None
+    if config is None or config.provider == gateway_configs.MANUAL or not payment.provider_ref:
+        return
+    states = await gateway_configs.gateway_for(config).refunds_of(payment.provider_ref)
+    if states is not None:
+        await apply_states(payment, states, reason="found by the reconciler")
+    await refund.refresh_from_db()
+    if refund.status is R.REQUESTED:
+        await _note_pending(refund, provider_ref=None)
+
+
+async def check_due(*, limit: int = 20) -> int:
+    """Ask about up to ``limit`` REQUESTED refunds whose time has come; each is claimed by moving its
+    ``next_check_at`` forward, so one worker takes it."""
+    handled = 0
+    rows = await sql.fetch(
+        "SELECT id, next_check_at FROM refund WHERE status = $1 AND next_check_at IS NOT NULL"
+        " AND next_check_at <= $2 ORDER BY next_check_at, id LIMIT $3",
+        R.REQUESTED.value,
+        clock.now(),
+        limit,
+    )
+    for row in rows:
+        taken = await sql.execute(
+            "UPDATE refund SET next_check_at = $1 WHERE id = $2 AND next_check_at = $3",
+            clock.now() + timedelta(minutes=10),
+            row["id"],
+            row["next_check_at"],
+        )
+        if taken != 1:
+            continue
+        handled += 1
+        try:
+            await check(await Refund.get(id=int(row["id"])))
+        except Exception:
+            log.exception("checking a refund failed", extra={"refund_id": row["id"]})
+    return handled
 
 
 async def set_policy(

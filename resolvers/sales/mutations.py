@@ -22,7 +22,7 @@ from schema.context import Context
 from schema.errors import UserError
 from schema.ids import expect_id
 from schema.mutations import PRICE_FIELDS, mutation
-from schema.sales.types import GatewayConfig, GatewayMode, Payment, PaymentMethodKind, RefundPlanPolicy
+from schema.sales.types import GatewayConfig, GatewayMode, Payment, PaymentMethodKind, Refund, RefundPlanPolicy
 from schema.subscriptions.types import Subscription
 from schema.tenants.types import Partner
 
@@ -114,6 +114,7 @@ class RefundPaymentInput:
 @strawberry.type
 class RefundPaymentPayload:
     payment: Payment | None = None
+    refund: Refund | None = strawberry.field(default=None, description="REQUESTED until the provider says it is done.")
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -250,14 +251,14 @@ class Mutation:
         description="Refund a payment in full or in part; what it bought is taken back by the refund policy.",
     )
     async def refund_payment(self, info: Info[Context, None], input: RefundPaymentInput) -> RefundPaymentPayload:
-        refunded = await refunds.refund_payment(
+        refunded, refund = await refunds.refund_payment(
             viewer_with(info),
             payment_id=expect_id(input.payment_id, "Payment", "paymentId"),
             amount=input.amount,
             reason=input.reason,
             idempotency_key=input.idempotency_key,
         )
-        return RefundPaymentPayload(payment=Payment.of(refunded))
+        return RefundPaymentPayload(payment=Payment.of(refunded), refund=Refund.of(refund))
 
     @mutation(permission=Permission.MANAGE_BILLING)
     async def set_refund_policy(self, info: Info[Context, None], input: SetRefundPolicyInput) -> SetRefundPolicyPayload:

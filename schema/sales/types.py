@@ -18,6 +18,38 @@ from schema.ids import to_global_id
 from schema.relay import Connection, Node, paginate
 
 PaymentStatus = strawberry.enum(enums.PaymentStatus)
+RefundStatus = strawberry.enum(
+    enums.RefundStatus,
+    description="REQUESTED until the provider says it is DONE (only then is anything taken back); FAILED when "
+    "the provider refused, denied or cancelled it, or when a done refund failed after all (what it took is "
+    "given back).",
+)
+
+
+@strawberry.type(description="Money going back to the payer of a payment.")
+class Refund(Node):
+    amount: Money
+    status: RefundStatus
+    reason: str
+    failure_reason: str | None
+    payer_action: strawberry.scalars.JSON | None = strawberry.field(
+        description="A boleto refund: the link where the payer gives the bank details the money goes to."
+    )
+    created_at: datetime
+    settled_at: datetime | None
+
+    @classmethod
+    def of(cls, row: payment_models.Refund) -> Refund:
+        return cls(
+            id=strawberry.ID(to_global_id("Refund", row.id)),
+            amount=Money.of(row.amount, row.currency),
+            status=row.status,
+            reason=row.reason,
+            failure_reason=row.failure_reason,
+            payer_action=row.payer_action,
+            created_at=row.created_at,
+            settled_at=row.settled_at,
+        )
 
 
 PaymentMethodKind = strawberry.enum(enums.PaymentMethodKind, name="PaymentMethod")
@@ -36,16 +68,23 @@ class Payment(Node):
     purpose: PaymentPurpose
     note: str
     created_at: datetime
-    refunded: Money | None = None
+    db_id: strawberry.Private[int]
+    refunded: Money | None = strawberry.field(default=None, description="What its DONE refunds gave back.")
     decline_reason: str | None = None
     payer_action: strawberry.scalars.JSON | None = strawberry.field(
         default=None, description="What the payer needs to pay a pending payment: a link or instructions."
     )
 
+    @strawberry.field(description="Its refunds, oldest first, whatever their state.")
+    async def refunds(self, first: int | None = None, after: str | None = None) -> Connection[Refund]:
+        rows = payment_models.Refund.filter(payment_id=self.db_id)
+        return await paginate(rows, first=first, after=after, to_node=Refund.of)
+
     @classmethod
     def of(cls, row: payment_models.Payment) -> Payment:
         return cls(
             id=strawberry.ID(to_global_id("Payment", row.id)),
+            db_id=row.id,
             amount=Money.of(row.amount, row.currency),
             status=row.status,
             method=row.method,
