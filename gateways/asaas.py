@@ -705,7 +705,7 @@ class AsaasGateway:
         done = self._refund_outcome(before, marker)
         if done is not None:
             return RefundResult(done, provider_ref=refund_ref)
-        if before.get("billingType") == "BOLETO":
+        if before.get("billingType") == "BOLETO" and before.get("status") in PAID_STATUSES:
             return await self._refund_boleto(provider_ref, before, amount, refund_ref)
         try:
             after = _payment(

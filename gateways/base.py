@@ -174,6 +174,14 @@ class Gateway(Protocol):
 
     async def refund(self, provider_ref: str, amount: int, currency: str, idempotency_key: str) -> RefundResult: ...
 
+    async def parse_webhook(self, body: bytes, headers: dict[str, str]) -> WebhookNotice: ...
+
+
+@runtime_checkable
+class FollowsUp(Protocol):
+    """What a gateway offers, optionally, for the reconciler to ask again about refunds still REQUESTED and
+    disputes still open (a gateway without it is told by webhooks only)."""
+
     async def refunds_of(self, provider_ref: str) -> list[RefundState] | None:
         """Every refund of the payment as the provider sees it now, or None if the provider could not say."""
         ...
@@ -182,8 +190,6 @@ class Gateway(Protocol):
         """Where the payment's dispute (chargeback) stands, or None if it has none or the provider could
         not say."""
         ...
-
-    async def parse_webhook(self, body: bytes, headers: dict[str, str]) -> WebhookNotice: ...
 
 
 GatewayFactory = Any  # a callable (config: GatewayConfig) -> Gateway, registered under the entry point group

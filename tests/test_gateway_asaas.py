@@ -335,13 +335,19 @@ async def test_refunds_partial_then_full_are_idempotent(
     assert (await gateway.refund(pay_id, 2550, "BRL", "rf-1")).outcome is Outcome.SUCCEEDED  # a retry
     assert len(asaas.payments()[0]["refunds"]) == 1
     notice = await notice_of(gateway, asaas, sink, "PAYMENT_PARTIALLY_REFUNDED", pay_id)
-    assert (notice.refunded_amount, notice.outcome) == (2550, None)
+    assert notice.outcome is None
+    assert [(r.amount, r.outcome, r.key) for r in notice.refunds] == [(2550, Outcome.SUCCEEDED, "rf-1")]
 
     assert (await gateway.refund(pay_id, 7450, "BRL", "rf-2")).outcome is Outcome.SUCCEEDED
     payment = next(p for p in asaas.payments() if p["id"] == pay_id)
     assert payment["status"] == "REFUNDED" and [r["value"] for r in payment["refunds"]] == [25.5, 74.5]
     notice = await notice_of(gateway, asaas, sink, "PAYMENT_REFUNDED", pay_id)
-    assert notice.refunded_amount == 10000
+    assert [(r.amount, r.key) for r in notice.refunds] == [(2550, "rf-1"), (7450, "rf-2")]
+    assert {r.outcome for r in notice.refunds} == {Outcome.SUCCEEDED}
+    assert [(r.amount, r.outcome, r.key) for r in await gateway.refunds_of(pay_id) or []] == [
+        (2550, Outcome.SUCCEEDED, "rf-1"),
+        (7450, Outcome.SUCCEEDED, "rf-2"),
+    ]
 
     too_much = await gateway.refund(pay_id, 1, "BRL", "rf-3")
     assert too_much.outcome is Outcome.DECLINED and too_much.reason

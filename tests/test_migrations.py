@@ -16,8 +16,8 @@ from tortoise.context import TortoiseContext
 
 from billing.core import audit, clock, sql
 from models.catalog import AddOn
-from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus
-from models.payments import GatewayConfig, IgnoredProviderEvent, Payment
+from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus
+from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, Refund
 from models.subscriptions import WorkspaceAddOn
 from tests.factories import a_partner, a_workspace
 from whitebill import db
@@ -146,6 +146,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
     assert _upgrade(fresh_url, "0011_reset_tokens_off_the_outbox", at_0011) == [
         "models.0012_add_on_lapsed_at",
         "models.0013_provider_webhook_queue",
+        "models.0014_refunds",
     ]
 
     async def after() -> None:
@@ -181,7 +182,10 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
             partner.id,
         )
 
-    assert _upgrade(fresh_url, "0012_add_on_lapsed_at", at_0012) == ["models.0013_provider_webhook_queue"]
+    assert _upgrade(fresh_url, "0012_add_on_lapsed_at", at_0012) == [
+        "models.0013_provider_webhook_queue",
+        "models.0014_refunds",
+    ]
 
     async def after() -> None:
         [config] = await GatewayConfig.filter(partner_id=made["partner"])
@@ -195,5 +199,43 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
             payload={},
         )
         assert await IgnoredProviderEvent.filter(gateway_config_id=config.id).count() == 1
+
+    _read(fresh_url, after)
+
+
+def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refunded_amount(fresh_url: str) -> None:
+    """Refunds become rows: a payment refunded at 0013 comes out with one DONE refund adding up to its
+    refunded amount, one never refunded with none, and either can be refunded further."""
+    made: dict[str, int] = {}
+
+    async def at_0013() -> None:
+        partner = await a_partner()
+        for name, refunded, status in (
+            ("refunded", 1500, PaymentStatus.PARTIALLY_REFUNDED),
+            ("paid", 0, PaymentStatus.SUCCEEDED),
+        ):
+            payment = await Payment.create(
+                partner_id=partner.id,
+                payer_key="WORKSPACE:1",
+                reference=f"pay_{name}",
+                provider="manual",
+                method=PaymentMethodKind.MANUAL,
+                amount=5000,
+                currency="BRL",
+                purpose={"kind": "WALLET_CREDIT", "wallet_id": 1, "quantity": 10},
+                purpose_kind=PaymentPurpose.WALLET_CREDIT,
+                status=status,
+                refunded_amount=refunded,
+                reversed_amount=refunded,
+            )
+            made[name] = payment.id
+
+    assert _upgrade(fresh_url, "0013_provider_webhook_queue", at_0013) == ["models.0014_refunds"]
+
+    async def after() -> None:
+        rows = await Refund.all().order_by("id")
+        found = [(r.payment_id, r.amount, r.currency, r.status, r.key, r.settled_at is not None) for r in rows]
+        assert found == [(made["refunded"], 1500, "BRL", RefundStatus.DONE, "before-0014", True)]
+        assert await Refund.filter(payment_id=made["paid"]).count() == 0
 
     _read(fresh_url, after)

@@ -35,7 +35,7 @@ from billing.core.money import Entered, Money, check_amount, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from billing.subscriptions import current, lifecycle, workspace_status
-from gateways.base import DisputeStatus, Outcome, RefundState
+from gateways.base import DisputeStatus, FollowsUp, Outcome, RefundState
 from models.enums import (
     ExternalAccount,
     LedgerCause,
@@ -235,7 +235,8 @@ async def check_dispute(payment: Payment) -> None:
     if payment.status is not S.DISPUTED or config is None or not payment.provider_ref:
         await sql.execute("UPDATE payment SET next_check_at = NULL WHERE id = $1", payment.id)
         return
-    status = await gateway_configs.gateway_for(config).dispute_of(payment.provider_ref)
+    gateway = gateway_configs.gateway_for(config)
+    status = await gateway.dispute_of(payment.provider_ref) if isinstance(gateway, FollowsUp) else None
     if status is DisputeStatus.LOST:
         await record_chargeback(payment.id, reason="dispute lost (found by the reconciler)")
     elif status is DisputeStatus.WON:
@@ -565,7 +566,8 @@ async def check(refund: Refund) -> None:
     config = await GatewayConfig.get_or_none(id=payment.gateway_config_id) if payment.gateway_config_id else None
     if config is None or config.provider == gateway_configs.MANUAL or not payment.provider_ref:
         return
-    states = await gateway_configs.gateway_for(config).refunds_of(payment.provider_ref)
+    gateway = gateway_configs.gateway_for(config)
+    states = await gateway.refunds_of(payment.provider_ref) if isinstance(gateway, FollowsUp) else None
     if states is not None:
         await apply_states(payment, states, reason="found by the reconciler")
     await refund.refresh_from_db()
