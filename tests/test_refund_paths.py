@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -16,12 +17,13 @@ from billing.accounts import ledger, opening
 from billing.accounts.ledger import Leg
 from billing.catalog import plans
 from billing.charges import gateway_configs, payments
+from billing.core import clock
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.core.tenancy import Viewer
-from billing.sales import refunds
+from billing.sales import provider_webhooks, refunds
 from billing.subscriptions import current, lifecycle
-from gateways.base import ChargeRequest, ChargeResult, Outcome, Payer, RefundState
+from gateways.base import ChargeRequest, ChargeResult, Outcome, Payer, RefundState, WebhookNotice
 from models.enums import (
     BillingInterval,
     ExternalAccount,
@@ -37,7 +39,7 @@ from models.enums import (
     ViewerKind,
 )
 from models.operations import OutboxEvent
-from models.payments import GatewayConfig, Payment, PaymentTransition
+from models.payments import GatewayConfig, Payment, PaymentTransition, Refund
 from models.subscriptions import Subscription, WorkspaceAddOn
 from models.tenancy import Partner, Workspace
 from models.wallets import LedgerEntry, Wallet
@@ -434,8 +436,14 @@ async def scripted_stripe(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict
     def reply(request: web.Request, seen: dict[str, Any]) -> Reply:
         if request.method == "GET" and request.path.startswith("/v1/payment_intents/"):
             return 200, {"id": request.path.rsplit("/", 1)[1], "object": "payment_intent", "currency": "brl"}
-        if request.path == "/v1/refunds":
+        if request.path == "/v1/refunds" and request.method == "POST":
             return script["refund"](seen)
+        if request.path == "/v1/refunds":  # the list the reconciler reads
+            refunds = script.get("refunds", [])
+            return 200, {"object": "list", "url": "/v1/refunds", "has_more": False, "data": refunds}
+        if request.path == "/v1/disputes":
+            disputes = script.get("disputes", [])
+            return 200, {"object": "list", "url": "/v1/disputes", "has_more": False, "data": disputes}
         return 404, {"error": {"type": "invalid_request_error", "message": "no such route"}}
 
     async with a_fake_stripe(reply) as fake:
@@ -630,6 +638,110 @@ async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds
     assert await refund_entries(wallet.id) == [-POINTS]
     keys = {r["headers"]["Idempotency-Key"] for r in scripted_stripe["fake"].requests if r["path"] == "/v1/refunds"}
     assert len(keys) == 1  # the retry reached the provider under the same idempotency key
+
+
+def a_listed_refund(refund: Refund, status: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "re_1",
+        "object": "refund",
+        "amount": refund.amount,
+        "status": status,
+        "payment_intent": "pi_paid",
+        "metadata": {"whitebill_refund": refund.key},
+        **extra,
+    }
+
+
+async def test_the_reconciler_finds_a_pending_refund_done_and_takes_back_once(scripted_stripe) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = a_refund("pending")
+    _, refund = await refunds.refund_payment(
+        partner_viewer(partner), payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
+    )
+    assert refund.next_check_at is not None
+    assert await refunds.check_due() == 0  # not due yet: the first look is after 5 minutes
+    await clock.advance(refunds.CHECKS[0])
+    scripted_stripe["refunds"] = [a_listed_refund(refund, "pending")]
+    assert await refunds.check_due() == 1
+    await refund.refresh_from_db()
+    assert refund.status is RefundStatus.REQUESTED
+    assert timedelta(0) < refunds.CHECKS[1] - (refund.next_check_at - clock.now()) < timedelta(seconds=5)
+    await clock.advance(refunds.CHECKS[1])
+    scripted_stripe["refunds"] = [a_listed_refund(refund, "succeeded")]
+    assert await refunds.check_due() == 1
+    assert await refunds.check_due() == 0  # settled: never asked about again
+    await refund.refresh_from_db()
+    await payment.refresh_from_db()
+    assert (refund.status, refund.next_check_at) == (RefundStatus.DONE, None)
+    assert (payment.status, payment.refunded_amount) == (S.REFUNDED, PRICE)
+    assert await refund_entries(wallet.id) == [-POINTS]
+
+
+async def test_the_reconciler_asks_again_for_a_refund_left_unanswered_under_the_same_key(scripted_stripe) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = lambda seen: (500, {"error": {"type": "api_error", "message": "try later"}})
+    await refused(
+        refunds.refund_payment,
+        viewer=partner_viewer(partner),
+        payment_id=payment.id,
+        amount=None,
+        reason="",
+        idempotency_key="r-1",
+    )
+    [refund] = await Refund.filter(payment_id=payment.id)
+    assert (refund.status, refund.provider_ref) == (RefundStatus.REQUESTED, None)
+    scripted_stripe["refund"] = a_refund("succeeded")
+    await clock.advance(refunds.CHECKS[0])
+    assert await refunds.check_due() == 1
+    await refund.refresh_from_db()
+    assert (refund.status, refund.provider_ref) == (RefundStatus.DONE, "re_1")
+    assert await refund_entries(wallet.id) == [-POINTS]
+    keys = {r["headers"]["Idempotency-Key"] for r in scripted_stripe["fake"].requests if r["path"] == "/v1/refunds"}
+    assert keys == {refund.key}
+
+
+async def test_a_dispute_lost_without_a_webhook_is_found_by_the_reconciler_and_takes_back_once(scripted_stripe) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    notice = WebhookNotice(event_id="evt_1", event_type="charge.dispute.created", provider_ref="pi_paid", disputed=True)
+    config = await GatewayConfig.get(id=payment.gateway_config_id)
+    await provider_webhooks.process_notice(config, notice)
+    await payment.refresh_from_db()
+    assert payment.status is S.DISPUTED
+    dispute = {"id": "dp_1", "object": "dispute", "payment_intent": "pi_paid", "created": 1, "status": "under_review"}
+    scripted_stripe["disputes"] = [dispute]
+    for _ in range(9):  # under review for days: asked once a day, nothing moves
+        await clock.advance(refunds.DISPUTE_CHECK)
+        assert await refunds.check_disputes_due() == 1
+    assert (await Payment.get(id=payment.id)).status is S.DISPUTED
+    scripted_stripe["disputes"] = [{**dispute, "status": "lost"}]
+    await clock.advance(refunds.DISPUTE_CHECK)
+    assert await refunds.check_disputes_due() == 1
+    await clock.advance(refunds.DISPUTE_CHECK)
+    assert await refunds.check_disputes_due() == 0  # settled: not asked again
+    await payment.refresh_from_db()
+    assert (payment.status, payment.reversed_amount, payment.next_check_at) == (S.CHARGED_BACK, PRICE, None)
+    assert (await Wallet.get(id=wallet.id)).balance == 0
+    entries = await LedgerEntry.filter(wallet_id=wallet.id, cause=LedgerCause.CHARGEBACK).values_list(
+        "amount", flat=True
+    )
+    assert list(entries) == [-POINTS]
+
+
+async def test_a_dispute_won_found_by_the_reconciler_leaves_the_purchase_as_it_was(scripted_stripe) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    config = await GatewayConfig.get(id=payment.gateway_config_id)
+    opened = WebhookNotice(event_id="evt_1", event_type="charge.dispute.created", provider_ref="pi_paid", disputed=True)
+    await provider_webhooks.process_notice(config, opened)
+    scripted_stripe["disputes"] = [{"id": "dp_1", "object": "dispute", "payment_intent": "pi_paid", "status": "won"}]
+    await clock.advance(refunds.DISPUTE_CHECK)
+    assert await refunds.check_disputes_due() == 1
+    now = await Payment.get(id=payment.id)
+    assert (now.status, now.fulfilled_at, now.reversed_amount) == (S.SUCCEEDED, payment.fulfilled_at, 0)
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS
 
 
 async def a_pending_asaas_pix(
