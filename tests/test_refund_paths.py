@@ -678,6 +678,25 @@ async def test_the_reconciler_finds_a_pending_refund_done_and_takes_back_once(sc
     assert await refund_entries(wallet.id) == [-POINTS]
 
 
+async def test_a_requested_refund_is_asked_about_on_the_schedule_the_readme_states(scripted_stripe) -> None:
+    """5 minutes after the provider's answer, then 15 minutes, 1 and 4 hours after each look, then daily."""
+    partner = await a_partner()
+    _, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = a_refund("pending")
+    _, refund = await refunds.refund_payment(
+        partner_viewer(partner), payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
+    )
+    scripted_stripe["refunds"] = [a_listed_refund(refund, "pending")]
+    looked_at, gaps = clock.now(), []
+    for _ in range(6):
+        await refund.refresh_from_db()
+        gaps.append(round((refund.next_check_at - looked_at).total_seconds() / 60))
+        await clock.advance(refund.next_check_at - clock.now())
+        looked_at = clock.now()
+        assert await refunds.check_due() == 1
+    assert gaps == [5, 15, 60, 4 * 60, 24 * 60, 24 * 60]
+
+
 async def test_the_reconciler_asks_again_for_a_refund_left_unanswered_under_the_same_key(scripted_stripe) -> None:
     partner = await a_partner()
     wallet, payment = await a_stripe_payment(partner)
