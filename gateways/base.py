@@ -22,6 +22,9 @@ class Outcome(StrEnum):
     DECLINED = "DECLINED"
     NOT_ATTEMPTED = "NOT_ATTEMPTED"  # certainly not charged: safe to retry
     UNKNOWN = "UNKNOWN"  # may or may not have been charged: reconcile later
+    # An off-session charge the card's bank wants the payer to authenticate (3-D Secure): nothing is
+    # charged until the payer does, on-session; ``payer_action`` carries what that takes.
+    REQUIRES_ACTION = "REQUIRES_ACTION"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +192,18 @@ class FollowsUp(Protocol):
     async def dispute_of(self, provider_ref: str) -> DisputeStatus | None:
         """Where the payment's dispute (chargeback) stands, or None if it has none or the provider could
         not say."""
+        ...
+
+
+@runtime_checkable
+class CompletesOnSession(Protocol):
+    """What a gateway offers, optionally, for a REQUIRES_ACTION charge to be completed by its payer at
+    whitebill's pay-now page (a gateway without it leaves that to the partner's own frontend)."""
+
+    async def continue_on_session(self, provider_ref: str, return_url: str) -> ChargeResult:
+        """Let the payer complete the charge now: REQUIRES_ACTION with ``payer_action = {"kind": "URL", "url"}``
+        to send them to (the bank's page, which comes back to ``return_url``), or the charge's outcome if
+        it settled without them."""
         ...
 
 

@@ -245,8 +245,25 @@ def _saved_method(intent: dict[str, Any]) -> SavedMethod | None:
     )
 
 
+def _authentication(intent: dict[str, Any], method: str | None = None) -> ChargeResult:
+    """An off-session charge the bank wants authenticated: the payer completes it on-session, with the
+    intent's client secret (Stripe.js) or at the page whitebill's pay-now link opens."""
+    action = {
+        "kind": "AUTHENTICATE",
+        "provider": "stripe",
+        "client_secret": intent.get("client_secret"),
+        "payment_method": method or _ref(intent.get("payment_method")),
+    }
+    return ChargeResult(
+        Outcome.REQUIRES_ACTION,
+        provider_ref=_ref(intent),
+        decline_reason="authentication_required: the payer must confirm this payment with the bank",
+        payer_action=action,
+    )
+
+
 def _intent_result(intent: dict[str, Any], *, saving: bool = False) -> ChargeResult:
-    """A PaymentIntent reduced to the five outcomes."""
+    """A PaymentIntent reduced to the outcomes."""
     status = intent.get("status")
     ref = _ref(intent)
     if status == "succeeded":
@@ -261,6 +278,8 @@ def _intent_result(intent: dict[str, Any], *, saving: bool = False) -> ChargeRes
         return ChargeResult(Outcome.PENDING, provider_ref=ref)
     if status == "requires_payment_method":
         error = _as_dict(intent.get("last_payment_error"))
+        if error.get("code") == "authentication_required":  # an off-session charge waiting for its payer
+            return _authentication(intent, _ref(error.get("payment_method")))
         return ChargeResult(Outcome.DECLINED, provider_ref=ref, decline_reason=_decline_reason(error, "declined"))
     if status == "canceled":
         reason = intent.get("cancellation_reason") or "canceled"
@@ -378,10 +397,16 @@ class StripeGateway:
                         raise
                     self._unsupported |= rejected  # nothing was created: ask again without them
                     continue
-                return _intent_result(intent.to_dict(), saving=saving)
+                data = intent.to_dict()
+                if off_session and data.get("status") == "requires_action":  # localstripe's shape
+                    return _authentication(data, method)
+                return _intent_result(data, saving=saving)
             return ChargeResult(Outcome.NOT_ATTEMPTED, decline_reason="stripe rejected every form of the request")
         except stripe.CardError as exc:
             error = _error_data(exc)
+            intent_data = _as_dict(error.get("payment_intent"))
+            if error.get("code") == "authentication_required" and intent_data:  # Stripe's 402 off-session
+                return _authentication(intent_data, method)
             return ChargeResult(
                 Outcome.DECLINED,
                 provider_ref=_ref(error.get("payment_intent")),
@@ -436,6 +461,36 @@ class StripeGateway:
             return _intent_result(intent.to_dict())
         except Exception as exc:
             return ChargeResult(Outcome.UNKNOWN, provider_ref=provider_ref, decline_reason=self._safe(exc))
+
+    async def continue_on_session(self, provider_ref: str, return_url: str) -> ChargeResult:
+        """Confirm an intent that waits for its payer again, on-session, with a ``return_url`` (Stripe API
+        reference, "Confirm a PaymentIntent"): Stripe answers ``requires_action`` with
+        ``next_action.redirect_to_url``, its page where the payer authenticates, then comes back."""
+        try:
+            intent = (await self._client.v1.payment_intents.retrieve_async(provider_ref)).to_dict()
+            if intent.get("status") in ("requires_payment_method", "requires_confirmation"):
+                error = _as_dict(intent.get("last_payment_error"))
+                method = _ref(error.get("payment_method")) or _ref(intent.get("payment_method"))
+                if method is None:
+                    return ChargeResult(
+                        Outcome.DECLINED, provider_ref=provider_ref, decline_reason="no card to confirm"
+                    )
+                confirmed = await self._client.v1.payment_intents.confirm_async(
+                    provider_ref, {"payment_method": method, "return_url": return_url}
+                )
+                intent = confirmed.to_dict()
+        except stripe.CardError as exc:
+            error = _error_data(exc)
+            return ChargeResult(
+                Outcome.DECLINED, provider_ref=provider_ref, decline_reason=_decline_reason(error, "declined")
+            )
+        except Exception as exc:
+            return ChargeResult(Outcome.UNKNOWN, provider_ref=provider_ref, decline_reason=self._safe(exc))
+        if intent.get("status") == "requires_action":
+            redirect = _as_dict(_as_dict(intent.get("next_action")).get("redirect_to_url")).get("url")
+            action = {"kind": "URL", "url": redirect} if isinstance(redirect, str) and redirect else None
+            return ChargeResult(Outcome.REQUIRES_ACTION, provider_ref=provider_ref, payer_action=action)
+        return _intent_result(intent)
 
     async def find_payment(self, reference: str, payer: Payer) -> ChargeResult | None:
         """The PaymentIntent carrying ``metadata.whitebill_reference == reference``, or None when

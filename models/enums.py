@@ -188,6 +188,7 @@ class PaymentStatus(StrEnum):
     DECLINED = "DECLINED"
     NOT_ATTEMPTED = "NOT_ATTEMPTED"
     UNKNOWN = "UNKNOWN"
+    REQUIRES_ACTION = "REQUIRES_ACTION"  # waits for the payer to authenticate an off-session card charge
     CANCELED = "CANCELED"
     REFUNDED = "REFUNDED"
     PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"

@@ -643,6 +643,71 @@ async def test_stripe_declines_with_the_intent_in_the_error(payer: Payer) -> Non
     assert fake.requests[0]["form"]["off_session"] == "true"
 
 
+async def test_an_off_session_charge_needing_authentication_waits_for_the_payer_in_both_shapes(
+    gateway: StripeGateway, ls: LocalStripe, payer: Payer
+) -> None:
+    """localstripe answers ``requires_action``; real Stripe answers 402 ``authentication_required`` (below)."""
+    card = ls.create_card(NEEDS_3DS)
+    ls.api("POST", f"/v1/payment_methods/{card}/attach", data={"customer": payer.provider_customer_ref})
+    result = await gateway.charge(a_request(payer, saved_method_ref=card, off_session=True))
+    assert result.outcome is Outcome.REQUIRES_ACTION and result.provider_ref
+    assert result.payer_action is not None
+    assert (result.payer_action["kind"], result.payer_action["payment_method"]) == ("AUTHENTICATE", card)
+    intent = ls.api("GET", f"/v1/payment_intents/{result.provider_ref}")
+    assert result.payer_action["client_secret"] == intent["client_secret"]
+    ls.api(
+        "POST",
+        f"/v1/payment_intents/{result.provider_ref}/_authenticate",
+        data={"client_secret": intent["client_secret"], "success": "true"},
+    )
+    assert (await gateway.get_payment(result.provider_ref)).outcome is Outcome.SUCCEEDED
+
+
+async def test_stripes_402_authentication_required_waits_for_the_payer_and_is_continued_on_session(
+    payer: Payer,
+) -> None:
+    def intent(seen: dict[str, Any], status: str, **extra: Any) -> dict[str, Any]:
+        return {**a_stripe_intent(seen, status=status), "payment_method": None, **extra}
+
+    waiting_error = {
+        "code": "authentication_required",
+        "payment_method": {"id": "pm_saved", "object": "payment_method"},
+    }
+
+    def reply(request: web.Request, seen: dict[str, Any]) -> Reply:
+        if request.path == "/v1/payment_intents" and request.method == "POST":
+            error = {
+                "type": "card_error",
+                "code": "authentication_required",
+                "message": "This payment requires authentication.",
+                "payment_intent": intent(seen, "requires_payment_method", last_payment_error=waiting_error),
+            }
+            return 402, {"error": error}
+        if request.path == "/v1/payment_intents/pi_fake" and request.method == "GET":
+            return 200, intent(seen, "requires_payment_method", last_payment_error=waiting_error)
+        if request.path == "/v1/payment_intents/pi_fake/confirm":
+            next_action = {"type": "redirect_to_url", "redirect_to_url": {"url": "https://hooks.stripe.com/3ds/x"}}
+            return 200, intent(seen, "requires_action", next_action=next_action)
+        return 404, {"error": {"type": "invalid_request_error", "message": "no such route"}}
+
+    async with a_fake_stripe(reply) as fake, a_gateway(fake.url) as gateway:
+        result = await gateway.charge(a_request(payer, saved_method_ref="pm_saved", off_session=True))
+        assert (result.outcome, result.provider_ref) == (Outcome.REQUIRES_ACTION, "pi_fake")
+        assert result.payer_action is not None
+        assert (result.payer_action["client_secret"], result.payer_action["payment_method"]) == (
+            "pi_fake_secret_x",
+            "pm_saved",
+        )
+        assert (await gateway.get_payment("pi_fake")).outcome is Outcome.REQUIRES_ACTION  # not a decline
+        resumed = await gateway.continue_on_session("pi_fake", "https://billing.example/pay/r/m/return")
+    assert (resumed.outcome, resumed.payer_action) == (
+        Outcome.REQUIRES_ACTION,
+        {"kind": "URL", "url": "https://hooks.stripe.com/3ds/x"},
+    )
+    [confirm] = [r for r in fake.requests if r["path"] == "/v1/payment_intents/pi_fake/confirm"]
+    assert confirm["form"] == {"payment_method": "pm_saved", "return_url": "https://billing.example/pay/r/m/return"}
+
+
 @pytest.mark.parametrize(
     ("status", "body", "outcome"),
     [

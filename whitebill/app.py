@@ -39,7 +39,7 @@ from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import db, metrics, usage_http
+from whitebill import db, metrics, pay_page, usage_http
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.schema import schema
 from whitebill.settings import Settings, configure_domain, load_settings
@@ -383,6 +383,9 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
         Route("/healthz", healthz),
         Route("/metrics", metrics_endpoint),
         Route("/webhooks/{provider}/{config_id:int}", provider_webhook, methods=["POST"]),
+        Route("/pay/{reference}/{mac}", pay_page.show, methods=["GET"]),
+        Route("/pay/{reference}/{mac}", pay_page.go_on, methods=["POST"]),
+        Route("/pay/{reference}/{mac}/return", pay_page.came_back, methods=["GET"]),
         Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
         Route("/usage", usage_http.report_usage, methods=["POST"]),
         Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),

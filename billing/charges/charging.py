@@ -21,7 +21,7 @@ from models.payments import GatewayConfig, Payment, SavedPaymentMethod
 from models.tenancy import Partner, Workspace
 
 S = PaymentStatus
-OPEN = (S.CREATED, S.PENDING, S.UNKNOWN)
+OPEN = (S.CREATED, S.PENDING, S.UNKNOWN, S.REQUIRES_ACTION)
 # When the reconciler asks again about an open payment: quickly at first (a card's answer was lost),
 # then every day (a boleto is paid days later). After the last step it keeps asking daily until
 # GIVE_UP_AFTER has passed since the payment was made.

@@ -17,6 +17,7 @@ from typing import Any
 
 from tortoise.transactions import in_transaction
 
+from billing.charges import pay_links
 from billing.core import audit, clock, sql
 from billing.core.errors import BillingError, ErrorCode
 from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
@@ -28,12 +29,16 @@ S = PaymentStatus
 # Legal moves: to-status -> the statuses it may come from.
 TRANSITIONS: dict[PaymentStatus, frozenset[PaymentStatus]] = {
     S.PENDING: frozenset({S.CREATED, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    # An off-session charge waits for the payer to authenticate; a pending one never goes back to it.
+    S.REQUIRES_ACTION: frozenset({S.CREATED, S.UNKNOWN, S.NOT_ATTEMPTED}),
     # A late success (a pix paid after we gave up on it) still delivers: the money was collected.
-    S.SUCCEEDED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED, S.DECLINED, S.CANCELED}),
-    S.DECLINED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED}),
+    S.SUCCEEDED: frozenset(
+        {S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED, S.DECLINED, S.CANCELED, S.REQUIRES_ACTION}
+    ),
+    S.DECLINED: frozenset({S.CREATED, S.PENDING, S.UNKNOWN, S.NOT_ATTEMPTED, S.REQUIRES_ACTION}),
     S.NOT_ATTEMPTED: frozenset({S.CREATED, S.UNKNOWN}),
     S.UNKNOWN: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED}),
-    S.CANCELED: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED, S.DECLINED}),
+    S.CANCELED: frozenset({S.CREATED, S.PENDING, S.NOT_ATTEMPTED, S.DECLINED, S.REQUIRES_ACTION}),
     S.PARTIALLY_REFUNDED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
     S.REFUNDED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
     S.DISPUTED: frozenset({S.SUCCEEDED, S.PARTIALLY_REFUNDED}),
@@ -58,6 +63,7 @@ _OUTCOME_STATUS = {
     Outcome.DECLINED: S.DECLINED,
     Outcome.NOT_ATTEMPTED: S.NOT_ATTEMPTED,
     Outcome.UNKNOWN: S.UNKNOWN,
+    Outcome.REQUIRES_ACTION: S.REQUIRES_ACTION,
 }
 
 Fulfilment = Callable[[Payment], Awaitable[None]]
@@ -170,7 +176,11 @@ async def move(
 
 
 # The payer hears of these (e-mail) and so does the partner (webhooks).
-_ANNOUNCED = {S.PENDING: "payment.pending", S.DECLINED: "payment.failed"}
+_ANNOUNCED = {
+    S.PENDING: "payment.pending",
+    S.DECLINED: "payment.failed",
+    S.REQUIRES_ACTION: "payment.requires_action",
+}
 
 
 async def _announce(payment: Payment, status: PaymentStatus) -> None:
@@ -207,7 +217,10 @@ async def apply_result(payment: Payment, result: ChargeResult) -> Payment:
     if result.decline_reason:
         changes["decline_reason"] = result.decline_reason
     if result.payer_action is not None:
-        changes["payer_action"] = json.dumps(result.payer_action)
+        action = result.payer_action
+        if result.outcome is Outcome.REQUIRES_ACTION:  # the payer completes it at whitebill's pay-now page
+            action = {**action, "url": pay_links.link(payment.reference)}
+        changes["payer_action"] = json.dumps(action)
     await move(payment.id, _OUTCOME_STATUS[result.outcome], reason=result.decline_reason or "", **changes)
     await payment.refresh_from_db()
     held = _table().on_provider_ref

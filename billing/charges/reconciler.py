@@ -20,7 +20,7 @@ log = logging.getLogger("whitebill.reconciler")
 LEASE = timedelta(minutes=10)
 _DUE = (
     "SELECT id, next_check_at FROM payment WHERE next_check_at IS NOT NULL AND next_check_at <= $1 "
-    "AND status IN ('CREATED', 'PENDING', 'UNKNOWN') ORDER BY next_check_at, id LIMIT $2"
+    "AND status IN ('CREATED', 'PENDING', 'UNKNOWN', 'REQUIRES_ACTION') ORDER BY next_check_at, id LIMIT $2"
 )
 
 

@@ -100,6 +100,17 @@ async def letter_for(event: dict[str, Any]) -> Letter | None:
         return Letter(
             to, f"Payment of {amount} {payload['currency']} waiting", _how_to_pay(payload.get("payer_action"))
         )
+    if kind == "payment.requires_action":
+        amount = format_minor(int(payload["amount"]), payload["currency"])
+        link = (payload.get("payer_action") or {}).get("url")
+        return Letter(
+            to,
+            f"Confirm your payment of {amount} {payload['currency']}",
+            [
+                "Your bank asks you to confirm this payment before it goes through. Nothing has been charged yet.",
+                f"Confirm it here: {link}",
+            ],
+        )
     if kind == "payment.failed":
         return Letter(to, "Your payment did not go through", [f"Reason: {payload.get('reason') or 'declined'}"])
     if kind == "renewal.issued":
