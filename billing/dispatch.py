@@ -50,6 +50,7 @@ ON_PROVIDER_REF: payments.ReferenceLearnt = provider_webhooks.apply_held_events
 JOBS: dict[str, work.JobHandler] = {
     idempotency.PURGE_JOB: idempotency.purge_job,
     renewals.CHARGE_SAVED_CARD: renewals.charge_card_job,
+    renewals.ASK_TO_PAY: renewals.ask_to_pay_job,
     top_ups.CHARGE_JOB: top_ups.charge_job,
     credit_billing.RENEW_JOB: credit_billing.renew_job,
     engine.BUY_JOB: engine.buy_job,

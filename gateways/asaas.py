@@ -462,6 +462,7 @@ class AsaasGateway:
             currencies=frozenset({CURRENCY}),
             supports_refunds=True,
             supports_saved_methods=True,
+            hosted_card_page=True,
         )
 
     # -- the SDK, off the event loop ------------------------------------------------------------------
@@ -587,6 +588,8 @@ class AsaasGateway:
                         description=description,
                         external_reference=request.idempotency_key,
                         credit_card_token=token,
+                        # API reference, "Create new charge" with a credit card token: remoteIp is required.
+                        remote_ip=request.remote_ip if token else None,
                     )
                 )
             )

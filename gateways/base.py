@@ -51,6 +51,9 @@ class Capabilities:
     currencies: frozenset[str] | None = None  # None: any
     supports_refunds: bool = False
     supports_saved_methods: bool = False
+    # A card payment can be made without a card in hand: the provider's own page takes it (the pay-now link
+    # a renewal falls back to when no card is kept).
+    hosted_card_page: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class ChargeRequest:
     save_method: bool = False  # keep the new card for later off-session charges
     off_session: bool = False
     due_date: str | None = None  # ISO date for boleto/pix expiry; the adapter picks a default
+    remote_ip: str | None = None  # the payer's address (Asaas requires it with a kept card)
 
 
 @dataclass(frozen=True, slots=True)

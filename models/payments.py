@@ -24,6 +24,9 @@ class GatewayConfig(Entity):
     # queue stalls behind them), and since when the partner was told (after WEBHOOK_FAILING_AFTER of them).
     webhook_failures = fields.IntField(default=0, db_default=0)  # db_default: rows made before it start at 0
     webhook_failing_since = fields.DatetimeField(null=True)
+    # Set when a payment asked to keep its card succeeded and the provider gave no reusable token (Asaas
+    # approves card tokenization per production account); cleared by the next card kept.
+    card_saving_unavailable_since = fields.DatetimeField(null=True)
 
     class Meta:
         table = "gateway_config"
@@ -55,6 +58,9 @@ class SavedPaymentMethod(Entity):
     last4 = fields.CharField(max_length=4, null=True)
     is_default = fields.BooleanField(default=True)
     replaced_at = fields.DatetimeField(null=True)
+    # The payer's address when the card was kept: sent with its later off-session charges (Asaas requires
+    # ``remoteIp`` on every charge of a ``creditCardToken``).
+    remote_ip = fields.CharField(max_length=45, null=True)
 
     class Meta:
         table = "saved_payment_method"
@@ -84,6 +90,7 @@ class Payment(Entity):
     decline_reason = fields.TextField(null=True)
     payer_action = fields.JSONField(null=True)  # hosted invoice URL, boleto line, pix payload...
     note = fields.TextField(default="")
+    remote_ip = fields.CharField(max_length=45, null=True)  # the payer's address at checkout, when known
     refunded_amount = fields.BigIntField(default=0)
     # How much of what it bought has been taken back (refunds, chargebacks): reversals apply the
     # difference to the refunded amount once, with a conditional update on this column.

@@ -14,7 +14,7 @@ from tortoise.expressions import Subquery
 from tortoise.queryset import QuerySet
 
 from billing.charges import gateway_configs, payments
-from billing.core import clock, sql
+from billing.core import audit, clock, sql
 from gateways.base import ChargeResult, Gateway, Outcome, Payer, SavedMethod
 from models.enums import PaymentMethodKind, PaymentStatus
 from models.payments import GatewayConfig, Payment, SavedPaymentMethod
@@ -73,9 +73,15 @@ async def card_on_file(payer_key: str, collector_id: int | None) -> SavedPayment
 
 
 async def keep_saved_method(
-    *, config_id: int, partner_id: int | None, payer_key: str, saved: SavedMethod
+    *, config_id: int, partner_id: int | None, payer_key: str, saved: SavedMethod, remote_ip: str | None = None
 ) -> SavedPaymentMethod:
-    """Remember a reusable method; it replaces the payer's earlier ones (whatever their provider)."""
+    """Remember a reusable method; it replaces the payer's earlier ones (whatever their provider). The
+    configuration saves cards again, if it had stopped."""
+    await sql.execute(
+        "UPDATE gateway_config SET card_saving_unavailable_since = NULL"
+        " WHERE id = $1 AND card_saving_unavailable_since IS NOT NULL",
+        config_id,
+    )
     existing = await SavedPaymentMethod.get_or_none(
         gateway_config_id=config_id, payer_key=payer_key, provider_method_ref=saved.provider_method_ref
     )
@@ -101,6 +107,39 @@ async def keep_saved_method(
         brand=saved.brand,
         last4=saved.last4,
         is_default=True,
+        remote_ip=remote_ip,
+    )
+
+
+CARD_SAVING_UNAVAILABLE = "gateway.card_saving_unavailable"
+CARD_NOT_SAVED = "payment.card_not_saved"
+
+
+async def card_not_kept(payment: Payment) -> None:
+    """A card payment asked to keep its card succeeded, and the provider gave no reusable token (Asaas
+    gives one only to accounts approved for card tokenization): the payment stands, the payer is told the
+    card was not kept (renewals will send a link to pay), and the partner, once, that its configuration
+    cannot keep cards."""
+    if payment.gateway_config_id is None:
+        return
+    now = clock.now()
+    first = await sql.execute(
+        "UPDATE gateway_config SET card_saving_unavailable_since = $1"
+        " WHERE id = $2 AND card_saving_unavailable_since IS NULL",
+        now,
+        payment.gateway_config_id,
+    )
+    if first == 1:
+        config = await GatewayConfig.get(id=payment.gateway_config_id)
+        await audit.emit(
+            CARD_SAVING_UNAVAILABLE,
+            payment.partner_id,
+            {"gateway_config_id": config.id, "provider": config.provider, "since": now.isoformat()},
+        )
+    await audit.emit(
+        CARD_NOT_SAVED,
+        payment.partner_id,
+        {"payment_id": payment.id, "payer_key": payment.payer_key, "gateway_config_id": payment.gateway_config_id},
     )
 
 
@@ -118,12 +157,19 @@ async def schedule_check(payment: Payment) -> None:
     payment.next_check_at = when
 
 
-async def _record(payment: Payment, config: GatewayConfig, result: ChargeResult) -> Payment:
+async def _record(payment: Payment, config: GatewayConfig, result: ChargeResult, *, keep: bool = False) -> Payment:
+    was = payment.status
     payment = await payments.apply_result(payment, result)
     if result.saved_method is not None and payment.status is S.SUCCEEDED:
         await keep_saved_method(
-            config_id=config.id, partner_id=payment.partner_id, payer_key=payment.payer_key, saved=result.saved_method
+            config_id=config.id,
+            partner_id=payment.partner_id,
+            payer_key=payment.payer_key,
+            saved=result.saved_method,
+            remote_ip=payment.remote_ip,
         )
+    elif keep and was is not S.SUCCEEDED and payment.status is S.SUCCEEDED:
+        await card_not_kept(payment)
     await schedule_check(payment)
     return payment
 
@@ -214,5 +260,6 @@ async def collect(
         save_method=save_method,
         off_session=saved_method is not None,
         description=description,
+        remote_ip=saved_method.remote_ip if saved_method is not None else None,
     )
-    return await _record(payment, config, result)
+    return await _record(payment, config, result, keep=save_method and saved_method is None)

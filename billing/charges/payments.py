@@ -116,6 +116,7 @@ async def create_payment(
     currency: str,
     purpose: dict[str, Any],
     note: str = "",
+    remote_ip: str | None = None,
 ) -> Payment:
     if purpose.get("kind") not in _table().on_paid:
         raise BillingError(ErrorCode.INVALID_INPUT, f"nothing fulfils a payment for {purpose.get('kind')!r}")
@@ -131,6 +132,7 @@ async def create_payment(
         purpose=purpose,
         purpose_kind=purpose["kind"],
         note=note,
+        remote_ip=remote_ip,
     )
 
 
@@ -240,6 +242,7 @@ async def charge(
     save_method: bool = False,
     off_session: bool = False,
     description: str = "",
+    remote_ip: str | None = None,
 ) -> tuple[Payment, ChargeResult]:
     """Ask the provider to collect a committed payment. Never call this inside a transaction."""
     request = ChargeRequest(
@@ -254,6 +257,7 @@ async def charge(
         method_token=method_token,
         save_method=save_method,
         off_session=off_session,
+        remote_ip=payment.remote_ip or remote_ip,  # the payer's address now, else the one kept with the card
     )
     try:
         result = await gateway.charge(request)

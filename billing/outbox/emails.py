@@ -111,6 +111,15 @@ async def letter_for(event: dict[str, Any]) -> Letter | None:
                 f"Confirm it here: {link}",
             ],
         )
+    if kind == "payment.card_not_saved":
+        return Letter(
+            to,
+            "Your payment went through; your card was not kept",
+            [
+                "Thank you: your payment went through.",
+                "We could not keep your card for the next payments: when one falls due we will send you a link to pay.",
+            ],
+        )
     if kind == "payment.failed":
         return Letter(to, "Your payment did not go through", [f"Reason: {payload.get('reason') or 'declined'}"])
     if kind == "renewal.issued":

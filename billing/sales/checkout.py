@@ -10,6 +10,7 @@ that is in the charge's own answer, a webhook, or the reconciler, exactly once.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,7 @@ async def open_payment(
     method: PaymentMethodKind,
     saved_method_id: int | None,
     save_card: bool,
+    payer_ip: str | None = None,
 ) -> Payment:
     """The payment row, committed before any provider hears of it; a manual one is issued PENDING."""
     config, _ = await _route(sale, method, saved_method_id)
@@ -174,6 +176,7 @@ async def open_payment(
         amount=price.amount,
         currency=price.currency,
         purpose=purpose,
+        remote_ip=payer_ip,
     )
     if config is None or config.provider == gateway_configs.MANUAL:
         await lifecycle.collect(payment, PaymentMode.MANUAL, by_hand=False, refuse_decline=True)
@@ -212,6 +215,25 @@ async def collect(
     return await charging.collect(payment, saved_method=saved, method_token=card_token, save_method=save_card)
 
 
+def check_payer_ip(value: str) -> str:
+    """A payer's public internet address, written as such: no padding, no private, loopback, reserved
+    or link-local address (a frontend passing its own would mislead the provider's fraud checks)."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        raise BillingError(ErrorCode.INVALID_INPUT, "not an IP address", field="payerIp") from None
+    if not address.is_global:
+        raise BillingError(ErrorCode.INVALID_INPUT, "not a public internet address", field="payerIp")
+    return str(address)
+
+
+def _address_or_none(value: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value)) if value else None
+    except ValueError:
+        return None
+
+
 def check_card(method: PaymentMethodKind, card_token: str | None, saved_method_id: int | None) -> None:
     if card_token is not None and (method is not PaymentMethodKind.CARD or saved_method_id is not None):
         raise BillingError(ErrorCode.INVALID_INPUT, "a card token goes with a new card payment", field="cardToken")
@@ -239,12 +261,18 @@ async def checkout(
     saved_method_id: int | None = None,
     save_card: bool = False,
     tax_id: str | None = None,
+    payer_ip: str | None = None,
+    seen_ip: str | None = None,
 ) -> CheckoutResult:
+    """Sell a workspace a plan, an add-on or a package. ``payer_ip`` is the payer's address as the
+    partner's frontend saw it (checked); without it, ``seen_ip``, the address this request came from.
+    Providers that weigh fraud by it get it with every card charge (Asaas requires it with a kept card)."""
     if viewer.kind != "WORKSPACE":
         viewer.require(Permission.MANAGE_BILLING)
     workspace = await tenancy.get_scoped(tenancy.workspaces(viewer), workspace_id, "workspace")
     tax_id = _check_tax_id(tax_id)
     check_card(method, card_token, saved_method_id)
+    address = check_payer_ip(payer_ip) if payer_ip is not None else _address_or_none(seen_ip)
     sale = Sale(f"WORKSPACE:{workspace.id}", workspace.partner_id, workspace.partner_id)
     request = {
         "workspace": workspace_id,
@@ -266,7 +294,13 @@ async def checkout(
             )
             return ["Subscription" if isinstance(made, Subscription) else "Payment", made.id]
         payment = await open_payment(
-            viewer, sale, *priced, method=method, saved_method_id=saved_method_id, save_card=save_card
+            viewer,
+            sale,
+            *priced,
+            method=method,
+            saved_method_id=saved_method_id,
+            save_card=save_card,
+            payer_ip=address,
         )
         return ["Payment", payment.id]
 

@@ -104,6 +104,7 @@ async def _apply(payment: Payment, notice: WebhookNotice) -> NoticeResult:
                 )
         except IntegrityError:
             return NoticeResult.DUPLICATE
+        was = payment.status
         if notice.provider_ref and payment.provider_ref is None:
             payment.provider_ref = notice.provider_ref
             await payment.save(update_fields=["provider_ref"])
@@ -123,16 +124,28 @@ async def _apply(payment: Payment, notice: WebhookNotice) -> NoticeResult:
             await refunds.record_refund(payment.id, notice.refunded_amount, reason=notice.event_type)
         elif notice.outcome in _STATUS:
             await payments.move(payment.id, _STATUS[notice.outcome], reason=notice.event_type)
-        if notice.saved_method is not None and payment.purpose.get("save_card") and payment.gateway_config_id:
+        config_id = payment.gateway_config_id
+        wants_card = bool(payment.purpose.get("save_card")) and config_id is not None
+        if notice.saved_method is not None and wants_card and config_id is not None:
             await charging.keep_saved_method(
-                config_id=payment.gateway_config_id,
+                config_id=config_id,
                 partner_id=payment.partner_id,
                 payer_key=payment.payer_key,
                 saved=notice.saved_method,
+                remote_ip=payment.remote_ip,
             )
+        elif wants_card and notice.outcome is Outcome.SUCCEEDED and was is not PaymentStatus.SUCCEEDED:
+            # Paid now (this event moved it), and the provider kept no card: saving is off at the provider.
+            if await _status(payment) is PaymentStatus.SUCCEEDED:
+                await charging.card_not_kept(payment)
         event.processed_at = clock.now()
         await event.save(update_fields=["processed_at"])
     return NoticeResult.PROCESSED
+
+
+async def _status(payment: Payment) -> PaymentStatus:
+    await payment.refresh_from_db()
+    return payment.status
 
 
 def _kept(notice: WebhookNotice) -> dict[str, Any]:

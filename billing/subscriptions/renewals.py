@@ -26,7 +26,7 @@ from tortoise.functions import Count
 from tortoise.transactions import in_transaction
 
 from billing.catalog import plans
-from billing.charges import charging, payments
+from billing.charges import charging, gateway_configs, payments
 from billing.core import audit, clock, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
@@ -145,6 +145,11 @@ async def _period_end(subscription: Subscription) -> None:
         await _charge_card(subscription, period, card)
         await _unpaid(subscription, period, failed=False, overdue=False)
         return
+    hosted = await _hosted_card_page(subscription) if period.amount and card is None else None
+    if hosted is not None:
+        await _ask_to_pay(subscription, period, hosted)
+        await _unpaid(subscription, period, failed=False, overdue=False)
+        return
     payment = await lifecycle.new_payment(
         subscriber,
         subscription.payment_mode,
@@ -191,6 +196,52 @@ async def _charge_card(subscription: Subscription, period: SubscriptionPeriod, c
     await work.schedule(
         CHARGE_SAVED_CARD, {"payment_id": payment.id, "card_id": card.id}, dedupe_key=f"charge-card:{payment.id}"
     )
+
+
+ASK_TO_PAY = "renewal.ask_to_pay"
+
+
+async def _hosted_card_page(subscription: Subscription) -> GatewayConfig | None:
+    """With no card kept, a workspace whose partner collects by card through a provider that has its own
+    card page (Asaas's invoice page) is sent a link to pay there, rather than waiting for the partner to
+    record the payment by hand."""
+    if subscription.workspace_id is None or subscription.payment_mode is not PaymentMode.MANUAL:
+        return None
+    config = await gateway_configs.active_config(subscription.partner_id)
+    if (
+        config is None
+        or config.provider == gateway_configs.MANUAL
+        or PaymentMethodKind.CARD.value not in config.methods
+    ):
+        return None
+    return config if gateway_configs.gateway_for(config).capabilities().hosted_card_page else None
+
+
+async def _ask_to_pay(subscription: Subscription, period: SubscriptionPeriod, config: GatewayConfig) -> None:
+    """The period's payment through the partner's configuration, made by a job (never call a provider
+    while this transaction holds the subscription's row): its payer action is the provider's page, which
+    the payer is e-mailed (payment.pending)."""
+    payment = await payments.create_payment(
+        partner_id=subscription.partner_id,
+        payer_key=f"WORKSPACE:{subscription.workspace_id}",
+        gateway_config_id=config.id,
+        provider=config.provider,
+        method=PaymentMethodKind.CARD,
+        amount=period.amount,
+        currency=period.currency,
+        purpose={"kind": PaymentPurpose.SUBSCRIPTION_PERIOD, "period_id": period.id},
+        note=f"period {period.number}, pay-now link",
+    )
+    period.payment_id = payment.id
+    await period.save(update_fields=["payment_id"])
+    await work.schedule(ASK_TO_PAY, {"payment_id": payment.id}, dedupe_key=f"ask-to-pay:{payment.id}")
+
+
+async def ask_to_pay_job(job: dict[str, Any]) -> dict[str, Any]:
+    payment = await Payment.get(id=job["payment_id"])
+    if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN):
+        payment = await charging.collect(payment, description="renewal")
+    return {"status": payment.status.value}
 
 
 async def charge_card_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,17 @@ class CheckoutInput:
     saved_payment_method_id: strawberry.ID | None = None
     save_card: bool = strawberry.field(default=False, description="Keep the new card for renewals and top-ups.")
     tax_id: str | None = strawberry.field(default=None, description="The payer's CPF or CNPJ (Asaas needs one).")
+    payer_ip: str | None = strawberry.field(
+        default=None,
+        description="The payer's public IP address as your frontend saw it, sent to the provider with card "
+        "charges (Asaas requires it with a kept card); without it, the address this request came from.",
+    )
+
+
+def client_address(info: Info[Context, None]) -> str | None:
+    request = info.context.request
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None)
 
 
 @strawberry.type
@@ -240,6 +251,8 @@ class Mutation:
             saved_method_id=_saved_method(input.saved_payment_method_id),
             save_card=input.save_card,
             tax_id=input.tax_id,
+            payer_ip=input.payer_ip,
+            seen_ip=client_address(info),
         )
         return CheckoutPayload(
             payment=Payment.of(made.payment) if made.payment else None,

@@ -145,6 +145,12 @@ class GatewayConfig(Node):
         "gateway.webhook_failing), until the next 2xx: the provider's queue may be stalled."
     )
     webhook_failing_since: datetime | None
+    card_saving_available: bool = strawberry.field(
+        description="False once a payment asked to keep its card succeeded without the provider giving a reusable "
+        "token (Asaas approves card tokenization per production account; the partner was sent "
+        "gateway.card_saving_unavailable): renewals then send the payer a link to pay. True again when a card is kept."
+    )
+    card_saving_unavailable_since: datetime | None
     created_at: datetime
 
     @classmethod
@@ -161,6 +167,8 @@ class GatewayConfig(Node):
             webhook_failures=row.webhook_failures,
             webhook_failing=row.webhook_failing_since is not None,
             webhook_failing_since=row.webhook_failing_since,
+            card_saving_available=row.card_saving_unavailable_since is None,
+            card_saving_unavailable_since=row.card_saving_unavailable_since,
             created_at=row.created_at,
         )
 
