@@ -387,6 +387,7 @@ def _refund_states(payment: dict[str, Any]) -> tuple[RefundState, ...] | None:
             else None
         )
         outcome = _REFUND_OUTCOMES.get(str(refund.get("status")), Outcome.PENDING)
+        made_at = f"{refund.get('dateCreated')}:{amount}"  # one made at Asaas: when, and how much
         if amount <= 0:
             continue
         states.append(
@@ -394,7 +395,7 @@ def _refund_states(payment: dict[str, Any]) -> tuple[RefundState, ...] | None:
                 amount=amount,
                 outcome=outcome,
                 key=key,
-                provider_ref=f"{payment.get('id')}/refunds/{key or refund.get('dateCreated')}",
+                provider_ref=f"{payment.get('id')}/refunds/{key or made_at}",
                 reason="Asaas cancelled or denied the refund" if outcome is Outcome.DECLINED else None,
             )
         )
@@ -858,6 +859,7 @@ class AsaasGateway:
             outcome=outcome,
             refunded_amount=refunded,
             refunds=states or (),
+            refunds_complete=states is not None,
             disputed=disputed,
             charged_back=charged_back,
             saved_method=saved,

@@ -152,6 +152,7 @@ class WebhookNotice:
     charged_back: bool = False  # the dispute was lost: the money is gone
     saved_method: SavedMethod | None = None  # e.g. the card token Asaas returns after a hosted-page payment
     refunds: tuple[RefundState, ...] = ()  # refunds the event reports, each with its own state
+    refunds_complete: bool = False  # ``refunds`` is every refund of the payment, not one refund's news
     raw: dict[str, Any] = field(default_factory=dict)
 
 

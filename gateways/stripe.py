@@ -651,7 +651,7 @@ class StripeGateway:
             intent = _ref(obj.get("payment_intent"))
             states = await self.refunds_of(intent) if intent else None
             if states is not None:
-                return notice(intent, reference=reference, refunds=tuple(states))
+                return notice(intent, reference=reference, refunds=tuple(states), refunds_complete=True)
             refunded = obj.get("amount_refunded")  # the refunds could not be listed: the total, at least
             return notice(intent, reference=reference, refunded_amount=refunded if isinstance(refunded, int) else None)
         if event_type.startswith("charge.dispute."):

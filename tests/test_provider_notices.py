@@ -79,10 +79,11 @@ async def test_an_asaas_refund_event_reports_each_refund_with_its_state() -> Non
     assert notice.refunded_amount is None
     assert [(r.amount, r.outcome, r.key, r.provider_ref) for r in notice.refunds] == [
         (1050, Outcome.SUCCEEDED, "key-1", "pay_1/refunds/key-1"),
-        (3000, Outcome.DECLINED, None, "pay_1/refunds/2026-12-02 10:00:00"),
+        (3000, Outcome.DECLINED, None, "pay_1/refunds/2026-12-02 10:00:00:3000"),
         (200, Outcome.PENDING, "key-3", "pay_1/refunds/key-3"),
-        (100, Outcome.PENDING, None, "pay_1/refunds/None"),
+        (100, Outcome.PENDING, None, "pay_1/refunds/None:100"),
     ]
+    assert notice.refunds_complete
     denied = await asaas_notice("PAYMENT_REFUND_DENIED", refunds=refunds[1:2])
     assert [(r.amount, r.outcome) for r in denied.refunds] == [(3000, Outcome.DECLINED)]
 

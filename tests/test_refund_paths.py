@@ -555,7 +555,9 @@ async def test_a_requested_refund_taken_back_once_when_the_provider_says_it_is_d
         partner_viewer(partner), payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
     )
     for _ in range(2):  # told twice (a webhook, then the reconciler): taken back once
-        await refunds.apply_states(payment, [a_refund_state(Outcome.SUCCEEDED, PRICE)], reason="refund.updated")
+        await refunds.apply_states(
+            payment, [a_refund_state(Outcome.SUCCEEDED, PRICE)], reason="refund.updated", complete=False
+        )
     await refund.refresh_from_db()
     await payment.refresh_from_db()
     assert refund.status is RefundStatus.DONE and refund.next_check_at is None
@@ -573,7 +575,10 @@ async def test_a_requested_refund_denied_leaves_everything_as_it_was_and_tells_t
         viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
     )
     await refunds.apply_states(
-        payment, [a_refund_state(Outcome.DECLINED, PRICE, reason="expired_or_canceled_card")], reason="refund.failed"
+        payment,
+        [a_refund_state(Outcome.DECLINED, PRICE, reason="expired_or_canceled_card")],
+        reason="refund.failed",
+        complete=False,
     )
     await refund.refresh_from_db()
     await payment.refresh_from_db()
@@ -603,7 +608,10 @@ async def test_a_done_refund_that_fails_later_gives_back_what_it_took_once(scrip
     assert await refund_entries(wallet.id) == [-250]
     for _ in range(2):
         await refunds.apply_states(
-            payment, [a_refund_state(Outcome.DECLINED, reason="lost_or_stolen_card")], reason="refund.failed"
+            payment,
+            [a_refund_state(Outcome.DECLINED, reason="lost_or_stolen_card")],
+            reason="refund.failed",
+            complete=False,
         )
     await payment.refresh_from_db()
     await refund.refresh_from_db()
@@ -638,6 +646,36 @@ async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds
     assert await refund_entries(wallet.id) == [-POINTS]
     keys = {r["headers"]["Idempotency-Key"] for r in scripted_stripe["fake"].requests if r["path"] == "/v1/refunds"}
     assert len(keys) == 1  # the retry reached the provider under the same idempotency key
+
+
+async def test_a_refund_recorded_before_refunds_were_rows_is_not_taken_twice_when_the_provider_lists_it() -> None:
+    """A payment refunded before migration 0014 has one DONE refund without the provider's id. When the
+    provider later lists that refund (unknown here) and a new one made in its dashboard, only the new
+    amount is adopted."""
+    wallet, payment = await a_points_payment()
+    assert await refunds.record_refund(payment.id, 1000, reason="charge.refunded") is True
+    await Refund.filter(payment_id=payment.id).update(key="before-0014")  # as the migration left it
+    listed = [
+        RefundState(amount=1000, outcome=Outcome.SUCCEEDED, provider_ref="re_old"),
+        RefundState(amount=500, outcome=Outcome.SUCCEEDED, provider_ref="re_new"),
+    ]
+    for _ in range(2):
+        await refunds.apply_states(payment, listed, reason="charge.refunded", complete=True)
+    await payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount) == (S.PARTIALLY_REFUNDED, 1500)
+    assert sorted(await Refund.filter(payment_id=payment.id).values_list("amount", flat=True)) == [500, 1000]
+    assert await refund_entries(wallet.id) == [
+        -(POINTS * 1000 // PRICE),
+        -(POINTS * 1500 // PRICE - POINTS * 1000 // PRICE),
+    ]
+    # One refund's own news never adopts anything: only a complete list does.
+    await refunds.apply_states(
+        payment,
+        [RefundState(amount=700, outcome=Outcome.SUCCEEDED, provider_ref="re_other")],
+        reason="refund.updated",
+        complete=False,
+    )
+    assert (await Payment.get(id=payment.id)).refunded_amount == 1500
 
 
 def a_listed_refund(refund: Refund, status: str, **extra: Any) -> dict[str, Any]:

@@ -119,7 +119,9 @@ async def _apply(payment: Payment, notice: WebhookNotice) -> NoticeResult:
                 next_check_at=clock.now() + refunds.DISPUTE_CHECK,
             )
         elif notice.refunds:
-            await refunds.apply_states(payment, notice.refunds, reason=notice.event_type)
+            await refunds.apply_states(
+                payment, notice.refunds, reason=notice.event_type, complete=notice.refunds_complete
+            )
         elif notice.refunded_amount is not None:
             await refunds.record_refund(payment.id, notice.refunded_amount, reason=notice.event_type)
         elif notice.outcome in _STATUS:

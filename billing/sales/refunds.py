@@ -182,20 +182,39 @@ async def record_refund(payment_id: int, total_refunded: int, *, reason: str) ->
         return await settle(refund.id, Outcome.SUCCEEDED)
 
 
-async def apply_states(payment: Payment, states: tuple[RefundState, ...] | list[RefundState], *, reason: str) -> None:
+async def apply_states(
+    payment: Payment, states: tuple[RefundState, ...] | list[RefundState], *, reason: str, complete: bool
+) -> None:
     """Fold the provider's view of the payment's refunds in: each is matched to ours by the key we sent
-    (or the provider's id); one we never asked for is adopted (a refund made at the provider)."""
+    (or the provider's id) and settled. ``complete`` says the states are every refund of the payment (a
+    payment's listed refunds, not one refund's event): only then are refunds we never asked for adopted
+    (made at the provider), and only for what the provider reports beyond the refunds known here, so a
+    refund recorded without its provider's id (before refunds were rows) is never taken twice."""
+    unmatched: list[RefundState] = []
     for state in states:
         refund = await _match(payment, state)
         if refund is None:
-            if state.outcome is Outcome.DECLINED or payment.status not in REFUNDABLE:
-                continue  # a refund we never knew of that failed, or of a payment not paid: nothing to do
-            refund = await _adopt(payment, state, reason=reason)
-        if state.outcome is Outcome.PENDING:
+            unmatched.append(state)
+        elif state.outcome is Outcome.PENDING:
             if state.provider_ref and refund.provider_ref != state.provider_ref and refund.status is R.REQUESTED:
                 await Refund.filter(id=refund.id).update(provider_ref=state.provider_ref)
-            continue
-        await settle(refund.id, state.outcome, provider_ref=state.provider_ref, reason=state.reason)
+        else:
+            await settle(refund.id, state.outcome, provider_ref=state.provider_ref, reason=state.reason)
+    await payment.refresh_from_db()
+    if not complete or not unmatched or payment.status not in REFUNDABLE:
+        return
+    for outcome in (Outcome.SUCCEEDED, Outcome.PENDING):
+        reported = sum(s.amount for s in states if s.outcome is outcome)
+        known = payment.refunded_amount if outcome is Outcome.SUCCEEDED else await _requested(payment.id)
+        gap = reported - known
+        for state in (s for s in unmatched if s.outcome is outcome):
+            if gap <= 0:
+                break
+            refund = await _adopt(payment, state, min(state.amount, gap), reason=reason)
+            gap -= refund.amount
+            if outcome is Outcome.SUCCEEDED:
+                await settle(refund.id, outcome, provider_ref=state.provider_ref)
+                await payment.refresh_from_db()
 
 
 async def _match(payment: Payment, state: RefundState) -> Refund | None:
@@ -208,14 +227,14 @@ async def _match(payment: Payment, state: RefundState) -> Refund | None:
     return None
 
 
-async def _adopt(payment: Payment, state: RefundState, *, reason: str) -> Refund:
+async def _adopt(payment: Payment, state: RefundState, amount: int, *, reason: str) -> Refund:
     key = state.key or state.provider_ref or f"provider-{state.amount}"
     refund, _ = await Refund.get_or_create(
         payment_id=payment.id,
         key=key[:128],
         defaults={
             "partner_id": payment.partner_id,
-            "amount": state.amount,
+            "amount": amount,
             "currency": payment.currency,
             "provider_ref": state.provider_ref,
             "reason": f"made at the provider ({reason})",
@@ -569,7 +588,7 @@ async def check(refund: Refund) -> None:
     gateway = gateway_configs.gateway_for(config)
     states = await gateway.refunds_of(payment.provider_ref) if isinstance(gateway, FollowsUp) else None
     if states is not None:
-        await apply_states(payment, states, reason="found by the reconciler")
+        await apply_states(payment, states, reason="found by the reconciler", complete=True)
     await refund.refresh_from_db()
     if refund.status is R.REQUESTED:
         await _note_pending(refund, provider_ref=None)
