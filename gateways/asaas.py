@@ -709,7 +709,7 @@ class AsaasGateway:
         done = self._refund_outcome(before, marker)
         if done is not None:
             return RefundResult(done, provider_ref=refund_ref)
-        if before.get("billingType") == "BOLETO" and before.get("status") in PAID_STATUSES:
+        if before.get("billingType") == "BOLETO" and (before.get("status") in PAID_STATUSES or _refund_states(before)):
             return await self._refund_boleto(provider_ref, before, amount, refund_ref)
         try:
             after = _payment(
@@ -754,7 +754,9 @@ class AsaasGateway:
             failed, reason = _failure(exc)
             return RefundResult(failed, reason=reason)
         link = answer.get("requestUrl") if isinstance(answer, dict) else None
-        action = {"kind": "URL", "url": link} if isinstance(link, str) and link.startswith("https://") else None
+        action = (
+            {"kind": "URL", "url": link} if isinstance(link, str) and link.startswith(("https://", "http://")) else None
+        )
         return RefundResult(Outcome.PENDING, provider_ref=refund_ref, payer_action=action)
 
     async def refunds_of(self, provider_ref: str) -> list[RefundState] | None:

@@ -37,7 +37,16 @@ from gateways.asaas import (
     minor_to_reais,
     reais_to_minor,
 )
-from gateways.base import ChargeRequest, Gateway, GatewayConfig, Outcome, Payer, WebhookNotice, WebhookRejected
+from gateways.base import (
+    ChargeRequest,
+    DisputeStatus,
+    Gateway,
+    GatewayConfig,
+    Outcome,
+    Payer,
+    WebhookNotice,
+    WebhookRejected,
+)
 from tests.fake_asaas import (
     APPROVED_CARD,
     REFUSED_CARDS,
@@ -89,6 +98,7 @@ def sink(asaas: FakeAsaasController, webhook_sink: WebhookSink) -> WebhookSink: 
 def charge_request(method: str, amount: int = 19990, **fields: Any) -> ChargeRequest:
     fields.setdefault("idempotency_key", f"pay_ref_{secrets.token_hex(8)}")
     fields.setdefault("payer", PAYER)
+    fields.setdefault("remote_ip", "198.51.100.23")  # the payer's address: Asaas requires it with a kept card
     return ChargeRequest(payment_id=1, amount=amount, currency="BRL", method=method, **fields)
 
 
@@ -319,6 +329,61 @@ async def test_refused_cards_are_declined(
         assert await gateway.find_payment(request.idempotency_key, PAYER) is None
 
 
+async def test_a_kept_card_is_charged_only_with_the_payers_address_and_a_production_account_keeps_none(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    first = await gateway.charge(charge_request("CARD", 4990, save_method=True))
+    paid = asaas.pay(first.provider_ref, card_number=APPROVED_CARD)
+    token = paid["creditCard"]["creditCardToken"]
+    without = await gateway.charge(charge_request("CARD", 4990, saved_method_ref=token, remote_ip=None))
+    assert without.outcome is Outcome.NOT_ATTEMPTED and "remoteIp" in (without.decline_reason or "")
+    with_ip = charge_request("CARD", 4990, saved_method_ref=token, remote_ip="2001:db8::7")
+    assert (await gateway.charge(with_ip)).outcome is Outcome.SUCCEEDED  # the fake refuses it without remoteIp
+
+    asaas.card_tokenization(False)  # a production account not approved for card tokenization
+    hosted = await gateway.charge(charge_request("CARD", 4990, save_method=True))
+    asaas.pay(hosted.provider_ref, card_number=APPROVED_CARD)
+    notice = await notice_of(gateway, asaas, sink, "PAYMENT_CONFIRMED", hosted.provider_ref)
+    assert (notice.outcome, notice.saved_method) == (Outcome.SUCCEEDED, None)
+
+
+async def test_refunds_that_wait_end_done_or_denied_and_boletos_are_refunded_through_their_own_flow(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    asaas.refunds_wait()
+    pix = (await gateway.charge(charge_request("PIX", 10000))).provider_ref
+    asaas.pay(pix)
+    asked = await gateway.refund(pix, 2500, "BRL", "rf-1")
+    assert (asked.outcome, asked.provider_ref) == (Outcome.PENDING, f"{pix}/refunds/rf-1")
+    waiting = await notice_of(gateway, asaas, sink, "PAYMENT_REFUND_IN_PROGRESS", pix)
+    assert [(r.amount, r.outcome, r.key) for r in waiting.refunds] == [(2500, Outcome.PENDING, "rf-1")]
+    asaas.finish_refund(pix, done=False)
+    denied = await notice_of(gateway, asaas, sink, "PAYMENT_REFUND_DENIED", pix)
+    assert [(r.amount, r.outcome, r.key) for r in denied.refunds] == [(2500, Outcome.DECLINED, "rf-1")]
+    assert (await gateway.refund(pix, 2500, "BRL", "rf-1")).outcome is Outcome.DECLINED  # a retry: still denied
+    assert (await gateway.refund(pix, 2500, "BRL", "rf-2")).outcome is Outcome.PENDING
+    asaas.finish_refund(pix, done=True)
+    done = await notice_of(gateway, asaas, sink, "PAYMENT_PARTIALLY_REFUNDED", pix)
+    assert [(r.outcome, r.key) for r in done.refunds] == [(Outcome.DECLINED, "rf-1"), (Outcome.SUCCEEDED, "rf-2")]
+    assert [(r.outcome, r.key) for r in await gateway.refunds_of(pix) or []] == [
+        (Outcome.DECLINED, "rf-1"),
+        (Outcome.SUCCEEDED, "rf-2"),
+    ]
+
+    boleto = (await gateway.charge(charge_request("BOLETO", 8000))).provider_ref
+    asaas.pay(boleto)
+    assert (await gateway.refund(boleto, 4000, "BRL", "rf-3")).outcome is Outcome.DECLINED  # in full only
+    whole = await gateway.refund(boleto, 8000, "BRL", "rf-4")
+    assert whole.outcome is Outcome.PENDING and whole.payer_action is not None
+    assert whole.payer_action["kind"] == "URL" and whole.payer_action["url"].startswith(asaas.url)
+    assert (await gateway.refund(boleto, 8000, "BRL", "rf-4")).outcome is Outcome.PENDING  # a retry asks nothing
+    assert len([r for r in asaas.requests() if r["path"].endswith("/bankSlip/refund")]) == 1
+
+
 async def test_refunds_partial_then_full_are_idempotent(
     asaas: FakeAsaasController,  # noqa: F811
     gateway: AsaasGateway,
@@ -524,15 +589,22 @@ async def test_webhook_events_map_to_notices(
     lost = await card_paid()
     asaas.open_chargeback(lost)
     asaas.dispute_chargeback(lost)
+    assert await gateway.dispute_of(lost) is DisputeStatus.OPEN
     asaas.resolve_chargeback(lost, won=False)
     asaas.wait_deliveries()
-    final = [json.loads(h.body) for h in sink.received if json.loads(h.body)["payment"]["id"] == lost][-1]
-    assert final["payment"]["chargeback"]["status"] == "DISPUTE_LOST"
+    # Asaas documents no event for a lost chargeback: none arrives, the chargeback endpoint says so.
+    last = [json.loads(h.body) for h in sink.received if json.loads(h.body)["payment"]["id"] == lost][-1]
+    assert last["event"] == "PAYMENT_CHARGEBACK_DISPUTE" and last["payment"]["chargeback"]["status"] == "IN_DISPUTE"
+    assert await gateway.dispute_of(lost) is DisputeStatus.LOST
+    assert await gateway.dispute_of(won) is DisputeStatus.WON
+    # A payment whose final state does reach a webhook (a test may send one) is read as lost.
+    final = {**last, "payment": {**last["payment"], "chargeback": {"status": "DISPUTE_LOST"}}}
     gone = await gateway.parse_webhook(json.dumps(final).encode(), {"asaas-access-token": WEBHOOK_TOKEN})
     assert (gone.charged_back, gone.disputed) == (True, True)
 
     unpaid = await gateway.charge(charge_request("BOLETO", 8000))
     assert unpaid.provider_ref is not None
+    assert await gateway.dispute_of(unpaid.provider_ref) is None  # no chargeback: 404
     asaas.mark_overdue(unpaid.provider_ref)
     assert (await notice("PAYMENT_OVERDUE", unpaid.provider_ref)).outcome is None
     assert sdk(asaas).payments.delete(unpaid.provider_ref)["deleted"]

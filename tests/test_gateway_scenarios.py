@@ -18,22 +18,27 @@ import json
 import secrets
 import time
 import uuid
+from datetime import timedelta
 
 import anyio
 import httpx
 import pytest
 import stripe
 
+from billing.core import clock
+from billing.sales import refunds
 from billing.tenants import api_keys
 from models.enums import PaymentStatus
 from models.operations import OutboxEvent
-from models.payments import Payment
+from models.payments import Payment, Refund
 from models.subscriptions import Subscription, SubscriptionHistory, SubscriptionPeriod
 from schema.ids import from_global_id, to_global_id
 from tests.factories import a_partner, a_workspace
 from tests.fake_asaas.control import APPROVED_CARD
 from tests.graphql import GraphQLClient
 from tests.shop import CONFIGURE, CREATE_PACKAGE, CREATE_PLAN, buy, workspace_view
+from whitebill.settings import load_settings
+from whitebill.worker import Worker
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -325,15 +330,23 @@ async def test_asaas_chargebacks_lost_and_won_and_a_refund_take_back_what_was_bo
     await until(lambda: _points_are(client, "1500"))
 
     fake = shop["asaas"]
-    # Lost: the chargeback is opened, disputed, lost: the points of that payment go back.
+    # Lost: the chargeback is opened, disputed, lost (Asaas sends no event for the loss): the reconciler
+    # finds it 10 days later, and the points of that payment go back.
     await anyio.to_thread.run_sync(lambda: fake.open_chargeback(refs[0]))
     await anyio.to_thread.run_sync(lambda: fake.dispute_chargeback(refs[0]))
-    await anyio.to_thread.run_sync(lambda: fake.resolve_chargeback(refs[0], won=False))
     # Won: opened and reversed in the partner's favour: nothing is taken.
     await anyio.to_thread.run_sync(lambda: fake.open_chargeback(refs[1]))
     await anyio.to_thread.run_sync(lambda: fake.resolve_chargeback(refs[1], won=True))
     await anyio.to_thread.run_sync(lambda: fake.wait_deliveries(10))
-    await until(lambda: _points_are(client, "1000"))
+    await until(lambda: _status_is(refs[0], PaymentStatus.DISPUTED))
+    for day in range(1, 11):
+        if day == 10:
+            await anyio.to_thread.run_sync(lambda: fake.resolve_chargeback(refs[0], won=False))
+        await clock.advance(timedelta(days=1))
+        await refunds.check_disputes_due()
+    assert await points_of(client) == "1000"
+    await clock.advance(timedelta(days=1))
+    assert await refunds.check_disputes_due() == 0  # settled: asked no more
     statuses = {p.provider_ref: p.status for p in await Payment.filter(provider_ref__in=refs)}
     assert statuses[refs[0]] is PaymentStatus.CHARGED_BACK
     assert statuses[refs[1]] is PaymentStatus.SUCCEEDED
@@ -351,6 +364,10 @@ async def test_asaas_chargebacks_lost_and_won_and_a_refund_take_back_what_was_bo
         }
         await replay_asaas_events(shop, config, ref)
     assert await points_of(client) == "900"
+
+
+async def _status_is(ref: str, status: PaymentStatus) -> bool:
+    return (await Payment.get(provider_ref=ref)).status is status
 
 
 async def _points_are(client: dict, expected: str) -> bool:
@@ -373,7 +390,7 @@ async def test_a_payer_without_a_tax_id_is_not_charged_and_the_same_key_with_one
 # ------------------------------------------------------------------ a provider's webhook queue never stalls
 
 CONFIGS = """query($p: ID!) { node(id: $p) { ... on Partner { gatewayConfigs { nodes { id provider isActive
-  webhookFailures webhookFailing webhookFailingSince
+  webhookFailures webhookFailing webhookFailingSince cardSavingAvailable cardSavingUnavailableSince
   ignoredProviderEvents(first: 50) { nodes { eventType providerEventId providerPaymentId receivedAt } } } } } } }"""
 UNRELATED_KINDS = (
     "TRANSFER_CREATED",
@@ -555,3 +572,92 @@ async def test_the_partner_is_told_after_five_webhook_failures_in_a_row_and_not_
         await in_the_fake(shop, fake.retry_webhooks)
     assert deliveries_to(shop, webhook_id)[-5:] == [401] * 5
     assert await told() == 2
+
+
+# ------------------------------------------------------------------ refunds that take time, kept cards in production
+
+REFUND_WITH_STATE = """mutation($payment: ID!, $key: String!) {
+  refundPayment(input: {paymentId: $payment, idempotencyKey: $key, reason: "asked"}) {
+    payment { status refunded { amount } } refund { status amount { amount } failureReason } errors { code } } }"""
+
+
+async def told(shop, event_type: str) -> list[dict]:
+    rows = await OutboxEvent.filter(partner_id=shop["partner"].id, event_type=event_type).order_by("id")
+    return [row.payload for row in rows]
+
+
+async def test_an_asaas_refund_denied_changes_nothing_and_one_done_takes_back_once(shop) -> None:
+    config = await configure(shop, "asaas", ["PIX"])
+    client = await a_client(shop)
+    bought = await buy(client, {"creditPackageId": shop["package"]}, method="PIX", taxId=CPF)
+    ref = await provider_ref(bought["payment"])
+    await pay_at_asaas(shop, ref)
+    await until(lambda: _points_are(client, "500"))
+    fake = shop["asaas"]
+    await anyio.to_thread.run_sync(fake.refunds_wait)  # Asaas takes its time with this account's refunds
+
+    asked = await shop["client"].data(REFUND_WITH_STATE, {"payment": bought["payment"]["id"], "key": "r-1"})
+    assert asked["refundPayment"]["refund"]["status"] == "REQUESTED", asked
+    assert asked["refundPayment"]["payment"]["status"] == "SUCCEEDED"
+    await anyio.to_thread.run_sync(lambda: fake.wait_deliveries(10))
+    assert await points_of(client) == "500"  # requested: nothing taken yet
+    await anyio.to_thread.run_sync(lambda: fake.finish_refund(ref, done=False))  # Asaas denies it
+    await anyio.to_thread.run_sync(lambda: fake.wait_deliveries(10))
+    await until(lambda: _refunds_are(ref, ["FAILED"]))
+    assert await points_of(client) == "500"
+    assert [payload["was_done"] for payload in await told(shop, "refund.failed")] == [False]
+
+    again = await shop["client"].data(REFUND_WITH_STATE, {"payment": bought["payment"]["id"], "key": "r-2"})
+    assert again["refundPayment"]["refund"]["status"] == "REQUESTED", again
+    await anyio.to_thread.run_sync(lambda: fake.finish_refund(ref, done=True))
+    await anyio.to_thread.run_sync(lambda: fake.wait_deliveries(10))
+    await until(lambda: _points_are(client, "0"))
+    await replay_asaas_events(shop, config, ref)  # every event again, ten times: nothing more moves
+    assert await points_of(client) == "0"
+    assert await _refunds_are(ref, ["FAILED", "DONE"])
+    assert len(await told(shop, "refund.succeeded")) == 1
+    payment = await Payment.get(provider_ref=ref)
+    assert (payment.status, payment.refunded_amount) == (PaymentStatus.REFUNDED, payment.amount)
+
+
+async def _refunds_are(ref: str, statuses: list[str]) -> bool:
+    payment = await Payment.get(provider_ref=ref)
+    found = await Refund.filter(payment_id=payment.id).order_by("id").values_list("status", flat=True)
+    return [str(status) for status in found] == statuses
+
+
+async def test_an_asaas_account_without_card_tokenization_sells_keeps_no_card_and_renews_by_link(shop) -> None:
+    config = await configure(shop, "asaas", ["CARD"])
+    await anyio.to_thread.run_sync(lambda: shop["asaas"].card_tokenization(False))  # production, not approved
+    client = await a_client(shop)
+    bought = await buy(client, {"planId": shop["plan"]}, method="CARD", taxId=CPF, save=True)
+    assert bought["payment"]["status"] == "PENDING" and bought["payment"]["payerAction"]["kind"] == "URL", bought
+    await pay_at_asaas(shop, await provider_ref(bought["payment"]), APPROVED_CARD)
+    await until(lambda: plan_is_active(client))
+    assert (await workspace_view(client))["savedPaymentMethods"] == []  # the checkout went through, no card kept
+    seen = (await configs_seen(shop))[config["id"]]
+    assert seen["cardSavingAvailable"] is False and seen["cardSavingUnavailableSince"]
+    assert len(await told(shop, "gateway.card_saving_unavailable")) == 1
+    [not_kept] = await told(shop, "payment.card_not_saved")
+    assert not_kept["payer_key"] == f"WORKSPACE:{client['workspace'].id}"
+
+    subscription = await Subscription.get(workspace_id=client["workspace"].id)
+    await clock.advance(subscription.current_period_end - clock.now())
+    worker = Worker(load_settings())
+    for _ in range(5):
+        await worker.tick()
+    second = await SubscriptionPeriod.get(subscription_id=subscription.id, number=2)
+    renewal = await Payment.get(id=second.payment_id)
+    assert (renewal.provider, renewal.method.value, renewal.status) == ("asaas", "CARD", PaymentStatus.PENDING)
+    link = renewal.payer_action["url"]
+    [at_asaas] = shop["asaas"].payments(external_reference=renewal.reference)
+    assert link == at_asaas["invoiceUrl"]  # the pay-now link: Asaas's own card page
+    pending = await told(shop, "payment.pending")
+    assert [p["payer_action"]["url"] for p in pending if p["payment_id"] == renewal.id] == [link]
+    await pay_at_asaas(shop, renewal.provider_ref, APPROVED_CARD)
+    await until(lambda: _period_paid(second.id))
+    assert await Payment.filter(payer_key=f"WORKSPACE:{client['workspace'].id}").count() == 2
+
+
+async def _period_paid(period_id: int) -> bool:
+    return (await SubscriptionPeriod.get(id=period_id)).status.value == "PAID"

@@ -166,6 +166,22 @@ class FakeAsaasController:
             body["event"] = event
         return dict(self._call("POST", f"/_fake/payments/{payment_id}/chargeback/resolve", json=body))
 
+    def refunds_wait(self, wait: bool = True) -> None:
+        """Refunds made from now on stay PENDING until :meth:`finish_refund` (False: DONE at once)."""
+        self._call("POST", "/_fake/refunds/mode", json={"mode": "pending" if wait else "instant"})
+
+    def finish_refund(self, payment_id: str, *, done: bool) -> dict[str, Any]:
+        """The payment's oldest pending refund ends DONE or DENIED, with Asaas's event."""
+        return dict(
+            self._call(
+                "POST", f"/_fake/payments/{payment_id}/refunds/finish", json={"result": "DONE" if done else "DENIED"}
+            )
+        )
+
+    def card_tokenization(self, enabled: bool) -> None:
+        """False: like a production account not approved for card tokenization."""
+        self._call("POST", "/_fake/account", json={"tokenization": enabled})
+
     def refuse_card_token(self, token: str) -> None:
         """From now on, charges with this saved card are refused (expired, blocked...)."""
         self._call("POST", f"/_fake/cards/{token}/refuse")

@@ -250,6 +250,7 @@ class Payment:
     card: dict[str, Any] | None = None
     refunds: list[dict[str, Any]] = field(default_factory=list)
     chargeback: dict[str, Any] | None = None
+    paid_status: str | None = None  # what a refund in progress goes back to if it is denied
     invoice_number: str = field(default_factory=lambda: random_digits(8))
     nosso_numero: str = field(default_factory=lambda: random_digits(8))
     bar_code: str = field(default_factory=lambda: "341" + random_digits(41))
@@ -402,6 +403,10 @@ class FakeAsaasState:
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
         self.retry_seconds: float | None = None  # failed deliveries retried by themselves after this
+        # "pending": refunds wait (PENDING) until /_fake/payments/{id}/refunds/finish says DONE or DENIED.
+        self.refund_mode = "instant"
+        # False: a production account not approved for card tokenization (no creditCardToken comes back).
+        self.tokenization = True
 
     def reset(self) -> None:
         self.generation += 1
@@ -578,6 +583,10 @@ class FakeAsaasState:
         payment.client_payment_date = today().isoformat()
         payment.credit_date = (today() + timedelta(days=30)).isoformat()
         payment.card = card.public()
+        if not self.tokenization:
+            # Tokenization is pre-enabled only in the sandbox; a production account must have it approved
+            # ("Tokenização de cartão de crédito", docs.asaas.com): without it, no creditCardToken.
+            payment.card.pop("creditCardToken", None)
 
 
 # -- the ASGI layers ---------------------------------------------------------------------------
@@ -901,6 +910,10 @@ async def create_payment(state: FakeAsaasState, request: Request) -> Response:
         raise bad_request("invalid_billingType", "Dados de cartão só podem ser informados com billingType CREDIT_CARD.")
 
     card: Card | None = None
+    if token and not _optional_str(data, "remoteIp"):
+        # API reference, "Create new charge" with a credit card / tokenized card: remoteIp ("IP de onde o
+        # cliente está fazendo a compra") is required; the official SDK's model marks it required too.
+        raise bad_request("invalid_remoteIp", "O campo remoteIp deve ser informado.")
     if token:
         card = state.cards.get(token)
         if card is None or card.customer != customer_id:
@@ -997,24 +1010,35 @@ async def identification_field(state: FakeAsaasState, request: Request) -> Respo
 
 
 async def refund_payment(state: FakeAsaasState, request: Request) -> Response:
+    """API reference, "Refund payment" (POST /v3/payments/{id}/refund): a paid payment, in full or in
+    part. The refund is listed in the payment's ``refunds`` ("Refunds" guide: status PENDING, CANCELLED or
+    DONE). In the default "instant" mode it is DONE at once; in "pending" mode it waits (PENDING, payment
+    REFUND_IN_PROGRESS, event PAYMENT_REFUND_IN_PROGRESS) until /_fake/payments/{id}/refunds/finish."""
     payment = state.payment(request.path_params["id"], allow_deleted=False)
     data = await _json_body(request)
     if payment.status not in {"CONFIRMED", "RECEIVED"}:
         raise bad_request("invalid_action", f"Não é possível estornar uma cobrança com situação {payment.status}.")
+    if payment.billing_type == "BOLETO":
+        # Boletos are refunded through "Refund bank slip" (POST /v3/payments/{id}/bankSlip/refund).
+        raise bad_request("invalid_action", "Cobranças de boleto devem ser estornadas pelo estorno de boleto.")
     remaining = payment.value - payment.refunded
     value = remaining if data.get("value") is None else parse_money(data.get("value"))
     if value > remaining:
         raise bad_request("invalid_value", "O valor do estorno não pode ser maior que o valor disponível para estorno.")
+    pending = state.refund_mode == "pending"
     payment.refunds.append(
         {
             "dateCreated": now_text(),
-            "status": "DONE",
+            "status": "PENDING" if pending else "DONE",
             "value": money(value),
             "description": _optional_str(data, "description"),
             "transactionReceiptUrl": f"{payment.base_url}/comprovantes/estorno/{random_digits(16)}",
         }
     )
-    if payment.refunded >= payment.value:
+    if pending:
+        payment.paid_status, payment.status = payment.status, "REFUND_IN_PROGRESS"
+        state.emit("PAYMENT_REFUND_IN_PROGRESS", payment)
+    elif payment.refunded >= payment.value:
         payment.status = "REFUNDED"
         state.emit("PAYMENT_REFUNDED", payment)
     else:
@@ -1022,7 +1046,89 @@ async def refund_payment(state: FakeAsaasState, request: Request) -> Response:
     return JSONResponse(payment.to_json())
 
 
+async def refund_bank_slip(state: FakeAsaasState, request: Request) -> Response:
+    """API reference, "Refund bank slip" (POST /v3/payments/{id}/bankSlip/refund): for a paid boleto, in
+    full; "a link will be returned, through which the customer who paid ... must fill in their bank details".
+    The answer's field name (``requestUrl`` here) is not shown in the reference's text; the refund stays
+    PENDING until /_fake/payments/{id}/refunds/finish."""
+    payment = state.payment(request.path_params["id"], allow_deleted=False)
+    if payment.billing_type != "BOLETO" or payment.status not in {"CONFIRMED", "RECEIVED"}:
+        raise bad_request("invalid_action", "Só é possível estornar boletos pagos por este recurso.")
+    if payment.refunds:
+        raise bad_request("invalid_action", "Já existe um estorno para esta cobrança.")
+    payment.refunds.append(
+        {"dateCreated": now_text(), "status": "PENDING", "value": money(payment.value), "description": None}
+    )
+    payment.paid_status, payment.status = payment.status, "REFUND_REQUESTED"
+    state.emit("PAYMENT_REFUND_IN_PROGRESS", payment)
+    return JSONResponse({"requestUrl": f"{payment.base_url}/estorno/{payment.short_id}"})
+
+
+async def get_chargeback(state: FakeAsaasState, request: Request) -> Response:
+    """API reference, "Retrieve a single chargeback" (GET /v3/payments/{id}/chargeback): 404 when the
+    payment has none; statuses REQUESTED, IN_DISPUTE, DISPUTE_LOST, REVERSED, DONE (the official SDK's
+    chargeback status model)."""
+    payment = state.payment(request.path_params["id"])
+    if payment.chargeback is None:
+        raise ApiError(404, "not_found", "Chargeback não encontrado.")
+    return JSONResponse(
+        {
+            "id": payment.chargeback.setdefault("id", f"chb_{random_digits(10)}"),
+            "payment": payment.id,
+            "status": payment.chargeback["status"],
+            "reason": payment.chargeback.get("reason"),
+            "value": money(payment.value),
+            "disputeStartDate": payment.chargeback.setdefault("disputeStartDate", today().isoformat()),
+        }
+    )
+
+
+async def control_refund_mode(state: FakeAsaasState, request: Request) -> Response:
+    mode = (await _json_body(request)).get("mode")
+    if mode not in {"instant", "pending"}:
+        raise bad_request("invalid_mode", "mode deve ser instant ou pending.")
+    state.refund_mode = mode
+    return JSONResponse({"mode": mode})
+
+
+async def control_account(state: FakeAsaasState, request: Request) -> Response:
+    data = await _json_body(request)
+    if "tokenization" in data:
+        state.tokenization = bool(data["tokenization"])
+    return JSONResponse({"tokenization": state.tokenization})
+
+
+async def control_finish_refund(state: FakeAsaasState, request: Request) -> Response:
+    """The oldest PENDING refund ends DONE (PAYMENT_REFUNDED when nothing is left, else
+    PAYMENT_PARTIALLY_REFUNDED) or DENIED (the refund CANCELLED, the payment back as it was,
+    PAYMENT_REFUND_DENIED): the events of the webhook events list for payments."""
+    payment = state.payment(request.path_params["id"], allow_deleted=False)
+    result = (await _json_body(request)).get("result")
+    if result not in {"DONE", "DENIED"}:
+        raise bad_request("invalid_result", "result deve ser DONE ou DENIED.")
+    refund = next((r for r in payment.refunds if r["status"] == "PENDING"), None)
+    if refund is None:
+        raise bad_request("invalid_action", "Não há estorno pendente nesta cobrança.")
+    paid_status = payment.paid_status or "RECEIVED"
+    if result == "DENIED":
+        refund["status"] = "CANCELLED"
+        payment.status = paid_status
+        state.emit("PAYMENT_REFUND_DENIED", payment)
+    else:
+        refund["status"] = "DONE"
+        if payment.refunded >= payment.value:
+            payment.status = "REFUNDED"
+            state.emit("PAYMENT_REFUNDED", payment)
+        else:
+            payment.status = paid_status
+            state.emit("PAYMENT_PARTIALLY_REFUNDED", payment)
+    return JSONResponse(payment.to_json())
+
+
 async def tokenize_card(state: FakeAsaasState, request: Request) -> Response:
+    if not state.tokenization:
+        # Not documented word for word: a 400 in Asaas's error shape saying tokenization is not enabled.
+        raise bad_request("invalid_action", "A tokenização de cartão de crédito não está habilitada nesta conta.")
     data = await _json_body(request)
     customer_id = _optional_str(data, "customer")
     if not customer_id or customer_id not in state.customers:
@@ -1250,9 +1356,10 @@ async def control_chargeback_dispute(state: FakeAsaasState, request: Request) ->
 
 
 async def control_chargeback_resolve(state: FakeAsaasState, request: Request) -> Response:
-    """Won: AWAITING_CHARGEBACK_REVERSAL (chargeback REVERSED). Lost: the chargeback becomes DISPUTE_LOST
-    (DONE when it was never disputed). Asaas documents no event of its own for a lost chargeback: the fake
-    sends PAYMENT_CHARGEBACK_DISPUTE with the final chargeback status, or the ``event`` asked for."""
+    """Won: AWAITING_CHARGEBACK_REVERSAL (chargeback REVERSED, event PAYMENT_AWAITING_CHARGEBACK_REVERSAL).
+    Lost: the chargeback becomes DISPUTE_LOST (DONE when it was never disputed), and no event is sent:
+    Asaas documents none for a lost chargeback (it shows in GET /v3/payments/{id}/chargeback); a test may
+    still ask for an ``event``."""
     payment = state.payment(request.path_params["id"], allow_deleted=False)
     data = await _json_body(request)
     if payment.chargeback is None or payment.chargeback["status"] not in {"REQUESTED", "IN_DISPUTE"}:
@@ -1263,8 +1370,9 @@ async def control_chargeback_resolve(state: FakeAsaasState, request: Request) ->
         event = data.get("event") or "PAYMENT_AWAITING_CHARGEBACK_REVERSAL"
     else:
         payment.chargeback["status"] = "DISPUTE_LOST" if payment.chargeback["status"] == "IN_DISPUTE" else "DONE"
-        event = data.get("event") or "PAYMENT_CHARGEBACK_DISPUTE"
-    state.emit(str(event), payment)
+        event = data.get("event")
+    if event:
+        state.emit(str(event), payment)
     return JSONResponse(payment.to_json())
 
 
@@ -1382,6 +1490,8 @@ def create_app(token: str, *, webhook_timeout: float = 5.0) -> FakeAsaasApp:
         api("/v3/payments/{id}/pixQrCode", pix_qr_code, "GET"),
         api("/v3/payments/{id}/identificationField", identification_field, "GET"),
         api("/v3/payments/{id}/refund", refund_payment, "POST"),
+        api("/v3/payments/{id}/bankSlip/refund", refund_bank_slip, "POST"),
+        api("/v3/payments/{id}/chargeback", get_chargeback, "GET"),
         api("/v3/creditCard/tokenizeCreditCard", tokenize_card, "POST"),
         api("/v3/webhooks", create_webhook, "POST"),
         api("/v3/webhooks", list_webhooks, "GET"),
@@ -1400,6 +1510,9 @@ def create_app(token: str, *, webhook_timeout: float = 5.0) -> FakeAsaasApp:
         api("/_fake/payments/{id}/chargeback", control_chargeback, "POST"),
         api("/_fake/payments/{id}/chargeback/dispute", control_chargeback_dispute, "POST"),
         api("/_fake/payments/{id}/chargeback/resolve", control_chargeback_resolve, "POST"),
+        api("/_fake/payments/{id}/refunds/finish", control_finish_refund, "POST"),
+        api("/_fake/refunds/mode", control_refund_mode, "POST"),
+        api("/_fake/account", control_account, "POST"),
         api("/_fake/cards/{token}/refuse", control_refuse_card, "POST"),
         api("/_fake/faults", control_add_fault, "POST"),
         api("/_fake/faults", control_list_faults, "GET"),
