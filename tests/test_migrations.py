@@ -4,6 +4,7 @@ PostgreSQL: the schema change goes through and the rows come out as the new code
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
@@ -42,6 +43,30 @@ def fresh_url(backend, tmp_path) -> Iterator[str]:
             await conn.close()
 
     asyncio.run(drop())
+
+
+async def older_payment(**fields: object) -> int:
+    """A payment row as a release before 0015 wrote it (the model has columns that did not exist then)."""
+    now = clock.now()
+    row = {
+        "created_at": now,
+        "updated_at": now,
+        "note": "",
+        "refunded_amount": 0,
+        "reversed_amount": 0,
+        "check_attempts": 0,
+        **fields,
+    }
+    row["purpose"] = json.dumps(row["purpose"])
+    for key in ("method", "status", "purpose_kind"):
+        row[key] = str(getattr(row[key], "value", row[key]))
+    names = list(row)
+    marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    rows = await sql.fetch(
+        f"INSERT INTO payment ({', '.join(names)}) VALUES ({marks}) RETURNING id",
+        *row.values(),
+    )
+    return int(rows[0]["id"])
 
 
 async def _connected(url: str, act: Callable[[], Awaitable[None]]) -> None:
@@ -126,7 +151,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         await audited("add_on.points", "bought_with_points", 1, old_form=True)
         # Lapsed, then bought with money the next day, and taken back with the refunded payment.
         await lapsed("bought_with_money")
-        await Payment.create(
+        await older_payment(
             partner_id=partner.id,
             payer_key=f"WORKSPACE:{workspace.id}",
             reference=f"pay-{secrets.token_hex(4)}",
@@ -147,6 +172,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0012_add_on_lapsed_at",
         "models.0013_provider_webhook_queue",
         "models.0014_refunds",
+        "models.0015_remote_ip_and_card_saving",
     ]
 
     async def after() -> None:
@@ -185,6 +211,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
     assert _upgrade(fresh_url, "0012_add_on_lapsed_at", at_0012) == [
         "models.0013_provider_webhook_queue",
         "models.0014_refunds",
+        "models.0015_remote_ip_and_card_saving",
     ]
 
     async def after() -> None:
@@ -214,7 +241,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
             ("refunded", 1500, PaymentStatus.PARTIALLY_REFUNDED),
             ("paid", 0, PaymentStatus.SUCCEEDED),
         ):
-            payment = await Payment.create(
+            made[name] = await older_payment(
                 partner_id=partner.id,
                 payer_key="WORKSPACE:1",
                 reference=f"pay_{name}",
@@ -228,14 +255,54 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
                 refunded_amount=refunded,
                 reversed_amount=refunded,
             )
-            made[name] = payment.id
 
-    assert _upgrade(fresh_url, "0013_provider_webhook_queue", at_0013) == ["models.0014_refunds"]
+    assert _upgrade(fresh_url, "0013_provider_webhook_queue", at_0013) == [
+        "models.0014_refunds",
+        "models.0015_remote_ip_and_card_saving",
+    ]
 
     async def after() -> None:
         rows = await Refund.all().order_by("id")
         found = [(r.payment_id, r.amount, r.currency, r.status, r.key, r.settled_at is not None) for r in rows]
         assert found == [(made["refunded"], 1500, "BRL", RefundStatus.DONE, "before-0014", True)]
         assert await Refund.filter(payment_id=made["paid"]).count() == 0
+
+    _read(fresh_url, after)
+
+
+def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_and_card_saving_on(
+    fresh_url: str,
+) -> None:
+    made: dict[str, int] = {}
+
+    async def at_0014() -> None:
+        partner = await a_partner()
+        made["partner"] = partner.id
+        await sql.execute(
+            "INSERT INTO gateway_config (created_at, partner_id, provider, mode, methods, is_active, settings,"
+            " webhook_failures) VALUES ($1, $2, 'manual', 'TEST', '[\"MANUAL\"]', TRUE, '{}', 0)",
+            clock.now(),
+            partner.id,
+        )
+        made["payment"] = await older_payment(
+            partner_id=partner.id,
+            payer_key="WORKSPACE:1",
+            reference="pay_before_0015",
+            provider="manual",
+            method=PaymentMethodKind.MANUAL,
+            amount=5000,
+            currency="BRL",
+            status=PaymentStatus.SUCCEEDED,
+            purpose={"kind": "WALLET_CREDIT", "wallet_id": 1, "quantity": 10},
+            purpose_kind=PaymentPurpose.WALLET_CREDIT,
+        )
+
+    assert _upgrade(fresh_url, "0014_refunds", at_0014) == ["models.0015_remote_ip_and_card_saving"]
+
+    async def after() -> None:
+        payment = await Payment.get(id=made["payment"])
+        assert (payment.remote_ip, payment.status, payment.amount) == (None, PaymentStatus.SUCCEEDED, 5000)
+        [config] = await GatewayConfig.filter(partner_id=made["partner"])
+        assert config.card_saving_unavailable_since is None
 
     _read(fresh_url, after)
