@@ -384,6 +384,24 @@ async def test_refunds_that_wait_end_done_or_denied_and_boletos_are_refunded_thr
     assert len([r for r in asaas.requests() if r["path"].endswith("/bankSlip/refund")]) == 1
 
 
+async def test_the_sandbox_actions_confirm_and_expire_a_charge_as_documented(
+    asaas: FakeAsaasController,  # noqa: F811
+    gateway: AsaasGateway,
+    sink: WebhookSink,
+) -> None:
+    async with httpx.AsyncClient(base_url=asaas.url, headers={"access_token": asaas.token}) as api:
+        boleto = (await gateway.charge(charge_request("BOLETO", 8000))).provider_ref
+        assert (await api.post(f"/v3/sandbox/payment/{boleto}/overdue")).json()["status"] == "OVERDUE"
+        assert (await notice_of(gateway, asaas, sink, "PAYMENT_OVERDUE", boleto)).outcome is None
+        assert (await api.post(f"/v3/sandbox/payment/{boleto}/confirm")).json()["status"] == "RECEIVED"
+        assert (await notice_of(gateway, asaas, sink, "PAYMENT_RECEIVED", boleto)).outcome is Outcome.SUCCEEDED
+        card = (await gateway.charge(charge_request("CARD", 5000))).provider_ref
+        assert (await api.post(f"/v3/sandbox/payment/{card}/confirm")).json()["status"] == "CONFIRMED"
+        assert (await api.post(f"/v3/sandbox/payment/{card}/confirm")).status_code == 400  # paid already
+    async with httpx.AsyncClient(base_url=asaas.url) as anonymous:  # authenticated like the rest of the API
+        assert (await anonymous.post(f"/v3/sandbox/payment/{card}/overdue")).status_code == 401
+
+
 async def test_refunds_partial_then_full_are_idempotent(
     asaas: FakeAsaasController,  # noqa: F811
     gateway: AsaasGateway,

@@ -25,6 +25,7 @@ import httpx
 import pytest
 import stripe
 
+from billing.accounts import opening, top_ups
 from billing.core import clock
 from billing.sales import refunds
 from billing.tenants import api_keys
@@ -32,8 +33,9 @@ from models.enums import PaymentStatus
 from models.operations import OutboxEvent
 from models.payments import Payment, Refund
 from models.subscriptions import Subscription, SubscriptionHistory, SubscriptionPeriod
+from models.wallets import AutoTopUp
 from schema.ids import from_global_id, to_global_id
-from tests.factories import a_partner, a_workspace
+from tests.factories import a_partner, a_workspace, partner_viewer
 from tests.fake_asaas.control import APPROVED_CARD
 from tests.graphql import GraphQLClient
 from tests.shop import CONFIGURE, CREATE_PACKAGE, CREATE_PLAN, buy, workspace_view
@@ -661,3 +663,26 @@ async def test_an_asaas_account_without_card_tokenization_sells_keeps_no_card_an
 
 async def _period_paid(period_id: int) -> bool:
     return (await SubscriptionPeriod.get(id=period_id)).status.value == "PAID"
+
+
+async def test_an_auto_top_up_without_a_kept_card_sends_a_link_to_asaas_card_page_and_waits(shop) -> None:
+    await configure(shop, "asaas", ["CARD"])
+    client = await a_client(shop)
+    wallet = await opening.workspace_wallet(client["workspace"], "POINTS")
+    package_id = from_global_id(shop["package"])[1]
+    await top_ups.configure(
+        partner_viewer(shop["partner"]), wallet_id=wallet.id, package_id=package_id, threshold=100, enabled=True
+    )
+    worker = Worker(load_settings())
+    for _ in range(3):
+        await worker.tick()  # below the threshold from the start: one top-up, asked by link
+    [top_up] = await Payment.filter(payer_key=f"WORKSPACE:{client['workspace'].id}")
+    assert (top_up.provider, top_up.method.value, top_up.status) == ("asaas", "CARD", PaymentStatus.PENDING)
+    [at_asaas] = shop["asaas"].payments(external_reference=top_up.reference)
+    assert top_up.payer_action["url"] == at_asaas["invoiceUrl"]
+    assert [p["payment_id"] for p in await told(shop, "payment.pending")] == [top_up.id]
+    assert (await AutoTopUp.get(wallet_id=wallet.id)).in_flight_payment_id == top_up.id  # it waits
+    await pay_at_asaas(shop, top_up.provider_ref, APPROVED_CARD)
+    await until(lambda: _points_are(client, "500"))
+    rule = await AutoTopUp.get(wallet_id=wallet.id)
+    assert rule.in_flight_payment_id is None and rule.failures == 0

@@ -134,15 +134,23 @@ class _SlotTaken(Exception):
 
 
 async def _route(wallet: Wallet) -> tuple[GatewayConfig | None, SavedPaymentMethod | None]:
-    """The payer's card on file through the configuration that saved it, else the collector's manual
-    configuration (the partner bills its client by hand, as agreed), else nothing."""
+    """The payer's card on file through the configuration that saved it; else the collector's
+    configuration if it is manual (the partner bills its client by hand, as agreed) or takes cards on
+    the provider's own page (the payer is sent a link to pay); else nothing."""
     card = await paying_card(wallet)
     if card is not None:
         return await GatewayConfig.get(id=card.gateway_config_id), card
     config = await gateway_configs.active_config(collector_of(wallet))
-    if config is None or config.provider == ManualGateway.name:
+    if config is None or config.provider == ManualGateway.name or _pays_by_link(config):
         return config, None
     return None, None
+
+
+def _pays_by_link(config: GatewayConfig) -> bool:
+    return (
+        PaymentMethodKind.CARD.value in config.methods
+        and gateway_configs.gateway_for(config).capabilities().hosted_card_page
+    )
 
 
 async def _new_payment(wallet: Wallet, rule: AutoTopUp) -> Payment | None:
@@ -156,7 +164,9 @@ async def _new_payment(wallet: Wallet, rule: AutoTopUp) -> Payment | None:
         payer_key=payer_key,
         gateway_config_id=config.id if config else None,
         provider=config.provider if config else ManualGateway.name,
-        method=PaymentMethodKind.CARD if card else PaymentMethodKind.MANUAL,
+        method=PaymentMethodKind.CARD
+        if card or (config and config.provider != ManualGateway.name)
+        else PaymentMethodKind.MANUAL,
         amount=package.price_amount,
         currency=package.currency,
         purpose={
@@ -186,10 +196,12 @@ async def charge(payment_id: int) -> Payment:
             )
         else:
             card = await SavedPaymentMethod.get_or_none(id=card_id) if card_id else None
-            if card is None:
-                await payments.move(payment.id, PaymentStatus.DECLINED, reason="no card on file")
-            else:
+            if card is not None:
                 await charging.collect(payment, saved_method=card, description="auto top-up")
+            elif not card_id:  # no card kept: a link to the provider's card page, e-mailed (payment.pending)
+                await charging.collect(payment, description="auto top-up")
+            else:
+                await payments.move(payment.id, PaymentStatus.DECLINED, reason="no card on file")
         await payment.refresh_from_db()
     return payment
 

@@ -1098,6 +1098,35 @@ async def control_account(state: FakeAsaasState, request: Request) -> Response:
     return JSONResponse({"tokenization": state.tokenization})
 
 
+async def sandbox_confirm(state: FakeAsaasState, request: Request) -> Response:
+    """Sandbox actions, "Confirm payment" (POST /v3/sandbox/payment/{id}/confirm; docs.asaas.com
+    changelog "Ações em Sandbox", March 2025): confirms a pending or overdue charge as the payer would have
+    paid it (a card one with an approved test card), with the usual event."""
+    payment = state.payment(request.path_params["id"], allow_deleted=False)
+    if payment.status not in PAYABLE:
+        raise bad_request("invalid_action", f"A cobrança está com situação {payment.status}.")
+    if payment.billing_type == "CREDIT_CARD":
+        state.confirm_card(payment, state.new_card(payment.customer, "4444444444444444"))
+        state.emit("PAYMENT_CONFIRMED", payment)
+    else:
+        payment.status = "RECEIVED"
+        payment.confirmed_date = payment.payment_date = payment.client_payment_date = today().isoformat()
+        payment.credit_date = today().isoformat()
+        state.emit("PAYMENT_RECEIVED", payment)
+    return JSONResponse(payment.to_json())
+
+
+async def sandbox_overdue(state: FakeAsaasState, request: Request) -> Response:
+    """Sandbox actions, "Force expire" (POST /v3/sandbox/payment/{id}/overdue): a pending charge becomes
+    OVERDUE, with PAYMENT_OVERDUE."""
+    payment = state.payment(request.path_params["id"], allow_deleted=False)
+    if payment.status != "PENDING":
+        raise bad_request("invalid_action", f"A cobrança está com situação {payment.status}.")
+    payment.status = "OVERDUE"
+    state.emit("PAYMENT_OVERDUE", payment)
+    return JSONResponse(payment.to_json())
+
+
 async def control_finish_refund(state: FakeAsaasState, request: Request) -> Response:
     """The oldest PENDING refund ends DONE (PAYMENT_REFUNDED when nothing is left, else
     PAYMENT_PARTIALLY_REFUNDED) or DENIED (the refund CANCELLED, the payment back as it was,
@@ -1492,6 +1521,8 @@ def create_app(token: str, *, webhook_timeout: float = 5.0) -> FakeAsaasApp:
         api("/v3/payments/{id}/refund", refund_payment, "POST"),
         api("/v3/payments/{id}/bankSlip/refund", refund_bank_slip, "POST"),
         api("/v3/payments/{id}/chargeback", get_chargeback, "GET"),
+        api("/v3/sandbox/payment/{id}/confirm", sandbox_confirm, "POST"),
+        api("/v3/sandbox/payment/{id}/overdue", sandbox_overdue, "POST"),
         api("/v3/creditCard/tokenizeCreditCard", tokenize_card, "POST"),
         api("/v3/webhooks", create_webhook, "POST"),
         api("/v3/webhooks", list_webhooks, "GET"),
