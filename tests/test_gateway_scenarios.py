@@ -668,6 +668,8 @@ async def _period_paid(period_id: int) -> bool:
 async def test_an_auto_top_up_without_a_kept_card_sends_a_link_to_asaas_card_page_and_waits(shop) -> None:
     await configure(shop, "asaas", ["CARD"])
     client = await a_client(shop)
+    client["workspace"].tax_id = CPF  # Asaas needs the payer's CPF, as given at an earlier checkout
+    await client["workspace"].save(update_fields=["tax_id"])
     wallet = await opening.workspace_wallet(client["workspace"], "POINTS")
     package_id = from_global_id(shop["package"])[1]
     await top_ups.configure(

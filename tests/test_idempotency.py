@@ -366,3 +366,50 @@ async def test_the_purge_job_purges_and_queues_tomorrows(frozen: list[datetime])
     assert job.payload == {}
     await idempotency.schedule_purge(tomorrow)  # once, however many workers ask
     assert await Job.filter(kind="idempotency.purge").count() == 1
+
+
+async def test_a_claim_token_is_128_fresh_random_bits_in_the_32_characters_its_column_holds() -> None:
+    tokens = [(await idempotency.claim(scope="T", operation="op", key=f"t-{i}", request={})).token for i in range(2)]
+    assert all(len(token) == 32 and int(token, 16) >= 0 for token in tokens)
+    assert tokens[0] != tokens[1]
+    stored = await IdempotencyRecord.filter(scope="T", operation="op").values_list("claim_token", flat=True)
+    assert sorted(stored) == sorted(tokens)
+
+
+@pytest.mark.parametrize("with_read", [False, True], ids=["no read", "with a read"])
+async def test_a_claim_whose_rival_is_released_between_its_insert_and_its_read_claims_the_key(
+    monkeypatch: pytest.MonkeyPatch, with_read: bool
+) -> None:
+    """The race the retry in ``_claim`` is for: the key is held when the second claim's INSERT ... ON
+    CONFLICT runs, and released (the first call failed) before the second claim reads the row. Made
+    to happen here by releasing it for real just before that read."""
+    first = await idempotency.claim(scope="T", operation="op", key="k", request={"a": 1})
+    real_fetch = idempotency.sql.fetch
+    released: list[bool] = []
+
+    async def fetch_after_the_release(text: str, *args: object, **kwargs: object) -> list:
+        if not released and text.lstrip().startswith("SELECT request_hash"):
+            released.append(True)
+            await idempotency._release("T", "op", "k", first.token)
+        return await real_fetch(text, *args, **kwargs)
+
+    monkeypatch.setattr(idempotency.sql, "fetch", fetch_after_the_release)
+    read: sql.Statement = ("SELECT 7 AS n", ())  # shares the claim's snapshot on PostgreSQL: independent of it
+    second = await idempotency.claim(
+        scope="T", operation="op", key="k", request={"b": 2}, read=read if with_read else None
+    )
+    monkeypatch.undo()
+    assert released == [True]
+    assert second.replay is None and second.token != first.token
+    assert second.rows == ([{"n": 7}] if with_read else [])
+    [row] = await IdempotencyRecord.filter(scope="T", operation="op", key="k")
+    assert (row.claim_token, row.request_hash) == (second.token, idempotency.request_hash({"b": 2}))
+    assert row.status is IdempotencyStatus.IN_PROGRESS
+    await second.complete({"ok": True})
+    replay = await idempotency.claim(scope="T", operation="op", key="k", request={"b": 2})
+    assert replay.replay == {"ok": True}
+    with pytest.raises(BillingError) as reused:
+        await idempotency.claim(scope="T", operation="op", key="k", request={"a": 1})
+    assert reused.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
+    for other_scope, other_op in (("U", "op"), ("T", "other")):  # the retry claimed this scope and operation only
+        assert await IdempotencyRecord.filter(scope=other_scope, operation=other_op).count() == 0

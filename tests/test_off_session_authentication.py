@@ -18,10 +18,10 @@ import anyio
 import httpx
 import pytest
 
-from billing.charges import pay_links
+from billing.charges import pay_links, payments
 from billing.core import clock
 from billing.tenants import api_keys, branding
-from models.enums import PaymentStatus, PeriodStatus, SubscriptionStatus
+from models.enums import PaymentMethodKind, PaymentStatus, PeriodStatus, SubscriptionStatus
 from models.payments import Payment, SavedPaymentMethod
 from models.subscriptions import Subscription, SubscriptionPeriod
 from schema.ids import to_global_id
@@ -134,3 +134,29 @@ async def test_an_off_session_renewal_that_needs_authentication_waits_for_the_pa
     assert (await Subscription.get(id=subscription.id)).status is SubscriptionStatus.ACTIVE
     assert len([m for m in inbox.messages if "Confirm your payment" in m["Subject"]]) == 1
     assert re.fullmatch(r"[0-9a-f]{32}", link.rsplit("/", 1)[1])
+
+
+async def test_a_pay_now_link_not_made_here_or_for_a_payment_that_does_not_wait_finds_or_does_nothing() -> None:
+    from billing.sales import pay_now
+    from tests.factories import a_partner as partner_of
+
+    partner = await partner_of()
+    workspace = await a_workspace(partner)
+    paid = await payments.create_payment(
+        partner_id=partner.id,
+        payer_key=f"WORKSPACE:{workspace.id}",
+        gateway_config_id=None,
+        provider="manual",
+        method=PaymentMethodKind.MANUAL,
+        amount=990,
+        currency="BRL",
+        purpose={"kind": "WALLET_CREDIT", "wallet_id": 0, "quantity": 1},
+    )
+    assert await pay_now.find(paid.reference, "0" * 32) is None  # a forged MAC
+    assert await pay_now.find("pay_" + "1" * 60 + "x", pay_links.mac("pay_" + "1" * 60 + "x")) is None  # too long
+    assert await pay_now.find("pay_nothing", pay_links.mac("pay_nothing")) is None  # no such payment
+    page = await pay_now.find(paid.reference, pay_links.mac(paid.reference))
+    assert page is not None and page.can_continue is False and page.brand == partner.name
+    assert await pay_now.go_on(page) is None  # it does not wait for its payer: nowhere to send them
+    await pay_now.came_back(page)
+    assert (await Payment.get(id=paid.id)).status is PaymentStatus.CREATED

@@ -876,3 +876,68 @@ async def test_an_asaas_refund_of_a_payment_asaas_still_waits_for_is_refused(asa
     )
     assert (await Payment.get(id=payment.id)).status is S.SUCCEEDED
     assert (await Wallet.get(id=wallet.id)).balance == POINTS
+
+
+# ---------------------------------------------------------------- a done refund that fails gives back what it took
+
+
+async def a_failed_after_done(payment: Payment) -> Refund:
+    """The payment's done refund fails after all (Stripe's refund.failed, told for one refund)."""
+    [refund] = await Refund.filter(payment_id=payment.id, status=RefundStatus.DONE)
+    assert await refunds.settle(refund.id, Outcome.DECLINED, reason="lost_or_stolen_card") is True
+    assert await refunds.settle(refund.id, Outcome.DECLINED, reason="told again") is False  # once
+    return refund
+
+
+async def test_a_balance_paid_plan_whose_refund_fails_is_charged_to_the_balance_again_and_renews_again() -> None:
+    partner, balance, payment = await a_partner_on_a_balance_paid_plan()
+    await refunds.refund_payment(PLATFORM, payment_id=payment.id, amount=None, reason="goodwill", idempotency_key="r-1")
+    assert (await Wallet.get(id=balance.id)).balance == BALANCE
+    subscription = await current.live_partner_subscription(partner.id)
+    assert subscription is not None and subscription.cancel_at_period_end is True
+    await a_failed_after_done(payment)
+    await payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount, payment.reversed_amount) == (S.SUCCEEDED, 0, 0)
+    assert (await Wallet.get(id=balance.id)).balance == BALANCE - PARTNER_PLAN
+    failed = await LedgerEntry.filter(wallet_id=balance.id, cause=LedgerCause.REFUND_FAILED).values_list(
+        "amount", flat=True
+    )
+    assert list(failed) == [-PARTNER_PLAN]
+    await subscription.refresh_from_db()
+    assert subscription.cancel_at_period_end is False  # the plan renews again
+
+
+async def test_an_add_on_taken_away_by_a_refund_that_fails_comes_back() -> None:
+    partner = await a_partner()
+    await ending_now(partner)
+    workspace = await a_workspace(partner)
+    payment, add_on_id = await an_add_on_bought(partner, workspace, quantity=2)
+    assert await refunds.record_refund(payment.id, payment.amount, reason="refunded") is True
+    row = await WorkspaceAddOn.get(workspace_id=workspace.id, add_on_id=add_on_id)
+    assert (row.quantity, row.active) == (0, False)
+    await a_failed_after_done(payment)
+    await row.refresh_from_db()
+    assert (row.quantity, row.active) == (2, True)
+    assert (await Payment.get(id=payment.id)).status is S.SUCCEEDED
+
+
+async def test_a_partial_refund_that_fails_leaves_the_other_refund_taken() -> None:
+    wallet, payment = await a_points_payment()
+    assert await refunds.record_refund(payment.id, 1000, reason="first") is True
+    assert await refunds.record_refund(payment.id, 3000, reason="second") is True
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS - POINTS * 3000 // PRICE
+    first = await Refund.get(payment_id=payment.id, key="reported-total-1000")
+    assert await refunds.settle(first.id, Outcome.DECLINED, reason="failed") is True
+    await payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount, payment.reversed_amount) == (S.PARTIALLY_REFUNDED, 2000, 2000)
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS - POINTS * 2000 // PRICE
+
+
+async def test_a_pending_answer_settles_nothing_and_a_dispute_check_of_an_undisputed_payment_stops_asking() -> None:
+    _, payment = await a_points_payment()
+    assert await refunds.record_refund(payment.id, 1000, reason="first") is True
+    [refund] = await Refund.filter(payment_id=payment.id)
+    assert await refunds.settle(refund.id, Outcome.PENDING) is False
+    await Payment.filter(id=payment.id).update(next_check_at=clock.now())
+    await refunds.check_dispute(await Payment.get(id=payment.id))
+    assert (await Payment.get(id=payment.id)).next_check_at is None
