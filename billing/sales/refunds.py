@@ -265,29 +265,37 @@ async def check_dispute(payment: Payment) -> None:
 async def check_disputes_due(*, limit: int = 20) -> int:
     """The reconciler's daily look at disputed payments (a provider may never announce the end: Asaas
     documents no event for a lost chargeback)."""
-    handled = 0
+    taken = await _take_due("payment", S.DISPUTED.value, DISPUTE_CHECK, limit)
+    for payment_id in taken:
+        try:
+            await check_dispute(await Payment.get(id=payment_id))
+        except Exception:
+            log.exception("checking a dispute failed", extra={"payment_id": payment_id})
+    return len(taken)
+
+
+async def _take_due(table: str, status: str, lease: timedelta, limit: int) -> list[int]:
+    """Claim up to ``limit`` rows of ``table`` (payment or refund) in ``status`` whose ``next_check_at``
+    has come, each by moving it forward by ``lease`` with a conditional update, so any number of workers
+    may look and each row is taken by one; a worker that dies holding one only delays it."""
     rows = await sql.fetch(
-        "SELECT id, next_check_at FROM payment WHERE status = $1 AND next_check_at IS NOT NULL"
+        f"SELECT id, next_check_at FROM {table} WHERE status = $1 AND next_check_at IS NOT NULL"  # noqa: S608
         " AND next_check_at <= $2 ORDER BY next_check_at, id LIMIT $3",
-        S.DISPUTED.value,
+        status,
         clock.now(),
         limit,
     )
+    taken = []
     for row in rows:
-        taken = await sql.execute(
-            "UPDATE payment SET next_check_at = $1 WHERE id = $2 AND next_check_at = $3",
-            clock.now() + DISPUTE_CHECK,
+        moved = await sql.execute(
+            f"UPDATE {table} SET next_check_at = $1 WHERE id = $2 AND next_check_at = $3",  # noqa: S608
+            clock.now() + lease,
             row["id"],
             row["next_check_at"],
         )
-        if taken != 1:
-            continue
-        handled += 1
-        try:
-            await check_dispute(await Payment.get(id=int(row["id"])))
-        except Exception:
-            log.exception("checking a dispute failed", extra={"payment_id": row["id"]})
-    return handled
+        if moved == 1:
+            taken.append(int(row["id"]))
+    return taken
 
 
 async def record_chargeback(payment_id: int, *, reason: str) -> bool:
@@ -595,31 +603,14 @@ async def check(refund: Refund) -> None:
 
 
 async def check_due(*, limit: int = 20) -> int:
-    """Ask about up to ``limit`` REQUESTED refunds whose time has come; each is claimed by moving its
-    ``next_check_at`` forward, so one worker takes it."""
-    handled = 0
-    rows = await sql.fetch(
-        "SELECT id, next_check_at FROM refund WHERE status = $1 AND next_check_at IS NOT NULL"
-        " AND next_check_at <= $2 ORDER BY next_check_at, id LIMIT $3",
-        R.REQUESTED.value,
-        clock.now(),
-        limit,
-    )
-    for row in rows:
-        taken = await sql.execute(
-            "UPDATE refund SET next_check_at = $1 WHERE id = $2 AND next_check_at = $3",
-            clock.now() + timedelta(minutes=10),
-            row["id"],
-            row["next_check_at"],
-        )
-        if taken != 1:
-            continue
-        handled += 1
+    """Ask about up to ``limit`` REQUESTED refunds whose time has come (one worker each)."""
+    taken = await _take_due("refund", R.REQUESTED.value, timedelta(minutes=10), limit)
+    for refund_id in taken:
         try:
-            await check(await Refund.get(id=int(row["id"])))
+            await check(await Refund.get(id=refund_id))
         except Exception:
-            log.exception("checking a refund failed", extra={"refund_id": row["id"]})
-    return handled
+            log.exception("checking a refund failed", extra={"refund_id": refund_id})
+    return len(taken)
 
 
 async def set_policy(

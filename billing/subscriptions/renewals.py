@@ -176,23 +176,31 @@ async def _card_on_file(subscription: Subscription) -> SavedPaymentMethod | None
     return await charging.card_on_file(f"WORKSPACE:{subscription.workspace_id}", subscription.partner_id)
 
 
-async def _charge_card(subscription: Subscription, period: SubscriptionPeriod, card: SavedPaymentMethod) -> None:
-    """A new payment for the period, charged off-session by a job: never call a provider while this
-    transaction holds the subscription's row."""
-    config = await GatewayConfig.get(id=card.gateway_config_id)
+async def _card_payment(
+    subscription: Subscription, period: SubscriptionPeriod, config: GatewayConfig, payer_key: str, note: str
+) -> Payment:
+    """The period's card payment through ``config``, committed here and collected by a job: never call a
+    provider while this transaction holds the subscription's row."""
     payment = await payments.create_payment(
         partner_id=subscription.partner_id,
-        payer_key=card.payer_key,
+        payer_key=payer_key,
         gateway_config_id=config.id,
         provider=config.provider,
         method=PaymentMethodKind.CARD,
         amount=period.amount,
         currency=period.currency,
         purpose={"kind": PaymentPurpose.SUBSCRIPTION_PERIOD, "period_id": period.id},
-        note=f"period {period.number}, card on file",
+        note=f"period {period.number}, {note}",
     )
     period.payment_id = payment.id
     await period.save(update_fields=["payment_id"])
+    return payment
+
+
+async def _charge_card(subscription: Subscription, period: SubscriptionPeriod, card: SavedPaymentMethod) -> None:
+    """A new payment for the period, charged off-session to the card on file."""
+    config = await GatewayConfig.get(id=card.gateway_config_id)
+    payment = await _card_payment(subscription, period, config, card.payer_key, "card on file")
     await work.schedule(
         CHARGE_SAVED_CARD, {"payment_id": payment.id, "card_id": card.id}, dedupe_key=f"charge-card:{payment.id}"
     )
@@ -218,22 +226,10 @@ async def _hosted_card_page(subscription: Subscription) -> GatewayConfig | None:
 
 
 async def _ask_to_pay(subscription: Subscription, period: SubscriptionPeriod, config: GatewayConfig) -> None:
-    """The period's payment through the partner's configuration, made by a job (never call a provider
-    while this transaction holds the subscription's row): its payer action is the provider's page, which
-    the payer is e-mailed (payment.pending)."""
-    payment = await payments.create_payment(
-        partner_id=subscription.partner_id,
-        payer_key=f"WORKSPACE:{subscription.workspace_id}",
-        gateway_config_id=config.id,
-        provider=config.provider,
-        method=PaymentMethodKind.CARD,
-        amount=period.amount,
-        currency=period.currency,
-        purpose={"kind": PaymentPurpose.SUBSCRIPTION_PERIOD, "period_id": period.id},
-        note=f"period {period.number}, pay-now link",
-    )
-    period.payment_id = payment.id
-    await period.save(update_fields=["payment_id"])
+    """The period's payment through the partner's configuration: its payer action is the provider's card
+    page, which the payer is e-mailed (payment.pending)."""
+    payer_key = f"WORKSPACE:{subscription.workspace_id}"
+    payment = await _card_payment(subscription, period, config, payer_key, "pay-now link")
     await work.schedule(ASK_TO_PAY, {"payment_id": payment.id}, dedupe_key=f"ask-to-pay:{payment.id}")
 
 
