@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from billing.core import clock, work
-from billing.outbox import partner_webhooks
+from billing.outbox import partner_webhooks, signing
 from billing.tenants import api_keys
 from models.enums import Permission, WorkState
 from models.operations import OutboxEvent, WebhookDelivery, WebhookEndpoint
@@ -142,7 +142,7 @@ def verifies(secret: str, body: bytes, header: str, *, now: float | None = None)
 def test_the_verifier_checks_the_timestamp_as_the_readme_says() -> None:
     """A signature is good only with the timestamp it was made with, in seconds, within 300 s of now."""
     secret, body, now = "whsec_test", b'{"id": "evt_1"}', int(time.time())
-    header = partner_webhooks.sign(secret, body, now)
+    header = signing.sign(secret, body, now)
     assert verifies(secret, body, header)
     assert not verifies("whsec_other", body, header)
     assert not verifies(secret, body + b" ", header)
@@ -151,11 +151,11 @@ def test_the_verifier_checks_the_timestamp_as_the_readme_says() -> None:
         assert not verifies(secret, body, f"t={t},v1={digest}")
     assert not verifies(secret, body, f"v1={digest},t={now}")  # the README's order
     # Signed correctly but too old, or too far ahead: refused (299 s is still fine).
-    assert verifies(secret, body, partner_webhooks.sign(secret, body, now - 299), now=now)
-    assert not verifies(secret, body, partner_webhooks.sign(secret, body, now - 300), now=now)
-    assert not verifies(secret, body, partner_webhooks.sign(secret, body, now + 300), now=now)
+    assert verifies(secret, body, signing.sign(secret, body, now - 299), now=now)
+    assert not verifies(secret, body, signing.sign(secret, body, now - 300), now=now)
+    assert not verifies(secret, body, signing.sign(secret, body, now + 300), now=now)
     # A millisecond timestamp, properly signed, is ~1000 times now in seconds: every partner rejects it.
-    assert not verifies(secret, body, partner_webhooks.sign(secret, body, int(time.time() * 1000)))
+    assert not verifies(secret, body, signing.sign(secret, body, int(time.time() * 1000)))
 
 
 def serve_receiver(port: int, log: Path) -> None:

@@ -17,8 +17,6 @@ The signature, so a partner can check a request in a few lines::
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -32,6 +30,7 @@ from tortoise.queryset import QuerySet
 from billing.core import audit, clock, credentials, outbound, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
+from billing.outbox.signing import sign
 from models.enums import Permission, ViewerKind, WorkState
 from models.operations import OutboxEvent, WebhookDelivery, WebhookEndpoint
 
@@ -48,11 +47,6 @@ assert BATCH / CONCURRENCY * DEADLINE_SECONDS <= work.DEFAULT_LEASE.total_second
 TEST_EVENT = "webhook.test"
 # Events for whitebill's own senders, never for a partner's endpoint: a password e-mail carries its token.
 INTERNAL = ("email.",)
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
 
 
 async def create_endpoint(
