@@ -941,3 +941,45 @@ async def test_a_pending_answer_settles_nothing_and_a_dispute_check_of_an_undisp
     await Payment.filter(id=payment.id).update(next_check_at=clock.now())
     await refunds.check_dispute(await Payment.get(id=payment.id))
     assert (await Payment.get(id=payment.id)).next_check_at is None
+
+
+async def test_a_refund_the_reconciler_asks_for_again_and_the_provider_refuses_fails_quietly(scripted_stripe) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = lambda seen: (500, {"error": {"type": "api_error", "message": "try later"}})
+    await refused(
+        refunds.refund_payment,
+        viewer=partner_viewer(partner),
+        payment_id=payment.id,
+        amount=None,
+        reason="",
+        idempotency_key="r-1",
+    )
+    error_body = {"type": "invalid_request_error", "code": "charge_disputed", "message": "disputed"}
+    scripted_stripe["refund"] = lambda seen: (400, {"error": error_body})
+    await clock.advance(refunds.CHECKS[0])
+    assert await refunds.check_due() == 1  # no error escapes to the worker
+    [refund] = await Refund.filter(payment_id=payment.id)
+    assert refund.status is RefundStatus.FAILED and "charge_disputed" in (refund.failure_reason or "")
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS
+    await clock.advance(timedelta(days=1))
+    assert await refunds.check_due() == 0
+
+
+async def test_a_refund_done_at_the_provider_while_the_payment_is_disputed_is_recorded_and_moves_nothing(
+    scripted_stripe,
+) -> None:
+    partner = await a_partner()
+    wallet, payment = await a_stripe_payment(partner)
+    scripted_stripe["refund"] = a_refund("pending")
+    _, refund = await refunds.refund_payment(
+        partner_viewer(partner), payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
+    )
+    assert await payments.move(payment.id, S.DISPUTED)
+    await refunds.apply_states(
+        payment, [a_refund_state(Outcome.SUCCEEDED, PRICE)], reason="refund.updated", complete=False
+    )
+    await refund.refresh_from_db()
+    assert refund.status is RefundStatus.DONE
+    assert (await Payment.get(id=payment.id)).status is S.DISPUTED
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS  # the dispute decides what is taken back
