@@ -402,6 +402,19 @@ def _refund_states(payment: dict[str, Any]) -> tuple[RefundState, ...] | None:
     return tuple(states)
 
 
+def _refund_failed(exc: Exception) -> RefundResult:
+    """A refund request that raised: a rejected key was not attempted, a 4xx refused it (nothing was
+    refunded), anything else may or may not have reached Asaas."""
+    if isinstance(exc, AsaasAuthenticationError):
+        return RefundResult(Outcome.NOT_ATTEMPTED, reason=_AUTH_REASON)
+    if isinstance(exc, AsaasAPIError):
+        if exc.status_code and 400 <= exc.status_code < 500:
+            return RefundResult(Outcome.DECLINED, reason=f"Asaas refused the refund: {_describe(exc)}")
+        return RefundResult(Outcome.UNKNOWN, reason=_failure(exc)[1])
+    failed, reason = _failure(exc)
+    return RefundResult(failed, reason=reason)
+
+
 def _without_card_token(body: dict[str, Any]) -> dict[str, Any]:
     raw = copy.deepcopy(body)
     payment = raw.get("payment")
@@ -715,15 +728,8 @@ class AsaasGateway:
             after = _payment(
                 await self._call(lambda c: c.payments.refund(provider_ref, value=value, description=marker))
             )
-        except AsaasAuthenticationError:
-            return RefundResult(Outcome.NOT_ATTEMPTED, reason=_AUTH_REASON)
-        except AsaasAPIError as exc:
-            if exc.status_code and 400 <= exc.status_code < 500:
-                return RefundResult(Outcome.DECLINED, reason=f"Asaas refused the refund: {_describe(exc)}")
-            return RefundResult(Outcome.UNKNOWN, reason=_failure(exc)[1])
         except _EXPECTED as exc:
-            failed, reason = _failure(exc)
-            return RefundResult(failed, reason=reason)
+            return _refund_failed(exc)
         outcome = self._refund_outcome(after, marker)
         if outcome is None:  # the answer does not list refunds: go by the payment's status
             status = after["status"]
@@ -744,15 +750,8 @@ class AsaasGateway:
             return RefundResult(Outcome.PENDING, provider_ref=refund_ref)
         try:
             answer = await self._call(lambda c: c.payments.refund_bank_slip(provider_ref))
-        except AsaasAuthenticationError:
-            return RefundResult(Outcome.NOT_ATTEMPTED, reason=_AUTH_REASON)
-        except AsaasAPIError as exc:
-            if exc.status_code and 400 <= exc.status_code < 500:
-                return RefundResult(Outcome.DECLINED, reason=f"Asaas refused the refund: {_describe(exc)}")
-            return RefundResult(Outcome.UNKNOWN, reason=_failure(exc)[1])
         except _EXPECTED as exc:
-            failed, reason = _failure(exc)
-            return RefundResult(failed, reason=reason)
+            return _refund_failed(exc)
         link = answer.get("requestUrl") if isinstance(answer, dict) else None
         action = (
             {"kind": "URL", "url": link} if isinstance(link, str) and link.startswith(("https://", "http://")) else None

@@ -628,15 +628,26 @@ async def test_a_done_refund_that_fails_later_gives_back_what_it_took_once(scrip
     ]
 
 
-async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds_once(scripted_stripe) -> None:
+async def a_refund_left_unanswered(scripted_stripe: dict[str, Any]) -> tuple[Wallet, Payment]:
+    """A partner's Stripe payment whose full refund (key r-1) got no answer: the partner is told to retry."""
     partner = await a_partner()
     wallet, payment = await a_stripe_payment(partner)
-    viewer = partner_viewer(partner)
     scripted_stripe["refund"] = lambda seen: (500, {"error": {"type": "api_error", "message": "try later"}})
     error = await refused(
-        refunds.refund_payment, viewer=viewer, payment_id=payment.id, amount=None, reason="", idempotency_key="r-1"
+        refunds.refund_payment,
+        viewer=partner_viewer(partner),
+        payment_id=payment.id,
+        amount=None,
+        reason="",
+        idempotency_key="r-1",
     )
     assert error.code is ErrorCode.GATEWAY_UNAVAILABLE
+    return wallet, payment
+
+
+async def test_a_refund_without_an_answer_asks_for_a_retry_and_the_retry_refunds_once(scripted_stripe) -> None:
+    wallet, payment = await a_refund_left_unanswered(scripted_stripe)
+    viewer = partner_viewer(await Partner.get(id=payment.partner_id))
     assert (await Payment.get(id=payment.id)).refunded_amount == 0
     assert (await Wallet.get(id=wallet.id)).balance == POINTS
 
@@ -736,17 +747,7 @@ async def test_a_requested_refund_is_asked_about_on_the_schedule_the_readme_stat
 
 
 async def test_the_reconciler_asks_again_for_a_refund_left_unanswered_under_the_same_key(scripted_stripe) -> None:
-    partner = await a_partner()
-    wallet, payment = await a_stripe_payment(partner)
-    scripted_stripe["refund"] = lambda seen: (500, {"error": {"type": "api_error", "message": "try later"}})
-    await refused(
-        refunds.refund_payment,
-        viewer=partner_viewer(partner),
-        payment_id=payment.id,
-        amount=None,
-        reason="",
-        idempotency_key="r-1",
-    )
+    wallet, payment = await a_refund_left_unanswered(scripted_stripe)
     [refund] = await Refund.filter(payment_id=payment.id)
     assert (refund.status, refund.provider_ref) == (RefundStatus.REQUESTED, None)
     scripted_stripe["refund"] = a_refund("succeeded")
@@ -944,17 +945,7 @@ async def test_a_pending_answer_settles_nothing_and_a_dispute_check_of_an_undisp
 
 
 async def test_a_refund_the_reconciler_asks_for_again_and_the_provider_refuses_fails_quietly(scripted_stripe) -> None:
-    partner = await a_partner()
-    wallet, payment = await a_stripe_payment(partner)
-    scripted_stripe["refund"] = lambda seen: (500, {"error": {"type": "api_error", "message": "try later"}})
-    await refused(
-        refunds.refund_payment,
-        viewer=partner_viewer(partner),
-        payment_id=payment.id,
-        amount=None,
-        reason="",
-        idempotency_key="r-1",
-    )
+    wallet, payment = await a_refund_left_unanswered(scripted_stripe)
     error_body = {"type": "invalid_request_error", "code": "charge_disputed", "message": "disputed"}
     scripted_stripe["refund"] = lambda seen: (400, {"error": error_body})
     await clock.advance(refunds.CHECKS[0])

@@ -310,33 +310,45 @@ async def record_chargeback(payment_id: int, *, reason: str) -> bool:
         return True
 
 
-async def _reverse(payment: Payment, upto: int, cause: LedgerCause) -> None:
-    """Take back what ``payment`` bought, in proportion, up to ``upto`` of its amount, once."""
+async def _move_reversed(payment: Payment, to: int, *, up: bool) -> int | None:
+    """Move ``payment.reversed_amount`` up (a reversal) or down (a failed refund) to ``to`` with a
+    conditional update; the amount it held before, or None if it is already there or past it, or a
+    concurrent report moved it first (then that report acts, once)."""
     rows = await sql.fetch("SELECT reversed_amount FROM payment WHERE id = $1", payment.id)
     before = int(rows[0]["reversed_amount"])
-    if upto <= before or payment.amount <= 0:
-        return
+    if (to <= before if up else to >= before) or payment.amount <= 0:
+        return None
     moved = await sql.execute(
-        "UPDATE payment SET reversed_amount = $1 WHERE id = $2 AND reversed_amount = $3", upto, payment.id, before
+        "UPDATE payment SET reversed_amount = $1 WHERE id = $2 AND reversed_amount = $3", to, payment.id, before
     )
-    if moved != 1:
-        return  # a concurrent report reversed it
+    return before if moved == 1 else None
+
+
+async def _balance_back(payment: Payment, amount: int, cause: LedgerCause, caused_by: CausedBy, note: str) -> None:
+    """A payment from the partner's balance with the platform: ``amount`` goes back to that balance (or,
+    negative, is taken from it again)."""
+    if payment.method.value != "BALANCE" or not payment.partner_id:
+        return
+    wallet = await opening.open_wallet(
+        partner_id=payment.partner_id, owner_kind=OwnerKind.PARTNER, owner_id=payment.partner_id, unit=payment.currency
+    )
+    leg = (
+        Leg(amount, payment.currency, ExternalAccount.PLATFORM_REVENUE, wallet.id)
+        if amount > 0
+        else Leg(-amount, payment.currency, wallet.id, ExternalAccount.PLATFORM_REVENUE)
+    )
+    await ledger.post([leg], cause=cause, caused_by=caused_by, note=note)
+
+
+async def _reverse(payment: Payment, upto: int, cause: LedgerCause) -> None:
+    """Take back what ``payment`` bought, in proportion, up to ``upto`` of its amount, once."""
+    before = await _move_reversed(payment, upto, up=True)
+    if before is None:
+        return
     partner = await Partner.get(id=payment.partner_id) if payment.partner_id else None
     caused_by = CausedBy("Payment", str(payment.id))
-    if payment.method.value == "BALANCE" and payment.partner_id:
-        # Paid from the partner's balance with the platform: the money goes back there.
-        wallet = await opening.open_wallet(
-            partner_id=payment.partner_id,
-            owner_kind=OwnerKind.PARTNER,
-            owner_id=payment.partner_id,
-            unit=payment.currency,
-        )
-        await ledger.post(
-            [Leg(upto - before, payment.currency, ExternalAccount.PLATFORM_REVENUE, wallet.id)],
-            cause=cause,
-            caused_by=caused_by,
-            note="refund",
-        )
+    # Paid from the partner's balance with the platform: the money goes back there.
+    await _balance_back(payment, upto - before, cause, caused_by, "refund")
     kind = payment.purpose_kind
     if kind == PaymentPurpose.WALLET_CREDIT and (partner is None or partner.refund_takes_back_units):
         await _take_back_units(payment, before, upto, cause, caused_by)
@@ -405,29 +417,11 @@ async def _restore(payment: Payment, down_to: int) -> None:
     update on ``reversed_amount``). Points come back as far as the reversal took them; a plan left to run
     out renews again and an add-on taken away comes back; a plan ended at once stays ended (the partner,
     told by ``refund.failed``, sells it again if it wants)."""
-    rows = await sql.fetch("SELECT reversed_amount FROM payment WHERE id = $1", payment.id)
-    before = int(rows[0]["reversed_amount"])
-    if down_to >= before or payment.amount <= 0:
-        return
-    moved = await sql.execute(
-        "UPDATE payment SET reversed_amount = $1 WHERE id = $2 AND reversed_amount = $3", down_to, payment.id, before
-    )
-    if moved != 1:
+    before = await _move_reversed(payment, down_to, up=False)
+    if before is None:
         return
     caused_by = CausedBy("Payment", str(payment.id))
-    if payment.method.value == "BALANCE" and payment.partner_id:
-        wallet = await opening.open_wallet(
-            partner_id=payment.partner_id,
-            owner_kind=OwnerKind.PARTNER,
-            owner_id=payment.partner_id,
-            unit=payment.currency,
-        )
-        await ledger.post(
-            [Leg(before - down_to, payment.currency, wallet.id, ExternalAccount.PLATFORM_REVENUE)],
-            cause=LedgerCause.REFUND_FAILED,
-            caused_by=caused_by,
-            note="refund failed",
-        )
+    await _balance_back(payment, down_to - before, LedgerCause.REFUND_FAILED, caused_by, "refund failed")
     kind = payment.purpose_kind
     if kind == PaymentPurpose.WALLET_CREDIT:
         await _give_back_units(payment, down_to, caused_by)
