@@ -837,6 +837,9 @@ class AsaasGateway:
         if event == "PAYMENT_DELETED" and payment.get("status") in PAID_STATUSES:
             outcome = None
         disputed = event in _DISPUTE_EVENTS
+        # Webhook events for payments: "PAYMENT_RECEIVED_IN_CASH_UNDONE - Cash receipt undone". The partner
+        # recorded the charge as paid outside Asaas, then took that back: the charge is open again.
+        receipt_undone = event == "PAYMENT_RECEIVED_IN_CASH_UNDONE"
         charged_back = False
         chargeback = payment.get("chargeback")
         chargeback_status = chargeback.get("status") if isinstance(chargeback, dict) else None
@@ -861,6 +864,7 @@ class AsaasGateway:
             refunded_amount=refunded,
             refunds=states or (),
             refunds_complete=states is not None,
+            receipt_undone=receipt_undone,
             disputed=disputed,
             charged_back=charged_back,
             saved_method=saved,

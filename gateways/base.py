@@ -153,6 +153,8 @@ class WebhookNotice:
     saved_method: SavedMethod | None = None  # e.g. the card token Asaas returns after a hosted-page payment
     refunds: tuple[RefundState, ...] = ()  # refunds the event reports, each with its own state
     refunds_complete: bool = False  # ``refunds`` is every refund of the payment, not one refund's news
+    # A payment recorded as paid by hand (Asaas: received in cash) is unpaid again: what it bought goes back.
+    receipt_undone: bool = False
     raw: dict[str, Any] = field(default_factory=dict)
 
 

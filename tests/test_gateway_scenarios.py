@@ -688,3 +688,66 @@ async def test_an_auto_top_up_without_a_kept_card_sends_a_link_to_asaas_card_pag
     await until(lambda: _points_are(client, "500"))
     rule = await AutoTopUp.get(wallet_id=wallet.id)
     assert rule.in_flight_payment_id is None and rule.failures == 0
+
+
+async def at_asaas(shop, method: str, path: str, **body: object) -> dict:
+    """What the partner does in its Asaas account (dashboard or API), outside whitebill."""
+    fake = shop["asaas"]
+    async with httpx.AsyncClient(base_url=fake.url, headers={"access_token": fake.token}) as asaas_api:
+        answer = await asaas_api.request(method, path, json=body or None)
+    assert answer.status_code == 200, answer.text
+    await anyio.to_thread.run_sync(lambda: fake.wait_deliveries(10))
+    return answer.json()
+
+
+async def test_a_cash_receipt_undone_takes_back_once_and_paying_after_all_gives_back_once(shop) -> None:
+    config = await configure(shop, "asaas", ["BOLETO"])
+    client = await a_client(shop)
+    bought = await buy(client, {"creditPackageId": shop["package"]}, method="BOLETO", taxId=CPF)
+    ref = await provider_ref(bought["payment"])
+    # The payer paid the partner in cash; the partner records it at Asaas, then finds it was a mistake.
+    await at_asaas(shop, "POST", f"/v3/payments/{ref}/receiveInCash", paymentDate="2026-12-01", value=50.0)
+    await until(lambda: _points_are(client, "500"))
+    undone = await at_asaas(shop, "POST", f"/v3/payments/{ref}/undoReceivedInCash")
+    assert undone["status"] == "PENDING"
+    await until(lambda: _points_are(client, "0"))
+    payment = await Payment.get(provider_ref=ref)
+    assert (payment.status, payment.refunded_amount) == (PaymentStatus.REFUNDED, payment.amount)
+    assert [p["reason"] for p in await told(shop, "refund.succeeded")] == [
+        "cash receipt undone at the provider (PAYMENT_RECEIVED_IN_CASH_UNDONE)"
+    ]
+    # The boleto is open again and the payer pays it at the bank after all.
+    await pay_at_asaas(shop, ref)
+    await until(lambda: _points_are(client, "500"))
+    payment = await Payment.get(provider_ref=ref)
+    assert (payment.status, payment.refunded_amount) == (PaymentStatus.SUCCEEDED, 0)
+    assert [p["was_done"] for p in await told(shop, "refund.failed")] == [True]
+    await replay_asaas_events(shop, config, ref)  # every event again, ten times: nothing more moves
+    assert await points_of(client) == "500"
+    assert await _refunds_are(ref, ["FAILED"])
+
+
+async def test_a_boleto_removed_then_restored_at_asaas_and_paid_delivers_once(shop) -> None:
+    config = await configure(shop, "asaas", ["BOLETO"])
+    client = await a_client(shop)
+    bought = await buy(client, {"creditPackageId": shop["package"]}, method="BOLETO", taxId=CPF)
+    ref = await provider_ref(bought["payment"])
+    await at_asaas(shop, "DELETE", f"/v3/payments/{ref}")
+    await until(lambda: _status_is(ref, PaymentStatus.DECLINED))
+    restored = await at_asaas(shop, "POST", f"/v3/payments/{ref}/restore")
+    assert restored["deleted"] is False
+    await pay_at_asaas(shop, ref)
+    await until(lambda: _points_are(client, "500"))
+    # A paid charge cannot be removed at Asaas; an event saying so changes nothing here either.
+    removed = await post_webhook(
+        shop["server"],
+        webhook_path(config),
+        json.dumps(
+            {"id": "evt_removed", "event": "PAYMENT_DELETED", "payment": restored | {"status": "RECEIVED"}}
+        ).encode(),
+        {"asaas-access-token": ASAAS_TOKEN},
+    )
+    assert removed.status_code == 200
+    await replay_asaas_events(shop, config, ref)
+    assert await points_of(client) == "500"
+    assert await _status_is(ref, PaymentStatus.SUCCEEDED)

@@ -974,3 +974,24 @@ async def test_a_refund_done_at_the_provider_while_the_payment_is_disputed_is_re
     assert refund.status is RefundStatus.DONE
     assert (await Payment.get(id=payment.id)).status is S.DISPUTED
     assert (await Wallet.get(id=wallet.id)).balance == POINTS  # the dispute decides what is taken back
+
+
+async def test_an_undone_cash_receipt_takes_back_what_is_left_once_and_only_of_a_paid_payment() -> None:
+    wallet, payment = await a_points_payment()
+    # A refund first: 99 points went back (500 * 990 // 4990, rounded down).
+    await refunds.record_refund(payment.id, 990, reason="partly refunded first")
+    assert await refunds.undo_receipt(payment.id, event_id="evt_1", reason="undone") is True
+    assert await refunds.undo_receipt(payment.id, event_id="evt_1", reason="undone") is False  # once
+    assert await refunds.undo_receipt(payment.id, event_id="evt_2", reason="undone") is False  # nothing left
+    await payment.refresh_from_db()
+    assert (payment.status, payment.refunded_amount) == (S.REFUNDED, PRICE)
+    assert (await Wallet.get(id=wallet.id)).balance == 0
+    assert await refunds.paid_after_undo(payment.id, reason="PAYMENT_RECEIVED") is True
+    assert await refunds.paid_after_undo(payment.id, reason="PAYMENT_RECEIVED") is False
+    await payment.refresh_from_db()
+    # Paid after all: the undone receipt gives back its 401 points; the real refund before it stays.
+    assert (payment.status, payment.refunded_amount) == (S.PARTIALLY_REFUNDED, 990)
+    assert (await Wallet.get(id=wallet.id)).balance == POINTS - 99
+    _, unpaid = await a_points_payment()
+    await payments.move(unpaid.id, S.REFUNDED, refunded_amount=PRICE)
+    assert await refunds.undo_receipt(unpaid.id, event_id="evt_3", reason="undone") is False

@@ -124,7 +124,15 @@ async def _apply(payment: Payment, notice: WebhookNotice) -> NoticeResult:
             )
         elif notice.refunded_amount is not None:
             await refunds.record_refund(payment.id, notice.refunded_amount, reason=notice.event_type)
+        elif notice.receipt_undone:
+            await refunds.undo_receipt(
+                payment.id,
+                event_id=notice.event_id,
+                reason=f"cash receipt undone at the provider ({notice.event_type})",
+            )
         elif notice.outcome in _STATUS:
+            if notice.outcome is Outcome.SUCCEEDED:
+                await refunds.paid_after_undo(payment.id, reason=notice.event_type)
             await payments.move(payment.id, _STATUS[notice.outcome], reason=notice.event_type)
         config_id = payment.gateway_config_id
         wants_card = bool(payment.purpose.get("save_card")) and config_id is not None

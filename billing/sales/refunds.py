@@ -182,6 +182,40 @@ async def record_refund(payment_id: int, total_refunded: int, *, reason: str) ->
         return await settle(refund.id, Outcome.SUCCEEDED)
 
 
+RECEIPT_UNDONE = "receipt-undone-"  # the key of a refund that stands for an undone cash receipt
+
+
+async def undo_receipt(payment_id: int, *, event_id: str, reason: str) -> bool:
+    """A payment the partner recorded as paid by hand at the provider (Asaas: received in cash) is unpaid
+    again. No money moved, but what the payment bought goes back as for a refund: it is recorded as a done
+    refund of what is left of the payment (key ``receipt-undone-<event>``), so the partner's policy
+    applies, the partner is told (``refund.succeeded``), and paying after all gives it back
+    (:func:`paid_after_undo`)."""
+    async with in_transaction("default"):
+        await _hold(payment_id)
+        payment = await Payment.get(id=payment_id)
+        if payment.status not in REFUNDABLE:
+            return False
+        left = payment.amount - payment.refunded_amount - await _requested(payment_id)
+        if left <= 0:
+            return False
+        refund, _ = await Refund.get_or_create(
+            payment_id=payment.id,
+            key=f"{RECEIPT_UNDONE}{event_id}"[:128],
+            defaults={"partner_id": payment.partner_id, "amount": left, "currency": payment.currency, "reason": reason},
+        )
+        return await settle(refund.id, Outcome.SUCCEEDED)
+
+
+async def paid_after_undo(payment_id: int, *, reason: str) -> bool:
+    """The provider says a payment whose cash receipt was undone is paid after all: each such reversal
+    fails, which gives back what it took (``refund.failed`` tells the partner)."""
+    undone = Refund.filter(payment_id=payment_id, status=R.DONE, key__startswith=RECEIPT_UNDONE).order_by("id")
+    why = f"paid after the cash receipt was undone ({reason})"
+    settled = [await settle(refund.id, Outcome.DECLINED, reason=why) for refund in await undone]
+    return any(settled)
+
+
 async def apply_states(
     payment: Payment, states: tuple[RefundState, ...] | list[RefundState], *, reason: str, complete: bool
 ) -> None:

@@ -5,7 +5,10 @@ Faithful to the published API as far as whitebill uses it (docs.asaas.com, API v
 * authentication by the ``access_token`` header (401 with Asaas's error shape otherwise);
 * every path answers with and without a trailing slash (the ``asaas`` SDK POSTs to ``/v3/payments/``);
 * customers, payments (boleto, pix, card on the hosted invoice page, off-session card by
-  ``creditCardToken``), ``pixQrCode``, ``identificationField``, refunds, deletion, card tokenization;
+  ``creditCardToken``), ``pixQrCode``, ``identificationField``, refunds (``refund``, ``bankSlip/refund``,
+  with the refund states), deletion and ``restore``, cash receipts (``receiveInCash``,
+  ``undoReceivedInCash``), the chargeback endpoint, the sandbox actions (``/v3/sandbox/payment/{id}/confirm``,
+  ``/overdue``), card tokenization (off in an account not approved for it: ``POST /_fake/account``);
 * webhooks registered with ``POST /v3/webhooks`` receive ``{id, event, dateCreated, payment}`` with
   the ``asaas-access-token`` header. Like Asaas, a delivery counts only when answered with HTTP 200;
   failed deliveries stay queued (a SEQUENTIALLY webhook holds the later events behind a failed one)
@@ -980,6 +983,50 @@ async def delete_payment(state: FakeAsaasState, request: Request) -> Response:
     return JSONResponse({"deleted": True, "id": payment.id})
 
 
+async def restore_payment(state: FakeAsaasState, request: Request) -> Response:
+    """API reference, "Restore removed payment" (POST /v3/payments/{id}/restore): a removed charge is
+    back as it was, with PAYMENT_RESTORED ("Webhook events for payments": "Charge restored")."""
+    payment = state.payment(request.path_params["id"])
+    if not payment.deleted:
+        raise bad_request("invalid_action", "Esta cobrança não está removida.")
+    payment.deleted = False
+    state.emit("PAYMENT_RESTORED", payment)
+    return JSONResponse(payment.to_json())
+
+
+async def receive_in_cash(state: FakeAsaasState, request: Request) -> Response:
+    """API reference, "Confirm cash receipt" (POST /v3/payments/{id}/receiveInCash; ``paymentDate`` and
+    ``value`` required): the payer paid the seller directly, "it does not generate balance"; the charge
+    becomes RECEIVED_IN_CASH, announced as PAYMENT_RECEIVED."""
+    payment = state.payment(request.path_params["id"], allow_deleted=False)
+    data = await _json_body(request)
+    if payment.status not in PAYABLE:
+        raise bad_request("invalid_action", f"A cobrança está com situação {payment.status}.")
+    paid_on = data.get("paymentDate")
+    try:
+        date.fromisoformat(paid_on if isinstance(paid_on, str) and len(paid_on) == 10 else "")
+    except ValueError:
+        raise bad_request("invalid_paymentDate", "A data de pagamento deve ser informada (AAAA-MM-DD).") from None
+    parse_money(data.get("value"))
+    payment.status = "RECEIVED_IN_CASH"
+    payment.payment_date = payment.client_payment_date = paid_on
+    state.emit("PAYMENT_RECEIVED", payment)
+    return JSONResponse(payment.to_json())
+
+
+async def undo_received_in_cash(state: FakeAsaasState, request: Request) -> Response:
+    """API reference, "Undo cash receipt confirmation" (POST /v3/payments/{id}/undoReceivedInCash): only a
+    charge received in cash; it is open again (OVERDUE once its due date has passed), with
+    PAYMENT_RECEIVED_IN_CASH_UNDONE ("Webhook events for payments": "Cash receipt undone")."""
+    payment = state.payment(request.path_params["id"], allow_deleted=False)
+    if payment.status != "RECEIVED_IN_CASH":
+        raise bad_request("invalid_action", "Só é possível desfazer uma confirmação de recebimento em dinheiro.")
+    payment.status = "OVERDUE" if date.fromisoformat(payment.due_date) < today() else "PENDING"
+    payment.payment_date = payment.client_payment_date = None
+    state.emit("PAYMENT_RECEIVED_IN_CASH_UNDONE", payment)
+    return JSONResponse(payment.to_json())
+
+
 async def pix_qr_code(state: FakeAsaasState, request: Request) -> Response:
     payment = state.payment(request.path_params["id"], allow_deleted=False)
     if payment.billing_type == "CREDIT_CARD":
@@ -1516,6 +1563,9 @@ def create_app(token: str, *, webhook_timeout: float = 5.0) -> FakeAsaasApp:
         api("/v3/payments/{id}", get_payment, "GET"),
         api("/v3/payments/{id}", delete_payment, "DELETE"),
         api("/v3/payments/{id}/status", get_payment_status, "GET"),
+        api("/v3/payments/{id}/restore", restore_payment, "POST"),
+        api("/v3/payments/{id}/receiveInCash", receive_in_cash, "POST"),
+        api("/v3/payments/{id}/undoReceivedInCash", undo_received_in_cash, "POST"),
         api("/v3/payments/{id}/pixQrCode", pix_qr_code, "GET"),
         api("/v3/payments/{id}/identificationField", identification_field, "GET"),
         api("/v3/payments/{id}/refund", refund_payment, "POST"),
