@@ -35,7 +35,7 @@ from billing.accounts import opening
 from billing.catalog import rate_cards
 from billing.core.tenancy import Viewer
 from billing.tenants import api_keys, partners
-from billing.usage import whatsapp
+from billing.usage import exact_amounts, whatsapp
 from models.enums import (
     PARTNER_PERMISSIONS,
     PLATFORM_PERMISSIONS,
@@ -145,8 +145,8 @@ async def api_turn(http: LeanHttp, prepared: list[Iterator[bytes]], seconds: flo
 def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[tuple[list[Any], list[Any]]]:
     """The statement parameters whitebill builds for each batch, built here ahead of time."""
     project_id, wallet_id = seeded["projects"][SENDERS + sender]
-    platform = rate_cards.charge_minor(1, Fraction(Decimal(RATE)), "BRL")
-    partner = rate_cards.charge_minor(1, Fraction(Decimal(RATE)) * Fraction(6, 5), "BRL")
+    platform = exact_amounts.split(exact_amounts.charge_fine(1, Fraction(Decimal(RATE)), "BRL"))
+    partner = exact_amounts.split(exact_amounts.charge_fine(1, Fraction(Decimal(RATE)) * Fraction(6, 5), "BRL"))
     # Only the event ids differ from batch to batch: the other columns are shared lists.
     same = [
         [project_id] * BATCH,
@@ -156,8 +156,10 @@ def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[t
         [1] * BATCH,
         [False] * BATCH,
         [when] * BATCH,
-        [partner] * BATCH,
-        [platform] * BATCH,
+        [partner[0]] * BATCH,
+        [partner[1]] * BATCH,
+        [platform[0]] * BATCH,
+        [platform[1]] * BATCH,
     ]
     projects = [[project_id], [wallet_id], [False]]
     out = []
@@ -189,8 +191,8 @@ async def floor_turn(
                     whatsapp.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
                 )
                 await conn.fetchrow(
-                    whatsapp.CENTRAL_SQL, row["platform_total"], now, seeded["central"], row["posting_id"],
-                    seeded["partner"], "BRL",
+                    whatsapp.CENTRAL_SQL, row["platform_whole"], now, seeded["central"], row["posting_id"],
+                    seeded["partner"], "BRL", row["platform_fine"],
                 )  # fmt: skip
             done += BATCH
             if time.monotonic() >= stop:
@@ -208,20 +210,36 @@ async def check(dsn: str, base: str, seeded: dict[str, Any], replay: bytes) -> N
             "SELECT count(*) FROM usage_event WHERE posting_id IS NULL OR posting_id NOT IN (SELECT id FROM posting)"
         )
         assert untraced == 0, f"{untraced} events without their posting"
+        fine = exact_amounts.FINE
+        # Each posting's entry on the balance moves its events' exact sum to within a minor unit ...
         mismatched = await conn.fetchval(
-            "SELECT count(*) FROM (SELECT e.posting_id, sum(e.platform_amount) AS events,"
-            " (SELECT -sum(l.amount) FROM ledger_entry l WHERE l.posting_id = e.posting_id AND l.wallet_id = $1)"
-            " AS ledger FROM usage_event e GROUP BY e.posting_id) s WHERE s.events <> s.ledger",
+            "SELECT count(*) FROM (SELECT e.posting_id, sum(e.platform_amount)::numeric * $2 + sum(e.platform_fraction)"
+            " AS events, (SELECT coalesce(-sum(l.amount), 0) FROM ledger_entry l WHERE l.posting_id = e.posting_id"
+            " AND l.wallet_id = $1)::numeric * $2 AS ledger FROM usage_event e GROUP BY e.posting_id) s"
+            " WHERE abs(s.events - s.ledger) >= $2",
             seeded["central"],
+            fine,
         )
-        assert mismatched == 0, f"{mismatched} postings whose balance entry is not the sum of their events"
+        assert mismatched == 0, f"{mismatched} postings whose balance entry is not their events' exact sum"
+        # ... and the balance's usage entries plus its remainder are all its events' exact amounts.
+        exact, entries, remainder = await conn.fetchrow(
+            "SELECT (SELECT sum(platform_amount)::numeric * $2 + sum(platform_fraction) FROM usage_event),"
+            " (SELECT -sum(amount)::numeric * $2 FROM ledger_entry WHERE wallet_id = $1 AND cause = 'USAGE'),"
+            " (SELECT usage_remainder FROM wallet WHERE id = $1)",
+            seeded["central"],
+            fine,
+        )
+        assert exact == entries + remainder and abs(remainder) <= fine // 2, (exact, entries, remainder)
         balance = await conn.fetchval("SELECT balance FROM wallet WHERE id = $1", seeded["central"])
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
             answer = await http.post("/usage", content=replay, headers={"authorization": f"Bearer {seeded['key']}"})
         statuses = {r["status"] for r in answer.json()["results"]}
         assert statuses == {"DUPLICATE"}, statuses
         assert await conn.fetchval("SELECT balance FROM wallet WHERE id = $1", seeded["central"]) == balance
-        print("P2 checks: every event has its posting, entries equal their events' sums, a replay charged nothing")
+        print(
+            "P2 checks: every event has its posting, the balance's entries and remainder are its events' exact"
+            " sum, a replay charged nothing"
+        )
     finally:
         await conn.close()
 

@@ -139,11 +139,15 @@ class UsageEvent(Entity):
     count = fields.IntField()
     free = fields.BooleanField(default=False)
     occurred_at = fields.DatetimeField()
+    # Each amount exact: whole minor units, and the fine units (10^-10 of one) beyond them.
     charged_amount = fields.BigIntField(default=0)  # the project's credit, at the partner's rate
+    charged_fraction = fields.BigIntField(default=0, db_default=0)  # db_default: rows made before it start at 0
     platform_amount = fields.BigIntField(default=0)  # the partner's centralised balance, at the platform's rate
+    platform_fraction = fields.BigIntField(default=0, db_default=0)  # db_default: rows made before it start at 0
     currency = fields.CharField(max_length=3)
-    # The batch's posting: its entries on the project's credit and the partner's balance are the sums
-    # of its events' amounts (no foreign key, so that a batch's inserts check nothing they need not).
+    # The batch's posting: its entries on the project's credit and the partner's balance move the whole
+    # minor units the wallets' running totals crossed (billing.usage.exact_amounts); no foreign key, so
+    # that a batch's inserts check nothing they need not.
     posting_id = fields.BigIntField(null=True)
 
     class Meta:

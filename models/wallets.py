@@ -27,6 +27,9 @@ class Wallet(Entity):
     balance = fields.BigIntField(default=0)
     credit_limit = fields.BigIntField(default=0)
     # A notice (outbox event) when the balance falls below this; re-armed once it is back above.
+    # Usage charged exactly less the whole minor units usage moved, in fine units (10^-10 of a minor
+    # unit), within [-1/2, 1/2) of a minor unit: billing.usage.exact_amounts.
+    usage_remainder = fields.BigIntField(default=0, db_default=0)  # db_default: rows made before it start at 0
     low_balance_threshold = fields.BigIntField(null=True)
     low_balance_notified = fields.BooleanField(default=False)
     updated_at = fields.DatetimeField(auto_now=True)

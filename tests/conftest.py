@@ -30,6 +30,7 @@ from hypothesis import settings as hypothesis_settings
 from tortoise import Tortoise
 from tortoise.backends.base import executor
 
+from billing.catalog import rate_cards
 from billing.core import clock
 from billing.tenants import ratelimit
 from gateways import registry
@@ -138,6 +139,7 @@ _KEEP = {"tortoise_migrations"}
 
 
 async def _wipe(backend: Backend) -> None:
+    rate_cards.forget_cached()  # ids and versions start again: a cached card would be another's
     conn = Tortoise.get_connection("default")
     tables = [r["name"] for r in await conn.execute_query_dict(_TABLES_SQL[backend.name])]
     tables = [t for t in tables if t not in _KEEP and "migration" not in t]

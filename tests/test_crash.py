@@ -22,6 +22,7 @@ from billing.core import audit, clock, sql
 from billing.core.tenancy import Viewer
 from billing.tenants import api_keys
 from billing.usage import project_credit
+from billing.usage.exact_amounts import FINE
 from models.enums import PLATFORM_PERMISSIONS, MessageCategory, Permission
 from models.tenancy import Project
 from schema.ids import to_global_id
@@ -225,8 +226,15 @@ async def test_kill_minus_nine_mid_load_loses_and_doubles_nothing(database: Back
     assert (stored[0]["n"], stored[0]["d"]) == (total, total)
     untraced = await sql.fetch("SELECT count(*) AS n FROM usage_event WHERE posting_id IS NULL")
     assert untraced[0]["n"] == 0
-    uneven = await sql.fetch(
-        "SELECT e.posting_id FROM usage_event e GROUP BY e.posting_id HAVING sum(e.charged_amount) + sum("
-        "e.platform_amount) <> -(SELECT sum(l.amount) FROM ledger_entry l WHERE l.posting_id = e.posting_id)"
+    # The usage entries and the wallets' usage remainders add up to the events' exact amounts, to the
+    # fine unit, and no remainder reaches half a minor unit.
+    [sums] = await sql.fetch(
+        "SELECT (SELECT sum(charged_amount + platform_amount)::numeric * $1"
+        " + sum(charged_fraction + platform_fraction) FROM usage_event) AS exact,"
+        " (SELECT -sum(amount)::numeric * $1 FROM ledger_entry WHERE cause = 'USAGE') AS moved,"
+        " (SELECT sum(usage_remainder) FROM wallet) AS remainders,"
+        " (SELECT max(abs(usage_remainder)) FROM wallet) AS widest",
+        FINE,
     )
-    assert uneven == []
+    assert sums["exact"] == sums["moved"] + sums["remainders"]
+    assert sums["widest"] <= FINE // 2

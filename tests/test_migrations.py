@@ -20,6 +20,7 @@ from models.catalog import AddOn
 from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus
 from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, Refund
 from models.subscriptions import WorkspaceAddOn
+from models.wallets import Wallet
 from tests.factories import a_partner, a_workspace
 from whitebill import db
 
@@ -173,6 +174,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0013_provider_webhook_queue",
         "models.0014_refunds",
         "models.0015_remote_ip_and_card_saving",
+        "models.0016_exact_usage",
     ]
 
     async def after() -> None:
@@ -212,6 +214,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
         "models.0013_provider_webhook_queue",
         "models.0014_refunds",
         "models.0015_remote_ip_and_card_saving",
+        "models.0016_exact_usage",
     ]
 
     async def after() -> None:
@@ -259,6 +262,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
     assert _upgrade(fresh_url, "0013_provider_webhook_queue", at_0013) == [
         "models.0014_refunds",
         "models.0015_remote_ip_and_card_saving",
+        "models.0016_exact_usage",
     ]
 
     async def after() -> None:
@@ -297,12 +301,42 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
             purpose_kind=PaymentPurpose.WALLET_CREDIT,
         )
 
-    assert _upgrade(fresh_url, "0014_refunds", at_0014) == ["models.0015_remote_ip_and_card_saving"]
+    assert _upgrade(fresh_url, "0014_refunds", at_0014) == [
+        "models.0015_remote_ip_and_card_saving",
+        "models.0016_exact_usage",
+    ]
 
     async def after() -> None:
         payment = await Payment.get(id=made["payment"])
         assert (payment.remote_ip, payment.status, payment.amount) == (None, PaymentStatus.SUCCEEDED, 5000)
         [config] = await GatewayConfig.filter(partner_id=made["partner"])
         assert config.card_saving_unavailable_since is None
+
+    _read(fresh_url, after)
+
+
+def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_remainder(fresh_url: str) -> None:
+    """Usage charged event by event before 0016 keeps its amounts; its fractions and every wallet's usage
+    remainder start at 0, which is what was charged."""
+    made: dict[str, int] = {}
+
+    async def at_0015() -> None:
+        partner = await a_partner()
+        made["partner"] = partner.id
+        rows = await sql.fetch(
+            "INSERT INTO wallet (created_at, updated_at, partner_id, owner_kind, owner_key, unit, balance,"
+            " credit_limit, low_balance_notified) VALUES ($1, $1, $2, 'PARTNER', $3, 'BRL', -8, 10, FALSE)"
+            " RETURNING id",
+            clock.now(),
+            partner.id,
+            f"PARTNER:{partner.id}:old",
+        )
+        made["wallet"] = int(rows[0]["id"])
+
+    assert _upgrade(fresh_url, "0015_remote_ip_and_card_saving", at_0015) == ["models.0016_exact_usage"]
+
+    async def after() -> None:
+        wallet = await Wallet.get(id=made["wallet"])
+        assert (wallet.balance, wallet.usage_remainder) == (-8, 0)
 
     _read(fresh_url, after)

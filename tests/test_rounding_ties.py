@@ -7,11 +7,13 @@ even. The oracle below is built from the ``n`` the tie was made from, not from a
 ``n + n % 2`` (Python's ``%`` is never negative, so -2.5 = -3 + 1/2 goes to -3 + 1 = -2).
 
 Tried: ROUND_HALF_UP in ``money.round_to_minor``, ``floor(x + 1/2)`` in ``periods.round_half_even``
-and ``twice >= denominator`` in ``rate_cards.half_even`` each fail these tests.
+and ``twice >= denominator`` in ``rate_cards.kept`` each fail these tests. A usage running total
+is the one place that rounds half-up (``exact_amounts.carry``): its ties are drawn too.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -20,9 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing.catalog.pricing import MAX_PERCENTAGE, partner_price
-from billing.catalog.rate_cards import RATE_DECIMALS, charge_minor, half_even
+from billing.catalog.rate_cards import KEPT_DECIMALS, RATE_DECIMALS, kept
 from billing.core import money
 from billing.core.periods import prorate, round_half_even
+from billing.usage.exact_amounts import FINE, HALF, carry, charge_fine
 from models.enums import MarginKind
 
 # Currencies by their minor-unit exponent: none (JPY), two (USD), three (KWD).
@@ -55,11 +58,6 @@ def test_round_to_minor_takes_a_tie_to_the_even_minor_unit(n: int, currency: str
 @given(n=halves_below, scale=st.integers(1, 10**6))
 def test_round_half_even_takes_a_tie_to_the_even_integer(n: int, scale: int) -> None:
     assert round_half_even(Fraction((2 * n + 1) * scale, 2 * scale)) == to_even(n)
-
-
-@given(n=halves_below, scale=st.integers(1, 10**6))
-def test_rate_card_division_takes_a_tie_to_the_even_integer(n: int, scale: int) -> None:
-    assert half_even((2 * n + 1) * scale, 2 * scale) == to_even(n)
 
 
 @given(
@@ -100,17 +98,34 @@ def test_a_percentage_margin_of_half_a_minor_unit_goes_to_even(
     assert charged == money.Money(price + to_even(n), currency)
 
 
+@given(n=st.integers(0, 10**12))
+def test_a_partner_rate_half_way_past_ten_decimals_goes_to_even(n: int) -> None:
+    # (n + 1/2) x 10^-10: a platform rate with a margin can have more decimals than a rate is kept with.
+    rate = Fraction(2 * n + 1, 2 * 10**KEPT_DECIMALS)
+    assert kept(rate) == Fraction(to_even(n), 10**KEPT_DECIMALS)
+
+
 @given(
     odd=st.integers(0, 10**6),
     twos=st.integers(0, 3),
     fives=st.integers(0, 3),
     currency=currencies,
+    before=st.integers(-HALF, HALF - 1),
 )
-def test_a_message_charge_of_half_a_minor_unit_goes_to_even(odd: int, twos: int, fives: int, currency: str) -> None:
+def test_a_usage_running_total_half_way_between_minor_units_moves_up(
+    odd: int, twos: int, fives: int, currency: str, before: int
+) -> None:
     # count = 2^twos 5^fives messages at (2 odd + 1) / (2 x 10^digits x count) major units each:
-    # count x rate = (odd + 1/2) minor units, a rate a card can hold (at most 8 decimals).
+    # count x rate = (odd + 1/2) minor units, a rate a card can hold (at most 8 decimals). Added to a
+    # remainder of 0 it moves odd + 1 (half-up, the rule for a running total: any split of the same events
+    # moves the same); added to any other remainder, the whole units the exact running total crossed.
     digits = money.exponent(currency)
     count = 2**twos * 5**fives
     rate = Fraction(2 * odd + 1, 2 * 10**digits * count)
     assert (rate * 10**RATE_DECIMALS).denominator == 1
-    assert charge_minor(count, rate, currency) == to_even(odd)
+    fine = charge_fine(count, rate, currency)
+    assert fine == odd * FINE + HALF
+    assert carry(0, fine) == (odd + 1, -HALF)
+    moved, after = carry(before, fine)
+    assert Fraction(before + fine - after, FINE) == moved  # what moved is what the remainder lost
+    assert moved == math.floor(Fraction(before + fine, FINE) + Fraction(1, 2))

@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from billing.catalog import rate_cards
 from billing.core import clock
 from billing.tenants import api_keys
-from billing.usage import whatsapp
+from billing.usage import exact_amounts, whatsapp
+from billing.usage.exact_amounts import FINE, HALF
 from models.enums import MarginKind, OwnerKind, Permission, UsageCreditPolicy
 from models.subscriptions import UsageEvent
 from models.tenancy import Partner, Project
@@ -211,6 +212,27 @@ def events(gid: str, n: int, *, prefix: str, when: datetime, **extra) -> list[di
     ]
 
 
+def exact(row: UsageEvent, which: str) -> int:
+    """A stored event's exact amount in fine units."""
+    return getattr(row, f"{which}_amount") * FINE + getattr(row, f"{which}_fraction")
+
+
+async def usage_adds_up(wallet_id: int) -> None:
+    """The wallet's usage entries and its usage remainder add up to its charged events' exact amounts, and
+    the remainder is under half a minor unit."""
+    wallet = await Wallet.get(id=wallet_id)
+    moved = -sum(e.amount for e in await LedgerEntry.filter(wallet_id=wallet_id, cause="USAGE"))
+    column = "platform" if wallet.owner_kind == "PARTNER" else "charged"
+    events = (
+        UsageEvent.filter(project_id=wallet.project_id)
+        if wallet.project_id
+        else UsageEvent.filter(partner_id=wallet.partner_id, currency=wallet.unit)
+    )
+    total = sum(exact(row, column) for row in await events)
+    assert total == moved * FINE + wallet.usage_remainder
+    assert -HALF <= wallet.usage_remainder < HALF
+
+
 def expected(count: int, rate: Fraction) -> int:
     """The slow exact reference: count x rate in centavos, rounded half-even."""
     return round(Fraction(count) * rate * 100)  # Fraction rounds half to even
@@ -234,8 +256,8 @@ async def test_aisensy_flow_through_graphql_and_http(server) -> None:
     results = first["reportUsageEvents"]["results"]
     assert {r["status"] for r in results} == {"CHARGED"} and {r["country"] for r in results} == {"BR"}
     partner_rate = Fraction(PLATFORM_BR_MARKETING) * (1 + Fraction(MARGIN_PERCENT) / 100)
-    assert results[0]["partnerAmount"] == {"amount": "0.38", "currency": "BRL"}  # 0.375 -> 0.38 (half-even)
-    assert results[0]["platformAmount"] == {"amount": "0.31"}  # 0.3125 -> 0.31
+    assert results[0]["partnerAmount"] == {"amount": "0.375", "currency": "BRL"}  # exact, not rounded alone
+    assert results[0]["platformAmount"] == {"amount": "0.3125"}
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         answer = await http.post(
             "/usage",
@@ -253,21 +275,24 @@ async def test_aisensy_flow_through_graphql_and_http(server) -> None:
         assert {r["status"] for r in replay.json()["results"]} == {"DUPLICATE"}
         assert {r["partnerAmount"] for r in replay.json()["results"]} == {"0.00"}
 
-    per_partner, per_platform = expected(1, partner_rate), expected(1, Fraction(PLATFORM_BR_MARKETING))
-    assert (per_partner, per_platform) == (38, 31)
-    assert await balance(project_wallet.id) == 500_00 - 1000 * per_partner
-    assert await balance(flow["central"].id) == central_before - 1000 * per_platform
+    # 1,000 x 0.375 and 1,000 x 0.3125, exactly: the running totals are rounded once, not each event.
+    assert expected(1000, partner_rate) == 375_00
+    assert await balance(project_wallet.id) == 500_00 - 375_00
+    assert await balance(flow["central"].id) == central_before - 312_50
 
-    # The ledger: every event points at a posting whose entries are the sums of its events' amounts.
+    # The ledger: every event points at a posting, whose entry on each wallet moves its events' exact sum
+    # to within a minor unit; each wallet's usage entries and remainder add up to its events exactly.
     rows = await UsageEvent.filter(project_id=flow["project"].id)
     assert len(rows) == 1000
     for posting_id in {r.posting_id for r in rows}:
         assert posting_id is not None
         mine = [r for r in rows if r.posting_id == posting_id]
         entries = {e.wallet_id: e.amount for e in await LedgerEntry.filter(posting_id=posting_id)}
-        assert entries[project_wallet.id] == -sum(r.charged_amount for r in mine)
-        assert entries[flow["central"].id] == -sum(r.platform_amount for r in mine)
+        assert abs(entries[project_wallet.id] * FINE + sum(exact(r, "charged") for r in mine)) < FINE
+        assert abs(entries[flow["central"].id] * FINE + sum(exact(r, "platform") for r in mine)) < FINE
         assert (await Posting.get(id=posting_id)).cause == "USAGE"
+    await usage_adds_up(project_wallet.id)
+    await usage_adds_up(flow["central"].id)
 
     # The month report and the CSV agree with the ledger to the cent.
     months = (await agency.data(MONTHS, {"project": gid}))["node"]["usageByMonth"]
@@ -278,8 +303,8 @@ async def test_aisensy_flow_through_graphql_and_http(server) -> None:
             "events": 1000,
             "messages": "1000",
             "freeMessages": "0",
-            "partnerAmount": {"amount": "380.00", "currency": "BRL"},
-            "platformAmount": {"amount": "310.00"},
+            "partnerAmount": {"amount": "375.00", "currency": "BRL"},
+            "platformAmount": {"amount": "312.50"},
         }
     ]
     usage_entries = await LedgerEntry.filter(wallet_id=flow["central"].id, cause="USAGE")
@@ -293,7 +318,7 @@ async def test_aisensy_flow_through_graphql_and_http(server) -> None:
     lines = list(csv.DictReader(io.StringIO(download.text)))
     assert len(lines) == 1000
     assert sum(Decimal(line["platform_amount"]) for line in lines) * 100 == -sum(e.amount for e in usage_entries)
-    assert sum(Decimal(line["partner_amount"]) for line in lines) == Decimal("380.00")
+    assert sum(Decimal(line["partner_amount"]) for line in lines) == Decimal("375.00")
 
 
 async def test_free_windows_are_recorded_not_charged(server) -> None:
@@ -324,7 +349,7 @@ async def test_free_windows_are_recorded_not_charged(server) -> None:
         ("svc", "FREE", "0.00", None),
         ("util-in", "FREE", "0.00", None),
         ("entry", "FREE", "0.00", None),
-        ("util-out", "CHARGED", "0.14", None),  # 3 x 0.048 = 0.144 -> 0.14
+        ("util-out", "CHARGED", "0.144", None),  # 3 x 0.048, exact
         ("ar", "CHARGED", "0.72", None),  # Argentina: the rest-of-world cell, 0.60 + 20 %
         ("no-rate", "REFUSED", None, "NO_RATE"),
         ("svc", "DUPLICATE", None, None),
@@ -340,33 +365,35 @@ async def test_credit_runs_out_refuse_or_allow_to_credit_limit(server) -> None:
     gid = flow["gid"]
     await flow["agency"].data(ASSIGN, {"project": gid, "amount": "1.00", "key": "k1"})
     when = clock.now()
-    # 0.38 each: two fit in R$ 1.00, the third and fourth are refused (hard stop, the default).
+    # 0.375 each: the running total 0.375, 0.75 (0.38 then 0.75 moved) fits in R$ 1.00; at 1.125 the third
+    # and fourth are refused (hard stop, the default).
     results = (await flow["product"].data(REPORT, {"events": events(gid, 4, prefix="a", when=when)}))[
         "reportUsageEvents"
     ]["results"]
     assert [r["status"] for r in results] == ["CHARGED", "CHARGED", "REFUSED", "REFUSED"]
     assert results[2]["reason"] == "INSUFFICIENT_CREDIT"
     wallet = await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}")
-    assert wallet.balance == 24
+    assert (wallet.balance, wallet.usage_remainder) == (25, 0)
     # Refused events are not kept: sent again once there is credit, they are charged.
     await flow["agency"].data(POLICY, {"policy": "ALLOW_TO_CREDIT_LIMIT"})
-    limit = await flow["agency"].data(CREDIT_LIMIT, {"wallet": to_global_id("Wallet", wallet.id), "limit": "0.50"})
+    limit = await flow["agency"].data(CREDIT_LIMIT, {"wallet": to_global_id("Wallet", wallet.id), "limit": "0.40"})
     assert limit["setWalletCreditLimit"]["errors"] == []
     again = (await flow["product"].data(REPORT, {"events": events(gid, 4, prefix="a", when=when)}))[
         "reportUsageEvents"
     ]["results"]
     assert [r["status"] for r in again] == ["DUPLICATE", "DUPLICATE", "CHARGED", "REFUSED"]
-    assert (await Wallet.get(id=wallet.id)).balance == 24 - 38  # -0.14, within the limit of 0.50
+    # 1.125 moves 1.13 in all: -0.13, within the limit of 0.40; at 1.50 the fourth would be -0.50.
+    assert (await Wallet.get(id=wallet.id)).balance == 25 - 38
     # The partner's own balance has a limit too, set by the platform.
     central = flow["central"]
-    assert (await Wallet.get(id=central.id)).balance == 1000_00 - 3 * 31
+    assert (await Wallet.get(id=central.id)).balance == 1000_00 - 94  # 3 x 0.3125 = 0.9375
 
 
 async def test_partner_balance_at_its_limit_refuses_usage(server) -> None:
     flow = await setup(server)
     gid = flow["gid"]
     await flow["agency"].data(ASSIGN, {"project": gid, "amount": "100.00", "key": "k1"})
-    # Leave R$ 0.62 in the centralised balance: two messages at 0.31.
+    # Leave R$ 0.63 in the centralised balance: two messages at 0.3125 (0.625, moved as 0.63).
     central = flow["central"]
     debit = await Wallet.get(id=central.id)
     from billing.accounts import ledger
@@ -374,7 +401,7 @@ async def test_partner_balance_at_its_limit_refuses_usage(server) -> None:
     from models.enums import ExternalAccount, LedgerCause
 
     await ledger.post(
-        [Leg(debit.balance - 62, "BRL", central.id, ExternalAccount.PLATFORM_REVENUE)], cause=LedgerCause.ADJUSTMENT
+        [Leg(debit.balance - 63, "BRL", central.id, ExternalAccount.PLATFORM_REVENUE)], cause=LedgerCause.ADJUSTMENT
     )
     results = (await flow["product"].data(REPORT, {"events": events(gid, 3, prefix="b", when=clock.now())}))[
         "reportUsageEvents"
@@ -406,7 +433,7 @@ async def test_concurrent_senders_and_replays_charge_each_event_once(server) -> 
     assert charged == 600
     assert await UsageEvent.filter(project_id=flow["project"].id).count() == 600
     wallet = await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}")
-    assert wallet.balance == 900_00 - 600 * 38
+    assert wallet.balance == 900_00 - 225_00  # 600 x 0.375
     entries = await LedgerEntry.filter(wallet_id=wallet.id)
     assert sum(e.amount for e in entries) == wallet.balance
 
@@ -465,14 +492,37 @@ async def test_an_event_id_with_a_control_character_is_refused_alone_the_same_on
     assert stored == ["ctl-0", "ctl-3"]
 
 
-def test_charges_round_once_half_even_against_an_exact_reference() -> None:
+def test_usage_amounts_are_exact_in_fine_units_and_written_with_every_decimal_they_have() -> None:
     rate = Fraction(Decimal("0.0785"))
     for count in (1, 2, 3, 7, 10, 333, 1000, 999_999):
-        assert rate_cards.charge_minor(count, rate, "BRL") == expected(count, rate)
-    assert rate_cards.charge_minor(1, Fraction(Decimal("0.005")), "USD") == 0  # 0.5 cent -> 0 (even)
-    assert rate_cards.charge_minor(3, Fraction(Decimal("0.005")), "USD") == 2  # 1.5 cents -> 2 (even)
-    assert rate_cards.charge_minor(1, Fraction(Decimal("0.0125")), "JPY") == 0
-    assert rate_cards.half_even(-5, 10) == 0 and rate_cards.half_even(-15, 10) == -2
+        assert exact_amounts.charge_fine(count, rate, "BRL") == count * 785 * 10**8  # 7.85 minor units
+    assert (
+        exact_amounts.format_fine(exact_amounts.charge_fine(1, Fraction(Decimal("0.0625")), "BRL"), "BRL") == "0.0625"
+    )
+    assert exact_amounts.format_fine(exact_amounts.charge_fine(2, Fraction(Decimal("0.4")), "BRL"), "BRL") == "0.80"
+    assert (
+        exact_amounts.format_fine(exact_amounts.charge_fine(3, Fraction(Decimal("0.0125")), "JPY"), "JPY") == "0.0375"
+    )
+    assert exact_amounts.format_fine(exact_amounts.charge_fine(7, Fraction(5), "JPY"), "JPY") == "35"
+    assert (
+        exact_amounts.format_fine(exact_amounts.charge_fine(1, Fraction(Decimal("0.0001")), "KWD"), "KWD") == "0.0001"
+    )
+    assert exact_amounts.format_fine(-FINE, "BRL") == "-0.01"
+    with pytest.raises(ValueError, match="more than 10 decimals"):
+        exact_amounts.charge_fine(1, Fraction(1, 3), "BRL")
+
+
+def test_a_running_total_moves_whole_minor_units_rounded_half_up_once() -> None:
+    # 0.375 a message: 37.5 minor units moves 38 (half up), then 37, 38, 37...; the remainder stays in [-1/2, 1/2).
+    step = 375 * FINE // 10
+    remainder, moved = 0, []
+    for _ in range(4):
+        whole, remainder = exact_amounts.carry(remainder, step)
+        moved.append(whole)
+        assert -HALF <= remainder < HALF
+    assert moved == [38, 37, 38, 37] and remainder == 0
+    assert exact_amounts.carry(0, HALF - 1) == (0, HALF - 1)
+    assert exact_amounts.carry(-HALF, 0) == (0, -HALF)
 
 
 @settings(max_examples=300, deadline=None)
@@ -480,15 +530,17 @@ def test_charges_round_once_half_even_against_an_exact_reference() -> None:
     rate=st.decimals(min_value=0, max_value=100, places=8, allow_nan=False, allow_infinity=False),
     margin=st.one_of(
         st.none(),
-        st.tuples(st.just(MarginKind.PERCENTAGE), st.decimals(min_value=0, max_value=1000, places=4)),
+        st.tuples(st.just(MarginKind.PERCENTAGE), st.decimals(min_value=0, max_value=1000, places=8)),
         st.tuples(st.just(MarginKind.FIXED), st.decimals(min_value=0, max_value=10, places=8)),
     ),
     count=st.integers(min_value=1, max_value=1_000_000),
     currency=st.sampled_from(["BRL", "JPY", "KWD"]),
 )
 def test_rate_card_charges_match_a_slow_exact_decimal_reference(rate, margin, count, currency) -> None:
+    """A partner's rate is the platform's with its margin, rounded once to 10 decimals, half-even; an
+    event's amount is count x that rate, exactly."""
     kind, value = margin if margin else (None, None)
-    partner_rate = rate_cards.with_margin(Fraction(rate), kind, value)
+    partner_rate = rate_cards.kept(rate_cards.with_margin(Fraction(rate), kind, value))
     exact = localcontext()
     with exact as ctx:
         ctx.prec = 100
@@ -498,9 +550,11 @@ def test_rate_card_charges_match_a_slow_exact_decimal_reference(rate, margin, co
             reference_rate = rate + value
         else:
             reference_rate = rate
+        reference_rate = reference_rate.quantize(Decimal(1).scaleb(-10), rounding=ROUND_HALF_EVEN)
         digits = {"JPY": 0, "KWD": 3}.get(currency, 2)
-        reference = (count * reference_rate).scaleb(digits).quantize(Decimal(1), rounding=ROUND_HALF_EVEN)
-    assert rate_cards.charge_minor(count, partner_rate, currency) == int(reference)
+        reference = (count * reference_rate).scaleb(digits + 10)
+    assert reference == reference.to_integral_value()
+    assert exact_amounts.charge_fine(count, partner_rate, currency) == int(reference)
 
 
 async def test_a_subscriber_to_the_project_credit_hears_each_batch(server) -> None:
@@ -512,7 +566,7 @@ async def test_a_subscriber_to_the_project_credit_hears_each_batch(server) -> No
         assert (await sees.next())["walletBalanceChanged"]["balance"]["amount"] == "10.00"
         sent = await flow["product"].data(REPORT, {"events": events(flow["gid"], 2, prefix="rt", when=clock.now())})
         assert [r["status"] for r in sent["reportUsageEvents"]["results"]] == ["CHARGED", "CHARGED"]
-        assert (await sees.next())["walletBalanceChanged"]["balance"]["amount"] == "9.24"
+        assert (await sees.next())["walletBalanceChanged"]["balance"]["amount"] == "9.25"  # 2 x 0.375
 
 
 REPORT_CHECKED = """mutation($events: [UsageEventInput!]!) { reportUsageEvents(input: {events: $events}) {

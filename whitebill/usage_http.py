@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import format_minor
 from billing.usage import usage_reports, whatsapp
+from billing.usage.exact_amounts import format_fine
 from schema.context import authenticate, bearer_token
 from schema.ids import from_global_id, project_db_id
 from whitebill.boundary import refusal
@@ -68,10 +68,10 @@ class ResultBody(msgspec.Struct, rename="camel", gc=False):
         if currency is not None:
             partner = amounts.get((result.partner_amount, currency))
             if partner is None:
-                partner = amounts[(result.partner_amount, currency)] = format_minor(result.partner_amount, currency)
+                partner = amounts[(result.partner_amount, currency)] = format_fine(result.partner_amount, currency)
             platform = amounts.get((result.platform_amount, currency))
             if platform is None:
-                platform = amounts[(result.platform_amount, currency)] = format_minor(result.platform_amount, currency)
+                platform = amounts[(result.platform_amount, currency)] = format_fine(result.platform_amount, currency)
         return cls(
             result.event_id,
             result.status,

@@ -22,7 +22,8 @@ async def open_wallet(*, partner_id: int | None, owner_kind: OwnerKind, owner_id
     owner_key = wallet_owner_key(owner_kind, owner_id)
     await sql.execute(
         "INSERT INTO wallet (created_at, updated_at, partner_id, owner_kind, workspace_id, project_id, owner_key,"
-        " unit, balance, credit_limit, low_balance_notified) VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 0, 0, FALSE)"
+        " unit, balance, credit_limit, usage_remainder, low_balance_notified)"
+        " VALUES ($1, $1, $2, $3, $4, $5, $6, $7, 0, 0, 0, FALSE)"
         " ON CONFLICT (owner_key, unit) DO NOTHING",
         clock.now(),
         partner_id,

@@ -4,8 +4,9 @@ each partner's margin over it.
 The platform keeps one card per currency: a cell per (country, category), "*" standing for every
 country without a cell of its own. A partner's margin is a bulk percentage, a bulk amount added to
 every message, or a margin on one cell, which overrides the bulk one. Rates keep their decimals
-(WhatsApp prices are fractions of a cent) as exact fractions; a charge is ``count x rate``,
-rounded once, half-even, to the currency's minor unit.
+(WhatsApp prices are fractions of a cent): the platform's have at most 8 decimals, a partner's (with
+its margin) at most 10, rounded once, half-even, when the card is built. Usage charges are kept exact and
+a wallet's running total is rounded once (``billing.usage.exact_amounts``).
 
 Ingestion reads cards from a per-process cache keyed by each card's ``version``, which every change
 moves, so a change is seen by the next batch in every process.
@@ -24,7 +25,7 @@ from billing.catalog.calling_codes import COUNTRIES
 from billing.catalog.pricing import MAX_PERCENTAGE
 from billing.core import audit, clock, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import check_currency, exponent, parse_decimal, plain_decimal
+from billing.core.money import check_currency, parse_decimal, plain_decimal
 from billing.core.tenancy import Viewer
 from models.catalog import RateCard, RateCardCell
 from models.enums import MarginKind, MessageCategory, Permission
@@ -34,18 +35,22 @@ MAX_RATE = Decimal(1_000_000)
 RATE_DECIMALS = 8
 
 
-def half_even(numerator: int, denominator: int) -> int:
-    """numerator / denominator rounded half-even (denominator > 0)."""
-    quotient, remainder = divmod(numerator, denominator)
+KEPT_DECIMALS = 10  # a partner's rate (the platform's with a margin) is kept to 10 decimals
+
+
+def kept(rate: Fraction) -> Fraction:
+    """A rate with at most :data:`KEPT_DECIMALS` decimals of the major unit: rounded once, half-even, if
+    a margin gave it more (8 decimals times a percentage with 8 can have 18). Usage amounts are then
+    exact in ``billing.usage.exact_amounts``' fine units."""
+    scale = 10**KEPT_DECIMALS
+    scaled = rate * scale
+    if scaled.denominator == 1:
+        return rate
+    quotient, remainder = divmod(scaled.numerator, scaled.denominator)
     twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+    if twice > scaled.denominator or (twice == scaled.denominator and quotient % 2 == 1):
         quotient += 1
-    return quotient
-
-
-def charge_minor(count: int, rate: Fraction, currency: str) -> int:
-    """count x rate (major units per message) in minor units, rounded once, half-even."""
-    return half_even(count * rate.numerator * 10 ** exponent(currency), rate.denominator)
+    return Fraction(quotient, scale)
 
 
 def check_country(country: str, field: str = "country") -> str:
@@ -294,6 +299,12 @@ async def margins(partner_id: int, currency: str) -> list[Margin]:
 _cache: dict[tuple[int | None, str], tuple[tuple[int, int], RateTable]] = {}
 
 
+def forget_cached() -> None:
+    """Drop every cached card: for a database emptied under a running process (tests), where a new card
+    can have an old one's id and version."""
+    _cache.clear()
+
+
 async def versions(partner_id: int | None, currency: str) -> tuple[int, int]:
     rows = await sql.fetch(
         "SELECT partner_id, version FROM rate_card WHERE currency = $1 AND (partner_id IS NULL OR partner_id = $2)",
@@ -337,7 +348,7 @@ async def _build(partner_id: int | None, currency: str) -> RateTable:
             partner = with_margin(base, own.margin_kind, value)
         else:
             partner = base
-        cells[key] = Rate(base, partner)
+        cells[key] = Rate(base, kept(partner))
     return RateTable(currency, cells)
 
 

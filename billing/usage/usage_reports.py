@@ -1,8 +1,10 @@
 """Billing reports: WhatsApp usage per project by month and category, and the partner's monthly
 CSV downloads of what left its centralised balance (WCC, renewal and plan deductions).
 
-Amounts come from the same rows the ledger's entries were summed from (each usage event's two
-amounts, each deduction's amount), so a report agrees with the ledger to the cent. Months are UTC
+Usage amounts are exact (each event's two amounts, in whole minor units and fine units beyond them, as
+``billing.usage.exact_amounts`` keeps them): a month's total is the exact sum of its events, which the
+ledger moved rounded once (within half a minor unit per wallet, the wallet's usage remainder). A
+deduction's amount is what its posting moved. Months are UTC
 calendar months of when the usage happened (``occurredAt``) or the deduction was made.
 """
 
@@ -19,6 +21,7 @@ from billing.core import sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import format_minor
 from billing.core.tenancy import Viewer
+from billing.usage.exact_amounts import FINE, format_fine
 from models.enums import Permission
 
 PAGE = 1000
@@ -32,7 +35,7 @@ class UsageLine:
     events: int
     messages: int
     free_messages: int
-    partner_amount: int
+    partner_amount: int  # exact, in fine units
     platform_amount: int
     currency: str
 
@@ -68,7 +71,8 @@ async def usage_by_month(
     rows = await sql.fetch(
         f"SELECT {_month_of('occurred_at')} AS month, category, currency, count(*) AS events,"  # noqa: S608
         " sum(count) AS messages, sum(CASE WHEN free THEN count ELSE 0 END) AS free_messages,"
-        " sum(charged_amount) AS partner_amount, sum(platform_amount) AS platform_amount"
+        " sum(charged_amount) AS partner_whole, sum(charged_fraction) AS partner_fine,"
+        " sum(platform_amount) AS platform_whole, sum(platform_fraction) AS platform_fine"
         " FROM usage_event WHERE project_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
         " GROUP BY 1, category, currency ORDER BY 1, category, currency",
         project.id,
@@ -82,8 +86,8 @@ async def usage_by_month(
             events=int(r["events"]),
             messages=int(r["messages"]),
             free_messages=int(r["free_messages"]),
-            partner_amount=int(r["partner_amount"]),
-            platform_amount=int(r["platform_amount"]),
+            partner_amount=int(r["partner_whole"]) * FINE + int(r["partner_fine"]),
+            platform_amount=int(r["platform_whole"]) * FINE + int(r["platform_fine"]),
             currency=r["currency"],
         )
         for r in rows
@@ -120,7 +124,8 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
         ]  # fmt: skip
         query = (
             "SELECT e.id, e.event_id, e.occurred_at, p.workspace_id, e.project_id, e.country, e.category,"
-            " e.window_kind, e.count, e.free, e.charged_amount, e.platform_amount, e.currency, e.posting_id"
+            " e.window_kind, e.count, e.free, e.charged_amount, e.charged_fraction, e.platform_amount,"
+            " e.platform_fraction, e.currency, e.posting_id"
             " FROM usage_event e JOIN project p ON p.id = e.project_id"
             " WHERE e.partner_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3 AND e.id > $4"
             " ORDER BY e.id LIMIT $5"
@@ -131,8 +136,8 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
             return [
                 r["event_id"], _iso(r["occurred_at"]), r["workspace_id"], r["project_id"], r["country"],
                 r["category"], r["window_kind"], r["count"], "true" if r["free"] else "false",
-                format_minor(int(r["charged_amount"]), currency),  # type: ignore[call-overload]
-                format_minor(int(r["platform_amount"]), currency),  # type: ignore[call-overload]
+                _exact(r["charged_amount"], r["charged_fraction"], currency),
+                _exact(r["platform_amount"], r["platform_fraction"], currency),
                 currency, r["posting_id"],
             ]  # fmt: skip
 
@@ -165,6 +170,10 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
             return
         yield "".join(_line(row(r)) for r in rows)
         last = int(rows[-1]["id"])
+
+
+def _exact(whole: object, fine: object, currency: str) -> str:
+    return format_fine(int(str(whole)) * FINE + int(str(fine)), currency)
 
 
 def _iso(value: object) -> str:

@@ -49,6 +49,8 @@ from billing.core import clock, config, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.core.text import storable_line
+from billing.usage import exact_amounts
+from billing.usage.exact_amounts import FINE, HALF
 from models.enums import ExternalAccount, LedgerCause, MessageCategory, OwnerKind, Permission
 
 MAX_BATCH = 1000
@@ -113,8 +115,8 @@ class UsageResult(msgspec.Struct, gc=False):
 
     event_id: str
     status: Status
-    partner_amount: int = 0  # minor units of ``currency``, charged to the project's credit
-    platform_amount: int = 0  # charged to the partner's centralised balance
+    partner_amount: int = 0  # exact, in fine units of ``currency`` (exact_amounts): the project's credit
+    platform_amount: int = 0  # exact, in fine units: the partner's centralised balance
     currency: str | None = None
     reason: Reason | None = None
     message: str | None = None
@@ -295,8 +297,8 @@ async def _price(
                     None
                     if rate is None
                     else (
-                        rate_cards.charge_minor(event.count, rate.partner, project.currency),
-                        rate_cards.charge_minor(event.count, rate.platform, project.currency),
+                        exact_amounts.charge_fine(event.count, rate.partner, project.currency),
+                        exact_amounts.charge_fine(event.count, rate.platform, project.currency),
                     )
                 )
             if amounts is None:
@@ -370,55 +372,90 @@ WITH p AS (
     VALUES ($1, $2, 'USAGE', 'UsageBatch', NULL, '', $3) RETURNING id
 ), ins AS (
     INSERT INTO usage_event (created_at, partner_id, project_id, event_id, country, category, window_kind, count,
-                             free, occurred_at, charged_amount, platform_amount, currency, posting_id)
+                             free, occurred_at, charged_amount, charged_fraction, platform_amount, platform_fraction,
+                             currency, posting_id)
     SELECT $1, $2, e.project_id, e.event_id, e.country, e.category, e.window_kind, e.count, e.free, e.occurred_at,
-           e.charged, e.platform, $4, (SELECT id FROM p)
+           e.charged, e.charged_fraction, e.platform, e.platform_fraction, $4, (SELECT id FROM p)
     FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::bool[],
-                $12::timestamptz[], $13::bigint[], $14::bigint[])
-         AS e(project_id, event_id, country, category, window_kind, count, free, occurred_at, charged, platform)
+                $12::timestamptz[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])
+         AS e(project_id, event_id, country, category, window_kind, count, free, occurred_at, charged,
+              charged_fraction, platform, platform_fraction)
     ON CONFLICT (partner_id, event_id) DO NOTHING
-    RETURNING project_id, event_id, charged_amount, platform_amount
+    RETURNING project_id, event_id, charged_amount, charged_fraction, platform_amount, platform_fraction
 ), tot AS (
-    SELECT project_id, sum(charged_amount)::bigint AS amount FROM ins GROUP BY project_id
-), u AS (
-    UPDATE wallet w SET balance = w.balance - tot.amount, updated_at = $1
-    FROM tot JOIN unnest($15::bigint[], $16::bigint[], $17::bool[]) AS m(project_id, wallet_id, allow_credit)
+    SELECT project_id, sum(charged_amount)::bigint AS whole, sum(charged_fraction)::bigint AS fine
+    FROM ins GROUP BY project_id
+), lk AS (
+    -- Each project's credit, held before its remainder is read: the running total is rounded once.
+    SELECT w.id, w.usage_remainder, tot.whole, tot.fine, m.allow_credit
+    FROM tot JOIN unnest($17::bigint[], $18::bigint[], $19::bool[]) AS m(project_id, wallet_id, allow_credit)
          ON m.project_id = tot.project_id
-    WHERE w.id = m.wallet_id AND tot.amount > 0
-      AND w.balance - tot.amount >= CASE WHEN m.allow_credit THEN -w.credit_limit ELSE 0 END
-    RETURNING w.id, w.balance, w.partner_id, tot.amount,
+    JOIN wallet w ON w.id = m.wallet_id
+    WHERE tot.whole > 0 OR tot.fine > 0
+    ORDER BY w.id FOR UPDATE OF w
+), mv AS (
+    SELECT id, allow_credit, whole + (usage_remainder + fine + {half}) / {fine} AS moved,
+           (usage_remainder + fine + {half}) % {fine} - {half} AS remainder
+    FROM lk
+), u AS (
+    UPDATE wallet w SET balance = w.balance - mv.moved, usage_remainder = mv.remainder, updated_at = $1
+    FROM mv
+    WHERE w.id = mv.id AND w.balance - mv.moved >= CASE WHEN mv.allow_credit THEN -w.credit_limit ELSE 0 END
+    RETURNING w.id, w.balance, w.partner_id, mv.moved AS amount,
               w.low_balance_threshold IS NOT NULL AND w.balance < w.low_balance_threshold AS low
 ), n AS (
     SELECT {notify} FROM u
 ), e AS (
     INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                               counter_wallet_id, counter_account)
-    SELECT $1, (SELECT id FROM p), $2, u.id, $4, -u.amount, u.balance, 'USAGE', NULL, 'PARTNER_REVENUE' FROM u
+    SELECT $1, (SELECT id FROM p), $2, u.id, $4, -u.amount, u.balance, 'USAGE', NULL, 'PARTNER_REVENUE'
+    FROM u WHERE u.amount > 0
 )
 SELECT (SELECT id FROM p) AS posting_id,
        (SELECT count(*) FROM ins) AS inserted_count,
-       (SELECT CASE WHEN count(*) < $18 THEN array_agg(event_id) END FROM ins) AS inserted,
-       (SELECT coalesce(sum(platform_amount), 0) FROM ins)::bigint AS platform_total,
-       (SELECT count(*) FROM tot WHERE amount > 0) AS to_charge,
+       (SELECT CASE WHEN count(*) < $20 THEN array_agg(event_id) END FROM ins) AS inserted,
+       (SELECT coalesce(sum(platform_amount), 0) FROM ins)::bigint AS platform_whole,
+       (SELECT coalesce(sum(platform_fraction), 0) FROM ins)::bigint AS platform_fine,
+       (SELECT count(*) FROM lk) AS to_charge,
        (SELECT array_agg(id) FROM u) AS charged,
        (SELECT array_agg(id) FROM u WHERE low) AS low,
        (SELECT count(*) FROM n) AS notified
-""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "u.id", "u.partner_id"))
+"""
 
 CENTRAL_SQL = """
-WITH w AS (
-    UPDATE wallet SET balance = balance - $1, updated_at = $2
-    WHERE id = $3 AND balance - $1 >= -credit_limit
-    RETURNING id, balance, partner_id, low_balance_threshold IS NOT NULL AND balance < low_balance_threshold AS low
+WITH lk AS (
+    SELECT id, usage_remainder FROM wallet WHERE id = $3 FOR UPDATE
+), mv AS (
+    SELECT id, $1::bigint + (usage_remainder + $7::bigint + {half}) / {fine} AS moved,
+           (usage_remainder + $7::bigint + {half}) % {fine} - {half} AS remainder
+    FROM lk
+), w AS (
+    UPDATE wallet SET balance = balance - mv.moved, usage_remainder = mv.remainder, updated_at = $2
+    FROM mv
+    WHERE wallet.id = mv.id AND balance - mv.moved >= -credit_limit
+    RETURNING wallet.id, wallet.balance, wallet.partner_id, mv.moved,
+              low_balance_threshold IS NOT NULL AND balance < low_balance_threshold AS low
 ), n AS (
     SELECT {notify} FROM w
 ), e AS (
     INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                               counter_wallet_id, counter_account)
-    SELECT $2, $4, $5, w.id, $6, -$1, w.balance, 'USAGE', NULL, 'PLATFORM_REVENUE' FROM w
+    SELECT $2, $4, $5, w.id, $6, -w.moved, w.balance, 'USAGE', NULL, 'PLATFORM_REVENUE' FROM w WHERE w.moved > 0
 )
 SELECT id, low, (SELECT count(*) FROM n) AS notified FROM w
-""".replace("{notify}", realtime.notify_sql(realtime.WALLET, "w.id", "w.partner_id"))
+"""
+
+
+def _sql(template: str, wallet: str, partner: str) -> str:
+    return (
+        template.replace("{notify}", realtime.notify_sql(realtime.WALLET, wallet, partner))
+        .replace("{half}", str(HALF))
+        .replace("{fine}", str(FINE))
+    )
+
+
+EVENTS_AND_PROJECTS_SQL = _sql(EVENTS_AND_PROJECTS_SQL, "u.id", "u.partner_id")
+CENTRAL_SQL = _sql(CENTRAL_SQL, "w.id", "w.partner_id")
 
 
 class _Short(Exception):
@@ -426,8 +463,11 @@ class _Short(Exception):
 
 
 def event_rows(group: _Group) -> list[list[Any]]:
-    """The arrays the events statement takes, in its parameter order ($5..$14)."""
+    """The arrays the events statement takes, in its parameter order ($5..$16): each exact amount as its
+    whole minor units and the fine units beyond them."""
     items = group.events
+    charged = [exact_amounts.split(i.partner_amount) for i in items]
+    platform = [exact_amounts.split(i.platform_amount) for i in items]
     return [
         [i.project.id for i in items],
         [i.event.event_id for i in items],
@@ -437,13 +477,15 @@ def event_rows(group: _Group) -> list[list[Any]]:
         [i.event.count for i in items],
         [i.free for i in items],
         [i.event.occurred_at for i in items],
-        [i.partner_amount for i in items],
-        [i.platform_amount for i in items],
+        [c[0] for c in charged],
+        [c[1] for c in charged],
+        [p[0] for p in platform],
+        [p[1] for p in platform],
     ]
 
 
 def project_rows(group: _Group) -> list[list[Any]]:
-    """($15..$17): each project of the group with its wallet and policy."""
+    """($17..$19): each project of the group with its wallet and policy."""
     projects = {item.project.id: item.project for item in group.events if item.project.wallet_id is not None}
     return [
         [p.id for p in projects.values()],
@@ -458,7 +500,7 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
     inserted: dict[int, set[str]] = {}
     try:
         async with sql.connection().acquire_connection() as raw, raw.transaction():
-            central: list[tuple[_Group, int, int]] = []
+            central: list[tuple[_Group, int, int, int]] = []
             for group in groups.values():
                 row = await raw.fetchrow(
                     EVENTS_AND_PROJECTS_SQL,
@@ -475,12 +517,12 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
                 if row["inserted_count"] < len(group.events):  # some were seen before
                     inserted[group.partner_id] = set(row["inserted"] or ())
                 low.extend(row["low"] or ())
-                if row["platform_total"]:
-                    central.append((group, row["platform_total"], row["posting_id"]))
+                if row["platform_whole"] or row["platform_fine"]:
+                    central.append((group, row["platform_whole"], row["platform_fine"], row["posting_id"]))
             # The shared rows last, in id order, each held from its update to the commit.
-            for group, total, posting_id in sorted(central, key=lambda c: c[0].central_id):
+            for group, whole, fine, posting_id in sorted(central, key=lambda c: c[0].central_id):
                 row = await raw.fetchrow(
-                    CENTRAL_SQL, total, now, group.central_id, posting_id, group.partner_id, group.currency
+                    CENTRAL_SQL, whole, now, group.central_id, posting_id, group.partner_id, group.currency, fine
                 )
                 if row is None:
                     raise _Short
@@ -508,6 +550,26 @@ def _duplicate(result: UsageResult) -> None:
 # --- any backend: lock, decide event by event --------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Room:
+    """A wallet as locked, and what this batch has taken from it so far."""
+
+    balance: int
+    credit_limit: int
+    remainder: int  # the usage remainder, fine units
+    moved: int = 0  # whole minor units this batch takes
+
+    def take(self, whole: int, fine: int, floor: int) -> bool:
+        """Take an exact amount (``whole`` minor units and ``fine`` units), unless the balance would fall
+        below ``floor``; False (nothing taken) then."""
+        crossed, remainder = exact_amounts.carry(self.remainder, fine)
+        if self.balance - self.moved - whole - crossed < floor:
+            return False
+        self.moved += whole + crossed
+        self.remainder = remainder
+        return True
+
+
 async def _careful(groups: dict[int, _Group], now: datetime, actor: str | None) -> None:
     wallet_ids = sorted(
         {g.central_id for g in groups.values()}
@@ -520,28 +582,29 @@ async def _careful(groups: dict[int, _Group], now: datetime, actor: str | None) 
             # SQLite locks the whole database at the first write: take it now, before reading.
             await sql.execute(f"UPDATE wallet SET balance = balance WHERE id IN ({listed})")  # noqa: S608 (ints)
         lock = " ORDER BY id FOR UPDATE" if sql.is_postgres() else ""
-        rows = await sql.fetch(f"SELECT id, balance, credit_limit FROM wallet WHERE id IN ({listed}){lock}")  # noqa: S608
-        room = {r["id"]: (int(r["balance"]), int(r["credit_limit"])) for r in rows}
+        rows = await sql.fetch(
+            f"SELECT id, balance, credit_limit, usage_remainder FROM wallet WHERE id IN ({listed}){lock}"  # noqa: S608
+        )
+        room = {r["id"]: _Room(int(r["balance"]), int(r["credit_limit"]), int(r["usage_remainder"])) for r in rows}
         for group in groups.values():
             await _decide(group, room, now, actor, touched)
     for wallet_id in sorted(touched):
         await top_ups.watch(wallet_id)
 
 
-async def _decide(
-    group: _Group, room: dict[int, tuple[int, int]], now: datetime, actor: str | None, touched: set[int]
-) -> None:
-    central_balance, central_limit = room[group.central_id]
-    spent: dict[int, int] = {}
-    platform_total = 0
+async def _decide(group: _Group, room: dict[int, _Room], now: datetime, actor: str | None, touched: set[int]) -> None:
+    central = room[group.central_id]
+    changed: set[int] = set()
     kept: list[int] = []
     for item in group.events:
         item.reset()
         result, event, project = item.result, item.event, item.project
+        charged, charged_fine = exact_amounts.split(result.partner_amount)
+        platform, platform_fine = exact_amounts.split(result.platform_amount)
         rows = await sql.fetch(
             "INSERT INTO usage_event (created_at, partner_id, project_id, event_id, country, category, window_kind,"
-            " count, free, occurred_at, charged_amount, platform_amount, currency)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            " count, free, occurred_at, charged_amount, charged_fraction, platform_amount, platform_fraction,"
+            " currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             " ON CONFLICT (partner_id, event_id) DO NOTHING RETURNING id",
             now,
             group.partner_id,
@@ -553,46 +616,70 @@ async def _decide(
             event.count,
             item.free,
             event.occurred_at,
-            result.partner_amount,
-            result.platform_amount,
+            charged,
+            charged_fine,
+            platform,
+            platform_fine,
             group.currency,
         )
         if not rows:
             _duplicate(result)
             continue
         row_id = int(rows[0]["id"])
+        wallet = room[project.wallet_id] if project.wallet_id is not None else None
+        undo = (wallet.moved, wallet.remainder) if wallet is not None else (0, 0)
         reason = None
         if result.partner_amount:
-            assert project.wallet_id is not None
-            balance, limit = room[project.wallet_id]
-            floor = -limit if project.allow_credit else 0
-            if balance - spent.get(project.wallet_id, 0) - result.partner_amount < floor:
+            assert wallet is not None
+            if not wallet.take(charged, charged_fine, -wallet.credit_limit if project.allow_credit else 0):
                 reason = (Reason.INSUFFICIENT_CREDIT, "the project's credit does not cover this event")
-        if reason is None and central_balance - platform_total - result.platform_amount < -central_limit:
+        if reason is None and not central.take(platform, platform_fine, -central.credit_limit):
             reason = (Reason.PARTNER_BALANCE_INSUFFICIENT, "the partner's balance is at its credit limit")
+            if wallet is not None:
+                wallet.moved, wallet.remainder = undo
         if reason is not None:
             refuse(result, *reason)
             await sql.execute("DELETE FROM usage_event WHERE id = $1", row_id)
             continue
         if result.partner_amount:
-            assert project.wallet_id is not None
-            spent[project.wallet_id] = spent.get(project.wallet_id, 0) + result.partner_amount
-        platform_total += result.platform_amount
+            changed.add(project.wallet_id)  # type: ignore[arg-type]
+        if result.platform_amount:
+            changed.add(group.central_id)
         kept.append(row_id)
-    legs = [
-        Leg(amount, group.currency, wallet_id, ExternalAccount.PARTNER_REVENUE)
-        for wallet_id, amount in spent.items()
-        if amount
-    ]
-    if platform_total:
-        legs.append(Leg(platform_total, group.currency, group.central_id, ExternalAccount.PLATFORM_REVENUE))
-    if not legs or not kept:
+    if not kept:
         return
-    posted = await ledger.post(legs, cause=LedgerCause.USAGE, caused_by=CausedBy("UsageBatch", ""), actor=actor)
+    legs = [
+        Leg(
+            room[wallet_id].moved,
+            group.currency,
+            wallet_id,
+            ExternalAccount.PLATFORM_REVENUE if wallet_id == group.central_id else ExternalAccount.PARTNER_REVENUE,
+        )
+        for wallet_id in sorted(changed)
+        if room[wallet_id].moved
+    ]
+    if legs:
+        posting_id = (
+            await ledger.post(legs, cause=LedgerCause.USAGE, caused_by=CausedBy("UsageBatch", ""), actor=actor)
+        ).posting_id
+    else:  # free events, or amounts still under a whole minor unit: a posting without entries
+        posting_id = await _bare_posting(group.partner_id, now, actor)
+    for wallet_id in sorted(changed):
+        await sql.execute("UPDATE wallet SET usage_remainder = $1 WHERE id = $2", room[wallet_id].remainder, wallet_id)
     listed = ", ".join(str(i) for i in kept)
-    await sql.execute(f"UPDATE usage_event SET posting_id = $1 WHERE id IN ({listed})", posted.posting_id)  # noqa: S608
-    touched.update(spent)
-    touched.add(group.central_id)
+    await sql.execute(f"UPDATE usage_event SET posting_id = $1 WHERE id IN ({listed})", posting_id)  # noqa: S608
+    touched.update(int(leg.source) for leg in legs)
+
+
+async def _bare_posting(partner_id: int, now: datetime, actor: str | None) -> int:
+    rows = await sql.fetch(
+        "INSERT INTO posting (created_at, partner_id, cause, caused_by_type, caused_by_id, note, actor)"
+        " VALUES ($1, $2, 'USAGE', 'UsageBatch', NULL, '', $3) RETURNING id",
+        now,
+        partner_id,
+        actor,
+    )
+    return int(rows[0]["id"])
 
 
 def as_utc(moment: datetime, field: str = "occurredAt") -> datetime:

@@ -23,8 +23,13 @@ class UsageEventResult:
     event_id: str
     status: UsageStatus
     country: str | None
-    partner_amount: Money | None = strawberry.field(description="Charged to the project's credit.")
-    platform_amount: Money | None = strawberry.field(description="Charged to the partner's centralised balance.")
+    partner_amount: Money | None = strawberry.field(
+        description="Charged to the project's credit, exact (it may have more decimals than the currency: the"
+        " credit moves by its running total, rounded once)."
+    )
+    platform_amount: Money | None = strawberry.field(
+        description="Charged to the partner's centralised balance, exact like partnerAmount."
+    )
     reason: UsageRefusal | None
     message: str | None
 
@@ -35,8 +40,8 @@ class UsageEventResult:
             event_id=result.event_id,
             status=result.status,
             country=result.country,
-            partner_amount=Money.of(result.partner_amount, currency) if currency else None,
-            platform_amount=Money.of(result.platform_amount, currency) if currency else None,
+            partner_amount=Money.exact(result.partner_amount, currency) if currency else None,
+            platform_amount=Money.exact(result.platform_amount, currency) if currency else None,
             reason=result.reason,
             message=result.message,
         )
@@ -49,7 +54,7 @@ class UsageMonth:
     events: int
     messages: str = strawberry.field(description="Messages delivered (free ones included).")
     free_messages: str
-    partner_amount: Money
+    partner_amount: Money = strawberry.field(description="The exact sum of the month's events' amounts.")
     platform_amount: Money
 
 
@@ -65,8 +70,8 @@ async def usage_by_month(
             events=line.events,
             messages=str(line.messages),
             free_messages=str(line.free_messages),
-            partner_amount=Money.of(line.partner_amount, line.currency),
-            platform_amount=Money.of(line.platform_amount, line.currency),
+            partner_amount=Money.exact(line.partner_amount, line.currency),
+            platform_amount=Money.exact(line.platform_amount, line.currency),
         )
         for line in lines
     ]
