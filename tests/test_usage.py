@@ -30,7 +30,7 @@ from models.subscriptions import UsageEvent
 from models.tenancy import Partner, Project
 from models.wallets import LedgerEntry, Posting, Wallet
 from schema.ids import to_global_id
-from tests.factories import a_partner, a_workspace
+from tests.factories import PLATFORM, a_partner, a_workspace
 from tests.graphql import GraphQLClient
 from tests.test_realtime import BALANCE, live
 from whitebill.settings import configure_domain, load_settings
@@ -51,7 +51,7 @@ POLICY = """mutation($policy: UsageCreditPolicy!) { setUsageCreditPolicy(input: 
   partner { usageCreditPolicy } errors { code } } }"""
 REPORT = """mutation($events: [UsageEventInput!]!) { reportUsageEvents(input: {events: $events}) {
   results { eventId status country partnerAmount { amount currency } platformAmount { amount } reason message }
-  errors { code message } } }"""
+  errors { code field message } } }"""
 MONTHS = """query($project: ID!) { node(id: $project) { ... on Project {
   usageByMonth { month category events messages freeMessages partnerAmount { amount currency }
                  platformAmount { amount } } } } }"""
@@ -446,8 +446,10 @@ async def test_only_the_platforms_product_reports_usage_and_bad_input_is_typed(s
         as_partner = await http.post("/usage", json=body, headers={"Authorization": f"Bearer {flow['agency'].token}"})
         assert as_partner.status_code == 403
         auth = {"Authorization": f"Bearer {flow['product_key']}"}
-        bad = await http.post("/usage", json={"events": [{**body["events"][0], "count": 0}]}, headers=auth)
-        assert bad.status_code == 400 and "$.events[0].count" in bad.text
+        bad = await http.post("/usage", json={"events": [{**body["events"][0], "count": "1"}]}, headers=auth)
+        assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "events[0].count"
+        zero = await http.post("/usage", json={"events": [{**body["events"][0], "count": 0}]}, headers=auth)
+        assert zero.json()["results"][0]["reason"] == "INVALID_EVENT"  # that event alone, as GraphQL does
         unknown = await http.post("/usage", json={"events": [{**body["events"][0], "extra": 1}]}, headers=auth)
         assert unknown.status_code == 400
         naive = await http.post(
@@ -479,6 +481,17 @@ async def test_an_event_id_with_a_control_character_is_refused_alone_the_same_on
     batch[2]["eventId"] = "line\nbreak"
     auth = {"Authorization": f"Bearer {flow['product_key']}"}
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        # NUL, which no database stores, refuses the request at the boundary, as /graphql does.
+        refused = await http.post("/usage", json={"events": batch}, headers=auth)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["errors"] == [
+            {
+                "code": "INVALID_INPUT",
+                "message": "Strings must not contain NUL characters",
+                "field": "events[1].eventId",
+            }
+        ]
+        batch[1]["eventId"] = "tab\tid"
         answer = await http.post("/usage", json={"events": batch}, headers=auth)
     assert answer.status_code == 200, answer.text
     results = answer.json()["results"]
@@ -488,8 +501,22 @@ async def test_an_event_id_with_a_control_character_is_refused_alone_the_same_on
         ("REFUSED", "INVALID_EVENT"),
         ("CHARGED", None),
     ]
+    # Past the boundary, the domain still refuses a NUL alone: it would fail the whole batch's statement on
+    # PostgreSQL (SQLite stores it).
+    [alone, fine] = await whatsapp.report(
+        PLATFORM,
+        [
+            whatsapp.UsageIn(flow["project"].id, "nul\x00", "MARKETING", clock.now(), country="BR"),
+            whatsapp.UsageIn(flow["project"].id, "ctl-4", "MARKETING", clock.now(), country="BR"),
+        ],
+    )
+    assert (alone.status, alone.reason, fine.status) == (
+        whatsapp.Status.REFUSED,
+        whatsapp.Reason.INVALID_EVENT,
+        whatsapp.Status.CHARGED,
+    )
     stored = await UsageEvent.filter(project_id=flow["project"].id).order_by("id").values_list("event_id", flat=True)
-    assert stored == ["ctl-0", "ctl-3"]
+    assert stored == ["ctl-0", "ctl-3", "ctl-4"]
 
 
 def test_usage_amounts_are_exact_in_fine_units_and_written_with_every_decimal_they_have() -> None:
@@ -630,3 +657,90 @@ def test_the_usage_window_is_set_by_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("WHITEBILL_USAGE_MONTHS_BACK", "-1")
     with pytest.raises(ValueError, match="WHITEBILL_USAGE_MONTHS_BACK"):
         load_settings()
+
+
+async def both_paths(flow: dict, batch: list[dict], http_batch: list[dict] | None = None) -> tuple[dict, dict]:
+    """The same batch through reportUsageEvents and POST /usage (``http_batch`` if given: the same events
+    under other ids): each answer reduced to what it decided, per event (status, reason) or for the whole
+    batch (code, field)."""
+    graphql = await flow["product"].post(REPORT, {"events": batch})
+    body = graphql.json()
+    if body.get("data") and body["data"]["reportUsageEvents"]["results"]:
+        by_graphql = {"events": [(r["status"], r["reason"]) for r in body["data"]["reportUsageEvents"]["results"]]}
+    elif body.get("data"):
+        by_graphql = {"batch": [(e["code"], e["field"]) for e in body["data"]["reportUsageEvents"]["errors"]]}
+    else:  # refused before execution: a variable of the wrong shape
+        by_graphql = {"batch": [("INVALID_INPUT", None)]}
+    async with httpx.AsyncClient(base_url=flow["server"].url, timeout=30) as http:
+        answer = await http.post(
+            "/usage",
+            json={"events": batch if http_batch is None else http_batch},
+            headers={"Authorization": f"Bearer {flow['product_key']}"},
+        )
+    if answer.status_code == 200:
+        by_http = {"events": [(r["status"], r["reason"]) for r in answer.json()["results"]]}
+    else:
+        assert answer.status_code == 400, answer.text
+        by_http = {"batch": [(e["code"], e["field"]) for e in answer.json()["errors"]]}
+    return by_graphql, by_http
+
+
+async def test_the_same_bad_batch_gets_the_same_answer_through_graphql_and_http(server) -> None:
+    flow = await setup(server)
+    await flow["agency"].data(ASSIGN, {"project": flow["gid"], "amount": "10.00", "key": "bad"})
+    when = clock.now()
+    one = events(flow["gid"], 1, prefix="x", when=when)[0]
+    per_event = [
+        {"count": 0},
+        {"count": whatsapp.MAX_COUNT + 1},
+        {"eventId": ""},
+        {"eventId": "i" * (whatsapp.MAX_EVENT_ID + 1)},
+        {"projectId": "not-an-id"},
+        {"projectId": to_global_id("Workspace", 1)},
+        {"recipient": None, "country": "XX"},
+        {"recipient": None, "country": "B" * 5000},
+        {"recipient": "call me"},
+        {"recipient": "+54 9 11 5555 0000", "country": "BR"},
+        {},  # a good one
+        {},  # the same id again in the batch
+    ]
+    batches = {}
+    for path in ("graphql", "http"):
+        batches[path] = [{**one, "eventId": f"{path}-{i}", **change} for i, change in enumerate(per_event)]
+        batches[path][-1]["eventId"] = batches[path][-2]["eventId"]
+    for good in ("CHARGED", "DUPLICATE"):  # twice: the second time the good one is a duplicate on both paths
+        by_graphql, by_http = await both_paths(flow, batches["graphql"], batches["http"])
+        assert by_graphql == by_http
+        statuses = by_graphql["events"]
+        assert [status for status, _ in statuses[:10]] == ["REFUSED"] * 10
+        assert [reason for _, reason in statuses[:10]] == ["INVALID_EVENT"] * 4 + ["PROJECT_NOT_FOUND"] * 2 + [
+            "INVALID_EVENT"
+        ] * 4
+        assert statuses[10:] == [(good, None), ("DUPLICATE", None)]
+    whole = {
+        "too many": ([one] * (whatsapp.MAX_BATCH + 1), [("INVALID_INPUT", "events")]),
+        "no time zone": ([{**one, "occurredAt": "2026-12-02T10:00:00"}], [("INVALID_EVENT", "events[0].occurredAt")]),
+        "long ago": ([{**one, "occurredAt": "1999-01-01T00:00:00Z"}], [("INVALID_EVENT", "events[0].occurredAt")]),
+        "in the future": (
+            [one, {**one, "occurredAt": (when + timedelta(days=3)).isoformat()}],
+            [("INVALID_EVENT", "events[1].occurredAt")],
+        ),
+    }
+    for name, (batch, expected) in whole.items():
+        graphql, http = await both_paths(flow, batch)
+        assert graphql == http == {"batch": expected}, name
+    shape = {
+        "count as text": [{**one, "count": "3"}],
+        "count past a 32-bit integer": [{**one, "count": 2**31}],
+        "an unknown category": [{**one, "category": "SPAM"}],
+        "an unknown field": [{**one, "price": "0"}],
+        "no event id": [{key: value for key, value in one.items() if key != "eventId"}],
+        "a NUL in an event id": [{**one, "eventId": "nul\x00"}],
+    }
+    for name, batch in shape.items():
+        graphql, http = await both_paths(flow, batch)
+        assert graphql == {"batch": [("INVALID_INPUT", None)]}, name
+        [(code, field)] = http["batch"]
+        assert code == "INVALID_INPUT" and field is not None and field.startswith("events[0]"), (name, field)
+    # The good ones, one per path (and the other path's half of each pair): 2 x 0.375.
+    assert (await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}")).balance == 10_00 - 75

@@ -2,9 +2,13 @@
 
 ``POST /usage`` takes ``{"events": [...]}`` (up to 1,000) as JSON, validated by msgspec in one pass
 (typed GraphQL input would cost about 32 µs per event before any work), and answers one result per
-event, in order, exactly like the ``reportUsageEvents`` mutation. A body that does not fit the schema is
-refused whole with 400 and the path of the first problem, e.g. ``$.events[3].count``; an event that
-fits but cannot be charged gets its own REFUSED result.
+event, in order, exactly like the ``reportUsageEvents`` mutation, and means the same by a bad event: a body
+of the wrong shape (not JSON, an unknown field, a value of the wrong type or outside the mutation's enums)
+is refused whole with 400, INVALID_INPUT, the path of the first problem in ``field`` (``events[3].count``);
+a batch of more than 1,000 events, or with an ``occurredAt`` without a time zone or outside the reporting
+window, is refused whole with the mutation's typed error; an event of the right shape that cannot be
+charged (a count of 0, an empty or control-character id, an unknown project or country) gets its own
+REFUSED result.
 
 ``GET /reports/{report}.csv?month=YYYY-MM[&partnerId=ID]`` streams one of the partner's monthly
 billing reports: ``wcc-deductions``, ``renewal-deductions``, ``plan-deductions``.
@@ -32,19 +36,25 @@ Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION", "AUTHENTICATION_INT
 WindowName = Literal["NONE", "CUSTOMER_SERVICE", "FREE_ENTRY"]
 
 
+# The types of reportUsageEvents' UsageEventInput, no narrower: a value of the right type that is out of
+# range (a count of 0, an empty event id, an unknown country) refuses that event alone, in the domain, as
+# the mutation does; a body of the wrong shape is refused whole, as GraphQL refuses a mistyped variable.
+GraphQLInt = Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+
+
 class EventBody(msgspec.Struct, rename="camel", forbid_unknown_fields=True, gc=False):
-    project_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=whatsapp.MAX_EVENT_ID)]
+    project_id: str
+    event_id: str
     category: Category
-    occurred_at: Annotated[datetime, msgspec.Meta(tz=True)]
-    count: Annotated[int, msgspec.Meta(ge=1, le=whatsapp.MAX_COUNT)] = 1
-    recipient: Annotated[str, msgspec.Meta(max_length=32)] | None = None
-    country: Annotated[str, msgspec.Meta(max_length=8)] | None = None
+    occurred_at: datetime  # one without a time zone refuses the batch, in the domain: INVALID_EVENT
+    count: GraphQLInt = 1
+    recipient: str | None = None
+    country: str | None = None
     window: WindowName = "NONE"
 
 
 class BatchBody(msgspec.Struct, forbid_unknown_fields=True):
-    events: Annotated[list[EventBody], msgspec.Meta(max_length=whatsapp.MAX_BATCH)]
+    events: list[EventBody]  # more than 1,000 refuses the batch, in the domain: INVALID_INPUT on events
 
 
 _decoder = msgspec.json.Decoder(BatchBody)
@@ -102,16 +112,41 @@ def _domain_error(error: BillingError) -> Response:
     return refusal(_STATUS.get(error.code, 400), error.code, error.message, error.field)
 
 
+def _path(message: str) -> str | None:
+    """The input path msgspec names at the end of its message ("... - at `$.events[3].count`"), as the
+    API names fields: ``events[3].count``."""
+    _, found, path = message.rpartition(" - at `$.")
+    return path.rstrip("`") if found else None
+
+
+def _nul_at(batch: BatchBody) -> str | None:
+    for index, event in enumerate(batch.events):
+        for name, value in (
+            ("projectId", event.project_id),
+            ("eventId", event.event_id),
+            ("recipient", event.recipient),
+            ("country", event.country),
+        ):
+            if value is not None and "\x00" in value:
+                return f"events[{index}].{name}"
+    return None
+
+
 async def report_usage(request: Request) -> Response:
     viewer = await authenticate(bearer_token(request.headers.get("authorization", "")))
     if viewer is None:
         return refusal(401, ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key>")
     try:
-        batch = _decoder.decode(await request.body())  # at most the server's /usage body limit
+        body = await request.body()  # at most the server's /usage body limit
+        batch = _decoder.decode(body)
     except msgspec.ValidationError as error:
-        return refusal(400, ErrorCode.INVALID_INPUT, str(error))
+        return refusal(400, ErrorCode.INVALID_INPUT, str(error), _path(str(error)))
     except msgspec.DecodeError as error:
         return refusal(400, ErrorCode.INVALID_INPUT, f"not JSON: {error}")
+    if b"\\u0000" in body:  # JSON writes NUL so: look closer only then
+        found = _nul_at(batch)
+        if found is not None:  # as /graphql refuses it: no database stores it
+            return refusal(400, ErrorCode.INVALID_INPUT, "Strings must not contain NUL characters", found)
     ids: dict[str, int] = {}
     projects = [project_db_id(e.project_id, ids) for e in batch.events]
     try:

@@ -192,7 +192,7 @@ def _validate(event: UsageLike, result: UsageResult) -> str | None:
         refuse(result, Reason.INVALID_EVENT, "give the recipient's number or country")
         return None
     try:
-        return rate_cards.check_country(event.country)
+        return rate_cards.check_country(event.country[:8])  # no country is longer: an echo stays short
     except BillingError as error:
         refuse(result, Reason.INVALID_EVENT, error.message)
         return None
