@@ -21,6 +21,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from billing.accounts.opening import named_wallet
+from billing.catalog import plans
 from billing.charges import charging, gateway_configs, payments
 from billing.core import audit, clock, sql, work
 from billing.core.errors import BillingError, ErrorCode
@@ -156,7 +157,7 @@ def _pays_by_link(config: GatewayConfig) -> bool:
 async def _new_payment(wallet: Wallet, rule: AutoTopUp) -> Payment | None:
     payer_key = payer_key_of(wallet)
     package = await CreditPackage.get(id=rule.package_id)
-    if payer_key is None:
+    if payer_key is None or package.status is not PlanStatus.ACTIVE:  # an archived package is never bought
         return None
     config, card = await _route(wallet)
     return await payments.create_payment(
@@ -174,6 +175,7 @@ async def _new_payment(wallet: Wallet, rule: AutoTopUp) -> Payment | None:
             "wallet_id": wallet.id,
             "quantity": package.quantity,
             "package_id": package.id,
+            "packages": plans.package_lines(package, 1),
             "auto_top_up": True,
             "card_id": card.id if card else None,
         },

@@ -32,6 +32,7 @@ from billing.core.text import check_text
 from billing.tenants.partners import check_name
 from models.catalog import AddOn, CreditPackage, PartnerMargin, Plan, PlanFamily
 from models.enums import BillingInterval, MarginKind, Permission, PlanStatus
+from models.wallets import AutoTopUp
 
 MAX_LIMIT = 10**12
 MAX_LIMITS = 30
@@ -461,6 +462,97 @@ def visible_credit_packages(viewer: Viewer) -> QuerySet[CreditPackage]:
     if viewer.is_platform:
         return CreditPackage.all()
     return CreditPackage.filter(Q(partner_id=None) | Q(partner_id=viewer.partner_id))
+
+
+def credit_packages(viewer: Viewer, status: PlanStatus | None = None) -> QuerySet[CreditPackage]:
+    """The packages the viewer may buy or sells, oldest first: the platform sees every one; a partner its
+    own and the platform's (which it buys for its pool); a workspace its partner's on sale (ACTIVE)."""
+    if viewer.kind == "WORKSPACE":
+        found = CreditPackage.filter(partner_id=viewer.partner_id, status=PlanStatus.ACTIVE)
+    else:
+        found = visible_credit_packages(viewer)
+    return (found.filter(status=status) if status is not None else found).order_by("id")
+
+
+async def _package_to_change(viewer: Viewer, package_id: int) -> CreditPackage:
+    package = await tenancy.get_scoped(visible_credit_packages(viewer), package_id, "credit package")
+    if package.partner_id is None:
+        viewer.require(Permission.MANAGE_CATALOG)
+        if not viewer.is_platform:
+            raise BillingError(ErrorCode.FORBIDDEN, "the platform's packages are the platform's to change", "packageId")
+    else:
+        viewer.require(Permission.MANAGE_PLANS)
+        if viewer.kind == "WORKSPACE":
+            raise BillingError(ErrorCode.FORBIDDEN, "packages are changed by the partner", field="packageId")
+    return package
+
+
+def _package_audited(package: CreditPackage) -> dict[str, Any]:
+    return {
+        "name": package.name,
+        "price": audit.money(Money(package.price_amount, package.currency)),
+        "status": package.status,
+    }
+
+
+async def update_credit_package(
+    viewer: Viewer, *, package_id: int, name: str | None = None, price: Money | None = None
+) -> CreditPackage:
+    """Rename or reprice a package. A new price applies to purchases from now on: payments already made,
+    or open, keep the amount they were made for."""
+    package = await _package_to_change(viewer, package_id)
+    before = _package_audited(package)
+    if name is not None:
+        package.name = check_name(name)
+    if price is not None:
+        package.price_amount = check_amount(price.amount, field="price")
+        package.currency = check_currency(price.currency)
+    await package.save(update_fields=["name", "price_amount", "currency"])
+    await audit.record(
+        actor=viewer.actor,
+        action="credit_package.update",
+        target_type="CreditPackage",
+        target_id=package.id,
+        partner_id=package.partner_id,
+        before=before,
+        after=_package_audited(package),
+    )
+    return package
+
+
+def package_lines(package: CreditPackage, count: int) -> list[dict[str, Any]]:
+    """What a payment buys, as it keeps it (``purpose["packages"]``, shown as ``Payment.packageLines``):
+    ``count`` of ``package`` as it was sold then."""
+    return [{"package_id": package.id, "name": package.name, "quantity": package.quantity, "count": count}]
+
+
+PACKAGE_STATUSES = (PlanStatus.ACTIVE, PlanStatus.ARCHIVED)
+
+
+async def set_credit_package_status(viewer: Viewer, *, package_id: int, status: PlanStatus) -> CreditPackage:
+    """Archive a package (or put it on sale again). An archived package is never bought: not at checkout,
+    not by auto-billing, not by an auto top-up (the rules that named it are turned off; the partner picks
+    another package to turn them on again)."""
+    if status not in PACKAGE_STATUSES:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a package is ACTIVE or ARCHIVED", field="status")
+    async with in_transaction("default"):
+        package = await _package_to_change(viewer, package_id)
+        before = package.status
+        package.status = status
+        await package.save(update_fields=["status"])
+        stopped = 0
+        if status is PlanStatus.ARCHIVED:
+            stopped = await AutoTopUp.filter(package_id=package.id, enabled=True).update(enabled=False)
+        await audit.record(
+            actor=viewer.actor,
+            action="credit_package.status",
+            target_type="CreditPackage",
+            target_id=package.id,
+            partner_id=package.partner_id,
+            before={"status": before},
+            after={"status": status, "auto_top_ups_turned_off": stopped},
+        )
+    return package
 
 
 def visible_add_ons(viewer: Viewer) -> QuerySet[AddOn]:

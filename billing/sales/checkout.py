@@ -17,6 +17,7 @@ from typing import Any
 
 from billing.accounts import opening, top_ups
 from billing.accounts.opening import workspace_wallet
+from billing.catalog import plans
 from billing.charges import charging, gateway_configs, payments
 from billing.core import audit, idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
@@ -108,6 +109,7 @@ async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Mon
         "wallet_id": wallet.id,
         "quantity": package.quantity * item.quantity,
         "package_id": package.id,
+        "packages": plans.package_lines(package, item.quantity),
     }
     return Money(package.price_amount * item.quantity, package.currency), purpose
 
@@ -379,6 +381,7 @@ async def buy_platform_package(
             "wallet_id": pool.id,
             "quantity": package.quantity * quantity,
             "package_id": package.id,
+            "packages": plans.package_lines(package, quantity),
         }
         price = Money(package.price_amount * quantity, package.currency)
         payment = await open_payment(

@@ -188,6 +188,26 @@ class CreateCreditPackagePayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+@strawberry.input(description="A new name or price for a package; what is left out stays.")
+class UpdateCreditPackageInput:
+    package_id: strawberry.ID
+    name: str | None = None
+    price_amount: str | None = strawberry.field(default=None, description="With priceCurrency: e.g. 44.90.")
+    price_currency: str | None = None
+
+
+@strawberry.input(description="ACTIVE (on sale) or ARCHIVED (never bought again).")
+class SetCreditPackageStatusInput:
+    package_id: strawberry.ID
+    status: PlanStatus
+
+
+@strawberry.type
+class CreditPackagePayload:
+    credit_package: CreditPackage | None = None
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
 # --- WhatsApp rate cards ------------------------------------------------------------------------------
 
 
@@ -315,6 +335,42 @@ class Mutation:
             expires_after_days=input.expires_after_days,
         )
         return CreateCreditPackagePayload(credit_package=CreditPackage.of(row))
+
+    @mutation(
+        fields=PRICE_FIELDS,
+        description="Rename or reprice a package: the new price applies to purchases from now on.",
+    )
+    async def update_credit_package(
+        self, info: Info[Context, None], input: UpdateCreditPackageInput
+    ) -> CreditPackagePayload:
+        # A partner's packages need MANAGE_PLANS, the platform's MANAGE_CATALOG: the service decides.
+        price = None
+        if input.price_amount is not None or input.price_currency is not None:
+            if input.price_amount is None or input.price_currency is None:
+                raise BillingError(ErrorCode.INVALID_INPUT, "give the price with its currency", field="priceAmount")
+            currency = input.price_currency.strip().upper()
+            price = DomainMoney(to_minor(input.price_amount, currency, field="priceAmount"), currency)
+        row = await catalog.update_credit_package(
+            viewer_with(info),
+            package_id=expect_id(input.package_id, "CreditPackage", "packageId"),
+            name=input.name,
+            price=price,
+        )
+        return CreditPackagePayload(credit_package=CreditPackage.of(row))
+
+    @mutation(
+        description="Archive a package (never bought again, by checkout, auto-billing or auto top-up) or"
+        " put it on sale again."
+    )
+    async def set_credit_package_status(
+        self, info: Info[Context, None], input: SetCreditPackageStatusInput
+    ) -> CreditPackagePayload:
+        row = await catalog.set_credit_package_status(
+            viewer_with(info),
+            package_id=expect_id(input.package_id, "CreditPackage", "packageId"),
+            status=DomainPlanStatus(input.status.value),
+        )
+        return CreditPackagePayload(credit_package=CreditPackage.of(row))
 
     @mutation(permission=Permission.MANAGE_CATALOG, description="The platform's WhatsApp price per message, by cell.")
     async def set_platform_rates(self, info: Info[Context, None], input: SetPlatformRatesInput) -> RateCardPayload:

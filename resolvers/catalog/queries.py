@@ -8,8 +8,9 @@ from strawberry.types import Info
 from billing.catalog import plans as catalog
 from billing.catalog import rate_cards
 from models.catalog import PlanFamily as PlanFamilyRow
+from models.enums import PlanStatus as DomainPlanStatus
 from schema.auth import viewer_with
-from schema.catalog.types import AddOn, Plan, PlanFamily, RateCard
+from schema.catalog.types import AddOn, CreditPackage, Plan, PlanFamily, PlanStatus, RateCard
 from schema.context import Context
 from schema.ids import expect_id
 from schema.relay import Connection, paginate
@@ -37,6 +38,20 @@ class Query:
     ) -> Connection[AddOn]:
         viewer = viewer_with(info)
         return await paginate(catalog.visible_add_ons(viewer), first=first, after=after, to_node=AddOn.of)
+
+    @strawberry.field(
+        description="Credit packages, oldest first: the platform sees every one, a partner its own and the"
+        " platform's, a workspace its partner's on sale."
+    )
+    async def credit_packages(
+        self,
+        info: Info[Context, None],
+        status: PlanStatus | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> Connection[CreditPackage]:
+        rows = catalog.credit_packages(viewer_with(info), DomainPlanStatus(status.value) if status else None)
+        return await paginate(rows, first=first, after=after, to_node=CreditPackage.of)
 
     @strawberry.field(description="WhatsApp prices per delivered message: a partner's (both prices) or the platform's.")
     async def rate_card(

@@ -118,7 +118,9 @@ class CreditPackage(Node):
     name: str
     unit: str
     quantity: str = strawberry.field(description="Units, as a decimal string (64-bit).")
-    price: Money
+    price: Money = strawberry.field(description="What a purchase from now on pays.")
+    status: PlanStatus = strawberry.field(description="An ARCHIVED package is never bought.")
+    expires_after_days: int | None = strawberry.field(description="Units bought expire this many days later.")
 
     @classmethod
     def of(cls, row: catalog_models.CreditPackage) -> CreditPackage:
@@ -128,6 +130,8 @@ class CreditPackage(Node):
             unit=row.unit,
             quantity=str(row.quantity),
             price=Money.of(row.price_amount, row.currency),
+            status=row.status,
+            expires_after_days=row.expires_after_days,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 import strawberry.scalars
@@ -10,6 +11,7 @@ from strawberry.types import Info
 
 from billing.charges.gateway_configs import webhook_url
 from billing.sales.provider_webhooks import WEBHOOK_FAILING_AFTER, ignored_events_of
+from models import catalog as catalog_models
 from models import enums
 from models import payments as payment_models
 from schema.amounts import Money
@@ -58,6 +60,33 @@ PaymentMethodKind = strawberry.enum(enums.PaymentMethodKind, name="PaymentMethod
 PaymentPurpose = strawberry.enum(enums.PaymentPurpose, description="What a payment buys.")
 
 
+@strawberry.type(description="Some of one credit package a payment bought, as the package was sold then.")
+class PaymentPackageLine:
+    package_id: strawberry.ID
+    name: str
+    quantity: str = strawberry.field(description="Units in one package.")
+    count: int = strawberry.field(description="How many of the package.")
+
+
+async def _package_lines(purpose: dict[str, Any]) -> list[PaymentPackageLine]:
+    lines = purpose.get("packages")
+    if lines is None and purpose.get("package_id"):  # a payment made before lines were kept: one package
+        package = await catalog_models.CreditPackage.get_or_none(id=purpose["package_id"])
+        if package is None or package.quantity <= 0:
+            return []
+        count = int(purpose.get("quantity", 0)) // package.quantity
+        lines = [{"package_id": package.id, "name": package.name, "quantity": package.quantity, "count": count}]
+    return [
+        PaymentPackageLine(
+            package_id=strawberry.ID(to_global_id("CreditPackage", int(line["package_id"]))),
+            name=str(line.get("name", "")),
+            quantity=str(line["quantity"]),
+            count=int(line["count"]),
+        )
+        for line in lines or ()
+    ]
+
+
 @strawberry.type(description="An attempt to collect money.")
 class Payment(Node):
     amount: Money
@@ -69,11 +98,16 @@ class Payment(Node):
     note: str
     created_at: datetime
     db_id: strawberry.Private[int]
+    purpose_detail: strawberry.Private[dict[str, Any]]
     refunded: Money | None = strawberry.field(default=None, description="What its DONE refunds gave back.")
     decline_reason: str | None = None
     payer_action: strawberry.scalars.JSON | None = strawberry.field(
         default=None, description="What the payer needs to pay a pending payment: a link or instructions."
     )
+
+    @strawberry.field(description="The credit packages it bought, and how many of each (none for other purposes).")
+    async def package_lines(self) -> list[PaymentPackageLine]:
+        return await _package_lines(self.purpose_detail)
 
     @strawberry.field(description="Its refunds, oldest first, whatever their state.")
     async def refunds(self, first: int | None = None, after: str | None = None) -> Connection[Refund]:
@@ -85,6 +119,7 @@ class Payment(Node):
         return cls(
             id=strawberry.ID(to_global_id("Payment", row.id)),
             db_id=row.id,
+            purpose_detail=row.purpose,
             amount=Money.of(row.amount, row.currency),
             status=row.status,
             method=row.method,
