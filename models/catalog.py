@@ -127,10 +127,27 @@ class RateCard(Entity):
         unique_together = (("partner", "currency"),)
 
 
+class PlatformRate(Entity):
+    """The platform's price per delivered message for one cell of its card, from ``effective_from`` until
+    the cell's next price. A cell's earliest price also covers every moment before it (there was no other).
+    A usage event is priced by the price in force at its ``occurred_at``."""
+
+    rate_card = fields.ForeignKeyField("models.RateCard", related_name="rates", on_delete=fields.CASCADE)
+    rate_card_id: int
+    country = fields.CharField(max_length=2)  # ISO 3166 alpha-2, "*" for the rest of the world
+    category = fields.CharEnumField(MessageCategory, max_length=32)
+    price = fields.DecimalField(max_digits=18, decimal_places=8)
+    effective_from = fields.DatetimeField()
+
+    class Meta:
+        table = "platform_rate"
+        unique_together = (("rate_card", "country", "category", "effective_from"),)
+
+
 class RateCardCell(Entity):
-    """One country and category. On the platform's card ``price`` is the price per delivered message;
-    on a partner's card the cell is a margin over that price: ``margin_kind`` with ``price`` as its
-    value (a percentage, or an amount in the currency's major unit)."""
+    """A partner's margin on one country and category of the platform's prices: ``margin_kind`` with
+    ``price`` as its value (a percentage, or an amount in the currency's major unit). (Before 0017 the
+    platform's own prices were cells too; they are :class:`PlatformRate` rows now.)"""
 
     rate_card = fields.ForeignKeyField("models.RateCard", related_name="cells", on_delete=fields.CASCADE)
     rate_card_id: int

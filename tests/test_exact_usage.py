@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -20,6 +20,7 @@ from tortoise.backends.base import executor
 from billing.accounts import opening, wallets
 from billing.catalog import rate_cards
 from billing.core import clock
+from billing.core.errors import BillingError, ErrorCode
 from billing.tenants import partners
 from billing.usage import project_credit, whatsapp
 from billing.usage.exact_amounts import FINE, HALF
@@ -150,7 +151,7 @@ async def check_batching(counts: list[tuple[str, int]], sizes: list[int], margin
         start, turn = start + len(batch), turn + 1
         await whatsapp.report(PLATFORM, batch)
         for event in batch:
-            rate = table.rate("BR", event.category)
+            rate = table.rate("BR", event.category, event.occurred_at)
             assert rate is not None
             exact["partner"] += event.count * rate.partner * 100
             exact["platform"] += event.count * rate.platform * 100
@@ -204,3 +205,116 @@ def test_a_partner_rate_past_ten_decimals_is_rounded_once_half_even() -> None:
     assert rate_cards.kept(Fraction(5, 10**11)) == 0  # a tie, to the even digit
     assert rate_cards.kept(Fraction(15, 10**11)) == Fraction(2, 10**10)
     assert rate_cards.kept(Fraction(Decimal("0.075"))) == Fraction(Decimal("0.075"))
+
+
+# ---------------------------------------------------------------- rate cards that change on a date
+
+
+async def marketing_event(shop: dict, event_id: str, occurred_at: datetime) -> whatsapp.UsageResult:
+    [result] = await whatsapp.report(
+        PLATFORM, [whatsapp.UsageIn(shop["project"].id, event_id, "MARKETING", occurred_at, country="BR")]
+    )
+    assert result.status is whatsapp.Status.CHARGED, result
+    return result
+
+
+@pytest.mark.usefixtures("database")
+async def test_a_card_change_at_a_date_prices_each_event_by_the_card_in_force_when_it_occurred() -> None:
+    change = datetime(2027, 3, 1, tzinfo=UTC)
+    await clock.advance(change - timedelta(hours=1) - clock.now())  # 2027-02-28 23:00 UTC
+    shop = await a_priced_project({"MARKETING": "0.0625"})
+    await rate_cards.set_platform_rates(
+        PLATFORM,
+        currency="BRL",
+        cells=[rate_cards.CellInput("BR", MessageCategory.MARKETING, "0.05")],
+        effective_from=change,
+    )
+    await clock.advance(timedelta(minutes=40))  # 23:40
+    before = await marketing_event(shop, "before", change - timedelta(minutes=30))
+    await clock.advance(timedelta(hours=1))  # 00:00 has passed
+    after = await marketing_event(shop, "after", change + timedelta(minutes=10))
+    late = await marketing_event(shop, "late", change - timedelta(seconds=1))  # arrives after, occurred before
+    old, new = (75 * FINE // 10, 625 * FINE // 100), (6 * FINE, 5 * FINE)  # 0.075 / 0.0625; 0.06 / 0.05
+    assert [(r.partner_amount, r.platform_amount) for r in (before, after, late)] == [old, new, old]
+    # What was charged before the change is as it was.
+    stored = {row.event_id: row for row in await UsageEvent.filter(project_id=shop["project"].id)}
+    assert (stored["before"].charged_amount, stored["before"].charged_fraction) == (7, FINE // 2)
+    # The card reads as it was, as it is, and says when it changes.
+    table = await rate_cards.table(shop["partner"].id, "BRL")
+    assert table.changes() == [change]
+    was, now = table.cells_at(change - timedelta(microseconds=1)), table.cells_at(change)
+    assert (was["BR", "MARKETING"].rate.platform, now["BR", "MARKETING"].rate.platform) == (
+        Fraction(1, 16),
+        Fraction(1, 20),
+    )
+    assert (was["BR", "MARKETING"].since, now["BR", "MARKETING"].since) == (None, change)
+    # A change is never scheduled in the past: what was charged would disagree with what arrives late.
+    with pytest.raises(BillingError) as refused:
+        await rate_cards.set_platform_rates(
+            PLATFORM,
+            currency="BRL",
+            cells=[rate_cards.CellInput("BR", MessageCategory.MARKETING, "0.04")],
+            effective_from=change,
+        )
+    assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID_INPUT, "effectiveFrom")
+
+
+async def check_schedule(steps: list[tuple[str, int, int]]) -> None:
+    """Random changes scheduled ahead, reports of events that occurred a while back, time passing: every
+    event is charged by the price in force when it occurred, and no change reprices an event charged."""
+    shop = await a_priced_project({"MARKETING": "0.0625"}, margin="0")
+    start = clock.now()
+    schedule = [(start - timedelta(days=3650), Fraction(1, 16))]  # the first price covers all time before
+    prices = [Fraction(n, 10_000) for n in (500, 625, 777, 1234)]
+    charged: dict[str, int] = {}
+    for number, (action, minutes, choice) in enumerate(steps):
+        now = clock.now()
+        if action == "change":
+            at = now + timedelta(minutes=minutes)
+            price = prices[choice % len(prices)]
+            cell = rate_cards.CellInput(
+                "BR", MessageCategory.MARKETING, str(price.numerator / Decimal(price.denominator))
+            )
+            await rate_cards.set_platform_rates(PLATFORM, currency="BRL", cells=[cell], effective_from=at)
+            schedule = [entry for entry in schedule if entry[0] != at] + [(at, price)]
+        elif action == "report":
+            occurred = max(now - timedelta(minutes=minutes), start - timedelta(minutes=5))
+            result = await marketing_event(shop, f"e{number}", occurred)
+            in_force = max((entry for entry in schedule if entry[0] <= occurred), key=lambda entry: entry[0])[1]
+            assert result.platform_amount == in_force * 100 * FINE
+            charged[f"e{number}"] = result.platform_amount
+        else:
+            await clock.advance(timedelta(minutes=minutes))
+    for row in await UsageEvent.filter(project_id=shop["project"].id):
+        assert row.platform_amount * FINE + row.platform_fraction == charged[row.event_id]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_a_card_change_never_reprices_what_was_charged(backend: Backend) -> None:
+    with asyncio.Runner() as runner:
+        executor.EXECUTOR_CACHE.clear()
+        runner.run(Tortoise.init(config=db.tortoise_config(backend.url), _enable_global_fallback=True))
+        try:
+
+            @settings(
+                max_examples=10,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(
+                steps=st.lists(
+                    st.tuples(st.sampled_from(["change", "report", "advance"]), st.integers(1, 120), st.integers(0, 3)),
+                    min_size=1,
+                    max_size=25,
+                )
+            )
+            def run(steps: list[tuple[str, int, int]]) -> None:
+                runner.run(_wipe(backend))  # the platform's card is one per currency: each example its own
+                runner.run(check_schedule(steps))
+
+            run()
+        finally:
+            runner.run(_wipe(backend))
+            runner.run(Tortoise.close_connections())

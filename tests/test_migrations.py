@@ -7,7 +7,9 @@ import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -15,8 +17,9 @@ import pytest
 from tortoise.backends.base import executor
 from tortoise.context import TortoiseContext
 
+from billing.catalog import rate_cards
 from billing.core import audit, clock, sql
-from models.catalog import AddOn
+from models.catalog import AddOn, PlatformRate, RateCardCell
 from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus
 from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, Refund
 from models.subscriptions import WorkspaceAddOn
@@ -175,6 +178,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0014_refunds",
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
+        "models.0017_dated_platform_rates",
     ]
 
     async def after() -> None:
@@ -215,6 +219,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
         "models.0014_refunds",
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
+        "models.0017_dated_platform_rates",
     ]
 
     async def after() -> None:
@@ -263,6 +268,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
         "models.0014_refunds",
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
+        "models.0017_dated_platform_rates",
     ]
 
     async def after() -> None:
@@ -304,6 +310,7 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
     assert _upgrade(fresh_url, "0014_refunds", at_0014) == [
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
+        "models.0017_dated_platform_rates",
     ]
 
     async def after() -> None:
@@ -333,10 +340,70 @@ def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_r
         )
         made["wallet"] = int(rows[0]["id"])
 
-    assert _upgrade(fresh_url, "0015_remote_ip_and_card_saving", at_0015) == ["models.0016_exact_usage"]
+    assert _upgrade(fresh_url, "0015_remote_ip_and_card_saving", at_0015) == [
+        "models.0016_exact_usage",
+        "models.0017_dated_platform_rates",
+    ]
 
     async def after() -> None:
         wallet = await Wallet.get(id=made["wallet"])
         assert (wallet.balance, wallet.usage_remainder) == (-8, 0)
+
+    _read(fresh_url, after)
+
+
+def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_before(fresh_url: str) -> None:
+    """The platform's cells at 0016 become its first dated prices (covering all time before them too); a
+    partner's margin cells stay where they were; a card reads and prices as it did."""
+    made: dict[str, int] = {}
+
+    async def at_0016() -> None:
+        partner = await a_partner()
+        made["partner_id"] = partner.id
+        for owner, name in ((None, "platform"), (partner.id, "partner")):  # the two cards
+            rows = await sql.fetch(
+                "INSERT INTO rate_card (created_at, partner_id, name, currency, version) VALUES ($1, $2, $3, 'BRL', 1)"
+                " RETURNING id",
+                clock.now(),
+                owner,
+                name,
+            )
+            made[name] = int(rows[0]["id"])
+        await sql.execute(
+            "UPDATE rate_card SET margin_kind = 'PERCENTAGE', margin_value = $1 WHERE id = $2",
+            Decimal(20) if sql.is_postgres() else "20",
+            made["partner"],
+        )
+        for card, country, price, kind in (
+            (made["platform"], "BR", "0.0625", None),
+            (made["platform"], "*", "0.6", None),
+            (made["partner"], "BR", "10", "PERCENTAGE"),  # the partner's margin on that cell: 10 %, not 20
+        ):
+            await sql.execute(
+                "INSERT INTO rate_card_cell (created_at, rate_card_id, country, category, price, margin_kind)"
+                " VALUES ($1, $2, $3, 'MARKETING', $4, $5)",
+                clock.now(),
+                card,
+                country,
+                Decimal(price) if sql.is_postgres() else price,
+                kind,
+            )
+
+    assert _upgrade(fresh_url, "0016_exact_usage", at_0016) == ["models.0017_dated_platform_rates"]
+
+    async def after() -> None:
+        rates = await PlatformRate.filter(rate_card_id=made["platform"]).order_by("country")
+        assert [(r.country, Decimal(r.price)) for r in rates] == [("*", Decimal("0.6")), ("BR", Decimal("0.0625"))]
+        assert await RateCardCell.filter(rate_card_id=made["platform"]).count() == 0
+        assert await RateCardCell.filter(rate_card_id=made["partner"]).count() == 1
+        rate_cards.forget_cached()
+        table = await rate_cards.table(made["partner_id"], "BRL")
+        long_ago = datetime(2000, 1, 1, tzinfo=UTC)
+        for at in (long_ago, clock.now()):
+            br, elsewhere = table.rate("BR", "MARKETING", at), table.rate("AR", "MARKETING", at)
+            assert br is not None and elsewhere is not None
+            assert (br.platform, br.partner) == (Fraction(1, 16), Fraction(1, 16) * Fraction(11, 10))
+            assert (elsewhere.platform, elsewhere.partner) == (Fraction(3, 5), Fraction(3, 5) * Fraction(6, 5))
+        assert table.changes() == []
 
     _read(fresh_url, after)

@@ -744,3 +744,38 @@ async def test_the_same_bad_batch_gets_the_same_answer_through_graphql_and_http(
         assert code == "INVALID_INPUT" and field is not None and field.startswith("events[0]"), (name, field)
     # The good ones, one per path (and the other path's half of each pair): 2 x 0.375.
     assert (await Wallet.get(owner_key=f"PROJECT:{flow['project'].id}")).balance == 10_00 - 75
+
+
+SCHEDULE = """mutation($at: DateTime) { setPlatformRates(input: {currency: "BRL", effectiveFrom: $at,
+  cells: [{country: "BR", category: MARKETING, price: "0.25"}]}) { errors { code field message } } }"""
+CARD_AT = """query($at: DateTime) { rateCard(at: $at) { at changes
+  cells(first: 10) { nodes { country category platformPrice partnerPrice effectiveFrom } } } }"""
+
+
+async def test_a_price_change_is_scheduled_and_the_card_reads_as_it_was_is_and_will_be(server) -> None:
+    flow = await setup(server)
+    tomorrow = (clock.now() + timedelta(days=1)).replace(microsecond=0)
+    scheduled = await flow["platform"].data(SCHEDULE, {"at": tomorrow.isoformat()})
+    assert scheduled["setPlatformRates"]["errors"] == []
+
+    def marketing_br(card: dict) -> dict:
+        return next(c for c in card["cells"]["nodes"] if (c["country"], c["category"]) == ("BR", "MARKETING"))
+
+    now = (await flow["agency"].data(CARD_AT))["rateCard"]
+    assert [datetime.fromisoformat(at) for at in now["changes"]] == [tomorrow]
+    assert marketing_br(now) == {
+        "country": "BR",
+        "category": "MARKETING",
+        "platformPrice": "0.3125",
+        "partnerPrice": "0.375",
+        "effectiveFrom": None,
+    }
+    then = (await flow["agency"].data(CARD_AT, {"at": tomorrow.isoformat()}))["rateCard"]
+    assert marketing_br(then)["platformPrice"] == "0.25" and marketing_br(then)["partnerPrice"] == "0.3"
+    assert datetime.fromisoformat(marketing_br(then)["effectiveFrom"]) == tomorrow
+    # Usage now is priced by today's card; a change is never scheduled in the past.
+    await flow["agency"].data(ASSIGN, {"project": flow["gid"], "amount": "1.00", "key": "sched"})
+    sent = await flow["product"].data(REPORT, {"events": events(flow["gid"], 1, prefix="s", when=clock.now())})
+    assert sent["reportUsageEvents"]["results"][0]["partnerAmount"]["amount"] == "0.375"
+    past = await flow["platform"].data(SCHEDULE, {"at": (clock.now() - timedelta(hours=1)).isoformat()})
+    assert [(e["code"], e["field"]) for e in past["setPlatformRates"]["errors"]] == [("INVALID_INPUT", "effectiveFrom")]

@@ -14,7 +14,9 @@ moves, so a change is seen by the next batch in every process.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -27,7 +29,7 @@ from billing.core import audit, clock, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import check_currency, parse_decimal, plain_decimal
 from billing.core.tenancy import Viewer
-from models.catalog import RateCard, RateCardCell
+from models.catalog import PlatformRate, RateCard, RateCardCell
 from models.enums import MarginKind, MessageCategory, Permission
 
 REST_OF_WORLD = "*"
@@ -112,6 +114,22 @@ async def _card(partner_id: int | None, currency: str) -> RateCard:
     return card
 
 
+async def _upsert_price(
+    card: RateCard, country: str, category: MessageCategory, price: Decimal, effective_from: datetime
+) -> None:
+    await sql.execute(
+        "INSERT INTO platform_rate (created_at, rate_card_id, country, category, price, effective_from)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rate_card_id, country, category, effective_from) DO UPDATE"
+        " SET price = excluded.price",
+        clock.now(),
+        card.id,
+        country,
+        category.value,
+        price if sql.is_postgres() else str(price),
+        effective_from,
+    )
+
+
 async def _upsert_cell(
     card: RateCard, country: str, category: MessageCategory, value: Decimal, kind: str | None
 ) -> None:
@@ -132,11 +150,21 @@ async def _bump(card: RateCard) -> None:
     await sql.execute("UPDATE rate_card SET version = version + 1 WHERE id = $1", card.id)
 
 
-async def set_platform_rates(viewer: Viewer, *, currency: str, cells: list[CellInput]) -> RateCard:
-    """The platform's price per delivered message for each given (country, category), in
-    ``currency``; other cells are left as they are."""
+async def set_platform_rates(
+    viewer: Viewer, *, currency: str, cells: list[CellInput], effective_from: datetime | None = None
+) -> RateCard:
+    """The platform's price per delivered message for each given (country, category), in ``currency``,
+    from ``effective_from`` (now when not given; never in the past: an event already charged is never
+    priced again, and a late one must be priced as those were); other cells are left as they are. A usage
+    event is priced by the price in force when it occurred."""
     viewer.require(Permission.MANAGE_CATALOG)
     code = check_currency(currency)
+    now = clock.now()
+    if effective_from is not None and effective_from.tzinfo is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "effectiveFrom needs a time zone", field="effectiveFrom")
+    starts = now if effective_from is None else effective_from.astimezone(UTC)
+    if starts < now:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a price takes effect now or later", field="effectiveFrom")
     if not 1 <= len(cells) <= 2000:
         raise BillingError(ErrorCode.INVALID_INPUT, "give 1 to 2000 cells", field="cells")
     # A refused cell is named by its place in the input, as sent: cells[3].price.
@@ -147,7 +175,7 @@ async def set_platform_rates(viewer: Viewer, *, currency: str, cells: list[CellI
     async with in_transaction("default"):
         card = await _card(None, code)
         for country, category, price in checked:
-            await _upsert_cell(card, country, category, price, None)
+            await _upsert_price(card, country, category, price, starts)
         await _bump(card)
         await audit.record(
             actor=viewer.actor,
@@ -155,7 +183,11 @@ async def set_platform_rates(viewer: Viewer, *, currency: str, cells: list[CellI
             target_type="RateCard",
             target_id=card.id,
             partner_id=None,
-            after={"currency": code, "cells": [[c, k.value, str(p)] for c, k, p in checked]},
+            after={
+                "currency": code,
+                "effective_from": starts.isoformat(),
+                "cells": [[c, k.value, str(p)] for c, k, p in checked],
+            },
         )
     return await RateCard.get(id=card.id)
 
@@ -234,18 +266,41 @@ class Rate:
 
 
 @dataclass(frozen=True, slots=True)
+class Price:
+    """A cell's two rates from ``since`` (None: its earliest price, which covers all time before it)."""
+
+    since: datetime | None
+    rate: Rate
+
+
+def _index(found: tuple[Price, ...], at: datetime) -> int:
+    """Which of a cell's prices is in force at ``at``: the last to start at or before it (the first if none)."""
+    return bisect_right([price.since for price in found[1:] if price.since is not None], at)
+
+
+@dataclass(frozen=True, slots=True)
 class RateTable:
-    """Both rates of every cell of one partner's currency."""
+    """Both rates of every cell of one partner's currency, each cell's prices in the order they start."""
 
     currency: str
-    cells: dict[tuple[str, str], Rate]
+    prices: dict[tuple[str, str], tuple[Price, ...]]
 
-    def rate(self, country: str | None, category: str) -> Rate | None:
-        if country is not None:
-            found = self.cells.get((country, category))
-            if found is not None:
-                return found
-        return self.cells.get((REST_OF_WORLD, category))
+    def rate(self, country: str | None, category: str, at: datetime) -> Rate | None:
+        """The cell's rates in force at ``at`` ("*" when the country has no cell of its own)."""
+        found = self.prices.get((country, category)) if country is not None else None
+        if found is None:
+            found = self.prices.get((REST_OF_WORLD, category))
+        if found is None:
+            return None
+        return found[0].rate if len(found) == 1 else found[_index(found, at)].rate
+
+    def cells_at(self, at: datetime) -> dict[tuple[str, str], Price]:
+        """Each cell's price in force at ``at``."""
+        return {key: found[_index(found, at)] for key, found in self.prices.items()}
+
+    def changes(self) -> list[datetime]:
+        """Every moment a cell's price changes, oldest first (past and scheduled)."""
+        return sorted({price.since for found in self.prices.values() for price in found if price.since is not None})
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,15 +386,15 @@ async def table(partner_id: int | None, currency: str, known: tuple[int, int] | 
 async def _build(partner_id: int | None, currency: str) -> RateTable:
     platform = await RateCard.filter(partner_id=None, currency=currency).first()
     own = None if partner_id is None else await RateCard.filter(partner_id=partner_id, currency=currency).first()
-    cells: dict[tuple[str, str], Rate] = {}
     if platform is None:
-        return RateTable(currency, cells)
+        return RateTable(currency, {})
     margins = {}
     if own is not None:
         margins = {(c.country, c.category.value): c for c in await RateCardCell.filter(rate_card_id=own.id)}
-    for cell in await RateCardCell.filter(rate_card_id=platform.id):
-        key = (cell.country, cell.category.value)
-        base = Fraction(Decimal(cell.price))
+    timelines: dict[tuple[str, str], list[Price]] = {}
+    for row in await PlatformRate.filter(rate_card_id=platform.id).order_by("effective_from", "id"):
+        key = (row.country, row.category.value)
+        base = Fraction(Decimal(row.price))
         override = margins.get(key)
         if override is not None:
             partner = with_margin(base, override.margin_kind, Decimal(override.price))
@@ -348,8 +403,17 @@ async def _build(partner_id: int | None, currency: str) -> RateTable:
             partner = with_margin(base, own.margin_kind, value)
         else:
             partner = base
-        cells[key] = Rate(base, kept(partner))
-    return RateTable(currency, cells)
+        timeline = timelines.setdefault(key, [])
+        # The earliest price covers all time before it: it starts at None.
+        timeline.append(Price(row.effective_from if timeline else None, Rate(base, kept(partner))))
+    return RateTable(currency, {key: tuple(found) for key, found in timelines.items()})
+
+
+def moment(at: datetime | None, field: str = "at") -> datetime | None:
+    """A moment a caller names (None: now), in UTC; one without a time zone is refused."""
+    if at is not None and at.tzinfo is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"{field} needs a time zone", field=field)
+    return at.astimezone(UTC) if at is not None else None
 
 
 def format_rate(rate: Fraction) -> str:

@@ -259,8 +259,9 @@ async def _price(
     """Validate and price every event; the ones left to write, grouped by partner."""
     projects = await _projects(set(project_ids))
     tables: dict[tuple[int, str], rate_cards.RateTable] = {}
-    # (partner, country, category, count) -> both amounts: most events of a batch share a few cells.
-    priced: dict[tuple[int, str, str, int], tuple[int, int] | None] = {}
+    # (rate, count) -> both amounts: most events of a batch share a few cells. A rate is one object per
+    # cell price of a card, and each batch reads each card once.
+    priced: dict[tuple[int, int], tuple[int, int]] = {}
     groups: dict[int, _Group] = {}
     seen: set[str] = set()
     for event, project_id, result in zip(events, project_ids, results, strict=True):
@@ -284,26 +285,21 @@ async def _price(
         free = _is_free(event.category, event.window)
         amounts = None
         if not free:
-            cell = (project.partner_id, country, event.category, event.count)
-            if cell in priced:
-                amounts = priced[cell]
-            else:
-                key = (project.partner_id, project.currency)
-                card = tables.get(key)
-                if card is None:
-                    card = tables[key] = await rate_cards.table(project.partner_id, project.currency, project.versions)
-                rate = card.rate(country, event.category)
-                amounts = priced[cell] = (
-                    None
-                    if rate is None
-                    else (
-                        exact_amounts.charge_fine(event.count, rate.partner, project.currency),
-                        exact_amounts.charge_fine(event.count, rate.platform, project.currency),
-                    )
-                )
-            if amounts is None:
+            key = (project.partner_id, project.currency)
+            card = tables.get(key)
+            if card is None:
+                card = tables[key] = await rate_cards.table(project.partner_id, project.currency, project.versions)
+            rate = card.rate(country, event.category, event.occurred_at)
+            if rate is None:
                 refuse(result, Reason.NO_RATE, f"no rate for {country} {event.category}")
                 continue
+            cell = (id(rate), event.count)
+            amounts = priced.get(cell)
+            if amounts is None:
+                amounts = priced[cell] = (
+                    exact_amounts.charge_fine(event.count, rate.partner, project.currency),
+                    exact_amounts.charge_fine(event.count, rate.platform, project.currency),
+                )
         result.currency = project.currency
         if amounts is None:
             result.status = Status.FREE

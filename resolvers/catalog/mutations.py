@@ -3,6 +3,8 @@ packages, and the WhatsApp rate cards (the platform's rates, a partner's margins
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 from strawberry.types import Info
 
@@ -222,6 +224,11 @@ class RateCellInput:
 class SetPlatformRatesInput:
     currency: str
     cells: list[RateCellInput]
+    effective_from: datetime | None = strawberry.field(
+        default=None,
+        description="When these prices take effect (now or later; now when not given). Usage is priced by the"
+        " prices in force when it occurred; what was charged is never priced again.",
+    )
 
 
 @strawberry.input(description="A margin over the platform's rates: in bulk, or on one cell (country and category).")
@@ -378,6 +385,7 @@ class Mutation:
             viewer_with(info),
             currency=input.currency,
             cells=[rate_cards.CellInput(c.country, c.category, c.price) for c in input.cells],
+            effective_from=input.effective_from,
         )
         return RateCardPayload(rate_card=RateCard.of(None, card.currency))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated
+
 import strawberry
 from strawberry.types import Info
 
@@ -55,7 +58,14 @@ class Query:
 
     @strawberry.field(description="WhatsApp prices per delivered message: a partner's (both prices) or the platform's.")
     async def rate_card(
-        self, info: Info[Context, None], partner_id: strawberry.ID | None = None, currency: str | None = None
+        self,
+        info: Info[Context, None],
+        partner_id: strawberry.ID | None = None,
+        currency: str | None = None,
+        at: Annotated[
+            datetime | None,
+            strawberry.argument(description="Its prices as in force then (past or scheduled); now when not given."),
+        ] = None,
     ) -> RateCard:
         """A partner's card in its currency (the caller's own when none is named); the platform's, by currency."""
         card = await rate_cards.card_for(
@@ -63,4 +73,4 @@ class Query:
             partner_id=expect_id(partner_id, "Partner", "partnerId") if partner_id else None,
             currency=currency,
         )
-        return RateCard.of(card.partner_id, card.currency)
+        return RateCard.of(card.partner_id, card.currency, rate_cards.moment(at))

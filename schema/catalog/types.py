@@ -3,12 +3,15 @@ rate cards."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
 from billing.catalog import rate_cards
 from billing.catalog.plans import price_with, shown_value
+from billing.core import clock
 from billing.core.money import plain_decimal
 from models import catalog as catalog_models
 from models import enums
@@ -180,7 +183,11 @@ class RateCell:
     country: str = strawberry.field(description='ISO 3166 alpha-2, or "*" for every other country.')
     category: MessageCategory
     platform_price: str = strawberry.field(description="Per delivered message, in major units, exact.")
-    partner_price: str
+    partner_price: str = strawberry.field(description="With the partner's margin, kept to 10 decimals.")
+    effective_from: datetime | None = strawberry.field(
+        description="When this price took (or takes) effect; null for a cell's first price, which covers all"
+        " time before it."
+    )
 
 
 @strawberry.type(
@@ -203,26 +210,36 @@ class RateMargin:
 @strawberry.type(description="Prices per delivered WhatsApp message in one currency.")
 class RateCard:
     currency: str
+    at: datetime = strawberry.field(description="The moment whose prices the cells show.")
     partner_db_id: strawberry.Private[int | None]
 
     @classmethod
-    def of(cls, partner_id: int | None, currency: str) -> RateCard:
-        """The platform's card (no partner) or a partner's; its cells are read when asked for."""
-        return cls(currency=currency, partner_db_id=partner_id)
+    def of(cls, partner_id: int | None, currency: str, at: datetime | None = None) -> RateCard:
+        """The platform's card (no partner) or a partner's, as in force at ``at`` (now when not given);
+        its cells are read when asked for."""
+        return cls(currency=currency, partner_db_id=partner_id, at=at or clock.now())
 
-    @strawberry.field(description="Both prices of every cell, by country and category.")
+    @strawberry.field(description="Both prices of every cell in force at `at`, by country and category.")
     async def cells(self, first: int | None = None, after: str | None = None) -> Connection[RateCell]:
         table = await rate_cards.table(self.partner_db_id, self.currency)
         cells = [
             RateCell(
                 country=country,
                 category=enums.MessageCategory(category),
-                platform_price=rate_cards.format_rate(rate.platform),
-                partner_price=rate_cards.format_rate(rate.partner),
+                platform_price=rate_cards.format_rate(price.rate.platform),
+                partner_price=rate_cards.format_rate(price.rate.partner),
+                effective_from=price.since,
             )
-            for (country, category), rate in sorted(table.cells.items())
+            for (country, category), price in sorted(table.cells_at(self.at).items())
         ]
         return slice_connection(cells, first=first, after=after)
+
+    @strawberry.field(
+        description="Every moment a price of this card changes, past and scheduled, oldest first: read the"
+        " card as in force then with rateCard(at:)."
+    )
+    async def changes(self) -> list[datetime]:
+        return (await rate_cards.table(self.partner_db_id, self.currency)).changes()
 
     @strawberry.field(description="The partner's margins (none on the platform's card; a client sees none).")
     async def margins(self, info: Info[Context, None]) -> list[RateMargin]:
