@@ -400,7 +400,7 @@ WITH p AS (
     RETURNING w.id, w.balance, w.partner_id, mv.moved AS amount,
               w.low_balance_threshold IS NOT NULL AND w.balance < w.low_balance_threshold AS low
 ), n AS (
-    SELECT {notify} FROM u
+    SELECT {notify} FROM u WHERE u.amount > 0  -- a remainder that moved no minor unit changes no balance
 ), e AS (
     INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                               counter_wallet_id, counter_account)
@@ -432,7 +432,7 @@ WITH lk AS (
     RETURNING wallet.id, wallet.balance, wallet.partner_id, mv.moved,
               low_balance_threshold IS NOT NULL AND balance < low_balance_threshold AS low
 ), n AS (
-    SELECT {notify} FROM w
+    SELECT {notify} FROM w WHERE w.moved > 0
 ), e AS (
     INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                               counter_wallet_id, counter_account)
