@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -169,32 +171,42 @@ async def check_batching(counts: list[tuple[str, int]], sizes: list[int], margin
         assert await moved(wallet_id) == (total + Fraction(1, 2)).__floor__()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
-def test_any_batching_of_the_same_events_charges_the_same_exact_totals(backend: Backend) -> None:
+def on_database(backend: Backend, check: Callable[..., Awaitable[None]], examples: int, **strategies: Any) -> None:
+    """Hypothesis drives ``check`` synchronously on ``backend``, each example run to completion on one event
+    loop, on a database emptied first (the platform's card is one per currency: each example its own)."""
     with asyncio.Runner() as runner:
         executor.EXECUTOR_CACHE.clear()
         runner.run(Tortoise.init(config=db.tortoise_config(backend.url), _enable_global_fallback=True))
         try:
 
             @settings(
-                max_examples=12,
+                max_examples=examples,
                 deadline=None,
                 derandomize=True,
                 database=None,
                 suppress_health_check=list(HealthCheck),
             )
-            @given(
-                counts=st.lists(st.tuples(st.sampled_from(sorted(RATES)), st.integers(1, 50)), min_size=1, max_size=60),
-                sizes=st.lists(st.integers(1, 25), min_size=1, max_size=6),
-                margin=st.sampled_from(["0", "20", "12.5", "33.33333333"]),
-            )
-            def run(counts: list[tuple[str, int]], sizes: list[int], margin: str) -> None:
-                runner.run(check_batching(counts, sizes, margin))
+            @given(**strategies)
+            def run(**drawn: Any) -> None:
+                runner.run(_wipe(backend))
+                runner.run(check(**drawn))
 
             run()
         finally:
             runner.run(_wipe(backend))
             runner.run(Tortoise.close_connections())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_any_batching_of_the_same_events_charges_the_same_exact_totals(backend: Backend) -> None:
+    on_database(
+        backend,
+        check_batching,
+        12,
+        counts=st.lists(st.tuples(st.sampled_from(sorted(RATES)), st.integers(1, 50)), min_size=1, max_size=60),
+        sizes=st.lists(st.integers(1, 25), min_size=1, max_size=6),
+        margin=st.sampled_from(["0", "20", "12.5", "33.33333333"]),
+    )
 
 
 def test_a_partner_rate_past_ten_decimals_is_rounded_once_half_even() -> None:
@@ -291,30 +303,5 @@ async def check_schedule(steps: list[tuple[str, int, int]]) -> None:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 def test_a_card_change_never_reprices_what_was_charged(backend: Backend) -> None:
-    with asyncio.Runner() as runner:
-        executor.EXECUTOR_CACHE.clear()
-        runner.run(Tortoise.init(config=db.tortoise_config(backend.url), _enable_global_fallback=True))
-        try:
-
-            @settings(
-                max_examples=10,
-                deadline=None,
-                derandomize=True,
-                database=None,
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(
-                steps=st.lists(
-                    st.tuples(st.sampled_from(["change", "report", "advance"]), st.integers(1, 120), st.integers(0, 3)),
-                    min_size=1,
-                    max_size=25,
-                )
-            )
-            def run(steps: list[tuple[str, int, int]]) -> None:
-                runner.run(_wipe(backend))  # the platform's card is one per currency: each example its own
-                runner.run(check_schedule(steps))
-
-            run()
-        finally:
-            runner.run(_wipe(backend))
-            runner.run(Tortoise.close_connections())
+    actions = st.tuples(st.sampled_from(["change", "report", "advance"]), st.integers(1, 120), st.integers(0, 3))
+    on_database(backend, check_schedule, 10, steps=st.lists(actions, min_size=1, max_size=25))
