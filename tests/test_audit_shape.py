@@ -219,6 +219,11 @@ async def everything_audited() -> Partner:
     add_on = await plans.create_add_on(
         viewer, name="Extra bot", limit_deltas={"chatbots": 1}, price=Money(1000, "BRL"), points_cost=100
     )
+    retired = await plans.create_credit_package(
+        viewer, name="100 points", unit="POINTS", quantity=100, price=Money(1500, "BRL")
+    )
+    await plans.update_credit_package(viewer, package_id=retired.id, price=Money(1200, "BRL"))
+    await plans.set_credit_package_status(viewer, package_id=retired.id, status=PlanStatus.ARCHIVED)
     package = await plans.create_credit_package(
         viewer, name="500 points", unit="POINTS", quantity=500, price=Money(5000, "BRL")
     )
@@ -349,7 +354,11 @@ ID_TYPES = {
 }
 # Whole numbers the API shows as Int: counts of days and failures, limit values, add-on quantities.
 COUNTS = {"retry_days", "restrict_after", "suspend_after", "fallback_after", "limits", "limit_deltas"}
-COUNTED = {("add_on.set", "quantity"), ("add_on.points", "quantity")}
+COUNTED = {
+    ("add_on.set", "quantity"),
+    ("add_on.points", "quantity"),
+    ("credit_package.status", "auto_top_ups_turned_off"),
+}
 
 
 def shape_problems(action: str, value: Any, path: str = "", key: str = "") -> list[str]:
@@ -408,6 +417,8 @@ async def test_no_audit_row_holds_minor_units_or_database_ids() -> None:
         "quantity": {"amount": "500", "unit": "POINTS"},
         "price": {"amount": "50.00", "currency": "BRL"},
     }
+    assert by_action["credit_package.update"].after["price"] == {"amount": "12.00", "currency": "BRL"}
+    assert by_action["credit_package.status"].after == {"status": "ARCHIVED", "auto_top_ups_turned_off": 0}
     assert by_action["margin.remove"].before["value"] == "7.50"
     assert by_action["checkout"].after["payer"] == to_global_id(
         "Workspace", (await Workspace.get(partner_id=partner.id)).id
