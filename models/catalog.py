@@ -7,7 +7,7 @@ Prices are integer minor units next to their ISO 4217 currency; rate card prices
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import BillingInterval, MarginKind, MessageCategory, PlanStatus
+from models.enums import BillingInterval, MarginKind, MessageCategory, PlanStatus, TierScope
 
 
 class PlanFamily(Entity):
@@ -119,6 +119,8 @@ class RateCard(Entity):
     margin_kind = fields.CharEnumField(MarginKind, max_length=16, null=True)
     margin_value = fields.DecimalField(max_digits=18, decimal_places=8, null=True)
     effective_from = fields.DatetimeField(null=True)
+    # Whose messages a month's volume tiers count, on the platform's card: each PARTNER's or each PROJECT's.
+    tier_scope = fields.CharEnumField(TierScope, max_length=16, default=TierScope.PARTNER, db_default="PARTNER")
     # Moves on every change to the card or its cells: ingestion caches cards by it.
     version = fields.BigIntField(default=1)
 
@@ -138,6 +140,9 @@ class PlatformRate(Entity):
     category = fields.CharEnumField(MessageCategory, max_length=32)
     price = fields.DecimalField(max_digits=18, decimal_places=8)
     effective_from = fields.DatetimeField()
+    # Volume tiers over a calendar month: [{"from": 1001, "price": "0.05"}, ...], ascending; ``price`` above
+    # prices messages 1 to the first tier's "from" - 1 (0 there: a free quota). Empty: one price for all.
+    tiers = fields.JSONField(default=list, db_default="[]")
 
     class Meta:
         table = "platform_rate"

@@ -173,6 +173,13 @@ class ExternalAccount(StrEnum):
     EXPIRY = "EXPIRY"
 
 
+class TierScope(StrEnum):
+    """Whose messages a month's volume tiers count."""
+
+    PARTNER = "PARTNER"  # all of a partner's projects together
+    PROJECT = "PROJECT"  # each project on its own
+
+
 class MessageCategory(StrEnum):
     MARKETING = "MARKETING"
     UTILITY = "UTILITY"

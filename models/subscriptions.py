@@ -124,6 +124,22 @@ class UsageCounter(Entity):
         unique_together = (("workspace", "metric"),)
 
 
+class MessageVolume(Entity):
+    """Messages charged in one calendar month (of their ``occurred_at``, UTC) for one scope (a partner or a
+    project, as the platform's card says), country and category: each message's position in the month
+    picks its volume tier."""
+
+    scope = fields.CharField(max_length=32)  # "PARTNER:7" or "PROJECT:12"
+    country = fields.CharField(max_length=2)
+    category = fields.CharField(max_length=32)
+    month = fields.CharField(max_length=7)  # "2027-03"
+    count = fields.BigIntField(default=0)
+
+    class Meta:
+        table = "message_volume"
+        unique_together = (("scope", "country", "category", "month"),)
+
+
 class UsageEvent(Entity):
     """A delivered-message report (WCC). The event id makes ingestion exactly-once."""
 

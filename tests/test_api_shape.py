@@ -41,6 +41,7 @@ BOUNDED_LISTS = {
     "Project.wallets": "one per unit",
     "AutoBilling.pools": "one per unit",
     "Payment.packageLines": "one per package of the seller's catalogue it bought",
+    "RateCell.tiers": "at most 20 volume tiers",
     "RenewalForecast.totals": "one per currency",
     "Workspace.savedPaymentMethods": "the current card of each gateway configuration (a new card replaces the old)",
     "Project.usageByMonth": "a report over the months asked for (since, until)",

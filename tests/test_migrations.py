@@ -179,6 +179,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
+        "models.0018_volume_tiers",
     ]
 
     async def after() -> None:
@@ -220,6 +221,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
+        "models.0018_volume_tiers",
     ]
 
     async def after() -> None:
@@ -269,6 +271,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
+        "models.0018_volume_tiers",
     ]
 
     async def after() -> None:
@@ -311,6 +314,7 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
         "models.0015_remote_ip_and_card_saving",
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
+        "models.0018_volume_tiers",
     ]
 
     async def after() -> None:
@@ -343,6 +347,7 @@ def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_r
     assert _upgrade(fresh_url, "0015_remote_ip_and_card_saving", at_0015) == [
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
+        "models.0018_volume_tiers",
     ]
 
     async def after() -> None:
@@ -389,7 +394,10 @@ def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_befo
                 kind,
             )
 
-    assert _upgrade(fresh_url, "0016_exact_usage", at_0016) == ["models.0017_dated_platform_rates"]
+    assert _upgrade(fresh_url, "0016_exact_usage", at_0016) == [
+        "models.0017_dated_platform_rates",
+        "models.0018_volume_tiers",
+    ]
 
     async def after() -> None:
         rates = await PlatformRate.filter(rate_card_id=made["platform"]).order_by("country")

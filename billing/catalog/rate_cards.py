@@ -14,6 +14,7 @@ moves, so a change is seen by the next batch in every process.
 
 from __future__ import annotations
 
+import json
 from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import check_currency, parse_decimal, plain_decimal
 from billing.core.tenancy import Viewer
 from models.catalog import PlatformRate, RateCard, RateCardCell
-from models.enums import MarginKind, MessageCategory, Permission
+from models.enums import MarginKind, MessageCategory, Permission, TierScope
 
 REST_OF_WORLD = "*"
 MAX_RATE = Decimal(1_000_000)
@@ -92,10 +93,42 @@ def with_margin(rate: Fraction, kind: MarginKind | None, value: Decimal | None) 
 
 
 @dataclass(frozen=True, slots=True)
+class TierInput:
+    """Messages from the ``from_message``-th of a month on cost ``price`` (until the next tier)."""
+
+    from_message: int
+    price: str
+
+
+@dataclass(frozen=True, slots=True)
 class CellInput:
     country: str
     category: MessageCategory
-    price: str
+    price: str  # messages 1 to the first tier's from_message - 1 (0: a free quota)
+    tiers: tuple[TierInput, ...] = ()
+
+
+MAX_TIERS = 20
+MAX_POSITION = 10**12
+
+
+def _check_tiers(tiers: tuple[TierInput, ...], field: str) -> list[dict[str, str | int]]:
+    """Tiers as stored: ascending, each from a later message than the one before (the 2nd at the least)."""
+    if len(tiers) > MAX_TIERS:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"at most {MAX_TIERS} tiers", field=field)
+    checked: list[dict[str, str | int]] = []
+    after = 1
+    for index, tier in enumerate(tiers):
+        if not after < tier.from_message <= MAX_POSITION:
+            raise BillingError(
+                ErrorCode.INVALID_INPUT,
+                f"each tier starts after the one before it (a message from {after + 1} to {MAX_POSITION})",
+                field=f"{field}[{index}].fromMessage",
+            )
+        price = check_rate(tier.price, f"{field}[{index}].price")
+        checked.append({"from": tier.from_message, "price": plain_decimal(price)})
+        after = tier.from_message
+    return checked
 
 
 async def _card(partner_id: int | None, currency: str) -> RateCard:
@@ -115,18 +148,24 @@ async def _card(partner_id: int | None, currency: str) -> RateCard:
 
 
 async def _upsert_price(
-    card: RateCard, country: str, category: MessageCategory, price: Decimal, effective_from: datetime
+    card: RateCard,
+    country: str,
+    category: MessageCategory,
+    price: Decimal,
+    effective_from: datetime,
+    tiers: list[dict[str, str | int]],
 ) -> None:
     await sql.execute(
-        "INSERT INTO platform_rate (created_at, rate_card_id, country, category, price, effective_from)"
-        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (rate_card_id, country, category, effective_from) DO UPDATE"
-        " SET price = excluded.price",
+        "INSERT INTO platform_rate (created_at, rate_card_id, country, category, price, effective_from, tiers)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (rate_card_id, country, category, effective_from)"
+        " DO UPDATE SET price = excluded.price, tiers = excluded.tiers",
         clock.now(),
         card.id,
         country,
         category.value,
         price if sql.is_postgres() else str(price),
         effective_from,
+        json.dumps(tiers),
     )
 
 
@@ -151,12 +190,19 @@ async def _bump(card: RateCard) -> None:
 
 
 async def set_platform_rates(
-    viewer: Viewer, *, currency: str, cells: list[CellInput], effective_from: datetime | None = None
+    viewer: Viewer,
+    *,
+    currency: str,
+    cells: list[CellInput],
+    effective_from: datetime | None = None,
+    tier_scope: TierScope | None = None,
 ) -> RateCard:
     """The platform's price per delivered message for each given (country, category), in ``currency``,
     from ``effective_from`` (now when not given; never in the past: an event already charged is never
     priced again, and a late one must be priced as those were); other cells are left as they are. A usage
-    event is priced by the price in force when it occurred."""
+    event is priced by the price in force when it occurred. A cell's ``tiers`` make its price fall as a
+    calendar month's messages grow, counted per ``tier_scope`` (each partner's, the default, or each
+    project's); a first price of 0 is a free quota."""
     viewer.require(Permission.MANAGE_CATALOG)
     code = check_currency(currency)
     now = clock.now()
@@ -169,13 +215,20 @@ async def set_platform_rates(
         raise BillingError(ErrorCode.INVALID_INPUT, "give 1 to 2000 cells", field="cells")
     # A refused cell is named by its place in the input, as sent: cells[3].price.
     checked = [
-        (check_country(c.country, f"cells[{i}].country"), c.category, check_rate(c.price, f"cells[{i}].price"))
+        (
+            check_country(c.country, f"cells[{i}].country"),
+            c.category,
+            check_rate(c.price, f"cells[{i}].price"),
+            _check_tiers(c.tiers, f"cells[{i}].tiers"),
+        )
         for i, c in enumerate(cells)
     ]
     async with in_transaction("default"):
         card = await _card(None, code)
-        for country, category, price in checked:
-            await _upsert_price(card, country, category, price, starts)
+        for country, category, price, tiers in checked:
+            await _upsert_price(card, country, category, price, starts, tiers)
+        if tier_scope is not None:
+            await sql.execute("UPDATE rate_card SET tier_scope = $1 WHERE id = $2", tier_scope.value, card.id)
         await _bump(card)
         await audit.record(
             actor=viewer.actor,
@@ -186,7 +239,8 @@ async def set_platform_rates(
             after={
                 "currency": code,
                 "effective_from": starts.isoformat(),
-                "cells": [[c, k.value, str(p)] for c, k, p in checked],
+                "tier_scope": tier_scope,
+                "cells": [[c, k.value, str(p), t] for c, k, p, t in checked],
             },
         )
     return await RateCard.get(id=card.id)
@@ -267,10 +321,24 @@ class Rate:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """A cell's two rates from ``since`` (None: its earliest price, which covers all time before it)."""
+    """A cell's two rates from ``since`` (None: its earliest price, which covers all time before it):
+    ``rate`` for a month's first messages, then each of ``tiers`` (from the message it names on)."""
 
     since: datetime | None
     rate: Rate
+    tiers: tuple[tuple[int, Rate], ...] = ()
+
+    def spans(self, first: int, count: int) -> list[tuple[int, Rate]]:
+        """How many of ``count`` messages, the first being the month's ``first``-th, each rate prices."""
+        bounds = [(1, self.rate), *self.tiers]
+        end = first + count
+        found = []
+        for index, (start, rate) in enumerate(bounds):
+            stop = bounds[index + 1][0] if index + 1 < len(bounds) else end
+            overlap = min(end, stop) - max(first, start)
+            if overlap > 0:
+                found.append((overlap, rate))
+        return found
 
 
 def _index(found: tuple[Price, ...], at: datetime) -> int:
@@ -284,15 +352,21 @@ class RateTable:
 
     currency: str
     prices: dict[tuple[str, str], tuple[Price, ...]]
+    tier_scope: TierScope = TierScope.PARTNER
 
-    def rate(self, country: str | None, category: str, at: datetime) -> Rate | None:
-        """The cell's rates in force at ``at`` ("*" when the country has no cell of its own)."""
+    def price(self, country: str | None, category: str, at: datetime) -> Price | None:
+        """The cell's price in force at ``at`` ("*" when the country has no cell of its own)."""
         found = self.prices.get((country, category)) if country is not None else None
         if found is None:
             found = self.prices.get((REST_OF_WORLD, category))
         if found is None:
             return None
-        return found[0].rate if len(found) == 1 else found[_index(found, at)].rate
+        return found[0] if len(found) == 1 else found[_index(found, at)]
+
+    def rate(self, country: str | None, category: str, at: datetime) -> Rate | None:
+        """The rates of a month's first messages in the cell's price in force at ``at``."""
+        price = self.price(country, category, at)
+        return price.rate if price is not None else None
 
     def cells_at(self, at: datetime) -> dict[tuple[str, str], Price]:
         """Each cell's price in force at ``at``."""
@@ -392,9 +466,9 @@ async def _build(partner_id: int | None, currency: str) -> RateTable:
     if own is not None:
         margins = {(c.country, c.category.value): c for c in await RateCardCell.filter(rate_card_id=own.id)}
     timelines: dict[tuple[str, str], list[Price]] = {}
-    for row in await PlatformRate.filter(rate_card_id=platform.id).order_by("effective_from", "id"):
-        key = (row.country, row.category.value)
-        base = Fraction(Decimal(row.price))
+
+    def rates(key: tuple[str, str], price: object) -> Rate:
+        base = Fraction(Decimal(str(price)))
         override = margins.get(key)
         if override is not None:
             partner = with_margin(base, override.margin_kind, Decimal(override.price))
@@ -403,10 +477,16 @@ async def _build(partner_id: int | None, currency: str) -> RateTable:
             partner = with_margin(base, own.margin_kind, value)
         else:
             partner = base
+        return Rate(base, kept(partner))
+
+    for row in await PlatformRate.filter(rate_card_id=platform.id).order_by("effective_from", "id"):
+        key = (row.country, row.category.value)
+        tiers = tuple((int(tier["from"]), rates(key, tier["price"])) for tier in row.tiers or ())
         timeline = timelines.setdefault(key, [])
         # The earliest price covers all time before it: it starts at None.
-        timeline.append(Price(row.effective_from if timeline else None, Rate(base, kept(partner))))
-    return RateTable(currency, {key: tuple(found) for key, found in timelines.items()})
+        timeline.append(Price(row.effective_from if timeline else None, rates(key, row.price), tiers))
+    prices = {key: tuple(found) for key, found in timelines.items()}
+    return RateTable(currency, prices, platform.tier_scope)
 
 
 def moment(at: datetime | None, field: str = "at") -> datetime | None:

@@ -51,7 +51,7 @@ from billing.core.tenancy import Viewer
 from billing.core.text import storable_line
 from billing.usage import exact_amounts
 from billing.usage.exact_amounts import FINE, HALF
-from models.enums import ExternalAccount, LedgerCause, MessageCategory, OwnerKind, Permission
+from models.enums import ExternalAccount, LedgerCause, MessageCategory, OwnerKind, Permission, TierScope
 
 MAX_BATCH = 1000
 MAX_COUNT = 1_000_000
@@ -143,6 +143,9 @@ class _Priced(msgspec.Struct, gc=False):
     free: bool
     partner_amount: int  # as priced, before any attempt to write it
     platform_amount: int
+    # A price with volume tiers: the event is priced when written, by its messages' places in the month.
+    tiered: rate_cards.Price | None = None
+    volume: tuple[str, str, str, str] | None = None  # (scope, country, category, month) it counts in
 
     def reset(self) -> None:
         """The result as priced: a retried write starts again from here."""
@@ -284,22 +287,31 @@ async def _price(
         result.country = country
         free = _is_free(event.category, event.window)
         amounts = None
+        tiered = volume = None
         if not free:
             key = (project.partner_id, project.currency)
             card = tables.get(key)
             if card is None:
                 card = tables[key] = await rate_cards.table(project.partner_id, project.currency, project.versions)
-            rate = card.rate(country, event.category, event.occurred_at)
-            if rate is None:
+            price = card.price(country, event.category, event.occurred_at)
+            if price is None:
                 refuse(result, Reason.NO_RATE, f"no rate for {country} {event.category}")
                 continue
-            cell = (id(rate), event.count)
-            amounts = priced.get(cell)
-            if amounts is None:
-                amounts = priced[cell] = (
-                    exact_amounts.charge_fine(event.count, rate.partner, project.currency),
-                    exact_amounts.charge_fine(event.count, rate.platform, project.currency),
+            if price.tiers:
+                tiered = price
+                scope = (
+                    f"PROJECT:{project.id}" if card.tier_scope is TierScope.PROJECT else f"PARTNER:{project.partner_id}"
                 )
+                volume = (scope, country, event.category, event.occurred_at.astimezone(UTC).strftime("%Y-%m"))
+                amounts = (0, 0)  # priced when written
+            else:
+                cell = (id(price.rate), event.count)
+                amounts = priced.get(cell)
+                if amounts is None:
+                    amounts = priced[cell] = (
+                        exact_amounts.charge_fine(event.count, price.rate.partner, project.currency),
+                        exact_amounts.charge_fine(event.count, price.rate.platform, project.currency),
+                    )
         result.currency = project.currency
         if amounts is None:
             result.status = Status.FREE
@@ -313,7 +325,9 @@ async def _price(
         if group is None:
             assert project.central_id is not None
             group = groups[project.partner_id] = _Group(project.partner_id, project.currency, project.central_id)
-        group.events.append(_Priced(event, result, project, free, result.partner_amount, result.platform_amount))
+        group.events.append(
+            _Priced(event, result, project, free, result.partner_amount, result.platform_amount, tiered, volume)
+        )
     return groups
 
 
@@ -337,7 +351,8 @@ async def report(
     batch = clock.now()
     for attempt in itertools.count():
         try:
-            if sql.is_postgres() and await _fast(groups, batch, viewer.actor):
+            tiered = any(item.tiered is not None for group in groups.values() for item in group.events)
+            if sql.is_postgres() and not tiered and await _fast(groups, batch, viewer.actor):
                 return results
             await _careful(groups, batch, viewer.actor)
             return results
@@ -582,19 +597,69 @@ async def _careful(groups: dict[int, _Group], now: datetime, actor: str | None) 
             f"SELECT id, balance, credit_limit, usage_remainder FROM wallet WHERE id IN ({listed}){lock}"  # noqa: S608
         )
         room = {r["id"]: _Room(int(r["balance"]), int(r["credit_limit"]), int(r["usage_remainder"])) for r in rows}
+        volumes = await _hold_volumes({item.volume for g in groups.values() for item in g.events if item.volume}, now)
+        counted = dict(volumes)
         for group in groups.values():
-            await _decide(group, room, now, actor, touched)
+            await _decide(group, room, now, actor, touched, counted)
+        for key, count in counted.items():
+            if count != volumes[key]:
+                await sql.execute(
+                    "UPDATE message_volume SET count = $1 WHERE scope = $2 AND country = $3 AND category = $4"
+                    " AND month = $5",
+                    count,
+                    *key,
+                )
     for wallet_id in sorted(touched):
         await top_ups.watch(wallet_id)
 
 
-async def _decide(group: _Group, room: dict[int, _Room], now: datetime, actor: str | None, touched: set[int]) -> None:
+Volume = tuple[str, str, str, str]
+
+
+async def _hold_volumes(keys: set[Volume], now: datetime) -> dict[Volume, int]:
+    """The month's message counts the batch's tiered events add to, each row held until the commit."""
+    counts = {}
+    lock = " FOR UPDATE" if sql.is_postgres() else ""  # SQLite: the batch holds the whole database
+    for key in sorted(keys):
+        await sql.execute(
+            "INSERT INTO message_volume (created_at, scope, country, category, month, count)"
+            " VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (scope, country, category, month) DO NOTHING",
+            now,
+            *key,
+        )
+        query = "SELECT count FROM message_volume WHERE scope = $1 AND country = $2 AND category = $3 AND month = $4"
+        rows = await sql.fetch(query + lock, *key)
+        counts[key] = int(rows[0]["count"])
+    return counts
+
+
+def _price_tiered(item: _Priced, counted: dict[Volume, int], currency: str) -> None:
+    """Price an event with volume tiers by its messages' places in the month, as counted so far."""
+    assert item.tiered is not None and item.volume is not None
+    spans = item.tiered.spans(counted[item.volume] + 1, item.event.count)
+    result = item.result
+    result.partner_amount = sum(exact_amounts.charge_fine(n, rate.partner, currency) for n, rate in spans)
+    result.platform_amount = sum(exact_amounts.charge_fine(n, rate.platform, currency) for n, rate in spans)
+    if not result.partner_amount and not result.platform_amount:  # inside a free quota
+        result.status = Status.FREE
+
+
+async def _decide(
+    group: _Group,
+    room: dict[int, _Room],
+    now: datetime,
+    actor: str | None,
+    touched: set[int],
+    counted: dict[Volume, int],
+) -> None:
     central = room[group.central_id]
     changed: set[int] = set()
     kept: list[int] = []
     for item in group.events:
         item.reset()
         result, event, project = item.result, item.event, item.project
+        if item.tiered is not None:
+            _price_tiered(item, counted, group.currency)
         charged, charged_fine = exact_amounts.split(result.partner_amount)
         platform, platform_fine = exact_amounts.split(result.platform_amount)
         rows = await sql.fetch(
@@ -610,7 +675,7 @@ async def _decide(group: _Group, room: dict[int, _Room], now: datetime, actor: s
             event.category,
             event.window,
             event.count,
-            item.free,
+            result.status is Status.FREE,
             event.occurred_at,
             charged,
             charged_fine,
@@ -625,7 +690,9 @@ async def _decide(group: _Group, room: dict[int, _Room], now: datetime, actor: s
         wallet = room[project.wallet_id] if project.wallet_id is not None else None
         undo = (wallet.moved, wallet.remainder) if wallet is not None else (0, 0)
         reason = None
-        if result.partner_amount:
+        if result.partner_amount and wallet is None:
+            reason = (Reason.INSUFFICIENT_CREDIT, "the project has no credit")
+        elif result.partner_amount:
             assert wallet is not None
             if not wallet.take(charged, charged_fine, -wallet.credit_limit if project.allow_credit else 0):
                 reason = (Reason.INSUFFICIENT_CREDIT, "the project's credit does not cover this event")
@@ -641,6 +708,8 @@ async def _decide(group: _Group, room: dict[int, _Room], now: datetime, actor: s
             changed.add(project.wallet_id)  # type: ignore[arg-type]
         if result.platform_amount:
             changed.add(group.central_id)
+        if item.volume is not None:
+            counted[item.volume] += event.count
         kept.append(row_id)
     if not kept:
         return

@@ -17,6 +17,7 @@ from models.enums import BillingInterval as DomainInterval
 from models.enums import MarginKind as DomainMarginKind
 from models.enums import Permission
 from models.enums import PlanStatus as DomainPlanStatus
+from models.enums import TierScope as DomainTierScope
 from schema.auth import target_partner, viewer_with
 from schema.catalog.types import (
     AddOn,
@@ -29,6 +30,7 @@ from schema.catalog.types import (
     PlanFamily,
     PlanStatus,
     RateCard,
+    TierScope,
 )
 from schema.context import Context
 from schema.errors import UserError
@@ -214,16 +216,30 @@ class CreditPackagePayload:
 
 
 @strawberry.input
+class RateTierInput:
+    from_message: int = strawberry.field(description="The month's message (2nd or later) this price starts at.")
+    price: str = strawberry.field(description="Per delivered message in major units; up to 8 decimals.")
+
+
+@strawberry.input
 class RateCellInput:
     country: str
     category: MessageCategory
     price: str = strawberry.field(description="Per delivered message in major units; up to 8 decimals.")
+    tiers: list[RateTierInput] | None = strawberry.field(
+        default=None,
+        description="Volume tiers over a calendar month, ascending; the price above is for the messages before"
+        " the first (0: a free quota).",
+    )
 
 
 @strawberry.input(description="The platform's price per delivered message for each cell given; other cells stay.")
 class SetPlatformRatesInput:
     currency: str
     cells: list[RateCellInput]
+    tier_scope: TierScope | None = strawberry.field(
+        default=None, description="Whose messages volume tiers count (the card's, for every cell); PARTNER first."
+    )
     effective_from: datetime | None = strawberry.field(
         default=None,
         description="When these prices take effect (now or later; now when not given). Usage is priced by the"
@@ -384,7 +400,16 @@ class Mutation:
         card = await rate_cards.set_platform_rates(
             viewer_with(info),
             currency=input.currency,
-            cells=[rate_cards.CellInput(c.country, c.category, c.price) for c in input.cells],
+            cells=[
+                rate_cards.CellInput(
+                    c.country,
+                    c.category,
+                    c.price,
+                    tuple(rate_cards.TierInput(t.from_message, t.price) for t in c.tiers or ()),
+                )
+                for c in input.cells
+            ],
+            tier_scope=DomainTierScope(input.tier_scope.value) if input.tier_scope else None,
             effective_from=input.effective_from,
         )
         return RateCardPayload(rate_card=RateCard.of(None, card.currency))

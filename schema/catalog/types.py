@@ -178,6 +178,16 @@ class PartnerMargin:
         return [cls.of(row) for row in ordered]
 
 
+@strawberry.type(description="From a month's fromMessage-th message of a cell on, both prices per message.")
+class RateTier:
+    from_message: int
+    platform_price: str
+    partner_price: str
+
+
+TierScope = strawberry.enum(enums.TierScope)
+
+
 @strawberry.type(description="One country and category: the platform's price and the partner's, per message.")
 class RateCell:
     country: str = strawberry.field(description='ISO 3166 alpha-2, or "*" for every other country.')
@@ -187,6 +197,9 @@ class RateCell:
     effective_from: datetime | None = strawberry.field(
         description="When this price took (or takes) effect; null for a cell's first price, which covers all"
         " time before it."
+    )
+    tiers: list[RateTier] = strawberry.field(
+        description="Volume tiers: the prices above are a month's first messages', these the later ones'."
     )
 
 
@@ -229,6 +242,14 @@ class RateCard:
                 platform_price=rate_cards.format_rate(price.rate.platform),
                 partner_price=rate_cards.format_rate(price.rate.partner),
                 effective_from=price.since,
+                tiers=[
+                    RateTier(
+                        from_message=start,
+                        platform_price=rate_cards.format_rate(rate.platform),
+                        partner_price=rate_cards.format_rate(rate.partner),
+                    )
+                    for start, rate in price.tiers
+                ],
             )
             for (country, category), price in sorted(table.cells_at(self.at).items())
         ]
@@ -240,6 +261,10 @@ class RateCard:
     )
     async def changes(self) -> list[datetime]:
         return (await rate_cards.table(self.partner_db_id, self.currency)).changes()
+
+    @strawberry.field(description="Whose messages a month's volume tiers count: each partner's or each project's.")
+    async def tier_scope(self) -> TierScope:
+        return (await rate_cards.table(self.partner_db_id, self.currency)).tier_scope
 
     @strawberry.field(description="The partner's margins (none on the platform's card; a client sees none).")
     async def margins(self, info: Info[Context, None]) -> list[RateMargin]:
