@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from fractions import Fraction
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing.catalog import rate_cards
@@ -99,11 +100,10 @@ async def setup(server) -> dict:
     central = await Wallet.create(
         partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_key=f"PARTNER:{partner.id}", unit="BRL"
     )
-    grant = """mutation($p: ID!) { grantPartnerBalance(input: {partnerId: $p, currency: "BRL", amount: "1000.00",
-      note: "prepaid", idempotencyKey: "fund"}) { errors { code } } }"""
-    assert (await platform.data(grant, {"p": to_global_id("Partner", partner.id)}))["grantPartnerBalance"][
-        "errors"
-    ] == []
+    grant = """mutation($p: ID!, $key: String!) { grantPartnerBalance(input: {partnerId: $p, currency: "BRL",
+      amount: "1000.00", note: "prepaid", idempotencyKey: $key}) { errors { code } } }"""
+    funded = await platform.data(grant, {"p": to_global_id("Partner", partner.id), "key": f"fund-{partner.id}"})
+    assert funded["grantPartnerBalance"]["errors"] == []
     return {
         "partner": partner,
         "project": project,
@@ -779,3 +779,89 @@ async def test_a_price_change_is_scheduled_and_the_card_reads_as_it_was_is_and_w
     assert sent["reportUsageEvents"]["results"][0]["partnerAmount"]["amount"] == "0.375"
     past = await flow["platform"].data(SCHEDULE, {"at": (clock.now() - timedelta(hours=1)).isoformat()})
     assert [(e["code"], e["field"]) for e in past["setPlatformRates"]["errors"]] == [("INVALID_INPUT", "effectiveFrom")]
+
+
+def decided_by_graphql(body: dict) -> dict:
+    if body.get("data") and body["data"]["reportUsageEvents"]["results"]:
+        return {"events": [(r["status"], r["reason"]) for r in body["data"]["reportUsageEvents"]["results"]]}
+    if body.get("data"):
+        return {"batch": [(e["code"], e["field"]) for e in body["data"]["reportUsageEvents"]["errors"]]}
+    return {"batch": [("INVALID_INPUT", None)]}  # refused before execution: a request of the wrong shape
+
+
+def decided_by_http(answer: httpx.Response) -> dict:
+    if answer.status_code == 200:
+        return {"events": [(r["status"], r["reason"]) for r in answer.json()["results"]]}
+    assert answer.status_code == 400, answer.text
+    [(code, field)] = [(e["code"], e["field"]) for e in answer.json()["errors"]]
+    # A body of the wrong shape names its path on /usage; GraphQL refuses such a request before running it.
+    return {"batch": [(code, None if code == "INVALID_INPUT" and field != "events" else field)]}
+
+
+@pytest.fixture
+async def twin_partners(server) -> tuple[dict, dict]:
+    """Two partners set up alike: the same batch goes to one through GraphQL, to the other through /usage,
+    with the same event ids."""
+    flows = (await setup(server), await setup(server))
+    for flow in flows:
+        await flow["agency"].data(ASSIGN, {"project": flow["gid"], "amount": "100000.00", "key": "twin"})
+    return flows
+
+
+text_ids = st.text(max_size=140)
+bad_events = st.fixed_dictionaries(
+    {},
+    optional={
+        "count": st.one_of(st.integers(-3, 3), st.integers(999_999, 1_000_002), st.just(2**31), st.just("2")),
+        "eventId": text_ids,
+        "country": st.one_of(
+            st.none(), st.sampled_from(["BR", "br", " BR ", "XX", "*", "", "BRA"]), st.text(max_size=4)
+        ),
+        "recipient": st.one_of(st.none(), st.sampled_from(["+5511999990000", "+54 9 11 5555 0000", "call me", ""])),
+        "category": st.sampled_from(["MARKETING", "UTILITY", "SERVICE", "SPAM"]),
+        "window": st.sampled_from(["NONE", "FREE_ENTRY", "NEVER"]),
+        "occurredAt": st.sampled_from(["now", "naive", "long ago", "tomorrow"]),
+        "projectId": st.sampled_from(["own", "garbage", "workspace"]),
+    },
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.lists(bad_events, min_size=1, max_size=6), size=st.sampled_from([None, whatsapp.MAX_BATCH + 1]))
+def test_any_batch_gets_the_same_answer_through_graphql_and_http(twin_partners, batch, size) -> None:
+    now = clock.now()
+    times = {
+        "now": now.isoformat(),
+        "naive": now.replace(tzinfo=None).isoformat(),
+        "long ago": "1999-01-01T00:00:00Z",
+        "tomorrow": (now + timedelta(days=1)).isoformat(),
+    }
+    tag = uuid.uuid4().hex[:8]
+
+    def events_for(flow: dict) -> list[dict]:
+        built = []
+        for index, changes in enumerate(batch):
+            event = {**events(flow["gid"], 1, prefix=f"{tag}-{index}", when=now)[0], **changes}
+            event["occurredAt"] = times[changes.get("occurredAt", "now")]
+            event["projectId"] = {
+                "own": flow["gid"],
+                "garbage": "not-an-id",
+                "workspace": to_global_id("Workspace", 1),
+            }[changes.get("projectId", "own")]
+            built.append(event)
+        return built * (size // len(built) + 1) if size else built
+
+    graphql_flow, http_flow = twin_partners
+    with httpx.Client(base_url=graphql_flow["server"].url, timeout=30) as http:
+        graphql = http.post(
+            "/graphql",
+            json={"query": REPORT, "variables": {"events": events_for(graphql_flow)}},
+            headers={"Authorization": f"Bearer {graphql_flow['product_key']}"},
+        )
+        assert graphql.status_code in (200, 400), graphql.text
+        plain = http.post(
+            "/usage",
+            json={"events": events_for(http_flow)},
+            headers={"Authorization": f"Bearer {http_flow['product_key']}"},
+        )
+    assert decided_by_graphql(graphql.json()) == decided_by_http(plain)
