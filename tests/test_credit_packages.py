@@ -170,3 +170,19 @@ async def test_archiving_a_package_turns_off_the_auto_top_ups_that_named_it_and_
     await AutoTopUp.filter(id=rule.id).update(enabled=True)
     assert await top_ups.top_up_now(rule.wallet_id) is False
     assert await Payment.filter(payer_key=f"WORKSPACE:{workspace.id}").count() == 0
+
+
+async def test_another_partners_package_is_not_found_on_the_field_that_named_it(server) -> None:
+    partner, other = await a_partner(), await a_partner("Other")
+    theirs = await plans.create_credit_package(
+        partner_viewer(other), name="Theirs", unit="POINTS", quantity=10, price=Money(100, "BRL")
+    )
+    agency = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+    package = to_global_id("CreditPackage", theirs.id)
+    for query, variables, name in (
+        (UPDATE, {"input": {"packageId": package, "name": "Mine now"}}, "updateCreditPackage"),
+        (STATUS, {"p": package, "status": "ARCHIVED"}, "setCreditPackageStatus"),
+    ):
+        answer = (await agency.data(query, variables))[name]
+        assert [(e["code"], e["field"]) for e in answer["errors"]] == [("NOT_FOUND", "packageId")]
+    assert (await plans.credit_packages(partner_viewer(other)))[0].name == "Theirs"

@@ -475,7 +475,7 @@ def credit_packages(viewer: Viewer, status: PlanStatus | None = None) -> QuerySe
 
 
 async def _package_to_change(viewer: Viewer, package_id: int) -> CreditPackage:
-    package = await tenancy.get_scoped(visible_credit_packages(viewer), package_id, "credit package")
+    package = await tenancy.get_scoped(visible_credit_packages(viewer), package_id, "credit package", field="packageId")
     if package.partner_id is None:
         viewer.require(Permission.MANAGE_CATALOG)
         if not viewer.is_platform:
