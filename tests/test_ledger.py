@@ -402,3 +402,30 @@ async def test_a_posting_on_the_platforms_own_wallets_has_no_partner() -> None:
         (None, 500),
         (None, 300),
     ]
+
+
+async def test_a_posting_of_two_legs_on_one_wallet_records_its_cause_and_actor_and_both_entries() -> None:
+    """Two sides on one wallet cancel out in part: on PostgreSQL such a posting leaves the one-statement
+    path for the general one, which records the same cause, actor and both entries."""
+    wallet = await funded_wallet(100)
+    result = await ledger.post(
+        [
+            Leg(30, "POINTS", wallet.id, ExternalAccount.PLATFORM_REVENUE),
+            Leg(10, "POINTS", ExternalAccount.ISSUANCE, wallet.id),
+        ],
+        cause=LedgerCause.ADJUSTMENT,
+        caused_by=CausedBy("Payment", "7"),
+        note="corrected",
+        actor="user:PARTNER:2",
+    )
+    posting = await Posting.get(id=result.posting_id)
+    assert (posting.cause, posting.caused_by_type, posting.caused_by_id, posting.note, posting.actor) == (
+        LedgerCause.ADJUSTMENT,
+        "Payment",
+        "7",
+        "corrected",
+        "user:PARTNER:2",
+    )
+    entries = await LedgerEntry.filter(posting_id=result.posting_id).order_by("id")
+    assert sorted((e.amount, e.counter_account) for e in entries) == [(-30, "PLATFORM_REVENUE"), (10, "ISSUANCE")]
+    assert (await Wallet.get(id=wallet.id)).balance == 80
