@@ -1204,6 +1204,22 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
             familyId=family["family"]["id"],
             limits=[{"name": "members", "value": 3}],
         )
+        for currency in ("USD", "BRL"):  # WhatsApp prices, with volume tiers, whatever a partner's currency
+            await api.run(
+                platform,
+                "setPlatformRates",
+                "SetPlatformRatesInput",
+                "rateCard { currency }",
+                currency=currency,
+                cells=[
+                    {
+                        "country": "BR",
+                        "category": "MARKETING",
+                        "price": "0.0625",
+                        "tiers": [{"fromMessage": 1001, "price": "0.05"}],
+                    }
+                ],
+            )
         a = await seed(
             api,
             platform,
