@@ -51,6 +51,8 @@ class Branding(Entity):
     primary_color = fields.CharField(max_length=7, null=True)
     secondary_color = fields.CharField(max_length=7, null=True)
     support_email = fields.CharField(max_length=254, null=True)
+    # Browser origins (besides the custom domain) whose pages may call the API for this partner.
+    allowed_origins = fields.JSONField(default=list, db_default="[]")
 
     class Meta:
         table = "branding"

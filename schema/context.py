@@ -134,6 +134,7 @@ class Context:
     token: str | None = None  # the bearer token, for logout
     client_address: str | None = None
     connection_params: dict[str, Any] | None = None  # a websocket's connection_init payload
+    origin: str | None = None  # the browser page's Origin header; None from callers that are not browsers
 
     def require_viewer(self) -> Viewer:
         if self.viewer is None:

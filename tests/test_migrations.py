@@ -23,8 +23,9 @@ from models.catalog import AddOn, PlatformRate, RateCardCell
 from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus
 from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, Refund
 from models.subscriptions import WorkspaceAddOn
+from models.tenancy import Partner
 from models.wallets import Wallet
-from tests.factories import a_partner, a_workspace
+from tests.factories import a_workspace
 from whitebill import db
 
 
@@ -93,6 +94,19 @@ def _upgrade(url: str, older: str, fill: Callable[[], Awaitable[None]]) -> list[
     return asyncio.run(run())
 
 
+async def an_old_partner() -> Partner:
+    """A partner as the releases these tests start from made it: raw rows, since the models have more
+    columns now (branding.allowed_origins since 0019)."""
+    partner = await Partner.create(name="Agency", slug=f"p-{secrets.token_hex(4)}", default_currency="BRL")
+    await sql.execute(
+        "INSERT INTO branding (created_at, partner_id, display_name) VALUES ($1, $2, $3)",
+        clock.now(),
+        partner.id,
+        "Agency",
+    )
+    return partner
+
+
 def _read(url: str, read: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(_connected(url, read))
 
@@ -106,7 +120,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
     ids: dict[str, int] = {}
 
     async def at_0011() -> None:
-        partner = await a_partner()
+        partner = await an_old_partner()
         workspace = await a_workspace(partner)
 
         async def lapsed(name: str, run_at: datetime = lapse) -> None:
@@ -180,6 +194,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
+        "models.0019_allowed_origins",
     ]
 
     async def after() -> None:
@@ -205,7 +220,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
     made: dict[str, int] = {}
 
     async def at_0012() -> None:
-        partner = await a_partner()
+        partner = await an_old_partner()
         made["partner"] = partner.id
         # The 0012 columns only: the model now has more.
         await sql.execute(
@@ -222,6 +237,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
+        "models.0019_allowed_origins",
     ]
 
     async def after() -> None:
@@ -246,7 +262,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
     made: dict[str, int] = {}
 
     async def at_0013() -> None:
-        partner = await a_partner()
+        partner = await an_old_partner()
         for name, refunded, status in (
             ("refunded", 1500, PaymentStatus.PARTIALLY_REFUNDED),
             ("paid", 0, PaymentStatus.SUCCEEDED),
@@ -272,6 +288,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
+        "models.0019_allowed_origins",
     ]
 
     async def after() -> None:
@@ -289,7 +306,7 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
     made: dict[str, int] = {}
 
     async def at_0014() -> None:
-        partner = await a_partner()
+        partner = await an_old_partner()
         made["partner"] = partner.id
         await sql.execute(
             "INSERT INTO gateway_config (created_at, partner_id, provider, mode, methods, is_active, settings,"
@@ -315,6 +332,7 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
+        "models.0019_allowed_origins",
     ]
 
     async def after() -> None:
@@ -332,7 +350,7 @@ def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_r
     made: dict[str, int] = {}
 
     async def at_0015() -> None:
-        partner = await a_partner()
+        partner = await an_old_partner()
         made["partner"] = partner.id
         rows = await sql.fetch(
             "INSERT INTO wallet (created_at, updated_at, partner_id, owner_kind, owner_key, unit, balance,"
@@ -348,6 +366,7 @@ def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_r
         "models.0016_exact_usage",
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
+        "models.0019_allowed_origins",
     ]
 
     async def after() -> None:
@@ -363,7 +382,7 @@ def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_befo
     made: dict[str, int] = {}
 
     async def at_0016() -> None:
-        partner = await a_partner()
+        partner = await an_old_partner()
         made["partner_id"] = partner.id
         for owner, name in ((None, "platform"), (partner.id, "partner")):  # the two cards
             rows = await sql.fetch(
@@ -397,6 +416,7 @@ def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_befo
     assert _upgrade(fresh_url, "0016_exact_usage", at_0016) == [
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
+        "models.0019_allowed_origins",
     ]
 
     async def after() -> None:

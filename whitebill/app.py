@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived, WebSocketDisconnected
 from strawberry.http.types import QueryParams
@@ -39,7 +40,7 @@ from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import db, metrics, pay_page, usage_http
+from whitebill import cors, db, metrics, pay_page, usage_http
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.schema import schema
 from whitebill.settings import Settings, configure_domain, load_settings
@@ -195,26 +196,32 @@ class GraphQLApp(GraphQL):
     async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
         token = bearer_token(request.headers.get("authorization", ""))
         client = getattr(request, "client", None)
+        viewer = await authenticate(token)
+        cors.note_caller(viewer)
         return Context(
-            viewer=await authenticate(token),
+            viewer=viewer,
             request_id=request_id.get() or "",
             request=request,
             response=response,
             token=token or None,
             client_address=client.host if client else None,
+            origin=request.headers.get("origin"),
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
         """Browsers cannot set headers on a websocket: the connection_init payload may carry
         ``{"Authorization": "Bearer <api key or session token>"}``, which then stands instead of the
         upgrade request's header. Bad credentials are answered like over HTTP: operations that need
-        a caller fail with UNAUTHENTICATED."""
+        a caller fail with UNAUTHENTICATED. A page of another partner than the credentials' is refused
+        (4403): see ``whitebill.cors``."""
         params = context.connection_params or {}
         header = next((v for k, v in params.items() if k.lower() == "authorization"), None)
         if header is not None:
             token = bearer_token(header) if isinstance(header, str) else ""
             context.token = token or None
             context.viewer = await authenticate(token)
+        if not cors.caller_may_use(context.request.scope, context.viewer):
+            raise ConnectionRejectionError({"code": ErrorCode.FORBIDDEN.value})
         return UNSET
 
     def encode_json(self, data: object) -> bytes:
@@ -394,5 +401,6 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(BodyLimit, default=settings.max_body_bytes, limits={"/usage": settings.max_usage_body_bytes})
+    app.add_middleware(cors.BrandCORS)  # outside the body limit: a refusal for size is readable by the page
     app.add_middleware(RequestContext, settings=settings, routes=routes)
     return app

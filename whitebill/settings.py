@@ -34,6 +34,7 @@ DEFAULT_USAGE_MONTHS_BACK = 1
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for it
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
 OUTBOUND_ALLOW_ENV = "WHITEBILL_OUTBOUND_ALLOW"
+CORS_ORIGINS_ENV = "WHITEBILL_CORS_ORIGINS"
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
 
 
@@ -71,6 +72,7 @@ class Settings:
     # the UTC month this many months back (1: the previous month), so every charge lands in a report.
     usage_max_ahead_seconds: int = DEFAULT_USAGE_AHEAD_SECONDS
     usage_months_back: int = DEFAULT_USAGE_MONTHS_BACK
+    cors_origins: tuple[str, ...] = ()  # the platform's own browser origins (partners list theirs in branding)
     # Development and tests only: networks a partner's webhook URL may reach besides public addresses.
     outbound_allowed_networks: tuple[str, ...] = LOOPBACK_NETWORKS
     max_body_bytes: int = 1024 * 1024  # a request body (GraphQL, webhooks) or websocket message, read up to this
@@ -106,6 +108,7 @@ class Settings:
             reset_url=self.reset_url,
             usage_max_ahead_seconds=self.usage_max_ahead_seconds,
             usage_months_back=self.usage_months_back,
+            cors_origins=self.cors_origins,
             outbound_allowed_networks=() if self.env == "production" else self.outbound_allowed_networks,
         )
 
@@ -185,6 +188,20 @@ def _outbound_allowed(env: str) -> tuple[str, ...]:
     return tuple(networks)
 
 
+def _cors_origins(env: str) -> tuple[str, ...]:
+    """WHITEBILL_CORS_ORIGINS: the platform's own browser origins, comma-separated (https in production)."""
+    from billing.core.errors import BillingError
+    from billing.tenants.origins import check_origin
+
+    origins = []
+    for part in filter(None, (p.strip() for p in os.environ.get(CORS_ORIGINS_ENV, "").split(","))):
+        try:
+            origins.append(check_origin(part, CORS_ORIGINS_ENV, production=env == "production"))
+        except BillingError as error:
+            raise ValueError(f"{CORS_ORIGINS_ENV}: {part!r}: {error.message}") from None
+    return tuple(origins)
+
+
 def _bytes(name: str, default: int) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -215,6 +232,7 @@ def load_settings() -> Settings:
         expiry_notice_days=_notice_days(),
         usage_max_ahead_seconds=_whole_number(USAGE_AHEAD_ENV, DEFAULT_USAGE_AHEAD_SECONDS, 86_400),
         usage_months_back=_whole_number(USAGE_MONTHS_BACK_ENV, DEFAULT_USAGE_MONTHS_BACK, 24),
+        cors_origins=_cors_origins(env),
         rate_limit_storage=os.environ.get("WHITEBILL_RATE_LIMIT_STORAGE", "async+memory://"),
         login_limit_per_email=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "10/minute"),
         login_limit_per_address=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"),

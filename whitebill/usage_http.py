@@ -30,6 +30,7 @@ from billing.usage import usage_reports, whatsapp
 from billing.usage.exact_amounts import format_fine
 from schema.context import authenticate, bearer_token
 from schema.ids import from_global_id, project_db_id
+from whitebill import cors
 from whitebill.boundary import refusal
 
 Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION", "AUTHENTICATION_INTERNATIONAL", "SERVICE"]
@@ -134,6 +135,7 @@ def _nul_at(batch: BatchBody) -> str | None:
 
 async def report_usage(request: Request) -> Response:
     viewer = await authenticate(bearer_token(request.headers.get("authorization", "")))
+    cors.note_caller(viewer)
     if viewer is None:
         return refusal(401, ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key>")
     try:
@@ -160,6 +162,7 @@ async def report_usage(request: Request) -> Response:
 
 async def download_report(request: Request) -> Response:
     viewer = await authenticate(bearer_token(request.headers.get("authorization", "")))
+    cors.note_caller(viewer)
     if viewer is None:
         return refusal(401, ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key or session token>")
     report = request.path_params["report"]

@@ -36,6 +36,9 @@ class DomainConfig:
     # fast), and not before the start of the UTC month this many months back (0: the current month).
     usage_max_ahead_seconds: int = 300
     usage_months_back: int = 1
+    # Browser origins of the platform's own pages (WHITEBILL_CORS_ORIGINS), allowed whatever the caller;
+    # partners' origins come from their branding (billing.tenants.origins).
+    cors_origins: tuple[str, ...] = ()
 
 
 _current = DomainConfig()

@@ -14,6 +14,7 @@ from billing.core import audit, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
+from billing.tenants import origins
 from billing.tenants.partners import check_email
 from models.enums import Permission
 from models.tenancy import Branding, Partner
@@ -55,6 +56,7 @@ class BrandingChange:
     secondary_color: str | None = None
     support_email: str | None = None
     custom_domain: str | None = None  # kept on the partner: it is also how login finds the brand
+    allowed_origins: list[str] | None = None  # replaces the list; [] empties it
 
 
 async def update_branding(viewer: Viewer, *, partner_id: int, change: BrandingChange) -> Branding:
@@ -95,6 +97,8 @@ async def update_branding(viewer: Viewer, *, partner_id: int, change: BrandingCh
             setattr(target, attribute, None)
         else:
             setattr(target, attribute, check(value, camel[name]))
+    if change.allowed_origins is not None:
+        branding.allowed_origins = origins.check_allowed_origins(change.allowed_origins)
     after = _snapshot(branding)
     after["custom_domain"] = partner.domain
     try:
@@ -114,10 +118,11 @@ async def update_branding(viewer: Viewer, *, partner_id: int, change: BrandingCh
         raise BillingError(
             ErrorCode.ALREADY_EXISTS, "that domain belongs to another partner", field="customDomain"
         ) from None
+    origins.forget()
     return branding
 
 
-def _snapshot(branding: Branding) -> dict[str, str | None]:
+def _snapshot(branding: Branding) -> dict[str, str | list[str] | None]:
     fields = (
         "display_name",
         "logo_url",
@@ -126,6 +131,7 @@ def _snapshot(branding: Branding) -> dict[str, str | None]:
         "primary_color",
         "secondary_color",
         "support_email",
+        "allowed_origins",
     )
     return {f: getattr(branding, f) for f in fields}
 

@@ -20,7 +20,7 @@ from tortoise.transactions import in_transaction
 from billing.core import audit, clock, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
-from billing.tenants import ratelimit
+from billing.tenants import origins, ratelimit
 from billing.tenants.partners import canonical_email, check_email, check_name
 from billing.tenants.passwords import check_new_password, hash_password, verify_password
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, CredentialKind, Permission, ViewerKind
@@ -93,6 +93,15 @@ class Brand:
         if self.platform:
             return "platform"
         return f"partner:{self.partner.id}" if self.partner else "no-such-brand"
+
+
+async def _same_brand_as_page(where: Brand, origin: str | None) -> None:
+    if origin is None:
+        return
+    if where.platform:
+        await origins.require_brand_of_origin(origin, None)
+    else:  # a brand nobody has counts as another brand than the page's
+        await origins.require_brand_of_origin(origin, where.partner.id if where.partner else -1)
 
 
 async def resolve_brand(brand: str | None) -> Brand:
@@ -245,10 +254,14 @@ class Session:
     email: str
 
 
-async def login(*, brand: str | None, email: str, password: str, client_address: str | None) -> Session:
-    """Exchange an e-mail and password for a session token. Every failure looks the same."""
+async def login(
+    *, brand: str | None, email: str, password: str, client_address: str | None, origin: str | None = None
+) -> Session:
+    """Exchange an e-mail and password for a session token. Every failure looks the same, but for a
+    sign-in from a page of another brand (``origin``, the browser's Origin header): FORBIDDEN."""
     email_key = canonical_email(email)
     where = await resolve_brand(brand)
+    await _same_brand_as_page(where, origin)
     await ratelimit.hit("login", account=f"{where.key}|{email_key}", address=client_address)
     found = await _find_user(where, email_key) if email_key else None
     user = found[1] if found else None
@@ -357,12 +370,15 @@ async def _queue_invitation(*, kind: str, user: AnyUser) -> None:
     )
 
 
-async def request_password_reset(*, brand: str | None, email: str, client_address: str | None) -> None:
+async def request_password_reset(
+    *, brand: str | None, email: str, client_address: str | None, origin: str | None = None
+) -> None:
     """Always answers the same, whether or not the e-mail belongs to anyone, and does the same work:
     it queues one e-mail row either way; who the user is, and the token, are settled when the e-mail
-    is sent (``mint_link``)."""
+    is sent (``mint_link``). From a page of another brand (``origin``): FORBIDDEN, as ``login``."""
     email_key = canonical_email(email)
     where = await resolve_brand(brand)
+    await _same_brand_as_page(where, origin)
     await ratelimit.hit("reset", account=f"{where.key}|{email_key}", address=client_address)
     await audit.emit(
         LINK_EVENT,

@@ -190,6 +190,10 @@ class UpdateBrandingInput:
     secondary_color: str | None = None
     support_email: str | None = None
     custom_domain: str | None = None
+    allowed_origins: list[str] | None = strawberry.field(
+        default=None,
+        description="Replaces the list (at most 20; https outside development): pages there may call the API.",
+    )
 
 
 @strawberry.type
@@ -239,7 +243,11 @@ class Mutation:
     @mutation(description="Exchange an e-mail and password for a session token.")
     async def login(self, info: Info[Context, None], input: LoginInput) -> LoginPayload:
         session = await identity.login(
-            brand=input.brand, email=input.email, password=input.password, client_address=info.context.client_address
+            brand=input.brand,
+            email=input.email,
+            password=input.password,
+            client_address=info.context.client_address,
+            origin=info.context.origin,
         )
         return LoginPayload(
             token=session.token,
@@ -254,7 +262,7 @@ class Mutation:
     @mutation(description="E-mail a reset link; answers the same whether or not the e-mail belongs to anyone.")
     async def request_password_reset(self, info: Info[Context, None], input: RequestPasswordResetInput) -> DonePayload:
         await identity.request_password_reset(
-            brand=input.brand, email=input.email, client_address=info.context.client_address
+            brand=input.brand, email=input.email, client_address=info.context.client_address, origin=info.context.origin
         )
         return DonePayload(ok=True)
 
@@ -324,6 +332,7 @@ class Mutation:
             secondary_color=input.secondary_color,
             support_email=input.support_email,
             custom_domain=input.custom_domain,
+            allowed_origins=input.allowed_origins,
         )
         row = await brandings.update_branding(
             viewer, partner_id=target_partner(viewer, input.partner_id), change=change

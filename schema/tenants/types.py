@@ -376,6 +376,9 @@ class Branding:
     secondary_color: str | None
     support_email: str | None
     custom_domain: str | None
+    allowed_origins: list[str] = strawberry.field(
+        description="Browser origins, besides the custom domain, whose pages may call the API for this partner."
+    )
 
     @classmethod
     def of(cls, row: tenancy_models.Branding, domain: str | None) -> Branding:
@@ -388,6 +391,7 @@ class Branding:
             secondary_color=row.secondary_color,
             support_email=row.support_email,
             custom_domain=domain,
+            allowed_origins=list(row.allowed_origins or ()),
         )
 
 

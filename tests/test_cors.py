@@ -1,0 +1,236 @@
+"""CORS by brand, against a real uvicorn process: preflights for any listed origin, answers readable only
+by a page of the caller's partner or the platform's, websocket upgrades checked the same way, and a
+sign-in refused on a page of another brand."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import websockets
+
+from billing.core.errors import BillingError, ErrorCode
+from billing.tenants import api_keys, origins
+from models.tenancy import Partner
+from tests.conftest import Backend, Server, serving
+from tests.factories import a_client_login, a_partner, a_workspace
+from tests.graphql import GraphQLClient
+from whitebill.settings import configure_domain, load_settings
+
+pytestmark = pytest.mark.usefixtures("database")
+
+PLATFORM_PAGE = "https://console.platform.example"
+PASSWORD = "a long client password"
+BRANDING = """mutation($input: UpdateBrandingInput!) {
+  updateBranding(input: $input) { branding { customDomain allowedOrigins } errors { code field message } }
+}"""
+LOGIN = """mutation($brand: String) {
+  login(input: {email: "client@a.example", password: "a long client password", brand: $brand}) { token errors { code } }
+}"""
+
+
+@pytest.fixture(scope="module")
+def cors_server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("cors") / f"{backend.name}.log"
+    with serving(backend, log, extra_env={"WHITEBILL_CORS_ORIGINS": PLATFORM_PAGE}) as started:
+        yield started
+
+
+@dataclass
+class Brand:
+    partner_id: int
+    key: str
+    domain: str
+    listed: str  # an origin in its allowedOrigins
+
+    @property
+    def page(self) -> str:
+        return f"https://{self.domain}"
+
+
+async def a_brand(server: Server) -> Brand:
+    """A partner with a custom domain and one more listed origin, set through the API (so the server's
+    directory of origins hears of it at once)."""
+    partner = await a_partner()
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    name = secrets.token_hex(4)
+    domain, listed = f"brand-{name}.example", f"https://app.agency-{name}.example:8443"
+    data = await GraphQLClient(server.url, key).data(
+        BRANDING, {"input": {"customDomain": domain, "allowedOrigins": [listed, f"{listed}/"]}}
+    )
+    assert data["updateBranding"] == {
+        "branding": {"customDomain": domain, "allowedOrigins": [listed]},
+        "errors": [],
+    }
+    return Brand(partner.id, key, domain, listed)
+
+
+async def preflight(server: Server, path: str, origin: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        return await http.options(
+            path,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+
+
+async def ask(server: Server, origin: str, key: str | None, query: str = "{ __typename }") -> httpx.Response:
+    headers = {"Origin": origin}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        return await http.post("/graphql", json={"query": query}, headers=headers)
+
+
+@pytest.mark.parametrize("path", ["/graphql", "/usage", "/reports/usage.csv"])
+async def test_a_preflight_from_a_listed_origin_is_allowed_and_from_any_other_is_not(
+    cors_server: Server, path: str
+) -> None:
+    brand = await a_brand(cors_server)
+    for origin in (brand.page, brand.listed, PLATFORM_PAGE, f"http://{brand.domain}:5173"):
+        answer = await preflight(cors_server, path, origin)
+        assert answer.status_code == 200, (origin, answer.text)
+        assert answer.headers["access-control-allow-origin"] == origin
+        assert "POST" in answer.headers["access-control-allow-methods"]
+        assert "authorization" in answer.headers["access-control-allow-headers"].lower()
+        assert "access-control-allow-credentials" not in answer.headers
+    for origin in (
+        "https://evil.example",
+        f"https://{brand.domain}.evil.example",
+        f"https://evil-{brand.domain}",
+        "null",
+        brand.listed.replace(":8443", ":9443"),  # the listed origin's host, another port
+        brand.listed.replace("https:", "http:"),
+    ):
+        answer = await preflight(cors_server, path, origin)
+        assert answer.status_code == 400, origin
+        assert "access-control-allow-origin" not in answer.headers, origin
+
+
+async def test_an_answer_is_readable_only_by_a_page_of_the_callers_partner_or_the_platform(
+    cors_server: Server,
+) -> None:
+    a, b = await a_brand(cors_server), await a_brand(cors_server)
+    platform_key = (await api_keys.create_key(partner_id=None)).secret
+
+    def allowed(answer: httpx.Response) -> str | None:
+        assert answer.status_code == 200, answer.text
+        return answer.headers.get("access-control-allow-origin")
+
+    assert allowed(await ask(cors_server, a.page, a.key)) == a.page
+    assert allowed(await ask(cors_server, a.listed, a.key)) == a.listed
+    assert allowed(await ask(cors_server, PLATFORM_PAGE, a.key)) == PLATFORM_PAGE
+    assert allowed(await ask(cors_server, PLATFORM_PAGE, platform_key)) == PLATFORM_PAGE
+    # Another partner's credentials, or the platform's, on a partner's page: the page may not read it.
+    assert allowed(await ask(cors_server, a.page, b.key)) is None
+    assert allowed(await ask(cors_server, a.listed, platform_key)) is None
+    # Nothing sent but the public: any listed page reads it (a login page styles itself first).
+    public = f"{{ branding(domain: {json.dumps(a.domain)}) {{ branding {{ displayName }} }} }}"
+    assert allowed(await ask(cors_server, b.page, None, public)) == b.page
+    assert allowed(await ask(cors_server, "https://evil.example", None, public)) is None
+    assert allowed(await ask(cors_server, "https://evil.example", a.key)) is None
+
+
+async def test_a_sign_in_on_a_page_of_another_brand_is_forbidden(cors_server: Server) -> None:
+    a, b = await a_brand(cors_server), await a_brand(cors_server)
+    partner = await Partner.get(id=a.partner_id)
+    await a_client_login(partner, await a_workspace(partner), "client@a.example", PASSWORD)
+
+    def login(answer: httpx.Response) -> tuple[str | None, bool]:
+        payload = answer.json()["data"]["login"]
+        return (payload["errors"] or [{"code": None}])[0]["code"], payload["token"] is not None
+
+    async def sign_in(origin: str, brand: str | None) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=cors_server.url) as http:
+            return await http.post(
+                "/graphql", json={"query": LOGIN, "variables": {"brand": brand}}, headers={"Origin": origin}
+            )
+
+    assert login(await sign_in(b.page, a.domain)) == ("FORBIDDEN", False)
+    assert login(await sign_in(b.listed, str(a.partner_id))) == ("FORBIDDEN", False)
+    assert login(await sign_in(a.page, None)) == ("FORBIDDEN", False)  # the platform's sign-in on a brand's page
+    assert login(await sign_in(b.page, "no-such-brand")) == ("FORBIDDEN", False)
+    assert login(await sign_in(a.page, a.domain)) == (None, True)
+    assert login(await sign_in(PLATFORM_PAGE, a.domain)) == (None, True)
+
+
+async def test_a_websocket_from_an_unlisted_origin_or_with_another_partners_credentials_is_refused(
+    cors_server: Server,
+) -> None:
+    a, b = await a_brand(cors_server), await a_brand(cors_server)
+    url = cors_server.url.replace("http://", "ws://") + "/graphql"
+
+    async def opened(origin: str, key: str) -> str:
+        try:
+            async with websockets.connect(
+                url, subprotocols=["graphql-transport-ws"], additional_headers={"Origin": origin}
+            ) as socket:
+                init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}
+                await socket.send(json.dumps(init))
+                try:
+                    return json.loads(await socket.recv())["type"]
+                except websockets.ConnectionClosed as closed:
+                    return f"closed {closed.rcvd.code if closed.rcvd else None}"
+        except websockets.InvalidStatus as refused:
+            return f"refused {refused.response.status_code}"
+
+    assert await opened(a.page, a.key) == "connection_ack"
+    assert await opened(PLATFORM_PAGE, b.key) == "connection_ack"
+    assert await opened("https://evil.example", a.key) == "refused 403"
+    assert await opened(a.listed, b.key) == "closed 4403"
+
+
+def test_origins_are_checked_as_a_browser_sends_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert origins.check_origin(" HTTPS://App.Example.com ", "f", production=True) == "https://app.example.com"
+    assert origins.check_origin("https://app.example.com:443", "f", production=True) == "https://app.example.com"
+    assert origins.check_origin("https://app.example.com/", "f", production=True) == "https://app.example.com"
+    assert origins.check_origin("http://localhost:5173", "f", production=False) == "http://localhost:5173"
+    for bad in (
+        "http://app.example.com",  # http in production
+        "https://app.example.com/path",
+        "https://user@app.example.com",
+        "https://app.example.com?x=1",
+        "javascript:alert(1)",
+        "https://",
+        "app.example.com",
+        "https://app.example.com:99999",
+        "https://app\u00e9.example.com",
+        "https://app.example.com\x00",
+    ):
+        with pytest.raises(BillingError) as refused:
+            origins.check_origin(bad, "allowedOrigins", production=True)
+        assert refused.value.code is ErrorCode.INVALID_INPUT and refused.value.field == "allowedOrigins", bad
+    with pytest.raises(BillingError):
+        origins.check_allowed_origins([f"https://a{n}.example" for n in range(origins.MAX_ALLOWED_ORIGINS + 1)])
+    monkeypatch.setenv("WHITEBILL_CORS_ORIGINS", "https://a.example, http://b.example")
+    monkeypatch.setenv("WHITEBILL_ENV", "production")
+    with pytest.raises(ValueError, match="WHITEBILL_CORS_ORIGINS"):
+        load_settings()
+    monkeypatch.setenv("WHITEBILL_ENV", "development")
+    assert load_settings().cors_origins == ("https://a.example", "http://b.example")
+
+
+async def test_in_production_a_custom_domain_is_an_origin_only_over_https_on_its_default_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    partner = await a_partner()
+    partner.domain = f"brand-{secrets.token_hex(4)}.example"
+    await partner.save()
+    origins.forget()
+    monkeypatch.setenv("WHITEBILL_ENV", "production")
+    monkeypatch.setenv("WHITEBILL_SECRET_KEY", "x" * 44)
+    configure_domain(load_settings())
+    assert await origins.owner_of(f"https://{partner.domain}") == origins.Owner(partner.id)
+    assert await origins.owner_of(f"https://{partner.domain}:443") == origins.Owner(partner.id)
+    assert await origins.owner_of(f"http://{partner.domain}") is None
+    assert await origins.owner_of(f"https://{partner.domain}:8443") is None
+    monkeypatch.setenv("WHITEBILL_ENV", "test")
+    configure_domain(load_settings())
+    assert await origins.owner_of(f"http://{partner.domain}:8000") == origins.Owner(partner.id)
