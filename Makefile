@@ -1,11 +1,27 @@
-# whitebill: `make run` serves the demo, `make test` runs the whole suite. Both need only python3.
+# whitebill: `make run` serves the demo, `make test` runs the whole suite. Both need python3, and Node.js
+# with npm to build the browser pages (web/: the reference portal and GraphiQL) from the npm registry.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: run test lint typecheck schema bench mutate clean
+WEB_STAMP := web/dist/.built
+WEB_SOURCES := web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json \
+	$(shell find web/portal web/graphiql -type f 2>/dev/null)
+
+.PHONY: run test lint typecheck schema bench mutate clean web
+
+# The browser pages, built from pinned packages (web/package-lock.json) into web/dist, which whitebill serves.
+web: $(WEB_STAMP)
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(WEB_STAMP): web/node_modules/.installed $(WEB_SOURCES)
+	cd web && npm run --silent build
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +29,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(WEB_STAMP)
 	$(BIN)/whitebill migrate
 	$(BIN)/whitebill demo
 	PORT=$(PORT) $(BIN)/whitebill serve
@@ -21,7 +37,7 @@ run: $(STAMP)
 # Coverage of lines and branches, the servers and workers the tests start included (pyproject.toml's
 # [tool.coverage.*]); tests/coverage_floors.py prints it per package and fails under the floors. It runs
 # even when a test failed (the figures then understate), and the target fails if either failed.
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(WEB_STAMP) lint typecheck
 	status=0; \
 	$(BIN)/python -m pytest --cov --cov-report= || status=1; \
 	$(BIN)/python -m tests.coverage_floors || status=1; \
@@ -52,4 +68,4 @@ mutate: $(STAMP)
 	@$(BIN)/mutmut results | grep -E ": (survived|no tests)$$" || true
 
 clean:
-	rm -rf $(VENV) whitebill.sqlite3 whitebill.sqlite3-* .coverage .coverage.* htmlcov mutants
+	rm -rf $(VENV) whitebill.sqlite3 whitebill.sqlite3-* .coverage .coverage.* htmlcov mutants web/node_modules web/dist

@@ -317,6 +317,12 @@ def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathF
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests import browser
+
+    if browser.skipped:
+        terminalreporter.write_sep("!", "browser tests SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(browser.skipped[0])
+        terminalreporter.write_line("Install Debian's chromium and run `make web` to run them (CI fails without).")
     if _pg_skipped:
         terminalreporter.write_sep("!", "PostgreSQL half SKIPPED", red=True, bold=True)
         terminalreporter.write_line(_pg_skipped[0])

@@ -20,7 +20,7 @@ from graphql import GraphQLError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
@@ -40,7 +40,7 @@ from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import cors, db, metrics, pay_page, usage_http
+from whitebill import cors, db, metrics, pay_page, usage_http, web
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.schema import schema
 from whitebill.settings import Settings, configure_domain, load_settings
@@ -166,6 +166,9 @@ class GraphQLApp(GraphQL):
             code = error.code if isinstance(error, Refused) else _CODE_OF_STATUS.get(status)
             response = graphql_refusal(status, code or ErrorCode.MALFORMED_REQUEST, error.reason)
         await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Any) -> Any:
+        return web.page("graphiql", web.GRAPHIQL_POLICY)  # our own build: no CDN (whitebill.web)
 
     async def parse_http_body(self, request: Any) -> Any:
         data = await super().parse_http_body(request)
@@ -397,6 +400,9 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
         Route("/usage", usage_http.report_usage, methods=["POST"]),
         Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
         WebSocketRoute("/graphql", graphql),
+        Route("/portal", web.portal_without_slash, methods=["GET"]),
+        Route("/portal/", web.portal, methods=["GET"]),
+        Mount("/ui", web.Assets(), name="ui"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.settings = settings

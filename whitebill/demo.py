@@ -12,7 +12,7 @@ from billing.tenants import api_keys, partners
 from billing.tenants.passwords import hash_password
 from models.catalog import AddOn, CreditPackage, Plan, PlanFamily
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, Unit
-from models.tenancy import ApiKey, Partner, PartnerUser, Workspace
+from models.tenancy import ApiKey, Branding, Partner, PartnerUser, Workspace, WorkspaceUser
 from schema.ids import to_global_id
 from whitebill import db
 from whitebill.settings import Settings
@@ -20,6 +20,8 @@ from whitebill.settings import Settings
 DEMO_SLUG = "demo-agency"
 DEMO_USER = "owner@demo-agency.example"
 DEMO_PASSWORD = "demo-password"  # noqa: S105 (the demo's, printed on purpose)
+DEMO_DOMAIN = "demo.localhost"  # browsers and curl resolve *.localhost to this machine: the portal's brand
+DEMO_CLIENT = "dono@padaria.example"
 SYSTEM = Viewer(kind="PLATFORM", actor="demo", permissions=PLATFORM_PERMISSIONS)
 
 
@@ -100,6 +102,19 @@ async def _partner() -> Partner:
                 note="demo",
                 idempotency_key=f"demo-plan-{workspace.id}",
             )
+    if partner.domain is None and not await Partner.exists(domain=DEMO_DOMAIN):
+        partner.domain = DEMO_DOMAIN
+        await partner.save(update_fields=["domain"])
+        await Branding.filter(partner_id=partner.id).update(primary_color="#6d28d9", secondary_color="#0f9d7a")
+    padaria = await Workspace.get(partner_id=partner.id, owner_email=DEMO_CLIENT)
+    if not await WorkspaceUser.exists(partner_id=partner.id, email=DEMO_CLIENT):
+        await WorkspaceUser.create(
+            partner_id=partner.id,
+            workspace_id=padaria.id,
+            email=DEMO_CLIENT,
+            name="Dono da Padaria",
+            password_hash=hash_password(DEMO_PASSWORD),
+        )
     if not await PartnerUser.exists(partner_id=partner.id):
         await PartnerUser.create(
             partner_id=partner.id,
@@ -133,6 +148,9 @@ Demo data is ready: partner "Demo Agency" (id {to_global_id("Partner", partner.i
   Platform operator key:  {platform_key.secret}
   Demo partner key:       {partner_key.secret}
   Demo partner sign-in:   login(input: {{brand: "{DEMO_SLUG}", email: "{DEMO_USER}", password: "{DEMO_PASSWORD}"}})
+
+The reference portal: http://{DEMO_DOMAIN}:{port}/portal/ (staff: {DEMO_USER}, a client: {DEMO_CLIENT};
+both with the password {DEMO_PASSWORD}).
 
 Open http://127.0.0.1:{port}/graphql and add the header
   {{"Authorization": "Bearer {partner_key.secret}"}}

@@ -18,7 +18,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from billing.charges import pay_links
-from billing.core import audit, clock, sql
+from billing.core import audit, clock, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
 from models.enums import PaymentMethodKind, PaymentPurpose, PaymentStatus
@@ -145,7 +145,7 @@ async def move(
     the same success. A move to SUCCEEDED fulfils the purpose in the same transaction.
     """
     async with in_transaction("default"):
-        rows = await sql.fetch("SELECT status, purpose_kind FROM payment WHERE id = $1", payment_id)
+        rows = await sql.fetch("SELECT status, purpose_kind, partner_id FROM payment WHERE id = $1", payment_id)
         if not rows:
             raise BillingError(ErrorCode.NOT_FOUND, "payment not found")
         current = PaymentStatus(rows[0]["status"])
@@ -165,6 +165,8 @@ async def move(
         if updated != 1:
             return False
         await PaymentTransition.create(payment_id=payment_id, from_status=current, to_status=target, reason=reason)
+        # Subscribers (paymentChanged) hear of it once this commits (PostgreSQL) or at once (SQLite).
+        await realtime.publish(realtime.Change(realtime.PAYMENT, payment_id, rows[0]["partner_id"]))
         if target is S.SUCCEEDED and current is not S.DISPUTED:
             await _fulfil(payment_id)
         hooks = _table().on_settled.get(PaymentPurpose(rows[0]["purpose_kind"]), ()) if target in FINAL else ()

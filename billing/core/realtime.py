@@ -41,6 +41,7 @@ CHANNEL = "whitebill_changes"
 LISTENER_NAME = "whitebill-listener"
 WALLET = "wallet"
 WORKSPACE = "workspace"
+PAYMENT = "payment"
 # A key revoked, a session ended, a person's permissions changed: every subscriber checks its own again.
 CREDENTIALS = "credentials"
 
@@ -51,7 +52,7 @@ WAKE_BATCH = 16
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    topic: str  # WALLET, WORKSPACE
+    topic: str  # WALLET, WORKSPACE, PAYMENT
     object_id: int
     partner_id: int | None
 

@@ -1,4 +1,4 @@
-"""Subscriptions: a wallet's balance and a workspace's status, live, over graphql-transport-ws.
+"""Subscriptions: a wallet's balance, a workspace's status and a payment's, live, over graphql-transport-ws.
 
 Each sends the current state first (so a client knows it is subscribed and misses nothing between a
 query and the subscription), then the new state after each change. A change is only a cue: the
@@ -22,6 +22,7 @@ from tortoise.queryset import QuerySet
 
 from billing.core import clock, realtime, tenancy
 from billing.core.tenancy import Viewer
+from models.payments import Payment as PaymentRow
 from models.tenancy import Workspace as WorkspaceRow
 from models.wallets import Wallet as WalletRow
 from schema.accounts.types import Wallet
@@ -29,6 +30,7 @@ from schema.auth import viewer_with
 from schema.context import Context, Loaders
 from schema.ids import expect_id
 from schema.live import shared
+from schema.sales.types import Payment
 from schema.tenants.types import Workspace
 
 # Credentials are checked again when a change to some credential is heard, when a session expires,
@@ -61,6 +63,16 @@ class LiveUpdates:  # "Subscription" is a plan's subscription
         return await _follow(
             info, realtime.WORKSPACE, workspace, tenancy.workspaces, "workspace", _status, Workspace.of
         )
+
+    @strawberry.subscription(
+        description="A payment you can see, now and after each change of its status (a pix or boleto turning"
+        " SUCCEEDED when the provider's webhook arrives, say)."
+    )
+    async def payment_changed(
+        self, info: Info[Context, None], payment_id: strawberry.ID
+    ) -> AsyncGenerator[Payment, None]:
+        payment = expect_id(payment_id, "Payment", "paymentId")
+        return await _follow(info, realtime.PAYMENT, payment, tenancy.payments, "payment", _payment, Payment.of)
 
 
 async def _follow(
@@ -116,6 +128,10 @@ def _expired(viewer: Viewer) -> bool:
 
 def _balance(row: WalletRow) -> Hashable:
     return row.balance
+
+
+def _payment(row: PaymentRow) -> Hashable:
+    return row.status
 
 
 def _status(row: WorkspaceRow) -> Hashable:
