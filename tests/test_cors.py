@@ -112,6 +112,7 @@ async def test_a_preflight_from_a_listed_origin_is_allowed_and_from_any_other_is
         answer = await preflight(cors_server, path, origin)
         assert answer.status_code == 400, origin
         assert "access-control-allow-origin" not in answer.headers, origin
+        assert answer.json()["errors"][0]["code"] == "FORBIDDEN", origin
 
 
 async def test_an_answer_is_readable_only_by_a_page_of_the_callers_partner_or_the_platform(

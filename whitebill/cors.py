@@ -22,10 +22,13 @@ from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from billing.core.errors import ErrorCode
 from billing.core.tenancy import Viewer
 from billing.tenants import origins
+from whitebill.boundary import refusal
 
 CORS_PATHS = ("/graphql", "/usage")
 CORS_PREFIXES = ("/reports/",)
@@ -93,6 +96,17 @@ class BrandCORS(CORSMiddleware):
             await super().__call__(scope, receive, send)
         finally:
             _decision.reset(token)
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        """Starlette's answer; a refusal in our shape (JSON with a code, as every 4xx here), same headers."""
+        answer = super().preflight_response(request_headers)
+        if answer.status_code == 200:
+            return answer
+        refused = refusal(answer.status_code, ErrorCode.FORBIDDEN, bytes(answer.body).decode())
+        for name in ("vary", "access-control-allow-methods", "access-control-max-age", "access-control-allow-headers"):
+            if name in answer.headers:
+                refused.headers[name] = answer.headers[name]
+        return refused
 
     def is_allowed_origin(self, origin: str) -> bool:
         decision = _decision.get()
