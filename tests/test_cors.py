@@ -235,3 +235,18 @@ async def test_in_production_a_custom_domain_is_an_origin_only_over_https_on_its
     monkeypatch.setenv("WHITEBILL_ENV", "test")
     configure_domain(load_settings())
     assert await origins.owner_of(f"http://{partner.domain}:8000") == origins.Owner(partner.id)
+
+
+async def test_a_partner_cannot_list_another_partners_domain_or_listed_origin(cors_server: Server) -> None:
+    a, b = await a_brand(cors_server), await a_brand(cors_server)
+    api = GraphQLClient(cors_server.url, b.key)
+    for taken in (a.page, f"http://{a.domain}:5173", a.listed):
+        data = await api.data(BRANDING, {"input": {"allowedOrigins": [b.listed, taken]}})
+        assert data["updateBranding"]["errors"] == [
+            {"code": "ALREADY_EXISTS", "field": "allowedOrigins", "message": f"{taken} belongs to another partner"}
+        ]
+    # Nothing changed: A's pages are still A's, and only A's credentials may be read there.
+    assert (await ask(cors_server, a.page, a.key)).headers.get("access-control-allow-origin") == a.page
+    assert "access-control-allow-origin" not in (await ask(cors_server, a.listed, b.key)).headers
+    data = await api.data(BRANDING, {"input": {"allowedOrigins": [b.listed, f"http://{b.domain}:5173"]}})
+    assert data["updateBranding"]["errors"] == []

@@ -99,6 +99,7 @@ async def update_branding(viewer: Viewer, *, partner_id: int, change: BrandingCh
             setattr(target, attribute, check(value, camel[name]))
     if change.allowed_origins is not None:
         branding.allowed_origins = origins.check_allowed_origins(change.allowed_origins)
+        await origins.check_unclaimed(branding.allowed_origins, partner.id)
     after = _snapshot(branding)
     after["custom_domain"] = partner.domain
     try:

@@ -129,15 +129,26 @@ async def owner_of(origin: str | None) -> Owner | None:
         return PLATFORM
     if time.monotonic() - _directory.read_at > DIRECTORY_SECONDS:
         await _directory.load()
-    listed = _directory.by_origin.get(text)
-    if listed is not None:
-        return Owner(listed)
+    # A custom domain belongs to its partner whatever another partner listed (``check_unclaimed``
+    # refuses such a listing, but a domain can be taken after the listing was made).
     partner_id = _directory.by_domain.get(host)
-    if partner_id is None:
+    if partner_id is not None:
+        if (scheme == "https" and port in (None, 443)) or not settings.production:
+            return Owner(partner_id)
         return None
-    if scheme == "https" and port in (None, 443):
-        return Owner(partner_id)
-    return None if settings.production else Owner(partner_id)
+    listed = _directory.by_origin.get(text)
+    return None if listed is None else Owner(listed)
+
+
+async def check_unclaimed(listed: list[str], partner_id: int, field: str = "allowedOrigins") -> None:
+    """ALREADY_EXISTS when one of ``listed`` is another partner's: on its custom domain, or in its list.
+    One partner could otherwise answer for another's pages, or hold its sign-ins to the wrong brand."""
+    await _directory.load()
+    for origin in listed:
+        host = (_parts(origin) or ("", "", None))[1]
+        owner = _directory.by_domain.get(host, _directory.by_origin.get(origin, partner_id))
+        if owner != partner_id:
+            raise BillingError(ErrorCode.ALREADY_EXISTS, f"{origin} belongs to another partner", field=field)
 
 
 async def require_brand_of_origin(origin: str | None, partner_id: int | None) -> None:

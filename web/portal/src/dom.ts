@@ -37,3 +37,14 @@ export function fields(form: HTMLFormElement): Record<string, string> {
   });
   return values;
 }
+
+/** A link target from elsewhere (a provider's payment page): http(s) only, never javascript: or data:. */
+export function webLink(url: string | null | undefined): string | null {
+  if (!url) return null;
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,7 +1,7 @@
 // What the payer does next for a pending payment (a pix QR code, a boleto, the provider's card page),
 // and the turn to "paid" when the provider tells whitebill, heard live through paymentChanged.
 import { live } from "../api";
-import { h, replace } from "../dom";
+import { h, replace, webLink } from "../dom";
 import { t } from "../i18n";
 
 export interface PaymentView {
@@ -37,13 +37,15 @@ function instructions(action: Record<string, string | null> | null): HTMLElement
       copy,
     );
   } else if (action.kind === "BOLETO") {
+    const link = webLink(action.url);
     box.append(
       h("p", {}, t("boleto-line"), " ", h("code", { "data-test": "boleto-line" }, action.boleto_line ?? "")),
-      action.url ? h("a", { href: action.url, target: "_blank", rel: "noopener" }, t("open-boleto")) : "",
+      link ? h("a", { href: link, target: "_blank", rel: "noopener" }, t("open-boleto")) : "",
     );
-  } else if (action.url) {
+  } else if (webLink(action.url)) {
     // Card numbers are typed on the provider's page, never here.
-    box.append(h("a", { href: action.url, target: "_blank", rel: "noopener", class: "button" }, t("open-payment-page")));
+    const link = webLink(action.url) as string;
+    box.append(h("a", { href: link, target: "_blank", rel: "noopener", class: "button" }, t("open-payment-page")));
   } else if (action.instructions) {
     box.append(h("p", {}, action.instructions));
   }
