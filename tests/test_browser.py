@@ -229,4 +229,12 @@ async def test_a_partner_grants_units_and_the_clients_open_page_shows_them(
 
         await expect(balance).to_have_text("350 Pontos", timeout=WAIT)
         assert await client.page.evaluate("window.stillTheSamePage") is True
+
+        # The staff's other pages: the gateway (with the address to give Asaas) and webhook deliveries.
+        await staff.page.get_by_role("link", name="Payment gateway").click()
+        gateways = staff.page.locator(".gateways")
+        await expect(gateways).to_contain_text("asaas", timeout=WAIT)
+        await expect(gateways).to_contain_text("/webhooks/asaas/")
+        await staff.page.get_by_role("link", name="Webhook deliveries").click()
+        await expect(staff.page.locator("main h2")).to_have_text("Webhook deliveries", timeout=WAIT)
         kept_to_this_machine(client, staff)

@@ -175,9 +175,7 @@ export async function clientPage(root: HTMLElement, header: HTMLElement): Promis
     "table",
     { class: "payments", "data-test": "payments" },
     workspace.payments.nodes.length
-      ? [...workspace.payments.nodes]
-          .reverse()
-          .map((p) =>
+      ? workspace.payments.nodes.map((p) =>
             h(
               "tr",
               {},
@@ -215,7 +213,7 @@ export async function clientPage(root: HTMLElement, header: HTMLElement): Promis
 async function refresh(table: HTMLElement, followNew: (wallets: Wallet[]) => void): Promise<void> {
   const home = await gql<Home>(HOME);
   followNew(home.viewer.workspace?.wallets ?? []);
-  const rows = [...(home.viewer.workspace?.payments.nodes ?? [])].reverse();
+  const rows = home.viewer.workspace?.payments.nodes ?? []; // newest first
   replace(
     table,
     rows.map((p) =>
