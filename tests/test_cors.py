@@ -15,7 +15,7 @@ import websockets
 
 from billing.core.errors import BillingError, ErrorCode
 from billing.tenants import api_keys, origins
-from models.tenancy import Partner
+from models.tenancy import Branding, Partner
 from tests.conftest import Backend, Server, serving
 from tests.factories import a_client_login, a_partner, a_workspace
 from tests.graphql import GraphQLClient
@@ -224,16 +224,21 @@ async def test_in_production_a_custom_domain_is_an_origin_only_over_https_on_its
     partner = await a_partner()
     partner.domain = f"brand-{secrets.token_hex(4)}.example"
     await partner.save()
+    other_port = f"https://{partner.domain}:8443"
+    await Branding.filter(partner_id=partner.id).update(allowed_origins=[other_port])
     origins.forget()
     monkeypatch.setenv("WHITEBILL_ENV", "production")
     monkeypatch.setenv("WHITEBILL_SECRET_KEY", "x" * 44)
     configure_domain(load_settings())
-    assert await origins.owner_of(f"https://{partner.domain}") == origins.Owner(partner.id)
-    assert await origins.owner_of(f"https://{partner.domain}:443") == origins.Owner(partner.id)
-    assert await origins.owner_of(f"http://{partner.domain}") is None
-    assert await origins.owner_of(f"https://{partner.domain}:8443") is None
-    monkeypatch.setenv("WHITEBILL_ENV", "test")
-    configure_domain(load_settings())
+    try:
+        assert await origins.owner_of(f"https://{partner.domain}") == origins.Owner(partner.id)
+        assert await origins.owner_of(f"https://{partner.domain}:443") == origins.Owner(partner.id)
+        assert await origins.owner_of(f"http://{partner.domain}") is None
+        assert await origins.owner_of(f"https://{partner.domain}:9443") is None
+        assert await origins.owner_of(other_port) == origins.Owner(partner.id)  # listed by the domain's owner
+    finally:
+        monkeypatch.setenv("WHITEBILL_ENV", "test")
+        configure_domain(load_settings())
     assert await origins.owner_of(f"http://{partner.domain}:8000") == origins.Owner(partner.id)
 
 
@@ -250,3 +255,83 @@ async def test_a_partner_cannot_list_another_partners_domain_or_listed_origin(co
     assert "access-control-allow-origin" not in (await ask(cors_server, a.listed, b.key)).headers
     data = await api.data(BRANDING, {"input": {"allowedOrigins": [b.listed, f"http://{b.domain}:5173"]}})
     assert data["updateBranding"]["errors"] == []
+
+
+async def test_a_partner_cannot_take_a_domain_on_which_another_partner_lists_its_pages(cors_server: Server) -> None:
+    a, b = await a_brand(cors_server), await a_brand(cors_server)
+    taken = b.listed.removeprefix("https://").split(":")[0]
+    data = await GraphQLClient(cors_server.url, a.key).data(BRANDING, {"input": {"customDomain": taken}})
+    assert data["updateBranding"]["errors"] == [
+        {"code": "ALREADY_EXISTS", "field": "customDomain", "message": "another partner's pages are on that domain"}
+    ]
+    assert (await ask(cors_server, b.listed, b.key)).headers.get("access-control-allow-origin") == b.listed
+    # Nor may a partner list this server's own origin (its public URL's), whose pages are the platform's.
+    own = load_settings().public_url
+    data = await GraphQLClient(cors_server.url, a.key).data(BRANDING, {"input": {"allowedOrigins": [own]}})
+    assert [e["code"] for e in data["updateBranding"]["errors"]] == ["ALREADY_EXISTS"]
+
+
+async def test_usage_and_reports_answers_are_readable_only_by_the_callers_pages_and_vary_on_credentials(
+    cors_server: Server,
+) -> None:
+    a, b = await a_brand(cors_server), await a_brand(cors_server)
+    async with httpx.AsyncClient(base_url=cors_server.url) as http:
+        for key, allowed in ((a.key, a.page), (b.key, None)):
+            headers = {"Origin": a.page, "Authorization": f"Bearer {key}"}
+            usage = await http.post("/usage", json={"events": []}, headers=headers)
+            report = await http.get("/reports/wcc-deductions.csv", params={"month": "2026-11"}, headers=headers)
+            for answer in (usage, report):
+                assert answer.headers.get("access-control-allow-origin") == allowed, answer.text
+                assert "Authorization" in answer.headers["vary"] and "Origin" in answer.headers["vary"]
+
+
+async def test_a_password_reset_asked_on_another_brands_page_is_forbidden(cors_server: Server) -> None:
+    a, b = await a_brand(cors_server), await a_brand(cors_server)
+    reset = """mutation($brand: String) { requestPasswordReset(input: {email: "x@a.example", brand: $brand}) {
+      ok errors { code } } }"""
+    async with httpx.AsyncClient(base_url=cors_server.url) as http:
+        for origin, code in ((b.page, "FORBIDDEN"), (a.page, None)):
+            body = {"query": reset, "variables": {"brand": a.domain}}
+            payload = (await http.post("/graphql", json=body, headers={"Origin": origin})).json()["data"]
+            errors = payload["requestPasswordReset"]["errors"]
+            assert (errors[0]["code"] if errors else None) == code
+
+
+async def test_websockets_without_an_origin_or_from_this_servers_own_pages_connect(cors_server: Server) -> None:
+    a = await a_brand(cors_server)
+    platform_key = (await api_keys.create_key(partner_id=None)).secret
+    url = cors_server.url.replace("http://", "ws://") + "/graphql"
+
+    async def opened(headers: dict[str, str], key: str) -> str:
+        async with websockets.connect(url, subprotocols=["graphql-transport-ws"], additional_headers=headers) as ws:
+            await ws.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+            try:
+                return json.loads(await ws.recv())["type"]
+            except websockets.ConnectionClosed as closed:
+                return f"closed {closed.rcvd.code if closed.rcvd else None}"
+
+    assert await opened({}, a.key) == "connection_ack"  # not a browser
+    assert await opened({"Origin": cors_server.url}, platform_key) == "connection_ack"  # GraphiQL, here
+    assert await opened({"Origin": a.page}, platform_key) == "closed 4403"  # the platform's key on A's page
+
+
+async def test_the_public_branding_does_not_list_a_partners_origins(cors_server: Server) -> None:
+    a = await a_brand(cors_server)
+    public = f"{{ branding(domain: {json.dumps(a.domain)}) {{ branding {{ customDomain allowedOrigins }} }} }}"
+    data = await GraphQLClient(cors_server.url).data(public)
+    assert data["branding"]["branding"] == {"customDomain": a.domain, "allowedOrigins": None}
+
+
+async def test_built_pages_are_served_only_at_their_addresses_under_their_policy(cors_server: Server) -> None:
+    from whitebill.web import DIST
+
+    if not (DIST / "portal" / "index.html").is_file():
+        pytest.skip("web/ is not built (make web)")
+    async with httpx.AsyncClient(base_url=cors_server.url) as http:
+        for copy in ("/ui/portal/index.html", "/ui/graphiql/index.html", "/ui/.built"):
+            assert (await http.get(copy)).status_code == 404, copy
+        page = await http.get("/portal/")
+        assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        asset = page.text.split('src="')[1].split('"')[0]
+        served = await http.get(asset)
+        assert served.status_code == 200 and "immutable" in served.headers["cache-control"]

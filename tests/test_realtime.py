@@ -403,3 +403,41 @@ async def test_a_wave_of_closed_websockets_is_collected_once_soon_after(monkeypa
         closed.count(loop)
     await asyncio.sleep(0.05)
     assert collections == [1, 1]
+
+
+PAYMENT = "subscription($p: ID!) { paymentChanged(paymentId: $p) { id status } }"
+
+
+async def test_a_payment_paid_by_hand_reaches_its_subscriber_and_no_other_tenant(
+    server: Server, other_process: Server
+) -> None:
+    """paymentChanged: PENDING first, then SUCCEEDED when the payment is recorded (through another process
+    on PostgreSQL); another partner's key gets NOT_FOUND, another payment's subscriber hears nothing."""
+    from tests.shop import CONFIGURE, CREATE_PACKAGE, buy
+
+    partner = await a_partner("Agency A")
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    api = GraphQLClient(server.url, key)
+    assert (await api.data(CONFIGURE, {"provider": "manual", "methods": ["MANUAL"]}))["configureGateway"][
+        "errors"
+    ] == []
+    package = (await api.data(CREATE_PACKAGE))["createCreditPackage"]["creditPackage"]["id"]
+    shop = {"client": api, "ws": to_global_id("Workspace", (await a_workspace(partner)).id)}
+    first = (await buy(shop, {"creditPackageId": package}, method="MANUAL"))["payment"]
+    second = (await buy(shop, {"creditPackageId": package}, method="MANUAL"))["payment"]
+    b_key = (await api_keys.create_key(partner_id=(await a_partner("Agency B")).id)).secret
+    record = """mutation($p: ID!) { recordPayment(input: {paymentId: $p, note: "pix", idempotencyKey: "r"}) {
+      errors { code } } }"""
+    async with (
+        live(server, PAYMENT, {"p": first["id"]}, token=key) as sees,
+        live(server, PAYMENT, {"p": second["id"]}, token=key) as other_sees,
+    ):
+        assert (await sees.next())["paymentChanged"] == {"id": first["id"], "status": "PENDING"}
+        assert (await other_sees.next())["paymentChanged"]["status"] == "PENDING"
+        recorded = await GraphQLClient(other_process.url, key).data(record, {"p": first["id"]})
+        assert recorded["recordPayment"]["errors"] == []
+        assert (await sees.next())["paymentChanged"] == {"id": first["id"], "status": "SUCCEEDED"}
+        await other_sees.nothing()
+    async with live(server, PAYMENT, {"p": first["id"]}, token=b_key) as b_sees:
+        error = await b_sees.error()
+        assert error["extensions"]["code"] == "NOT_FOUND" and error["path"] == ["paymentChanged"]

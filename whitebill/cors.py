@@ -9,7 +9,8 @@ Origins belong to partners (their custom domain and ``allowedOrigins``) or to th
   or belongs to the partner of the credentials it sent (``note_caller``, told by the app once it has
   authenticated them); a request with no credentials (``branding``, ``login``) is allowed from any
   listed origin, since it reads only what is public;
-- a websocket upgrade from an origin nobody listed is refused (403); once ``connection_init`` names the
+- a websocket upgrade from an origin nobody listed is refused (403), unless the page is this server's own
+  (its Origin names the host the upgrade went to: GraphiQL); once ``connection_init`` names the
   credentials, ``caller_may_use`` refuses (4403) a page of another partner than theirs.
 
 Credentials travel only as bearer tokens, never cookies: ``Access-Control-Allow-Credentials`` is never sent.
@@ -20,10 +21,10 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from billing.core.errors import ErrorCode
 from billing.core.tenancy import Viewer
@@ -62,6 +63,14 @@ def caller_may_use(scope: Scope, viewer: Viewer | None) -> bool:
     return not viewer.is_platform and viewer.partner_id == owner.partner_id
 
 
+def _same_origin(origin: str, headers: Headers) -> bool:
+    """Whether the page is one this server served itself: the Origin names the host (and port) the request
+    went to. The scheme is not compared: behind a proxy that ends TLS the server sees ws:// for https pages."""
+    host = headers.get("host", "").lower()
+    _, _, named = origin.lower().partition("://")
+    return bool(host) and named in (host, host.removesuffix(":80"), host.removesuffix(":443"))
+
+
 def _covered(path: str) -> bool:
     return path in CORS_PATHS or path.startswith(CORS_PREFIXES)
 
@@ -81,10 +90,12 @@ class BrandCORS(CORSMiddleware):
         if scope["type"] not in ("http", "websocket") or not _covered(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
-        origin = Headers(scope=scope).get("origin")
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
         owner = await origins.owner_of(origin)
         if scope["type"] == "websocket":
-            if origin is not None and owner is None:
+            # A page nobody listed may still connect from this server's own origin (GraphiQL).
+            if origin is not None and owner is None and not _same_origin(origin, headers):
                 await receive()  # websocket.connect; closing now answers the upgrade with 403
                 await send({"type": "websocket.close", "code": 1008, "reason": "this origin may not connect"})
                 return
@@ -92,8 +103,15 @@ class BrandCORS(CORSMiddleware):
             await self.app(scope, receive, send)
             return
         token = _decision.set(_Decision(owner))
+
+        async def varying(message: Message) -> None:
+            # Whether the page may read the answer depends on the credentials too: caches must key on them.
+            if message["type"] == "http.response.start" and origin is not None:
+                MutableHeaders(scope=message).add_vary_header("Authorization")
+            await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, varying)
         finally:
             _decision.reset(token)
 

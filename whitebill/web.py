@@ -59,6 +59,8 @@ class Assets(StaticFiles):
     async def get_response(self, path: str, scope: Scope) -> Response:
         if not DIST.is_dir():
             return refusal(404, ErrorCode.NOT_FOUND, "web/ is not built: run `make web`")
+        if not path.startswith("assets/"):  # the pages are served at their own addresses, under their policy
+            return refusal(404, ErrorCode.NOT_FOUND, "not found")
         response = await super().get_response(path, scope)
         if response.status_code == 200 and path.startswith("assets/"):
             response.headers["Cache-Control"] = "public, max-age=31536000, immutable"

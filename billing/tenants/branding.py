@@ -99,11 +99,15 @@ async def update_branding(viewer: Viewer, *, partner_id: int, change: BrandingCh
             setattr(target, attribute, check(value, camel[name]))
     if change.allowed_origins is not None:
         branding.allowed_origins = origins.check_allowed_origins(change.allowed_origins)
-        await origins.check_unclaimed(branding.allowed_origins, partner.id)
     after = _snapshot(branding)
     after["custom_domain"] = partner.domain
     try:
         async with in_transaction("default"):  # the change and its audit row together
+            await origins.lock_claims()
+            if change.allowed_origins is not None:
+                await origins.check_unclaimed(branding.allowed_origins, partner.id)
+            if partner.domain and partner.domain != before["custom_domain"]:
+                await origins.check_domain_unclaimed(partner.domain, partner.id)
             await partner.save(update_fields=["domain"])
             await branding.save()
             await audit.record(

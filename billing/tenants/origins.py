@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from billing.core import config
+from billing.core import config, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.text import check_text
 from models.tenancy import Branding, Partner
@@ -101,7 +101,9 @@ class _Directory:
     async def load(self) -> None:
         by_domain = {domain: pid for pid, domain in await Partner.exclude(domain=None).values_list("id", "domain")}
         by_origin: dict[str, int] = {}
-        for partner_id, listed in await Branding.all().values_list("partner_id", "allowed_origins"):
+        # Oldest listing first: were two partners ever to list one origin, every process picks the same.
+        rows = await Branding.all().order_by("id").values_list("partner_id", "allowed_origins")
+        for partner_id, listed in rows:
             for origin in listed or ():
                 by_origin.setdefault(origin, partner_id)
         self.by_domain, self.by_origin, self.read_at = by_domain, by_origin, time.monotonic()
@@ -132,23 +134,49 @@ async def owner_of(origin: str | None) -> Owner | None:
     # A custom domain belongs to its partner whatever another partner listed (``check_unclaimed``
     # refuses such a listing, but a domain can be taken after the listing was made).
     partner_id = _directory.by_domain.get(host)
-    if partner_id is not None:
-        if (scheme == "https" and port in (None, 443)) or not settings.production:
-            return Owner(partner_id)
-        return None
+    if partner_id is not None and ((scheme == "https" and port in (None, 443)) or not settings.production):
+        return Owner(partner_id)
     listed = _directory.by_origin.get(text)
-    return None if listed is None else Owner(listed)
+    if listed is None or (partner_id is not None and listed != partner_id):
+        return None
+    return Owner(listed)
+
+
+async def lock_claims() -> None:
+    """Inside a transaction: claims of origins and domains are checked and saved one at a time
+    (PostgreSQL; SQLite writes one transaction at a time anyway)."""
+    if sql.is_postgres():
+        await sql.fetch("SELECT pg_advisory_xact_lock(hashtext('whitebill.origins'))")
 
 
 async def check_unclaimed(listed: list[str], partner_id: int, field: str = "allowedOrigins") -> None:
-    """ALREADY_EXISTS when one of ``listed`` is another partner's: on its custom domain, or in its list.
-    One partner could otherwise answer for another's pages, or hold its sign-ins to the wrong brand."""
+    """ALREADY_EXISTS when one of ``listed`` is another partner's (on its custom domain, or in its list)
+    or this server's own. One partner could otherwise answer for another's pages, or hold their sign-ins
+    to the wrong brand. Call it under ``lock_claims``."""
     await _directory.load()
+    own = _api_origin()
     for origin in listed:
         host = (_parts(origin) or ("", "", None))[1]
         owner = _directory.by_domain.get(host, _directory.by_origin.get(origin, partner_id))
-        if owner != partner_id:
+        if owner != partner_id or origin == own:
             raise BillingError(ErrorCode.ALREADY_EXISTS, f"{origin} belongs to another partner", field=field)
+
+
+async def check_domain_unclaimed(domain: str, partner_id: int, field: str = "customDomain") -> None:
+    """ALREADY_EXISTS when another partner lists an origin on ``domain``: taking the domain would take
+    that partner's pages. Call it under ``lock_claims``."""
+    await _directory.load()
+    for origin, owner in _directory.by_origin.items():
+        if owner != partner_id and (_parts(origin) or ("", "", None))[1] == domain:
+            raise BillingError(ErrorCode.ALREADY_EXISTS, "another partner's pages are on that domain", field=field)
+
+
+def _api_origin() -> str | None:
+    """This server's own origin (the public URL's): its pages are the platform's, never a partner's."""
+    try:
+        return check_origin(config.current().public_url, "publicUrl", production=False)
+    except BillingError:
+        return None
 
 
 async def require_brand_of_origin(origin: str | None, partner_id: int | None) -> None:

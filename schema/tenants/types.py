@@ -376,12 +376,13 @@ class Branding:
     secondary_color: str | None
     support_email: str | None
     custom_domain: str | None
-    allowed_origins: list[str] = strawberry.field(
-        description="Browser origins, besides the custom domain, whose pages may call the API for this partner."
+    allowed_origins: list[str] | None = strawberry.field(
+        description="Browser origins, besides the custom domain, whose pages may call the API for this partner"
+        " (null in the public branding(domain:))."
     )
 
     @classmethod
-    def of(cls, row: tenancy_models.Branding, domain: str | None) -> Branding:
+    def of(cls, row: tenancy_models.Branding, domain: str | None, *, public: bool = False) -> Branding:
         return cls(
             display_name=row.display_name,
             logo_url=row.logo_url,
@@ -391,7 +392,7 @@ class Branding:
             secondary_color=row.secondary_color,
             support_email=row.support_email,
             custom_domain=domain,
-            allowed_origins=list(row.allowed_origins or ()),
+            allowed_origins=None if public else list(row.allowed_origins or ()),
         )
 
 
@@ -403,7 +404,8 @@ class PublicBranding:
     @classmethod
     def of(cls, partner: tenancy_models.Partner, row: tenancy_models.Branding) -> PublicBranding:
         return cls(
-            partner_id=strawberry.ID(to_global_id("Partner", partner.id)), branding=Branding.of(row, partner.domain)
+            partner_id=strawberry.ID(to_global_id("Partner", partner.id)),
+            branding=Branding.of(row, partner.domain, public=True),
         )
 
 
