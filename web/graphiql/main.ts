@@ -22,7 +22,7 @@ const HEADERS = `{
 
 const QUERY = `# whitebill's GraphQL API. Put your API key (or the token \`login\` gives) in the
 # Headers tab below, as "Authorization": "Bearer <key>"; never in the address.
-# The explorer (the compass on the left) builds queries by clicking.
+# The Explorer (in the bar on the left) builds queries by clicking; the Docs list every type.
 #
 # Public, no key needed: how a brand's portal looks.
 query Brand {
