@@ -11,4 +11,5 @@ MODEL_MODULES = [
     "models.payments",
     "models.operations",
     "models.auto_billing",
+    "models.documents",
 ]

@@ -257,3 +257,27 @@ class PaymentPurpose(StrEnum):
     SUBSCRIPTION_PERIOD = "SUBSCRIPTION_PERIOD"
     ADD_ON_PURCHASE = "ADD_ON_PURCHASE"
     WALLET_CREDIT = "WALLET_CREDIT"
+
+
+class DocumentKind(StrEnum):
+    """What a numbered document is: each kind has its own gapless series per issuer."""
+
+    INVOICE = "INVOICE"
+    CREDIT_NOTE = "CREDIT_NOTE"
+    RECEIPT = "RECEIPT"
+
+
+class DocumentStatus(StrEnum):
+    """An invoice goes DRAFT → FINALIZED → PAID or VOID; a credit note or a receipt is FINALIZED when made."""
+
+    DRAFT = "DRAFT"  # being put together: its lines may change, it has no number
+    FINALIZED = "FINALIZED"  # numbered and immutable from here on
+    PAID = "PAID"
+    VOID = "VOID"  # cancelled after finalizing; it keeps its number (a gap would be one the accountant asks about)
+
+
+class SeriesReset(StrEnum):
+    """When a series' numbers start again at 1."""
+
+    NEVER = "NEVER"
+    YEARLY = "YEARLY"  # at each new UTC year (its prefix then usually shows the year)

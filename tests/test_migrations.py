@@ -195,6 +195,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
+        "models.0020_documents",
     ]
 
     async def after() -> None:
@@ -238,6 +239,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
+        "models.0020_documents",
     ]
 
     async def after() -> None:
@@ -289,6 +291,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
+        "models.0020_documents",
     ]
 
     async def after() -> None:
@@ -333,6 +336,7 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
+        "models.0020_documents",
     ]
 
     async def after() -> None:
@@ -367,6 +371,7 @@ def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_r
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
+        "models.0020_documents",
     ]
 
     async def after() -> None:
@@ -417,6 +422,7 @@ def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_befo
         "models.0017_dated_platform_rates",
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
+        "models.0020_documents",
     ]
 
     async def after() -> None:

@@ -1,0 +1,66 @@
+"""Gapless numbers, per issuer and kind of document, that an accountant accepts: ``ACME-2027-000123``.
+
+A document takes its number in the transaction that finalizes it, by advancing its series' row with one
+conditional UPDATE. On PostgreSQL the row stays locked until that transaction ends, so concurrent
+finalizations (in any number of processes) take consecutive numbers one after the other; SQLite writes one
+transaction at a time. A finalization that rolls back rolls the series back with it: no gap. And the
+database itself refuses a number given twice in one series (``invoice``'s unique series and number).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from tortoise.exceptions import IntegrityError
+
+from billing.core import sql
+from models.documents import DocumentSeries
+from models.enums import DocumentKind, SeriesReset
+from models.tenancy import Partner
+
+DEFAULT_DIGITS = 6
+_KIND_MARK = {DocumentKind.INVOICE: "", DocumentKind.CREDIT_NOTE: "CN-", DocumentKind.RECEIPT: "R-"}
+
+# One statement: the number this document takes, and the series moved past it. A YEARLY series starts
+# again at 1 in a year it has not counted in yet.
+_TAKE = """
+UPDATE document_series
+SET next_number = CASE WHEN reset = 'YEARLY' AND (year IS NULL OR year <> $2) THEN 2 ELSE next_number + 1 END,
+    year = $2
+WHERE id = $1
+RETURNING next_number - 1 AS number, prefix, digits
+"""
+
+
+def number_text(prefix: str, digits: int, number: int, year: int) -> str:
+    return prefix.replace("{year}", str(year)) + str(number).zfill(digits)
+
+
+async def series_of(partner_id: int | None, kind: DocumentKind) -> DocumentSeries:
+    """The issuer's series for ``kind``, made on first use: the partner's slug in capitals, the kind's
+    mark and the year (``ACME-2027-000123``, ``ACME-CN-2027-000007``), never reset. Call it before the
+    finalizing transaction (two first uses at once make it once)."""
+    found = await DocumentSeries.get_or_none(partner_id=partner_id, kind=kind)
+    if found is not None:
+        return found
+    issuer = "WB" if partner_id is None else (await Partner.get(id=partner_id)).slug.upper()
+    try:
+        return await DocumentSeries.create(
+            partner_id=partner_id,
+            kind=kind,
+            prefix=f"{issuer}-{_KIND_MARK[kind]}{{year}}-",
+            digits=DEFAULT_DIGITS,
+            reset=SeriesReset.NEVER,
+        )
+    except IntegrityError:  # made by a concurrent first use
+        return await DocumentSeries.get(partner_id=partner_id, kind=kind)
+
+
+async def take_number(series_id: int, at: datetime) -> tuple[int, str]:
+    """The next number of the series and its text, for a document finalized at ``at``. Only inside the
+    finalizing transaction: outside one, a failure after it would leave a gap."""
+    if not sql.in_transaction():
+        raise RuntimeError("a document number is taken inside the transaction that finalizes the document")
+    rows = await sql.fetch(_TAKE, series_id, at.year)
+    row = rows[0]
+    return int(row["number"]), number_text(row["prefix"], int(row["digits"]), int(row["number"]), at.year)
