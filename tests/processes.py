@@ -11,8 +11,8 @@ import os
 
 import asyncpg
 
-from tests.conftest import PG_ADMIN
-
+# The server tests/conftest.py makes its databases on.
+PG_ADMIN = os.environ.get("WHITEBILL_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 CONNECTIONS_PER_PROCESS = 100
 
 
