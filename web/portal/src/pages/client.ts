@@ -6,15 +6,8 @@ import { fields, h, replace } from "../dom";
 import { date, dateTime, money, quantity, t } from "../i18n";
 import { followPayment, type PaymentView } from "./payment";
 import { problem } from "./signin";
+import type { Money, Quantity } from "../types";
 
-interface Money {
-  amount: string;
-  currency: string;
-}
-interface Quantity {
-  amount: string;
-  unit: string;
-}
 interface Limit {
   name: string;
   value: number;

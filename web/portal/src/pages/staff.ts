@@ -5,15 +5,8 @@ import { gql, live, newKey, settled, type UserError } from "../api";
 import { fields, h, replace } from "../dom";
 import { date, dateTime, money, quantity, t } from "../i18n";
 import { problem } from "./signin";
+import type { Money, Quantity } from "../types";
 
-interface Money {
-  amount: string;
-  currency: string;
-}
-interface Quantity {
-  amount: string;
-  unit: string;
-}
 type Stop = () => void;
 
 const DASHBOARD = `query Dashboard($first: Int!, $after: String) {
