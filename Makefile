@@ -39,9 +39,7 @@ run: $(STAMP) $(WEB_STAMP)
 # even when a test failed (the figures then understate), and the target fails if either failed.
 test: $(STAMP) $(WEB_STAMP) lint typecheck
 	status=0; \
-	processes=$${TEST_PROCESSES:-$$($(BIN)/python -m tests.processes)}; \
-	echo "pytest in $$processes process(es) (TEST_PROCESSES=N to choose)"; \
-	$(BIN)/python -m pytest -n $$processes --dist loadfile --cov --cov-report= || status=1; \
+	$(BIN)/python -m pytest --cov --cov-report= || status=1; \
 	$(BIN)/python -m tests.coverage_floors || status=1; \
 	exit $$status
 

@@ -316,24 +316,6 @@ def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathF
     assert not misnamed, misnamed
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """In a pytest-xdist worker: hand the halves it had to skip to the controller, which prints the notices."""
-    from tests import browser
-
-    output = getattr(session.config, "workeroutput", None)
-    if output is not None:
-        output["skipped_halves"] = {"postgres": _pg_skipped[:1], "browser": browser.skipped[:1]}
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: object, error: object) -> None:
-    from tests import browser
-
-    halves = getattr(node, "workeroutput", {}).get("skipped_halves") or {}
-    _pg_skipped.extend(halves.get("postgres", ()))
-    browser.skipped.extend(halves.get("browser", ()))
-
-
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests import browser
 
