@@ -5,14 +5,14 @@ notes, and no line is ever credited beyond its total."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
 from billing.core import clock, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.text import check_text
-from billing.documents import numbering
+from billing.documents import numbering, taxes
 from models.documents import Document, DocumentLine
 from models.enums import DocumentKind, DocumentStatus
 
@@ -63,11 +63,7 @@ async def credit(invoice_id: int, *, reason: str, amounts: Mapping[int, int] | N
                 )
             if amount <= 0:
                 continue
-            tax = (
-                int((Decimal(line.tax) * amount / line.total).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-                if line.total
-                else 0
-            )
+            tax = taxes.rounded(Decimal(line.tax) * amount / line.total) if line.total else 0
             rows.append(
                 DocumentLine(
                     position=len(rows) + 1,

@@ -54,7 +54,8 @@ class LineAmounts:
     total: int
 
 
-def _rounded(value: Decimal) -> int:
+def rounded(value: Decimal) -> int:
+    """To the minor unit, half-even: the one rounding of documents."""
     return int(value.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
@@ -64,7 +65,7 @@ def line_amounts(quantity: int, unit_price: int, rates: Sequence[Rate], discount
         raise BillingError(ErrorCode.INVALID_AMOUNT, "a discount lies between 0 and the line's amount", field="lines")
     gross = Decimal(subtotal - discount)
     net = gross * HUNDRED / (HUNDRED + sum((r.percentage for r in rates if r.inclusive), Decimal(0)))
-    taxes = tuple(LineTax(r.name, r.percentage, r.inclusive, _rounded(net * r.percentage / HUNDRED)) for r in rates)
+    taxes = tuple(LineTax(r.name, r.percentage, r.inclusive, rounded(net * r.percentage / HUNDRED)) for r in rates)
     exclusive = sum(t.amount for t in taxes if not t.inclusive)
     return LineAmounts(subtotal, discount, taxes, sum(t.amount for t in taxes), subtotal - discount + exclusive)
 
