@@ -4,7 +4,7 @@ per issuer and kind. A finalized document never changes: a correction is a credi
 from tortoise import fields
 
 from models.base import Entity
-from models.enums import DocumentKind, DocumentStatus, SeriesReset
+from models.enums import CouponDuration, CouponKind, DocumentKind, DocumentStatus, SeriesReset
 
 
 class DocumentSeries(Entity):
@@ -77,6 +77,8 @@ class DocumentLine(Entity):
     tax = fields.BigIntField(default=0)
     # Each tax on the line: name, percentage, inclusive or not, amount (rounded once, half-even).
     taxes = fields.JSONField(default=list)
+    # What makes up ``discount``: each coupon's code, name and amount, in the order they were applied.
+    discounts = fields.JSONField(default=list, db_default="[]")
     total = fields.BigIntField()
     # What the line bills (a plan period, an add-on, a package...), as a global id's parts.
     item_type = fields.CharField(max_length=32, default="")
@@ -105,3 +107,61 @@ class TaxRate(Entity):
     class Meta:
         table = "tax_rate"
         unique_together = (("partner", "name"),)
+
+
+class Coupon(Entity):
+    """Something off a price: a percentage or a fixed amount (in one currency), for one charge, N periods or
+    for ever, on the plans, add-ons or packages it names (none named: on everything), redeemed by a code a
+    client types at checkout or applied by its partner by hand."""
+
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
+    code = fields.CharField(max_length=40)  # upper case, as clients type it (compared without regard to case)
+    name = fields.CharField(max_length=100)
+    kind = fields.CharEnumField(CouponKind, max_length=16)
+    percentage = fields.DecimalField(max_digits=7, decimal_places=4, null=True)
+    amount = fields.BigIntField(null=True)  # minor units of ``currency``
+    currency = fields.CharField(max_length=3, null=True)
+    duration = fields.CharEnumField(CouponDuration, max_length=16)
+    periods = fields.IntField(null=True)  # REPEATING: how many
+    plan_ids = fields.JSONField(default=list)
+    add_on_ids = fields.JSONField(default=list)
+    package_ids = fields.JSONField(default=list)
+    max_redemptions = fields.IntField(null=True)
+    max_per_workspace = fields.IntField(null=True)
+    # Redemptions held now: taken with one conditional UPDATE that refuses the one past ``max_redemptions``.
+    redeemed = fields.IntField(default=0)
+    expires_at = fields.DatetimeField(null=True)
+    active = fields.BooleanField(default=True)
+
+    class Meta:
+        table = "coupon"
+        unique_together = (("partner", "code"),)
+
+
+class CouponRedemption(Entity):
+    """A coupon held by a workspace: taken at a checkout (``payment``) or applied by the partner by hand.
+    Its plan's periods count from ``first_period`` of ``subscription`` (set when the plan starts, or at
+    the first renewal it applies to). A checkout whose invoice is voided gives its redemption back."""
+
+    coupon = fields.ForeignKeyField("models.Coupon", related_name="redemptions", on_delete=fields.CASCADE)
+    coupon_id: int
+    partner = fields.ForeignKeyField("models.Partner", related_name=None, on_delete=fields.CASCADE)
+    partner_id: int
+    workspace = fields.ForeignKeyField("models.Workspace", related_name=None, on_delete=fields.CASCADE)
+    workspace_id: int
+    # 1, 2, ... among the workspace's held redemptions of the coupon; the database refuses the same twice,
+    # so two checkouts racing for a workspace's last one get it once. Null once given back.
+    seq = fields.IntField(null=True)
+    payment = fields.ForeignKeyField("models.Payment", related_name=None, null=True, on_delete=fields.RESTRICT)
+    payment_id: int | None
+    subscription = fields.ForeignKeyField(
+        "models.Subscription", related_name=None, null=True, on_delete=fields.SET_NULL
+    )
+    subscription_id: int | None
+    first_period = fields.IntField(null=True)
+    released_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "coupon_redemption"
+        unique_together = (("coupon", "workspace", "seq"),)

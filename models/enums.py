@@ -281,3 +281,16 @@ class SeriesReset(StrEnum):
 
     NEVER = "NEVER"
     YEARLY = "YEARLY"  # at each new UTC year (its prefix then usually shows the year)
+
+
+class CouponKind(StrEnum):
+    PERCENTAGE = "PERCENTAGE"  # a percentage off each line it applies to
+    FIXED = "FIXED"  # an amount off, in the coupon's currency
+
+
+class CouponDuration(StrEnum):
+    """How many of the charges for a plan a coupon takes something off."""
+
+    ONCE = "ONCE"  # the first only
+    REPEATING = "REPEATING"  # the first N periods
+    FOREVER = "FOREVER"

@@ -126,6 +126,12 @@ class Refund(Entity):
     reason = fields.TextField(default="")
     failure_reason = fields.TextField(null=True)
     payer_action = fields.JSONField(null=True)  # a boleto refund: where the payer gives bank details
+    # The invoice line this refund gives back (its credit note credits that line); none: the invoice's
+    # lines in order.
+    invoice_line = fields.ForeignKeyField(
+        "models.DocumentLine", related_name=None, null=True, on_delete=fields.RESTRICT
+    )
+    invoice_line_id: int | None
     # The reconciler asks the provider again about a REQUESTED refund at this time, backing off.
     next_check_at = fields.DatetimeField(null=True, index=True)
     check_attempts = fields.IntField(default=0)

@@ -34,6 +34,7 @@ class Partner(Entity):
     refund_takes_back_units = fields.BooleanField(default=True)  # points bought are taken back on refund
     tax_id = fields.CharField(max_length=20, null=True)  # when the platform charges the partner through Asaas
     settings = fields.JSONField(default=dict)
+    coupons_stack = fields.BooleanField(default=False, db_default=False)  # two coupons on one charge add up
     # When a project's WhatsApp credit runs out: a hard stop, or down to the project's credit limit.
     usage_credit_policy = fields.CharEnumField(UsageCreditPolicy, max_length=24, default=UsageCreditPolicy.REFUSE)
 

@@ -96,8 +96,27 @@ def _upgrade(url: str, older: str, fill: Callable[[], Awaitable[None]]) -> list[
 
 async def an_old_partner() -> Partner:
     """A partner as the releases these tests start from made it: raw rows, since the models have more
-    columns now (branding.allowed_origins since 0019)."""
-    partner = await Partner.create(name="Agency", slug=f"p-{secrets.token_hex(4)}", default_currency="BRL")
+    columns now (branding.allowed_origins since 0019, partner.coupons_stack since 0021): a partner built
+    by today's model, written in the columns the database at that release has."""
+    model = Partner(name="Agency", slug=f"p-{secrets.token_hex(4)}", default_currency="BRL", created_at=clock.now())
+    if sql.is_postgres():
+        rows = await sql.fetch(
+            "SELECT column_name AS name FROM information_schema.columns WHERE table_name = 'partner'"
+        )
+    else:
+        rows = await sql.fetch("SELECT name FROM pragma_table_info('partner')")
+    present = {row["name"] for row in rows}
+    values = {
+        column: Partner._meta.fields_map[name].to_db_value(getattr(model, name), model)
+        for name, column in Partner._meta.fields_db_projection.items()
+        if column in present and column != "id"
+    }
+    placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
+    made = await sql.fetch(
+        f"INSERT INTO partner ({', '.join(values)}) VALUES ({placeholders}) RETURNING id",
+        *values.values(),
+    )
+    partner = await Partner.get(id=made[0]["id"])
     await sql.execute(
         "INSERT INTO branding (created_at, partner_id, display_name) VALUES ($1, $2, $3)",
         clock.now(),
@@ -196,6 +215,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
         "models.0020_documents",
+        "models.0021_coupons",
     ]
 
     async def after() -> None:
@@ -240,6 +260,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
         "models.0020_documents",
+        "models.0021_coupons",
     ]
 
     async def after() -> None:
@@ -292,6 +313,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
         "models.0020_documents",
+        "models.0021_coupons",
     ]
 
     async def after() -> None:
@@ -337,6 +359,7 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
         "models.0020_documents",
+        "models.0021_coupons",
     ]
 
     async def after() -> None:
@@ -372,6 +395,7 @@ def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_r
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
         "models.0020_documents",
+        "models.0021_coupons",
     ]
 
     async def after() -> None:
@@ -423,6 +447,7 @@ def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_befo
         "models.0018_volume_tiers",
         "models.0019_allowed_origins",
         "models.0020_documents",
+        "models.0021_coupons",
     ]
 
     async def after() -> None:

@@ -47,6 +47,7 @@ from billing.core import audit, clock, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import MAX_AMOUNT, check_amount
 from billing.core.tenancy import Viewer
+from billing.documents import invoices
 from gateways.manual import ManualGateway
 from models.auto_billing import AutoBillingSlot, PoolGrant, PoolGrantStatus
 from models.catalog import CreditPackage
@@ -528,6 +529,16 @@ async def _new_payment(wallet: Wallet, basket: Basket, currency: str, names: dic
             "packages": lines,
         },
         note=f"{NOTE}: {described} ({basket.quantity} {wallet.unit})",
+        lines=[
+            invoices.LineInput(
+                names.get(offer.key) or f"{offer.quantity} {wallet.unit}",
+                offer.price,
+                count,
+                "CreditPackage",
+                offer.key,
+            )
+            for offer, count in basket.lines
+        ],
     )
 
 

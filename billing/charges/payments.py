@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from billing.charges import pay_links
 from billing.core import audit, clock, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
+from billing.documents import invoices, issuing
 from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
 from models.enums import PaymentMethodKind, PaymentPurpose, PaymentStatus
 from models.payments import Payment, PaymentTransition
@@ -117,23 +118,54 @@ async def create_payment(
     purpose: dict[str, Any],
     note: str = "",
     remote_ip: str | None = None,
+    lines: Sequence[invoices.LineInput] | None = None,
 ) -> Payment:
+    """The payment of ``amount`` (the price, before coupons and exclusive taxes) and its finalized invoice,
+    committed together: ``lines`` are the invoice's (by default one line for the whole price), and the
+    amount charged is the invoice's total. The purpose keeps the price (``price``), which is what a plan
+    costs from then on, whatever this charge took off or added."""
     if purpose.get("kind") not in _table().on_paid:
         raise BillingError(ErrorCode.INVALID_INPUT, f"nothing fulfils a payment for {purpose.get('kind')!r}")
-    return await Payment.create(
-        partner_id=partner_id,
-        payer_key=payer_key,
-        reference=f"pay_{uuid.uuid4().hex}",
-        gateway_config_id=gateway_config_id,
-        provider=provider,
-        method=method,
-        amount=amount,
-        currency=currency,
-        purpose=purpose,
-        purpose_kind=purpose["kind"],
-        note=note,
-        remote_ip=remote_ip,
-    )
+    if lines is None:
+        item_type, item_id = _item_of(purpose)
+        lines = [invoices.LineInput(note or _LABELS[PaymentPurpose(purpose["kind"])], amount, 1, item_type, item_id)]
+    if sum(line.quantity * line.unit_price for line in lines) != amount:
+        raise ValueError("an invoice's lines add up to the payment's price")
+    async with in_transaction("default"):
+        invoice = await issuing.draft_for(partner_id, payer_key, currency, lines)
+        payment = await Payment.create(
+            partner_id=partner_id,
+            payer_key=payer_key,
+            reference=f"pay_{uuid.uuid4().hex}",
+            gateway_config_id=gateway_config_id,
+            provider=provider,
+            method=method,
+            amount=invoice.total,
+            currency=currency,
+            purpose={**purpose, "price": amount},
+            purpose_kind=purpose["kind"],
+            note=note,
+            remote_ip=remote_ip,
+        )
+        await issuing.open_for(invoice, payment.id)
+    return payment
+
+
+_LABELS = {
+    PaymentPurpose.PLAN_PURCHASE: "Plan",
+    PaymentPurpose.PLAN_CHANGE: "Change of plan",
+    PaymentPurpose.SUBSCRIPTION_PERIOD: "Plan renewal",
+    PaymentPurpose.ADD_ON_PURCHASE: "Add-on",
+    PaymentPurpose.WALLET_CREDIT: "Credits",
+}
+
+
+def _item_of(purpose: Mapping[str, Any]) -> tuple[str, int | None]:
+    """What a payment's invoice line bills, from its purpose: a plan, an add-on or a package."""
+    for key, kind in (("plan_id", "Plan"), ("add_on_id", "AddOn"), ("package_id", "CreditPackage")):
+        if purpose.get(key) is not None:
+            return kind, int(purpose[key])
+    return "", None
 
 
 async def move(
@@ -169,6 +201,9 @@ async def move(
         await realtime.publish(realtime.Change(realtime.PAYMENT, payment_id, rows[0]["partner_id"]))
         if target is S.SUCCEEDED and current is not S.DISPUTED:
             await _fulfil(payment_id)
+        if not undoing_refund and (target in _VOIDS or (target is S.SUCCEEDED and current is not S.DISPUTED)):
+            settled = await Payment.get(id=payment_id)
+            await (issuing.paid(settled) if target is S.SUCCEEDED else issuing.failed(settled))
         hooks = _table().on_settled.get(PaymentPurpose(rows[0]["purpose_kind"]), ()) if target in FINAL else ()
         if hooks or target in _ANNOUNCED:
             payment = await Payment.get(id=payment_id)
@@ -178,6 +213,9 @@ async def move(
                 await _announce(payment, target)
         return True
 
+
+# A payment that ends here never collects (a late success aside): its invoice is void.
+_VOIDS = frozenset({S.DECLINED, S.NOT_ATTEMPTED, S.CANCELED})
 
 # The payer hears of these (e-mail) and so does the partner (webhooks).
 _ANNOUNCED = {

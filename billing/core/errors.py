@@ -45,6 +45,8 @@ class ErrorCode(StrEnum):
     CREDIT_BILLING_OFF = "CREDIT_BILLING_OFF"  # the partner does not sell add-ons for points
     INVALID_EVENT = "INVALID_EVENT"  # a usage event no report could show (occurredAt outside the window)
     URL_NOT_ALLOWED = "URL_NOT_ALLOWED"  # whitebill sends only to public https addresses (billing.core.outbound)
+    COUPON_NOT_APPLICABLE = "COUPON_NOT_APPLICABLE"  # expired, not for this item, or not stackable here
+    COUPON_EXHAUSTED = "COUPON_EXHAUSTED"  # no redemption left, in all or for this workspace
 
 
 class BillingError(Exception):

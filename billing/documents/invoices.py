@@ -15,7 +15,7 @@ from billing.core import clock, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import check_currency
 from billing.core.text import check_text
-from billing.documents import numbering, taxes
+from billing.documents import coupons, numbering, taxes
 from models.documents import Document, DocumentLine
 from models.enums import DocumentKind, DocumentStatus
 
@@ -29,6 +29,7 @@ class LineInput:
     quantity: int = 1
     item_type: str = ""  # what the line bills, as a global id's type and id ("Plan", 4)
     item_id: int | None = None
+    discounts: tuple[coupons.Discount, ...] = ()  # what coupons take off it (at most its amount)
 
 
 async def create_draft(
@@ -52,7 +53,8 @@ async def create_draft(
             raise BillingError(
                 ErrorCode.INVALID_AMOUNT, "quantities are positive and prices not negative", field="lines"
             )
-        amounts = taxes.line_amounts(line.quantity, line.unit_price, rates)
+        discount = sum(d.amount for d in line.discounts)
+        amounts = taxes.line_amounts(line.quantity, line.unit_price, rates, discount)
         rows.append(
             DocumentLine(
                 position=position,
@@ -63,6 +65,7 @@ async def create_draft(
                 discount=amounts.discount,
                 tax=amounts.tax,
                 taxes=[tax.as_json() for tax in amounts.taxes],
+                discounts=[d.as_json() for d in line.discounts],
                 total=amounts.total,
                 item_type=line.item_type,
                 item_id=line.item_id,

@@ -9,11 +9,14 @@ database itself refuses a number given twice in one series (``invoice``'s unique
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from tortoise.exceptions import IntegrityError
+from tortoise.transactions import in_transaction
 
 from billing.core import sql
+from billing.core.errors import BillingError, ErrorCode
 from models.documents import DocumentSeries
 from models.enums import DocumentKind, SeriesReset
 from models.tenancy import Partner
@@ -38,20 +41,21 @@ def number_text(prefix: str, digits: int, number: int, year: int) -> str:
 
 async def series_of(partner_id: int | None, kind: DocumentKind) -> DocumentSeries:
     """The issuer's series for ``kind``, made on first use: the partner's slug in capitals, the kind's
-    mark and the year (``ACME-2027-000123``, ``ACME-CN-2027-000007``), never reset. Call it before the
-    finalizing transaction (two first uses at once make it once)."""
+    mark and the year (``ACME-2027-000123``, ``ACME-CN-2027-000007``), never reset. Two first uses at once
+    make it once (in a savepoint, so the loser's transaction goes on)."""
     found = await DocumentSeries.get_or_none(partner_id=partner_id, kind=kind)
     if found is not None:
         return found
     issuer = "WB" if partner_id is None else (await Partner.get(id=partner_id)).slug.upper()
     try:
-        return await DocumentSeries.create(
-            partner_id=partner_id,
-            kind=kind,
-            prefix=f"{issuer}-{_KIND_MARK[kind]}{{year}}-",
-            digits=DEFAULT_DIGITS,
-            reset=SeriesReset.NEVER,
-        )
+        async with in_transaction("default"):
+            return await DocumentSeries.create(
+                partner_id=partner_id,
+                kind=kind,
+                prefix=f"{issuer}-{_KIND_MARK[kind]}{{year}}-",
+                digits=DEFAULT_DIGITS,
+                reset=SeriesReset.NEVER,
+            )
     except IntegrityError:  # made by a concurrent first use
         return await DocumentSeries.get(partner_id=partner_id, kind=kind)
 
@@ -64,3 +68,29 @@ async def take_number(series_id: int, at: datetime) -> tuple[int, str]:
     rows = await sql.fetch(_TAKE, series_id, at.year)
     row = rows[0]
     return int(row["number"]), number_text(row["prefix"], int(row["digits"]), int(row["number"]), at.year)
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.{}-]{0,39}")
+
+
+async def set_series(
+    partner_id: int | None, kind: DocumentKind, *, prefix: str, digits: int = DEFAULT_DIGITS, reset: SeriesReset
+) -> DocumentSeries:
+    """The issuer's numbering for ``kind`` from its next document on: the prefix (``{year}`` for the
+    document's year), how many digits, and whether numbers start again each year. The numbers already
+    given stay as they are, and the count goes on (a series never goes back)."""
+    if (
+        not _PREFIX.fullmatch(prefix)
+        or prefix.replace("{year}", "").count("{")
+        or prefix.replace("{year}", "").count("}")
+    ):
+        raise BillingError(
+            ErrorCode.INVALID_INPUT,
+            "a prefix is 1 to 40 letters, digits, - _ . / and {year}, starting with a letter or digit",
+            field="prefix",
+        )
+    if not 1 <= digits <= 12:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a number has 1 to 12 digits", field="digits")
+    series = await series_of(partner_id, kind)
+    await DocumentSeries.filter(id=series.id).update(prefix=prefix, digits=digits, reset=reset)
+    return await DocumentSeries.get(id=series.id)

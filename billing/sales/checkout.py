@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from billing.accounts import opening, top_ups
@@ -23,9 +24,11 @@ from billing.core import audit, idempotency, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.core.tenancy import Viewer
+from billing.documents import coupons, invoices
 from billing.subscriptions import current, lifecycle, workspace_status
 from billing.subscriptions.lifecycle import Subscriber
 from models.catalog import AddOn, CreditPackage
+from models.documents import CouponRedemption
 from models.enums import (
     OwnerKind,
     PaymentMethodKind,
@@ -75,8 +78,20 @@ async def add_on_bought(payment: Payment) -> None:
     await workspace_status.recompute(int(purpose["workspace_id"]))
 
 
-async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Money, dict[str, Any]] | None:
-    """The price and the purpose of what is bought; None for a plan that starts without paying."""
+@dataclass(frozen=True, slots=True)
+class Priced:
+    price: Money
+    purpose: dict[str, Any]
+    line: invoices.LineInput  # the invoice's line for it
+
+    @property
+    def item(self) -> coupons.Item:
+        return coupons.Item(self.line.item_type, int(self.line.item_id or 0))
+
+
+async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> Priced | None:
+    """The price, the purpose and the invoice line of what is bought; None for a plan that starts
+    without paying."""
     chosen = [x for x in (item.plan_id, item.add_on_id, item.credit_package_id) if x is not None]
     if len(chosen) != 1:
         raise BillingError(ErrorCode.INVALID_INPUT, "choose exactly one plan, add-on or credit package", field="item")
@@ -86,7 +101,8 @@ async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Mon
             return None
         plan, price = sale
         subscriber = Subscriber(workspace.partner_id, workspace.id)
-        return price, lifecycle.purchase_purpose(subscriber, plan, "")
+        line = invoices.LineInput(plan.name, price.amount, 1, "Plan", plan.id)
+        return Priced(price, lifecycle.purchase_purpose(subscriber, plan, ""), line)
     if not 1 <= item.quantity <= MAX_ADD_ON_QUANTITY:
         raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
     if item.add_on_id is not None:
@@ -99,7 +115,8 @@ async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Mon
             "add_on_id": add_on.id,
             "quantity": item.quantity,
         }
-        return Money(add_on.price_amount * item.quantity, add_on.currency), purpose
+        line = invoices.LineInput(add_on.name, add_on.price_amount, item.quantity, "AddOn", add_on.id)
+        return Priced(Money(add_on.price_amount * item.quantity, add_on.currency), purpose, line)
     package = await CreditPackage.get_or_none(id=item.credit_package_id, partner_id=workspace.partner_id)
     if package is None or package.status is not PlanStatus.ACTIVE:
         raise BillingError(ErrorCode.NOT_FOUND, "credit package not found", field="creditPackageId")
@@ -111,7 +128,8 @@ async def _priced(viewer: Viewer, workspace: Workspace, item: Item) -> tuple[Mon
         "package_id": package.id,
         "packages": plans.package_lines(package, item.quantity),
     }
-    return Money(package.price_amount * item.quantity, package.currency), purpose
+    line = invoices.LineInput(package.name, package.price_amount, item.quantity, "CreditPackage", package.id)
+    return Priced(Money(package.price_amount * item.quantity, package.currency), purpose, line)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +182,10 @@ async def open_payment(
     saved_method_id: int | None,
     save_card: bool,
     payer_ip: str | None = None,
+    lines: Sequence[invoices.LineInput] | None = None,
 ) -> Payment:
-    """The payment row, committed before any provider hears of it; a manual one is issued PENDING."""
+    """The payment row and its invoice (``lines``), committed before any provider hears of it; a manual
+    one is issued PENDING, and one that coupons bring to nothing is paid at once."""
     config, _ = await _route(sale, method, saved_method_id)
     if method is PaymentMethodKind.CARD and saved_method_id is None:
         purpose = {**purpose, "save_card": save_card}  # a card paid on a hosted page is kept only if asked
@@ -179,8 +199,9 @@ async def open_payment(
         currency=price.currency,
         purpose=purpose,
         remote_ip=payer_ip,
+        lines=lines,
     )
-    if config is None or config.provider == gateway_configs.MANUAL:
+    if config is None or config.provider == gateway_configs.MANUAL or payment.amount == 0:
         await lifecycle.collect(payment, PaymentMode.MANUAL, by_hand=False, refuse_decline=True)
     await audit.record(
         actor=viewer.actor,
@@ -265,6 +286,7 @@ async def checkout(
     tax_id: str | None = None,
     payer_ip: str | None = None,
     seen_ip: str | None = None,
+    coupon_codes: Sequence[str] = (),
 ) -> CheckoutResult:
     """Sell a workspace a plan, an add-on or a package. ``payer_ip`` is the payer's address as the
     partner's frontend saw it (checked); without it, ``seen_ip``, the address this request came from.
@@ -282,6 +304,7 @@ async def checkout(
         "method": method.value,
         "card": card_token,
         "saved": saved_method_id,
+        "coupons": [code.upper() for code in coupon_codes],
     }
     if tax_id is not None and tax_id != workspace.tax_id:  # kept for every later charge, retries included
         workspace.tax_id = tax_id
@@ -291,19 +314,34 @@ async def checkout(
         priced = await _priced(viewer, workspace, item)
         if priced is None:  # a free plan or a trial: nothing to collect
             assert item.plan_id is not None
+            if coupon_codes:
+                raise BillingError(
+                    ErrorCode.COUPON_NOT_APPLICABLE,
+                    "nothing is paid for this plan now: its partner can apply a coupon to its renewals",
+                    field="couponCodes",
+                )
             made = await lifecycle.purchase_plan(
                 viewer, workspace_id=workspace.id, plan_id=item.plan_id, idempotency_key=f"checkout:{idempotency_key}"
             )
             return ["Subscription" if isinstance(made, Subscription) else "Payment", made.id]
+        line, redemptions = priced.line, list[CouponRedemption]()
+        if coupon_codes:
+            taken, redemptions = await coupons.redeem(
+                workspace.partner_id, workspace.id, coupon_codes, priced.item, priced.price.currency
+            )
+            line = replace(line, discounts=tuple(coupons.discounts(taken, line.quantity * line.unit_price)))
         payment = await open_payment(
             viewer,
             sale,
-            *priced,
+            priced.price,
+            priced.purpose,
             method=method,
             saved_method_id=saved_method_id,
             save_card=save_card,
             payer_ip=address,
+            lines=[line],
         )
+        await coupons.bind(redemptions, payment.id)
         return ["Payment", payment.id]
 
     kind, made_id = await idempotency.run_once(

@@ -34,8 +34,10 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Entered, Money, check_amount, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
+from billing.documents import credit_notes, issuing
 from billing.subscriptions import current, lifecycle, workspace_status
 from gateways.base import DisputeStatus, FollowsUp, Outcome, RefundState
+from models.documents import DocumentLine
 from models.enums import (
     ExternalAccount,
     LedgerCause,
@@ -115,6 +117,10 @@ async def settle(
                 await _reverse(payment, total, LedgerCause.REFUND)
             else:  # disputed or charged back meanwhile: the money went back all the same
                 log.warning("a refund was done on a payment that could not move", extra={"payment_id": payment.id})
+            # The money went back: its credit note, against the payment's invoice.
+            await issuing.credit_payment(
+                payment, refund.amount, reason=refund.reason or "refund", line_id=refund.invoice_line_id
+            )
         elif was is R.DONE:
             total = max(0, payment.refunded_amount - refund.amount)
             status = S.PARTIALLY_REFUNDED if total > 0 else S.SUCCEEDED
@@ -341,6 +347,7 @@ async def record_chargeback(payment_id: int, *, reason: str) -> bool:
         if not await payments.move(payment.id, S.CHARGED_BACK, reason=reason, next_check_at=None):
             return False
         await _reverse(payment, payment.amount, LedgerCause.CHARGEBACK)
+        await issuing.credit_payment(payment, payment.amount, reason=f"dispute lost: {reason}"[:300])
         return True
 
 
@@ -519,11 +526,18 @@ def _provider_key(payment: Payment, key: str) -> str:
 
 
 async def refund_payment(
-    viewer: Viewer, *, payment_id: int, amount: Entered | None, reason: str, idempotency_key: str
+    viewer: Viewer,
+    *,
+    payment_id: int,
+    amount: Entered | None,
+    reason: str,
+    idempotency_key: str,
+    invoice_line_id: int | None = None,
 ) -> tuple[Payment, Refund]:
     """The partner refunds a payment, in full or in part (``amount`` in the payment's currency; None:
-    what is left), through the provider that collected it. The refund is REQUESTED until the provider
-    says it is done; a repeat with the same key answers the same refund."""
+    what is left, or what is left of ``invoice_line_id``, a line of the payment's invoice), through the
+    provider that collected it. The refund is REQUESTED until the provider says it is done (then its
+    credit note is issued); a repeat with the same key answers the same refund."""
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "refunds are made by the partner")
     viewer.require(Permission.MANAGE_BILLING)
@@ -545,6 +559,8 @@ async def refund_payment(
             )
         requested = await _requested(current.id)
         remaining = current.amount - current.refunded_amount - requested
+        if invoice_line_id is not None:
+            remaining = min(remaining, await _left_on_line(current, invoice_line_id))
         wanted = remaining if asked is None else asked
         check_amount(wanted, field="amount")
         if wanted > remaining:
@@ -559,6 +575,7 @@ async def refund_payment(
             currency=current.currency,
             key=_provider_key(current, idempotency_key),
             reason=reason or "refunded by the partner",
+            invoice_line_id=invoice_line_id,
         )
         await audit.record(
             actor=viewer.actor,
@@ -574,7 +591,7 @@ async def refund_payment(
         scope=viewer.scope,
         operation="payment.refund",
         key=idempotency_key,
-        request={"payment": payment_id, "amount": asked},
+        request={"payment": payment_id, "amount": asked, "line": invoice_line_id},
         action=act,
         encode=int,
         decode=int,
@@ -585,6 +602,18 @@ async def refund_payment(
     await payment.refresh_from_db()
     await refund.refresh_from_db()
     return payment, refund
+
+
+async def _left_on_line(payment: Payment, line_id: int) -> int:
+    """What of a line of the payment's invoice is neither credited nor being refunded."""
+    invoice = await issuing.invoice_of(payment.id)
+    line = await DocumentLine.get_or_none(id=line_id, document_id=invoice.id) if invoice else None
+    if line is None:
+        raise BillingError(ErrorCode.NOT_FOUND, "that line is not on this payment's invoice", field="invoiceLineId")
+    requested = await Refund.filter(payment_id=payment.id, status=R.REQUESTED, invoice_line_id=line_id)
+    credited = (await credit_notes.credited_per_line(line.document_id)).get(line_id, 0)
+    left = line.total - credited - sum(refund.amount for refund in requested)
+    return max(0, int(left))
 
 
 async def ask_provider(payment: Payment, refund: Refund, *, raise_refusal: bool = False) -> None:

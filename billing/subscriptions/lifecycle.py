@@ -14,7 +14,7 @@ partner records it; partner plans are debited from the partner's centralised bal
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ from billing.core.money import Money
 from billing.core.periods import period_end, prorate
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
+from billing.documents import coupons, invoices
 from billing.subscriptions import limits, workspace_status
 from billing.subscriptions.current import LIVE, live_partner_subscription, live_subscription
 from gateways.manual import ManualGateway
@@ -141,7 +142,13 @@ class _AlreadySettled(Exception):
 
 
 async def new_payment(
-    subscriber: Subscriber, mode: PaymentMode, money: Money, purpose: dict[str, Any], note: str
+    subscriber: Subscriber,
+    mode: PaymentMode,
+    money: Money,
+    purpose: dict[str, Any],
+    note: str,
+    *,
+    lines: Sequence[invoices.LineInput] | None = None,
 ) -> Payment:
     balance = mode is PaymentMode.PARTNER_BALANCE
     return await payments.create_payment(
@@ -154,6 +161,7 @@ async def new_payment(
         currency=money.currency,
         purpose=purpose,
         note=note,
+        lines=lines,
     )
 
 
@@ -394,9 +402,10 @@ async def plan_bought(payment: Payment) -> None:
         # Paid while another plan was live (two purchases raced): the money bought a full period of
         # this plan, so the old subscription gives way to it.
         await end(current, SubscriptionStatus.CANCELED, at=clock.now(), reason="replaced by a purchase", fallback=False)
-    await start(
-        subscriber, plan, Money(payment.amount, payment.currency), note=str(purpose.get("note", "")), paid_by=payment
-    )
+    # The plan costs its price from now on, whatever this first charge's coupons and taxes made of it.
+    price = Money(int(purpose.get("price", payment.amount)), payment.currency)
+    subscription = await start(subscriber, plan, price, note=str(purpose.get("note", "")), paid_by=payment)
+    await coupons.attach(payment.id, subscription.id, first_period=1)
 
 
 async def plan_changed(payment: Payment) -> None:

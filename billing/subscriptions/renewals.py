@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,6 +32,7 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.core.periods import period_end
 from billing.core.tenancy import Viewer
+from billing.documents import coupons, invoices
 from billing.subscriptions import lifecycle, workspace_status
 from billing.subscriptions.lifecycle import Subscriber
 from models.catalog import Plan
@@ -156,10 +157,24 @@ async def _period_end(subscription: Subscription) -> None:
         Money(period.amount, period.currency),
         {"kind": PaymentPurpose.SUBSCRIPTION_PERIOD, "period_id": period.id},
         f"{plan.name}, period {period.number}",
+        lines=await _invoice_lines(subscription, period),
     )
     period.payment_id = payment.id
     await period.save(update_fields=["payment_id"])
     await _collect_or_fail(subscription, period, retry=False)
+
+
+async def _invoice_lines(subscription: Subscription, period: SubscriptionPeriod) -> list[invoices.LineInput]:
+    """The period's invoice line, less what the workspace's coupons take off this period (a retry of the
+    same period gets the same)."""
+    plan = await Plan.get(id=period.plan_id)
+    line = invoices.LineInput(f"{plan.name}, period {period.number}", period.amount, 1, "Plan", plan.id)
+    if subscription.workspace_id is not None and period.amount:
+        held = await coupons.for_period(
+            subscription.id, subscription.workspace_id, period.number, plan.id, period.currency
+        )
+        line = replace(line, discounts=tuple(coupons.discounts(held, period.amount)))
+    return [line]
 
 
 # --- renewals charged to a saved card --------------------------------------------------------------
@@ -191,6 +206,7 @@ async def _card_payment(
         currency=period.currency,
         purpose={"kind": PaymentPurpose.SUBSCRIPTION_PERIOD, "period_id": period.id},
         note=f"period {period.number}, {note}",
+        lines=await _invoice_lines(subscription, period),
     )
     period.payment_id = payment.id
     await period.save(update_fields=["payment_id"])

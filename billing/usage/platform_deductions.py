@@ -47,7 +47,7 @@ async def _plan_of(payment: Payment) -> Plan | None:
 async def on_client_payment(payment: Payment) -> None:
     if payment.status is not PaymentStatus.SUCCEEDED or not payment.payer_key.startswith("WORKSPACE:"):
         return
-    if payment.amount <= 0 or payment.partner_id is None:
+    if int(payment.purpose.get("price", payment.amount)) <= 0 or payment.partner_id is None:
         return
     plan = await _plan_of(payment)
     if plan is None or plan.partner_id is not None:  # the partner's own plan: all of it is the partner's
@@ -55,7 +55,10 @@ async def on_client_payment(payment: Payment) -> None:
     client_price = (await plans.price_for(payment.partner_id, plan)).amount
     if client_price <= 0:
         return
-    amount = round_half_even(Fraction(payment.amount) * plan.price_amount / client_price)
+    # On the client's price, before the partner's coupons and its taxes: those are the partner's to give
+    # and to collect, not the platform's.
+    paid = int(payment.purpose.get("price", payment.amount))
+    amount = round_half_even(Fraction(paid) * plan.price_amount / client_price)
     if amount <= 0:
         return
     kind = "RENEWAL" if payment.purpose_kind == PaymentPurpose.SUBSCRIPTION_PERIOD else "PLAN"
