@@ -47,6 +47,12 @@ BOUNDED_LISTS = {
     "Project.usageByMonth": "a report over the months asked for (since, until)",
     "Partner.margins": "one per plan, family or the bulk one",
     "RateCard.margins": "the bulk margin and one per country and category",
+    "Document.lines": "at most 200 lines (invoices.MAX_LINES)",
+    "Document.taxes": "one per tax rate the document applied",
+    "DocumentLine.taxes": "one per tax rate the issuer applies (at most 20)",
+    "DocumentLine.discounts": "one per coupon on the line (at most 5)",
+    "Query.taxRates": "at most 20 per issuer (manage.MAX_RATES)",
+    "Query.documentSeries": "one per kind of document",
 }
 
 # String fields named like ids that are not database ids, and what they are.
@@ -96,6 +102,10 @@ READ_BACK = {
     "setPartnerUserPermissions": "PartnerUser.permissions",
     "updateBranding": "Partner.branding",
     "configureGateway": "Partner.gatewayConfigs",
+    "setTaxRateActive": "TaxRate.active",
+    "setDocumentSeries": "Query.documentSeries",
+    "setCouponActive": "Coupon.active",
+    "setCouponStacking": "Partner.couponsStack",
 }
 WRITES_A_SETTING = re.compile(r"^(set|update|configure|remove)[A-Z]")
 # "PLATFORM, PARTNER or WORKSPACE.", "REFUSE or ALLOW_TO_CREDIT_LIMIT": a String listing its values.

@@ -6,6 +6,7 @@ the domain audits is taken once below, and no row it leaves holds minor units or
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from billing.charges import gateway_configs
 from billing.core.errors import BillingError
 from billing.core.money import Money, decimal_places, is_currency
 from billing.core.tenancy import Viewer
+from billing.documents import issuing, manage
 from billing.outbox import partner_webhooks
 from billing.sales import checkout, purchases, refunds
 from billing.subscriptions import credit_billing, entitlements, lifecycle, renewals
@@ -26,6 +28,9 @@ from billing.tenants import api_keys, branding, identity
 from billing.usage import project_credit
 from models.enums import (
     BillingInterval,
+    CouponDuration,
+    CouponKind,
+    DocumentKind,
     GatewayMode,
     MarginKind,
     MessageCategory,
@@ -34,6 +39,7 @@ from models.enums import (
     PlanChangeTiming,
     PlanStatus,
     RefundPlanPolicy,
+    SeriesReset,
     UsageCreditPolicy,
 )
 from models.operations import AuditLog
@@ -300,6 +306,35 @@ async def everything_audited() -> Partner:
     assert sold.payment is not None
     await purchases.record_payment(viewer, payment_id=sold.payment.id, note="paid", idempotency_key="p1")
 
+    # Documents: the partner's taxes and numbering, its coupons, and a correction by credit note.
+    rate = await manage.create_tax_rate(viewer, name="ISS", percentage=Decimal(5), inclusive=True)
+    await manage.set_tax_rate_active(viewer, rate_id=rate.id, active=False)
+    await manage.set_document_series(
+        viewer, kind=DocumentKind.INVOICE, prefix="SOL-{year}-", digits=6, reset=SeriesReset.NEVER
+    )
+    coupon = await manage.create_coupon(
+        viewer,
+        code="WELCOME",
+        name="welcome",
+        kind=CouponKind.FIXED,
+        duration=CouponDuration.REPEATING,
+        percentage=None,
+        amount=Money(500, "BRL"),
+        periods=2,
+        plan_ids=[basic.id],
+        add_on_ids=[],
+        package_ids=[],
+        max_redemptions=10,
+        max_per_workspace=1,
+        expires_at=None,
+    )
+    await manage.set_coupon_stacking(viewer, stack=True)
+    await manage.apply_coupon(viewer, workspace_id=workspace.id, code="welcome")
+    await manage.set_coupon_active(viewer, coupon_id=coupon.id, active=False)
+    invoice = await issuing.invoice_of(sold.payment.id)
+    assert invoice is not None
+    await manage.credit_invoice(viewer, invoice_id=invoice.id, amounts=None, reason="goodwill")
+
     # Subscriptions and add-ons.
     await lifecycle.assign_plan(viewer, workspace_id=workspace.id, plan_id=basic.id, note="", idempotency_key="a1")
     await lifecycle.change_plan(
@@ -358,6 +393,8 @@ COUNTED = {
     ("add_on.set", "quantity"),
     ("add_on.points", "quantity"),
     ("credit_package.status", "auto_top_ups_turned_off"),
+    ("coupon.create", "periods"),
+    ("document_series.set", "digits"),
 }
 
 

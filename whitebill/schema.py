@@ -18,7 +18,7 @@ from strawberry.tools import merge_types
 from strawberry.types import ExecutionContext
 
 from billing.core.errors import ErrorCode
-from resolvers import accounts, auto_billing, catalog, live, outbox, sales, subscriptions, tenants, usage
+from resolvers import accounts, auto_billing, catalog, documents, live, outbox, sales, subscriptions, tenants, usage
 from schema.errors import ShapeErrors, log_unexpected
 from schema.extensions import (
     FreshLoadersOnWebsockets,
@@ -31,7 +31,7 @@ from schema.live import LeanExtensionsRunner, SharedEvents
 from schema.relay import DEFAULT_PAGE, MAX_PAGE
 from schema.tenants.types import Partner, Workspace
 
-DOMAINS = (tenants, catalog, subscriptions, accounts, sales, usage, auto_billing, outbox)
+DOMAINS = (tenants, catalog, subscriptions, accounts, sales, documents, usage, auto_billing, outbox)
 
 Query = merge_types("Query", tuple(d.Query for d in DOMAINS if hasattr(d, "Query")))
 Mutation = merge_types("Mutation", tuple(d.Mutation for d in DOMAINS if hasattr(d, "Mutation")))

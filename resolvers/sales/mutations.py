@@ -82,6 +82,10 @@ class CheckoutInput:
         description="The payer's public IP address as your frontend saw it, sent to the provider with card "
         "charges (Asaas requires it with a kept card); without it, the address this request came from.",
     )
+    coupon_codes: list[str] = strawberry.field(
+        default_factory=list,
+        description="Coupon codes the client typed (any case); more than one only where the partner stacks them.",
+    )
 
 
 def client_address(info: Info[Context, None]) -> str | None:
@@ -118,8 +122,15 @@ def _item(item: CheckoutItemInput) -> checkout.Item:
 class RefundPaymentInput:
     payment_id: strawberry.ID
     idempotency_key: str
-    amount: str | None = strawberry.field(default=None, description="A decimal amount; omit to refund what is left.")
+    amount: str | None = strawberry.field(
+        default=None, description="A decimal amount; omit to refund what is left (of the line, if one is named)."
+    )
     reason: str = ""
+    invoice_line_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="A line of the payment's invoice: the refund's credit note credits that line (none: its lines "
+        "in order).",
+    )
 
 
 @strawberry.type
@@ -253,6 +264,7 @@ class Mutation:
             tax_id=input.tax_id,
             payer_ip=input.payer_ip,
             seen_ip=client_address(info),
+            coupon_codes=input.coupon_codes,
         )
         return CheckoutPayload(
             payment=Payment.of(made.payment) if made.payment else None,
@@ -270,6 +282,9 @@ class Mutation:
             amount=input.amount,
             reason=input.reason,
             idempotency_key=input.idempotency_key,
+            invoice_line_id=expect_id(input.invoice_line_id, "DocumentLine", "invoiceLineId")
+            if input.invoice_line_id
+            else None,
         )
         return RefundPaymentPayload(payment=Payment.of(refunded), refund=Refund.of(refund))
 

@@ -13,16 +13,18 @@ from tortoise.queryset import QuerySet
 from billing.catalog import plans
 from billing.core import tenancy
 from billing.core.tenancy import Viewer as DomainViewer
+from billing.documents import manage
 from billing.tenants import branding as brandings
 from billing.tenants import identity
 from models.catalog import PlanFamily as PlanFamilyRow
-from models.enums import CredentialKind, Permission
+from models.enums import CredentialKind, Permission, ViewerKind
 from models.operations import WebhookDelivery as WebhookDeliveryRow
 from models.operations import WebhookEndpoint as WebhookEndpointRow
 from schema.accounts.types import LedgerEntry, Wallet
 from schema.auth import viewer_with
 from schema.catalog.types import AddOn, CreditPackage, Plan, PlanFamily
 from schema.context import Context
+from schema.documents.types import Coupon, Document, TaxRate
 from schema.ids import expect_id, from_global_id
 from schema.outbox.types import WebhookDelivery, WebhookEndpoint
 from schema.relay import Connection, Node, paginate
@@ -48,6 +50,7 @@ _READING_NEEDS: dict[str, Callable[[DomainViewer], Permission]] = {
     "AuditEntry": lambda _: Permission.READ_REPORTS,
     "WebhookEndpoint": lambda _: Permission.MANAGE_BILLING,
     "WebhookDelivery": lambda _: Permission.MANAGE_BILLING,
+    "Coupon": lambda _: Permission.MANAGE_BILLING,
 }
 
 
@@ -60,6 +63,11 @@ def _reader(info: Info[Context, None], type_name: str) -> DomainViewer:
 def _may_read(viewer: DomainViewer, type_name: str) -> bool:
     needs = _READING_NEEDS.get(type_name)
     return needs is None or needs(viewer) in viewer.permissions
+
+
+def _tax_rates(viewer: DomainViewer) -> QuerySet[Any]:
+    """The caller's own tax rates (a workspace reads none)."""
+    return manage.tax_rates(viewer.partner_id) if viewer.kind is not ViewerKind.WORKSPACE else manage.tax_rates(-1)
 
 
 # node(id:): every type resolves through the viewer's tenant scope, so a foreign id is null; so is a
@@ -82,6 +90,9 @@ _RESOLVABLE: dict[str, tuple[Callable[[DomainViewer], QuerySet[Any]], Callable[[
     "WebhookEndpoint": (lambda v: tenancy.partner_owned(WebhookEndpointRow.all(), v), WebhookEndpoint.of),
     "WebhookDelivery": (lambda v: tenancy.partner_owned(WebhookDeliveryRow.all(), v), WebhookDelivery.of),
     "Subscription": (tenancy.subscriptions, Subscription.of),
+    "Document": (manage.documents, Document.of),
+    "Coupon": (manage.visible_coupons, Coupon.of),
+    "TaxRate": (_tax_rates, TaxRate.of),
 }
 
 

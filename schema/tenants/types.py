@@ -207,6 +207,7 @@ class Partner(Node):
             refund_takes_back_units=row.refund_takes_back_units,
             credit_billing_enabled=row.credit_billing_enabled,
             usage_credit_policy=row.usage_credit_policy,
+            coupons_stack=row.coupons_stack,
         )
 
     domain: str | None = None
@@ -222,6 +223,9 @@ class Partner(Node):
     )
     usage_credit_policy: UsageCreditPolicy = strawberry.field(
         default=enums.UsageCreditPolicy.REFUSE, description="When a project's WhatsApp credit runs out."
+    )
+    coupons_stack: bool = strawberry.field(
+        default=False, description="Whether two coupons on one charge add up (otherwise a charge takes one)."
     )
 
     @strawberry.field(description="Margins over platform plan prices: the bulk one, then per family, then per plan.")

@@ -1,0 +1,1 @@
+"""Documents: invoices, credit notes, receipts, taxes, numbering and coupons."""
