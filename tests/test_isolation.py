@@ -682,6 +682,8 @@ def of_partner(partner: int, *, with_partner: bool = True) -> Where:
     def where(type_name: str, cols: set[str]) -> tuple[str, list[Any]] | None:
         if type_name == "Partner":
             return ("id = $1", [partner]) if with_partner else None
+        if type_name == "DocumentLine":  # a line is its document's issuer's
+            return "document_id IN (SELECT id FROM document WHERE partner_id = $1)", [partner]
         return ("partner_id = $1", [partner]) if "partner_id" in cols else None
 
     return where
@@ -699,6 +701,10 @@ def of_workspace(workspace: int) -> Where:
             return "wallet_id IN (SELECT id FROM wallet WHERE workspace_id = $1)", [workspace]
         if "payer_key" in cols:
             return "payer_key = $1", [f"WORKSPACE:{workspace}"]
+        if "buyer_key" in cols:  # documents issued to it
+            return "buyer_key = $1", [f"WORKSPACE:{workspace}"]
+        if type_name == "DocumentLine":
+            return "document_id IN (SELECT id FROM document WHERE buyer_key = $1)", [f"WORKSPACE:{workspace}"]
         return None
 
     return where
@@ -976,6 +982,15 @@ async def seed(
         priceAmount="50",
         priceCurrency="BRL",
     )
+    # A tax on its documents (included in its prices) and a coupon, both named with the tenant's text.
+    await api.run(
+        key, "createTaxRate", "CreateTaxRateInput", "taxRate { id }", name=f"{texts[0]} tax", percentage="5",
+        inclusive=True,
+    )  # fmt: skip
+    await api.run(
+        key, "createCoupon", "CreateCouponInput", "coupon { id }", code=re.sub(r"[^A-Z0-9]", "", texts[0].upper()),
+        name=f"{texts[0]} coupon", kind="PERCENTAGE", duration="ONCE", percentage="10",
+    )  # fmt: skip
     for wallet in dict.fromkeys(points_wallets):
         await api.run(
             key,
