@@ -40,7 +40,7 @@ from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import cors, db, metrics, pay_page, usage_http, web
+from whitebill import cors, db, documents_http, metrics, pay_page, usage_http, web
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.schema import schema
 from whitebill.settings import Settings, configure_domain, load_settings
@@ -399,6 +399,9 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
         Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
         Route("/usage", usage_http.report_usage, methods=["POST"]),
         Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
+        Route(
+            "/documents/{document_id:int}/{language}/{expires:int}/{mac}.pdf", documents_http.download, methods=["GET"]
+        ),
         WebSocketRoute("/graphql", graphql),
         Route("/portal", web.portal_without_slash, methods=["GET"]),
         Route("/portal/", web.portal, methods=["GET"]),

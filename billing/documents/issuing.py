@@ -20,13 +20,14 @@ from decimal import Decimal
 
 from tortoise.transactions import in_transaction
 
-from billing.core import clock, sql
+from billing.core import audit, clock, sql
 from billing.documents import coupons, credit_notes, invoices, numbering, taxes
 from models.documents import Document, DocumentLine
 from models.enums import DocumentKind, DocumentStatus
 from models.payments import Payment
 
 D = DocumentStatus
+RECEIPT_ISSUED = "receipt.issued"
 
 
 def issuer_of(partner_id: int | None, payer_key: str) -> int | None:
@@ -147,6 +148,19 @@ async def _receipt(payment: Payment, invoice: Document) -> Document:
             unit_price=payment.amount,
             subtotal=payment.amount,
             total=payment.amount,
+        )
+        # The payer is e-mailed the receipt, its PDF attached; the partner's webhooks hear of it.
+        await audit.emit(
+            RECEIPT_ISSUED,
+            payment.partner_id,
+            {
+                "document_id": receipt.id,
+                "number": text,
+                "payment_id": payment.id,
+                "payer_key": payment.payer_key,
+                "amount": payment.amount,
+                "currency": payment.currency,
+            },
         )
     return receipt
 

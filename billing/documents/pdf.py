@@ -121,7 +121,11 @@ async def page_of(document: Document) -> Page:
     else:
         partner = await Partner.get(id=document.partner_id)
         branding = await Branding.get_or_none(partner_id=partner.id)
-        issuer = Party(branding.display_name if branding else partner.name, partner.tax_id, branding.support_email if branding else None)
+        issuer = Party(
+            branding.display_name if branding else partner.name,
+            partner.tax_id,
+            branding.support_email if branding else None,
+        )
         colour = branding.primary_color if branding else None
     kind, _, buyer_id = document.buyer_key.partition(":")
     if kind == "WORKSPACE":
@@ -135,8 +139,14 @@ async def page_of(document: Document) -> Page:
     return Page(document, lines, issuer, buyer, _rgb(colour), refers.number_text if refers else None)
 
 
+_PLAIN = str.maketrans({"\u2014": "-", "\u2013": "-", "\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+
+
 def _latin(text: str) -> str:
-    return text.encode("latin-1", "replace").decode("latin-1")
+    """What Helvetica can set: typographic dashes and quotes as plain ones, "..." for an ellipsis, "EUR" for
+    the euro sign, and "?" for anything else outside Latin-1."""
+    plain = text.translate(_PLAIN).replace("\u2026", "...").replace("\u20ac", "EUR")
+    return plain.encode("latin-1", "replace").decode("latin-1")
 
 
 def money(amount: int, currency: str, language: str) -> str:
@@ -160,9 +170,10 @@ def _day(moment: datetime | None, language: str) -> str:
     return moment.strftime("%d/%m/%Y") if language == "pt-BR" else moment.strftime("%Y-%m-%d")
 
 
-def _percentage(value: object) -> str:
+def _percentage(value: object, language: str) -> str:
     text = str(value)
-    return text.rstrip("0").rstrip(".") if "." in text else text
+    text = text.rstrip("0").rstrip(".") if "." in text else text
+    return text.replace(".", ",") if language == "pt-BR" else text
 
 
 def render(page: Page, language: str) -> bytes:
@@ -245,14 +256,16 @@ def render(page: Page, language: str) -> bytes:
     def total(label: str, amount: int, *, bold: bool = False) -> None:
         pdf.set_font("Helvetica", "B" if bold else "", 10 if bold else 9)
         pdf.cell(label_width, 6, _latin(label), align="R")
-        pdf.cell(value_width, 6, _latin(money(amount, currency, language)), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.cell(
+            value_width, 6, _latin(money(amount, currency, language)), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT
+        )
 
     total(words["subtotal"], document.subtotal)
     if document.discount_total:
         total(words["discounts"], -document.discount_total)
     for tax in invoices.tax_breakdown(page.lines):
         included = f" ({words['included']})" if tax["inclusive"] else ""
-        total(f"{tax['name']} {_percentage(tax['percentage'])}%{included}", int(str(tax["amount"])))
+        total(f"{tax['name']} {_percentage(tax['percentage'], language)}%{included}", int(str(tax["amount"])))
     total(words["total"], document.total, bold=True)
     if document.note:
         pdf.ln(4)

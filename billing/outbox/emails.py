@@ -1,6 +1,7 @@
 """E-mail to people, in their partner's branding: password resets and invitations, a payment waiting
 for the payer (with its "pay now" link or boleto/pix instructions), a failed payment, a renewal
-issued or overdue (each dunning step), a plan about to end without renewing.
+issued or overdue (each dunning step), a plan about to end without renewing, and a receipt for each
+payment, its PDF attached.
 
 Sent over SMTP with the configured ``smtp_url`` (``WHITEBILL_SMTP_URL``:
 ``smtp://user:password@host:587?starttls=true``, or ``smtps://…`` for TLS from the start) from
@@ -22,7 +23,9 @@ import aiosmtplib
 
 from billing.core import config
 from billing.core.money import format_minor
+from billing.documents import issuing, pdf
 from billing.tenants import identity
+from models.documents import Document
 from models.tenancy import Branding, Partner, Workspace
 
 log = logging.getLogger("whitebill.emails")
@@ -34,6 +37,7 @@ class Letter:
     subject: str
     lines: list[str]
     secret: str | None = None  # a token the log must never show
+    attachments: tuple[tuple[str, bytes], ...] = ()  # (file name, PDF)
 
 
 async def _brand(partner_id: int | None) -> tuple[str, str, str | None]:
@@ -120,6 +124,17 @@ async def letter_for(event: dict[str, Any]) -> Letter | None:
                 "We could not keep your card for the next payments: when one falls due we will send you a link to pay.",
             ],
         )
+    if kind == issuing.RECEIPT_ISSUED:
+        document = await Document.get_or_none(id=payload.get("document_id"))
+        if document is None:
+            return None
+        amount = format_minor(int(payload["amount"]), payload["currency"])
+        return Letter(
+            to,
+            f"Receipt {document.number_text}",
+            [f"Thank you: we received your payment of {amount} {payload['currency']}.", "Your receipt is attached."],
+            attachments=((f"{document.number_text}.pdf", await pdf.render_document(document)),),
+        )
     if kind == "payment.failed":
         return Letter(to, "Your payment did not go through", [f"Reason: {payload.get('reason') or 'declined'}"])
     if kind == "renewal.issued":
@@ -159,6 +174,8 @@ def _message(letter: Letter, brand: str, colour: str, support: str | None, sende
         f"<h2>{html.escape(brand)}</h2>{body}<p style='color:#777'>{html.escape(footer)}</p></div>",
         subtype="html",
     )
+    for name, data in letter.attachments:
+        message.add_attachment(data, maintype="application", subtype="pdf", filename=name)
     return message
 
 

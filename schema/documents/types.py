@@ -4,11 +4,12 @@ numbering, and coupons."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 
 import strawberry
 from strawberry.types import Info
 
-from billing.documents import invoices
+from billing.documents import invoices, links
 from models import documents as rows
 from models import enums
 from schema.amounts import Money
@@ -29,6 +30,12 @@ CouponDuration = strawberry.enum(
     description="Which charges for a plan a coupon reduces: the first it applies to (ONCE), the first N periods "
     "(REPEATING), or all of them (FOREVER). Add-ons and packages are reduced once, at checkout.",
 )
+
+
+@strawberry.enum(description="The language a document's PDF is written in.")
+class DocumentLanguage(Enum):
+    EN = "en"
+    PT_BR = "pt-BR"
 
 
 def _global(type_name: str, db_id: int | None) -> strawberry.ID | None:
@@ -125,6 +132,14 @@ class Document(Node):
     async def lines(self, info: Info[Context, None]) -> list[DocumentLine]:
         found = await rows.DocumentLine.filter(document_id=self.db_id).order_by("position")
         return [DocumentLine.of(line, self.currency) for line in found]
+
+    @strawberry.field(
+        description="A link to its PDF in the issuer's branding, valid for 10 minutes: anyone holding it may "
+        "download this PDF. Without a language, the buyer's (Portuguese for documents in reais, else English)."
+    )
+    def pdf_url(self, language: DocumentLanguage | None = None) -> str:
+        chosen = language.value if language else ("pt-BR" if self.currency == "BRL" else "en")
+        return links.link(self.db_id, chosen)
 
     @strawberry.field(description="Its taxes, added up per rate, as the document shows them.")
     async def taxes(self) -> list[DocumentTax]:
