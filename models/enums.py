@@ -294,3 +294,8 @@ class CouponDuration(StrEnum):
     ONCE = "ONCE"  # the first only
     REPEATING = "REPEATING"  # the first N periods
     FOREVER = "FOREVER"
+
+
+class StatementDirection(StrEnum):
+    CREDIT = "CREDIT"  # into the balance
+    DEBIT = "DEBIT"  # out of it

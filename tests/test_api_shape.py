@@ -53,6 +53,8 @@ BOUNDED_LISTS = {
     "DocumentLine.discounts": "one per coupon on the line (at most 5)",
     "Query.taxRates": "at most 20 per issuer (manage.MAX_RATES)",
     "Query.documentSeries": "one per kind of document",
+    "PartnerStatement.lines": "one per ledger cause and direction (at most 22)",
+    "PartnerStatement.clientMoney": "one per currency",
 }
 
 # String fields named like ids that are not database ids, and what they are.

@@ -5,9 +5,13 @@ or has expired shows nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import subprocess
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -27,6 +31,7 @@ from tests.graphql import GraphQLClient
 from tests.test_emails import deliver_outbox, inbox  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.usefixtures("database")
+ROOT = Path(__file__).resolve().parent.parent
 
 DOCUMENTS = """query($lang: DocumentLanguage) { documents(first: 10, kind: INVOICE) { nodes { id number status
   total { amount currency } taxes { name amount { amount } } lines { id description discounts { code } }
@@ -99,6 +104,10 @@ async def test_an_invoice_pdf_through_its_link_shows_its_number_totals_and_brand
         assert got.status_code == 200 and got.headers["content-type"] == "application/pdf"
         assert got.headers["cache-control"] == "private, no-store"
         shown = text_of(got.content)
+        if os.environ.get("WHITEBILL_UPDATE_SCREENSHOTS") == "1":  # the README's picture of a page (poppler)
+            picture = ROOT / "docs" / "screenshots" / "invoice"
+            command = ["pdftoppm", "-png", "-r", "60", "-singlefile", "-", str(picture)]
+            await asyncio.to_thread(subprocess.run, command, input=got.content, check=True)
         for expected in ("Sol Chatbots", "Fatura", f"SOL-{year}-000001", "Padaria São João", "Pro - mensal",
                          "Cupom BEMVINDO: Boas-vindas -R$ 9,99", "ISS 5% (incluso) R$ 4,28", "PIS 1,65% R$ 1,41",
                          "Total R$ 91,32"):  # fmt: skip

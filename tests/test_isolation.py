@@ -48,6 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -418,6 +419,7 @@ class Generator:
             ("url", f"https://probe-{tag}.example/logo.png"),
             ("color", "#123456"),
             ("token", f"not-a-token-{tag}"),
+            ("month", datetime.now(UTC).strftime("%Y-%m")),
         ]
         return next((value for word, value in rules if word in lower), f"probe {tag}")
 
@@ -982,6 +984,11 @@ async def seed(
         priceAmount="50",
         priceCurrency="BRL",
     )
+    # Its centralised balance funded by the platform (a line on this month's statement).
+    await api.run(
+        platform, "grantPartnerBalance", "GrantPartnerBalanceInput", "errors { code }", partnerId=partner_id,
+        amount="100.00", currency="BRL", note=f"{texts[0]} balance", idempotencyKey=f"{texts[0]}-balance",
+    )  # fmt: skip
     # A tax on its documents (included in its prices) and a coupon, both named with the tenant's text.
     await api.run(
         key, "createTaxRate", "CreateTaxRateInput", "taxRate { id }", name=f"{texts[0]} tax", percentage="5",

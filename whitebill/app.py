@@ -399,6 +399,7 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
         Route(GRAPHQL_PATH, graphql, methods=["GET", "POST"]),
         Route("/usage", usage_http.report_usage, methods=["POST"]),
         Route("/reports/{report}.csv", usage_http.download_report, methods=["GET"]),
+        Route("/reports/statement.pdf", usage_http.download_statement_pdf, methods=["GET"]),
         Route(
             "/documents/{document_id:int}/{language}/{expires:int}/{mac}.pdf", documents_http.download, methods=["GET"]
         ),

@@ -25,11 +25,14 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from billing.accounts import statements
 from billing.core.errors import BillingError, ErrorCode
+from billing.documents import pdf
 from billing.usage import usage_reports, whatsapp
 from billing.usage.exact_amounts import format_fine
+from models.tenancy import Branding, Partner
 from schema.context import authenticate, bearer_token
-from schema.ids import from_global_id, project_db_id
+from schema.ids import expect_id, from_global_id, project_db_id
 from whitebill import cors
 from whitebill.boundary import refusal
 
@@ -185,4 +188,35 @@ async def download_report(request: Request) -> Response:
         usage_reports.stream(report, checked, start, end),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+async def download_statement_pdf(request: Request) -> Response:
+    """``GET /reports/statement.pdf?month=YYYY-MM[&partnerId=…][&currency=BRL][&language=pt-BR]``: the
+    partner's monthly statement as a PDF, for the same callers as its CSV."""
+    viewer = await authenticate(bearer_token(request.headers.get("authorization", "")))
+    cors.note_caller(viewer)
+    if viewer is None:
+        return refusal(401, ErrorCode.UNAUTHENTICATED, "send Authorization: Bearer <api key or session token>")
+    query = request.query_params
+    try:
+        partner_param = query.get("partnerId")
+        partner_id = expect_id(partner_param, "Partner", "partnerId") if partner_param else viewer.partner_id
+        if partner_id is None:
+            raise BillingError(ErrorCode.INVALID_INPUT, "name the partner", field="partnerId")
+        statement = await statements.monthly(
+            viewer, partner_id=partner_id, month=query.get("month", ""), currency=query.get("currency")
+        )
+        language = pdf.check_language(query.get("language") or ("pt-BR" if statement.currency == "BRL" else "en"))
+    except BillingError as error:
+        return _domain_error(error)
+    brand = await Branding.get_or_none(partner_id=statement.partner_id)
+    name = brand.display_name if brand else (await Partner.get(id=statement.partner_id)).name
+    return Response(
+        statements.statement_pdf(statement, name, language),
+        media_type="application/pdf",
+        headers={
+            "content-disposition": f'attachment; filename="statement-{statement.month}.pdf"',
+            "cache-control": "private, no-store",
+        },
     )

@@ -7,10 +7,14 @@ Feb 28 -> Mar 31). Proration is by the second, computed exactly and rounded once
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import UTC, datetime
 from fractions import Fraction
 
+from billing.core.errors import BillingError, ErrorCode
 from models.enums import BillingInterval
+
+_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits: \d takes any script's
 
 
 def _utc(moment: datetime) -> datetime:
@@ -66,3 +70,16 @@ def prorate(amount: int, period_start: datetime, period_end: datetime, moment: d
 def round_half_even(value: Fraction) -> int:
     """Exact half-even rounding of a fraction to an integer (Python's round does this for Fraction)."""
     return round(value)
+
+
+def month_range(month: str) -> tuple[datetime, datetime]:
+    # Exactly YYYY-MM, no spaces around it: the month names the download's file (a header).
+    match = _MONTH.fullmatch(month)
+    if match is None:
+        raise BillingError(ErrorCode.INVALID_INPUT, "a month is written YYYY-MM", field="month")
+    year, number = int(match.group(1)), int(match.group(2))
+    if not 2000 <= year <= 9998:
+        raise BillingError(ErrorCode.INVALID_INPUT, "year out of range", field="month")
+    start = datetime(year, number, 1, tzinfo=UTC)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+    return start, end

@@ -142,7 +142,7 @@ async def page_of(document: Document) -> Page:
 _PLAIN = str.maketrans({"\u2014": "-", "\u2013": "-", "\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
 
 
-def _latin(text: str) -> str:
+def latin(text: str) -> str:
     """What Helvetica can set: typographic dashes and quotes as plain ones, "..." for an ellipsis, "EUR" for
     the euro sign, and "?" for anything else outside Latin-1."""
     plain = text.translate(_PLAIN).replace("\u2026", "...").replace("\u20ac", "EUR")
@@ -185,15 +185,15 @@ def render(page: Page, language: str) -> bytes:
     pdf.set_creation_date(document.finalized_at or document.created_at)
     pdf.set_producer(PLATFORM_NAME)
     pdf.set_creator(PLATFORM_NAME)
-    pdf.set_title(_latin(f"{words[document.kind]} {document.number_text or ''}"))
-    pdf.set_author(_latin(page.issuer.name))
+    pdf.set_title(latin(f"{words[document.kind]} {document.number_text or ''}"))
+    pdf.set_author(latin(page.issuer.name))
     pdf.set_auto_page_break(auto=True, margin=18)
     pdf.add_page()
 
     def text(size: float, content: str, *, bold: bool = False, grey: bool = False) -> None:
         pdf.set_font("Helvetica", "B" if bold else "", size)
         pdf.set_text_color(*(_GREY if grey else (0, 0, 0)))
-        pdf.cell(0, size * 0.5, _latin(content), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.cell(0, size * 0.5, latin(content), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
 
     # The brand's band and name, then what the document is.
     pdf.set_fill_color(*page.colour)
@@ -223,7 +223,7 @@ def render(page: Page, language: str) -> bytes:
     pdf.set_font("Helvetica", "B", 9)
     pdf.set_fill_color(235, 235, 235)
     for width, head in zip(widths, heads, strict=True):
-        pdf.cell(width, 7, _latin(words[head]), border="B", fill=True, align="L" if head == "description" else "R")
+        pdf.cell(width, 7, latin(words[head]), border="B", fill=True, align="L" if head == "description" else "R")
     pdf.ln(7)
     pdf.set_font("Helvetica", "", 9)
     for line in page.lines:
@@ -236,7 +236,7 @@ def render(page: Page, language: str) -> bytes:
             money(line.total, currency, language),
         )
         for n, (width, cell) in enumerate(zip(widths, cells, strict=True)):
-            shown = _latin(cell)
+            shown = latin(cell)
             while n == 0 and pdf.get_string_width(shown) > width - 2 and len(shown) > 3:
                 shown = shown[:-4] + "..."
             pdf.cell(width, 6, shown, align="L" if n == 0 else "R")
@@ -244,8 +244,8 @@ def render(page: Page, language: str) -> bytes:
         pdf.set_text_color(*_GREY)
         for discount in line.discounts:
             label = f"  {words['coupon']} {discount['code']}: {discount['name']}"
-            pdf.cell(widths[0] + widths[1] + widths[2], 5, _latin(label))
-            pdf.cell(widths[3], 5, _latin(money(-int(discount["amount"]), currency, language)), align="R")
+            pdf.cell(widths[0] + widths[1] + widths[2], 5, latin(label))
+            pdf.cell(widths[3], 5, latin(money(-int(discount["amount"]), currency, language)), align="R")
             pdf.ln(5)
         pdf.set_text_color(0, 0, 0)
 
@@ -255,9 +255,9 @@ def render(page: Page, language: str) -> bytes:
 
     def total(label: str, amount: int, *, bold: bool = False) -> None:
         pdf.set_font("Helvetica", "B" if bold else "", 10 if bold else 9)
-        pdf.cell(label_width, 6, _latin(label), align="R")
+        pdf.cell(label_width, 6, latin(label), align="R")
         pdf.cell(
-            value_width, 6, _latin(money(amount, currency, language)), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT
+            value_width, 6, latin(money(amount, currency, language)), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT
         )
 
     total(words["subtotal"], document.subtotal)

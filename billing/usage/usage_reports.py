@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from billing.accounts import statements
 from billing.core import sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import format_minor
+from billing.core.periods import month_range
 from billing.core.tenancy import Viewer
 from billing.usage.exact_amounts import FINE, format_fine
 from models.enums import Permission
+from models.tenancy import Partner
 
 PAGE = 1000
-_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits: \d takes any script's
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +39,6 @@ class UsageLine:
     partner_amount: int  # exact, in fine units
     platform_amount: int
     currency: str
-
-
-def month_range(month: str) -> tuple[datetime, datetime]:
-    # Exactly YYYY-MM, no spaces around it: the month names the download's file (a header).
-    match = _MONTH.fullmatch(month)
-    if match is None:
-        raise BillingError(ErrorCode.INVALID_INPUT, "a month is written YYYY-MM", field="month")
-    year, number = int(match.group(1)), int(match.group(2))
-    if not 2000 <= year <= 9998:
-        raise BillingError(ErrorCode.INVALID_INPUT, "year out of range", field="month")
-    start = datetime(year, number, 1, tzinfo=UTC)
-    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
-    return start, end
 
 
 def _month_of(column: str) -> str:
@@ -96,7 +84,7 @@ async def usage_by_month(
 
 # --- CSV downloads ---------------------------------------------------------------------------------
 
-REPORTS = ("wcc-deductions", "renewal-deductions", "plan-deductions")
+REPORTS = ("wcc-deductions", "renewal-deductions", "plan-deductions", "statement")
 
 
 async def check_download(viewer: Viewer, partner_id: int, report: str, month: str) -> tuple[int, datetime, datetime]:
@@ -117,6 +105,12 @@ def _line(values: Sequence[object]) -> str:
 
 async def stream(report: str, partner_id: int, start: datetime, end: datetime) -> AsyncIterator[str]:
     """The CSV, a page of rows at a time (keyset pages by id, so memory stays flat)."""
+    if report == "statement":  # the partner's monthly statement, in its own currency
+        partner = await Partner.get(id=partner_id)
+        statement = await statements.build(partner, f"{start:%Y-%m}", partner.default_currency)
+        async for text in statements.csv_lines(statement):
+            yield text
+        return
     if report == "wcc-deductions":
         header = [
             "event_id", "occurred_at", "workspace_id", "project_id", "country", "category", "window",

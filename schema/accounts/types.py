@@ -8,11 +8,11 @@ import strawberry
 import strawberry.scalars
 from strawberry.types import Info
 
-from billing.accounts import expiry
+from billing.accounts import expiry, statements
 from billing.core import tenancy
 from models import enums
 from models import wallets as wallet_models
-from schema.amounts import Quantity
+from schema.amounts import Money, Quantity
 from schema.catalog.types import CreditPackage
 from schema.context import Context
 from schema.ids import decode_cursor, to_global_id
@@ -164,4 +164,78 @@ class LedgerEntry(Node):
             counter_account=enums.ExternalAccount(row.counter_account) if row.counter_account else None,
             posting_id=strawberry.ID(to_global_id("Posting", row.posting_id)),
             created_at=row.created_at,
+        )
+
+
+StatementDirection = strawberry.enum(
+    enums.StatementDirection, description="Whether a statement line put money into the balance or took it out."
+)
+
+
+@strawberry.type(description="The month's ledger entries of one cause and direction, added up.")
+class StatementLine:
+    cause: LedgerCause
+    direction: StatementDirection
+    amount: Money = strawberry.field(description="Signed: what these entries added to the balance (negative: took).")
+    entry_count: int
+    statement: strawberry.Private[statements.Statement]
+    line: strawberry.Private[statements.Line]
+
+    @strawberry.field(description="The ledger entries this line adds up, oldest first.")
+    async def entries(self, first: int | None = None, after: str | None = None) -> Connection[LedgerEntry]:
+        rows = statements.line_entries(self.statement, self.line).select_related("posting")
+        return await paginate(rows, first=first, after=after, to_node=LedgerEntry.of)
+
+
+@strawberry.type(description="What the partner's clients paid it through its own gateway, in one currency.")
+class ClientMoney:
+    paid: Money
+    payments: int
+    refunded: Money
+    refunds: int
+
+
+@strawberry.type(description="A partner's month: how its centralised balance moved, and what its clients paid it.")
+class PartnerStatement:
+    partner_id: strawberry.ID
+    month: str
+    currency: str
+    opening_balance: Money = strawberry.field(description="At the start of the month (UTC).")
+    closing_balance: Money = strawberry.field(description="At its end.")
+    movement: Money = strawberry.field(description="The lines added up.")
+    reconciled: bool = strawberry.field(description="Opening balance plus the lines is the closing balance.")
+    lines: list[StatementLine]
+    client_money: list[ClientMoney] = strawberry.field(description="One per currency clients paid in.")
+
+    @classmethod
+    def of(cls, statement: statements.Statement) -> PartnerStatement:
+        money = statement.currency
+        return cls(
+            partner_id=strawberry.ID(to_global_id("Partner", statement.partner_id)),
+            month=statement.month,
+            currency=money,
+            opening_balance=Money.of(statement.opening, money),
+            closing_balance=Money.of(statement.closing, money),
+            movement=Money.of(statement.movement, money),
+            reconciled=statement.reconciled,
+            lines=[
+                StatementLine(
+                    cause=line.cause,
+                    direction=enums.StatementDirection.CREDIT if line.credit else enums.StatementDirection.DEBIT,
+                    amount=Money.of(line.amount, money),
+                    entry_count=line.entries,
+                    statement=statement,
+                    line=line,
+                )
+                for line in statement.lines
+            ],
+            client_money=[
+                ClientMoney(
+                    paid=Money.of(c.paid, c.currency),
+                    payments=c.payments,
+                    refunded=Money.of(c.refunded, c.currency),
+                    refunds=c.refunds,
+                )
+                for c in statement.client_money
+            ],
         )
