@@ -987,7 +987,7 @@ async def seed(
     # Its centralised balance funded by the platform (a line on this month's statement).
     await api.run(
         platform, "grantPartnerBalance", "GrantPartnerBalanceInput", "errors { code }", partnerId=partner_id,
-        amount="100.00", currency="BRL", note=f"{texts[0]} balance", idempotencyKey=f"{texts[0]}-balance",
+        amount="100.00", currency="USD", note=f"{texts[0]} balance", idempotencyKey=f"{texts[0]}-balance",
     )  # fmt: skip
     # A tax on its documents (included in its prices) and a coupon, both named with the tenant's text.
     await api.run(
