@@ -19,7 +19,7 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.documents import coupons, credit_notes, issuing, numbering
 from billing.sales import checkout, purchases, refunds
-from billing.subscriptions import renewals
+from billing.subscriptions import lifecycle, renewals
 from models.documents import Coupon, CouponRedemption, Document, DocumentLine, TaxRate
 from models.enums import (
     BillingInterval,
@@ -388,3 +388,33 @@ async def snapshot(document_id: int) -> tuple:
         document.buyer_key,
         [{k: v for k, v in line.items() if k != "created_at"} for line in lines],
     )
+
+
+async def test_a_coupon_the_partner_applies_by_hand_reduces_the_next_renewals_by_its_duration() -> None:
+    partner = await a_partner("Acme")
+    workspace = await a_workspace(partner)
+    plan = await a_plan(partner, amount=10000)
+    await at(utc(2027, 1, 10, 9))
+    await lifecycle.assign_plan(
+        partner_viewer(partner), workspace_id=workspace.id, plan_id=plan.id, note="", idempotency_key="a"
+    )
+    await coupons.create(
+        partner.id, code="LOYAL", name="loyalty", kind=CouponKind.FIXED, amount=1500, currency="BRL",
+        duration=CouponDuration.REPEATING, periods=2, expires_at=utc(2027, 1, 20),
+    )  # fmt: skip
+    await coupons.apply_by_hand(partner.id, workspace.id, "loyal")
+    await at(utc(2027, 1, 21))  # expired now: redemptions held keep their duration, new ones are refused
+    with pytest.raises(BillingError) as refused:
+        await coupons.apply_by_hand(partner.id, workspace.id, "LOYAL")
+    assert refused.value.code is ErrorCode.COUPON_NOT_APPLICABLE
+    subscription = await Subscription.get(workspace_id=workspace.id)
+    charged = []
+    for month in (2, 3, 4):
+        await at(utc(2027, month, 10, 9))
+        assert await renewals.run_due() == 1
+        for period in await SubscriptionPeriod.filter(subscription_id=subscription.id, status=PeriodStatus.DUE):
+            assert period.payment_id is not None
+            charged.append((period.number, (await Payment.get(id=period.payment_id)).amount))
+            await record(partner, period.payment_id)
+    # The first two renewals after it was applied, 15.00 off each; then the price.
+    assert charged == [(2, 8500), (3, 8500), (4, 10000)]
