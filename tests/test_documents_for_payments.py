@@ -20,6 +20,7 @@ from billing.core.money import Money
 from billing.documents import coupons, credit_notes, issuing, numbering
 from billing.sales import checkout, purchases, refunds
 from billing.subscriptions import lifecycle, renewals
+from gateways.base import Outcome
 from models.documents import Coupon, CouponRedemption, Document, DocumentLine, TaxRate
 from models.enums import (
     BillingInterval,
@@ -34,7 +35,7 @@ from models.enums import (
     RefundStatus,
     SeriesReset,
 )
-from models.payments import Payment
+from models.payments import Payment, Refund
 from models.subscriptions import Subscription, SubscriptionPeriod
 from tests.conftest import Backend
 from tests.factories import a_partner, a_workspace, partner_viewer
@@ -289,6 +290,7 @@ async def test_the_last_redemption_raced_by_two_checkouts_is_granted_once(databa
     assert await CouponRedemption.filter(released_at=None).count() == 1
     # Nothing of the refused checkout was kept: no payment, no invoice, no number taken.
     assert await Payment.all().count() == 1 and await Document.filter(kind=DocumentKind.INVOICE).count() == 1
+    assert (await issuing.invoice_of(won[0].id)).number == 1  # type: ignore[union-attr]  # the loser's number: rolled back
 
 
 async def test_the_same_workspace_cannot_hold_a_coupon_twice_beyond_its_limit() -> None:
@@ -418,3 +420,32 @@ async def test_a_coupon_the_partner_applies_by_hand_reduces_the_next_renewals_by
             await record(partner, period.payment_id)
     # The first two renewals after it was applied, 15.00 off each; then the price.
     assert charged == [(2, 8500), (3, 8500), (4, 10000)]
+
+
+async def test_a_dispute_lost_credits_what_is_left_of_the_invoice_and_a_refund_only_asked_credits_nothing() -> None:
+    partner = await taxed_partner()
+    workspace = await a_workspace(partner)
+    plan = await a_plan(partner)
+    bought = await checkout.checkout(
+        partner_viewer(partner),
+        workspace_id=workspace.id,
+        item=checkout.Item(plan_id=plan.id),
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key="buy",
+    )
+    assert bought.payment is not None
+    await record(partner, bought.payment.id)
+    invoice = await issuing.invoice_of(bought.payment.id)
+    assert invoice is not None
+    refund = await Refund.create(
+        payment_id=bought.payment.id, partner_id=partner.id, amount=1000, currency="BRL", key="asked"
+    )  # REQUESTED: the provider has not said it is done
+    assert not await Document.exists(kind=DocumentKind.CREDIT_NOTE)
+    await refunds.settle(refund.id, Outcome.SUCCEEDED)
+    first = await Document.get(kind=DocumentKind.CREDIT_NOTE)
+    assert first.total == 1000
+    assert await refunds.record_chargeback(bought.payment.id, reason="fraudulent")
+    notes = await Document.filter(kind=DocumentKind.CREDIT_NOTE).order_by("number")
+    assert [(n.number, n.total) for n in notes] == [(1, 1000), (2, invoice.total - 1000)]
+    assert notes[1].note == "dispute lost: fraudulent"
+    assert sum(n.total for n in notes) == invoice.total  # all of it, and never more
