@@ -40,6 +40,9 @@ async def test_auto_renew_off_is_announced_seven_days_before_the_end_once_by_mai
     await at(utc(2027, 1, 10, 9))
     subscription = await assigned(partner, workspace, await a_plan(partner, "Pro"))  # ends Feb 10, 09:00
     await lifecycle.set_auto_renew(viewer, workspace_id=workspace.id, enabled=False)
+    await deliver_outbox()  # the first period's receipt, recorded as paid by hand: nothing else yet
+    assert [m["Subject"] for m in inbox.messages] == [f"[Sol Chatbots] Receipt {partner.slug.upper()}-R-2027-000001"]
+    inbox.messages.clear()
     with receiving() as (receiver, url):
         await partner_webhooks.create_endpoint(viewer, partner_id=partner.id, url=url + "/ok", events=[])
         await at(utc(2027, 2, 3, 8, 59))  # 7 days and a minute before: not yet

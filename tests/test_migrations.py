@@ -16,16 +16,16 @@ import asyncpg
 import pytest
 from tortoise.backends.base import executor
 from tortoise.context import TortoiseContext
+from tortoise.models import Model
 
 from billing.catalog import rate_cards
 from billing.core import audit, clock, sql
 from models.catalog import AddOn, PlatformRate, RateCardCell
-from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus
+from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus, WorkspaceStatus
 from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, Refund
 from models.subscriptions import WorkspaceAddOn
-from models.tenancy import Partner
+from models.tenancy import Partner, Project, Workspace
 from models.wallets import Wallet
-from tests.factories import a_workspace
 from whitebill import db
 
 
@@ -94,29 +94,36 @@ def _upgrade(url: str, older: str, fill: Callable[[], Awaitable[None]]) -> list[
     return asyncio.run(run())
 
 
-async def an_old_partner() -> Partner:
-    """A partner as the releases these tests start from made it: raw rows, since the models have more
-    columns now (branding.allowed_origins since 0019, partner.coupons_stack since 0021): a partner built
-    by today's model, written in the columns the database at that release has."""
-    model = Partner(name="Agency", slug=f"p-{secrets.token_hex(4)}", default_currency="BRL", created_at=clock.now())
+async def as_of_release(model: Model) -> None:
+    """Write ``model`` (built in memory by today's model) in the columns its table has at the release the
+    database is at, and give it its id: the model itself would write, and read back, columns that release
+    does not have."""
+    table = model._meta.db_table
     if sql.is_postgres():
         rows = await sql.fetch(
-            "SELECT column_name AS name FROM information_schema.columns WHERE table_name = 'partner'"
+            "SELECT column_name AS name FROM information_schema.columns WHERE table_name = $1", table
         )
     else:
-        rows = await sql.fetch("SELECT name FROM pragma_table_info('partner')")
+        rows = await sql.fetch(f"SELECT name FROM pragma_table_info('{table}')")
     present = {row["name"] for row in rows}
     values = {
-        column: Partner._meta.fields_map[name].to_db_value(getattr(model, name), model)
-        for name, column in Partner._meta.fields_db_projection.items()
+        column: model._meta.fields_map[name].to_db_value(getattr(model, name), model)
+        for name, column in model._meta.fields_db_projection.items()
         if column in present and column != "id"
     }
     placeholders = ", ".join(f"${n}" for n in range(1, len(values) + 1))
     made = await sql.fetch(
-        f"INSERT INTO partner ({', '.join(values)}) VALUES ({placeholders}) RETURNING id",
+        f"INSERT INTO {table} ({', '.join(values)}) VALUES ({placeholders}) RETURNING id",
         *values.values(),
     )
-    partner = await Partner.get(id=made[0]["id"])
+    model.id = made[0]["id"]
+
+
+async def an_old_partner() -> Partner:
+    """A partner as the releases these tests start from made it, with its branding: raw rows, since the
+    models have more columns now (branding.allowed_origins since 0019, partner.coupons_stack since 0021)."""
+    partner = Partner(name="Agency", slug=f"p-{secrets.token_hex(4)}", default_currency="BRL", created_at=clock.now())
+    await as_of_release(partner)
     await sql.execute(
         "INSERT INTO branding (created_at, partner_id, display_name) VALUES ($1, $2, $3)",
         clock.now(),
@@ -124,6 +131,25 @@ async def an_old_partner() -> Partner:
         "Agency",
     )
     return partner
+
+
+async def an_old_workspace(partner: Partner) -> Workspace:
+    """A workspace of ``partner`` with its default project, as those releases made them."""
+    workspace = Workspace(
+        partner_id=partner.id,
+        name="Client",
+        owner_email=f"{secrets.token_hex(4)}@client.example",
+        status=WorkspaceStatus.RESTRICTED,
+        status_reasons=[],
+        created_at=clock.now(),
+    )
+    await as_of_release(workspace)
+    await as_of_release(
+        Project(
+            partner_id=partner.id, workspace_id=workspace.id, name="Client", is_default=True, created_at=clock.now()
+        )
+    )
+    return workspace
 
 
 def _read(url: str, read: Callable[[], Awaitable[None]]) -> None:
@@ -140,7 +166,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
 
     async def at_0011() -> None:
         partner = await an_old_partner()
-        workspace = await a_workspace(partner)
+        workspace = await an_old_workspace(partner)
 
         async def lapsed(name: str, run_at: datetime = lapse) -> None:
             await audit.emit(
