@@ -50,6 +50,7 @@ class Permission(StrEnum):
     CONFIGURE_GATEWAY = "CONFIGURE_GATEWAY"
     READ_REPORTS = "READ_REPORTS"
     MANAGE_USERS = "MANAGE_USERS"
+    MANAGE_SUB_PARTNERS = "MANAGE_SUB_PARTNERS"  # a partner's resellers of its own
 
 
 PLATFORM_PERMISSIONS = frozenset(Permission)
@@ -61,6 +62,7 @@ PARTNER_PERMISSIONS = frozenset(
         Permission.CONFIGURE_GATEWAY,
         Permission.READ_REPORTS,
         Permission.MANAGE_USERS,
+        Permission.MANAGE_SUB_PARTNERS,
     }
 )
 

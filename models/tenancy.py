@@ -35,6 +35,11 @@ class Partner(Entity):
     tax_id = fields.CharField(max_length=20, null=True)  # when the platform charges the partner through Asaas
     settings = fields.JSONField(default=dict)
     coupons_stack = fields.BooleanField(default=False, db_default=False)  # two coupons on one charge add up
+    # Resellers of resellers: the partner this one resells through (None: the platform's own partner), and
+    # how far below the platform it sits (1: a direct partner).
+    parent = fields.ForeignKeyField("models.Partner", related_name=None, null=True, on_delete=fields.RESTRICT)
+    parent_id: int | None
+    level = fields.IntField(default=1, db_default=1)
     # When a project's WhatsApp credit runs out: a hard stop, or down to the project's credit limit.
     usage_credit_policy = fields.CharEnumField(UsageCreditPolicy, max_length=24, default=UsageCreditPolicy.REFUSE)
 

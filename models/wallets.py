@@ -139,6 +139,10 @@ class PlatformDeduction(Entity):
     posting_id = fields.BigIntField(null=True)  # set when debited
     debited_at = fields.DatetimeField(null=True)
     attempts = fields.IntField(default=0)
+    # A sub-partner's client: every level up the chain, from this partner to the platform's direct partner,
+    # each debited its parent's price ([{"partner_id": 7, "amount": 6488}, ...]), in one posting. Empty: a
+    # direct partner's, which is ``partner_id`` debited ``amount`` alone.
+    chain = fields.JSONField(default=list, db_default="[]")
 
     class Meta:
         table = "platform_deduction"

@@ -15,7 +15,7 @@ from strawberry.dataloader import DataLoader
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.subscriptions.current import LIVE
-from billing.tenants import api_keys, identity
+from billing.tenants import api_keys, hierarchy, identity
 from models.catalog import PartnerMargin, Plan
 from models.subscriptions import Subscription, UsageCounter, WorkspaceAddOn
 from models.tenancy import Branding, Partner, Project
@@ -41,6 +41,10 @@ async def _load_brandings(keys: list[int]) -> list[Branding | None]:
 
 async def _load_margins(keys: list[int]) -> list[list[PartnerMargin]]:
     return _group(await PartnerMargin.filter(partner_id__in=keys), "partner_id", keys)
+
+
+async def _load_ancestry(keys: list[int]) -> list[list[int]]:
+    return [await hierarchy.ancestry(key) for key in keys]  # one key in practice: the caller's partner
 
 
 async def _load_live_subscriptions(keys: list[int]) -> list[Subscription | None]:
@@ -94,6 +98,11 @@ class Loaders:
     @cached_property
     def margins_of_partner(self) -> DataLoader[int, list[PartnerMargin]]:
         return DataLoader(_load_margins)
+
+    @cached_property
+    def ancestry(self) -> DataLoader[int, list[int]]:
+        """Each partner's chain from the platform's direct partner down to itself."""
+        return DataLoader(_load_ancestry)
 
     @cached_property
     def live_subscription(self) -> DataLoader[int, Subscription | None]:

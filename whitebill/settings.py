@@ -31,6 +31,8 @@ USAGE_AHEAD_ENV = "WHITEBILL_USAGE_MAX_AHEAD_SECONDS"
 DEFAULT_USAGE_AHEAD_SECONDS = 300
 USAGE_MONTHS_BACK_ENV = "WHITEBILL_USAGE_MONTHS_BACK"
 DEFAULT_USAGE_MONTHS_BACK = 1
+PARTNER_LEVELS_ENV = "WHITEBILL_MAX_PARTNER_LEVELS"
+DEFAULT_PARTNER_LEVELS = 3
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for it
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
 OUTBOUND_ALLOW_ENV = "WHITEBILL_OUTBOUND_ALLOW"
@@ -72,6 +74,8 @@ class Settings:
     # the UTC month this many months back (1: the previous month), so every charge lands in a report.
     usage_max_ahead_seconds: int = DEFAULT_USAGE_AHEAD_SECONDS
     usage_months_back: int = DEFAULT_USAGE_MONTHS_BACK
+    # How many levels of partners may sit below the platform (1: no sub-partners; at most 3).
+    max_partner_levels: int = DEFAULT_PARTNER_LEVELS
     cors_origins: tuple[str, ...] = ()  # the platform's own browser origins (partners list theirs in branding)
     # Development and tests only: networks a partner's webhook URL may reach besides public addresses.
     outbound_allowed_networks: tuple[str, ...] = LOOPBACK_NETWORKS
@@ -108,6 +112,7 @@ class Settings:
             reset_url=self.reset_url,
             usage_max_ahead_seconds=self.usage_max_ahead_seconds,
             usage_months_back=self.usage_months_back,
+            max_partner_levels=self.max_partner_levels,
             cors_origins=self.cors_origins,
             outbound_allowed_networks=() if self.env == "production" else self.outbound_allowed_networks,
         )
@@ -232,6 +237,7 @@ def load_settings() -> Settings:
         expiry_notice_days=_notice_days(),
         usage_max_ahead_seconds=_whole_number(USAGE_AHEAD_ENV, DEFAULT_USAGE_AHEAD_SECONDS, 86_400),
         usage_months_back=_whole_number(USAGE_MONTHS_BACK_ENV, DEFAULT_USAGE_MONTHS_BACK, 24),
+        max_partner_levels=max(1, _whole_number(PARTNER_LEVELS_ENV, DEFAULT_PARTNER_LEVELS, DEFAULT_PARTNER_LEVELS)),
         cors_origins=_cors_origins(env),
         rate_limit_storage=os.environ.get("WHITEBILL_RATE_LIMIT_STORAGE", "async+memory://"),
         login_limit_per_email=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "10/minute"),

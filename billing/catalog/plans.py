@@ -6,6 +6,7 @@ plus its margin (on the plan, else on its family, else in bulk), and may define 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +30,7 @@ from billing.core.money import (
 )
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
+from billing.tenants import hierarchy
 from billing.tenants.partners import check_name
 from models.catalog import AddOn, CreditPackage, PartnerMargin, Plan, PlanFamily
 from models.enums import BillingInterval, MarginKind, Permission, PlanStatus
@@ -362,16 +364,36 @@ async def remove_margin(
 
 
 async def price_for(partner_id: int | None, plan: Plan) -> Money:
-    """What this partner's clients pay for ``plan`` each period."""
-    margins = await PartnerMargin.filter(partner_id=partner_id) if partner_id is not None else []
-    return price_with(margins, partner_id, plan)
+    """What this partner's clients pay for ``plan`` each period: for a platform plan, the platform's price
+    with each level's margin on top, from the platform's direct partner down to this one."""
+    if partner_id is None or plan.partner_id is not None:
+        return Money(plan.price_amount, plan.currency)
+    chain = await hierarchy.ancestry(partner_id)
+    margins = await PartnerMargin.filter(partner_id__in=chain)
+    return price_down([[m for m in margins if m.partner_id == level] for level in chain], plan)
+
+
+def price_down(levels: Sequence[Sequence[PartnerMargin]], plan: Plan) -> Money:
+    """A platform plan's price down a chain of partners, from each level's margins already at hand (top
+    first): each level's margin on its parent's price, rounded once per level (half-even, to the minor unit)."""
+    price = Money(plan.price_amount, plan.currency)
+    if plan.partner_id is not None:
+        return price
+    for margins in levels:
+        price = _with_margin(margins, plan, price)
+    return price
 
 
 def price_with(margins: list[PartnerMargin], partner_id: int | None, plan: Plan) -> Money:
-    """The same from the partner's margins already at hand (a page of plans reads them once)."""
+    """The price for a direct partner of the platform from its margins already at hand."""
     base = Money(plan.price_amount, plan.currency)
     if plan.partner_id is not None or partner_id is None:
         return base
+    return _with_margin(margins, plan, base)
+
+
+def _with_margin(margins: Sequence[PartnerMargin], plan: Plan, base: Money) -> Money:
+    """``base`` (the parent's price of a platform plan) with the most specific of ``margins`` on top."""
     by_scope = {m.scope: m for m in margins if _applies_to(m, plan.currency)}
     # The most specific margin wins: this plan's, else its family's, else the bulk fixed one in the
     # plan's currency, else the bulk percentage. A fixed margin in another currency never applies.

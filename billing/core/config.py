@@ -36,6 +36,9 @@ class DomainConfig:
     # fast), and not before the start of the UTC month this many months back (0: the current month).
     usage_max_ahead_seconds: int = 300
     usage_months_back: int = 1
+    # Levels of partners below the platform (WHITEBILL_MAX_PARTNER_LEVELS): 1 is the platform's direct
+    # partners only; at most 3 (a master reseller, its agencies, their freelancers).
+    max_partner_levels: int = 3
     # Browser origins of the platform's own pages (WHITEBILL_CORS_ORIGINS), allowed whatever the caller;
     # partners' origins come from their branding (billing.tenants.origins).
     cors_origins: tuple[str, ...] = ()

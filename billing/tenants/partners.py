@@ -7,12 +7,12 @@ import re
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from billing.core import audit, tenancy
+from billing.core import audit, config, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import check_currency
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
-from models.enums import Permission, StatusReasonKind, WorkspaceStatus
+from models.enums import Permission, StatusReasonKind, ViewerKind, WorkspaceStatus
 from models.tenancy import Branding, Partner, Project, Workspace
 
 _SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,78}[a-z0-9])?$")
@@ -38,6 +38,26 @@ def check_name(name: str, field: str = "name") -> str:
 
 async def create_partner(viewer: Viewer, *, name: str, slug: str, currency: str = "USD") -> Partner:
     viewer.require(Permission.MANAGE_PARTNERS)
+    return await _create(viewer, name=name, slug=slug, currency=currency, parent=None)
+
+
+async def create_sub_partner(viewer: Viewer, *, name: str, slug: str, currency: str | None = None) -> Partner:
+    """A partner reselling through the caller's partner: a full partner of its own (users, brand, gateway,
+    workspaces, plans), one level further from the platform, never beyond WHITEBILL_MAX_PARTNER_LEVELS. It
+    pays the caller's prices, in the caller's currency unless another is named."""
+    viewer.require(Permission.MANAGE_SUB_PARTNERS)
+    if viewer.kind is not ViewerKind.PARTNER or viewer.partner_id is None:
+        raise BillingError(ErrorCode.FORBIDDEN, "sub-partners are made by a partner (the platform makes partners)")
+    parent = await Partner.get(id=viewer.partner_id)
+    deepest = config.current().max_partner_levels
+    if parent.level >= deepest:
+        raise BillingError(
+            ErrorCode.FORBIDDEN, f"partners sit at most {deepest} levels below the platform: this one cannot resell"
+        )
+    return await _create(viewer, name=name, slug=slug, currency=currency or parent.default_currency, parent=parent)
+
+
+async def _create(viewer: Viewer, *, name: str, slug: str, currency: str, parent: Partner | None) -> Partner:
     name = check_name(name)
     slug = check_text(slug, "slug", max_length=80).lower()
     if not _SLUG.match(slug):
@@ -45,15 +65,24 @@ async def create_partner(viewer: Viewer, *, name: str, slug: str, currency: str 
     currency = check_currency(currency, field="currency")
     try:
         async with in_transaction("default"):
-            partner = await Partner.create(name=name, slug=slug, default_currency=currency)
+            partner = await Partner.create(
+                name=name,
+                slug=slug,
+                default_currency=currency,
+                parent_id=parent.id if parent else None,
+                level=parent.level + 1 if parent else 1,
+            )
             await Branding.create(partner=partner, display_name=name)
+            after: dict[str, str | None] = {"name": name, "slug": slug, "currency": currency}
+            if parent is not None:
+                after["parent"] = audit.global_id("Partner", parent.id)
             await audit.record(
                 actor=viewer.actor,
                 action="partner.create",
                 target_type="Partner",
                 target_id=partner.id,
                 partner_id=partner.id,
-                after={"name": name, "slug": slug, "currency": currency},
+                after=after,
             )
     except IntegrityError:
         raise BillingError(ErrorCode.ALREADY_EXISTS, f"a partner with slug {slug!r} exists", field="slug") from None

@@ -10,10 +10,16 @@ payment (unique), and debited there when the balance (and its credit limit, set 
 allows. When it does not, the client is not held back: the row stays PENDING, the partner is told
 (``partner.balance_insufficient``), and a job retries the debit, hourly, until it goes through.
 Partner plans are not deducted here: the partner pays them from the balance directly.
+
+Resellers of resellers: a sub-partner's client's payment debits every level of the chain its parent's
+price, from the client's partner up to the platform's direct partner (debited the platform's price), in
+one posting: all of them or none. A level short of balance holds the whole deduction back; that partner is
+the one told, and the retry debits every level once.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from fractions import Fraction
 from typing import Any
@@ -26,11 +32,12 @@ from billing.catalog import plans
 from billing.core import audit, clock, sql, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.periods import round_half_even
-from models.catalog import Plan
+from billing.tenants import hierarchy
+from models.catalog import PartnerMargin, Plan
 from models.enums import ExternalAccount, LedgerCause, OwnerKind, PaymentPurpose, PaymentStatus
 from models.payments import Payment
 from models.subscriptions import SubscriptionPeriod
-from models.wallets import PlatformDeduction
+from models.wallets import PlatformDeduction, Wallet
 
 RETRY_JOB = "platform_deduction.retry"
 RETRY_EVERY = timedelta(hours=1)
@@ -52,20 +59,30 @@ async def on_client_payment(payment: Payment) -> None:
     plan = await _plan_of(payment)
     if plan is None or plan.partner_id is not None:  # the partner's own plan: all of it is the partner's
         return
-    client_price = (await plans.price_for(payment.partner_id, plan)).amount
+    chain = await hierarchy.ancestry(payment.partner_id)
+    margins = await PartnerMargin.filter(partner_id__in=chain)
+    by_level = [[m for m in margins if m.partner_id == level] for level in chain]
+    client_price = plans.price_down(by_level, plan).amount
     if client_price <= 0:
         return
     # On the client's price, before the partner's coupons and its taxes: those are the partner's to give
-    # and to collect, not the platform's.
+    # and to collect, not the platform's. Each level pays its parent's price, in that same proportion.
     paid = int(payment.purpose.get("price", payment.amount))
-    amount = round_half_even(Fraction(paid) * plan.price_amount / client_price)
+    levels = [
+        {
+            "partner_id": partner,
+            "amount": round_half_even(Fraction(paid) * plans.price_down(by_level[:n], plan).amount / client_price),
+        }
+        for n, partner in enumerate(chain)
+    ]
+    amount = levels[-1]["amount"]
     if amount <= 0:
         return
     kind = "RENEWAL" if payment.purpose_kind == PaymentPurpose.SUBSCRIPTION_PERIOD else "PLAN"
     workspace_id = int(payment.payer_key.split(":", 1)[1])
     rows = await sql.fetch(
         "INSERT INTO platform_deduction (created_at, partner_id, workspace_id, kind, source, plan_id, amount,"
-        " currency, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)"
+        " currency, attempts, chain) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9)"
         " ON CONFLICT (source, kind) DO NOTHING RETURNING id",
         clock.now(),
         payment.partner_id,
@@ -75,6 +92,7 @@ async def on_client_payment(payment: Payment) -> None:
         plan.id,
         amount,
         plan.currency,
+        json.dumps(levels if len(levels) > 1 else []),
     )
     if rows:
         await _debit(int(rows[0]["id"]), first=True)
@@ -85,12 +103,27 @@ async def _debit(deduction_id: int, *, first: bool = False) -> bool:
     deduction = await PlatformDeduction.get(id=deduction_id)
     if deduction.debited_at is not None:
         return True
-    wallet = await opening.open_wallet(
-        partner_id=deduction.partner_id,
-        owner_kind=OwnerKind.PARTNER,
-        owner_id=deduction.partner_id,
-        unit=deduction.currency,
-    )
+    levels = deduction.chain or [{"partner_id": deduction.partner_id, "amount": deduction.amount}]
+    wallets = [
+        await opening.open_wallet(
+            partner_id=level["partner_id"],
+            owner_kind=OwnerKind.PARTNER,
+            owner_id=level["partner_id"],
+            unit=deduction.currency,
+        )
+        for level in levels
+    ]
+    # The platform's direct partner pays the platform; each level below pays its parent (its revenue).
+    legs = [
+        Leg(
+            int(level["amount"]),
+            deduction.currency,
+            wallet.id,
+            ExternalAccount.PLATFORM_REVENUE if n == 0 else ExternalAccount.PARTNER_REVENUE,
+        )
+        for n, (level, wallet) in enumerate(zip(levels, wallets, strict=True))
+        if int(level["amount"]) > 0
+    ]
     try:
         async with in_transaction("default"):
             claimed = await sql.execute(
@@ -102,7 +135,7 @@ async def _debit(deduction_id: int, *, first: bool = False) -> bool:
             if claimed != 1:
                 return True
             posted = await ledger.post(
-                [Leg(deduction.amount, deduction.currency, wallet.id, ExternalAccount.PLATFORM_REVENUE)],
+                legs,
                 cause=LedgerCause.RENEWAL if deduction.kind == "RENEWAL" else LedgerCause.PURCHASE,
                 caused_by=CausedBy("PlatformDeduction", str(deduction.id)),
                 note=f"platform price, {deduction.source}",
@@ -115,15 +148,16 @@ async def _debit(deduction_id: int, *, first: bool = False) -> bool:
             raise
         await sql.execute("UPDATE platform_deduction SET attempts = attempts + 1 WHERE id = $1", deduction.id)
         if first:
+            short = await _short_level(levels, wallets)
             await audit.emit(
                 "partner.balance_insufficient",
-                deduction.partner_id,
+                int(short["partner_id"]),
                 {
                     "deduction_id": deduction.id,
                     "kind": deduction.kind,
-                    "amount": deduction.amount,
+                    "amount": int(short["amount"]),
                     "currency": deduction.currency,
-                    "workspace_id": deduction.workspace_id,
+                    "workspace_id": deduction.workspace_id if short["partner_id"] == deduction.partner_id else None,
                 },
             )
         await work.schedule(
@@ -134,6 +168,15 @@ async def _debit(deduction_id: int, *, first: bool = False) -> bool:
         )
         return False
     return True
+
+
+async def _short_level(levels: list[dict[str, Any]], wallets: list[Wallet]) -> dict[str, Any]:
+    """The level of the chain whose balance cannot pay its share (the first, from the top, if several)."""
+    for level, wallet in zip(levels, wallets, strict=True):
+        current = await Wallet.get(id=wallet.id)
+        if current.balance - int(level["amount"]) < -current.credit_limit:
+            return level
+    return levels[-1]
 
 
 async def retry_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import strawberry.scalars
 from strawberry.types import Info
 
 from billing.catalog import rate_cards
-from billing.catalog.plans import price_with, shown_value
+from billing.catalog.plans import price_down, shown_value
 from billing.core import clock
 from billing.core.money import plain_decimal
 from models import catalog as catalog_models
@@ -69,12 +69,15 @@ class Plan(Node):
     included_units: list[Limit] = strawberry.field(description="Units granted each paid period (MESSAGE_CREDITS...).")
     row: strawberry.Private[catalog_models.Plan]
 
-    @strawberry.field(description="What the caller's clients pay each period: the platform price plus its margin.")
+    @strawberry.field(
+        description="What the caller's clients pay each period: the platform price plus each margin down the"
+        " chain of resellers to the caller's own."
+    )
     async def price(self, info: Info[Context, None]) -> Money:
         viewer = info.context.viewer
         partner_id = viewer.partner_id if viewer else None
-        margins = await info.context.loaders.margins_of_partner.load(partner_id) if partner_id is not None else []
-        price = price_with(margins, partner_id, self.row)
+        chain = await info.context.loaders.ancestry.load(partner_id) if partner_id is not None else []
+        price = price_down([await info.context.loaders.margins_of_partner.load(p) for p in chain], self.row)
         return Money.of(price.amount, price.currency)
 
     @classmethod

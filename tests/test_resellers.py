@@ -1,0 +1,140 @@
+"""Resellers of resellers: platform → master → agency → freelancer → client. Each level's price is its
+parent's plus its own margin, rounded once per level; a client's payment debits every level its parent's
+price in one posting; a level short of balance holds the whole deduction back and is the one told; no
+partner sits a fourth level down; every level's statement reconciles with its ledger."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from billing.accounts import statements, wallets
+from billing.catalog import plans
+from billing.core import clock, config
+from billing.core.errors import BillingError, ErrorCode
+from billing.core.money import Money
+from billing.sales import purchases
+from billing.subscriptions import lifecycle, renewals
+from billing.tenants import partners
+from billing.usage import platform_deductions
+from models.enums import BillingInterval, MarginKind, OwnerKind, PeriodStatus
+from models.operations import OutboxEvent
+from models.subscriptions import SubscriptionPeriod
+from models.wallets import LedgerEntry, PlatformDeduction, Wallet
+from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
+
+pytestmark = pytest.mark.usefixtures("database")
+
+
+async def a_chain():
+    """Master (+20 %), its agency (+5.00 BRL), the agency's freelancer (+15 %), on the platform's 49.90 plan."""
+    master = await a_partner("Master")
+    agency = await partners_sub(master, "Agency")
+    freelancer = await partners_sub(agency, "Freelancer")
+    plan = await plans.create_plan(
+        PLATFORM, name="Basic", interval=BillingInterval.MONTHLY, price=Money(4990, "BRL"), limits={}
+    )
+    await plans.set_margin(partner_viewer(master), kind=MarginKind.PERCENTAGE, value=Decimal(20), plan_id=plan.id)
+    await plans.set_margin(partner_viewer(agency), kind=MarginKind.FIXED, value="5.00", plan_id=plan.id)
+    await plans.set_margin(partner_viewer(freelancer), kind=MarginKind.PERCENTAGE, value=Decimal(15), plan_id=plan.id)
+    return master, agency, freelancer, plan
+
+
+async def partners_sub(parent, name: str):
+    return await partners.create_sub_partner(partner_viewer(parent), name=name, slug=f"{parent.slug}-{name.lower()}")
+
+
+async def fund(partner, amount: int, key: str) -> None:
+    await wallets.grant_partner_balance(
+        PLATFORM, partner_id=partner.id, currency="BRL", amount=amount, note="", idempotency_key=key
+    )
+
+
+async def balance(partner) -> int:
+    found = await Wallet.get_or_none(owner_key=f"PARTNER:{partner.id}", owner_kind=OwnerKind.PARTNER, unit="BRL")
+    return found.balance if found else 0
+
+
+async def test_each_level_adds_its_margin_to_its_parents_price_rounded_once_per_level() -> None:
+    master, agency, freelancer, plan = await a_chain()
+    # By hand: 49.90 + 20 % = 59.88; + 5.00 = 64.88; + 15 % = 74.612 -> 74.61 (half-even to the cent).
+    assert [(await plans.price_for(p.id, plan)).amount for p in (master, agency, freelancer)] == [5988, 6488, 7461]
+    assert (agency.level, freelancer.level, freelancer.parent_id) == (2, 3, agency.id)
+
+
+async def test_no_partner_sits_a_fourth_level_down_and_the_platform_may_lower_the_limit() -> None:
+    master, agency, freelancer, _ = await a_chain()
+    with pytest.raises(BillingError) as refused:
+        await partners_sub(freelancer, "Fourth")
+    assert refused.value.code is ErrorCode.FORBIDDEN
+    lowered = config.current()
+    config.configure(
+        config.DomainConfig(**{**{f: getattr(lowered, f) for f in lowered.__slots__}, "max_partner_levels": 2})
+    )
+    try:
+        with pytest.raises(BillingError) as refused:
+            await partners_sub(agency, "Another")
+        assert refused.value.code is ErrorCode.FORBIDDEN
+        await partners_sub(master, "Second")  # still one level below the master
+    finally:
+        config.configure(lowered)
+
+
+async def test_a_renewal_debits_every_level_its_parents_price_in_one_posting_and_statements_reconcile() -> None:
+    master, agency, freelancer, plan = await a_chain()
+    for n, partner in enumerate((master, agency, freelancer)):
+        await fund(partner, 1000_00, f"fund-{n}")
+    client = await a_workspace(freelancer, "Client")
+    subscription = await lifecycle.assign_plan(
+        partner_viewer(freelancer), workspace_id=client.id, plan_id=plan.id, note="", idempotency_key="a"
+    )
+    assert subscription.price_amount == 7461  # the client pays the freelancer's price
+    assert [await balance(p) for p in (master, agency, freelancer)] == [1000_00 - 4990, 1000_00 - 5988, 1000_00 - 6488]
+    await clock.advance(subscription.current_period_end - clock.now())
+    assert await renewals.run_due() == 1
+    for period in await SubscriptionPeriod.filter(subscription_id=subscription.id, status=PeriodStatus.DUE):
+        assert period.payment_id is not None
+        await purchases.record_payment(
+            partner_viewer(freelancer), payment_id=period.payment_id, note="", idempotency_key="renewal"
+        )
+    assert [await balance(p) for p in (master, agency, freelancer)] == [
+        1000_00 - 2 * 4990,
+        1000_00 - 2 * 5988,
+        1000_00 - 2 * 6488,
+    ]
+    renewal = await PlatformDeduction.get(kind="RENEWAL")
+    entries = await LedgerEntry.filter(posting_id=renewal.posting_id).order_by("id")
+    assert sorted(e.amount for e in entries) == [-6488, -5988, -4990]  # one posting: every level or none
+    for partner in (master, agency, freelancer):
+        month = clock.now().strftime("%Y-%m")
+        statement = await statements.monthly(PLATFORM, partner_id=partner.id, month=month)
+        wallet = await Wallet.get(owner_key=f"PARTNER:{partner.id}", unit="BRL")
+        in_month = await LedgerEntry.filter(
+            wallet_id=wallet.id, created_at__gte=statement.start, created_at__lt=statement.end
+        )
+        assert statement.reconciled and statement.movement == sum(e.amount for e in in_month)
+
+
+async def test_a_middle_level_short_of_balance_holds_the_deduction_back_is_told_and_pays_once_after_its_top_up() -> (
+    None
+):
+    master, agency, freelancer, plan = await a_chain()
+    await fund(master, 1000_00, "m")
+    await fund(agency, 10_00, "a")  # short: it owes its parent 59.88
+    await fund(freelancer, 1000_00, "f")
+    client = await a_workspace(freelancer, "Client")
+    await lifecycle.assign_plan(
+        partner_viewer(freelancer), workspace_id=client.id, plan_id=plan.id, note="", idempotency_key="a"
+    )
+    pending = await PlatformDeduction.get(kind="PLAN")
+    assert pending.debited_at is None  # the client has its plan; nobody was debited
+    assert [await balance(p) for p in (master, agency, freelancer)] == [1000_00, 10_00, 1000_00]
+    told = await OutboxEvent.filter(event_type="partner.balance_insufficient")
+    assert [(e.partner_id, e.payload["amount"]) for e in told] == [(agency.id, 5988)]  # the short one, its share
+    await fund(agency, 100_00, "a2")
+    await clock.advance(platform_deductions.RETRY_EVERY + timedelta(minutes=1))
+    for _ in range(2):  # the retry, and a repeat of it: debited once
+        await platform_deductions.retry_job({"deduction_id": pending.id})
+    assert [await balance(p) for p in (master, agency, freelancer)] == [1000_00 - 4990, 110_00 - 5988, 1000_00 - 6488]
