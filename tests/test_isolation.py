@@ -865,6 +865,15 @@ async def seed(
         )
         keys[role], secrets_by_role[role] = from_global_id(made["keyId"])[1], made["secret"]
     key = secrets_by_role["main"]
+    # A partner reselling through it (Partner.subPartners), named with the tenant's text.
+    await api.run(
+        key,
+        "createSubPartner",
+        "CreateSubPartnerInput",
+        "partner { id }",
+        name=f"{texts[0]} reseller",
+        slug=f"{slug}-sub",
+    )
     await api.run(
         key,
         "updateBranding",

@@ -17,13 +17,14 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.sales import purchases
 from billing.subscriptions import lifecycle, renewals
-from billing.tenants import partners
+from billing.tenants import api_keys, partners
 from billing.usage import platform_deductions
 from models.enums import BillingInterval, MarginKind, OwnerKind, PeriodStatus
 from models.operations import OutboxEvent
 from models.subscriptions import SubscriptionPeriod
 from models.wallets import LedgerEntry, PlatformDeduction, Wallet
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
+from tests.graphql import GraphQLClient
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -138,3 +139,39 @@ async def test_a_middle_level_short_of_balance_holds_the_deduction_back_is_told_
     for _ in range(2):  # the retry, and a repeat of it: debited once
         await platform_deductions.retry_job({"deduction_id": pending.id})
     assert [await balance(p) for p in (master, agency, freelancer)] == [1000_00 - 4990, 110_00 - 5988, 1000_00 - 6488]
+
+
+PARTNERS = "{ partners(first: 20) { nodes { name level subPartners(first: 5) { nodes { name } } } } }"
+CREATE_SUB = """mutation($name: String!, $slug: String!) { createSubPartner(input: {name: $name, slug: $slug}) {
+  partner { name level defaultCurrency } errors { code field } } }"""
+
+
+async def test_a_parent_sees_the_partners_below_it_and_a_sub_partner_sees_neither_its_parent_nor_its_siblings(
+    server,
+) -> None:
+    master, agency, freelancer, _ = await a_chain()
+    sibling = await partners_sub(master, "Sibling")
+
+    async def client_of(partner) -> GraphQLClient:
+        return GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+
+    seen = (await (await client_of(master)).data(PARTNERS))["partners"]["nodes"]
+    assert sorted((p["name"], p["level"]) for p in seen) == [
+        ("Agency", 2),
+        ("Freelancer", 3),
+        ("Master", 1),
+        ("Sibling", 2),
+    ]
+    assert {p["name"]: [c["name"] for c in p["subPartners"]["nodes"]] for p in seen}["Master"] == ["Agency", "Sibling"]
+    seen = (await (await client_of(agency)).data(PARTNERS))["partners"]["nodes"]
+    assert [(p["name"], [c["name"] for c in p["subPartners"]["nodes"]]) for p in seen] == [
+        ("Agency", ["Freelancer"]),
+        ("Freelancer", []),
+    ]
+    assert [p["name"] for p in (await (await client_of(sibling)).data(PARTNERS))["partners"]["nodes"]] == ["Sibling"]
+
+    freelancer_api = await client_of(freelancer)
+    refused = (await freelancer_api.data(CREATE_SUB, {"name": "Fourth", "slug": "fourth-level"}))["createSubPartner"]
+    assert refused == {"partner": None, "errors": [{"code": "FORBIDDEN", "field": None}]}
+    made = await (await client_of(sibling)).data(CREATE_SUB, {"name": "Shop", "slug": "sibling-shop"})
+    assert made["createSubPartner"]["partner"] == {"name": "Shop", "level": 3, "defaultCurrency": "BRL"}

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
+from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -71,9 +72,14 @@ def partner_owned(queryset: QuerySet[M], viewer: Viewer) -> QuerySet[M]:
     return _scoped(queryset, viewer, workspace_field=None)
 
 
-def partners(viewer: Viewer) -> QuerySet[Partner]:
+def partners(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Partner]:
+    """The caller's partner (every partner, for the platform); ``with_descendants``: and, for a partner, the
+    partners reselling through it, at any level (never its parent or its parent's other children)."""
     if viewer.is_platform:
         return Partner.all()
+    if with_descendants and viewer.kind is ViewerKind.PARTNER:
+        own = viewer.partner_id
+        return Partner.filter(Q(id=own) | Q(parent_id=own) | Q(parent__parent_id=own))
     return Partner.filter(id=viewer.partner_id)
 
 

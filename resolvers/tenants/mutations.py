@@ -48,6 +48,13 @@ class CreatePartnerPayload:
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
+@strawberry.input(description="A partner reselling through yours (at most WHITEBILL_MAX_PARTNER_LEVELS down).")
+class CreateSubPartnerInput:
+    name: str
+    slug: str
+    default_currency: str | None = strawberry.field(default=None, description="Yours when omitted.")
+
+
 @strawberry.input
 class CreateWorkspaceInput:
     name: str
@@ -211,6 +218,17 @@ class Mutation:
     @mutation(permission=DomainPermission.MANAGE_PARTNERS)
     async def create_partner(self, info: Info[Context, None], input: CreatePartnerInput) -> CreatePartnerPayload:
         row = await partners.create_partner(
+            viewer_with(info), name=input.name, slug=input.slug, currency=input.default_currency
+        )
+        return CreatePartnerPayload(partner=Partner.of(row))
+
+    @mutation(
+        permission=DomainPermission.MANAGE_SUB_PARTNERS,
+        description="A sub-partner: a full partner of its own that pays your prices (your price plus its margin).",
+        fields={"currency": "defaultCurrency"},
+    )
+    async def create_sub_partner(self, info: Info[Context, None], input: CreateSubPartnerInput) -> CreatePartnerPayload:
+        row = await partners.create_sub_partner(
             viewer_with(info), name=input.name, slug=input.slug, currency=input.default_currency
         )
         return CreatePartnerPayload(partner=Partner.of(row))

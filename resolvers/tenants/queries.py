@@ -73,7 +73,7 @@ def _tax_rates(viewer: DomainViewer) -> QuerySet[Any]:
 # node(id:): every type resolves through the viewer's tenant scope, so a foreign id is null; so is a
 # row the viewer lacks the permission to list.
 _RESOLVABLE: dict[str, tuple[Callable[[DomainViewer], QuerySet[Any]], Callable[[Any], Node]]] = {
-    "Partner": (tenancy.partners, Partner.of),
+    "Partner": (lambda v: tenancy.partners(v, with_descendants=True), Partner.of),
     "Workspace": (tenancy.workspaces, Workspace.of),
     "Project": (tenancy.projects, Project.of),
     "Wallet": (tenancy.wallets, Wallet.of),
@@ -120,7 +120,9 @@ class Query:
     async def partners(
         self, info: Info[Context, None], first: int | None = None, after: str | None = None
     ) -> Connection[Partner]:
-        return await paginate(tenancy.partners(viewer_with(info)), first=first, after=after, to_node=Partner.of)
+        viewer = viewer_with(info)
+        seen = tenancy.partners(viewer, with_descendants=True)  # a partner, and those reselling through it
+        return await paginate(seen, first=first, after=after, to_node=Partner.of)
 
     @strawberry.field(description="Workspaces you can see, oldest first; filter by owner e-mail.")
     async def workspaces(

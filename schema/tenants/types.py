@@ -208,6 +208,7 @@ class Partner(Node):
             credit_billing_enabled=row.credit_billing_enabled,
             usage_credit_policy=row.usage_credit_policy,
             coupons_stack=row.coupons_stack,
+            level=row.level,
         )
 
     domain: str | None = None
@@ -227,6 +228,16 @@ class Partner(Node):
     coupons_stack: bool = strawberry.field(
         default=False, description="Whether two coupons on one charge add up (otherwise a charge takes one)."
     )
+    level: int = strawberry.field(
+        default=1, description="How far below the platform it resells: 1 for the platform's own partners."
+    )
+
+    @strawberry.field(description="The partners reselling through this one (its sub-partners), oldest first.")
+    async def sub_partners(
+        self, info: Info[Context, None], first: int | None = None, after: str | None = None
+    ) -> Connection[Partner]:
+        children = tenancy.partners(info.context.require_viewer(), with_descendants=True).filter(parent_id=self.db_id)
+        return await paginate(children, first=first, after=after, to_node=Partner.of)
 
     @strawberry.field(description="Margins over platform plan prices: the bulk one, then per family, then per plan.")
     async def margins(self, info: Info[Context, None]) -> list[PartnerMargin]:
