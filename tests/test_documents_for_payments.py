@@ -449,3 +449,73 @@ async def test_a_dispute_lost_credits_what_is_left_of_the_invoice_and_a_refund_o
     assert [(n.number, n.total) for n in notes] == [(1, 1000), (2, invoice.total - 1000)]
     assert notes[1].note == "dispute lost: fraudulent"
     assert sum(n.total for n in notes) == invoice.total  # all of it, and never more
+
+
+async def test_a_refund_with_a_long_reason_on_several_lines_still_gets_its_credit_note() -> None:
+    partner = await a_partner("Acme")
+    workspace = await a_workspace(partner)
+    plan = await a_plan(partner)
+    bought = await checkout.checkout(
+        partner_viewer(partner), workspace_id=workspace.id, item=checkout.Item(plan_id=plan.id),
+        method=PaymentMethodKind.MANUAL, idempotency_key="buy",
+    )  # fmt: skip
+    assert bought.payment is not None
+    await record(partner, bought.payment.id)
+    reason = "The client asked\nfor its money back. " + "x" * 450
+    _, refund = await refunds.refund_payment(
+        partner_viewer(partner), payment_id=bought.payment.id, amount=None, reason=reason, idempotency_key="r"
+    )
+    assert refund.status is RefundStatus.DONE
+    note = await Document.get(kind=DocumentKind.CREDIT_NOTE)
+    assert note.total == 9990 and len(note.note) == 300 and "\n" not in note.note
+
+
+async def test_a_forever_coupon_that_makes_a_plan_free_keeps_it_free_at_every_renewal() -> None:
+    partner = await a_partner("Acme")
+    workspace = await a_workspace(partner)
+    plan = await a_plan(partner, amount=5000)
+    await coupons.create(
+        partner.id, code="FREE", name="on the house", kind=CouponKind.PERCENTAGE, percentage=Decimal(100),
+        duration=CouponDuration.FOREVER,
+    )  # fmt: skip
+    await at(utc(2027, 1, 10, 9))
+    bought = await checkout.checkout(
+        partner_viewer(partner), workspace_id=workspace.id, item=checkout.Item(plan_id=plan.id),
+        method=PaymentMethodKind.MANUAL, idempotency_key="buy", coupon_codes=["FREE"],
+    )  # fmt: skip
+    assert bought.payment is not None and bought.payment.status is PaymentStatus.SUCCEEDED  # nothing to pay
+    subscription = await Subscription.get(workspace_id=workspace.id)
+    for month in (2, 3):
+        await at(utc(2027, month, 10, 9))
+        assert await renewals.run_due() == 1
+    periods = await SubscriptionPeriod.filter(subscription_id=subscription.id).order_by("number")
+    paid = [(await Payment.get(id=p.payment_id)).amount for p in periods if p.payment_id is not None]
+    assert paid == [0, 0, 0] and [p.status for p in periods] == [PeriodStatus.PAID] * 3
+
+
+async def test_a_redemption_given_back_leaves_the_workspace_under_its_limit() -> None:
+    partner = await a_partner("Acme")
+    workspace = await a_workspace(partner)
+    package = await plans.create_credit_package(
+        partner_viewer(partner), name="500 points", unit="points", quantity=500, price=Money(1000, "BRL")
+    )
+    await coupons.create(
+        partner.id, code="TWICE", name="twice each", kind=CouponKind.PERCENTAGE, percentage=Decimal(10),
+        duration=CouponDuration.ONCE, max_per_workspace=2,
+    )  # fmt: skip
+
+    async def buy(key: str) -> Payment:
+        made = await checkout.checkout(
+            partner_viewer(partner), workspace_id=workspace.id, item=checkout.Item(credit_package_id=package.id),
+            method=PaymentMethodKind.MANUAL, idempotency_key=key, coupon_codes=["TWICE"],
+        )  # fmt: skip
+        assert made.payment is not None
+        return made.payment
+
+    first, _ = await buy("a"), await buy("b")
+    await payments.move(first.id, PaymentStatus.CANCELED, reason="expired")  # gives its redemption back
+    third = await buy("c")  # under the limit again: its number follows the highest held
+    assert third.amount == 900
+    with pytest.raises(BillingError) as refused:
+        await buy("d")
+    assert refused.value.code is ErrorCode.COUPON_EXHAUSTED

@@ -15,7 +15,7 @@ import pytest
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
-from billing.core import sql
+from billing.core import clock, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.documents import credit_notes, invoices, numbering, taxes
 from models.documents import Document, DocumentLine, DocumentSeries, TaxRate
@@ -244,3 +244,26 @@ async def test_a_line_credited_gives_a_numbered_credit_note_and_the_invoice_does
 
 async def lines_of(document_id: int) -> list[dict[str, object]]:
     return await sql.fetch("SELECT * FROM document_line WHERE document_id = $1 ORDER BY position", document_id)
+
+
+async def test_a_yearly_series_finalizes_invoices_across_new_year_with_numbers_starting_again() -> None:
+    slug, ids = await drafts(4)
+    partner_id = (await Document.get(id=ids[0])).partner_id
+    await numbering.set_series(
+        partner_id, DocumentKind.INVOICE, prefix=f"{slug.upper()}-{{year}}-", reset=SeriesReset.YEARLY
+    )
+    for invoice_id, moment in zip(
+        ids, (datetime(2026, 12, 31, 23, tzinfo=UTC),) * 2 + (datetime(2027, 1, 1, 1, tzinfo=UTC),) * 2, strict=True
+    ):
+        await clock.advance(moment - clock.now())
+        await invoices.finalize(invoice_id)
+    texts = [(await Document.get(id=i)).number_text for i in ids]
+    assert texts == [f"{slug.upper()}-2026-000001", f"{slug.upper()}-2026-000002", f"{slug.upper()}-2027-000001",
+                     f"{slug.upper()}-2027-000002"]  # fmt: skip
+    # Its reset was chosen before its first document, and a yearly series shows its year.
+    with pytest.raises(BillingError) as refused:
+        await numbering.set_series(partner_id, DocumentKind.INVOICE, prefix="X-{year}-", reset=SeriesReset.NEVER)
+    assert refused.value.field == "reset"
+    with pytest.raises(BillingError) as refused:
+        await numbering.set_series(partner_id, DocumentKind.CREDIT_NOTE, prefix="CN-", reset=SeriesReset.YEARLY)
+    assert refused.value.field == "prefix"

@@ -22,8 +22,10 @@ from billing.core import audit, clock, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.documents import invoices, issuing
 from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
+from models.catalog import AddOn, CreditPackage, Plan
 from models.enums import PaymentMethodKind, PaymentPurpose, PaymentStatus
 from models.payments import Payment, PaymentTransition
+from models.wallets import Wallet
 
 S = PaymentStatus
 
@@ -128,7 +130,7 @@ async def create_payment(
         raise BillingError(ErrorCode.INVALID_INPUT, f"nothing fulfils a payment for {purpose.get('kind')!r}")
     if lines is None:
         item_type, item_id = _item_of(purpose)
-        lines = [invoices.LineInput(note or _LABELS[PaymentPurpose(purpose["kind"])], amount, 1, item_type, item_id)]
+        lines = [invoices.LineInput(await _describe(purpose), amount, 1, item_type, item_id)]
     if sum(line.quantity * line.unit_price for line in lines) != amount:
         raise ValueError("an invoice's lines add up to the payment's price")
     async with in_transaction("default"):
@@ -158,6 +160,25 @@ _LABELS = {
     PaymentPurpose.ADD_ON_PURCHASE: "Add-on",
     PaymentPurpose.WALLET_CREDIT: "Credits",
 }
+
+
+async def _describe(purpose: Mapping[str, Any]) -> str:
+    """What the buyer reads on the invoice line: the plan, add-on or package by name, or the units bought;
+    never the partner's own note, which stays on the payment."""
+    label = _LABELS[PaymentPurpose(purpose["kind"])]
+    if purpose.get("plan_id") is not None:
+        plan = await Plan.get_or_none(id=purpose["plan_id"])
+        return f"{label}: {plan.name}" if plan else label
+    if purpose.get("add_on_id") is not None:
+        add_on = await AddOn.get_or_none(id=purpose["add_on_id"])
+        return f"{add_on.name} x {purpose.get('quantity', 1)}" if add_on else label
+    if purpose.get("package_id") is not None:
+        package = await CreditPackage.get_or_none(id=purpose["package_id"])
+        return package.name if package else label
+    if purpose.get("wallet_id") is not None:
+        wallet = await Wallet.get_or_none(id=purpose["wallet_id"])
+        return f"{purpose.get('quantity')} {wallet.unit}" if wallet else label
+    return label
 
 
 def _item_of(purpose: Mapping[str, Any]) -> tuple[str, int | None]:
@@ -199,11 +220,12 @@ async def move(
         await PaymentTransition.create(payment_id=payment_id, from_status=current, to_status=target, reason=reason)
         # Subscribers (paymentChanged) hear of it once this commits (PostgreSQL) or at once (SQLite).
         await realtime.publish(realtime.Change(realtime.PAYMENT, payment_id, rows[0]["partner_id"]))
-        if target is S.SUCCEEDED and current is not S.DISPUTED:
-            await _fulfil(payment_id)
+        # Its documents first (a late success takes its coupons back before the plan they reduce starts).
         if not undoing_refund and (target in _VOIDS or (target is S.SUCCEEDED and current is not S.DISPUTED)):
             settled = await Payment.get(id=payment_id)
             await (issuing.paid(settled) if target is S.SUCCEEDED else issuing.failed(settled))
+        if target is S.SUCCEEDED and current is not S.DISPUTED:
+            await _fulfil(payment_id)
         hooks = _table().on_settled.get(PaymentPurpose(rows[0]["purpose_kind"]), ()) if target in FINAL else ()
         if hooks or target in _ANNOUNCED:
             payment = await Payment.get(id=payment_id)
@@ -214,8 +236,9 @@ async def move(
         return True
 
 
-# A payment that ends here never collects (a late success aside): its invoice is void.
-_VOIDS = frozenset({S.DECLINED, S.NOT_ATTEMPTED, S.CANCELED})
+# A payment that ends here never collects (a late success aside): its invoice is void. NOT_ATTEMPTED is not
+# among them: the same payment is charged again (a tax id added, say), and its invoice waits for it.
+_VOIDS = frozenset({S.DECLINED, S.CANCELED})
 
 # The payer hears of these (e-mail) and so does the partner (webhooks).
 _ANNOUNCED = {

@@ -189,13 +189,16 @@ async def _take(coupon: Coupon, workspace_id: int, payment_id: int | None) -> Co
         raise BillingError(
             ErrorCode.COUPON_EXHAUSTED, f"coupon {coupon.code} has no redemptions left", field="couponCodes"
         )
+    # The coupon's row is locked now (PostgreSQL): the workspace's redemptions are counted and numbered
+    # one checkout at a time, the next after the highest (one given back leaves its number free).
     rows = await sql.fetch(
-        "SELECT COUNT(*) AS held FROM coupon_redemption WHERE coupon_id = $1 AND workspace_id = $2 AND seq IS NOT NULL",
+        "SELECT COUNT(seq) AS held, COALESCE(MAX(seq), 0) AS top FROM coupon_redemption"
+        " WHERE coupon_id = $1 AND workspace_id = $2",
         coupon.id,
         workspace_id,
     )
-    seq = int(rows[0]["held"]) + 1
-    if coupon.max_per_workspace is not None and seq > coupon.max_per_workspace:
+    held, seq = int(rows[0]["held"]), int(rows[0]["top"]) + 1
+    if coupon.max_per_workspace is not None and held + 1 > coupon.max_per_workspace:
         raise BillingError(
             ErrorCode.COUPON_EXHAUSTED, f"this workspace has used coupon {coupon.code}", field="couponCodes"
         )
@@ -235,7 +238,9 @@ async def redeem(
     coupons = await _found(partner_id, codes)
     for coupon in coupons:
         _check_usable(coupon, item, currency)
-    return coupons, [await _take(coupon, workspace_id, None) for coupon in coupons]
+    # Taken in id order, whatever order they were typed in: two checkouts never wait on each other's coupons.
+    taken = {coupon.id: await _take(coupon, workspace_id, None) for coupon in sorted(coupons, key=lambda c: c.id)}
+    return coupons, [taken[coupon.id] for coupon in coupons]
 
 
 async def bind(redemptions: Sequence[CouponRedemption], payment_id: int) -> None:
@@ -268,7 +273,11 @@ async def release(payment_id: int) -> None:
 async def retake(payment_id: int) -> None:
     """A payment given up on succeeded after all: the discount it was charged with was given, so its
     redemptions count again (even past a limit reached meanwhile: the money was taken at that price)."""
-    for redemption in await CouponRedemption.filter(payment_id=payment_id).exclude(released_at=None):
+    for redemption in (
+        await CouponRedemption.filter(payment_id=payment_id).exclude(released_at=None).order_by("coupon_id")
+    ):
+        # The coupon's row first (its lock, as a checkout takes it), then the next number after the highest.
+        await sql.execute("UPDATE coupon SET redeemed = redeemed + 1 WHERE id = $1", redemption.coupon_id)
         rows = await sql.fetch(
             "SELECT COALESCE(MAX(seq), 0) AS top FROM coupon_redemption WHERE coupon_id = $1 AND workspace_id = $2",
             redemption.coupon_id,
@@ -279,8 +288,8 @@ async def retake(payment_id: int) -> None:
             int(rows[0]["top"]) + 1,
             redemption.id,
         )
-        if moved == 1:
-            await sql.execute("UPDATE coupon SET redeemed = redeemed + 1 WHERE id = $1", redemption.coupon_id)
+        if moved != 1:  # taken back by a concurrent answer about the same payment: count it once
+            await sql.execute("UPDATE coupon SET redeemed = redeemed - 1 WHERE id = $1", redemption.coupon_id)
 
 
 async def attach(payment_id: int, subscription_id: int, first_period: int) -> None:

@@ -21,6 +21,18 @@ _LOCK_PG = "SELECT id FROM document WHERE id = $1 FOR UPDATE"
 _LOCK_SQLITE = "SELECT id FROM document WHERE id = $1"  # SQLite writes one transaction at a time
 
 
+async def _credited_shares(invoice_id: int) -> dict[int, tuple[int, int]]:
+    """Per invoice line: the tax and the net (before exclusive taxes) its credit notes gave back so far."""
+    rows = await sql.fetch(
+        "SELECT l.refers_to_line_id AS line, SUM(l.tax) AS tax, SUM(l.subtotal) AS net FROM document_line l"
+        " JOIN document d ON d.id = l.document_id"
+        " WHERE d.kind = $1 AND d.refers_to_id = $2 GROUP BY l.refers_to_line_id",
+        DocumentKind.CREDIT_NOTE.value,
+        invoice_id,
+    )
+    return {int(row["line"]): (int(row["tax"]), int(row["net"])) for row in rows}
+
+
 async def credited_per_line(invoice_id: int) -> dict[int, int]:
     """How much of each of the invoice's lines its credit notes gave back, by line id."""
     rows = await sql.fetch(
@@ -50,6 +62,7 @@ async def credit(invoice_id: int, *, reason: str, amounts: Mapping[int, int] | N
         await sql.fetch(_LOCK_PG if sql.is_postgres() else _LOCK_SQLITE, invoice_id)
         lines = {line.id: line for line in await DocumentLine.filter(document_id=invoice_id).order_by("position")}
         credited = await credited_per_line(invoice_id)
+        shares = await _credited_shares(invoice_id)
         wanted = amounts if amounts is not None else {i: line.total - credited.get(i, 0) for i, line in lines.items()}
         rows: list[DocumentLine] = []
         for line_id, amount in wanted.items():
@@ -63,14 +76,23 @@ async def credit(invoice_id: int, *, reason: str, amounts: Mapping[int, int] | N
                 )
             if amount <= 0:
                 continue
-            tax = taxes.rounded(Decimal(line.tax) * amount / line.total) if line.total else 0
+            # The line's tax and its exclusive part go back in proportion, rounded half-even; the credit that
+            # empties the line takes exactly what is left of them, so credits never add up past the invoice.
+            exclusive = line.total - (line.subtotal - line.discount)
+            tax_back, net_back = shares.get(line_id, (0, 0))
+            exclusive_back = credited.get(line_id, 0) - net_back
+            if amount == left:
+                tax, on_top = line.tax - tax_back, exclusive - exclusive_back
+            else:
+                tax = min(taxes.rounded(Decimal(line.tax) * amount / line.total), line.tax - tax_back)
+                on_top = min(taxes.rounded(Decimal(exclusive) * amount / line.total), exclusive - exclusive_back)
             rows.append(
                 DocumentLine(
                     position=len(rows) + 1,
                     description=line.description,
                     quantity=1,
-                    unit_price=amount,
-                    subtotal=amount,
+                    unit_price=amount - on_top,
+                    subtotal=amount - on_top,  # before the exclusive taxes, as the invoice line's subtotal
                     tax=tax,
                     total=amount,
                     item_type=line.item_type,

@@ -73,8 +73,8 @@ async def paid(payment: Payment) -> None:
     if invoice is None:
         return
     if invoice.status is D.VOID:
+        await coupons.retake(payment.id)  # before the new number: coupons, then numbering, as checkout locks them
         invoice = await _reissue(invoice, payment.id)
-        await coupons.retake(payment.id)
     if await _set(invoice.id, D.PAID, D.FINALIZED, "paid_at"):
         await _receipt(payment, invoice)
 
@@ -183,4 +183,7 @@ async def credit_payment(payment: Payment, amount: int, *, reason: str, line_id:
             amount -= share
     if not wanted:
         return None
-    return await credit_notes.credit(invoice.id, reason=reason or "refund", amounts=wanted)
+    # The refund's reason (up to 500 characters, several lines) as a credit note's one line: never refused
+    # here, where the money has already gone back.
+    shown = " ".join(reason.split())[:300] or "refund"
+    return await credit_notes.credit(invoice.id, reason=shown, amounts=wanted)

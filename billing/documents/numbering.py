@@ -17,7 +17,7 @@ from tortoise.transactions import in_transaction
 
 from billing.core import sql
 from billing.core.errors import BillingError, ErrorCode
-from models.documents import DocumentSeries
+from models.documents import Document, DocumentSeries
 from models.enums import DocumentKind, SeriesReset
 from models.tenancy import Partner
 
@@ -31,8 +31,11 @@ UPDATE document_series
 SET next_number = CASE WHEN reset = 'YEARLY' AND (year IS NULL OR year <> $2) THEN 2 ELSE next_number + 1 END,
     year = $2
 WHERE id = $1
-RETURNING next_number - 1 AS number, prefix, digits
+RETURNING next_number - 1 AS number, prefix, digits, reset
 """
+# A YEARLY series counts from 1 each year: a document stores its number as year * YEAR_KEY + n, which keeps
+# the database's one-number-per-series rule without a year column (its text shows n).
+YEAR_KEY = 10**9
 
 
 def number_text(prefix: str, digits: int, number: int, year: int) -> str:
@@ -67,7 +70,9 @@ async def take_number(series_id: int, at: datetime) -> tuple[int, str]:
         raise RuntimeError("a document number is taken inside the transaction that finalizes the document")
     rows = await sql.fetch(_TAKE, series_id, at.year)
     row = rows[0]
-    return int(row["number"]), number_text(row["prefix"], int(row["digits"]), int(row["number"]), at.year)
+    shown = int(row["number"])
+    stored = at.year * YEAR_KEY + shown if row["reset"] == SeriesReset.YEARLY.value else shown
+    return stored, number_text(row["prefix"], int(row["digits"]), shown, at.year)
 
 
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9/_.{}-]{0,39}")
@@ -78,7 +83,8 @@ async def set_series(
 ) -> DocumentSeries:
     """The issuer's numbering for ``kind`` from its next document on: the prefix (``{year}`` for the
     document's year), how many digits, and whether numbers start again each year. The numbers already
-    given stay as they are, and the count goes on (a series never goes back)."""
+    given stay as they are, and the count goes on (a series never goes back). The reset is chosen before
+    the series' first document, and a yearly series shows the year."""
     if (
         not _PREFIX.fullmatch(prefix)
         or prefix.replace("{year}", "").count("{")
@@ -91,6 +97,15 @@ async def set_series(
         )
     if not 1 <= digits <= 12:
         raise BillingError(ErrorCode.INVALID_INPUT, "a number has 1 to 12 digits", field="digits")
+    if reset is SeriesReset.YEARLY and "{year}" not in prefix:
+        raise BillingError(
+            ErrorCode.INVALID_INPUT, "a series that starts again each year shows {year} in its prefix", field="prefix"
+        )
     series = await series_of(partner_id, kind)
+    if reset is not series.reset and await Document.exists(series_id=series.id):
+        # Its numbers so far were given under the other rule: switching would give some of them again.
+        raise BillingError(
+            ErrorCode.INVALID_INPUT, "a series' reset is chosen before its first document", field="reset"
+        )
     await DocumentSeries.filter(id=series.id).update(prefix=prefix, digits=digits, reset=reset)
     return await DocumentSeries.get(id=series.id)

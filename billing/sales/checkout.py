@@ -183,6 +183,7 @@ async def open_payment(
     save_card: bool,
     payer_ip: str | None = None,
     lines: Sequence[invoices.LineInput] | None = None,
+    redemptions: Sequence[CouponRedemption] = (),
 ) -> Payment:
     """The payment row and its invoice (``lines``), committed before any provider hears of it; a manual
     one is issued PENDING, and one that coupons bring to nothing is paid at once."""
@@ -201,6 +202,7 @@ async def open_payment(
         remote_ip=payer_ip,
         lines=lines,
     )
+    await coupons.bind(redemptions, payment.id)  # before it is paid: the plan it starts takes its coupons
     if config is None or config.provider == gateway_configs.MANUAL or payment.amount == 0:
         await lifecycle.collect(payment, PaymentMode.MANUAL, by_hand=False, refuse_decline=True)
     await audit.record(
@@ -340,8 +342,8 @@ async def checkout(
             save_card=save_card,
             payer_ip=address,
             lines=[line],
+            redemptions=redemptions,
         )
-        await coupons.bind(redemptions, payment.id)
         return ["Payment", payment.id]
 
     kind, made_id = await idempotency.run_once(
