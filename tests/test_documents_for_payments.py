@@ -73,6 +73,18 @@ async def record(partner, payment_id: int) -> None:
     )
 
 
+async def sell(partner, workspace_id: int, item: checkout.Item, key: str, codes: list[str] | None = None):
+    """A checkout of ``item`` for the workspace, collected by hand, with the coupon codes typed."""
+    return await checkout.checkout(
+        partner_viewer(partner),
+        workspace_id=workspace_id,
+        item=item,
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key=key,
+        coupon_codes=codes or [],
+    )
+
+
 async def invoice_lines(invoice: Document) -> list[tuple]:
     return [
         (line.description, line.subtotal, line.discount, [(t["name"], t["amount"]) for t in line.taxes], line.total)
@@ -89,14 +101,7 @@ async def test_a_ten_percent_coupon_for_three_periods_and_two_taxes_one_inclusiv
         duration=CouponDuration.REPEATING, periods=3,
     )  # fmt: skip
     await at(utc(2027, 1, 10, 9))
-    bought = await checkout.checkout(
-        partner_viewer(partner),
-        workspace_id=workspace.id,
-        item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="buy",
-        coupon_codes=["save10"],  # typed in any case
-    )
+    bought = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "buy", ["save10"])  # any case
     assert bought.payment is not None
     await record(partner, bought.payment.id)
     subscription = await Subscription.get(workspace_id=workspace.id)
@@ -150,14 +155,7 @@ async def test_a_declined_payment_voids_its_invoice_and_gives_its_coupon_back() 
         partner.id, code="ONCE", name="R$ 10 off", kind=CouponKind.FIXED, amount=1000, currency="BRL",
         duration=CouponDuration.ONCE, max_redemptions=1,
     )  # fmt: skip
-    bought = await checkout.checkout(
-        partner_viewer(partner),
-        workspace_id=workspace.id,
-        item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="buy",
-        coupon_codes=["ONCE"],
-    )
+    bought = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "buy", ["ONCE"])
     assert bought.payment is not None and bought.payment.amount == 8990
     assert (await Coupon.get(code="ONCE")).redeemed == 1
     await payments.move(bought.payment.id, PaymentStatus.CANCELED, reason="expired")
@@ -166,14 +164,7 @@ async def test_a_declined_payment_voids_its_invoice_and_gives_its_coupon_back() 
     assert (await Coupon.get(code="ONCE")).redeemed == 0
     assert not await Document.exists(kind=DocumentKind.RECEIPT)
     # Taken again by a new checkout: one redemption was left, and it is the only one.
-    again = await checkout.checkout(
-        partner_viewer(partner),
-        workspace_id=workspace.id,
-        item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="buy-again",
-        coupon_codes=["ONCE"],
-    )
+    again = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "buy-again", ["ONCE"])
     assert again.payment is not None and (await issuing.invoice_of(again.payment.id)).number == 2  # type: ignore[union-attr]
     assert await CouponRedemption.filter(released_at=None).count() == 1
 
@@ -186,14 +177,7 @@ async def test_a_coupon_never_makes_a_total_negative_and_a_free_charge_is_paid_a
         partner.id, code="BIG", name="R$ 20 off", kind=CouponKind.FIXED, amount=2000, currency="BRL",
         duration=CouponDuration.ONCE,
     )  # fmt: skip
-    bought = await checkout.checkout(
-        partner_viewer(partner),
-        workspace_id=workspace.id,
-        item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="buy",
-        coupon_codes=["BIG"],
-    )
+    bought = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "buy", ["BIG"])
     assert bought.payment is not None
     assert (bought.payment.amount, bought.payment.status) == (0, PaymentStatus.SUCCEEDED)
     [line] = await DocumentLine.filter(document__payment_id=bought.payment.id, document__kind=DocumentKind.INVOICE)
@@ -232,28 +216,14 @@ async def test_coupons_refused_other_currencies_other_plans_and_stacking_unless_
     ]
     for n, (plan_id, codes, code) in enumerate(cases):
         with pytest.raises(BillingError) as refused:
-            await checkout.checkout(
-                partner_viewer(partner),
-                workspace_id=workspace.id,
-                item=checkout.Item(plan_id=plan_id),
-                method=PaymentMethodKind.MANUAL,
-                idempotency_key=f"k{n}",
-                coupon_codes=codes,
-            )
+            await sell(partner, workspace.id, checkout.Item(plan_id=plan_id), f"k{n}", codes)
         assert refused.value.code is code, codes
     assert not await Document.exists() and not await Payment.exists()
     assert sum(c.redeemed for c in await Coupon.all()) == 0
     # Allowed to stack, both apply, each on the line's amount: 5 % and 10 % of 99.90.
     partner.coupons_stack = True
     await partner.save(update_fields=["coupons_stack"])
-    bought = await checkout.checkout(
-        partner_viewer(partner),
-        workspace_id=workspace.id,
-        item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="stacked",
-        coupon_codes=["ONLYPRO", "TEN"],
-    )
+    bought = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "stacked", ["ONLYPRO", "TEN"])
     assert bought.payment is not None and bought.payment.amount == 9990 - 500 - 999  # 4.995 -> 5.00 (half-even)
 
 
@@ -268,14 +238,7 @@ async def test_the_last_redemption_raced_by_two_checkouts_is_granted_once(databa
 
     async def buy(workspace) -> Payment | BillingError:
         try:
-            made = await checkout.checkout(
-                partner_viewer(partner),
-                workspace_id=workspace.id,
-                item=checkout.Item(plan_id=plan.id),
-                method=PaymentMethodKind.MANUAL,
-                idempotency_key=f"race-{workspace.id}",
-                coupon_codes=["LAST"],
-            )
+            made = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), f"race-{workspace.id}", ["LAST"])
         except BillingError as error:
             return error
         assert made.payment is not None
@@ -305,14 +268,7 @@ async def test_the_same_workspace_cannot_hold_a_coupon_twice_beyond_its_limit() 
     )  # fmt: skip
 
     async def buy(key: str):
-        return await checkout.checkout(
-            partner_viewer(partner),
-            workspace_id=workspace.id,
-            item=checkout.Item(credit_package_id=package.id),
-            method=PaymentMethodKind.MANUAL,
-            idempotency_key=key,
-            coupon_codes=["PER1"],
-        )
+        return await sell(partner, workspace.id, checkout.Item(credit_package_id=package.id), key, ["PER1"])
 
     assert (await buy("a")).payment.amount == 900  # type: ignore[union-attr]
     with pytest.raises(BillingError) as refused:
@@ -426,13 +382,7 @@ async def test_a_dispute_lost_credits_what_is_left_of_the_invoice_and_a_refund_o
     partner = await taxed_partner()
     workspace = await a_workspace(partner)
     plan = await a_plan(partner)
-    bought = await checkout.checkout(
-        partner_viewer(partner),
-        workspace_id=workspace.id,
-        item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="buy",
-    )
+    bought = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "buy")
     assert bought.payment is not None
     await record(partner, bought.payment.id)
     invoice = await issuing.invoice_of(bought.payment.id)
@@ -455,10 +405,7 @@ async def test_a_refund_with_a_long_reason_on_several_lines_still_gets_its_credi
     partner = await a_partner("Acme")
     workspace = await a_workspace(partner)
     plan = await a_plan(partner)
-    bought = await checkout.checkout(
-        partner_viewer(partner), workspace_id=workspace.id, item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL, idempotency_key="buy",
-    )  # fmt: skip
+    bought = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "buy")
     assert bought.payment is not None
     await record(partner, bought.payment.id)
     reason = "The client asked\nfor its money back. " + "x" * 450
@@ -479,10 +426,7 @@ async def test_a_forever_coupon_that_makes_a_plan_free_keeps_it_free_at_every_re
         duration=CouponDuration.FOREVER,
     )  # fmt: skip
     await at(utc(2027, 1, 10, 9))
-    bought = await checkout.checkout(
-        partner_viewer(partner), workspace_id=workspace.id, item=checkout.Item(plan_id=plan.id),
-        method=PaymentMethodKind.MANUAL, idempotency_key="buy", coupon_codes=["FREE"],
-    )  # fmt: skip
+    bought = await sell(partner, workspace.id, checkout.Item(plan_id=plan.id), "buy", ["FREE"])
     assert bought.payment is not None and bought.payment.status is PaymentStatus.SUCCEEDED  # nothing to pay
     subscription = await Subscription.get(workspace_id=workspace.id)
     for month in (2, 3):
@@ -505,10 +449,7 @@ async def test_a_redemption_given_back_leaves_the_workspace_under_its_limit() ->
     )  # fmt: skip
 
     async def buy(key: str) -> Payment:
-        made = await checkout.checkout(
-            partner_viewer(partner), workspace_id=workspace.id, item=checkout.Item(credit_package_id=package.id),
-            method=PaymentMethodKind.MANUAL, idempotency_key=key, coupon_codes=["TWICE"],
-        )  # fmt: skip
+        made = await sell(partner, workspace.id, checkout.Item(credit_package_id=package.id), key, ["TWICE"])
         assert made.payment is not None
         return made.payment
 

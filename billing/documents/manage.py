@@ -86,19 +86,24 @@ async def set_tax_rate_active(viewer: Viewer, *, rate_id: int, active: bool) -> 
     rate = await TaxRate.get_or_none(id=rate_id, partner_id=issuer)
     if rate is None:
         raise BillingError(ErrorCode.NOT_FOUND, "tax rate not found", field="taxRateId")
-    before = rate.active
-    rate.active = active
-    await rate.save(update_fields=["active"])
+    await _switch(viewer, rate, active, issuer, action="tax_rate.set_active")
+    return rate
+
+
+async def _switch(viewer: Viewer, row: TaxRate | Coupon, active: bool, partner_id: int | None, *, action: str) -> None:
+    """Turn a tax rate or a coupon on or off, audited."""
+    before = row.active
+    row.active = active
+    await row.save(update_fields=["active"])
     await audit.record(
         actor=viewer.actor,
-        action="tax_rate.set_active",
-        target_type="TaxRate",
-        target_id=rate.id,
-        partner_id=issuer,
+        action=action,
+        target_type=type(row).__name__,
+        target_id=row.id,
+        partner_id=partner_id,
         before={"active": before},
         after={"active": active},
     )
-    return rate
 
 
 async def series(issuer: int | None) -> list[DocumentSeries]:
@@ -205,18 +210,7 @@ async def set_coupon_active(viewer: Viewer, *, coupon_id: int, active: bool) -> 
     coupon = await Coupon.get_or_none(id=coupon_id, partner_id=partner_id)
     if coupon is None:
         raise BillingError(ErrorCode.NOT_FOUND, "coupon not found", field="couponId")
-    before = coupon.active
-    coupon.active = active
-    await coupon.save(update_fields=["active"])
-    await audit.record(
-        actor=viewer.actor,
-        action="coupon.set_active",
-        target_type="Coupon",
-        target_id=coupon.id,
-        partner_id=partner_id,
-        before={"active": before},
-        after={"active": active},
-    )
+    await _switch(viewer, coupon, active, partner_id, action="coupon.set_active")
     return coupon
 
 
