@@ -207,7 +207,7 @@ async def download_statement_pdf(request: Request) -> Response:
         statement = await statements.monthly(
             viewer, partner_id=partner_id, month=query.get("month", ""), currency=query.get("currency")
         )
-        language = pdf.check_language(query.get("language") or ("pt-BR" if statement.currency == "BRL" else "en"))
+        language = pdf.check_language(query.get("language") or pdf.language_for(statement.currency))
     except BillingError as error:
         return _domain_error(error)
     brand = await Branding.get_or_none(partner_id=statement.partner_id)

@@ -84,9 +84,9 @@ def check_language(language: str) -> str:
     return language
 
 
-def default_language(document: Document) -> str:
-    """The buyer's language when none is asked for: Portuguese for documents in reais, else English."""
-    return "pt-BR" if document.currency == "BRL" else "en"
+def language_for(currency: str) -> str:
+    """The reader's language when none is asked for: Portuguese for amounts in reais, else English."""
+    return "pt-BR" if currency == "BRL" else "en"
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,4 +274,4 @@ def render(page: Page, language: str) -> bytes:
 
 
 async def render_document(document: Document, language: str | None = None) -> bytes:
-    return render(await page_of(document), language or default_language(document))
+    return render(await page_of(document), language or language_for(document.currency))

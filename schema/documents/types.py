@@ -9,7 +9,7 @@ from enum import Enum
 import strawberry
 from strawberry.types import Info
 
-from billing.documents import invoices, links
+from billing.documents import invoices, links, pdf
 from models import documents as rows
 from models import enums
 from schema.amounts import Money
@@ -138,7 +138,7 @@ class Document(Node):
         "download this PDF. Without a language, the buyer's (Portuguese for documents in reais, else English)."
     )
     def pdf_url(self, language: DocumentLanguage | None = None) -> str:
-        chosen = language.value if language else ("pt-BR" if self.currency == "BRL" else "en")
+        chosen = language.value if language else pdf.language_for(self.currency)
         return links.link(self.db_id, chosen)
 
     @strawberry.field(description="Its taxes, added up per rate, as the document shows them.")
