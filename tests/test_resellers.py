@@ -15,14 +15,17 @@ from billing.catalog import plans
 from billing.core import clock, config
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
-from billing.sales import purchases
+from billing.sales import partner_balance, purchases
 from billing.subscriptions import lifecycle, renewals
 from billing.tenants import api_keys, partners
 from billing.usage import platform_deductions
-from models.enums import BillingInterval, MarginKind, OwnerKind, PeriodStatus
+from models.enums import BillingInterval, MarginKind, OwnerKind, PaymentMethodKind, PaymentStatus, PeriodStatus
 from models.operations import OutboxEvent
+from models.payments import Payment
 from models.subscriptions import SubscriptionPeriod
+from models.tenancy import Partner, Workspace
 from models.wallets import LedgerEntry, PlatformDeduction, Wallet
+from schema.ids import to_global_id
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
 from tests.graphql import GraphQLClient
 
@@ -48,8 +51,10 @@ async def partners_sub(parent, name: str):
 
 
 async def fund(partner, amount: int, key: str) -> None:
+    """Each level's balance is with its parent: the parent funds it (the platform its direct partners)."""
+    parent = PLATFORM if partner.parent_id is None else partner_viewer(await Partner.get(id=partner.parent_id))
     await wallets.grant_partner_balance(
-        PLATFORM, partner_id=partner.id, currency="BRL", amount=amount, note="", idempotency_key=key
+        parent, partner_id=partner.id, currency="BRL", amount=amount, note="", idempotency_key=key
     )
 
 
@@ -175,3 +180,101 @@ async def test_a_parent_sees_the_partners_below_it_and_a_sub_partner_sees_neithe
     assert refused == {"partner": None, "errors": [{"code": "FORBIDDEN", "field": None}]}
     made = await (await client_of(sibling)).data(CREATE_SUB, {"name": "Shop", "slug": "sibling-shop"})
     assert made["createSubPartner"]["partner"] == {"name": "Shop", "level": 3, "defaultCurrency": "BRL"}
+
+
+async def test_each_balance_is_held_with_the_parent_which_alone_funds_it_and_records_its_top_ups() -> None:
+    master, agency, freelancer, _ = await a_chain()
+    await fund(agency, 50_00, "by-master")
+    refused = [
+        (PLATFORM, agency),  # the agency's balance is with the master, not the platform
+        (partner_viewer(master), freelancer),  # nor with its grandparent
+        (partner_viewer(agency), master),  # never up the chain
+        (partner_viewer(agency), agency),  # nor itself
+    ]
+    for n, (who, whom) in enumerate(refused):
+        with pytest.raises(BillingError) as error:
+            await wallets.grant_partner_balance(
+                who, partner_id=whom.id, currency="BRL", amount=1, note="", idempotency_key=f"no-{n}"
+            )
+        assert (error.value.code, error.value.field) == (ErrorCode.NOT_FOUND, "partnerId")
+    assert await balance(agency) == 50_00
+
+    # A manual top-up of the agency's balance is the master's to collect and to record.
+    top_up = await partner_balance.top_up(
+        partner_viewer(agency),
+        partner_id=agency.id,
+        amount="20.00",
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key="t",
+    )
+    assert (top_up.status, top_up.purpose["collector"]) == (PaymentStatus.PENDING, master.id)
+    with pytest.raises(BillingError) as error:
+        await purchases.record_payment(partner_viewer(agency), payment_id=top_up.id, note="", idempotency_key="self")
+    assert error.value.code is ErrorCode.FORBIDDEN  # saying it paid itself would credit its own balance
+    for stranger in (freelancer, await a_partner("Other")):
+        with pytest.raises(BillingError) as error:
+            await purchases.record_payment(partner_viewer(stranger), payment_id=top_up.id, note="", idempotency_key="x")
+        assert error.value.code is ErrorCode.NOT_FOUND
+    assert await balance(agency) == 50_00
+    await purchases.record_payment(partner_viewer(master), payment_id=top_up.id, note="wire", idempotency_key="r")
+    assert (await Payment.get(id=top_up.id)).status is PaymentStatus.SUCCEEDED
+    assert await balance(agency) == 70_00
+
+
+async def test_a_partner_never_records_its_own_payment_to_the_platform() -> None:
+    master = await a_partner("Master")
+    top_up = await partner_balance.top_up(
+        partner_viewer(master),
+        partner_id=master.id,
+        amount="20.00",
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key="t",
+    )
+    with pytest.raises(BillingError) as error:
+        await purchases.record_payment(partner_viewer(master), payment_id=top_up.id, note="", idempotency_key="self")
+    assert error.value.code is ErrorCode.FORBIDDEN
+    assert await balance(master) == 0
+    await purchases.record_payment(PLATFORM, payment_id=top_up.id, note="", idempotency_key="platform")
+    assert await balance(master) == 20_00
+
+
+READ_BELOW = """query($workspace: ID!, $partner: ID!) {
+  workspace: node(id: $workspace) { ... on Workspace { name wallets { unit balance { amount } } } }
+  partner: node(id: $partner) { ... on Partner { name workspaces(first: 5) { nodes { name } }
+    wallets { unit balance { amount } entries(first: 5) { nodes { amount { amount } } } } } }
+  workspaces(first: 10) { nodes { name } }
+}"""
+STATEMENT = """query($partner: ID!, $month: String!) {
+  partnerStatement(partnerId: $partner, month: $month) { closingBalance { amount } } }"""
+
+
+async def test_a_parent_reads_its_descendants_workspaces_balances_and_statements_and_nobody_reads_up_or_across(
+    server,
+) -> None:
+    master, agency, freelancer, _ = await a_chain()
+    sibling = await partners_sub(master, "Sibling")
+    await fund(agency, 30_00, "a")
+    for partner in (master, agency, freelancer, sibling):
+        await a_workspace(partner, f"{partner.name}'s client")
+    month = clock.now().strftime("%Y-%m")
+
+    async def read(reader, owner) -> tuple[dict, dict]:
+        api = GraphQLClient(server.url, (await api_keys.create_key(partner_id=reader.id)).secret)
+        workspace = await Workspace.get(partner_id=owner.id)
+        partner = to_global_id("Partner", owner.id)
+        read = await api.data(READ_BELOW, {"workspace": to_global_id("Workspace", workspace.id), "partner": partner})
+        return read, await api.execute(STATEMENT, {"partner": partner, "month": month})
+
+    seen, statement = await read(master, agency)
+    assert seen["workspace"]["name"] == "Agency's client"
+    assert seen["partner"]["workspaces"]["nodes"] == [{"name": "Agency's client"}]
+    assert [(w["unit"], w["balance"]["amount"]) for w in seen["partner"]["wallets"]] == [("BRL", "30.00")]
+    assert [e["amount"]["amount"] for e in seen["partner"]["wallets"][0]["entries"]["nodes"]] == ["30.00"]
+    assert statement["data"]["partnerStatement"]["closingBalance"]["amount"] == "30.00"
+    assert seen["workspaces"]["nodes"] == [{"name": "Master's client"}]  # its own list stays its own
+    assert (await read(master, freelancer))[0]["workspace"]["name"] == "Freelancer's client"  # two levels down
+
+    for reader, owner in ((agency, master), (freelancer, agency), (agency, sibling), (sibling, freelancer)):
+        seen, statement = await read(reader, owner)
+        assert (seen["workspace"], seen["partner"]) == (None, None), (reader.name, owner.name)
+        assert [e["extensions"]["code"] for e in statement["errors"]] == ["NOT_FOUND"]

@@ -81,7 +81,7 @@ async def check(viewer: Viewer, partner_id: int, month: str, currency: str | Non
     viewer.require(Permission.READ_REPORTS)
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "a statement is the partner's")
-    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer, with_descendants=True), partner_id, "partner")
     month_range(month)
     return partner, check_currency(currency) if currency else partner.default_currency
 

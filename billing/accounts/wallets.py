@@ -114,11 +114,13 @@ async def adjust_workspace_balance(
 async def grant_partner_balance(
     viewer: Viewer, *, partner_id: int, currency: str, amount: int, note: str, idempotency_key: str
 ) -> Adjustment:
-    """The platform funds a partner's centralised balance by hand (what pays its partner plan)."""
-    viewer.require(Permission.MANAGE_PARTNERS)
+    """The platform funds a partner's centralised balance by hand (what pays its partner plan); a parent
+    funds the balance a partner directly below it holds with it (MANAGE_SUB_PARTNERS): each level's balance
+    is with its parent, which debits it for the parent's price of what that partner's clients buy."""
+    viewer.require(Permission.MANAGE_PARTNERS if viewer.is_platform else Permission.MANAGE_SUB_PARTNERS)
 
     async def target() -> _Target:
-        partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+        partner = await tenancy.sub_partner(viewer, partner_id, child=True)
         return _Target(partner.id, OwnerKind.PARTNER, partner.id, check_currency(currency))
 
     return await _adjust(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
 
-from tortoise.expressions import Q
+from tortoise.expressions import Q, Subquery
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
@@ -56,9 +56,17 @@ class Viewer:
             raise BillingError(ErrorCode.FORBIDDEN, f"this action needs the {permission.value} permission")
 
 
-def _scoped(queryset: QuerySet[M], viewer: Viewer, *, workspace_field: str | None = "workspace_id") -> QuerySet[M]:
+def _scoped(
+    queryset: QuerySet[M],
+    viewer: Viewer,
+    *,
+    workspace_field: str | None = "workspace_id",
+    with_descendants: bool = False,
+) -> QuerySet[M]:
     if viewer.is_platform:
         return queryset
+    if with_descendants and viewer.kind is ViewerKind.PARTNER:
+        return queryset.filter(partner_id__in=Subquery(partners(viewer, with_descendants=True).values("id")))
     queryset = queryset.filter(partner_id=viewer.partner_id)
     if viewer.kind is ViewerKind.WORKSPACE and workspace_field:
         queryset = queryset.filter(**{workspace_field: viewer.workspace_id})
@@ -74,17 +82,38 @@ def partner_owned(queryset: QuerySet[M], viewer: Viewer) -> QuerySet[M]:
 
 def partners(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Partner]:
     """The caller's partner (every partner, for the platform); ``with_descendants``: and, for a partner, the
-    partners reselling through it, at any level (never its parent or its parent's other children)."""
+    partners reselling through it, at any level (never its parent or its parent's other children).
+
+    Reading goes down the chain: the ``with_descendants`` scopes below (a parent reads its descendants'
+    workspaces, wallets, payments and reports). Acting does not: every other scope is the caller's own
+    tenant, and what a parent may do to a partner below it is named where it is allowed
+    (:func:`sub_partner`)."""
     if viewer.is_platform:
         return Partner.all()
     if with_descendants and viewer.kind is ViewerKind.PARTNER:
         own = viewer.partner_id
+        # WHITEBILL_MAX_PARTNER_LEVELS is at most 3: a partner's descendants are at most two levels down.
         return Partner.filter(Q(id=own) | Q(parent_id=own) | Q(parent__parent_id=own))
     return Partner.filter(id=viewer.partner_id)
 
 
-def workspaces(viewer: Viewer) -> QuerySet[Workspace]:
-    return _scoped(Workspace.filter(deleted_at=None), viewer, workspace_field="id")
+async def sub_partner(viewer: Viewer, partner_id: int, *, field: str = "partnerId", child: bool = False) -> Partner:
+    """A partner the caller may act on as a parent: one reselling through the caller's partner, at any level
+    below it or, with ``child``, directly below it (MANAGE_SUB_PARTNERS); for the platform, any partner
+    (MANAGE_PARTNERS), or with ``child`` one of its direct partners. NOT_FOUND for any other, the caller's
+    own partner included: a partner does not fund or provision itself."""
+    if viewer.is_platform:
+        viewer.require(Permission.MANAGE_PARTNERS)
+        return await get_scoped(
+            Partner.filter(parent_id=None) if child else Partner.all(), partner_id, "partner", field=field
+        )
+    viewer.require(Permission.MANAGE_SUB_PARTNERS)
+    below = Partner.filter(parent_id=viewer.partner_id) if child else partners(viewer, with_descendants=True)
+    return await get_scoped(below.exclude(id=viewer.partner_id), partner_id, "partner", field=field)
+
+
+def workspaces(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Workspace]:
+    return _scoped(Workspace.filter(deleted_at=None), viewer, workspace_field="id", with_descendants=with_descendants)
 
 
 def workspace_visible_sql(viewer: Viewer, alias: str, first: int) -> tuple[str, list[int | None]]:
@@ -101,28 +130,28 @@ def workspace_visible_sql(viewer: Viewer, alias: str, first: int) -> tuple[str, 
     return " AND ".join(conditions), params
 
 
-def projects(viewer: Viewer) -> QuerySet[Project]:
-    return _scoped(Project.all(), viewer)
+def projects(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Project]:
+    return _scoped(Project.all(), viewer, with_descendants=with_descendants)
 
 
-def wallets(viewer: Viewer) -> QuerySet[Wallet]:
-    return _scoped(Wallet.all(), viewer)
+def wallets(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Wallet]:
+    return _scoped(Wallet.all(), viewer, with_descendants=with_descendants)
 
 
-def ledger_entries(viewer: Viewer) -> QuerySet[LedgerEntry]:
+def ledger_entries(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[LedgerEntry]:
     if viewer.kind is ViewerKind.WORKSPACE:
         return LedgerEntry.filter(partner_id=viewer.partner_id, wallet__workspace_id=viewer.workspace_id)
-    return _scoped(LedgerEntry.all(), viewer, workspace_field=None)
+    return _scoped(LedgerEntry.all(), viewer, workspace_field=None, with_descendants=with_descendants)
 
 
-def subscriptions(viewer: Viewer) -> QuerySet[Subscription]:
-    return _scoped(Subscription.all(), viewer)
+def subscriptions(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Subscription]:
+    return _scoped(Subscription.all(), viewer, with_descendants=with_descendants)
 
 
-def payments(viewer: Viewer) -> QuerySet[Payment]:
+def payments(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Payment]:
     if viewer.kind is ViewerKind.WORKSPACE:
         return Payment.filter(partner_id=viewer.partner_id, payer_key=f"WORKSPACE:{viewer.workspace_id}")
-    return _scoped(Payment.all(), viewer, workspace_field=None)
+    return _scoped(Payment.all(), viewer, workspace_field=None, with_descendants=with_descendants)
 
 
 def api_keys(viewer: Viewer) -> QuerySet[ApiKey]:

@@ -141,10 +141,24 @@ class Sale:
     partner_id: int  # the tenant the payment belongs to
     collector_id: int | None
 
+    def collector_of_record(self) -> dict[str, int]:
+        """What a payment's purpose keeps of its collector when that is not the default one (the platform,
+        for a partner's payment): a parent collecting from a partner reselling below it."""
+        return {"collector": self.collector_id} if self.payer_key.startswith("PARTNER:") and self.collector_id else {}
+
     def payer_id(self) -> str | None:
         """The payer's global id: "WORKSPACE:4" is the Workspace 4, "PARTNER:2" the Partner 2."""
         kind, _, db_id = self.payer_key.partition(":")
         return audit.global_id(kind.capitalize(), int(db_id))
+
+
+def collector_of(payment: Payment) -> int | None:
+    """Who collects a payment, and so who alone may say it was paid by hand: the workspace's partner for a
+    client's payment; for a partner's, the platform (None) or the parent it tops its balance up with."""
+    if payment.payer_key.startswith("WORKSPACE:"):
+        return payment.partner_id
+    collector = payment.purpose.get("collector")
+    return int(collector) if collector is not None else None
 
 
 async def _route(
@@ -188,6 +202,7 @@ async def open_payment(
     """The payment row and its invoice (``lines``), committed before any provider hears of it; a manual
     one is issued PENDING, and one that coupons bring to nothing is paid at once."""
     config, _ = await _route(sale, method, saved_method_id)
+    purpose = {**purpose, **sale.collector_of_record()}
     if method is PaymentMethodKind.CARD and saved_method_id is None:
         purpose = {**purpose, "save_card": save_card}  # a card paid on a hosted page is kept only if asked
     payment = await payments.create_payment(

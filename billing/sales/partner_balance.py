@@ -2,6 +2,10 @@
 gateway, like any payment to the platform. The platform may also fund it by hand
 (``wallets.grant_partner_balance``) and sets its credit limit (``wallets.set_credit_limit``).
 
+A partner reselling below another holds its balance with its parent: it tops up through the parent's
+gateway, the parent funds it by hand, and only the parent records a manual top-up as paid (nobody records
+its own payment: that would credit its own balance).
+
 What takes money out of it: the platform price of its clients' plans (``platform_deductions``),
 delivered WhatsApp messages at the platform's rate (``usage``), and the partner's own plan.
 """
@@ -39,7 +43,9 @@ async def top_up(
     partner: Partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     paid = check_amount(minor_of(amount, partner.default_currency))
     checkout.check_card(method, card_token, saved_method_id)
-    sale = checkout.Sale(f"PARTNER:{partner.id}", partner.id, None)
+    # Each level's balance is with its parent: the platform's direct partners pay the platform, a partner
+    # reselling below another pays that one, through its gateway.
+    sale = checkout.Sale(f"PARTNER:{partner.id}", partner.id, partner.parent_id)
     currency = partner.default_currency
 
     async def act() -> int:

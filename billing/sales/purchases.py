@@ -15,6 +15,7 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money, check_amount, check_unit
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
+from billing.sales import checkout
 from gateways.manual import ManualGateway
 from models.catalog import CreditPackage
 from models.enums import ExternalAccount, LedgerCause, PaymentMethodKind, PaymentPurpose, PaymentStatus, Permission
@@ -125,7 +126,13 @@ async def record_payment(viewer: Viewer, *, payment_id: int, note: str, idempote
     already recorded by hand: a double click in a back office) answers the payment as first recorded."""
     viewer.require(Permission.MANAGE_BILLING)
     note = check_text(note, "note", max_length=1000, allow_empty=True, multiline=True)
-    payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
+    payment = await tenancy.get_scoped(tenancy.payments(viewer, with_descendants=True), payment_id, "payment")
+    if not viewer.is_platform and checkout.collector_of(payment) != viewer.partner_id:
+        # A partner's own payment to the platform (or to its parent) is recorded by whoever collects it:
+        # a partner saying it paid itself would credit its own balance.
+        if payment.partner_id != viewer.partner_id:
+            raise BillingError(ErrorCode.NOT_FOUND, "payment not found", field="paymentId")
+        raise BillingError(ErrorCode.FORBIDDEN, "a payment you make is recorded by whoever collects it")
     if payment.provider not in (ManualGateway.name, "balance"):
         raise BillingError(
             ErrorCode.INVALID_PAYMENT_TRANSITION, "only manual payments are recorded by hand", field="paymentId"

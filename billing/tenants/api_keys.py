@@ -104,11 +104,13 @@ async def create_key_as(
     viewer: Viewer, *, partner_id: int | None, name: str = "", permissions: frozenset[Permission] | None = None
 ) -> NewKey:
     """A key made through the API: the platform makes keys for itself (no partner named) or for any
-    partner (MANAGE_PARTNERS); a partner only for itself (MANAGE_USERS), and another partner's id is
-    not found."""
+    partner (MANAGE_PARTNERS); a partner for itself (MANAGE_USERS) or for a partner reselling below it
+    (MANAGE_SUB_PARTNERS), never holding more than the caller; another partner's id is not found."""
     if viewer.is_platform:
         viewer.require(Permission.MANAGE_PARTNERS)
         owner = partner_id
+    elif partner_id is not None and partner_id != viewer.partner_id:
+        owner = (await tenancy.sub_partner(viewer, partner_id)).id
     else:
         viewer.require(Permission.MANAGE_USERS)
         if partner_id is not None and partner_id != viewer.partner_id:

@@ -145,8 +145,12 @@ async def invite_partner_user(
     viewer: Viewer, *, partner_id: int, email: str, name: str = "", permissions: frozenset[Permission] = frozenset()
 ) -> NewUser:
     """Add a person to a partner's team. The partner's first user is its admin; the invitee sets a
-    password through the e-mailed link."""
-    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    password through the e-mailed link. A parent invites the team of a partner reselling below it
+    (MANAGE_SUB_PARTNERS, besides what inviting needs)."""
+    if viewer.is_platform or partner_id == viewer.partner_id:
+        partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    else:
+        partner = await tenancy.sub_partner(viewer, partner_id)
     email = check_email(email)
     name = check_name(name, field="name") if name.strip() else ""
     async with in_transaction("default"):

@@ -92,7 +92,7 @@ async def check_download(viewer: Viewer, partner_id: int, report: str, month: st
     viewer.require(Permission.READ_REPORTS)
     if report not in REPORTS:
         raise BillingError(ErrorCode.NOT_FOUND, f"no report {report[:40]!r} (one of {', '.join(REPORTS)})")
-    partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    partner = await tenancy.get_scoped(tenancy.partners(viewer, with_descendants=True), partner_id, "partner")
     start, end = month_range(month)
     return partner.id, start, end
 

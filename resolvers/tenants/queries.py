@@ -74,11 +74,15 @@ def _tax_rates(viewer: DomainViewer) -> QuerySet[Any]:
 # row the viewer lacks the permission to list.
 _RESOLVABLE: dict[str, tuple[Callable[[DomainViewer], QuerySet[Any]], Callable[[Any], Node]]] = {
     "Partner": (lambda v: tenancy.partners(v, with_descendants=True), Partner.of),
-    "Workspace": (tenancy.workspaces, Workspace.of),
-    "Project": (tenancy.projects, Project.of),
-    "Wallet": (tenancy.wallets, Wallet.of),
-    "LedgerEntry": (lambda v: tenancy.ledger_entries(v).select_related("posting"), LedgerEntry.of),
-    "Payment": (tenancy.payments, Payment.of),
+    # Reading goes down the chain: a parent reads what the partners below it hold.
+    "Workspace": (lambda v: tenancy.workspaces(v, with_descendants=True), Workspace.of),
+    "Project": (lambda v: tenancy.projects(v, with_descendants=True), Project.of),
+    "Wallet": (lambda v: tenancy.wallets(v, with_descendants=True), Wallet.of),
+    "LedgerEntry": (
+        lambda v: tenancy.ledger_entries(v, with_descendants=True).select_related("posting"),
+        LedgerEntry.of,
+    ),
+    "Payment": (lambda v: tenancy.payments(v, with_descendants=True), Payment.of),
     "PartnerUser": (tenancy.partner_users, PartnerUser.of),
     "WorkspaceUser": (tenancy.workspace_users, WorkspaceUser.of),
     "ApiKey": (tenancy.api_keys, ApiKey.of),
@@ -89,7 +93,7 @@ _RESOLVABLE: dict[str, tuple[Callable[[DomainViewer], QuerySet[Any]], Callable[[
     "CreditPackage": (plans.visible_credit_packages, CreditPackage.of),
     "WebhookEndpoint": (lambda v: tenancy.partner_owned(WebhookEndpointRow.all(), v), WebhookEndpoint.of),
     "WebhookDelivery": (lambda v: tenancy.partner_owned(WebhookDeliveryRow.all(), v), WebhookDelivery.of),
-    "Subscription": (tenancy.subscriptions, Subscription.of),
+    "Subscription": (lambda v: tenancy.subscriptions(v, with_descendants=True), Subscription.of),
     "Document": (manage.documents, Document.of),
     "Coupon": (manage.visible_coupons, Coupon.of),
     "TaxRate": (_tax_rates, TaxRate.of),
@@ -124,7 +128,10 @@ class Query:
         seen = tenancy.partners(viewer, with_descendants=True)  # a partner, and those reselling through it
         return await paginate(seen, first=first, after=after, to_node=Partner.of)
 
-    @strawberry.field(description="Workspaces you can see, oldest first; filter by owner e-mail.")
+    @strawberry.field(
+        description="Your workspaces (every one, for the platform), oldest first; filter by owner e-mail. Those of"
+        " the partners reselling below you: Partner.workspaces."
+    )
     async def workspaces(
         self,
         info: Info[Context, None],

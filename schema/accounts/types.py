@@ -65,7 +65,9 @@ class Wallet(Node):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Connection[LedgerEntry]:
-        queryset = tenancy.ledger_entries(info.context.require_viewer()).filter(wallet_id=self.db_id)
+        queryset = tenancy.ledger_entries(info.context.require_viewer(), with_descendants=True).filter(
+            wallet_id=self.db_id
+        )
         if cause is not None:
             queryset = queryset.filter(cause=cause)
         if since is not None:

@@ -302,7 +302,10 @@ class Partner(Node):
         row = await info.context.loaders.branding_of_partner.load(self.db_id)
         return Branding.of(row, self.domain) if row else None
 
-    @strawberry.field(description="This partner's workspaces, oldest first; ownerEmail finds one by its owner.")
+    @strawberry.field(
+        description="This partner's workspaces, oldest first; ownerEmail finds one by its owner. A parent reads"
+        " those of the partners below it here."
+    )
     async def workspaces(
         self,
         info: Info[Context, None],
@@ -497,10 +500,13 @@ async def workspaces_seen(
     owner_email: str | None = None,
     partner_db_id: int | None = None,
 ) -> Connection[Workspace]:
-    """Workspaces the caller can see, oldest first; by partner and by owner e-mail."""
-    queryset = tenancy.workspaces(info.context.require_viewer())
-    if partner_db_id is not None:
-        queryset = queryset.filter(partner_id=partner_db_id)
+    """Workspaces the caller can see, oldest first; by owner e-mail. A partner's own, or with ``partner_db_id``
+    (``Partner.workspaces``) that partner's: the caller's or one reselling below it."""
+    viewer = info.context.require_viewer()
+    if partner_db_id is None:
+        queryset = tenancy.workspaces(viewer)
+    else:
+        queryset = tenancy.workspaces(viewer, with_descendants=True).filter(partner_id=partner_db_id)
     if owner_email is not None:
         queryset = queryset.filter(owner_email=check_text(owner_email, "ownerEmail", max_length=254).lower())
     return await paginate(queryset, first=first, after=after, to_node=Workspace.of)
