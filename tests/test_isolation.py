@@ -851,29 +851,38 @@ async def seed(
     clients: dict[str, tuple[int, str]],
     key_names: dict[str, str],
     password: str,
+    parent: str | None = None,
+    resells: bool = True,
 ) -> Tenant:
     """A partner with branding, API keys and a (manual) gateway; a workspace per entry of ``texts`` (the
     text goes into its name, owner e-mail, notes and idempotency keys) with two grants, a debit and a manual
     purchase; team members (the first is the admin) and workspace users, who set ``password`` by the
-    e-mailed link."""
-    made = await api.run(platform, "createPartner", "CreatePartnerInput", "partner { id }", name=name, slug=slug)
+    e-mailed link. ``parent``: the key of the partner it resells below, which makes it, its keys and its
+    balance (otherwise the platform does)."""
+    creator = parent or platform
+    if parent is None:
+        made = await api.run(platform, "createPartner", "CreatePartnerInput", "partner { id }", name=name, slug=slug)
+    else:
+        made = await api.run(
+            parent, "createSubPartner", "CreateSubPartnerInput", "partner { id }", name=name, slug=slug
+        )
     partner_id = made["partner"]["id"]
     keys, secrets_by_role = {}, {}
     for role, key_name in key_names.items():
         made = await api.run(
-            platform, "createApiKey", "CreateApiKeyInput", "keyId secret", name=key_name, partnerId=partner_id
+            creator, "createApiKey", "CreateApiKeyInput", "keyId secret", name=key_name, partnerId=partner_id
         )
         keys[role], secrets_by_role[role] = from_global_id(made["keyId"])[1], made["secret"]
     key = secrets_by_role["main"]
-    # A partner reselling through it (Partner.subPartners), named with the tenant's text.
-    await api.run(
-        key,
-        "createSubPartner",
-        "CreateSubPartnerInput",
-        "partner { id }",
-        name=f"{texts[0]} reseller",
-        slug=f"{slug}-sub",
-    )
+    if resells:  # a partner reselling through it (Partner.subPartners), named with the tenant's text
+        await api.run(
+            key,
+            "createSubPartner",
+            "CreateSubPartnerInput",
+            "partner { id }",
+            name=f"{texts[0]} reseller",
+            slug=f"{slug}-sub",
+        )
     await api.run(
         key,
         "updateBranding",
@@ -993,9 +1002,9 @@ async def seed(
         priceAmount="50",
         priceCurrency="BRL",
     )
-    # Its centralised balance funded by the platform (a line on this month's statement).
+    # Its centralised balance funded by its parent or the platform (a line on this month's statement).
     await api.run(
-        platform, "grantPartnerBalance", "GrantPartnerBalanceInput", "errors { code }", partnerId=partner_id,
+        creator, "grantPartnerBalance", "GrantPartnerBalanceInput", "errors { code }", partnerId=partner_id,
         amount="100.00", currency="USD", note=f"{texts[0]} balance", idempotencyKey=f"{texts[0]}-balance",
     )  # fmt: skip
     # A tax on its documents (included in its prices) and a coupon, both named with the tenant's text.
@@ -1128,6 +1137,53 @@ async def sides(schema: Schema, a: Tenant, b: Tenant, marks: dict[str, str]) -> 
     return victim, hidden, partner_own, client_own
 
 
+async def below(schema: Schema, side: Side, child: Tenant) -> None:
+    """Add what ``child``, a partner reselling below ``side``'s, holds to ``side`` (in place)."""
+    ids, db_ids = await ids_in(schema, of_partner(child.partner))
+    for type_name in ids:
+        side.ids.setdefault(type_name, []).extend(ids[type_name])
+        side.db_ids.setdefault(type_name, []).extend(db_ids[type_name])
+    side.emails += [*child.owner_emails, *child.users.values()]
+    side.user_emails += list(child.users.values())
+    side.brands += [child.slug, child.domain]
+    side.domains.append(child.domain)
+    side.idempotency_keys += child.idempotency_keys
+    side.spent_tokens += child.spent_tokens
+    side.snapshot += partner_snapshot(child.partner)
+
+
+async def above(schema: Schema, label: str, parent: Tenant, markers: tuple[str, ...], *, below: Tenant) -> Side:
+    """A level as the partners below it see it: a victim, with the other partners it made (``below``'s
+    siblings) and never what it reads of them."""
+    ids, db_ids = await ids_in(schema, of_partner(parent.partner))
+    siblings = await sql.fetch(
+        "SELECT id FROM partner WHERE parent_id = $1 AND id <> $2 ORDER BY id", parent.partner, below.partner
+    )
+    ids["Partner"] += [to_global_id("Partner", r["id"]) for r in siblings]
+    db_ids["Partner"] += [r["id"] for r in siblings]
+    return Side(
+        label,
+        ids,
+        db_ids,
+        emails=[*parent.owner_emails, *parent.users.values()],
+        user_emails=list(parent.users.values()),
+        brands=[parent.slug, parent.domain],
+        domains=[parent.domain],
+        idempotency_keys=parent.idempotency_keys,
+        spent_tokens=parent.spent_tokens,
+        markers=markers,
+        snapshot=partner_snapshot(parent.partner),
+    )
+
+
+async def own_level(schema: Schema, tenant: Tenant) -> Side:
+    """What a partner below another owns, less the key it probes with and its admin."""
+    ids, db_ids = await ids_in(schema, of_partner(tenant.partner))
+    without(ids, db_ids, {to_global_id("ApiKey", tenant.keys["main"]), *ids["PartnerUser"][:1]})
+    emails = [*tenant.owner_emails, *tenant.users.values()]
+    return Side(tenant.slug, ids, db_ids, emails=emails, brands=[tenant.slug, tenant.domain], domains=[tenant.domain])
+
+
 # ---------------------------------------------------------------------------------------- the run
 
 
@@ -1217,6 +1273,9 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
     started = time.monotonic()
     tag = secrets.token_hex(4)
     mark, public_mark, sibling = f"zzvictim-marker-{tag}", f"zzpublic-brand-{tag}", f"zzsibling-marker-{tag}"
+    # What the partners reselling below B must never read of the levels above them (B's public branding
+    # carries none of these).
+    upper, second = f"zzupper-{tag}", f"zzsecond-level-{tag}"
     platform = (await api_keys.create_key(partner_id=None, name="platform")).secret
 
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
@@ -1269,8 +1328,8 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
             slug=f"attacker-{tag}",
             name="Attacker agency",
             domain=f"attacker-{tag}.example",
-            texts=[f"attacker-{tag}", sibling],  # W1, the workspace user's; W2, its sibling
-            team={"admin": f"attacker-{tag}-admin@agency.example", "ops": f"{sibling}-ops@agency.example"},
+            texts=[f"attacker-{tag}-{upper}", sibling],  # W1, the workspace user's; W2, its sibling
+            team={"admin": f"{upper}-admin@agency.example", "ops": f"{sibling}-ops@agency.example"},
             clients={
                 "client": (0, f"attacker-{tag}-client@client.example"),
                 "sibling": (1, f"{sibling}@client.example"),
@@ -1278,12 +1337,57 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
             key_names={"main": "attacker key", "spare": f"{sibling} spare key"},
             password=ATTACKER_PASSWORD,
         )
+        # Resellers of resellers. A's chain: a partner below A, its data marked as A's. B's chain: B2 below B
+        # and B3 below B2, each attacking every level above it and its siblings; B reads down (allowed).
+        a2 = await seed(
+            api,
+            platform,
+            parent=a.key,
+            slug=f"{mark}-l2",
+            name=f"{mark} second level",
+            domain=f"{public_mark}-l2.example",
+            texts=[f"{mark}-l2"],
+            team={"admin": f"{mark}-l2-admin@agency.example"},
+            clients={"client": (0, f"{mark}-l2-client@client.example")},
+            key_names={"main": f"{mark} l2 key"},
+            password=VICTIM_PASSWORD,
+        )
+        b2 = await seed(
+            api,
+            platform,
+            parent=b.key,
+            slug=f"level2-{tag}",
+            name="Second level",
+            domain=f"level2-{tag}.example",
+            texts=[second],
+            team={"admin": f"{second}-admin@agency.example"},
+            clients={"client": (0, f"{second}-client@client.example")},
+            key_names={"main": "second level key"},
+            password=ATTACKER_PASSWORD,
+        )
+        b3 = await seed(
+            api,
+            platform,
+            parent=b2.key,
+            slug=f"level3-{tag}",
+            name="Third level",
+            domain=f"level3-{tag}.example",
+            texts=[f"third-level-{tag}"],
+            team={"admin": f"third-level-{tag}-admin@agency.example"},
+            clients={"client": (0, f"third-level-{tag}-client@client.example")},
+            key_names={"main": "third level key"},
+            password=ATTACKER_PASSWORD,
+            resells=False,  # the deepest level
+        )
         introspected = await api.post(b.key, INTROSPECTION)
         assert introspected.status_code == 200 and not introspected.json().get("errors"), introspected.text
         schema = Schema(introspected.json()["data"]["__schema"])
         gen = Generator(schema)
         marks = {"victim": mark, "public": public_mark, "sibling": sibling}
         victim, hidden, partner_own, client_own = await sides(schema, a, b, marks)
+        await below(schema, victim, a2)
+        above_b2 = await above(schema, "B, the parent", b, (upper, sibling), below=b2)
+        above_b3 = await above(schema, "B2, the parent", b2, (second,), below=b3)
 
         client = {"email": b.users["client"], "password": ATTACKER_PASSWORD, "brand": b.slug}
         admin = {"email": b.users["admin"], "password": ATTACKER_PASSWORD, "brand": b.slug}
@@ -1291,6 +1395,10 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
             Attacker("B workspace user (session)", await sign_in(api, client), client_own, [victim, hidden], client),
             Attacker("B partner admin (session)", await sign_in(api, admin), partner_own, [victim], admin),
             Attacker("B partner API key", b.key, partner_own, [victim]),
+            # Up the chain and across it (another tree is B's attackers' to probe: B2 and B3 go through the
+            # same scopes with a partner's key).
+            Attacker("B2 partner API key (level 2)", b2.key, await own_level(schema, b2), [above_b2]),
+            Attacker("B3 partner API key (level 3)", b3.key, await own_level(schema, b3), [above_b3, above_b2]),
         ]
 
         # Phase 1: every authenticated field. Phase 2: the public ones (PUBLIC), with the victims' data.

@@ -81,7 +81,9 @@ async def _create(viewer: Viewer, *, name: str, slug: str, currency: str, parent
                 action="partner.create",
                 target_type="Partner",
                 target_id=partner.id,
-                partner_id=partner.id,
+                # A sub-partner is made by its parent: the entry is in the parent's log, not the child's (which
+                # never reads its parent's id).
+                partner_id=parent.id if parent else partner.id,
                 after=after,
             )
     except IntegrityError:

@@ -200,8 +200,8 @@ class Mutation:
         return await _adjust(info, input, debit=True)
 
     @mutation(
-        permission=Permission.MANAGE_PARTNERS,
-        description="The platform funds a partner's centralised balance by hand, with a note.",
+        description="Funds a partner's centralised balance by hand, with a note: the platform its direct partners"
+        " (MANAGE_PARTNERS), a partner those directly below it, whose balance is with it (MANAGE_SUB_PARTNERS).",
     )
     async def grant_partner_balance(
         self, info: Info[Context, None], input: GrantPartnerBalanceInput
