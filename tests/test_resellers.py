@@ -7,23 +7,33 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
 from billing.accounts import statements, wallets
-from billing.catalog import plans
+from billing.catalog import plans, rate_cards
 from billing.core import clock, config
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.sales import partner_balance, purchases
 from billing.subscriptions import lifecycle, renewals
 from billing.tenants import api_keys, partners
-from billing.usage import platform_deductions
-from models.enums import BillingInterval, MarginKind, OwnerKind, PaymentMethodKind, PaymentStatus, PeriodStatus
+from billing.usage import platform_deductions, project_credit, whatsapp
+from billing.usage.exact_amounts import FINE
+from models.enums import (
+    BillingInterval,
+    MarginKind,
+    MessageCategory,
+    OwnerKind,
+    PaymentMethodKind,
+    PaymentStatus,
+    PeriodStatus,
+)
 from models.operations import OutboxEvent
 from models.payments import Payment
 from models.subscriptions import SubscriptionPeriod
-from models.tenancy import Partner, Workspace
+from models.tenancy import Partner, Project, Workspace
 from models.wallets import LedgerEntry, PlatformDeduction, Wallet
 from schema.ids import to_global_id
 from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
@@ -278,3 +288,98 @@ async def test_a_parent_reads_its_descendants_workspaces_balances_and_statements
         seen, statement = await read(reader, owner)
         assert (seen["workspace"], seen["partner"]) == (None, None), (reader.name, owner.name)
         assert [e["extensions"]["code"] for e in statement["errors"]] == ["NOT_FOUND"]
+
+
+# --- usage down the chain -----------------------------------------------------------------------------
+
+
+async def a_usage_chain(agency_funds: int = 100_00) -> dict:
+    """The chain with WhatsApp rates: the platform's BR marketing message at 0.0625 BRL; the master +20 %,
+    the agency +0.01 a message, the freelancer +15 %; a freelancer's client with a project of 100.00 credit."""
+    master, agency, freelancer, _ = await a_chain()
+    await rate_cards.set_platform_rates(
+        PLATFORM, currency="BRL", cells=[rate_cards.CellInput("BR", MessageCategory.MARKETING, "0.0625")]
+    )
+    for partner, kind, value in (
+        (master, MarginKind.PERCENTAGE, "20"),
+        (agency, MarginKind.FIXED, "0.01"),
+        (freelancer, MarginKind.PERCENTAGE, "15"),
+    ):
+        await rate_cards.set_partner_margin(partner_viewer(partner), partner_id=partner.id, kind=kind, value=value)
+    await fund(master, 100_00, "m")
+    await fund(agency, agency_funds, "a")
+    await fund(freelancer, 100_00, "f")
+    client = await a_workspace(freelancer, "Client")
+    project = await Project.get(workspace_id=client.id)
+    await project_credit.assign(
+        partner_viewer(freelancer), project_id=project.id, amount=100_00, note="", idempotency_key="credit"
+    )
+    return {"levels": (master, agency, freelancer), "project": project}
+
+
+def thirteen_messages(project, prefix: str = "e") -> list[whatsapp.UsageIn]:
+    """Ten events of one message, then one of three: 13 messages."""
+    when = clock.now() - timedelta(minutes=1)
+    one = [whatsapp.UsageIn(project.id, f"{prefix}{i}", "MARKETING", when, country="BR") for i in range(10)]
+    return [*one, whatsapp.UsageIn(project.id, f"{prefix}-three", "MARKETING", when, count=3, country="BR")]
+
+
+async def usage_moved(owner_key: str) -> int:
+    wallet = await Wallet.get(owner_key=owner_key, unit="BRL")
+    return -sum(e.amount for e in await LedgerEntry.filter(wallet_id=wallet.id, cause="USAGE"))
+
+
+async def test_each_level_sees_its_parents_rate_as_its_cost_with_its_own_margin_rounded_once_per_level() -> None:
+    chain = await a_usage_chain()
+    _, agency, freelancer = chain["levels"]
+    now = clock.now()
+    # By hand: 0.0625 + 20 % = 0.075; + 0.01 = 0.085; + 15 % = 0.09775.
+    rates = [(await rate_cards.table(p.id, "BRL")).rate("BR", "MARKETING", now) for p in chain["levels"]]
+    assert [(r.platform, r.partner) for r in rates] == [
+        (Fraction("0.0625"), Fraction("0.075")),
+        (Fraction("0.075"), Fraction("0.085")),
+        (Fraction("0.085"), Fraction("0.09775")),
+    ]
+    assert rates[2].costs() == (Fraction("0.0625"), Fraction("0.075"), Fraction("0.085"))
+    # The agency raises its margin: the freelancer's card, built on it, moves with it at once.
+    await rate_cards.set_partner_margin(
+        partner_viewer(agency), partner_id=agency.id, kind=MarginKind.FIXED, value="0.02"
+    )
+    moved = (await rate_cards.table(freelancer.id, "BRL")).rate("BR", "MARKETING", now)
+    assert moved is not None and (moved.platform, moved.partner) == (Fraction("0.095"), Fraction("0.10925"))
+
+
+async def test_usage_of_a_clients_project_debits_every_level_its_parents_rate_in_the_batchs_one_posting() -> None:
+    chain = await a_usage_chain()
+    master, agency, freelancer = chain["levels"]
+    results = await whatsapp.report(PLATFORM, thirteen_messages(chain["project"]))
+    assert {r.status for r in results} == {whatsapp.Status.CHARGED}
+    # The client pays 0.09775, the freelancer its cost 0.085 a message (exact, in fine units).
+    assert (results[0].partner_amount, results[0].platform_amount) == (9_775 * FINE // 1000, 85 * FINE // 10)
+    # 13 messages, each running total rounded once, half-up: the client 1.27075 -> 1.27; the freelancer
+    # 1.105 -> 1.11 (to the agency); the agency 0.975 -> 0.98 (to the master); the master 0.8125 -> 0.81.
+    keys = [f"PROJECT:{chain['project'].id}", *(f"PARTNER:{p.id}" for p in (freelancer, agency, master))]
+    assert [await usage_moved(k) for k in keys] == [127, 111, 98, 81]
+    postings = {e.posting_id for e in await LedgerEntry.filter(cause="USAGE")}
+    assert len(postings) == 1  # every level or none
+    again = await whatsapp.report(PLATFORM, thirteen_messages(chain["project"]))
+    assert {r.status for r in again} == {whatsapp.Status.DUPLICATE}
+    assert [await usage_moved(k) for k in keys] == [127, 111, 98, 81]
+
+
+async def test_usage_stops_at_a_middle_level_short_of_balance_and_nobody_pays_for_what_is_refused() -> None:
+    chain = await a_usage_chain(agency_funds=50)  # the agency holds 0.50 with the master: 6 messages at 0.075
+    master, agency, freelancer = chain["levels"]
+    results = await whatsapp.report(PLATFORM, thirteen_messages(chain["project"]))
+    charged = [r for r in results if r.status is whatsapp.Status.CHARGED]
+    refused = [r for r in results if r.status is whatsapp.Status.REFUSED]
+    assert len(charged) == 6 and len(refused) == 5
+    assert {r.reason for r in refused} == {whatsapp.Reason.PARTNER_BALANCE_INSUFFICIENT}
+    keys = [f"PROJECT:{chain['project'].id}", *(f"PARTNER:{p.id}" for p in (freelancer, agency, master))]
+    # 6 messages: 0.5865 -> 0.59; 0.51; 0.45; 0.375 -> 0.38.
+    assert [await usage_moved(k) for k in keys] == [59, 51, 45, 38]
+    await fund(agency, 10_00, "a-more")
+    retried = await whatsapp.report(PLATFORM, thirteen_messages(chain["project"]))
+    expected = [whatsapp.Status.CHARGED if r in refused else whatsapp.Status.DUPLICATE for r in results]
+    assert [r.status for r in retried] == expected  # what was refused was not kept: it is charged now
+    assert [await usage_moved(k) for k in keys] == [127, 111, 98, 81]  # as if sent at once

@@ -30,6 +30,7 @@ from billing.core import audit, clock, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import check_currency, parse_decimal, plain_decimal
 from billing.core.tenancy import Viewer
+from billing.tenants import hierarchy
 from models.catalog import PlatformRate, RateCard, RateCardCell
 from models.enums import MarginKind, MessageCategory, Permission, TierScope
 
@@ -315,8 +316,17 @@ def _audited_margin(kind: MarginKind | None, value: Decimal | None, currency: st
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    platform: Fraction  # major units per message
-    partner: Fraction
+    """One cell's rates for one partner, in major units per message."""
+
+    platform: Fraction  # what the partner pays: the platform's rate, or its parent's below another partner
+    partner: Fraction  # what its clients pay
+    # Resellers of resellers: what each level of the chain pays, from the platform's direct partner down
+    # to this one (the last is ``platform``); empty for a direct partner and for the platform's own card.
+    chain: tuple[Fraction, ...] = ()
+
+    def costs(self) -> tuple[Fraction, ...]:
+        """What each level pays its parent, top first: one rate for a direct partner."""
+        return self.chain or (self.platform,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,15 +444,22 @@ def forget_cached() -> None:
     _cache.clear()
 
 
+# The cards a partner's rates are built from: its own and those of the partners it resells below (at most
+# two, WHITEBILL_MAX_PARTNER_LEVELS being at most 3), for a partner row named ``pa``. Their versions only
+# grow, so their sum moves whenever any of them changes: one number tells a cached card is stale.
+CHAIN_CARDS = "r.partner_id IN (pa.id, pa.parent_id, (SELECT gp.parent_id FROM partner gp WHERE gp.id = pa.parent_id))"
+
+
 async def versions(partner_id: int | None, currency: str) -> tuple[int, int]:
+    """The platform card's version and the sum of the versions of the partner's cards down its chain."""
     rows = await sql.fetch(
-        "SELECT partner_id, version FROM rate_card WHERE currency = $1 AND (partner_id IS NULL OR partner_id = $2)",
+        "SELECT (SELECT version FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = $1) AS platform,"  # noqa: S608 (CHAIN_CARDS: a constant)
+        f" (SELECT sum(r.version) FROM partner pa, rate_card r WHERE pa.id = $2 AND r.currency = $1 AND {CHAIN_CARDS})"
+        " AS own",
         currency,
         partner_id or 0,
     )
-    platform = next((r["version"] for r in rows if r["partner_id"] is None), 0)
-    own = next((r["version"] for r in rows if r["partner_id"] is not None), 0)
-    return int(platform), int(own)
+    return int(rows[0]["platform"] or 0), int(rows[0]["own"] or 0)
 
 
 async def table(partner_id: int | None, currency: str, known: tuple[int, int] | None = None) -> RateTable:
@@ -457,27 +474,48 @@ async def table(partner_id: int | None, currency: str, known: tuple[int, int] | 
     return built
 
 
+@dataclass(frozen=True, slots=True)
+class _Level:
+    """One partner's card in a chain: its bulk margin and its margins per cell."""
+
+    card: RateCard | None
+    cells: dict[tuple[str, str], RateCardCell]
+
+    def on(self, key: tuple[str, str], rate: Fraction) -> Fraction:
+        """``rate`` (its parent's) with this level's margin for the cell, rounded once (:func:`kept`)."""
+        override = self.cells.get(key)
+        if override is not None:
+            return kept(with_margin(rate, override.margin_kind, Decimal(override.price)))
+        if self.card is not None:
+            value = None if self.card.margin_value is None else Decimal(self.card.margin_value)
+            return kept(with_margin(rate, self.card.margin_kind, value))
+        return rate
+
+
+async def _level(partner_id: int, currency: str) -> _Level:
+    card = await RateCard.filter(partner_id=partner_id, currency=currency).first()
+    cells = {}
+    if card is not None:
+        cells = {(c.country, c.category.value): c for c in await RateCardCell.filter(rate_card_id=card.id)}
+    return _Level(card, cells)
+
+
 async def _build(partner_id: int | None, currency: str) -> RateTable:
     platform = await RateCard.filter(partner_id=None, currency=currency).first()
-    own = None if partner_id is None else await RateCard.filter(partner_id=partner_id, currency=currency).first()
     if platform is None:
         return RateTable(currency, {})
-    margins = {}
-    if own is not None:
-        margins = {(c.country, c.category.value): c for c in await RateCardCell.filter(rate_card_id=own.id)}
+    # Each level's rate is its parent's with its own margin, rounded once per level.
+    levels = [await _level(level, currency) for level in await hierarchy.ancestry(partner_id)] if partner_id else []
     timelines: dict[tuple[str, str], list[Price]] = {}
 
     def rates(key: tuple[str, str], price: object) -> Rate:
         base = Fraction(Decimal(str(price)))
-        override = margins.get(key)
-        if override is not None:
-            partner = with_margin(base, override.margin_kind, Decimal(override.price))
-        elif own is not None:
-            value = None if own.margin_value is None else Decimal(own.margin_value)
-            partner = with_margin(base, own.margin_kind, value)
-        else:
-            partner = base
-        return Rate(base, kept(partner))
+        paid = [base]  # what each level pays, then what the last level's clients pay
+        for level in levels:
+            paid.append(level.on(key, paid[-1]))
+        if len(paid) <= 2:
+            return Rate(base, paid[-1])
+        return Rate(paid[-2], paid[-1], tuple(paid[:-1]))
 
     for row in await PlatformRate.filter(rate_card_id=platform.id).order_by("effective_from", "id"):
         key = (row.country, row.category.value)

@@ -132,6 +132,10 @@ class _Project:
     wallet_id: int | None
     central_id: int | None
     versions: tuple[int, int]
+    # Resellers of resellers: the partners of its chain, the platform's direct partner first (this one
+    # last), and the centralised balance each pays from (this partner's own, ``central_id``, last).
+    chain: tuple[int, ...] = ()
+    centrals: tuple[int, ...] = ()
 
 
 class _Priced(msgspec.Struct, gc=False):
@@ -146,6 +150,10 @@ class _Priced(msgspec.Struct, gc=False):
     # A price with volume tiers: the event is priced when written, by its messages' places in the month.
     tiered: rate_cards.Price | None = None
     volume: tuple[str, str, str, str] | None = None  # (scope, country, category, month) it counts in
+    # Resellers of resellers: what each level of the chain pays its parent, top first (the last is
+    # ``platform_amount``), as priced and as charged; one amount for a direct partner.
+    costs: tuple[int, ...] = ()
+    charged_costs: tuple[int, ...] = ()
 
     def reset(self) -> None:
         """The result as priced: a retried write starts again from here."""
@@ -153,6 +161,7 @@ class _Priced(msgspec.Struct, gc=False):
         result.status = Status.FREE if self.free else Status.CHARGED
         result.reason = result.message = None
         result.partner_amount, result.platform_amount = self.partner_amount, self.platform_amount
+        self.charged_costs = self.costs
 
 
 @dataclass(slots=True)
@@ -163,6 +172,13 @@ class _Group:
     currency: str
     central_id: int
     events: list[_Priced] = field(default_factory=list)
+    chain: tuple[int, ...] = ()  # as on _Project: top first, this partner last
+    centrals: tuple[int, ...] = ()
+
+    def counter_account(self, central_id: int) -> ExternalAccount:
+        """Where a level's usage goes: the platform's direct partner pays the platform, each level below
+        pays its parent."""
+        return ExternalAccount.PLATFORM_REVENUE if central_id == self.centrals[0] else ExternalAccount.PARTNER_REVENUE
 
 
 def refuse(result: UsageResult, reason: Reason, message: str) -> None:
@@ -217,10 +233,11 @@ def _is_free(category: str, window: str) -> bool:
 # Each project with its partner's currency and policy, its credit, the partner's balance, and the
 # versions of the two rate cards that price it (so cached cards are checked without a query).
 PROJECTS_SQL = (
-    "SELECT p.id, p.partner_id, pa.default_currency AS currency, pa.usage_credit_policy AS policy,"
+    "SELECT p.id, p.partner_id, pa.default_currency AS currency, pa.usage_credit_policy AS policy,"  # noqa: S608 (CHAIN_CARDS: a constant)
     " pw.id AS wallet_id, cw.id AS central_id,"
     " (SELECT version FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = pa.default_currency) AS pv,"
-    " (SELECT version FROM rate_card r WHERE r.partner_id = pa.id AND r.currency = pa.default_currency) AS ov"
+    f" (SELECT sum(version) FROM rate_card r WHERE r.currency = pa.default_currency AND {rate_cards.CHAIN_CARDS})"
+    " AS ov, pa.parent_id AS parent, (SELECT gp.parent_id FROM partner gp WHERE gp.id = pa.parent_id) AS grandparent"
     " FROM project p JOIN partner pa ON pa.id = p.partner_id"
     " LEFT JOIN wallet pw ON pw.owner_key = 'PROJECT:' || p.id AND pw.unit = pa.default_currency"
     " LEFT JOIN wallet cw ON cw.owner_key = 'PARTNER:' || pa.id AND cw.unit = pa.default_currency"
@@ -236,14 +253,8 @@ async def _projects(ids: set[int]) -> dict[int, _Project]:
     for row in rows:
         central = row["central_id"]
         if central is None:  # the centralised balance opens at zero the first time it is needed
-            central = (
-                await opening.open_wallet(
-                    partner_id=row["partner_id"],
-                    owner_kind=OwnerKind.PARTNER,
-                    owner_id=row["partner_id"],
-                    unit=row["currency"],
-                )
-            ).id
+            central = await _central(row["partner_id"], row["currency"])
+        above = [p for p in (row["grandparent"], row["parent"]) if p is not None]
         found[row["id"]] = _Project(
             id=row["id"],
             partner_id=row["partner_id"],
@@ -252,8 +263,24 @@ async def _projects(ids: set[int]) -> dict[int, _Project]:
             wallet_id=row["wallet_id"],
             central_id=central,
             versions=(int(row["pv"] or 0), int(row["ov"] or 0)),
+            chain=(*above, row["partner_id"]),
+            centrals=(*[await _central(p, row["currency"]) for p in above], central),
         )
     return found
+
+
+async def _central(partner_id: int, currency: str) -> int:
+    """The partner's centralised balance in ``currency`` (with its parent, or the platform's), opened at zero
+    the first time it is needed."""
+    rows = await sql.fetch(
+        "SELECT id FROM wallet WHERE owner_key = $1 AND unit = $2", f"PARTNER:{partner_id}", currency
+    )
+    if rows:
+        return int(rows[0]["id"])
+    opened = await opening.open_wallet(
+        partner_id=partner_id, owner_kind=OwnerKind.PARTNER, owner_id=partner_id, unit=currency
+    )
+    return int(opened.id)
 
 
 async def _price(
@@ -262,9 +289,9 @@ async def _price(
     """Validate and price every event; the ones left to write, grouped by partner."""
     projects = await _projects(set(project_ids))
     tables: dict[tuple[int, str], rate_cards.RateTable] = {}
-    # (rate, count) -> both amounts: most events of a batch share a few cells. A rate is one object per
-    # cell price of a card, and each batch reads each card once.
-    priced: dict[tuple[int, int], tuple[int, int]] = {}
+    # (rate, count) -> the client's amount and each level's: most events of a batch share a few cells. A
+    # rate is one object per cell price of a card, and each batch reads each card once.
+    priced: dict[tuple[int, int], tuple[int, tuple[int, ...]]] = {}
     groups: dict[int, _Group] = {}
     seen: set[str] = set()
     for event, project_id, result in zip(events, project_ids, results, strict=True):
@@ -286,7 +313,7 @@ async def _price(
             continue
         result.country = country
         free = _is_free(event.category, event.window)
-        amounts = None
+        amounts: tuple[int, tuple[int, ...]] | None = None
         tiered = volume = None
         if not free:
             key = (project.partner_id, project.currency)
@@ -303,30 +330,44 @@ async def _price(
                     f"PROJECT:{project.id}" if card.tier_scope is TierScope.PROJECT else f"PARTNER:{project.partner_id}"
                 )
                 volume = (scope, country, event.category, event.occurred_at.astimezone(UTC).strftime("%Y-%m"))
-                amounts = (0, 0)  # priced when written
+                amounts = (0, (0,) * len(project.chain))  # priced when written
             else:
                 cell = (id(price.rate), event.count)
                 amounts = priced.get(cell)
                 if amounts is None:
                     amounts = priced[cell] = (
                         exact_amounts.charge_fine(event.count, price.rate.partner, project.currency),
-                        exact_amounts.charge_fine(event.count, price.rate.platform, project.currency),
+                        tuple(exact_amounts.charge_fine(event.count, c, project.currency) for c in price.rate.costs()),
                     )
         result.currency = project.currency
         if amounts is None:
             result.status = Status.FREE
         else:
             result.status = Status.CHARGED
-            result.partner_amount, result.platform_amount = amounts
+            result.partner_amount, result.platform_amount = amounts[0], amounts[1][-1]
             if project.wallet_id is None and result.partner_amount > 0:
                 refuse(result, Reason.INSUFFICIENT_CREDIT, "the project has no credit")
                 continue
         group = groups.get(project.partner_id)
         if group is None:
             assert project.central_id is not None
-            group = groups[project.partner_id] = _Group(project.partner_id, project.currency, project.central_id)
+            group = groups[project.partner_id] = _Group(
+                project.partner_id, project.currency, project.central_id, chain=project.chain, centrals=project.centrals
+            )
+        costs = amounts[1] if amounts is not None else (0,) * len(project.chain)
         group.events.append(
-            _Priced(event, result, project, free, result.partner_amount, result.platform_amount, tiered, volume)
+            _Priced(
+                event,
+                result,
+                project,
+                free,
+                result.partner_amount,
+                result.platform_amount,
+                tiered,
+                volume,
+                costs,
+                costs,
+            )
         )
     return groups
 
@@ -451,7 +492,7 @@ WITH lk AS (
 ), e AS (
     INSERT INTO ledger_entry (created_at, posting_id, partner_id, wallet_id, unit, amount, balance_after, cause,
                               counter_wallet_id, counter_account)
-    SELECT $2, $4, $5, w.id, $6, -w.moved, w.balance, 'USAGE', NULL, 'PLATFORM_REVENUE' FROM w WHERE w.moved > 0
+    SELECT $2, $4, $5, w.id, $6, -w.moved, w.balance, 'USAGE', NULL, $8 FROM w WHERE w.moved > 0
 )
 SELECT id, low, (SELECT count(*) FROM n) AS notified FROM w
 """
@@ -511,7 +552,8 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
     inserted: dict[int, set[str]] = {}
     try:
         async with sql.connection().acquire_connection() as raw, raw.transaction():
-            central: list[tuple[_Group, int, int, int]] = []
+            # (wallet, whole, fine, posting, partner, currency, account): each centralised balance's share.
+            central: list[tuple[int, int, int, int, int, str, str]] = []
             for group in groups.values():
                 row = await raw.fetchrow(
                     EVENTS_AND_PROJECTS_SQL,
@@ -525,15 +567,34 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
                 )
                 if row["to_charge"] != len(row["charged"] or ()):
                     raise _Short
+                fresh = None
                 if row["inserted_count"] < len(group.events):  # some were seen before
-                    inserted[group.partner_id] = set(row["inserted"] or ())
+                    fresh = inserted[group.partner_id] = set(row["inserted"] or ())
                 low.extend(row["low"] or ())
+                posting_id = row["posting_id"]
                 if row["platform_whole"] or row["platform_fine"]:
-                    central.append((group, row["platform_whole"], row["platform_fine"], row["posting_id"]))
+                    whole, fine = row["platform_whole"], row["platform_fine"]
+                    account = group.counter_account(group.central_id).value
+                    central.append(
+                        (group.central_id, whole, fine, posting_id, group.partner_id, group.currency, account)
+                    )
+                # Resellers of resellers: each level above pays its parent its share of the same events.
+                for level, (partner_id, wallet_id) in enumerate(
+                    zip(group.chain[:-1], group.centrals[:-1], strict=True)
+                ):
+                    total = sum(
+                        item.charged_costs[level]
+                        for item in group.events
+                        if fresh is None or item.event.event_id in fresh
+                    )
+                    if total:
+                        whole, fine = exact_amounts.split(total)
+                        account = group.counter_account(wallet_id).value
+                        central.append((wallet_id, whole, fine, posting_id, partner_id, group.currency, account))
             # The shared rows last, in id order, each held from its update to the commit.
-            for group, whole, fine, posting_id in sorted(central, key=lambda c: c[0].central_id):
+            for wallet_id, whole, fine, posting_id, partner_id, currency, account in sorted(central):
                 row = await raw.fetchrow(
-                    CENTRAL_SQL, whole, now, group.central_id, posting_id, group.partner_id, group.currency, fine
+                    CENTRAL_SQL, whole, now, wallet_id, posting_id, partner_id, currency, fine, account
                 )
                 if row is None:
                     raise _Short
@@ -583,7 +644,7 @@ class _Room:
 
 async def _careful(groups: dict[int, _Group], now: datetime, actor: str | None) -> None:
     wallet_ids = sorted(
-        {g.central_id for g in groups.values()}
+        {c for g in groups.values() for c in g.centrals}
         | {i.project.wallet_id for g in groups.values() for i in g.events if i.project.wallet_id is not None}
     )
     touched: set[int] = set()
@@ -639,7 +700,11 @@ def _price_tiered(item: _Priced, counted: dict[Volume, int], currency: str) -> N
     spans = item.tiered.spans(counted[item.volume] + 1, item.event.count)
     result = item.result
     result.partner_amount = sum(exact_amounts.charge_fine(n, rate.partner, currency) for n, rate in spans)
-    result.platform_amount = sum(exact_amounts.charge_fine(n, rate.platform, currency) for n, rate in spans)
+    item.charged_costs = tuple(
+        sum(exact_amounts.charge_fine(n, rate.costs()[level], currency) for n, rate in spans)
+        for level in range(len(item.costs))
+    )
+    result.platform_amount = item.charged_costs[-1]
     if not result.partner_amount and not result.platform_amount:  # inside a free quota
         result.status = Status.FREE
 
@@ -652,7 +717,9 @@ async def _decide(
     touched: set[int],
     counted: dict[Volume, int],
 ) -> None:
-    central = room[group.central_id]
+    centrals = [room[c] for c in group.centrals]
+    # A level's balance can be in several groups (two partners below it): each group posts what it took.
+    before = {wallet_id: wallet.moved for wallet_id, wallet in room.items()}
     changed: set[int] = set()
     kept: list[int] = []
     for item in group.events:
@@ -696,18 +763,25 @@ async def _decide(
             assert wallet is not None
             if not wallet.take(charged, charged_fine, -wallet.credit_limit if project.allow_credit else 0):
                 reason = (Reason.INSUFFICIENT_CREDIT, "the project's credit does not cover this event")
-        if reason is None and not central.take(platform, platform_fine, -central.credit_limit):
-            reason = (Reason.PARTNER_BALANCE_INSUFFICIENT, "the partner's balance is at its credit limit")
-            if wallet is not None:
-                wallet.moved, wallet.remainder = undo
+        if reason is None:
+            # Every level of the chain pays its parent its share, or the event is refused: all or none.
+            undone = [(c.moved, c.remainder) for c in centrals]
+            for central, cost in zip(centrals, item.charged_costs, strict=True):
+                whole, fine = exact_amounts.split(cost)
+                if not central.take(whole, fine, -central.credit_limit):
+                    reason = (Reason.PARTNER_BALANCE_INSUFFICIENT, "the partner's balance is at its credit limit")
+                    if wallet is not None:
+                        wallet.moved, wallet.remainder = undo
+                    for taken, (moved, remainder) in zip(centrals, undone, strict=True):
+                        taken.moved, taken.remainder = moved, remainder
+                    break
         if reason is not None:
             refuse(result, *reason)
             await sql.execute("DELETE FROM usage_event WHERE id = $1", row_id)
             continue
         if result.partner_amount:
             changed.add(project.wallet_id)  # type: ignore[arg-type]
-        if result.platform_amount:
-            changed.add(group.central_id)
+        changed.update(c for c, cost in zip(group.centrals, item.charged_costs, strict=True) if cost)
         if item.volume is not None:
             counted[item.volume] += event.count
         kept.append(row_id)
@@ -715,13 +789,13 @@ async def _decide(
         return
     legs = [
         Leg(
-            room[wallet_id].moved,
+            room[wallet_id].moved - before[wallet_id],
             group.currency,
             wallet_id,
-            ExternalAccount.PLATFORM_REVENUE if wallet_id == group.central_id else ExternalAccount.PARTNER_REVENUE,
+            group.counter_account(wallet_id) if wallet_id in group.centrals else ExternalAccount.PARTNER_REVENUE,
         )
         for wallet_id in sorted(changed)
-        if room[wallet_id].moved
+        if room[wallet_id].moved - before[wallet_id]
     ]
     if legs:
         posting_id = (
