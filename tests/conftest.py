@@ -138,6 +138,9 @@ _TABLES_SQL = {
 _KEEP = {"tortoise_migrations"}
 
 
+_rate_cards_made = 0
+
+
 async def _wipe(backend: Backend) -> None:
     rate_cards.forget_cached()  # ids and versions start again: a cached card would be another's
     conn = Tortoise.get_connection("default")
@@ -145,6 +148,11 @@ async def _wipe(backend: Backend) -> None:
     tables = [t for t in tables if t not in _KEEP and "migration" not in t]
     if backend.is_postgres:
         await conn.execute_script("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        # Rate cards are cached by id and version in the server processes, which outlive a wipe: their ids go
+        # on across the session, as SQLite's AUTOINCREMENT does, so a new card never passes for an old one.
+        global _rate_cards_made
+        _rate_cards_made += 1000
+        await conn.execute_script(f"SELECT setval(pg_get_serial_sequence('rate_card', 'id'), {_rate_cards_made})")
     else:
         await conn.execute_script(
             "PRAGMA foreign_keys = OFF;" + "".join(f'DELETE FROM "{t}";' for t in tables) + "PRAGMA foreign_keys = ON;"

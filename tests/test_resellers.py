@@ -383,3 +383,25 @@ async def test_usage_stops_at_a_middle_level_short_of_balance_and_nobody_pays_fo
     expected = [whatsapp.Status.CHARGED if r in refused else whatsapp.Status.DUPLICATE for r in results]
     assert [r.status for r in retried] == expected  # what was refused was not kept: it is charged now
     assert [await usage_moved(k) for k in keys] == [127, 111, 98, 81]  # as if sent at once
+
+
+PRICES = """{ plans(first: 5) { nodes { name platformPrice { amount } price { amount } } }
+  rateCard { cells(first: 5) { nodes { country platformPrice partnerPrice } } } }"""
+
+
+async def test_through_the_api_each_level_sees_its_own_cost_and_price_never_the_prices_above_them(server) -> None:
+    chain = await a_usage_chain()
+    seen = []
+    for partner in chain["levels"]:
+        api = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+        data = await api.data(PRICES)
+        [plan] = data["plans"]["nodes"]
+        [cell] = data["rateCard"]["cells"]["nodes"]
+        seen.append(
+            (plan["platformPrice"]["amount"], plan["price"]["amount"], cell["platformPrice"], cell["partnerPrice"])
+        )
+    assert seen == [
+        ("49.90", "59.88", "0.0625", "0.075"),
+        ("59.88", "64.88", "0.075", "0.085"),
+        ("64.88", "74.61", "0.085", "0.09775"),
+    ]

@@ -445,16 +445,19 @@ def forget_cached() -> None:
 
 
 # The cards a partner's rates are built from: its own and those of the partners it resells below (at most
-# two, WHITEBILL_MAX_PARTNER_LEVELS being at most 3), for a partner row named ``pa``. Their versions only
-# grow, so their sum moves whenever any of them changes: one number tells a cached card is stale.
+# two, WHITEBILL_MAX_PARTNER_LEVELS being at most 3), for a partner row named ``pa``. Each card's stamp is its
+# id and its version, which only grows: the sum of the stamps moves whenever any of the cards changes, so one
+# number tells a cached card is stale. (The id keeps a stamp from coming back where a database is emptied
+# and filled again under a running process, as the tests do.)
+CARD_STAMP = "(r.id * 4294967296 + r.version)"
 CHAIN_CARDS = "r.partner_id IN (pa.id, pa.parent_id, (SELECT gp.parent_id FROM partner gp WHERE gp.id = pa.parent_id))"
 
 
 async def versions(partner_id: int | None, currency: str) -> tuple[int, int]:
-    """The platform card's version and the sum of the versions of the partner's cards down its chain."""
+    """The platform card's stamp and the sum of the stamps of the partner's cards down its chain (CARD_STAMP)."""
     rows = await sql.fetch(
-        "SELECT (SELECT version FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = $1) AS platform,"  # noqa: S608 (CHAIN_CARDS: a constant)
-        f" (SELECT sum(r.version) FROM partner pa, rate_card r WHERE pa.id = $2 AND r.currency = $1 AND {CHAIN_CARDS})"
+        f"SELECT (SELECT {CARD_STAMP} FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = $1) AS platform,"  # noqa: S608 (constants)
+        f" (SELECT sum{CARD_STAMP} FROM partner pa, rate_card r WHERE pa.id = $2 AND r.currency = $1 AND {CHAIN_CARDS})"
         " AS own",
         currency,
         partner_id or 0,

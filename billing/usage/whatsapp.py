@@ -230,15 +230,21 @@ def _is_free(category: str, window: str) -> bool:
     return (category, window) in _FREE
 
 
-# Each project with its partner's currency and policy, its credit, the partner's balance, and the
-# versions of the two rate cards that price it (so cached cards are checked without a query).
+# Each project with its partner's currency and policy, its credit, the partner's balance and those of the
+# partners above it, and the stamps of the rate cards that price it (``rate_cards.versions``: so cached
+# cards are checked without a query).
 PROJECTS_SQL = (
     "SELECT p.id, p.partner_id, pa.default_currency AS currency, pa.usage_credit_policy AS policy,"  # noqa: S608 (CHAIN_CARDS: a constant)
     " pw.id AS wallet_id, cw.id AS central_id,"
-    " (SELECT version FROM rate_card r WHERE r.partner_id IS NULL AND r.currency = pa.default_currency) AS pv,"
-    f" (SELECT sum(version) FROM rate_card r WHERE r.currency = pa.default_currency AND {rate_cards.CHAIN_CARDS})"
-    " AS ov, pa.parent_id AS parent, (SELECT gp.parent_id FROM partner gp WHERE gp.id = pa.parent_id) AS grandparent"
-    " FROM project p JOIN partner pa ON pa.id = p.partner_id"
+    f" (SELECT {rate_cards.CARD_STAMP} FROM rate_card r WHERE r.partner_id IS NULL"
+    " AND r.currency = pa.default_currency) AS pv,"
+    f" (SELECT sum{rate_cards.CARD_STAMP} FROM rate_card r WHERE r.currency = pa.default_currency"
+    f" AND {rate_cards.CHAIN_CARDS}) AS ov, pa.parent_id AS parent, gp.parent_id AS grandparent,"
+    " (SELECT id FROM wallet w WHERE w.owner_key = 'PARTNER:' || pa.parent_id AND w.unit = pa.default_currency)"
+    " AS parent_central,"
+    " (SELECT id FROM wallet w WHERE w.owner_key = 'PARTNER:' || gp.parent_id AND w.unit = pa.default_currency)"
+    " AS grandparent_central"
+    " FROM project p JOIN partner pa ON pa.id = p.partner_id LEFT JOIN partner gp ON gp.id = pa.parent_id"
     " LEFT JOIN wallet pw ON pw.owner_key = 'PROJECT:' || p.id AND pw.unit = pa.default_currency"
     " LEFT JOIN wallet cw ON cw.owner_key = 'PARTNER:' || pa.id AND cw.unit = pa.default_currency"
 )
@@ -254,7 +260,15 @@ async def _projects(ids: set[int]) -> dict[int, _Project]:
         central = row["central_id"]
         if central is None:  # the centralised balance opens at zero the first time it is needed
             central = await _central(row["partner_id"], row["currency"])
-        above = [p for p in (row["grandparent"], row["parent"]) if p is not None]
+        # Resellers of resellers: the balances of the partners above this one (opened the first time too).
+        above = [
+            (partner_id, wallet_id or await _central(partner_id, row["currency"]))
+            for partner_id, wallet_id in (
+                (row["grandparent"], row["grandparent_central"]),
+                (row["parent"], row["parent_central"]),
+            )
+            if partner_id is not None
+        ]
         found[row["id"]] = _Project(
             id=row["id"],
             partner_id=row["partner_id"],
@@ -263,8 +277,8 @@ async def _projects(ids: set[int]) -> dict[int, _Project]:
             wallet_id=row["wallet_id"],
             central_id=central,
             versions=(int(row["pv"] or 0), int(row["ov"] or 0)),
-            chain=(*above, row["partner_id"]),
-            centrals=(*[await _central(p, row["currency"]) for p in above], central),
+            chain=(*(p for p, _ in above), row["partner_id"]),
+            centrals=(*(w for _, w in above), central),
         )
     return found
 
@@ -272,11 +286,6 @@ async def _projects(ids: set[int]) -> dict[int, _Project]:
 async def _central(partner_id: int, currency: str) -> int:
     """The partner's centralised balance in ``currency`` (with its parent, or the platform's), opened at zero
     the first time it is needed."""
-    rows = await sql.fetch(
-        "SELECT id FROM wallet WHERE owner_key = $1 AND unit = $2", f"PARTNER:{partner_id}", currency
-    )
-    if rows:
-        return int(rows[0]["id"])
     opened = await opening.open_wallet(
         partner_id=partner_id, owner_kind=OwnerKind.PARTNER, owner_id=partner_id, unit=currency
     )

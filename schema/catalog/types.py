@@ -54,9 +54,6 @@ class PlanFamily(Node):
 class Plan(Node):
     name: str
     interval: BillingInterval
-    platform_price: Money = strawberry.field(
-        description="The plan's own price (the platform price for platform plans)."
-    )
     limits: list[Limit]
     status: PlanStatus
     is_platform_plan: bool
@@ -74,11 +71,24 @@ class Plan(Node):
         " chain of resellers to the caller's own."
     )
     async def price(self, info: Info[Context, None]) -> Money:
+        price = price_down(await self._margins_down(info), self.row)
+        return Money.of(price.amount, price.currency)
+
+    @strawberry.field(
+        description="The plan's own price: for a platform plan, what the caller's partner pays for it (the"
+        " platform's price, or for a partner reselling below another, its parent's price: no level sees the"
+        " prices above its own cost)."
+    )
+    async def platform_price(self, info: Info[Context, None]) -> Money:
+        cost = price_down((await self._margins_down(info))[:-1], self.row)
+        return Money.of(cost.amount, cost.currency)
+
+    async def _margins_down(self, info: Info[Context, None]) -> list[list[catalog_models.PartnerMargin]]:
+        """The margins of each level from the platform's direct partner down to the caller's partner."""
         viewer = info.context.viewer
         partner_id = viewer.partner_id if viewer else None
         chain = await info.context.loaders.ancestry.load(partner_id) if partner_id is not None else []
-        price = price_down([await info.context.loaders.margins_of_partner.load(p) for p in chain], self.row)
-        return Money.of(price.amount, price.currency)
+        return [await info.context.loaders.margins_of_partner.load(p) for p in chain]
 
     @classmethod
     def of(cls, row: catalog_models.Plan) -> Plan:
@@ -87,7 +97,6 @@ class Plan(Node):
             id=strawberry.ID(to_global_id("Plan", row.id)),
             name=row.name,
             interval=row.interval,
-            platform_price=Money.of(row.price_amount, row.currency),
             limits=Limit.all_of(row.limits),
             status=row.status,
             is_platform_plan=row.partner_id is None,
@@ -195,8 +204,14 @@ TierScope = strawberry.enum(enums.TierScope)
 class RateCell:
     country: str = strawberry.field(description='ISO 3166 alpha-2, or "*" for every other country.')
     category: MessageCategory
-    platform_price: str = strawberry.field(description="Per delivered message, in major units, exact.")
-    partner_price: str = strawberry.field(description="With the partner's margin, kept to 10 decimals.")
+    platform_price: str = strawberry.field(
+        description="What the partner pays per delivered message, in major units, exact: the platform's price,"
+        " or for a partner reselling below another, its parent's price."
+    )
+    partner_price: str = strawberry.field(
+        description="What its clients pay: that with the partner's margin, kept to 10 decimals (rounded once per"
+        " level of resellers)."
+    )
     effective_from: datetime | None = strawberry.field(
         description="When this price took (or takes) effect; null for a cell's first price, which covers all"
         " time before it."
