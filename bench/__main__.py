@@ -5,9 +5,9 @@ P4 sends 100,000 requests after its warm-up: about half an hour on the 2-core de
 
 import asyncio
 
-from bench import p1_dashboard, p2_ingestion, p3_wallet_debits, p4_memory, p6_fanout
+from bench import p1_dashboard, p2_ingestion, p3_wallet_debits, p4_memory, p6_fanout, p7_reseller_usage
 from bench.common import exit_on_sigterm
 
 exit_on_sigterm()
-for benchmark in (p1_dashboard, p2_ingestion, p3_wallet_debits, p4_memory, p6_fanout):
+for benchmark in (p1_dashboard, p2_ingestion, p3_wallet_debits, p4_memory, p6_fanout, p7_reseller_usage):
     asyncio.run(benchmark.main())

@@ -12,11 +12,12 @@ from fractions import Fraction
 import pytest
 
 from billing.accounts import statements, wallets
+from billing.auto_billing import engine
 from billing.catalog import plans, rate_cards
 from billing.core import clock, config
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
-from billing.sales import partner_balance, purchases
+from billing.sales import checkout, partner_balance, purchases
 from billing.subscriptions import lifecycle, renewals
 from billing.tenants import api_keys, partners
 from billing.usage import platform_deductions, project_credit, whatsapp
@@ -405,3 +406,33 @@ async def test_through_the_api_each_level_sees_its_own_cost_and_price_never_the_
         ("59.88", "64.88", "0.075", "0.085"),
         ("64.88", "74.61", "0.085", "0.09775"),
     ]
+
+
+async def test_a_partner_below_another_buys_no_platform_package_for_its_pool_neither_by_hand_nor_by_auto_billing() -> (
+    None
+):
+    master, agency, _, _ = await a_chain()
+    package = await plans.create_credit_package(
+        PLATFORM, name="1,000 credits", unit="MESSAGE_CREDITS", quantity=1000, price=Money(5000, "BRL")
+    )
+    with pytest.raises(BillingError) as refused:
+        await checkout.buy_platform_package(
+            partner_viewer(agency),
+            partner_id=agency.id,
+            package_id=package.id,
+            method=PaymentMethodKind.MANUAL,
+            idempotency_key="p",
+        )
+    assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "packageId")
+    with pytest.raises(BillingError) as refused:
+        await engine.configure(
+            partner_viewer(agency), partner_id=agency.id, enabled=True, for_clients=False, client_overdraft=0
+        )
+    assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "enabled")
+    assert await Payment.all().count() == 0
+    # The platform's direct partner buys them as before.
+    bought = await checkout.buy_platform_package(
+        partner_viewer(master), partner_id=master.id, package_id=package.id, method=PaymentMethodKind.MANUAL,
+        idempotency_key="p",
+    )  # fmt: skip
+    assert bought.amount == 5000

@@ -118,6 +118,14 @@ async def configure(
         raise BillingError(ErrorCode.FORBIDDEN, "auto-billing is the partner's setting")
     viewer.require(Permission.MANAGE_BILLING)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    if enabled and partner.parent_id is not None:
+        # Agency auto-billing buys the platform's packages for the pool, at the platform's price.
+        raise BillingError(
+            ErrorCode.FORBIDDEN,
+            "the platform's packages are sold to its direct partners: a partner reselling below another does not"
+            " buy them (nothing prices them down a chain of resellers yet)",
+            field="enabled",
+        )
     check_amount(client_overdraft, field="clientOverdraft", allow_zero=True)
     if for_clients and client_overdraft == 0:
         raise BillingError(
