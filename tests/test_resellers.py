@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import pytest
 
-from billing.accounts import statements, wallets
+from billing.accounts import opening, statements, top_ups, wallets
 from billing.auto_billing import engine
 from billing.catalog import plans, rate_cards
 from billing.core import clock, config
@@ -429,6 +429,14 @@ async def test_a_partner_below_another_buys_no_platform_package_for_its_pool_nei
             partner_viewer(agency), partner_id=agency.id, enabled=True, for_clients=False, client_overdraft=0
         )
     assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "enabled")
+    pool = await opening.open_wallet(
+        partner_id=agency.id, owner_kind=OwnerKind.PARTNER, owner_id=agency.id, unit="MESSAGE_CREDITS"
+    )
+    with pytest.raises(BillingError) as refused:
+        await top_ups.configure(
+            partner_viewer(agency), wallet_id=pool.id, package_id=package.id, threshold="100", enabled=True
+        )
+    assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "packageId")
     assert await Payment.all().count() == 0
     # The platform's direct partner buys them as before.
     bought = await checkout.buy_platform_package(

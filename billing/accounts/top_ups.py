@@ -27,10 +27,12 @@ from billing.core import audit, clock, sql, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Entered, minor_of
 from billing.core.tenancy import Viewer
+from billing.tenants import hierarchy
 from gateways.manual import ManualGateway
 from models.catalog import CreditPackage
 from models.enums import OwnerKind, PaymentMethodKind, PaymentPurpose, PaymentStatus, Permission, PlanStatus
 from models.payments import GatewayConfig, Payment, SavedPaymentMethod
+from models.tenancy import Partner
 from models.wallets import AutoTopUp, Wallet
 
 CHARGE_JOB = "wallet.top_up"
@@ -282,6 +284,8 @@ async def configure(
     if payer_key_of(wallet) is None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a project's credit is assigned, not bought", field="walletId")
     seller = wallet.partner_id if wallet.owner_kind is OwnerKind.WORKSPACE else None
+    if seller is None and enabled and await Partner.exists(id=wallet.partner_id, parent_id__not_isnull=True):
+        raise hierarchy.buys_no_platform_packages("packageId")
     package = await CreditPackage.get_or_none(id=package_id, partner_id=seller, unit=wallet.unit)
     if package is None or package.status is not PlanStatus.ACTIVE:
         raise BillingError(ErrorCode.NOT_FOUND, f"no {wallet.unit} package of that id is sold here", field="packageId")

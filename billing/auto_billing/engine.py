@@ -48,6 +48,7 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import MAX_AMOUNT, check_amount
 from billing.core.tenancy import Viewer
 from billing.documents import invoices
+from billing.tenants import hierarchy
 from gateways.manual import ManualGateway
 from models.auto_billing import AutoBillingSlot, PoolGrant, PoolGrantStatus
 from models.catalog import CreditPackage
@@ -120,12 +121,7 @@ async def configure(
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if enabled and partner.parent_id is not None:
         # Agency auto-billing buys the platform's packages for the pool, at the platform's price.
-        raise BillingError(
-            ErrorCode.FORBIDDEN,
-            "the platform's packages are sold to its direct partners: a partner reselling below another does not"
-            " buy them (nothing prices them down a chain of resellers yet)",
-            field="enabled",
-        )
+        raise hierarchy.buys_no_platform_packages("enabled")
     check_amount(client_overdraft, field="clientOverdraft", allow_zero=True)
     if for_clients and client_overdraft == 0:
         raise BillingError(

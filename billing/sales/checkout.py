@@ -27,6 +27,7 @@ from billing.core.tenancy import Viewer
 from billing.documents import coupons, invoices
 from billing.subscriptions import current, lifecycle, workspace_status
 from billing.subscriptions.lifecycle import Subscriber
+from billing.tenants import hierarchy
 from models.catalog import AddOn, CreditPackage
 from models.documents import CouponRedemption
 from models.enums import (
@@ -420,12 +421,7 @@ async def buy_platform_package(
         raise BillingError(ErrorCode.FORBIDDEN, "packages for the pool are bought by the partner")
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if partner.parent_id is not None:
-        raise BillingError(
-            ErrorCode.FORBIDDEN,
-            "the platform's packages are sold to its direct partners: a partner reselling below another does not"
-            " buy them (nothing prices them down a chain of resellers yet)",
-            field="packageId",
-        )
+        raise hierarchy.buys_no_platform_packages("packageId")
     check_card(method, card_token, saved_method_id)
     if not 1 <= quantity <= MAX_ADD_ON_QUANTITY:
         raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
