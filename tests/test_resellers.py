@@ -17,19 +17,22 @@ from billing.catalog import plans, rate_cards
 from billing.core import clock, config
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
-from billing.sales import checkout, partner_balance, purchases
+from billing.sales import checkout, partner_balance, purchases, refunds
 from billing.subscriptions import lifecycle, renewals
-from billing.tenants import api_keys, partners
+from billing.tenants import api_keys, identity, partners
 from billing.usage import platform_deductions, project_credit, whatsapp
 from billing.usage.exact_amounts import FINE
+from models.documents import Document
 from models.enums import (
     BillingInterval,
+    DocumentKind,
     MarginKind,
     MessageCategory,
     OwnerKind,
     PaymentMethodKind,
     PaymentStatus,
     PeriodStatus,
+    PlanChangeTiming,
 )
 from models.operations import OutboxEvent
 from models.payments import Payment
@@ -444,3 +447,74 @@ async def test_a_partner_below_another_buys_no_platform_package_for_its_pool_nei
         idempotency_key="p",
     )  # fmt: skip
     assert bought.amount == 5000
+
+
+async def test_a_parent_acts_on_the_partners_directly_below_it_only_and_never_on_itself() -> None:
+    master, agency, freelancer, _ = await a_chain()
+    # Keys and the first admin of a child: yes; of a grandchild: no (the agency provisions its freelancer).
+    made = await api_keys.create_key_as(partner_viewer(master), partner_id=agency.id, name="agency's first")
+    assert made.key.partner_id == agency.id
+    for act in (
+        lambda: api_keys.create_key_as(partner_viewer(master), partner_id=freelancer.id, name="x"),
+        lambda: identity.invite_partner_user(partner_viewer(master), partner_id=freelancer.id, email="a@b.example"),
+        lambda: api_keys.create_key_as(partner_viewer(freelancer), partner_id=agency.id, name="x"),
+    ):
+        with pytest.raises(BillingError) as refused:
+            await act()
+        assert (refused.value.code, refused.value.field) == (ErrorCode.NOT_FOUND, "partnerId")
+    with pytest.raises(BillingError) as refused:  # funding itself
+        await wallets.grant_partner_balance(
+            partner_viewer(agency), partner_id=agency.id, currency="BRL", amount=1, note="", idempotency_key="self"
+        )
+    assert refused.value.code is ErrorCode.FORBIDDEN
+    # Credit on a partner's balance comes from whoever it owes.
+    await fund(freelancer, 1_00, "f")
+    balance_of_freelancer = await Wallet.get(owner_key=f"PARTNER:{freelancer.id}", unit="BRL")
+    for who in (PLATFORM, partner_viewer(master), partner_viewer(freelancer)):
+        with pytest.raises(BillingError) as refused:
+            await wallets.set_credit_limit(who, credit_limit="50.00", wallet_id=balance_of_freelancer.id)
+        assert refused.value.code in (ErrorCode.FORBIDDEN, ErrorCode.NOT_FOUND)
+    changed = await wallets.set_credit_limit(
+        partner_viewer(agency), credit_limit="50.00", wallet_id=balance_of_freelancer.id
+    )
+    assert changed.credit_limit == 50_00
+    # One currency down the chain; no partner plan of the platform's below its direct partners.
+    with pytest.raises(BillingError) as refused:
+        await partners.create_sub_partner(partner_viewer(master), name="Elsewhere", slug="elsewhere", currency="USD")
+    assert (refused.value.code, refused.value.field) == (ErrorCode.INVALID_INPUT, "currency")
+    partner_plan = await plans.create_plan(
+        PLATFORM, name="Agency plan", interval=BillingInterval.MONTHLY, price=Money(300_00, "BRL"), limits={},
+        for_partners=True,
+    )  # fmt: skip
+    with pytest.raises(BillingError) as refused:
+        await lifecycle.subscribe_partner_plan(
+            partner_viewer(agency), partner_id=agency.id, plan_id=partner_plan.id,
+            timing=PlanChangeTiming.NOW, idempotency_key="pp",
+        )  # fmt: skip
+    assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "planId")
+
+
+async def test_a_top_up_a_parent_collects_is_invoiced_by_the_parent_and_refunded_by_it() -> None:
+    master, agency, _, _ = await a_chain()
+    top_up = await partner_balance.top_up(
+        partner_viewer(agency),
+        partner_id=agency.id,
+        amount="20.00",
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key="t",
+    )
+    await purchases.record_payment(partner_viewer(master), payment_id=top_up.id, note="", idempotency_key="r")
+    invoice = await Document.get(kind=DocumentKind.INVOICE, buyer_key=f"PARTNER:{agency.id}")
+    assert invoice.partner_id == master.id  # the master issued it, not the platform
+    for who, code in ((partner_viewer(agency), ErrorCode.FORBIDDEN), (await a_partner_viewer(), ErrorCode.NOT_FOUND)):
+        with pytest.raises(BillingError) as refused:
+            await refunds.refund_payment(who, payment_id=top_up.id, amount=None, reason="", idempotency_key="no")
+        assert refused.value.code is code
+    refunded, _ = await refunds.refund_payment(
+        partner_viewer(master), payment_id=top_up.id, amount=None, reason="", idempotency_key="back"
+    )
+    assert refunded.id == top_up.id
+
+
+async def a_partner_viewer():
+    return partner_viewer(await a_partner("Stranger"))

@@ -35,7 +35,8 @@ from billing.core.money import (
 )
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
-from models.enums import ExternalAccount, IdempotencyStatus, LedgerCause, OwnerKind, Permission
+from models.enums import ExternalAccount, IdempotencyStatus, LedgerCause, OwnerKind, Permission, ViewerKind
+from models.tenancy import Partner
 from models.wallets import Wallet
 
 MAX_NOTE = 1000
@@ -401,13 +402,29 @@ async def set_credit_limit(
     unit: str | None = None,
 ) -> Wallet:
     """How far below zero the wallet may go (``credit_limit`` in its unit). The wallet: by its id, or a
-    workspace's of ``unit``."""
+    workspace's of ``unit``. A partner sets it on its clients' wallets; a partner's own wallets (its pool,
+    its centralised balance) get credit from whoever the partner owes: the platform for its direct partners,
+    the parent for a partner below another (MANAGE_SUB_PARTNERS)."""
     viewer.require(Permission.MANAGE_BILLING)
-    wallet = await named_wallet(viewer, wallet_id=wallet_id, workspace_id=workspace_id, unit=unit)
+    if wallet_id is not None and viewer.kind is ViewerKind.PARTNER:
+        # A parent reaches the wallets of the partners below it, to set credit on its children's own.
+        wallet = await tenancy.get_scoped(tenancy.wallets(viewer, with_descendants=True), wallet_id, "wallet")
+    else:
+        wallet = await named_wallet(viewer, wallet_id=wallet_id, workspace_id=workspace_id, unit=unit)
     limit = check_amount(minor_of(credit_limit, wallet.unit, "creditLimit"), field="creditLimit", allow_zero=True)
-    if not viewer.is_platform and wallet.owner_kind not in (OwnerKind.WORKSPACE, OwnerKind.PROJECT):
-        # A partner's own wallets (its pool, its balance with the platform) get credit from the platform.
-        raise BillingError(ErrorCode.FORBIDDEN, "only the platform sets credit on a partner's own wallet")
+    if wallet.owner_kind in (OwnerKind.WORKSPACE, OwnerKind.PROJECT):
+        if not viewer.is_platform and wallet.partner_id != viewer.partner_id:
+            raise BillingError(ErrorCode.NOT_FOUND, "wallet not found", field="walletId")  # a descendant's client's
+    else:
+        creditor = (await Partner.get(id=wallet.partner_id)).parent_id  # None: the platform
+        if (None if viewer.is_platform else viewer.partner_id) != creditor:
+            raise BillingError(
+                ErrorCode.FORBIDDEN,
+                "credit on a partner's own wallets comes from whoever it owes: the platform for its direct partners,"
+                " its parent for a partner below another",
+            )
+        if creditor is not None:
+            viewer.require(Permission.MANAGE_SUB_PARTNERS)
     # Lowering the limit below a current overdraft would violate the wallet's CHECK constraint.
     async with in_transaction("default"):  # the change and its audit row together
         changed = await sql.execute(

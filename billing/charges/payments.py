@@ -134,7 +134,8 @@ async def create_payment(
     if sum(line.quantity * line.unit_price for line in lines) != amount:
         raise ValueError("an invoice's lines add up to the payment's price")
     async with in_transaction("default"):
-        invoice = await issuing.draft_for(partner_id, payer_key, currency, lines)
+        collector = purpose.get("collector")  # a parent collecting from a partner below it (checkout.Sale)
+        invoice = await issuing.draft_for(partner_id, payer_key, currency, lines, int(collector) if collector else None)
         payment = await Payment.create(
             partner_id=partner_id,
             payer_key=payer_key,

@@ -100,14 +100,16 @@ def partners(viewer: Viewer, *, with_descendants: bool = False) -> QuerySet[Part
 async def sub_partner(viewer: Viewer, partner_id: int, *, field: str = "partnerId", child: bool = False) -> Partner:
     """A partner the caller may act on as a parent: one reselling through the caller's partner, at any level
     below it or, with ``child``, directly below it (MANAGE_SUB_PARTNERS); for the platform, any partner
-    (MANAGE_PARTNERS), or with ``child`` one of its direct partners. NOT_FOUND for any other, the caller's
-    own partner included: a partner does not fund or provision itself."""
+    (MANAGE_PARTNERS), or with ``child`` one of its direct partners. FORBIDDEN for the caller's own partner
+    (a partner does not fund or provision itself), NOT_FOUND for any other."""
     if viewer.is_platform:
         viewer.require(Permission.MANAGE_PARTNERS)
         return await get_scoped(
             Partner.filter(parent_id=None) if child else Partner.all(), partner_id, "partner", field=field
         )
     viewer.require(Permission.MANAGE_SUB_PARTNERS)
+    if partner_id == viewer.partner_id:
+        raise BillingError(ErrorCode.FORBIDDEN, "a partner does not act on itself as its own parent", field=field)
     below = Partner.filter(parent_id=viewer.partner_id) if child else partners(viewer, with_descendants=True)
     return await get_scoped(below.exclude(id=viewer.partner_id), partner_id, "partner", field=field)
 

@@ -30,16 +30,21 @@ D = DocumentStatus
 RECEIPT_ISSUED = "receipt.issued"
 
 
-def issuer_of(partner_id: int | None, payer_key: str) -> int | None:
-    """Who a payment pays: the platform (None) when a partner pays, else the workspace's partner."""
-    return None if payer_key.startswith("PARTNER:") else partner_id
+def issuer_of(partner_id: int | None, payer_key: str, collector: int | None = None) -> int | None:
+    """Who a payment pays: the workspace's partner when a client pays; when a partner pays, the platform
+    (None), or the parent that ``collector`` names (a top-up of a balance held with it)."""
+    return collector if payer_key.startswith("PARTNER:") else partner_id
 
 
 async def draft_for(
-    partner_id: int | None, payer_key: str, currency: str, lines: Sequence[invoices.LineInput]
+    partner_id: int | None,
+    payer_key: str,
+    currency: str,
+    lines: Sequence[invoices.LineInput],
+    collector: int | None = None,
 ) -> Document:
     return await invoices.create_draft(
-        partner_id=issuer_of(partner_id, payer_key), buyer_key=payer_key, currency=currency, lines=lines
+        partner_id=issuer_of(partner_id, payer_key, collector), buyer_key=payer_key, currency=currency, lines=lines
     )
 
 

@@ -35,6 +35,7 @@ from billing.core.money import Entered, Money, check_amount, minor_of
 from billing.core.tenancy import Viewer
 from billing.core.text import check_text
 from billing.documents import credit_notes, issuing
+from billing.sales import checkout
 from billing.subscriptions import current, lifecycle, workspace_status
 from gateways.base import DisputeStatus, FollowsUp, Outcome, RefundState
 from models.documents import DocumentLine
@@ -542,10 +543,13 @@ async def refund_payment(
         raise BillingError(ErrorCode.FORBIDDEN, "refunds are made by the partner")
     viewer.require(Permission.MANAGE_BILLING)
     reason = check_text(reason, "reason", max_length=500, allow_empty=True, multiline=True)
-    payment = await tenancy.get_scoped(tenancy.payments(viewer), payment_id, "payment")
-    if payment.payer_key.startswith("PARTNER:") and not viewer.is_platform:
-        # The platform collected it (from the partner's balance or through its own gateway).
-        raise BillingError(ErrorCode.FORBIDDEN, "what a partner paid the platform is refunded by the platform")
+    payment = await tenancy.get_scoped(tenancy.payments(viewer, with_descendants=True), payment_id, "payment")
+    if not viewer.is_platform and checkout.collector_of(payment) != viewer.partner_id:
+        # What a partner paid is refunded by whoever collected it: the platform (from the partner's balance
+        # or through its own gateway), or the parent it topped its balance up with.
+        if payment.partner_id != viewer.partner_id:
+            raise BillingError(ErrorCode.NOT_FOUND, "payment not found", field="paymentId")
+        raise BillingError(ErrorCode.FORBIDDEN, "what a partner paid is refunded by whoever collected it")
     asked = minor_of(amount, payment.currency) if amount is not None else None
 
     async def act() -> int:

@@ -768,6 +768,13 @@ async def subscribe_partner_plan(
     platform price: the first plan, or a change (upgrades now with the prorated difference)."""
     viewer.require(Permission.MANAGE_BILLING)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
+    if partner.parent_id is not None:
+        # Its balance is held with its parent: a platform plan paid from it would be paid by nobody above.
+        raise BillingError(
+            ErrorCode.FORBIDDEN,
+            "partner plans are the platform's, for its direct partners: a partner reselling below another has none",
+            field="planId",
+        )
     subscriber = Subscriber(partner.id)
 
     async def act() -> Subscription | Payment:

@@ -110,7 +110,7 @@ async def create_key_as(
         viewer.require(Permission.MANAGE_PARTNERS)
         owner = partner_id
     elif partner_id is not None and partner_id != viewer.partner_id:
-        owner = (await tenancy.sub_partner(viewer, partner_id)).id
+        owner = (await tenancy.sub_partner(viewer, partner_id, child=True)).id
     else:
         viewer.require(Permission.MANAGE_USERS)
         if partner_id is not None and partner_id != viewer.partner_id:

@@ -150,7 +150,7 @@ async def invite_partner_user(
     if viewer.is_platform or partner_id == viewer.partner_id:
         partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     else:
-        partner = await tenancy.sub_partner(viewer, partner_id)
+        partner = await tenancy.sub_partner(viewer, partner_id, child=True)
     email = check_email(email)
     name = check_name(name, field="name") if name.strip() else ""
     async with in_transaction("default"):

@@ -44,7 +44,7 @@ async def create_partner(viewer: Viewer, *, name: str, slug: str, currency: str 
 async def create_sub_partner(viewer: Viewer, *, name: str, slug: str, currency: str | None = None) -> Partner:
     """A partner reselling through the caller's partner: a full partner of its own (users, brand, gateway,
     workspaces, plans), one level further from the platform, never beyond WHITEBILL_MAX_PARTNER_LEVELS. It
-    pays the caller's prices, in the caller's currency unless another is named."""
+    pays the caller's prices, in the caller's currency (naming another is refused)."""
     viewer.require(Permission.MANAGE_SUB_PARTNERS)
     if viewer.kind is not ViewerKind.PARTNER or viewer.partner_id is None:
         raise BillingError(ErrorCode.FORBIDDEN, "sub-partners are made by a partner (the platform makes partners)")
@@ -54,7 +54,15 @@ async def create_sub_partner(viewer: Viewer, *, name: str, slug: str, currency: 
         raise BillingError(
             ErrorCode.FORBIDDEN, f"partners sit at most {deepest} levels below the platform: this one cannot resell"
         )
-    return await _create(viewer, name=name, slug=slug, currency=currency or parent.default_currency, parent=parent)
+    if currency is not None and check_currency(currency, field="currency") != parent.default_currency:
+        # Prices and balances run down the chain in one currency: the parent's margins and its balance with
+        # its own parent are in its currency.
+        raise BillingError(
+            ErrorCode.INVALID_INPUT,
+            f"a sub-partner sells in its parent's currency, {parent.default_currency}",
+            field="currency",
+        )
+    return await _create(viewer, name=name, slug=slug, currency=parent.default_currency, parent=parent)
 
 
 async def _create(viewer: Viewer, *, name: str, slug: str, currency: str, parent: Partner | None) -> Partner:

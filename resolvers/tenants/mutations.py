@@ -52,7 +52,9 @@ class CreatePartnerPayload:
 class CreateSubPartnerInput:
     name: str
     slug: str
-    default_currency: str | None = strawberry.field(default=None, description="Yours when omitted.")
+    default_currency: str | None = strawberry.field(
+        default=None, description="Yours, the only one a partner below you sells in (prices run down in it)."
+    )
 
 
 @strawberry.input
