@@ -518,3 +518,30 @@ async def test_a_top_up_a_parent_collects_is_invoiced_by_the_parent_and_refunded
 
 async def a_partner_viewer():
     return partner_viewer(await a_partner("Stranger"))
+
+
+async def test_volume_tiers_count_the_whole_chain_below_the_platforms_direct_partner() -> None:
+    chain = await a_usage_chain()
+    master, agency, freelancer = chain["levels"]
+    await rate_cards.set_platform_rates(
+        PLATFORM,
+        currency="BRL",
+        cells=[
+            rate_cards.CellInput("BR", MessageCategory.MARKETING, "0.0625", tiers=(rate_cards.TierInput(11, "0.05"),))
+        ],
+    )
+    own_client = await Project.get(workspace_id=(await a_workspace(master, "Master's client")).id)
+    await project_credit.assign(
+        partner_viewer(master), project_id=own_client.id, amount=10_00, note="", idempotency_key="own"
+    )
+    await clock.advance(timedelta(minutes=2))  # the new price is in force from the moment it was set
+    when = clock.now() - timedelta(minutes=1)
+    ten = [whatsapp.UsageIn(own_client.id, f"m{i}", "MARKETING", when, country="BR") for i in range(10)]
+    await whatsapp.report(PLATFORM, ten)  # the master's own clients: the month's messages 1 to 10
+    three = [whatsapp.UsageIn(chain["project"].id, f"f{i}", "MARKETING", when, country="BR") for i in range(3)]
+    results = await whatsapp.report(PLATFORM, three)  # the freelancer's: 11 to 13, at the tier's 0.05
+    assert {r.status for r in results} == {whatsapp.Status.CHARGED}
+    # 0.05 -> 0.06 -> 0.07 -> 0.0805 a message: the client 0.2415 -> 0.24; the freelancer 0.21 (to the
+    # agency), the agency 0.18 (to the master); the master 10 x 0.0625 + 3 x 0.05 = 0.775 -> 0.78.
+    keys = [f"PROJECT:{chain['project'].id}", *(f"PARTNER:{p.id}" for p in (freelancer, agency, master))]
+    assert [await usage_moved(k) for k in keys] == [24, 21, 18, 78]

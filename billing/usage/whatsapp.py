@@ -335,8 +335,10 @@ async def _price(
                 continue
             if price.tiers:
                 tiered = price
+                # A partner's volume is its whole chain's: the platform's tiers are earned by the platform's
+                # direct partner, with everything sold below it (chain[0]: the partner itself when direct).
                 scope = (
-                    f"PROJECT:{project.id}" if card.tier_scope is TierScope.PROJECT else f"PARTNER:{project.partner_id}"
+                    f"PROJECT:{project.id}" if card.tier_scope is TierScope.PROJECT else f"PARTNER:{project.chain[0]}"
                 )
                 volume = (scope, country, event.category, event.occurred_at.astimezone(UTC).strftime("%Y-%m"))
                 amounts = (0, (0,) * len(project.chain))  # priced when written
