@@ -58,6 +58,7 @@ PROCESSES = int(os.environ.get("BENCH_P2_PROCESSES", str(os.cpu_count() or 1)))
 PREPARED = int(os.environ.get("BENCH_P2_BATCHES", "400"))  # per sender and side: more than a run needs
 PLATFORM = Viewer(kind="PLATFORM", actor="bench", permissions=PLATFORM_PERMISSIONS)
 RATE = "0.0625"  # per message, BRL
+NO_LEVELS = [None] * BATCH  # a direct partner's events: nobody above it pays for them
 
 
 async def seed(url: str) -> dict[str, Any]:
@@ -188,7 +189,15 @@ async def floor_turn(
             now = datetime.now(UTC)
             async with pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
-                    whatsapp.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
+                    whatsapp.EVENTS_AND_PROJECTS_SQL,
+                    now,
+                    seeded["partner"],
+                    "bench",
+                    "BRL",
+                    *events,
+                    *projects,
+                    BATCH,
+                    NO_LEVELS,
                 )
                 await conn.fetchrow(
                     whatsapp.CENTRAL_SQL, row["platform_whole"], now, seeded["central"], row["posting_id"],

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -164,6 +165,11 @@ async def floor_turn(
     # The two levels above the freelancer: their batch sums (every event charged), precomputed.
     upper = [exact_amounts.split(exact_amounts.charge_fine(BATCH, rate, "BRL")) for rate in level_rates()[:2]]
     centrals = seeded["centrals"]
+    # Each event's usage_event.levels, as whitebill writes it: what the master and the agency pay for it.
+    each = [
+        [p, exact_amounts.charge_fine(1, rate, "BRL")] for p, rate in zip(seeded["chain"], level_rates(), strict=False)
+    ]
+    levels = [json.dumps(each[:2])] * BATCH
 
     async def sender(sender_number: int, mine: Iterator[tuple[list[Any], list[Any]]]) -> None:
         nonlocal done
@@ -176,7 +182,15 @@ async def floor_turn(
             now = datetime.now(UTC)
             async with pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
-                    whatsapp.EVENTS_AND_PROJECTS_SQL, now, seeded["partner"], "bench", "BRL", *events, *projects, BATCH
+                    whatsapp.EVENTS_AND_PROJECTS_SQL,
+                    now,
+                    seeded["partner"],
+                    "bench",
+                    "BRL",
+                    *events,
+                    *projects,
+                    BATCH,
+                    levels,
                 )
                 debits = [
                     (centrals[0], *upper[0], seeded["chain"][0], "PLATFORM_REVENUE"),

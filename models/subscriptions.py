@@ -161,6 +161,9 @@ class UsageEvent(Entity):
     platform_amount = fields.BigIntField(default=0)  # the partner's centralised balance, at the platform's rate
     platform_fraction = fields.BigIntField(default=0, db_default=0)  # db_default: rows made before it start at 0
     currency = fields.CharField(max_length=3)
+    # Resellers of resellers: what each partner above the event's pays its parent for it, exact in fine units,
+    # the platform's direct partner first: [[partner id, fine units], ...]; null for a direct partner's event.
+    levels = fields.JSONField(null=True)
     # The batch's posting: its entries on the project's credit and the partner's balance move the whole
     # minor units the wallets' running totals crossed (billing.usage.exact_amounts); no foreign key, so
     # that a batch's inserts check nothing they need not.

@@ -243,6 +243,7 @@ def test_0012_applies_on_a_database_at_0011_and_tells_lapsed_add_ons_from_remove
         "models.0020_documents",
         "models.0021_coupons",
         "models.0022_partner_hierarchy",
+        "models.0023_usage_levels",
     ]
 
     async def after() -> None:
@@ -289,6 +290,7 @@ def test_0013_applies_on_a_database_at_0012_and_gateway_configurations_start_wit
         "models.0020_documents",
         "models.0021_coupons",
         "models.0022_partner_hierarchy",
+        "models.0023_usage_levels",
     ]
 
     async def after() -> None:
@@ -343,6 +345,7 @@ def test_0014_gives_each_payment_refunded_before_it_one_done_refund_of_its_refun
         "models.0020_documents",
         "models.0021_coupons",
         "models.0022_partner_hierarchy",
+        "models.0023_usage_levels",
     ]
 
     async def after() -> None:
@@ -390,6 +393,7 @@ def test_0015_leaves_payments_and_configurations_as_they_were_with_no_address_an
         "models.0020_documents",
         "models.0021_coupons",
         "models.0022_partner_hierarchy",
+        "models.0023_usage_levels",
     ]
 
     async def after() -> None:
@@ -427,6 +431,7 @@ def test_0016_keeps_usage_charged_before_it_as_it_was_with_no_fractions_and_no_r
         "models.0020_documents",
         "models.0021_coupons",
         "models.0022_partner_hierarchy",
+        "models.0023_usage_levels",
     ]
 
     async def after() -> None:
@@ -480,6 +485,7 @@ def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_befo
         "models.0020_documents",
         "models.0021_coupons",
         "models.0022_partner_hierarchy",
+        "models.0023_usage_levels",
     ]
 
     async def after() -> None:

@@ -5,6 +5,8 @@ partner sits a fourth level down; every level's statement reconciles with its le
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -17,10 +19,11 @@ from billing.catalog import plans, rate_cards
 from billing.core import clock, config
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
+from billing.core.periods import month_range
 from billing.sales import checkout, partner_balance, purchases, refunds
 from billing.subscriptions import lifecycle, renewals
 from billing.tenants import api_keys, identity, partners
-from billing.usage import platform_deductions, project_credit, whatsapp
+from billing.usage import platform_deductions, project_credit, usage_reports, whatsapp
 from billing.usage.exact_amounts import FINE
 from models.documents import Document
 from models.enums import (
@@ -545,3 +548,42 @@ async def test_volume_tiers_count_the_whole_chain_below_the_platforms_direct_par
     # agency), the agency 0.18 (to the master); the master 10 x 0.0625 + 3 x 0.05 = 0.775 -> 0.78.
     keys = [f"PROJECT:{chain['project'].id}", *(f"PARTNER:{p.id}" for p in (freelancer, agency, master))]
     assert [await usage_moved(k) for k in keys] == [24, 21, 18, 78]
+
+
+async def csv_rows(report: str, partner) -> list[dict[str, str]]:
+    start, end = month_range(clock.now().strftime("%Y-%m"))
+    text = "".join([line async for line in usage_reports.stream(report, partner.id, start, end)])
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+async def test_every_levels_reports_add_up_to_its_own_ledger_its_clients_and_its_descendants_events() -> None:
+    chain = await a_usage_chain()
+    master, agency, freelancer = chain["levels"]
+    await whatsapp.report(PLATFORM, thirteen_messages(chain["project"]))
+    # Each level: what it was paid (its client's charge, or the level below's cost) and what it paid up.
+    expected = {master: ("0.975", "0.8125"), agency: ("1.105", "0.975"), freelancer: ("1.27075", "1.105")}
+    for partner, (received, paid) in expected.items():
+        rows = await csv_rows("wcc-deductions", partner)
+        assert len(rows) == 11 and {r["seller_id"] for r in rows} == {to_global_id("Partner", freelancer.id)}
+        assert sum(Decimal(r["partner_amount"]) for r in rows) == Decimal(received)
+        assert sum(Decimal(r["platform_amount"]) for r in rows) == Decimal(paid)
+        wallet = await Wallet.get(owner_key=f"PARTNER:{partner.id}", unit="BRL")
+        moved = await usage_moved(f"PARTNER:{partner.id}")
+        assert Decimal(paid) * 100 == moved + Fraction(wallet.usage_remainder, FINE)  # the ledger, exactly
+    assert await csv_rows("wcc-deductions", await a_partner("Elsewhere")) == []
+
+
+async def test_a_parents_plan_deduction_report_shows_its_share_of_its_descendants_clients_plans() -> None:
+    master, agency, freelancer, plan = await a_chain()
+    for n, partner in enumerate((master, agency, freelancer)):
+        await fund(partner, 1000_00, f"fund-{n}")
+    client = await a_workspace(freelancer, "Client")
+    await lifecycle.assign_plan(
+        partner_viewer(freelancer), workspace_id=client.id, plan_id=plan.id, note="", idempotency_key="a"
+    )
+    shares = []
+    for partner in (master, agency, freelancer):
+        [row] = await csv_rows("plan-deductions", partner)
+        assert (row["status"], row["seller_id"]) == ("DEBITED", to_global_id("Partner", freelancer.id))
+        shares.append(row["amount"])
+    assert shares == ["49.90", "59.88", "64.88"]  # each level its parent's price, as its ledger says

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from billing.accounts import statements
-from billing.core import sql, tenancy
+from billing.core import audit, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import format_minor
 from billing.core.periods import month_range
@@ -112,47 +113,56 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
             yield text
         return
     if report == "wcc-deductions":
+        # The partner's clients' events, and those of the partners reselling below it, each with what this
+        # partner was paid for it (``partner_amount``: by its client, or by the partner below it) and what it
+        # paid its parent or the platform (``platform_amount``), exactly: their sums are its usage entries.
         header = [
             "event_id", "occurred_at", "workspace_id", "project_id", "country", "category", "window",
-            "messages", "free", "partner_amount", "platform_amount", "currency", "posting_id",
+            "messages", "free", "partner_amount", "platform_amount", "currency", "posting_id", "seller_id",
         ]  # fmt: skip
         query = (
-            "SELECT e.id, e.event_id, e.occurred_at, p.workspace_id, e.project_id, e.country, e.category,"
-            " e.window_kind, e.count, e.free, e.charged_amount, e.charged_fraction, e.platform_amount,"
-            " e.platform_fraction, e.currency, e.posting_id"
+            "SELECT e.id, e.partner_id, e.event_id, e.occurred_at, p.workspace_id, e.project_id, e.country,"
+            " e.category, e.window_kind, e.count, e.free, e.charged_amount, e.charged_fraction, e.platform_amount,"
+            " e.platform_fraction, e.currency, e.posting_id, e.levels"
             " FROM usage_event e JOIN project p ON p.id = e.project_id"
-            " WHERE e.partner_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3 AND e.id > $4"
+            " WHERE e.partner_id IN (SELECT d.id FROM partner d WHERE d.id = $1 OR d.parent_id = $1"
+            " OR d.parent_id IN (SELECT c.id FROM partner c WHERE c.parent_id = $1))"
+            " AND e.occurred_at >= $2 AND e.occurred_at < $3 AND e.id > $4"
             " ORDER BY e.id LIMIT $5"
         )
 
         def row(r: dict[str, object]) -> list[object]:
             currency = str(r["currency"])
+            received, paid = _shares(r, partner_id)
             return [
                 r["event_id"], _iso(r["occurred_at"]), r["workspace_id"], r["project_id"], r["country"],
                 r["category"], r["window_kind"], r["count"], "true" if r["free"] else "false",
-                _exact(r["charged_amount"], r["charged_fraction"], currency),
-                _exact(r["platform_amount"], r["platform_fraction"], currency),
-                currency, r["posting_id"],
+                format_fine(received, currency), format_fine(paid, currency),
+                currency, r["posting_id"], audit.global_id("Partner", int(str(r["partner_id"]))),
             ]  # fmt: skip
 
     else:
         kind = "RENEWAL" if report == "renewal-deductions" else "PLAN"
+        # The partner's deductions, and its share of those of the partners below it (its parent's price).
         header = [
             "deduction_id", "created_at", "debited_at", "workspace_id", "plan_id", "source", "amount",
-            "currency", "status", "posting_id",
+            "currency", "status", "posting_id", "seller_id",
         ]  # fmt: skip
         query = (
-            "SELECT id, created_at, debited_at, workspace_id, plan_id, source, amount, currency, posting_id"
-            " FROM platform_deduction WHERE partner_id = $1 AND created_at >= $2 AND created_at < $3"
-            " AND id > $4 AND kind = $6 ORDER BY id LIMIT $5"
+            "SELECT id, partner_id, created_at, debited_at, workspace_id, plan_id, source, amount, currency,"
+            " posting_id, chain FROM platform_deduction"
+            " WHERE partner_id IN (SELECT d.id FROM partner d WHERE d.id = $1 OR d.parent_id = $1"
+            " OR d.parent_id IN (SELECT c.id FROM partner c WHERE c.parent_id = $1))"
+            " AND created_at >= $2 AND created_at < $3 AND id > $4 AND kind = $6 ORDER BY id LIMIT $5"
         )
 
         def row(r: dict[str, object]) -> list[object]:
             currency = str(r["currency"])
             return [
                 r["id"], _iso(r["created_at"]), _iso(r["debited_at"]), r["workspace_id"], r["plan_id"],
-                r["source"], format_minor(int(r["amount"]), currency),  # type: ignore[call-overload]
+                r["source"], format_minor(_share_of(r, partner_id), currency),
                 currency, "DEBITED" if r["debited_at"] else "PENDING", r["posting_id"],
+                audit.global_id("Partner", int(str(r["partner_id"]))),
             ]  # fmt: skip
 
     yield _line(header)
@@ -166,8 +176,33 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
         last = int(rows[-1]["id"])
 
 
-def _exact(whole: object, fine: object, currency: str) -> str:
-    return format_fine(int(str(whole)) * FINE + int(str(fine)), currency)
+def _share_of(deduction: dict[str, object], partner_id: int) -> int:
+    """What ``partner_id`` is debited by a platform deduction: its own amount, or its level's in the chain."""
+    if int(str(deduction["partner_id"])) == partner_id:
+        return int(str(deduction["amount"]))
+    raw = deduction["chain"]
+    chain: list[dict[str, int]] = json.loads(raw) if isinstance(raw, str | bytes) else raw  # type: ignore[assignment]
+    return next((int(level["amount"]) for level in chain if int(level["partner_id"]) == partner_id), 0)
+
+
+def _fine(whole: object, fine: object) -> int:
+    return int(str(whole)) * FINE + int(str(fine))
+
+
+def _shares(event: dict[str, object], partner_id: int) -> tuple[int, int]:
+    """What ``partner_id`` was paid for a usage event and what it paid up for it, exact in fine units: for
+    its own client's event, the client's charge and the event's platform amount; for an event of a partner
+    below it, what the level below paid it and what it paid its parent (``usage_event.levels``)."""
+    charged = _fine(event["charged_amount"], event["charged_fraction"])
+    platform = _fine(event["platform_amount"], event["platform_fraction"])
+    if int(str(event["partner_id"])) == partner_id:
+        return charged, platform
+    raw = event["levels"]
+    # jsonb arrives as text through the raw connection, and SQLite keeps text.
+    levels: list[list[int]] = json.loads(raw) if isinstance(raw, str | bytes) else raw  # type: ignore[assignment]
+    paid_by = [int(cost) for _, cost in levels] + [platform]  # what each level pays its parent, top first
+    index = [int(level) for level, _ in levels].index(partner_id)
+    return paid_by[index + 1], paid_by[index]
 
 
 def _iso(value: object) -> str:

@@ -30,6 +30,7 @@ locks the wallets and decides event by event (SQLite always takes that path).
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -436,13 +437,13 @@ WITH p AS (
 ), ins AS (
     INSERT INTO usage_event (created_at, partner_id, project_id, event_id, country, category, window_kind, count,
                              free, occurred_at, charged_amount, charged_fraction, platform_amount, platform_fraction,
-                             currency, posting_id)
+                             currency, posting_id, levels)
     SELECT $1, $2, e.project_id, e.event_id, e.country, e.category, e.window_kind, e.count, e.free, e.occurred_at,
-           e.charged, e.charged_fraction, e.platform, e.platform_fraction, $4, (SELECT id FROM p)
+           e.charged, e.charged_fraction, e.platform, e.platform_fraction, $4, (SELECT id FROM p), e.levels::jsonb
     FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::bool[],
-                $12::timestamptz[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[])
+                $12::timestamptz[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], $21::text[])
          AS e(project_id, event_id, country, category, window_kind, count, free, occurred_at, charged,
-              charged_fraction, platform, platform_fraction)
+              charged_fraction, platform, platform_fraction, levels)
     ON CONFLICT (partner_id, event_id) DO NOTHING
     RETURNING project_id, event_id, charged_amount, charged_fraction, platform_amount, platform_fraction
 ), tot AS (
@@ -547,6 +548,20 @@ def event_rows(group: _Group) -> list[list[Any]]:
     ]
 
 
+def level_rows(group: _Group) -> list[str | None]:
+    """($21): each event's ``usage_event.levels``, as JSON text (None for a direct partner's events)."""
+    if len(group.chain) < 2:
+        return [None] * len(group.events)
+    return [_levels(group, item) for item in group.events]
+
+
+def _levels(group: _Group, item: _Priced) -> str | None:
+    """What each partner above the group's pays its parent for ``item``, top first, as stored."""
+    if len(group.chain) < 2:
+        return None
+    return json.dumps([[p, cost] for p, cost in zip(group.chain[:-1], item.charged_costs[:-1], strict=True)])
+
+
 def project_rows(group: _Group) -> list[list[Any]]:
     """($17..$19): each project of the group with its wallet and policy."""
     projects = {item.project.id: item.project for item in group.events if item.project.wallet_id is not None}
@@ -575,6 +590,7 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
                     *event_rows(group),
                     *project_rows(group),
                     len(group.events),
+                    level_rows(group),
                 )
                 if row["to_charge"] != len(row["charged"] or ()):
                     raise _Short
@@ -743,7 +759,7 @@ async def _decide(
         rows = await sql.fetch(
             "INSERT INTO usage_event (created_at, partner_id, project_id, event_id, country, category, window_kind,"
             " count, free, occurred_at, charged_amount, charged_fraction, platform_amount, platform_fraction,"
-            " currency) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            " currency, levels) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             " ON CONFLICT (partner_id, event_id) DO NOTHING RETURNING id",
             now,
             group.partner_id,
@@ -760,6 +776,7 @@ async def _decide(
             platform,
             platform_fine,
             group.currency,
+            _levels(group, item),
         )
         if not rows:
             _duplicate(result)
