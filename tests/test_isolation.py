@@ -1176,6 +1176,36 @@ async def above(schema: Schema, label: str, parent: Tenant, markers: tuple[str, 
     )
 
 
+def merged(label: str, first: Side, second: Side) -> Side:
+    """Two victims as one: each type's ids interleaved (``first``'s first), everything else joined."""
+    ids: dict[str, list[str]] = {}
+    db_ids: dict[str, list[int]] = {}
+    for type_name in dict.fromkeys([*first.ids, *second.ids]):
+        pairs = [
+            *itertools.chain.from_iterable(
+                itertools.zip_longest(
+                    zip(first.ids.get(type_name, []), first.db_ids.get(type_name, []), strict=True),
+                    zip(second.ids.get(type_name, []), second.db_ids.get(type_name, []), strict=True),
+                )
+            )
+        ]
+        kept = [pair for pair in pairs if pair is not None]
+        ids[type_name], db_ids[type_name] = [g for g, _ in kept], [d for _, d in kept]
+    return Side(
+        label,
+        ids,
+        db_ids,
+        emails=first.emails + second.emails,
+        user_emails=first.user_emails + second.user_emails,
+        brands=first.brands + second.brands,
+        domains=first.domains + second.domains,
+        idempotency_keys=first.idempotency_keys + second.idempotency_keys,
+        spent_tokens=first.spent_tokens + second.spent_tokens,
+        markers=first.markers + second.markers,
+        snapshot=first.snapshot + second.snapshot,
+    )
+
+
 async def own_level(schema: Schema, tenant: Tenant) -> Side:
     """What a partner below another owns, less the key it probes with and its admin."""
     ids, db_ids = await ids_in(schema, of_partner(tenant.partner))
@@ -1398,7 +1428,14 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
             # Up the chain and across it (another tree is B's attackers' to probe: B2 and B3 go through the
             # same scopes with a partner's key).
             Attacker("B2 partner API key (level 2)", b2.key, await own_level(schema, b2), [above_b2]),
-            Attacker("B3 partner API key (level 3)", b3.key, await own_level(schema, b3), [above_b3, above_b2]),
+            # Its parent and grandparent as one victim: half the probes of two, each id argument still tried
+            # with both levels' objects (interleaved within PER_TYPE).
+            Attacker(
+                "B3 partner API key (level 3)",
+                b3.key,
+                await own_level(schema, b3),
+                [merged("B2 and B, the parents", above_b3, above_b2)],
+            ),
         ]
 
         # Phase 1: every authenticated field. Phase 2: the public ones (PUBLIC), with the victims' data.
