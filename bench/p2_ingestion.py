@@ -201,7 +201,7 @@ async def floor_turn(
                 )
                 await conn.fetchrow(
                     whatsapp.CENTRAL_SQL, row["platform_whole"], now, seeded["central"], row["posting_id"],
-                    seeded["partner"], "BRL", row["platform_fine"],
+                    seeded["partner"], "BRL", row["platform_fine"], "PLATFORM_REVENUE",
                 )  # fmt: skip
             done += BATCH
             if time.monotonic() >= stop:

@@ -552,7 +552,14 @@ def level_rows(group: _Group) -> list[str | None]:
     """($21): each event's ``usage_event.levels``, as JSON text (None for a direct partner's events)."""
     if len(group.chain) < 2:
         return [None] * len(group.events)
-    return [_levels(group, item) for item in group.events]
+    made: dict[tuple[int, ...], str | None] = {}  # most events of a batch cost the same: one text per costs
+    rows = []
+    for item in group.events:
+        text = made.get(item.charged_costs)
+        if text is None:
+            text = made[item.charged_costs] = _levels(group, item)
+        rows.append(text)
+    return rows
 
 
 def _levels(group: _Group, item: _Priced) -> str | None:
