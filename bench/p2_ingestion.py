@@ -145,9 +145,18 @@ async def api_turn(http: LeanHttp, prepared: list[Iterator[bytes]], seconds: flo
 
 def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[tuple[list[Any], list[Any]]]:
     """The statement parameters whitebill builds for each batch, built here ahead of time."""
-    project_id, wallet_id = seeded["projects"][SENDERS + sender]
-    platform = exact_amounts.split(exact_amounts.charge_fine(1, Fraction(Decimal(RATE)), "BRL"))
-    partner = exact_amounts.split(exact_amounts.charge_fine(1, Fraction(Decimal(RATE)) * Fraction(6, 5), "BRL"))
+    rate = Fraction(Decimal(RATE))
+    return prepared_arrays(seeded["projects"][SENDERS + sender], sender, when, rate * Fraction(6, 5), rate)
+
+
+def prepared_arrays(
+    project: tuple[int, int], sender: int, when: datetime, client_rate: Fraction, paid_rate: Fraction
+) -> list[tuple[list[Any], list[Any]]]:
+    """A sender's batches of one-message events of ``project`` (its id and wallet) as the events statement
+    takes them: the client charged ``client_rate``, its partner ``paid_rate``."""
+    project_id, wallet_id = project
+    platform = exact_amounts.split(exact_amounts.charge_fine(1, paid_rate, "BRL"))
+    partner = exact_amounts.split(exact_amounts.charge_fine(1, client_rate, "BRL"))
     # Only the event ids differ from batch to batch: the other columns are shared lists.
     same = [
         [project_id] * BATCH,
@@ -170,6 +179,14 @@ def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[t
     return out
 
 
+async def lookups(pool: asyncpg.Pool, seeded: dict[str, Any], project_id: int) -> None:
+    """What whitebill reads before a batch's transaction: the key, then the project (and its partners)."""
+    async with pool.acquire() as conn:
+        await conn.fetchrow("SELECT * FROM api_key WHERE prefix = $1", seeded["prefix"])
+    async with pool.acquire() as conn:
+        await conn.fetch(whatsapp.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
+
+
 async def floor_turn(
     pool: asyncpg.Pool, seeded: dict[str, Any], prepared: list[Iterator[tuple[list[Any], list[Any]]]], seconds: float
 ) -> Load:
@@ -182,10 +199,7 @@ async def floor_turn(
         nonlocal done
         project_id = seeded["projects"][SENDERS + sender_number][0]
         for events, projects in mine:
-            async with pool.acquire() as conn:
-                await conn.fetchrow("SELECT * FROM api_key WHERE prefix = $1", seeded["prefix"])
-            async with pool.acquire() as conn:
-                await conn.fetch(whatsapp.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
+            await lookups(pool, seeded, project_id)
             now = datetime.now(UTC)
             async with pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(

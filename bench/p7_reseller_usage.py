@@ -48,7 +48,18 @@ from bench.common import (
     scratch_database,
     server,
 )
-from bench.p2_ingestion import BATCH, PLATFORM, POOL, PREPARED, ROUNDS, SECONDS, SENDERS, api_turn, bodies
+from bench.p2_ingestion import (
+    BATCH,
+    PLATFORM,
+    POOL,
+    ROUNDS,
+    SECONDS,
+    SENDERS,
+    api_turn,
+    bodies,
+    lookups,
+    prepared_arrays,
+)
 from billing.accounts import opening
 from billing.catalog import rate_cards
 from billing.core.tenancy import Viewer
@@ -130,29 +141,8 @@ async def fund(dsn: str, seeded: dict[str, Any]) -> None:
 
 def floor_batches(seeded: dict[str, Any], sender: int, when: datetime) -> list[tuple[list[Any], list[Any]]]:
     """The statement parameters whitebill builds for each batch, built here ahead of time."""
-    project_id, wallet_id = seeded["projects"][SENDERS + sender]
     *_, cost, price = level_rates()
-    client = exact_amounts.split(exact_amounts.charge_fine(1, price, "BRL"))
-    paid = exact_amounts.split(exact_amounts.charge_fine(1, cost, "BRL"))
-    same = [
-        [project_id] * BATCH,
-        ["BR"] * BATCH,
-        ["MARKETING"] * BATCH,
-        ["NONE"] * BATCH,
-        [1] * BATCH,
-        [False] * BATCH,
-        [when] * BATCH,
-        [client[0]] * BATCH,
-        [client[1]] * BATCH,
-        [paid[0]] * BATCH,
-        [paid[1]] * BATCH,
-    ]
-    projects = [[project_id], [wallet_id], [False]]
-    out = []
-    for b in range(PREPARED):
-        ids = [f"floor{sender}-{b}-{i}" for i in range(BATCH)]
-        out.append(([same[0], ids, *same[1:]], projects))
-    return out
+    return prepared_arrays(seeded["projects"][SENDERS + sender], sender, when, price, cost)
 
 
 async def floor_turn(
@@ -175,10 +165,7 @@ async def floor_turn(
         nonlocal done
         project_id = seeded["projects"][SENDERS + sender_number][0]
         for events, projects in mine:
-            async with pool.acquire() as conn:
-                await conn.fetchrow("SELECT * FROM api_key WHERE prefix = $1", seeded["prefix"])
-            async with pool.acquire() as conn:
-                await conn.fetch(whatsapp.PROJECTS_SQL + " WHERE p.id IN (" + str(project_id) + ")")
+            await lookups(pool, seeded, project_id)
             now = datetime.now(UTC)
             async with pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
