@@ -206,14 +206,14 @@ async def test_each_balance_is_held_with_the_parent_which_alone_funds_it_and_rec
         (PLATFORM, agency),  # the agency's balance is with the master, not the platform
         (partner_viewer(master), freelancer),  # nor with its grandparent
         (partner_viewer(agency), master),  # never up the chain
-        (partner_viewer(agency), agency),  # nor itself
     ]
-    for n, (who, whom) in enumerate(refused):
+    for n, (who, whom) in enumerate([*refused, (partner_viewer(agency), agency)]):  # nor itself (FORBIDDEN)
         with pytest.raises(BillingError) as error:
             await wallets.grant_partner_balance(
                 who, partner_id=whom.id, currency="BRL", amount=1, note="", idempotency_key=f"no-{n}"
             )
-        assert (error.value.code, error.value.field) == (ErrorCode.NOT_FOUND, "partnerId")
+        expected = ErrorCode.FORBIDDEN if whom is agency and who.partner_id == agency.id else ErrorCode.NOT_FOUND
+        assert (error.value.code, error.value.field) == (expected, "partnerId")
     assert await balance(agency) == 50_00
 
     # A manual top-up of the agency's balance is the master's to collect and to record.
