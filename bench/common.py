@@ -12,9 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -276,3 +277,14 @@ class LeanHttp:
             raise
         self.idle.put_nowait((reader, writer, target))
         return int(status_line.split(" ", 2)[1]), answer
+
+
+def run_on_uvloop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a benchmark's ``main`` on the event loop the server runs on (uvloop where installed), so that a
+    floor's client pays what the server's loop pays."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

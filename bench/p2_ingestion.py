@@ -30,7 +30,7 @@ import httpx
 import orjson
 from tortoise import Tortoise
 
-from bench.common import LeanHttp, Load, asyncpg_dsn, database_url, report, scratch_database, servers
+from bench.common import LeanHttp, Load, asyncpg_dsn, database_url, report, run_on_uvloop, scratch_database, servers
 from billing.accounts import opening
 from billing.catalog import rate_cards
 from billing.core.tenancy import Viewer
@@ -296,13 +296,7 @@ async def main() -> None:
 
 
 def run() -> None:
-    """The floor's client runs on the event loop the server runs on (uvloop where installed)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_uvloop(main)
 
 
 if __name__ == "__main__":

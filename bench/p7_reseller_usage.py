@@ -45,6 +45,7 @@ from bench.common import (
     cpu_seconds,
     database_url,
     report,
+    run_on_uvloop,
     scratch_database,
     server,
 )
@@ -280,12 +281,7 @@ async def main() -> None:
 
 
 def run() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_uvloop(main)
 
 
 if __name__ == "__main__":
