@@ -35,6 +35,8 @@ ON_SETTLED: dict[PaymentPurpose, tuple[payments.Fulfilment, ...]] = {
     P.WALLET_CREDIT: (
         top_ups.settled,  # frees the wallet's automatic top-up slot
         engine.purchase_settled,  # an auto-billing purchase for a partner's pool or a client's overdraft
+        # The platform's packages bought by a partner reselling below another: each level above is debited.
+        platform_deductions.on_package_payment,
     ),
     # A client's plan paid to a partner on the centralised balance: the platform's price is deducted.
     P.PLAN_PURCHASE: (platform_deductions.on_client_payment,),

@@ -13,7 +13,7 @@ from fractions import Fraction
 
 import pytest
 
-from billing.accounts import opening, statements, top_ups, wallets
+from billing.accounts import statements, top_ups, wallets
 from billing.auto_billing import engine
 from billing.catalog import plans, rate_cards
 from billing.core import clock, config
@@ -36,6 +36,7 @@ from models.enums import (
     PaymentStatus,
     PeriodStatus,
     PlanChangeTiming,
+    RefundPlanPolicy,
 )
 from models.operations import OutboxEvent
 from models.payments import Payment
@@ -43,8 +44,10 @@ from models.subscriptions import SubscriptionPeriod
 from models.tenancy import Partner, Project, Workspace
 from models.wallets import LedgerEntry, PlatformDeduction, Wallet
 from schema.ids import to_global_id
-from tests.factories import PLATFORM, a_partner, a_workspace, partner_viewer
+from tests.factories import PLATFORM, a_client_login, a_partner, a_workspace, partner_viewer
 from tests.graphql import GraphQLClient
+from whitebill.settings import load_settings
+from whitebill.worker import Worker
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -414,42 +417,335 @@ async def test_through_the_api_each_level_sees_its_own_cost_and_price_never_the_
     ]
 
 
-async def test_a_partner_below_another_buys_no_platform_package_for_its_pool_neither_by_hand_nor_by_auto_billing() -> (
-    None
-):
-    master, agency, _, _ = await a_chain()
+# --- the platform's packages down the chain ----------------------------------------------------------
+
+
+async def a_package_chain():
+    """The chain, and the platform's 1,000-credit package at 49.90 BRL: the master resells it +15 %, the agency
+    +2.50 BRL. By hand: 49.90 x 1.15 = 57.385 → 57.38 (half-even to the cent); 57.38 + 2.50 = 59.88."""
+    master, agency, freelancer, _ = await a_chain()
     package = await plans.create_credit_package(
-        PLATFORM, name="1,000 credits", unit="MESSAGE_CREDITS", quantity=1000, price=Money(5000, "BRL")
+        PLATFORM, name="1,000 credits", unit="MESSAGE_CREDITS", quantity=1000, price=Money(4990, "BRL")
     )
+    await plans.set_margin(
+        partner_viewer(master), kind=MarginKind.PERCENTAGE, value=Decimal(15), credit_package_id=package.id
+    )
+    await plans.set_margin(partner_viewer(agency), kind=MarginKind.FIXED, value="2.50", credit_package_id=package.id)
+    return master, agency, freelancer, package
+
+
+async def pool(partner) -> int:
+    found = await Wallet.get_or_none(owner_key=f"PARTNER:{partner.id}", unit="MESSAGE_CREDITS")
+    return found.balance if found else 0
+
+
+PACKAGES = "{ creditPackages(first: 5) { nodes { price { amount } resalePrice { amount } } } }"
+
+
+async def test_the_platforms_packages_are_bought_from_the_parent_at_its_price_and_every_level_above_pays_its_own(
+    server,
+) -> None:
+    master, agency, freelancer, package = await a_package_chain()
+    assert [(await plans.package_cost(p.id, package)).amount for p in (master, agency, freelancer)] == [
+        4990,
+        5738,
+        5988,
+    ]
+    seen = []
+    for partner in (master, agency, freelancer):  # each level sees its cost and its price to the level below
+        api = GraphQLClient(server.url, (await api_keys.create_key(partner_id=partner.id)).secret)
+        [node] = (await api.data(PACKAGES))["creditPackages"]["nodes"]
+        seen.append((node["price"]["amount"], node["resalePrice"]["amount"]))
+    assert seen == [("49.90", "57.38"), ("57.38", "59.88"), ("59.88", "59.88")]
+
+    await fund(master, 200_00, "m")
+    await fund(agency, 200_00, "a")
+    bought = await checkout.buy_platform_package(
+        partner_viewer(freelancer),
+        partner_id=freelancer.id,
+        package_id=package.id,
+        quantity=2,
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key="p",
+    )
+    # Collected by the agency, at its price: only the agency (or the platform) says it was paid.
+    assert (bought.amount, bought.status, bought.purpose["collector"]) == (2 * 5988, PaymentStatus.PENDING, agency.id)
+    for who in (partner_viewer(freelancer), partner_viewer(master)):
+        with pytest.raises(BillingError):
+            await purchases.record_payment(who, payment_id=bought.id, note="", idempotency_key="no")
+    assert (await pool(freelancer), await balance(agency), await balance(master)) == (0, 200_00, 200_00)
+    for key in ("r", "r"):  # recorded twice with one key: one payment, one deduction
+        await purchases.record_payment(partner_viewer(agency), payment_id=bought.id, note="pix", idempotency_key=key)
+
+    assert await pool(freelancer) == 2000
+    # The agency pays the master its price for both, the master the platform's: in one posting.
+    assert (await balance(agency), await balance(master)) == (200_00 - 2 * 5738, 200_00 - 2 * 4990)
+    [deduction] = await PlatformDeduction.all()
+    assert (deduction.kind, deduction.partner_id, deduction.amount, deduction.workspace_id) == (
+        "PACKAGE",
+        agency.id,
+        2 * 5738,
+        None,
+    )
+    assert deduction.chain == [
+        {"partner_id": master.id, "amount": 2 * 4990},
+        {"partner_id": agency.id, "amount": 2 * 5738},
+    ]
+    legs = await LedgerEntry.filter(posting_id=deduction.posting_id).values_list("wallet_id", "amount")
+    assert sorted(amount for wallet, amount in legs if wallet is not None) == [-2 * 5738, -2 * 4990]
+    invoice = await Document.get(kind=DocumentKind.INVOICE, buyer_key=f"PARTNER:{freelancer.id}")
+    assert invoice.partner_id == agency.id  # the agency sold it, so the agency invoices it
+
+    # Each level's package-deductions report lists its own share.
+    month = clock.now().strftime("%Y-%m")
+    start, end = month_range(month)
+    for partner, share in ((master, "99.80"), (agency, "114.76")):
+        text = "".join([c async for c in usage_reports.stream("package-deductions", partner.id, start, end)])
+        [row] = list(csv.DictReader(io.StringIO(text)))
+        assert (row["amount"], row["seller_id"]) == (share, to_global_id("Partner", agency.id))
+
+
+SET_ITEM_MARGIN = """mutation($input: SetPartnerMarginInput!) { setPartnerMargin(input: $input) {
+  margin { kind value currency creditPackageId addOnId planId familyId } errors { code field } } }"""
+REMOVE_ITEM_MARGIN = """mutation($input: RemovePartnerMarginInput!) { removePartnerMargin(input: $input) {
+  margin { creditPackageId addOnId } errors { code field } } }"""
+ITEMS = """{ viewer { partner { margins { kind value planId creditPackageId addOnId } } }
+  addOns(first: 5) { nodes { name platformPrice { amount } price { amount } } }
+  creditPackages(first: 5) { nodes { name price { amount } resalePrice { amount } } } }"""
+
+CLIENT_ITEMS = """query($package: ID!) { addOns(first: 5) { nodes { platformPrice { amount } price { amount } } }
+  creditPackages(first: 5) { nodes { name } } node(id: $package) { ... on CreditPackage { name } } }"""
+
+
+async def test_margins_on_the_platforms_packages_and_add_ons_are_set_read_stacked_and_removed_through_the_api(
+    server,
+) -> None:
+    master, agency, freelancer, plan = await a_chain()
+    package = await plans.create_credit_package(
+        PLATFORM, name="Credits", unit="MESSAGE_CREDITS", quantity=1000, price=Money(10_00, "BRL")
+    )
+    add_on = await plans.create_add_on(
+        PLATFORM, name="Chatbot", limit_deltas={"chatbots": 1}, price=Money(10_00, "BRL")
+    )
+    own = await plans.create_credit_package(
+        partner_viewer(agency), name="Own", unit="MESSAGE_CREDITS", quantity=10, price=Money(1_00, "BRL")
+    )
+    apis = [
+        GraphQLClient(server.url, (await api_keys.create_key(partner_id=p.id)).secret)
+        for p in (master, agency, freelancer)
+    ]
+    package_id, add_on_id = to_global_id("CreditPackage", package.id), to_global_id("AddOn", add_on.id)
+
+    async def set_margin(api, **fields) -> dict:
+        return (await api.data(SET_ITEM_MARGIN, {"input": fields}))["setPartnerMargin"]
+
+    made = await set_margin(apis[0], kind="PERCENTAGE", value="10", addOnId=add_on_id)
+    assert (made["margin"]["addOnId"], made["margin"]["creditPackageId"], made["errors"]) == (add_on_id, None, [])
+    await set_margin(apis[0], kind="PERCENTAGE", value="12.5", creditPackageId=package_id)
+    await set_margin(apis[2], kind="FIXED", value="1.00", addOnId=add_on_id)
+    made = await set_margin(apis[1], kind="FIXED", value="0.75", creditPackageId=package_id)
+    assert made["margin"] == {
+        "kind": "FIXED", "value": "0.75", "currency": "BRL", "creditPackageId": package_id, "addOnId": None,
+        "planId": None, "familyId": None,
+    }  # fmt: skip
+    # Refused: a partner's own package, two things at once, a fixed margin in another currency.
+    for fields, expected in (
+        ({"creditPackageId": to_global_id("CreditPackage", own.id)}, ("INVALID_INPUT", "creditPackageId")),
+        ({"creditPackageId": package_id, "addOnId": add_on_id}, ("INVALID_INPUT", "addOnId")),
+        ({"creditPackageId": package_id, "currency": "USD", "kind": "FIXED"}, ("CURRENCY_MISMATCH", "currency")),
+    ):
+        refused = await set_margin(apis[1], **{"kind": "PERCENTAGE", "value": "5", **fields})
+        assert [(e["code"], e["field"]) for e in refused["errors"]] == [expected]
+
+    seen = []
+    for api in apis:
+        data = await api.data(ITEMS)
+        [bought] = [p for p in data["creditPackages"]["nodes"] if p["name"] == "Credits"]
+        [chatbot] = data["addOns"]["nodes"]
+        seen.append(
+            (
+                bought["price"]["amount"], bought["resalePrice"]["amount"],
+                chatbot["platformPrice"]["amount"], chatbot["price"]["amount"],
+            )
+        )  # fmt: skip
+    # Package: 10.00 + 12.5 % = 11.25 (the agency's cost), + 0.75 = 12.00 (the freelancer's).
+    # Add-on: 10.00 + 10 % = 11.00; the agency adds nothing; + 1.00 = 12.00.
+    assert seen == [
+        ("10.00", "11.25", "10.00", "11.00"),
+        ("11.25", "12.00", "11.00", "11.00"),
+        ("12.00", "12.00", "11.00", "12.00"),
+    ]
+    # A client of the freelancer sees its own price for the add-on, never its partner's cost, and none of the
+    # platform's packages.
+    client = await a_workspace(freelancer, "Client")
+    await a_client_login(freelancer, client, "client@free.example", "a long client password")
+    session = await identity.login(
+        brand=str(freelancer.id), email="client@free.example", password="a long client password", client_address=None
+    )
+    seen_by_client = await GraphQLClient(server.url, session.token).data(CLIENT_ITEMS, {"package": package_id})
+    assert seen_by_client == {
+        "addOns": {"nodes": [{"platformPrice": {"amount": "12.00"}, "price": {"amount": "12.00"}}]},
+        "creditPackages": {"nodes": []},
+        "node": None,
+    }
+    margins = (await apis[1].data(ITEMS))["viewer"]["partner"]["margins"]
+    assert margins == [  # the plan's margin first (as a_chain set it), then the package's
+        {
+            "kind": "FIXED",
+            "value": "5.00",
+            "planId": to_global_id("Plan", plan.id),
+            "creditPackageId": None,
+            "addOnId": None,
+        },
+        {"kind": "FIXED", "value": "0.75", "planId": None, "creditPackageId": package_id, "addOnId": None},
+    ]
+    removed = (await apis[1].data(REMOVE_ITEM_MARGIN, {"input": {"creditPackageId": package_id}}))[
+        "removePartnerMargin"
+    ]
+    assert removed == {"margin": {"creditPackageId": package_id, "addOnId": None}, "errors": []}
+    assert (await plans.package_cost(freelancer.id, package)).amount == 11_25  # resold at cost now
+    again = (await apis[1].data(REMOVE_ITEM_MARGIN, {"input": {"creditPackageId": package_id}}))["removePartnerMargin"]
+    assert again["errors"] == [{"code": "NOT_FOUND", "field": "creditPackageId"}]
+
+
+async def test_a_short_parent_is_told_the_buyer_gets_its_credits_and_the_parent_pays_once_after_its_top_up() -> None:
+    master, agency, freelancer, package = await a_package_chain()
+    await fund(master, 200_00, "m")
+    await fund(agency, 10_00, "a")  # short: it owes the master 57.38
+    bought = await checkout.buy_platform_package(
+        partner_viewer(freelancer),
+        partner_id=freelancer.id,
+        package_id=package.id,
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key="p",
+    )
+    await purchases.record_payment(partner_viewer(agency), payment_id=bought.id, note="", idempotency_key="r")
+    assert await pool(freelancer) == 1000  # the buyer paid: it is not held back
+    pending = await PlatformDeduction.get(kind="PACKAGE")
+    assert pending.debited_at is None and (await balance(master), await balance(agency)) == (200_00, 10_00)
+    told = await OutboxEvent.filter(event_type="partner.balance_insufficient")
+    assert [(e.partner_id, e.payload["amount"], e.payload["kind"]) for e in told] == [(agency.id, 5738, "PACKAGE")]
+    await fund(agency, 100_00, "a2")
+    await clock.advance(platform_deductions.RETRY_EVERY + timedelta(minutes=1))
+    for _ in range(2):  # the retry, and a repeat of it: debited once
+        await platform_deductions.retry_job({"deduction_id": pending.id})
+    assert (await balance(master), await balance(agency)) == (200_00 - 4990, 110_00 - 5738)
+
+
+async def test_auto_billing_and_auto_top_ups_of_a_partner_below_another_buy_at_its_cost_from_its_parent() -> None:
+    master, agency, _, _ = await a_chain()
+    # The platform sells 2,000 credits for 10.00 and 5,000 for 20.00; the master resells the 5,000 at +60 %.
+    two = await plans.create_credit_package(
+        PLATFORM, name="2,000", unit="MESSAGE_CREDITS", quantity=2000, price=Money(10_00, "BRL")
+    )
+    five = await plans.create_credit_package(
+        PLATFORM, name="5,000", unit="MESSAGE_CREDITS", quantity=5000, price=Money(20_00, "BRL")
+    )
+    await plans.set_margin(
+        partner_viewer(master), kind=MarginKind.PERCENTAGE, value=Decimal(60), credit_package_id=five.id
+    )
+    await fund(master, 500_00, "m")
+    await fund(agency, 500_00, "a")
+    await engine.configure(
+        partner_viewer(agency), partner_id=agency.id, enabled=True, for_clients=False, client_overdraft=0
+    )
+    client = await a_workspace(agency, "Client")
+    own_plan = await plans.create_plan(
+        partner_viewer(agency),
+        name="Credits",
+        interval=BillingInterval.MONTHLY,
+        price=Money(0, "BRL"),
+        limits={},
+        included_units={"MESSAGE_CREDITS": 4500},
+    )
+    await lifecycle.assign_plan(
+        partner_viewer(agency), workspace_id=client.id, plan_id=own_plan.id, note="", idempotency_key="a"
+    )
+    await run_worker()
+    [payment] = await Payment.filter(payer_key=f"PARTNER:{agency.id}")
+    # For the agency, 3 x 2,000 at 10.00 (30.00) is cheaper than one 5,000 at 32.00: it buys what it pays least for.
+    assert [(line["package_id"], line["count"]) for line in payment.purpose["packages"]] == [(two.id, 3)]
+    # The master has no gateway: it collects by hand, and nothing moves until it says it was paid.
+    assert (payment.amount, payment.status, payment.purpose["collector"]) == (30_00, PaymentStatus.PENDING, master.id)
+    assert (await pool(agency), await balance(master)) == (0, 500_00)
+    await purchases.record_payment(partner_viewer(master), payment_id=payment.id, note="", idempotency_key="r1")
+    assert await pool(agency) == 6000 - 4500
+    assert await balance(master) == 500_00 - 30_00  # the master owes the platform its price for them
+
+    # An automatic top-up of the agency's pool buys the 5,000 from the master at 32.00.
+    wallet = await Wallet.get(owner_key=f"PARTNER:{agency.id}", unit="MESSAGE_CREDITS")
+    await top_ups.configure(
+        partner_viewer(agency), wallet_id=wallet.id, package_id=five.id, threshold="2000", enabled=True
+    )
+    await run_worker()
+    last = (await Payment.filter(payer_key=f"PARTNER:{agency.id}").order_by("-id"))[0]
+    assert (last.amount, last.status, last.purpose["collector"], last.purpose["auto_top_up"]) == (
+        32_00,
+        PaymentStatus.PENDING,
+        master.id,
+        True,
+    )
+    await purchases.record_payment(partner_viewer(master), payment_id=last.id, note="", idempotency_key="r2")
+    assert await pool(agency) == 1500 + 5000
+    assert await balance(master) == 500_00 - 30_00 - 20_00
+
+    # A package in another currency than the chain's is not bought below the platform's direct partners.
+    dollars = await plans.create_credit_package(
+        PLATFORM, name="USD", unit="MESSAGE_CREDITS", quantity=100, price=Money(1_00, "USD")
+    )
+    with pytest.raises(BillingError) as refused:
+        await top_ups.configure(
+            partner_viewer(agency), wallet_id=wallet.id, package_id=dollars.id, threshold="1", enabled=True
+        )
+    assert (refused.value.code, refused.value.field) == (ErrorCode.CURRENCY_MISMATCH, "packageId")
     with pytest.raises(BillingError) as refused:
         await checkout.buy_platform_package(
             partner_viewer(agency),
             partner_id=agency.id,
-            package_id=package.id,
+            package_id=dollars.id,
             method=PaymentMethodKind.MANUAL,
-            idempotency_key="p",
+            idempotency_key="usd",
         )
-    assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "packageId")
-    with pytest.raises(BillingError) as refused:
-        await engine.configure(
-            partner_viewer(agency), partner_id=agency.id, enabled=True, for_clients=False, client_overdraft=0
-        )
-    assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "enabled")
-    pool = await opening.open_wallet(
-        partner_id=agency.id, owner_kind=OwnerKind.PARTNER, owner_id=agency.id, unit="MESSAGE_CREDITS"
-    )
-    with pytest.raises(BillingError) as refused:
-        await top_ups.configure(
-            partner_viewer(agency), wallet_id=pool.id, package_id=package.id, threshold="100", enabled=True
-        )
-    assert (refused.value.code, refused.value.field) == (ErrorCode.FORBIDDEN, "packageId")
-    assert await Payment.all().count() == 0
-    # The platform's direct partner buys them as before.
+    assert (refused.value.code, refused.value.field) == (ErrorCode.CURRENCY_MISMATCH, "packageId")
+
+
+async def test_what_each_level_owes_for_a_package_is_fixed_when_it_is_bought_and_a_refund_follows_the_seller() -> None:
+    master, agency, freelancer, package = await a_package_chain()
+    await fund(master, 200_00, "m")
+    await fund(agency, 200_00, "a")
     bought = await checkout.buy_platform_package(
-        partner_viewer(master), partner_id=master.id, package_id=package.id, method=PaymentMethodKind.MANUAL,
+        partner_viewer(freelancer),
+        partner_id=freelancer.id,
+        package_id=package.id,
+        method=PaymentMethodKind.MANUAL,
         idempotency_key="p",
-    )  # fmt: skip
-    assert bought.amount == 5000
+    )
+    # While it is pending, the agency raises its margin tenfold, and the master drops its own.
+    await plans.set_margin(
+        partner_viewer(agency), kind=MarginKind.PERCENTAGE, value=Decimal(1000), credit_package_id=package.id
+    )
+    await plans.remove_margin(partner_viewer(master), partner_id=master.id, credit_package_id=package.id)
+    await purchases.record_payment(partner_viewer(agency), payment_id=bought.id, note="", idempotency_key="r")
+    # Debited as priced when bought: the agency 57.38, the master 49.90.
+    assert (await balance(agency), await balance(master)) == (200_00 - 5738, 200_00 - 4990)
+
+    # The buyer turning off its own take-back does not keep the units: the agency sold them, and takes them back.
+    await refunds.set_policy(
+        partner_viewer(freelancer),
+        partner_id=freelancer.id,
+        plan_policy=RefundPlanPolicy.END_NOW,
+        take_back_units=False,
+    )
+    await refunds.refund_payment(
+        partner_viewer(agency), payment_id=bought.id, amount=None, reason="", idempotency_key="back"
+    )
+    assert await pool(freelancer) == 0
+
+
+async def run_worker() -> None:
+    worker = Worker(load_settings())
+    while await worker.tick():
+        pass
 
 
 async def test_a_parent_acts_on_the_partners_directly_below_it_only_and_never_on_itself() -> None:

@@ -11,7 +11,7 @@ charged (a count of 0, an empty or control-character id, an unknown project or c
 REFUSED result.
 
 ``GET /reports/{report}.csv?month=YYYY-MM[&partnerId=ID]`` streams one of the partner's monthly
-billing reports: ``wcc-deductions``, ``renewal-deductions``, ``plan-deductions``.
+billing reports: ``wcc-deductions``, ``renewal-deductions``, ``plan-deductions``, ``package-deductions``.
 
 Both take ``Authorization: Bearer <api key or session token>`` like /graphql.
 """

@@ -25,9 +25,8 @@ from billing.catalog import plans
 from billing.charges import charging, gateway_configs, payments
 from billing.core import audit, clock, sql, work
 from billing.core.errors import BillingError, ErrorCode
-from billing.core.money import Entered, minor_of
+from billing.core.money import Entered, Money, minor_of
 from billing.core.tenancy import Viewer
-from billing.tenants import hierarchy
 from gateways.manual import ManualGateway
 from models.catalog import CreditPackage
 from models.enums import OwnerKind, PaymentMethodKind, PaymentPurpose, PaymentStatus, Permission, PlanStatus
@@ -60,17 +59,27 @@ def payer_key_of(wallet: Wallet) -> str | None:
     return None  # a project's credit is assigned by its partner, not bought
 
 
-def collector_of(wallet: Wallet) -> int | None:
-    """Who collects what a wallet's owner pays: its partner for a workspace, the platform (None) for a
-    partner."""
-    return wallet.partner_id if wallet.owner_kind is OwnerKind.WORKSPACE else None
+async def collector_of(wallet: Wallet) -> int | None:
+    """Who collects what a wallet's owner pays: its partner for a workspace; for a partner, the platform
+    (None), or the parent a partner reselling below another buys the platform's packages from."""
+    if wallet.owner_kind is OwnerKind.WORKSPACE:
+        return wallet.partner_id
+    return (await Partner.get(id=wallet.partner_id)).parent_id
+
+
+async def package_price(wallet: Wallet, package: CreditPackage) -> Money:
+    """What the wallet's owner pays for one ``package``: a partner's own package's price to its client; one
+    of the platform's, what the wallet's partner pays for it (the platform's price, or its parent's)."""
+    if package.partner_id is not None or wallet.owner_kind is not OwnerKind.PARTNER or wallet.partner_id is None:
+        return Money(package.price_amount, package.currency)
+    return await plans.package_cost(wallet.partner_id, package)
 
 
 async def paying_card(wallet: Wallet) -> SavedPaymentMethod | None:
     """The card that pays for credit bought for a wallet (an auto top-up, a top-up bought now, an
     auto-billing purchase): its payer's card on file with the wallet's collector, if any."""
     payer_key = payer_key_of(wallet)
-    return await charging.card_on_file(payer_key, collector_of(wallet)) if payer_key else None
+    return await charging.card_on_file(payer_key, await collector_of(wallet)) if payer_key else None
 
 
 STATE = (  # what watch decides on: one row per wallet, parameter $1 the wallet's id
@@ -143,7 +152,7 @@ async def _route(wallet: Wallet) -> tuple[GatewayConfig | None, SavedPaymentMeth
     card = await paying_card(wallet)
     if card is not None:
         return await GatewayConfig.get(id=card.gateway_config_id), card
-    config = await gateway_configs.active_config(collector_of(wallet))
+    config = await gateway_configs.active_config(await collector_of(wallet))
     if config is None or config.provider == ManualGateway.name or _pays_by_link(config):
         return config, None
     return None, None
@@ -162,6 +171,11 @@ async def _new_payment(wallet: Wallet, rule: AutoTopUp) -> Payment | None:
     if payer_key is None or package.status is not PlanStatus.ACTIVE:  # an archived package is never bought
         return None
     config, card = await _route(wallet)
+    price = await package_price(wallet, package)
+    collector = await collector_of(wallet)
+    owed_above: list[dict[str, int]] = []
+    if collector is not None and wallet.owner_kind is OwnerKind.PARTNER and wallet.partner_id is not None:
+        price, owed_above = await plans.package_purchase(wallet.partner_id, [(package, 1)])
     return await payments.create_payment(
         partner_id=wallet.partner_id,
         payer_key=payer_key,
@@ -170,16 +184,21 @@ async def _new_payment(wallet: Wallet, rule: AutoTopUp) -> Payment | None:
         method=PaymentMethodKind.CARD
         if card or (config and config.provider != ManualGateway.name)
         else PaymentMethodKind.MANUAL,
-        amount=package.price_amount,
-        currency=package.currency,
+        amount=price.amount,
+        currency=price.currency,
         purpose={
             "kind": PaymentPurpose.WALLET_CREDIT,
             "wallet_id": wallet.id,
             "quantity": package.quantity,
             "package_id": package.id,
             "packages": plans.package_lines(package, 1),
+            "price": price.amount,
             "auto_top_up": True,
             "card_id": card.id if card else None,
+            # A partner reselling below another buys from its parent (see checkout.Sale.collector_of_record),
+            # and what each level above owes for it is fixed now (platform_deductions.on_package_payment).
+            **({"collector": collector} if wallet.owner_kind is OwnerKind.PARTNER and collector else {}),
+            **({"owed_above": owed_above} if owed_above else {}),
         },
         note=f"auto top-up: {package.name}",
     )
@@ -190,7 +209,13 @@ async def charge(payment_id: int) -> Payment:
     payment = await Payment.get(id=payment_id)
     card_id = payment.purpose.get("card_id")
     if payment.status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN, PaymentStatus.NOT_ATTEMPTED):
-        if payment.gateway_config_id is None or payment.provider == ManualGateway.name:
+        if payment.purpose.get("collector") is not None and (
+            payment.gateway_config_id is None or payment.provider == ManualGateway.name
+        ):
+            # A parent collects from a partner reselling below it by hand: the parent says when it was paid
+            # (recordPayment), since every level above is debited for it then.
+            await payments.move(payment.id, PaymentStatus.PENDING, reason="to be recorded by the collecting parent")
+        elif payment.gateway_config_id is None or payment.provider == ManualGateway.name:
             # No provider to ask: the partner collects this top-up its own way, as with any manual sale.
             await payments.move(
                 payment.id,
@@ -284,11 +309,17 @@ async def configure(
     if payer_key_of(wallet) is None:
         raise BillingError(ErrorCode.INVALID_INPUT, "a project's credit is assigned, not bought", field="walletId")
     seller = wallet.partner_id if wallet.owner_kind is OwnerKind.WORKSPACE else None
-    if seller is None and enabled and await Partner.exists(id=wallet.partner_id, parent_id__not_isnull=True):
-        raise hierarchy.buys_no_platform_packages("packageId")
+    buyer = await Partner.get(id=wallet.partner_id)
+    chain_currency = buyer.default_currency if seller is None and buyer.parent_id is not None else None
     package = await CreditPackage.get_or_none(id=package_id, partner_id=seller, unit=wallet.unit)
     if package is None or package.status is not PlanStatus.ACTIVE:
         raise BillingError(ErrorCode.NOT_FOUND, f"no {wallet.unit} package of that id is sold here", field="packageId")
+    if chain_currency is not None and package.currency != chain_currency:
+        raise BillingError(
+            ErrorCode.CURRENCY_MISMATCH,
+            f"a partner reselling below another buys in its chain's currency, {chain_currency}",
+            field="packageId",
+        )
     if below < 0:
         raise BillingError(ErrorCode.INVALID_AMOUNT, "the threshold is zero or more", field="threshold")
     rule, _ = await AutoTopUp.get_or_create(

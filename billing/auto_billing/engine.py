@@ -10,6 +10,8 @@ gateway: the partner's saved card, or recorded as collected when the platform ha
 purchase credits the pool (an ordinary PaymentPurpose.WALLET_CREDIT fulfilment), the waiting grants are transferred
 oldest first, and the partner gets one ``auto_billing.performed``. A decline grants nothing, tells
 the partner (``auto_billing.failed``) and is retried after a back-off (1 hour, 6 hours, then daily).
+A partner reselling below another buys from its parent instead, at the parent's price, through the
+parent's gateway; every level above is then debited its own parent's price (``platform_deductions``).
 
 **Workspace auto-billing** (the partner's ``for_clients`` setting, and only while it sells packages
 of the unit). When usage finds too few credits it is still accepted within the overdraft: the
@@ -42,13 +44,13 @@ from tortoise.transactions import in_transaction
 from billing.accounts import expiry, ledger, opening, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.auto_billing.package_optimizer import Basket, Offer, cheapest_cover, cheapest_exact
+from billing.catalog import plans
 from billing.charges import gateway_configs, payments
 from billing.core import audit, clock, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import MAX_AMOUNT, check_amount
 from billing.core.tenancy import Viewer
 from billing.documents import invoices
-from billing.tenants import hierarchy
 from gateways.manual import ManualGateway
 from models.auto_billing import AutoBillingSlot, PoolGrant, PoolGrantStatus
 from models.catalog import CreditPackage
@@ -119,9 +121,6 @@ async def configure(
         raise BillingError(ErrorCode.FORBIDDEN, "auto-billing is the partner's setting")
     viewer.require(Permission.MANAGE_BILLING)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
-    if enabled and partner.parent_id is not None:
-        # Agency auto-billing buys the platform's packages for the pool, at the platform's price.
-        raise hierarchy.buys_no_platform_packages("enabled")
     check_amount(client_overdraft, field="clientOverdraft", allow_zero=True)
     if for_clients and client_overdraft == 0:
         raise BillingError(
@@ -474,13 +473,21 @@ async def _basket(wallet: Wallet, need: int) -> tuple[Basket, str, dict[int, str
         raise _CannotBuy(f"{who} sells no {wallet.unit} packages")
     currencies = {p.currency for p in packages}
     partner = await Partner.get(id=wallet.partner_id)
+    if seller is None and partner.parent_id is not None and partner.default_currency not in currencies:
+        # Bought from its parent: a chain of resellers pays in one currency.
+        raise _CannotBuy(f"{who} sells no {wallet.unit} packages in {partner.default_currency}")
     if partner.default_currency in currencies:
         currency = partner.default_currency
     elif len(currencies) == 1:
         currency = currencies.pop()
     else:
         raise _CannotBuy(f"{who} sells {wallet.unit} in {', '.join(sorted(currencies))}, none of them yours")
-    offers = [Offer(p.id, p.quantity, p.price_amount) for p in packages if p.currency == currency]
+    # A pool pays what its partner pays for each package (a parent's price, for a partner reselling below one).
+    offers = [
+        Offer(p.id, p.quantity, (await top_ups.package_price(wallet, p)).amount)
+        for p in packages
+        if p.currency == currency
+    ]
     try:
         optimise = cheapest_exact if wallet.unit in EXACT_UNITS else cheapest_cover
         basket = optimise(offers, need)
@@ -496,7 +503,7 @@ async def _route(wallet: Wallet) -> tuple[GatewayConfig | None, SavedPaymentMeth
     card = await top_ups.paying_card(wallet)
     if card is not None:
         return await GatewayConfig.get(id=card.gateway_config_id), card
-    return await gateway_configs.active_config(top_ups.collector_of(wallet)), None
+    return await gateway_configs.active_config(await top_ups.collector_of(wallet)), None
 
 
 def _payer_key(wallet: Wallet) -> str:
@@ -515,6 +522,15 @@ async def _new_payment(wallet: Wallet, basket: Basket, currency: str, names: dic
     described = " + ".join(f"{line['count']} x {line['name'] or line['quantity']}" for line in lines)
     partner = await Partner.get(id=wallet.partner_id)
     from_pool = wallet.owner_kind is OwnerKind.WORKSPACE and partner.auto_billing_enabled
+    # A pool of a partner reselling below another buys from its parent (checkout.Sale.collector_of_record);
+    # what each level above owes for it is fixed now (platform_deductions.on_package_payment).
+    parent = partner.parent_id if wallet.owner_kind is OwnerKind.PARTNER else None
+    owed_above: list[dict[str, int]] = []
+    if parent is not None:
+        bought = {p.id: p for p in await CreditPackage.filter(id__in=[offer.key for offer, _ in basket.lines])}
+        _, owed_above = await plans.package_purchase(
+            partner.id, [(bought[offer.key], count) for offer, count in basket.lines]
+        )
     return await payments.create_payment(
         partner_id=wallet.partner_id,
         payer_key=_payer_key(wallet),
@@ -531,6 +547,8 @@ async def _new_payment(wallet: Wallet, basket: Basket, currency: str, names: dic
             "from_pool": from_pool,  # a workspace's credits come out of its partner's pool
             "card_id": card.id if card else None,
             "packages": lines,
+            "price": basket.price,
+            **({"collector": parent, "owed_above": owed_above} if parent else {}),
         },
         note=f"{NOTE}: {described} ({basket.quantity} {wallet.unit})",
         lines=[

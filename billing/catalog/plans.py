@@ -184,8 +184,12 @@ async def set_margin(
     plan_id: int | None = None,
     family_id: int | None = None,
     currency: str | None = None,
+    credit_package_id: int | None = None,
+    add_on_id: int | None = None,
 ) -> PartnerMargin:
-    """The partner's margin over platform prices: on one plan, on a family, or in bulk (neither).
+    """The partner's margin over platform prices: on one plan, on a family, or in bulk (neither); or on one
+    of the platform's credit packages or add-ons, which is what the partner's sub-partners pay over its own
+    cost (a package or an add-on has no family and no bulk margin: without its own margin it is resold at cost).
 
     A percentage applies to any currency. A fixed margin is an amount of one currency and applies only
     to plans in it: on a plan, the plan's currency (the default; another is CURRENCY_MISMATCH); on a
@@ -196,15 +200,8 @@ async def set_margin(
     viewer.require(Permission.MANAGE_PLANS)
     if viewer.partner_id is None:
         raise BillingError(ErrorCode.FORBIDDEN, "margins are a partner's")
-    if plan_id is not None and family_id is not None:
-        raise BillingError(ErrorCode.INVALID_INPUT, "a margin is on a plan, a family, or in bulk", field="familyId")
-    plan: Plan | None = None
-    if plan_id is not None:
-        plan = await tenancy.get_scoped(visible_plans(viewer), plan_id, "plan")
-        if plan.partner_id is not None:
-            raise BillingError(
-                ErrorCode.INVALID_INPUT, "your own plans have no margin: set their price", field="planId"
-            )
+    _one_target(plan_id, family_id, credit_package_id, add_on_id)
+    item = await _priced_item(viewer, plan_id, credit_package_id, add_on_id)
     if family_id is not None and not await PlanFamily.exists(id=family_id):
         raise BillingError(ErrorCode.NOT_FOUND, "plan family not found", field="familyId")
     percentage: Decimal | None = None
@@ -213,9 +210,9 @@ async def set_margin(
         percentage = parse_decimal(value, field="value") if isinstance(value, str) else value
         partner_price(Money(0, "USD"), kind, percentage)  # validates the range
     else:
-        code = await _fixed_margin_currency(plan, family_id, currency)
+        code = await _fixed_margin_currency(item, family_id, currency)
         fixed = Money(_minor_units(value, code), code)
-    scope = _scope(plan_id, family_id, None if fixed is None else fixed.currency)
+    scope = _scope(plan_id, family_id, None if fixed is None else fixed.currency, credit_package_id, add_on_id)
     previous = await PartnerMargin.get_or_none(partner_id=viewer.partner_id, scope=scope)
     before = None if previous is None else _audited(previous)
     # One statement: two concurrent first margins of a scope leave one row, the later one's.
@@ -265,20 +262,57 @@ def _audited(margin: PartnerMargin) -> dict[str, Any]:
         "currency": currency,
         "plan_id": audit.global_id("Plan", margin.plan_id),
         "family_id": audit.global_id("PlanFamily", margin.family_id),
+        "credit_package_id": audit.global_id("CreditPackage", on_package(margin)),
+        "add_on_id": audit.global_id("AddOn", on_add_on(margin)),
     }
 
 
-async def _fixed_margin_currency(plan: Plan | None, family_id: int | None, currency: str | None) -> str:
+_TARGETS = (("planId", "plan"), ("familyId", "family"), ("creditPackageId", "credit package"), ("addOnId", "add-on"))
+
+
+def _one_target(*ids: int | None) -> None:
+    """A margin is on one thing, or in bulk: never on two."""
+    named = [field for (field, _), given in zip(_TARGETS, ids, strict=True) if given is not None]
+    if len(named) > 1:
+        raise BillingError(
+            ErrorCode.INVALID_INPUT,
+            "a margin is on one plan, family, credit package or add-on, or in bulk",
+            field=named[-1],
+        )
+
+
+async def _priced_item(
+    viewer: Viewer, plan_id: int | None, package_id: int | None, add_on_id: int | None
+) -> Plan | CreditPackage | AddOn | None:
+    """The platform's plan, package or add-on a margin is set on (a partner's own has no margin: it is priced)."""
+    item: Plan | CreditPackage | AddOn | None = None
+    field, noun = "planId", "plan"
+    if plan_id is not None:
+        item = await tenancy.get_scoped(visible_plans(viewer), plan_id, noun)
+    elif package_id is not None:
+        field, noun = "creditPackageId", "credit package"
+        item = await tenancy.get_scoped(visible_credit_packages(viewer), package_id, noun, field=field)
+    elif add_on_id is not None:
+        field, noun = "addOnId", "add-on"
+        item = await tenancy.get_scoped(visible_add_ons(viewer), add_on_id, noun, field=field)
+    if item is not None and item.partner_id is not None:
+        raise BillingError(ErrorCode.INVALID_INPUT, f"your own {noun}s have no margin: set their price", field=field)
+    return item
+
+
+async def _fixed_margin_currency(
+    item: Plan | CreditPackage | AddOn | None, family_id: int | None, currency: str | None
+) -> str:
     """The one currency a fixed margin may be in, where it is set."""
     named = None if currency is None else check_currency(currency)
-    if plan is not None:
-        if named is not None and named != plan.currency:
+    if item is not None:
+        if named is not None and named != item.currency:
             raise BillingError(
                 ErrorCode.CURRENCY_MISMATCH,
-                f"the plan is priced in {plan.currency}: a fixed margin on it is in {plan.currency} too",
+                f"it is priced in {item.currency}: a fixed margin on it is in {item.currency} too",
                 field="currency",
             )
-        return plan.currency
+        return item.currency
     if family_id is not None:
         currencies: set[str] = {
             str(code)
@@ -315,14 +349,44 @@ def _minor_units(value: Decimal | str, currency: str) -> int:
     return check_amount(minor, field="value", allow_zero=True)
 
 
-def _scope(plan_id: int | None, family_id: int | None, currency: str | None = None) -> str:
-    """A plan's or a family's margin is one, whatever its kind; in bulk, the percentage is one and
-    each currency has its own fixed margin ("BULK:JPY")."""
+def _scope(
+    plan_id: int | None,
+    family_id: int | None,
+    currency: str | None = None,
+    package_id: int | None = None,
+    add_on_id: int | None = None,
+) -> str:
+    """A plan's, a family's, a package's or an add-on's margin is one, whatever its kind; in bulk, the
+    percentage is one and each currency has its own fixed margin ("BULK:JPY")."""
     if plan_id is not None:
         return f"PLAN:{plan_id}"
     if family_id is not None:
         return f"FAMILY:{family_id}"
+    if package_id is not None:
+        return package_scope(package_id)
+    if add_on_id is not None:
+        return add_on_scope(add_on_id)
     return "BULK" if currency is None else f"BULK:{currency}"
+
+
+def package_scope(package_id: int) -> str:
+    return f"PACKAGE:{package_id}"
+
+
+def add_on_scope(add_on_id: int) -> str:
+    return f"ADD_ON:{add_on_id}"
+
+
+def on_package(margin: PartnerMargin) -> int | None:
+    """The platform package a margin is on, if it is on one."""
+    kind, _, db_id = margin.scope.partition(":")
+    return int(db_id) if kind == "PACKAGE" else None
+
+
+def on_add_on(margin: PartnerMargin) -> int | None:
+    """The platform add-on a margin is on, if it is on one."""
+    kind, _, db_id = margin.scope.partition(":")
+    return int(db_id) if kind == "ADD_ON" else None
 
 
 async def remove_margin(
@@ -332,24 +396,29 @@ async def remove_margin(
     plan_id: int | None = None,
     family_id: int | None = None,
     currency: str | None = None,
+    credit_package_id: int | None = None,
+    add_on_id: int | None = None,
 ) -> PartnerMargin:
     """Remove the partner's margin on one plan, on a family, or a bulk one (neither named: the bulk
     percentage, or with ``currency`` the bulk fixed margin in it): its clients pay the next margin that
     applies (the family's, then the bulk fixed one in the plan's currency, then the bulk percentage),
-    or the platform price."""
+    or the platform price. Without its margin, a platform package or add-on is resold at cost."""
     viewer.require(Permission.MANAGE_PLANS)
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
-    if plan_id is not None and family_id is not None:
-        raise BillingError(ErrorCode.INVALID_INPUT, "a margin is on a plan, a family, or in bulk", field="familyId")
-    if currency is not None and (plan_id is not None or family_id is not None):
+    targets = (plan_id, family_id, credit_package_id, add_on_id)
+    _one_target(*targets)
+    if currency is not None and any(target is not None for target in targets):
         raise BillingError(
             ErrorCode.INVALID_INPUT, "only bulk margins are one per currency: name no currency", field="currency"
         )
     code = None if currency is None else check_currency(currency)
-    margin = await PartnerMargin.get_or_none(partner_id=partner.id, scope=_scope(plan_id, family_id, code))
+    scope = _scope(plan_id, family_id, code, credit_package_id, add_on_id)
+    margin = await PartnerMargin.get_or_none(partner_id=partner.id, scope=scope)
     if margin is None:
-        field = "planId" if plan_id is not None else "familyId" if family_id is not None else None
-        raise BillingError(ErrorCode.NOT_FOUND, "no margin there", field=field or ("currency" if code else None))
+        named = [field for (field, _), given in zip(_TARGETS, targets, strict=True) if given is not None]
+        raise BillingError(
+            ErrorCode.NOT_FOUND, "no margin there", field=named[0] if named else ("currency" if code else None)
+        )
     async with in_transaction("default"):
         await margin.delete()
         await audit.record(
@@ -368,9 +437,8 @@ async def price_for(partner_id: int | None, plan: Plan) -> Money:
     with each level's margin on top, from the platform's direct partner down to this one."""
     if partner_id is None or plan.partner_id is not None:
         return Money(plan.price_amount, plan.currency)
-    chain = await hierarchy.ancestry(partner_id)
-    margins = await PartnerMargin.filter(partner_id__in=chain)
-    return price_down([[m for m in margins if m.partner_id == level] for level in chain], plan)
+    _, levels = await margins_down(partner_id)
+    return price_down(levels, plan)
 
 
 def price_down(levels: Sequence[Sequence[PartnerMargin]], plan: Plan) -> Money:
@@ -403,11 +471,71 @@ def _with_margin(margins: Sequence[PartnerMargin], plan: Plan, base: Money) -> M
         or by_scope.get(f"BULK:{plan.currency}")
         or by_scope.get("BULK")
     )
-    if margin is None:
-        return base
+    return base if margin is None else _apply(margin, base)
+
+
+def _apply(margin: PartnerMargin, base: Money) -> Money:
     if margin.kind is MarginKind.PERCENTAGE:
         return partner_price(base, margin.kind, Decimal(str(margin.percentage or 0)))
-    return partner_price(base, margin.kind, Money(margin.fixed_amount or 0, plan.currency))
+    return partner_price(base, margin.kind, Money(margin.fixed_amount or 0, base.currency))
+
+
+def stacked(levels: Sequence[Sequence[PartnerMargin]], item: CreditPackage | AddOn) -> Money:
+    """A platform package's or add-on's price down a chain of partners, from each level's margins already
+    at hand (top first): each level's margin on that one item over its parent's price, rounded once per
+    level (half-even, to the minor unit). A partner's own package or add-on is its price."""
+    price = Money(item.price_amount, item.currency)
+    if item.partner_id is not None:
+        return price
+    scope = package_scope(item.id) if isinstance(item, CreditPackage) else add_on_scope(item.id)
+    for margins in levels:
+        margin = next((m for m in margins if m.scope == scope and _applies_to(m, item.currency)), None)
+        if margin is not None:
+            price = _apply(margin, price)
+    return price
+
+
+async def margins_down(partner_id: int) -> tuple[list[int], list[list[PartnerMargin]]]:
+    """The chain from the platform's direct partner down to ``partner_id``, and each level's margins."""
+    chain = await hierarchy.ancestry(partner_id)
+    margins = await PartnerMargin.filter(partner_id__in=chain)
+    return chain, [[m for m in margins if m.partner_id == level] for level in chain]
+
+
+async def package_costs(partner_id: int, package: CreditPackage) -> list[tuple[int, Money]]:
+    """What each level of the chain down to ``partner_id`` pays for one of the platform's ``package``, top
+    first: the platform's direct partner the platform's price, each level below its parent's price. The
+    last is what ``partner_id`` pays, to its parent (or to the platform, if it is a direct partner)."""
+    chain, levels = await margins_down(partner_id)
+    return [(partner, stacked(levels[:n], package)) for n, partner in enumerate(chain)]
+
+
+async def package_purchase(
+    partner_id: int, lines: Sequence[tuple[CreditPackage, int]]
+) -> tuple[Money, list[dict[str, int]]]:
+    """What ``partner_id`` pays for ``lines`` of the platform's packages (each with its count), and what each
+    level above it owes its own parent for them, top first (none for a direct partner). Both are fixed when
+    the purchase is made and kept with it: a margin changed before it is paid changes neither."""
+    chain, levels = await margins_down(partner_id)
+
+    def total(n: int) -> int:  # what level n pays for the whole purchase: its parent's price
+        return sum(stacked(levels[:n], package).amount * count for package, count in lines)
+
+    price = Money(total(len(chain) - 1), lines[0][0].currency)
+    return price, [{"partner_id": partner, "amount": total(n)} for n, partner in enumerate(chain[:-1])]
+
+
+async def add_on_price(partner_id: int | None, add_on: AddOn) -> Money:
+    """What ``partner_id``'s clients pay for ``add_on``: a platform add-on with each level's margin on it."""
+    if partner_id is None:
+        return Money(add_on.price_amount, add_on.currency)
+    _, levels = await margins_down(partner_id)
+    return stacked(levels, add_on)
+
+
+async def package_cost(partner_id: int, package: CreditPackage) -> Money:
+    """What ``partner_id`` pays for one of the platform's ``package``: its parent's price, or the platform's."""
+    return (await package_costs(partner_id, package))[-1][1]
 
 
 def _applies_to(margin: PartnerMargin, currency: str) -> bool:
@@ -481,8 +609,12 @@ def _check_expiry_days(days: int | None) -> int | None:
 
 
 def visible_credit_packages(viewer: Viewer) -> QuerySet[CreditPackage]:
+    """The platform sees every package; a partner its own and the platform's (which it buys); a client its
+    partner's only (the platform's are sold to partners, at prices that are no client's business)."""
     if viewer.is_platform:
         return CreditPackage.all()
+    if viewer.kind == "WORKSPACE":
+        return CreditPackage.filter(partner_id=viewer.partner_id)
     return CreditPackage.filter(Q(partner_id=None) | Q(partner_id=viewer.partner_id))
 
 

@@ -27,7 +27,6 @@ from billing.core.tenancy import Viewer
 from billing.documents import coupons, invoices
 from billing.subscriptions import current, lifecycle, workspace_status
 from billing.subscriptions.lifecycle import Subscriber
-from billing.tenants import hierarchy
 from models.catalog import AddOn, CreditPackage
 from models.documents import CouponRedemption
 from models.enums import (
@@ -415,22 +414,31 @@ async def buy_platform_package(
     save_card: bool = False,
 ) -> Payment:
     """A partner buys one of the platform's packages in bulk (extra conversations, message credits)
-    for its pool, through the platform's gateway, to hand out to its clients with transferUnits."""
+    for its pool, through the platform's gateway, to hand out to its clients with transferUnits.
+
+    A partner reselling below another buys them from its parent, through the parent's gateway, at the
+    parent's price (its cost plus its margin on the package); once paid, every level above is debited its
+    own parent's price (``platform_deductions.on_package_payment``)."""
     viewer.require(Permission.MANAGE_BILLING)
     if viewer.kind == "WORKSPACE":
         raise BillingError(ErrorCode.FORBIDDEN, "packages for the pool are bought by the partner")
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
-    if partner.parent_id is not None:
-        raise hierarchy.buys_no_platform_packages("packageId")
     check_card(method, card_token, saved_method_id)
     if not 1 <= quantity <= MAX_ADD_ON_QUANTITY:
         raise BillingError(ErrorCode.INVALID_INPUT, f"quantity is 1 to {MAX_ADD_ON_QUANTITY}", field="quantity")
-    sale = Sale(f"PARTNER:{partner.id}", partner.id, None)
+    sale = Sale(f"PARTNER:{partner.id}", partner.id, partner.parent_id)
 
     async def act() -> int:
         package = await CreditPackage.get_or_none(id=package_id, partner_id=None)
         if package is None or package.status is not PlanStatus.ACTIVE:
             raise BillingError(ErrorCode.NOT_FOUND, "credit package not found", field="packageId")
+        if partner.parent_id is not None and package.currency != partner.default_currency:
+            raise BillingError(
+                ErrorCode.CURRENCY_MISMATCH,
+                f"a partner reselling below another buys in its chain's currency, {partner.default_currency}",
+                field="packageId",
+            )
+        price, owed_above = await plans.package_purchase(partner.id, [(package, quantity)])
         pool = await opening.open_wallet(
             partner_id=partner.id, owner_kind=OwnerKind.PARTNER, owner_id=partner.id, unit=package.unit
         )
@@ -440,8 +448,9 @@ async def buy_platform_package(
             "quantity": package.quantity * quantity,
             "package_id": package.id,
             "packages": plans.package_lines(package, quantity),
+            "price": price.amount,
+            **({"owed_above": owed_above} if owed_above else {}),  # what each level above pays its parent
         }
-        price = Money(package.price_amount * quantity, package.currency)
         payment = await open_payment(
             viewer, sale, price, purpose, method=method, saved_method_id=saved_method_id, save_card=save_card
         )

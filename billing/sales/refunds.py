@@ -392,7 +392,7 @@ async def _reverse(payment: Payment, upto: int, cause: LedgerCause) -> None:
     # Paid from the partner's balance with the platform: the money goes back there.
     await _balance_back(payment, upto - before, cause, caused_by, "refund")
     kind = payment.purpose_kind
-    if kind == PaymentPurpose.WALLET_CREDIT and (partner is None or partner.refund_takes_back_units):
+    if kind == PaymentPurpose.WALLET_CREDIT and await _takes_back_units(payment, partner):
         await _take_back_units(payment, before, upto, cause, caused_by)
     elif upto >= payment.amount and kind in _PLAN_KINDS:
         await _undo_plan(payment, partner)
@@ -404,6 +404,18 @@ async def _reverse(payment: Payment, upto: int, cause: LedgerCause) -> None:
         partner_id=payment.partner_id,
         payload={"payment_id": payment.id, "reversed": upto, "amount": payment.amount, "cause": cause.value},
     )
+
+
+async def _takes_back_units(payment: Payment, partner: Partner | None) -> bool:
+    """Whether a reversal takes back the units a payment bought: the seller's choice. A client's payment was
+    collected by its partner; a partner's purchase from a parent reselling above it, by that parent (never
+    the buyer's own setting); the platform always takes back what it sold."""
+    if payment.payer_key.startswith("PARTNER:"):
+        collector = checkout.collector_of(payment)
+        if collector is None:
+            return True
+        return bool((await Partner.get(id=collector)).refund_takes_back_units)
+    return partner is None or partner.refund_takes_back_units
 
 
 async def _take_back_units(payment: Payment, before: int, upto: int, cause: LedgerCause, caused_by: CausedBy) -> None:

@@ -98,8 +98,9 @@ async def preview_for(
         add_ons[add_on_id] = (add_on.limit_deltas, quantity)
     for add_on_id, (_, quantity) in add_ons.items():
         if quantity:
-            row = await AddOn.get(id=add_on_id)
-            prices.append(Money(row.price_amount * quantity, row.currency))
+            # The client's price: a platform add-on with each margin down its partner's chain on it.
+            each = await plans.add_on_price(workspace.partner_id, await AddOn.get(id=add_on_id))
+            prices.append(Money(each.amount * quantity, each.currency))
     limits = combine(plan.limits if plan else {}, list(add_ons.values()))
     price = await plans.price_for(workspace.partner_id, plan) if plan else None
     if price is not None:

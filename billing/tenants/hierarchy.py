@@ -6,7 +6,6 @@ row at a time costs at most three lookups.
 
 from __future__ import annotations
 
-from billing.core.errors import BillingError, ErrorCode
 from models.tenancy import Partner
 
 
@@ -18,15 +17,3 @@ async def ancestry(partner_id: int) -> list[int]:
         chain.append(parent)
         parent = (await Partner.get(id=parent)).parent_id
     return chain[::-1]
-
-
-def buys_no_platform_packages(field: str) -> BillingError:
-    """The refusal a partner below another gets when it would buy the platform's packages (for its pool, by
-    hand, by auto-billing or by an auto top-up): they are sold at the platform's price, and nothing prices
-    them down a chain yet."""
-    return BillingError(
-        ErrorCode.FORBIDDEN,
-        "the platform's packages are sold to its direct partners: a partner reselling below another does not"
-        " buy them (nothing prices them down a chain of resellers yet)",
-        field=field,
-    )

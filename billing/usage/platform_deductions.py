@@ -15,6 +15,10 @@ Resellers of resellers: a sub-partner's client's payment debits every level of t
 price, from the client's partner up to the platform's direct partner (debited the platform's price), in
 one posting: all of them or none. A level short of balance holds the whole deduction back; that partner is
 the one told, and the retry debits every level once.
+
+The platform's credit packages go down a chain the same way (:func:`on_package_payment`): a partner
+reselling below another buys them from its parent, for money, at the parent's price; every level above it
+is then debited its own parent's price for them (kind PACKAGE), the platform's direct partner the platform's.
 """
 
 from __future__ import annotations
@@ -32,8 +36,7 @@ from billing.catalog import plans
 from billing.core import audit, clock, sql, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.periods import round_half_even
-from billing.tenants import hierarchy
-from models.catalog import PartnerMargin, Plan
+from models.catalog import Plan
 from models.enums import ExternalAccount, LedgerCause, OwnerKind, PaymentPurpose, PaymentStatus
 from models.payments import Payment
 from models.subscriptions import SubscriptionPeriod
@@ -59,9 +62,7 @@ async def on_client_payment(payment: Payment) -> None:
     plan = await _plan_of(payment)
     if plan is None or plan.partner_id is not None:  # the partner's own plan: all of it is the partner's
         return
-    chain = await hierarchy.ancestry(payment.partner_id)
-    margins = await PartnerMargin.filter(partner_id__in=chain)
-    by_level = [[m for m in margins if m.partner_id == level] for level in chain]
+    chain, by_level = await plans.margins_down(payment.partner_id)
     client_price = plans.price_down(by_level, plan).amount
     if client_price <= 0:
         return
@@ -92,6 +93,30 @@ async def on_client_payment(payment: Payment) -> None:
         plan.id,
         amount,
         plan.currency,
+        json.dumps(levels if len(levels) > 1 else []),
+    )
+    if rows:
+        await _debit(int(rows[0]["id"]), first=True)
+
+
+async def on_package_payment(payment: Payment) -> None:
+    """A partner reselling below another has paid its parent for the platform's packages: every level above
+    it owes its own parent's price for them, as fixed when the purchase was made (``owed_above``, from
+    ``plans.package_purchase``: a margin changed while the payment was pending changes nothing)."""
+    if payment.status is not PaymentStatus.SUCCEEDED or not payment.payer_key.startswith("PARTNER:"):
+        return
+    levels = payment.purpose.get("owed_above") or []
+    if payment.purpose.get("collector") is None or not levels:
+        return  # bought from the platform itself, or a top-up of the balance
+    rows = await sql.fetch(
+        "INSERT INTO platform_deduction (created_at, partner_id, workspace_id, kind, source, plan_id, amount,"
+        " currency, attempts, chain) VALUES ($1, $2, NULL, 'PACKAGE', $3, NULL, $4, $5, 0, $6)"
+        " ON CONFLICT (source, kind) DO NOTHING RETURNING id",
+        clock.now(),
+        int(levels[-1]["partner_id"]),
+        f"Payment:{payment.id}",
+        int(levels[-1]["amount"]),
+        payment.currency,
         json.dumps(levels if len(levels) > 1 else []),
     )
     if rows:

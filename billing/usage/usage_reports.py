@@ -85,7 +85,7 @@ async def usage_by_month(
 
 # --- CSV downloads ---------------------------------------------------------------------------------
 
-REPORTS = ("wcc-deductions", "renewal-deductions", "plan-deductions", "statement")
+REPORTS = ("wcc-deductions", "renewal-deductions", "plan-deductions", "package-deductions", "statement")
 
 
 async def check_download(viewer: Viewer, partner_id: int, report: str, month: str) -> tuple[int, datetime, datetime]:
@@ -142,7 +142,7 @@ async def stream(report: str, partner_id: int, start: datetime, end: datetime) -
             ]  # fmt: skip
 
     else:
-        kind = "RENEWAL" if report == "renewal-deductions" else "PLAN"
+        kind = {"renewal-deductions": "RENEWAL", "package-deductions": "PACKAGE"}.get(report, "PLAN")
         # The partner's deductions, and its share of those of the partners below it (its parent's price).
         header = [
             "deduction_id", "created_at", "debited_at", "workspace_id", "plan_id", "source", "amount",

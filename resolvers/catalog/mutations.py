@@ -61,6 +61,14 @@ def _family_id(global_id: strawberry.ID | None) -> int | None:
     return expect_id(global_id, "PlanFamily", "familyId") if global_id else None
 
 
+def _package_id(global_id: strawberry.ID | None) -> int | None:
+    return expect_id(global_id, "CreditPackage", "creditPackageId") if global_id else None
+
+
+def _add_on_id(global_id: strawberry.ID | None) -> int | None:
+    return expect_id(global_id, "AddOn", "addOnId") if global_id else None
+
+
 # --- plan families and plans ------------------------------------------------------------------------
 
 
@@ -115,7 +123,10 @@ class SetPlanStatusInput:
 # --- partner margins ----------------------------------------------------------------------------------
 
 
-@strawberry.input(description="A margin on one plan, on a family, or in bulk (neither named).")
+@strawberry.input(
+    description="A margin on one plan, on a family, or in bulk (none named); or on one of the platform's credit"
+    " packages or add-ons, what the partners reselling below pay for it over the partner's own cost."
+)
 class SetPartnerMarginInput:
     kind: MarginKind
     value: str = strawberry.field(
@@ -123,6 +134,8 @@ class SetPartnerMarginInput:
     )
     plan_id: strawberry.ID | None = None
     family_id: strawberry.ID | None = None
+    credit_package_id: strawberry.ID | None = None
+    add_on_id: strawberry.ID | None = None
     currency: str | None = strawberry.field(
         default=None,
         description="The currency of a fixed margin; it applies only to plans in it. On a plan it is the plan's"
@@ -145,6 +158,8 @@ class RemovePartnerMarginInput:
     )
     plan_id: strawberry.ID | None = None
     family_id: strawberry.ID | None = None
+    credit_package_id: strawberry.ID | None = None
+    add_on_id: strawberry.ID | None = None
     currency: str | None = strawberry.field(
         default=None, description="In bulk: the currency of the fixed margin to remove (none: the bulk percentage)."
     )
@@ -312,6 +327,8 @@ class Mutation:
             plan_id=_plan_id(input.plan_id),
             family_id=_family_id(input.family_id),
             currency=input.currency,
+            credit_package_id=_package_id(input.credit_package_id),
+            add_on_id=_add_on_id(input.add_on_id),
         )
         return SetPartnerMarginPayload(ok=True, margin=PartnerMargin.of(margin))
 
@@ -330,6 +347,8 @@ class Mutation:
             plan_id=_plan_id(input.plan_id),
             family_id=_family_id(input.family_id),
             currency=input.currency,
+            credit_package_id=_package_id(input.credit_package_id),
+            add_on_id=_add_on_id(input.add_on_id),
         )
         return RemovePartnerMarginPayload(margin=PartnerMargin.of(margin))
 

@@ -10,8 +10,9 @@ import strawberry.scalars
 from strawberry.types import Info
 
 from billing.catalog import rate_cards
-from billing.catalog.plans import price_down, shown_value
+from billing.catalog.plans import on_add_on, on_package, price_down, shown_value, stacked
 from billing.core import clock
+from billing.core.money import Money as DomainMoney
 from billing.core.money import plain_decimal
 from models import catalog as catalog_models
 from models import enums
@@ -71,24 +72,15 @@ class Plan(Node):
         " chain of resellers to the caller's own."
     )
     async def price(self, info: Info[Context, None]) -> Money:
-        price = price_down(await self._margins_down(info), self.row)
-        return Money.of(price.amount, price.currency)
+        return _money(price_down(await _margins_down(info), self.row))
 
     @strawberry.field(
         description="The plan's own price: for a platform plan, what the caller's partner pays for it (the"
         " platform's price, or for a partner reselling below another, its parent's price: no level sees the"
-        " prices above its own cost)."
+        " prices above its own cost). A client sees its own price."
     )
     async def platform_price(self, info: Info[Context, None]) -> Money:
-        cost = price_down((await self._margins_down(info))[:-1], self.row)
-        return Money.of(cost.amount, cost.currency)
-
-    async def _margins_down(self, info: Info[Context, None]) -> list[list[catalog_models.PartnerMargin]]:
-        """The margins of each level from the platform's direct partner down to the caller's partner."""
-        viewer = info.context.viewer
-        partner_id = viewer.partner_id if viewer else None
-        chain = await info.context.loaders.ancestry.load(partner_id) if partner_id is not None else []
-        return [await info.context.loaders.margins_of_partner.load(p) for p in chain]
+        return _money(price_down(await _margins_above(info), self.row))
 
     @classmethod
     def of(cls, row: catalog_models.Plan) -> Plan:
@@ -110,20 +102,55 @@ class Plan(Node):
         )
 
 
+async def _margins_down(info: Info[Context, None]) -> list[list[catalog_models.PartnerMargin]]:
+    """The margins of each level from the platform's direct partner down to the caller's partner."""
+    viewer = info.context.viewer
+    partner_id = viewer.partner_id if viewer else None
+    chain = await info.context.loaders.ancestry.load(partner_id) if partner_id is not None else []
+    return [await info.context.loaders.margins_of_partner.load(p) for p in chain]
+
+
+async def _margins_above(info: Info[Context, None]) -> list[list[catalog_models.PartnerMargin]]:
+    """The margins that make the caller's cost: every level above the caller's partner. A client has no
+    cost but its price: it sees every level's margins applied, never its partner's cost."""
+    levels = await _margins_down(info)
+    viewer = info.context.viewer
+    return levels if viewer is not None and viewer.kind == "WORKSPACE" else levels[:-1]
+
+
+def _money(amount: DomainMoney) -> Money:
+    return Money.of(amount.amount, amount.currency)
+
+
 @strawberry.type(description="A priced extension of limits.")
 class AddOn(Node):
     name: str
     limit_deltas: list[Limit]
-    price: Money
     points_cost: str | None
+    row: strawberry.Private[catalog_models.AddOn]
+
+    @strawberry.field(
+        description="What the caller's clients pay: for a platform add-on, the platform price plus each margin"
+        " on it down the chain of resellers to the caller's own."
+    )
+    async def price(self, info: Info[Context, None]) -> Money:
+        return _money(stacked(await _margins_down(info), self.row))
+
+    @strawberry.field(
+        description="The add-on's own price: for a platform add-on, what the caller's partner pays for it (the"
+        " platform's price, or for a partner reselling below another, its parent's price). A client sees its"
+        " own price."
+    )
+    async def platform_price(self, info: Info[Context, None]) -> Money:
+        return _money(stacked(await _margins_above(info), self.row))
 
     @classmethod
     def of(cls, row: catalog_models.AddOn) -> AddOn:
         return cls(
+            row=row,
             id=strawberry.ID(to_global_id("AddOn", row.id)),
             name=row.name,
             limit_deltas=Limit.all_of(row.limit_deltas),
-            price=Money.of(row.price_amount, row.currency),
             points_cost=str(row.points_cost) if row.points_cost is not None else None,
         )
 
@@ -133,18 +160,36 @@ class CreditPackage(Node):
     name: str
     unit: str
     quantity: str = strawberry.field(description="Units, as a decimal string (64-bit).")
-    price: Money = strawberry.field(description="What a purchase from now on pays.")
     status: PlanStatus = strawberry.field(description="An ARCHIVED package is never bought.")
     expires_after_days: int | None = strawberry.field(description="Units bought expire this many days later.")
+    row: strawberry.Private[catalog_models.CreditPackage]
+
+    @strawberry.field(
+        description="What a purchase from now on pays. For one of the platform's packages, what the caller's"
+        " partner pays: the platform's price, or for a partner reselling below another, its parent's price."
+    )
+    async def price(self, info: Info[Context, None]) -> Money:
+        return _money(stacked((await _margins_down(info))[:-1], self.row))
+
+    @strawberry.field(
+        description="For one of the platform's packages, what the partners reselling below the caller's pay for"
+        " it: the caller's price with its own margin on the package (none: at cost). Null for a partner's own"
+        " packages and for a client."
+    )
+    async def resale_price(self, info: Info[Context, None]) -> Money | None:
+        viewer = info.context.viewer
+        if self.row.partner_id is not None or viewer is None or viewer.kind == "WORKSPACE":
+            return None
+        return _money(stacked(await _margins_down(info), self.row))
 
     @classmethod
     def of(cls, row: catalog_models.CreditPackage) -> CreditPackage:
         return cls(
+            row=row,
             id=strawberry.ID(to_global_id("CreditPackage", row.id)),
             name=row.name,
             unit=row.unit,
             quantity=str(row.quantity),
-            price=Money.of(row.price_amount, row.currency),
             status=row.status,
             expires_after_days=row.expires_after_days,
         )
@@ -161,25 +206,35 @@ class PartnerMargin:
     currency: str | None = strawberry.field(description="The currency of a fixed margin.")
     plan_id: strawberry.ID | None
     family_id: strawberry.ID | None
+    credit_package_id: strawberry.ID | None = strawberry.field(
+        description="A margin on one of the platform's packages: what the partners reselling below pay over the"
+        " partner's cost."
+    )
+    add_on_id: strawberry.ID | None = strawberry.field(description="A margin on one of the platform's add-ons.")
 
     @classmethod
     def of(cls, row: catalog_models.PartnerMargin) -> PartnerMargin:
         value, currency = shown_value(row)
+        package, add_on = on_package(row), on_add_on(row)
         return cls(
             kind=row.kind,
             value=value,
             currency=currency,
             plan_id=strawberry.ID(to_global_id("Plan", row.plan_id)) if row.plan_id else None,
             family_id=strawberry.ID(to_global_id("PlanFamily", row.family_id)) if row.family_id else None,
+            credit_package_id=strawberry.ID(to_global_id("CreditPackage", package)) if package else None,
+            add_on_id=strawberry.ID(to_global_id("AddOn", add_on)) if add_on else None,
         )
 
     @classmethod
     def all_of(cls, rows: list[catalog_models.PartnerMargin]) -> list[PartnerMargin]:
         """The bulk margins first (the percentage, then the fixed ones by currency), then the families',
-        then the plans'."""
+        then the plans', then the add-ons', then the packages'."""
         ordered = sorted(
             rows,
             key=lambda m: (
+                on_package(m) or 0,
+                on_add_on(m) or 0,
                 m.plan_id is not None,
                 m.family_id is not None,
                 m.plan_id or 0,
