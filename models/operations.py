@@ -124,3 +124,16 @@ class WebhookDelivery(LeasedWork):
         table = "webhook_delivery"
         unique_together = (("endpoint", "event_id"),)
         indexes = (("state", "run_at"),)
+
+
+class PersistedOperation(Entity):
+    """A GraphQL operation the deployment trusts (``whitebill operations register``): its document, as
+    registered, under the SHA-256 of that text, which clients send instead of the text
+    (``extensions.persistedQuery.sha256Hash``). With WHITEBILL_OPERATIONS=registered, only these run."""
+
+    sha256 = fields.CharField(max_length=64, unique=True)  # lower-case hex of the document's UTF-8 bytes
+    name = fields.CharField(max_length=200, null=True)  # the operation's name; null: an anonymous one
+    document = fields.TextField()  # the operation and the fragments it uses, exactly as hashed
+
+    class Meta:
+        table = "persisted_operation"

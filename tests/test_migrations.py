@@ -387,6 +387,7 @@ def test_each_step_applies_the_next_migration_and_the_last_every_one_after_it(wa
             "models.0021_coupons",
             "models.0022_partner_hierarchy",
             "models.0023_usage_levels",
+            "models.0024_persisted_operations",
         ],
     ]
 

@@ -40,7 +40,7 @@ from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import cors, db, documents_http, metrics, pay_page, usage_http, web
+from whitebill import cors, db, documents_http, metrics, operations, pay_page, usage_http, web
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.schema import schema
 from whitebill.settings import Settings, configure_domain, load_settings
@@ -126,6 +126,14 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                     f"the query is larger than {self.view.settings.max_query_bytes} bytes",
                     extensions={"code": ErrorCode.QUERY_TOO_LARGE.value},
                 )
+            if refused is None:
+                payload = message["payload"]
+                try:
+                    payload["query"] = await self.view.operations.document_for(  # type: ignore[typeddict-item]
+                        payload.get("query"), payload.get("extensions")
+                    )
+                except operations.OperationRefused as error:
+                    refused = GraphQLError(error.message, extensions={"code": error.code.value})
             if refused is not None:
                 await self.send_message({"id": message["id"], "type": "error", "payload": [refused.formatted]})
                 return
@@ -151,6 +159,7 @@ class GraphQLApp(GraphQL):
             allowed_origins=("*",),
         )
         self.settings = settings
+        self.operations = operations.Registry(settings.operations)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -176,6 +185,10 @@ class GraphQLApp(GraphQL):
             raise Refused(
                 400, ErrorCode.QUERY_TOO_LARGE, f"the query is larger than {self.settings.max_query_bytes} bytes"
             )
+        try:  # a persisted query's document, and registered operations only where so set
+            data.query = await self.operations.document_for(data.query, data.extensions)
+        except operations.OperationRefused as refused:
+            raise Refused(refused.status, refused.code, refused.message) from None
         return data
 
     def parse_json(self, data: str | bytes) -> Any:

@@ -1,4 +1,4 @@
-"""The whitebill command line: serve, worker, migrate, demo, schema, api-key create."""
+"""The whitebill command line: serve, worker, migrate, demo, schema, api-key create, operations register/list."""
 
 from __future__ import annotations
 
@@ -223,6 +223,62 @@ def _operator_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operations_register(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tortoise import Tortoise
+
+    from whitebill import db, operations
+    from whitebill.schema import schema
+
+    found: list[operations.Operation] = []
+    for name in args.files:
+        try:
+            found += operations.split(Path(name).read_text(encoding="utf-8"), schema._schema)
+        except (OSError, UnicodeDecodeError) as error:
+            print(f"whitebill: cannot read {name}: {error}", file=sys.stderr)
+            return 2
+        except ValueError as error:
+            print(f"whitebill: {name}: {error}", file=sys.stderr)
+            return 2
+    settings = _configured()
+
+    async def run() -> list[tuple[operations.Operation, bool]]:
+        await db.connect(settings.database_url)
+        try:
+            return await operations.register(found)
+        finally:
+            await Tortoise.close_connections()
+
+    for operation, new in asyncio.run(run()):
+        print(f"{operation.sha256}  {operation.name or '(anonymous)'}  {'registered' if new else 'already registered'}")
+    return 0
+
+
+def _operations_list(args: argparse.Namespace) -> int:
+    import json
+
+    from tortoise import Tortoise
+
+    from whitebill import db, operations
+
+    settings = _configured()
+
+    async def run() -> list[operations.Operation]:
+        await db.connect(settings.database_url)
+        try:
+            return await operations.registered()
+        finally:
+            await Tortoise.close_connections()
+
+    for operation in asyncio.run(run()):
+        if args.json:
+            print(json.dumps({"name": operation.name, "sha256Hash": operation.sha256, "query": operation.document}))
+        else:
+            print(f"{operation.sha256}  {operation.name or '(anonymous)'}")
+    return 0
+
+
 def _secret_key(args: argparse.Namespace) -> int:
     from billing.core.credentials import new_key
 
@@ -266,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--permissions", default=None, help="comma-separated, e.g. REPORT_USAGE; default: all the owner can hold"
     )
     create.set_defaults(run=_api_key_create)
+
+    persisted = commands.add_parser(
+        "operations", help="the registry of trusted GraphQL operations (persisted queries, WHITEBILL_OPERATIONS)"
+    )
+    persisted_commands = persisted.add_subparsers(dest="operations_command", required=True)
+    register = persisted_commands.add_parser(
+        "register", help="register each operation of these .graphql files; prints each one's SHA-256 and name"
+    )
+    register.add_argument("files", nargs="+", metavar="FILE.graphql")
+    register.set_defaults(run=_operations_register)
+    listing = persisted_commands.add_parser("list", help="the registered operations: SHA-256 and name")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line, with the document")
+    listing.set_defaults(run=_operations_list)
 
     operator = commands.add_parser("operator", help="manage platform operators (people)")
     operator_commands = operator.add_subparsers(dest="operator_command", required=True)

@@ -83,6 +83,9 @@ class Settings:
     max_usage_body_bytes: int = 4 * 1024 * 1024  # a POST /usage batch (up to 1,000 events)
     max_query_bytes: int = 64 * 1024  # a GraphQL document's text, in UTF-8 bytes
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics shared by `serve --processes N`
+    # "any": every valid operation runs (and APQ learns documents); "registered": only the operations
+    # registered with `whitebill operations register` (whitebill.operations).
+    operations: str = "any"
 
     @property
     def is_postgres(self) -> bool:
@@ -249,6 +252,7 @@ def load_settings() -> Settings:
         max_usage_body_bytes=_bytes("WHITEBILL_MAX_USAGE_BODY_BYTES", Settings.max_usage_body_bytes),
         max_query_bytes=_bytes("WHITEBILL_MAX_QUERY_BYTES", Settings.max_query_bytes),
         metrics_dir=os.environ.get(METRICS_DIR_ENV) or None,
+        operations=os.environ.get("WHITEBILL_OPERATIONS", "any").strip().lower() or "any",
     )
 
 

@@ -29,6 +29,9 @@ class ErrorCode(StrEnum):
     QUERY_TOO_LARGE = "QUERY_TOO_LARGE"  # the query text is longer than the server takes, in bytes
     INVALID_QUERY = "INVALID_QUERY"  # a GraphQL document that does not parse or validate
     MALFORMED_REQUEST = "MALFORMED_REQUEST"  # an HTTP request that is not a GraphQL request (not JSON, ...)
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"  # a hash this server does not know: send the query too
+    PERSISTED_QUERY_HASH_MISMATCH = "PERSISTED_QUERY_HASH_MISMATCH"  # a query whose SHA-256 is not its hash
+    OPERATION_NOT_REGISTERED = "OPERATION_NOT_REGISTERED"  # registered operations only (WHITEBILL_OPERATIONS)
     BODY_TOO_LARGE = "BODY_TOO_LARGE"  # a request body over the server's limit (HTTP 413)
     RATE_LIMITED = "RATE_LIMITED"
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS"

@@ -1,0 +1,189 @@
+"""Persisted operations against a real server: Apollo's automatic persisted queries by POST and GET, the
+registry filled by `whitebill operations register`, and registered-only mode refusing everything else
+with OPERATION_NOT_REGISTERED, over HTTP and over websockets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from billing.tenants import api_keys
+from tests.conftest import Backend, Server, serving
+from tests.factories import a_partner, a_workspace
+from whitebill import operations
+from whitebill.schema import schema
+
+pytestmark = pytest.mark.usefixtures("database")
+
+NAME = "query PartnerName { viewer { partner { name } } }"
+WORKSPACES = "query Clients($first: Int!) { workspaces(first: $first) { nodes { ...Client } } }"
+FILE = f"""
+{NAME}
+
+{WORKSPACES}
+
+fragment Client on Workspace {{ name status }}
+fragment Unused on Workspace {{ id }}
+"""
+STATUS = "subscription($w: ID!) { workspaceStatusChanged(workspaceId: $w) { status } }"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def persisted(digest: str) -> dict[str, Any]:
+    return {"persistedQuery": {"version": 1, "sha256Hash": digest}}
+
+
+async def post(server: Server, key: str, body: dict[str, Any]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        return await http.post("/graphql", json=body, headers={"Authorization": f"Bearer {key}"})
+
+
+async def get(server: Server, key: str, **params: Any) -> httpx.Response:
+    encoded = {name: json.dumps(value) if not isinstance(value, str) else value for name, value in params.items()}
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        return await http.get(
+            "/graphql", params=encoded, headers={"Authorization": f"Bearer {key}", "Accept": "application/json"}
+        )
+
+
+def code(response: httpx.Response) -> str:
+    return str(response.json()["errors"][0]["extensions"]["code"])
+
+
+def register(backend: Backend, path: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, DATABASE_URL=backend.url, WHITEBILL_ENV="test")
+    return subprocess.run(
+        [sys.executable, "-m", "whitebill.cli", "operations", "register", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_a_hash_alone_is_not_found_until_its_query_came_once_then_runs_by_post_and_by_get(server) -> None:
+    partner = await a_partner("Acme")
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    query = "query Mine { viewer { partner { name } } }"
+    missing = await post(server, key, {"extensions": persisted(sha(query))})
+    assert (missing.status_code, code(missing), missing.json()["errors"][0]["message"]) == (
+        200,
+        "PERSISTED_QUERY_NOT_FOUND",
+        "PersistedQueryNotFound",
+    )
+    expected = {"data": {"viewer": {"partner": {"name": "Acme"}}}}
+    assert (await post(server, key, {"query": query, "extensions": persisted(sha(query))})).json() == expected
+    assert (await post(server, key, {"extensions": persisted(sha(query))})).json() == expected
+    assert (await get(server, key, extensions=persisted(sha(query)))).json() == expected
+
+
+@pytest.mark.parametrize(
+    ("extensions", "expected"),
+    [
+        (persisted(sha("{ __typename }")), "PERSISTED_QUERY_HASH_MISMATCH"),  # not this query's hash
+        ({"persistedQuery": {"version": 2, "sha256Hash": sha("{ viewer { kind } }")}}, "MALFORMED_REQUEST"),
+        ({"persistedQuery": {"version": 1, "sha256Hash": sha("{ viewer { kind } }").upper()}}, "MALFORMED_REQUEST"),
+        ({"persistedQuery": {"version": 1, "sha256Hash": "../" * 21 + "a"}}, "MALFORMED_REQUEST"),
+        ({"persistedQuery": "x"}, "MALFORMED_REQUEST"),
+        ({"persistedQuery": {"version": 1}}, "MALFORMED_REQUEST"),
+    ],
+)
+async def test_a_persisted_query_that_does_not_match_or_is_malformed_is_refused_with_400(
+    server, extensions: dict[str, Any], expected: str
+) -> None:
+    key = (await api_keys.create_key(partner_id=(await a_partner()).id)).secret
+    refused = await post(server, key, {"query": "{ viewer { kind } }", "extensions": extensions})
+    assert (refused.status_code, code(refused)) == (400, expected)
+
+
+async def test_a_persisted_mutation_is_not_run_by_get(server) -> None:
+    key = (await api_keys.create_key(partner_id=(await a_partner()).id)).secret
+    mutation = 'mutation { createPlanFamily(input: {name: "x"}) { family { id } } }'
+    learnt = await post(server, key, {"query": "{ __typename }", "extensions": persisted(sha("{ __typename }"))})
+    assert learnt.status_code == 200
+    await post(server, key, {"query": mutation, "extensions": persisted(sha(mutation))})  # refused: not the platform
+    refused = await get(server, key, extensions=persisted(sha(mutation)))
+    assert (refused.status_code, code(refused)) == (405, "METHOD_NOT_ALLOWED")
+
+
+def test_each_operation_of_a_file_becomes_one_document_with_the_fragments_it_uses() -> None:
+    found = operations.split(FILE, schema._schema)
+    assert [op.name for op in found] == ["PartnerName", "Clients"]
+    assert "fragment Client" not in found[0].document
+    assert "fragment Client on Workspace" in found[1].document and "Unused" not in found[1].document
+    assert all(op.sha256 == sha(op.document) for op in found)
+    for bad, problem in (
+        ("{ nope }", "does not validate"),
+        ("query { viewer { kind } } query { viewer { kind } }", "names each"),
+        ("fragment F on Workspace { id }", "no operation"),
+        ("query {", "does not parse"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            operations.split(bad, schema._schema)
+
+
+@pytest.fixture
+def registered_only(backend: Backend, tmp_path: Path) -> Iterator[Server]:
+    with serving(backend, tmp_path / "registered.log", extra_env={"WHITEBILL_OPERATIONS": "registered"}) as started:
+        yield started
+
+
+async def test_registered_only_runs_registered_operations_by_hash_or_text_and_refuses_the_rest(
+    backend: Backend, tmp_path: Path, registered_only: Server
+) -> None:
+    server = registered_only
+    partner = await a_partner("Acme")
+    await a_workspace(partner, "Client One")
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    path = tmp_path / "dashboard.graphql"
+    path.write_text(FILE)
+    made = register(backend, path)
+    assert made.returncode == 0, made.stderr
+    documents = {op.name: op for op in operations.split(FILE, schema._schema)}
+    assert made.stdout.splitlines() == [
+        f"{documents['PartnerName'].sha256}  PartnerName  registered",
+        f"{documents['Clients'].sha256}  Clients  registered",
+    ]
+    again = register(backend, path)
+    assert again.stdout.splitlines()[0].endswith("already registered")
+
+    clients = documents["Clients"]
+    by_hash = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": 5}})
+    assert by_hash.json() == {"data": {"workspaces": {"nodes": [{"name": "Client One", "status": "RESTRICTED"}]}}}
+    by_text = await post(server, key, {"query": clients.document, "variables": {"first": 5}})
+    assert by_text.json() == by_hash.json()
+    by_get = await get(server, key, extensions=persisted(clients.sha256), variables={"first": 5})
+    assert by_get.json() == by_hash.json()
+
+    for body in (
+        {"query": WORKSPACES + " fragment Client on Workspace { name status }", "variables": {"first": 5}},
+        {"query": NAME},  # the registered text differs (printed form): not the same operation
+        {"query": "{ __typename }", "extensions": persisted(sha("{ __typename }"))},  # APQ learns nothing here
+        {"extensions": persisted(sha("{ __typename }"))},
+    ):
+        refused = await post(server, key, body)
+        assert (refused.status_code, code(refused)) == (400, "OPERATION_NOT_REGISTERED"), body
+
+    # A websocket is no way around it.
+    url = server.url.replace("http://", "ws://", 1) + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
+        await socket.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        payload = {"query": STATUS, "variables": {"w": "V29ya3NwYWNlOjE="}}
+        await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        refused = json.loads(await socket.recv())
+        assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "OPERATION_NOT_REGISTERED"

@@ -1,0 +1,222 @@
+"""Persisted operations: Apollo's automatic persisted queries (APQ), and a registry of trusted operations.
+
+**APQ.** A request may name its document by hash, by POST or GET:
+``"extensions": {"persistedQuery": {"version": 1, "sha256Hash": "<hex of SHA-256 of the document>"}}``.
+
+- With the hash alone, the document of that hash runs if this process knows it (registered, or sent
+  before with its hash). Otherwise the answer is PERSISTED_QUERY_NOT_FOUND, and the client sends the
+  document with its hash once.
+- A document whose SHA-256 is not the hash it came with is refused with PERSISTED_QUERY_HASH_MISMATCH.
+- Documents learnt this way are kept in this process's memory only, a bounded number with the least
+  recently used forgotten first, so nobody can fill the database by sending queries.
+
+**The registry** (table ``persisted_operation``) holds the operations a deployment trusts. An operator
+registers them with ``whitebill operations register FILE.graphql``. Each operation of a file becomes one
+document, with the fragments it uses, printed in graphql-core's standard form. That text and its hash
+are what ``whitebill operations list`` prints, and what clients send.
+
+**Registered operations only.** With ``WHITEBILL_OPERATIONS=registered``, only registered operations run,
+whether named by hash or sent as their exact text. Anything else gets OPERATION_NOT_REGISTERED, over HTTP
+and over websockets alike, and APQ learns nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSchema,
+    Node,
+    OperationDefinitionNode,
+    parse,
+    print_ast,
+    validate,
+    visit,
+)
+from graphql.language import Visitor
+
+from billing.core import clock, sql
+from billing.core.errors import ErrorCode
+
+ANY = "any"
+REGISTERED = "registered"
+MODES = (ANY, REGISTERED)
+APQ_VERSION = 1
+LEARNT_AT_MOST = 1000  # documents APQ keeps per process
+RELOAD_EVERY = 5.0  # seconds: an unknown hash reads the registry again at most this often
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_of(document: str) -> str:
+    return hashlib.sha256(document.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class OperationRefused(Exception):
+    """A request refused before it runs: its HTTP status, code and message."""
+
+    def __init__(self, status: int, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str | None
+    document: str
+    sha256: str
+
+
+def split(text: str, schema: GraphQLSchema) -> list[Operation]:
+    """Each operation of a GraphQL file as its own document (the operation, then the fragments it uses,
+    each once), checked against the schema. Raises ValueError saying what is wrong."""
+    try:
+        parsed = parse(text)
+    except GraphQLError as error:
+        raise ValueError(f"the file does not parse: {error.message}") from None
+    fragments = {d.name.value: d for d in parsed.definitions if isinstance(d, FragmentDefinitionNode)}
+    operations = [d for d in parsed.definitions if isinstance(d, OperationDefinitionNode)]
+    if not operations:
+        raise ValueError("the file holds no operation")
+    if len(operations) > 1 and any(op.name is None for op in operations):
+        raise ValueError("a file of several operations names each of them")
+    found = []
+    for operation in operations:
+        document = DocumentNode(definitions=(operation, *_fragments_used(operation, fragments)))
+        problems = validate(schema, document)
+        if problems:
+            name = operation.name.value if operation.name else "the operation"
+            raise ValueError(f"{name} does not validate: {problems[0].message}")
+        printed = print_ast(document)
+        found.append(Operation(operation.name.value if operation.name else None, printed, sha256_of(printed)))
+    return found
+
+
+class _Spreads(Visitor):
+    """The names of the fragments a node spreads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def enter_fragment_spread(self, node: FragmentSpreadNode, *_: Any) -> None:
+        self.names.append(node.name.value)
+
+
+def _fragments_used(root: Node, fragments: dict[str, FragmentDefinitionNode]) -> list[FragmentDefinitionNode]:
+    used: dict[str, FragmentDefinitionNode] = {}
+    pending = [root]
+    while pending:
+        spreads = _Spreads()
+        visit(pending.pop(), spreads)
+        for name in spreads.names:
+            if name not in used and name in fragments:
+                used[name] = fragments[name]
+                pending.append(fragments[name])
+    return list(used.values())
+
+
+async def register(operations: list[Operation]) -> list[tuple[Operation, bool]]:
+    """Store each operation (by its hash: registering one again changes nothing); True for the new ones."""
+    done = []
+    for operation in operations:
+        rows = await sql.fetch(
+            "INSERT INTO persisted_operation (created_at, sha256, name, document) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (sha256) DO NOTHING RETURNING id",
+            clock.now(),
+            operation.sha256,
+            operation.name,
+            operation.document,
+        )
+        done.append((operation, bool(rows)))
+    return done
+
+
+async def registered() -> list[Operation]:
+    rows = await sql.fetch("SELECT sha256, name, document FROM persisted_operation ORDER BY id")
+    return [Operation(row["name"], str(row["document"]), str(row["sha256"])) for row in rows]
+
+
+class Registry:
+    """One process's view of the persisted operations: the registry (read again when an unknown hash
+    comes, at most every RELOAD_EVERY seconds) and, outside registered-only mode, what APQ learnt."""
+
+    def __init__(self, mode: str = ANY) -> None:
+        if mode not in MODES:
+            raise ValueError(f"WHITEBILL_OPERATIONS is one of {', '.join(MODES)}, not {mode!r}")
+        self.mode = mode
+        self._registered: dict[str, str] = {}
+        self._loaded_at: float | None = None
+        self._learnt: OrderedDict[str, str] = OrderedDict()
+
+    async def _trusted(self, digest: str) -> str | None:
+        known = self._registered.get(digest)
+        if known is None and (self._loaded_at is None or time.monotonic() - self._loaded_at >= RELOAD_EVERY):
+            self._loaded_at = time.monotonic()
+            self._registered = {op.sha256: op.document for op in await registered()}
+            known = self._registered.get(digest)
+        return known
+
+    def _learn(self, digest: str, document: str) -> None:
+        self._learnt[digest] = document
+        self._learnt.move_to_end(digest)
+        while len(self._learnt) > LEARNT_AT_MOST:
+            self._learnt.popitem(last=False)
+
+    async def document_for(self, query: object, extensions: object) -> str | None:
+        """The document a request runs: its ``query``, or the one its persisted-query hash names. Raises
+        OperationRefused for a request that may not run (None: no document, as without APQ)."""
+        persisted = extensions.get("persistedQuery") if isinstance(extensions, dict) else None
+        if persisted is None:
+            if self.mode == REGISTERED and isinstance(query, str) and await self._trusted(sha256_of(query)) is None:
+                raise _not_registered()
+            return query if isinstance(query, str) else None
+        digest = _digest_of(persisted)
+        if isinstance(query, str):
+            if sha256_of(query) != digest:
+                raise OperationRefused(
+                    400, ErrorCode.PERSISTED_QUERY_HASH_MISMATCH, "the query's SHA-256 is not its sha256Hash"
+                )
+            if await self._trusted(digest) is None:
+                if self.mode == REGISTERED:
+                    raise _not_registered()
+                self._learn(digest, query)
+            return query
+        document = await self._trusted(digest)
+        if document is None and self.mode == ANY:
+            document = self._learnt.get(digest)
+            if document is not None:
+                self._learnt.move_to_end(digest)
+        if document is None:
+            if self.mode == REGISTERED:
+                raise _not_registered()
+            # Apollo's clients look for this code (or the message) to send the query with its hash.
+            raise OperationRefused(200, ErrorCode.PERSISTED_QUERY_NOT_FOUND, "PersistedQueryNotFound")
+        return document
+
+
+def _digest_of(persisted: object) -> str:
+    if not isinstance(persisted, dict) or persisted.get("version") != APQ_VERSION:
+        raise OperationRefused(
+            400, ErrorCode.MALFORMED_REQUEST, 'persistedQuery is {"version": 1, "sha256Hash": "<64 hex digits>"}'
+        )
+    digest = persisted.get("sha256Hash")
+    if not isinstance(digest, str) or not _HASH.fullmatch(digest):
+        raise OperationRefused(
+            400, ErrorCode.MALFORMED_REQUEST, "sha256Hash is the SHA-256 of the document in 64 lower-case hex digits"
+        )
+    return digest
+
+
+def _not_registered() -> OperationRefused:
+    return OperationRefused(
+        400, ErrorCode.OPERATION_NOT_REGISTERED, "this server runs registered operations only, and this is not one"
+    )
