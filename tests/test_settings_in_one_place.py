@@ -101,6 +101,8 @@ def test_unset_or_unreadable_optional_values_fall_back(monkeypatch: pytest.Monke
         ("WHITEBILL_GATEWAY_TIMEOUT_SECONDS", "soon"),
         ("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "ten a minute"),
         ("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/fortnight"),
+        ("WHITEBILL_OPERATIONS", "registered-only"),
+        ("WHITEBILL_OPERATIONS", "Registered "),
     ],
 )
 def test_a_malformed_value_stops_the_start_naming_its_variable(

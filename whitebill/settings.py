@@ -165,6 +165,13 @@ def _timeout() -> float | None:
         raise ValueError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
 
 
+def _operations_mode() -> str:
+    raw = os.environ.get("WHITEBILL_OPERATIONS", "any")
+    if raw not in ("any", "registered"):
+        raise ValueError(f"WHITEBILL_OPERATIONS={raw!r} is any (the default) or registered")
+    return raw
+
+
 def _rate_limit(name: str, default: str) -> str:
     raw = os.environ.get(name, default)
     try:
@@ -252,7 +259,7 @@ def load_settings() -> Settings:
         max_usage_body_bytes=_bytes("WHITEBILL_MAX_USAGE_BODY_BYTES", Settings.max_usage_body_bytes),
         max_query_bytes=_bytes("WHITEBILL_MAX_QUERY_BYTES", Settings.max_query_bytes),
         metrics_dir=os.environ.get(METRICS_DIR_ENV) or None,
-        operations=os.environ.get("WHITEBILL_OPERATIONS", "any").strip().lower() or "any",
+        operations=_operations_mode(),
     )
 
 
