@@ -262,10 +262,17 @@ class LeanHttp:
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
         """(status, body) of one POST, on an idle kept-alive connection."""
+        return await self.request("POST", path, body)
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of one GET (``path`` with its query string, already encoded)."""
+        return await self.request("GET", path, b"")
+
+    async def request(self, method: str, path: str, body: bytes) -> tuple[int, bytes]:
         reader, writer, target = await self.idle.get()
         try:
             head = self.heads[target]
-            writer.write(f"POST {path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(f"{method} {path} HTTP/1.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
             answer_head = await reader.readuntil(b"\r\n\r\n")
             status_line, *lines = answer_head.decode("latin-1").split("\r\n")
             fields = dict(line.split(":", 1) for line in lines if ":" in line)

@@ -23,7 +23,6 @@ are counted apart.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import cProfile
 import os
@@ -33,14 +32,19 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import httpx
+import orjson
 from tortoise import Tortoise
 
 from bench.common import (
     BackendCpu,
+    LeanHttp,
+    Load,
     asyncpg_dsn,
     cpu_seconds,
     database_url,
@@ -48,6 +52,7 @@ from bench.common import (
     free_port,
     load_for,
     process_server,
+    run_on_uvloop,
     scratch_database,
     server,
 )
@@ -58,9 +63,11 @@ from billing.core.tenancy import Viewer
 from billing.subscriptions import entitlements, lifecycle
 from billing.tenants import api_keys, partners
 from models.enums import PARTNER_PERMISSIONS, PLATFORM_PERMISSIONS, BillingInterval, MarginKind
-from whitebill import db
+from whitebill import db, operations
+from whitebill.schema import schema
 
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 POOL = int(os.environ.get("BENCH_POOL", "8"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WORKSPACES = 120
@@ -88,6 +95,10 @@ def dashboard(*parts: str) -> str:
 
 
 DASHBOARD = dashboard("status", "plan", "limits", "wallets")
+# The dashboard as a frontend registers it (`whitebill operations register bench/dashboard.graphql`): the
+# file holds DASHBOARD in graphql-core's printed form, which tests/test_persisted_operations.py checks.
+DASHBOARD_FILE = Path(__file__).with_name("dashboard.graphql")
+[DASHBOARD_OPERATION] = operations.split(DASHBOARD_FILE.read_text(), schema._schema)
 BREAKDOWN = [
     ("status",),
     ("status", "wallets"),
@@ -167,6 +178,7 @@ async def seed(url: str) -> str:
                 await entitlements.set_add_on(agency, workspace_id=workspace.id, add_on_id=seats.id, quantity=1)
             if i % 10 == 7:  # usage above the plan's members: PAUSED
                 await entitlements.report_usage(PLATFORM, workspace_id=workspace.id, metric="members", value=40)
+        await operations.register([DASHBOARD_OPERATION])  # as a deployment registers its frontends' operations
         return (await api_keys.create_key(partner_id=partner.id)).secret
     finally:
         await Tortoise.close_connections()
@@ -300,27 +312,54 @@ async def in_process(url: str, key: str) -> tuple[dict[int, Counter[str]], list[
 # -- load ----------------------------------------------------------------------------------------
 
 
-async def measure(
-    label: str, work: Callable[[], Awaitable[None]], server_pid: int, name: str, admin: asyncpg.Connection
-) -> float:
-    """Requests per second over SECONDS after a one-second warm-up; prints the CPU each request cost
-    the server process, PostgreSQL (the backends of this database) and the load generator."""
-    await load_for(1.0, CLIENTS, work)
+@dataclass
+class Side:
+    """One side's load over every turn: requests, seconds, and CPU seconds spent by each process."""
+
+    label: str
+    pid: int
+    load: Load | None = None
+    cpu: Counter[str] = field(default_factory=Counter)
+
+    def add(self, done: Load, spent: dict[str, float]) -> None:
+        self.load = done if self.load is None else self.load + done
+        self.cpu.update(spent)
+
+    @property
+    def rate(self) -> float:
+        return self.load.rate if self.load else 0.0
+
+    def line(self) -> str:
+        assert self.load is not None
+        per_request = ", ".join(f"{k} {v / self.load.completed * 1000:.2f} ms" for k, v in self.cpu.items())
+        busy = sum(self.cpu.values()) / self.load.elapsed / (os.cpu_count() or 1)
+        return (
+            f"P1 detail: {self.label}: {self.rate:.1f} req/s ({self.load.completed} in {self.load.elapsed:.1f} s);"
+            f" CPU per request: {per_request}; the {os.cpu_count()} cores {busy:.0%} busy"
+        )
+
+
+async def turn(side: Side, work: Callable[[], Awaitable[None]], name: str, admin: asyncpg.Connection) -> None:
+    """SECONDS / ROUNDS of load on one side, with the CPU the server process, PostgreSQL (the backends of
+    this database) and the load generator (this process) spent meanwhile."""
     backends = BackendCpu(admin, name)
     await backends.start()
-    server_before, load_before = cpu_seconds(server_pid), time.process_time()
-    done = await load_for(SECONDS, CLIENTS, work)
-    per_request = {
-        "server": cpu_seconds(server_pid) - server_before,
-        "PostgreSQL": await backends.sample(),
-        "load generator": time.process_time() - load_before,
-    }
-    cpu = ", ".join(f"{k} {v / done.completed * 1000:.2f} ms" for k, v in per_request.items())
-    print(
-        f"P1 detail: {label}: {done.rate:.1f} req/s ({done.completed} in {done.elapsed:.1f} s); CPU per request: {cpu}",
-        flush=True,
+    server_before, load_before = cpu_seconds(side.pid), time.process_time()
+    done = await load_for(SECONDS / ROUNDS, CLIENTS, work)
+    side.add(
+        done,
+        {
+            "server": cpu_seconds(side.pid) - server_before,
+            "PostgreSQL": await backends.sample(),
+            "load generator": time.process_time() - load_before,
+        },
     )
-    return done.rate
+
+
+def persisted_body(variables: dict[str, object]) -> bytes:
+    """The registered dashboard operation, sent by its hash alone (what a frontend sends)."""
+    extensions = {"persistedQuery": {"version": 1, "sha256Hash": DASHBOARD_OPERATION.sha256}}
+    return orjson.dumps({"extensions": extensions, "variables": variables})
 
 
 async def main() -> None:
@@ -333,7 +372,6 @@ async def main() -> None:
         floor_env = dict(os.environ, FLOOR_DATABASE_URL=asyncpg_dsn(url), FLOOR_POOL=str(POOL), PORT=str(port))
         floor_base = f"http://127.0.0.1:{port}"
         admin = await asyncpg.connect(asyncpg_dsn(database_url(name)))
-        limits_ = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
         headers = {"authorization": f"Bearer {key}"}
         try:
             with (
@@ -341,35 +379,52 @@ async def main() -> None:
                 process_server([sys.executable, "-m", "bench.dashboard_floor"], floor_env, floor_base) as floor_process,
             ):
                 async with (
-                    httpx.AsyncClient(base_url=base, limits=limits_, timeout=60, headers=headers) as api,
-                    httpx.AsyncClient(base_url=floor_base, limits=limits_, timeout=60, headers=headers) as raw,
+                    httpx.AsyncClient(base_url=base, timeout=60, headers=headers) as api,
+                    httpx.AsyncClient(base_url=floor_base, timeout=60, headers=headers) as raw,
                 ):
                     # The same JSON: a page of 50, the next page, pages of 10 and of 100.
                     async def same_json(first: int, after: str | None = None) -> dict:
                         variables = {"first": first, "after": after}
                         ours = (await api.post("/graphql", json={"query": DASHBOARD, "variables": variables})).json()
+                        by_hash = orjson.loads(
+                            (
+                                await api.post(
+                                    "/graphql",
+                                    content=persisted_body(variables),
+                                    headers={"content-type": "application/json"},
+                                )
+                            ).content
+                        )
                         params = {"first": first, **({"after": after} if after else {})}
                         theirs = (await raw.get("/dashboard", params=params)).json()
                         assert not ours.get("errors"), ours
-                        assert ours["data"] == theirs, (first, after, ours["data"], theirs)
+                        assert ours["data"] == theirs == by_hash["data"], (first, after, ours["data"], theirs)
                         return theirs
 
                     first_page = await same_json(PAGE)
                     await same_json(PAGE, first_page["workspaces"]["pageInfo"]["endCursor"])
                     await same_json(10)
                     await same_json(100)
-                    body = {"query": DASHBOARD, "variables": {"first": PAGE}}
+                body = persisted_body({"first": PAGE})
+                ours, floor = Side("whitebill", process.pid), Side("floor", floor_process.pid)
+                async with (
+                    LeanHttp(base, CLIENTS, {"Authorization": f"Bearer {key}"}) as api_http,
+                    LeanHttp(floor_base, CLIENTS, {"Authorization": f"Bearer {key}"}) as floor_http,
+                ):
 
                     async def through_api() -> None:
-                        response = await api.post("/graphql", json=body)
-                        assert response.status_code == 200 and b'"errors"' not in response.content, response.text
+                        status, answer = await api_http.post("/graphql", body)
+                        assert status == 200 and b'"errors"' not in answer, answer[:500]
 
                     async def through_floor() -> None:
-                        response = await raw.get("/dashboard", params={"first": PAGE})
-                        assert response.status_code == 200, response.text
+                        status, answer = await floor_http.get(f"/dashboard?first={PAGE}")
+                        assert status == 200, answer[:500]
 
-                    ours_rate = await measure("whitebill", through_api, process.pid, name, admin)
-                    floor_rate = await measure("floor", through_floor, floor_process.pid, name, admin)
+                    await load_for(1.0, CLIENTS, through_api)  # warm-up
+                    await load_for(1.0, CLIENTS, through_floor)
+                    for _ in range(ROUNDS):  # alternating turns: both sides see the same machine
+                        await turn(ours, through_api, name, admin)
+                        await turn(floor, through_floor, name, admin)
         finally:
             await admin.close()
     for first in (10, PAGE, 100):
@@ -384,9 +439,11 @@ async def main() -> None:
         )
     for line in breakdown:
         print(line, flush=True)
-    ratio = ours_rate / floor_rate if floor_rate else 0.0
+    print(ours.line(), flush=True)
+    print(floor.line(), flush=True)
+    ratio = ours.rate / floor.rate if floor.rate else 0.0
     print(
-        f"BENCH P1 {ours_rate:.1f} req/s floor={floor_rate:.1f} ratio={ratio:.3f}"
+        f"BENCH P1 {ours.rate:.1f} req/s floor={floor.rate:.1f} ratio={ratio:.3f} executor=general"
         f" statements@10={counts[10]['statement']} statements@100={counts[100]['statement']}",
         flush=True,
     )
@@ -394,4 +451,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     exit_on_sigterm()
-    asyncio.run(main())
+    run_on_uvloop(main)

@@ -187,3 +187,12 @@ async def test_registered_only_runs_registered_operations_by_hash_or_text_and_re
         await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
         refused = json.loads(await socket.recv())
         assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "OPERATION_NOT_REGISTERED"
+
+
+def test_the_registered_dashboard_is_the_benchmarks_query_and_the_readme_names_its_hash() -> None:
+    from graphql import parse, print_ast
+
+    from bench.p1_dashboard import DASHBOARD, DASHBOARD_OPERATION
+
+    assert DASHBOARD_OPERATION.document == print_ast(parse(DASHBOARD))
+    assert DASHBOARD_OPERATION.sha256 in (Path(__file__).parents[1] / "README.md").read_text()
