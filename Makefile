@@ -10,7 +10,7 @@ WEB_STAMP := web/dist/.built
 WEB_SOURCES := web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json \
 	$(shell find web/portal web/graphiql -type f 2>/dev/null)
 
-.PHONY: run test lint typecheck schema bench mutate clean web
+.PHONY: run test test-serial lint typecheck schema bench mutate clean web
 
 # The browser pages, built from pinned packages (web/package-lock.json) into web/dist, which whitebill serves.
 web: $(WEB_STAMP)
@@ -37,7 +37,25 @@ run: $(STAMP) $(WEB_STAMP)
 # Coverage of lines and branches, the servers and workers the tests start included (pyproject.toml's
 # [tool.coverage.*]); tests/coverage_floors.py prints it per package and fails under the floors. It runs
 # even when a test failed (the figures then understate), and the target fails if either failed.
+#
+# The SQLite half (with the tests of neither backend) and the PostgreSQL half run side by side, one pytest
+# each (`--backend`, tests/conftest.py), each with its own coverage data, which tests/coverage_floors.py
+# combines; each half's output is shown when both are done. `make test-serial` runs them in one process.
 test: $(STAMP) $(WEB_STAMP) lint typecheck
+	rm -f .coverage .coverage.*
+	status=0; \
+	COVERAGE_FILE=.coverage.half-sqlite $(BIN)/python -m pytest --backend=sqlite --cov --cov-report= \
+		> .test-sqlite.log 2>&1 & sqlite=$$!; \
+	COVERAGE_FILE=.coverage.half-postgres $(BIN)/python -m pytest --backend=postgres --cov --cov-report= \
+		> .test-postgres.log 2>&1 & postgres=$$!; \
+	wait $$sqlite || status=1; wait $$postgres || status=1; \
+	echo "=== the SQLite half, and the tests of neither backend ==="; cat .test-sqlite.log; \
+	echo "=== the PostgreSQL half ==="; cat .test-postgres.log; \
+	$(BIN)/python -m tests.coverage_floors || status=1; \
+	exit $$status
+
+test-serial: $(STAMP) $(WEB_STAMP) lint typecheck
+	rm -f .coverage .coverage.*
 	status=0; \
 	$(BIN)/python -m pytest --cov --cov-report= || status=1; \
 	$(BIN)/python -m tests.coverage_floors || status=1; \

@@ -324,6 +324,29 @@ def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathF
     assert not misnamed, misnamed
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend",
+        choices=("sqlite", "postgres"),
+        default=None,
+        help="run one half only: the SQLite half with the tests of neither backend, or the PostgreSQL half"
+        " (`make test` runs the two side by side)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    half = config.getoption("backend")
+    if half is None:
+        return
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (kept if params.get("backend", "sqlite") == half else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     from tests import browser
 
