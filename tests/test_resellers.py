@@ -439,6 +439,18 @@ async def pool(partner) -> int:
     return found.balance if found else 0
 
 
+async def bought_by_hand(buyer, package, quantity: int = 1):
+    """``buyer`` buys ``quantity`` of the platform's ``package`` for its pool, by hand (its parent collects)."""
+    return await checkout.buy_platform_package(
+        partner_viewer(buyer),
+        partner_id=buyer.id,
+        package_id=package.id,
+        quantity=quantity,
+        method=PaymentMethodKind.MANUAL,
+        idempotency_key=f"buy-{package.id}-{quantity}",
+    )
+
+
 PACKAGES = "{ creditPackages(first: 5) { nodes { price { amount } resalePrice { amount } } } }"
 
 
@@ -460,14 +472,7 @@ async def test_the_platforms_packages_are_bought_from_the_parent_at_its_price_an
 
     await fund(master, 200_00, "m")
     await fund(agency, 200_00, "a")
-    bought = await checkout.buy_platform_package(
-        partner_viewer(freelancer),
-        partner_id=freelancer.id,
-        package_id=package.id,
-        quantity=2,
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="p",
-    )
+    bought = await bought_by_hand(freelancer, package, 2)
     # Collected by the agency, at its price: only the agency (or the platform) says it was paid.
     assert (bought.amount, bought.status, bought.purpose["collector"]) == (2 * 5988, PaymentStatus.PENDING, agency.id)
     for who in (partner_viewer(freelancer), partner_viewer(master)):
@@ -612,13 +617,7 @@ async def test_a_short_parent_is_told_the_buyer_gets_its_credits_and_the_parent_
     master, agency, freelancer, package = await a_package_chain()
     await fund(master, 200_00, "m")
     await fund(agency, 10_00, "a")  # short: it owes the master 57.38
-    bought = await checkout.buy_platform_package(
-        partner_viewer(freelancer),
-        partner_id=freelancer.id,
-        package_id=package.id,
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="p",
-    )
+    bought = await bought_by_hand(freelancer, package)
     await purchases.record_payment(partner_viewer(agency), payment_id=bought.id, note="", idempotency_key="r")
     assert await pool(freelancer) == 1000  # the buyer paid: it is not held back
     pending = await PlatformDeduction.get(kind="PACKAGE")
@@ -713,13 +712,7 @@ async def test_what_each_level_owes_for_a_package_is_fixed_when_it_is_bought_and
     master, agency, freelancer, package = await a_package_chain()
     await fund(master, 200_00, "m")
     await fund(agency, 200_00, "a")
-    bought = await checkout.buy_platform_package(
-        partner_viewer(freelancer),
-        partner_id=freelancer.id,
-        package_id=package.id,
-        method=PaymentMethodKind.MANUAL,
-        idempotency_key="p",
-    )
+    bought = await bought_by_hand(freelancer, package)
     # While it is pending, the agency raises its margin tenfold, and the master drops its own.
     await plans.set_margin(
         partner_viewer(agency), kind=MarginKind.PERCENTAGE, value=Decimal(1000), credit_package_id=package.id
