@@ -4,6 +4,7 @@ with OPERATION_NOT_REGISTERED, over HTTP and over websockets."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -64,9 +65,13 @@ def code(response: httpx.Response) -> str:
 
 
 def register(backend: Backend, path: Path) -> subprocess.CompletedProcess[str]:
+    return operations_cli(backend, "register", str(path))
+
+
+def operations_cli(backend: Backend, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DATABASE_URL=backend.url, WHITEBILL_ENV="test")
     return subprocess.run(
-        [sys.executable, "-m", "whitebill.cli", "operations", "register", str(path)],
+        [sys.executable, "-m", "whitebill.cli", "operations", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -89,6 +94,36 @@ async def test_a_hash_alone_is_not_found_until_its_query_came_once_then_runs_by_
     assert (await post(server, key, {"query": query, "extensions": persisted(sha(query))})).json() == expected
     assert (await post(server, key, {"extensions": persisted(sha(query))})).json() == expected
     assert (await get(server, key, extensions=persisted(sha(query)))).json() == expected
+    # By GET, a hash alone is a query whatever the client accepts (not the GraphiQL page).
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        anything = await http.get(
+            "/graphql",
+            params={"extensions": json.dumps(persisted(sha(query)))},
+            headers={"Authorization": f"Bearer {key}", "Accept": "*/*"},
+        )
+    assert anything.json() == expected
+
+
+async def test_a_document_that_does_not_parse_or_validate_is_not_learnt(server) -> None:
+    key = (await api_keys.create_key(partner_id=(await a_partner()).id)).secret
+    for query in ("this is { not graphql", "{ nope }"):
+        answered = await post(server, key, {"query": query, "extensions": persisted(sha(query))})
+        assert answered.json()["errors"], answered.text
+        missing = await post(server, key, {"extensions": persisted(sha(query))})
+        assert code(missing) == "PERSISTED_QUERY_NOT_FOUND"
+
+
+async def test_a_subscribe_message_without_a_query_or_with_no_payload_object_is_refused_with_a_code(server) -> None:
+    key = (await api_keys.create_key(partner_id=(await a_partner()).id)).secret
+    url = server.url.replace("http://", "ws://", 1) + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
+        await socket.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        for n, payload in enumerate(({}, {"query": None}, None, ["x"], {"query": 5})):
+            await socket.send(json.dumps({"id": str(n), "type": "subscribe", "payload": payload}))
+            refused = json.loads(await socket.recv())
+            assert refused["type"] == "error", (payload, refused)
+            assert refused["payload"][0]["extensions"]["code"] == "MALFORMED_REQUEST", (payload, refused)
 
 
 @pytest.mark.parametrize(
@@ -100,6 +135,7 @@ async def test_a_hash_alone_is_not_found_until_its_query_came_once_then_runs_by_
         ({"persistedQuery": {"version": 1, "sha256Hash": "../" * 21 + "a"}}, "MALFORMED_REQUEST"),
         ({"persistedQuery": "x"}, "MALFORMED_REQUEST"),
         ({"persistedQuery": {"version": 1}}, "MALFORMED_REQUEST"),
+        ({"persistedQuery": {"version": True, "sha256Hash": sha("{ viewer { kind } }")}}, "MALFORMED_REQUEST"),
     ],
 )
 async def test_a_persisted_query_that_does_not_match_or_is_malformed_is_refused_with_400(
@@ -162,7 +198,12 @@ async def test_registered_only_runs_registered_operations_by_hash_or_text_and_re
     assert again.stdout.splitlines()[0].endswith("already registered")
 
     clients = documents["Clients"]
-    by_hash = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": 5}})
+    # The process's first requests, at once: each waits for the one read of the registry.
+    first = await asyncio.gather(
+        *(post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": 5}}) for _ in range(6))
+    )
+    assert [r.status_code for r in first] == [200] * 6, [r.text for r in first]
+    by_hash = first[0]
     assert by_hash.json() == {"data": {"workspaces": {"nodes": [{"name": "Client One", "status": "RESTRICTED"}]}}}
     by_text = await post(server, key, {"query": clients.document, "variables": {"first": 5}})
     assert by_text.json() == by_hash.json()
@@ -187,6 +228,14 @@ async def test_registered_only_runs_registered_operations_by_hash_or_text_and_re
         await socket.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
         refused = json.loads(await socket.recv())
         assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "OPERATION_NOT_REGISTERED"
+
+    # Removed, it stops running within the time the servers read the registry again.
+    removed = operations_cli(backend, "remove", clients.sha256)
+    assert removed.returncode == 0, removed.stderr
+    await asyncio.sleep(operations.RELOAD_EVERY + 0.5)
+    gone = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": 5}})
+    assert (gone.status_code, code(gone)) == (400, "OPERATION_NOT_REGISTERED")
+    assert operations_cli(backend, "remove", clients.sha256).returncode == 2  # nothing left to remove
 
 
 def test_the_registered_dashboard_is_the_benchmarks_query_and_the_readme_names_its_hash() -> None:

@@ -116,7 +116,12 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged and message["id"] not in self.operations:
             refused = None
-            if len(self.operations) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
+            if not isinstance(message.get("payload"), dict):
+                refused = GraphQLError(
+                    "a subscribe message's payload is an object with the query",
+                    extensions={"code": ErrorCode.MALFORMED_REQUEST.value},
+                )
+            elif len(self.operations) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
                 refused = GraphQLError(
                     f"at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} operations at once on one connection",
                     extensions={"code": ErrorCode.RATE_LIMITED.value},
@@ -129,11 +134,17 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
             if refused is None:
                 payload = message["payload"]
                 try:
-                    payload["query"] = await self.view.operations.document_for(  # type: ignore[typeddict-item]
-                        payload.get("query"), payload.get("extensions")
-                    )
+                    document = await self.view.operations.document_for(payload.get("query"), payload.get("extensions"))
                 except operations.OperationRefused as error:
                     refused = GraphQLError(error.message, extensions={"code": error.code.value})
+                else:
+                    if document is None:
+                        refused = GraphQLError(
+                            "a subscribe message carries a query, or a persisted query's hash",
+                            extensions={"code": ErrorCode.MALFORMED_REQUEST.value},
+                        )
+                    else:
+                        payload["query"] = document
             if refused is not None:
                 await self.send_message({"id": message["id"], "type": "error", "payload": [refused.formatted]})
                 return
@@ -159,7 +170,7 @@ class GraphQLApp(GraphQL):
             allowed_origins=("*",),
         )
         self.settings = settings
-        self.operations = operations.Registry(settings.operations)
+        self.operations = operations.Registry(settings.operations, schema._schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -175,6 +186,10 @@ class GraphQLApp(GraphQL):
             code = error.code if isinstance(error, Refused) else _CODE_OF_STATUS.get(status)
             response = graphql_refusal(status, code or ErrorCode.MALFORMED_REQUEST, error.reason)
         await response(scope, receive, send)
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A GET naming a persisted query by its hash alone is a query, whatever the client accepts.
+        return super().should_render_graphql_ide(request) and request.query_params.get("extensions") is None
 
     async def render_graphql_ide(self, request: Any) -> Any:
         return web.page("graphiql", web.GRAPHIQL_POLICY)  # our own build: no CDN (whitebill.web)

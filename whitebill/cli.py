@@ -279,6 +279,27 @@ def _operations_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _operations_remove(args: argparse.Namespace) -> int:
+    from tortoise import Tortoise
+
+    from whitebill import db, operations
+
+    settings = _configured()
+
+    async def run() -> bool:
+        await db.connect(settings.database_url)
+        try:
+            return await operations.remove(args.sha256)
+        finally:
+            await Tortoise.close_connections()
+
+    if not asyncio.run(run()):
+        print(f"whitebill: no registered operation has the hash {args.sha256!r}", file=sys.stderr)
+        return 2
+    print(f"{args.sha256}  removed (every server stops running it within {operations.RELOAD_EVERY:g} s)")
+    return 0
+
+
 def _secret_key(args: argparse.Namespace) -> int:
     from billing.core.credentials import new_key
 
@@ -335,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = persisted_commands.add_parser("list", help="the registered operations: SHA-256 and name")
     listing.add_argument("--json", action="store_true", help="one JSON object per line, with the document")
     listing.set_defaults(run=_operations_list)
+    removing = persisted_commands.add_parser("remove", help="forget a registered operation (by its SHA-256)")
+    removing.add_argument("sha256")
+    removing.set_defaults(run=_operations_remove)
 
     operator = commands.add_parser("operator", help="manage platform operators (people)")
     operator_commands = operator.add_subparsers(dest="operator_command", required=True)

@@ -22,7 +22,9 @@ and over websockets alike, and APQ learns nothing.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
 import time
 from collections import OrderedDict
@@ -46,6 +48,8 @@ from graphql.language import Visitor
 
 from billing.core import clock, sql
 from billing.core.errors import ErrorCode
+
+log = logging.getLogger("whitebill.operations")
 
 ANY = "any"
 REGISTERED = "registered"
@@ -140,32 +144,55 @@ async def register(operations: list[Operation]) -> list[tuple[Operation, bool]]:
     return done
 
 
+async def remove(digest: str) -> bool:
+    """Forget a registered operation; every process stops running it within RELOAD_EVERY seconds."""
+    return bool(await sql.execute("DELETE FROM persisted_operation WHERE sha256 = $1", digest))
+
+
 async def registered() -> list[Operation]:
     rows = await sql.fetch("SELECT sha256, name, document FROM persisted_operation ORDER BY id")
     return [Operation(row["name"], str(row["document"]), str(row["sha256"])) for row in rows]
 
 
 class Registry:
-    """One process's view of the persisted operations: the registry (read again when an unknown hash
-    comes, at most every RELOAD_EVERY seconds) and, outside registered-only mode, what APQ learnt."""
+    """One process's view of the persisted operations: the registry, read again at most every RELOAD_EVERY
+    seconds when a request needs it (so a removed operation stops within that time), one read at a time
+    with every request waiting on it; and, outside registered-only mode, what APQ learnt."""
 
-    def __init__(self, mode: str = ANY) -> None:
+    def __init__(self, mode: str = ANY, schema: GraphQLSchema | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"WHITEBILL_OPERATIONS is one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
+        self.schema = schema  # APQ learns only documents valid against it
         self._registered: dict[str, str] = {}
         self._loaded_at: float | None = None
+        self._loading = asyncio.Lock()
         self._learnt: OrderedDict[str, str] = OrderedDict()
 
+    def _stale(self) -> bool:
+        return self._loaded_at is None or time.monotonic() - self._loaded_at >= RELOAD_EVERY
+
     async def _trusted(self, digest: str) -> str | None:
-        known = self._registered.get(digest)
-        if known is None and (self._loaded_at is None or time.monotonic() - self._loaded_at >= RELOAD_EVERY):
-            self._loaded_at = time.monotonic()
-            self._registered = {op.sha256: op.document for op in await registered()}
-            known = self._registered.get(digest)
-        return known
+        if self._stale():
+            async with self._loading:
+                if self._stale():  # not read again by another request while this one waited
+                    try:
+                        loaded = {op.sha256: op.document for op in await registered()}
+                    except Exception as error:
+                        log.exception("the registry of operations could not be read")
+                        raise OperationRefused(
+                            503, ErrorCode.UNAVAILABLE, "the registry of operations cannot be read now: retry"
+                        ) from error
+                    self._registered, self._loaded_at = loaded, time.monotonic()
+        return self._registered.get(digest)
 
     def _learn(self, digest: str, document: str) -> None:
+        if self.schema is not None:
+            try:
+                if validate(self.schema, parse(document)):
+                    return  # the general executor answers with the problems; nothing is kept
+            except GraphQLError:
+                return
         self._learnt[digest] = document
         self._learnt.move_to_end(digest)
         while len(self._learnt) > LEARNT_AT_MOST:
@@ -204,11 +231,12 @@ class Registry:
 
 
 def _digest_of(persisted: object) -> str:
-    if not isinstance(persisted, dict) or persisted.get("version") != APQ_VERSION:
+    version = persisted.get("version") if isinstance(persisted, dict) else None
+    if type(version) is not int or version != APQ_VERSION:  # True == 1 in Python: not a version
         raise OperationRefused(
             400, ErrorCode.MALFORMED_REQUEST, 'persistedQuery is {"version": 1, "sha256Hash": "<64 hex digits>"}'
         )
-    digest = persisted.get("sha256Hash")
+    digest = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
     if not isinstance(digest, str) or not _HASH.fullmatch(digest):
         raise OperationRefused(
             400, ErrorCode.MALFORMED_REQUEST, "sha256Hash is the SHA-256 of the document in 64 lower-case hex digits"

@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"  # a hash this server does not know: send the query too
     PERSISTED_QUERY_HASH_MISMATCH = "PERSISTED_QUERY_HASH_MISMATCH"  # a query whose SHA-256 is not its hash
     OPERATION_NOT_REGISTERED = "OPERATION_NOT_REGISTERED"  # registered operations only (WHITEBILL_OPERATIONS)
+    UNAVAILABLE = "UNAVAILABLE"  # the server cannot answer now (its database did not): retry
     BODY_TOO_LARGE = "BODY_TOO_LARGE"  # a request body over the server's limit (HTTP 413)
     RATE_LIMITED = "RATE_LIMITED"
     INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
