@@ -6,15 +6,21 @@ values on PostgreSQL (tests/test_compiled_values.py):
 - :func:`date_time`: strawberry's ``DateTime`` (``datetime.isoformat()`` of an aware UTC time: microseconds
   only when there are some, ``+00:00``);
 - :func:`amount`: ``billing.core.money.format_minor`` (minor units as an exact decimal in the unit's places:
-  a currency's exponent, none for POINTS and other units).
+  a currency's exponent, none for POINTS and other units);
+- :func:`plan_price`: ``billing.catalog.plans.price_down`` (a platform plan's price with each level's margin
+  on top, the most specific margin of each level, rounded once per level, half-even).
 
 Column arguments are SQL expressions the compiler writes itself, never text from a request.
 """
 
 from __future__ import annotations
 
+import re
+
 from billing.core.money import _EXPONENTS, _KNOWN_CURRENCIES
 
+_ALIAS = re.compile(r"[a-z_][a-z0-9_]*")
+_PARAMETER = re.compile(r"\$[1-9][0-9]*::bigint\[\]")
 _IDENTIFIER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -49,3 +55,39 @@ def amount(amount_column: str, unit_column: str) -> str:
         if places
     )
     return f"(CASE {cases} ELSE ({amount_column})::text END)"
+
+
+def _half_even(value: str) -> str:
+    """A non-negative numeric rounded to an integer, half to even (``round`` of a ``Fraction``)."""
+    return (
+        f"(CASE WHEN ({value}) - floor({value}) = 0.5 THEN floor({value}) + mod(floor({value}), 2)"
+        f" ELSE round({value}) END)"
+    )
+
+
+def plan_price(plan: str, chain: str) -> str:
+    """What a plan costs at the bottom of ``chain`` (an SQL ``bigint[]`` of partner ids, the platform's
+    direct partner first: ``hierarchy.ancestry``), in its minor units, for the ``plan`` row alias: a
+    partner's own plan is its price; a platform plan gets, level by level, that level's most specific
+    margin (the plan's, its family's, the bulk fixed one in the plan's currency, the bulk percentage; a
+    fixed margin only in the plan's currency) on its parent's price."""
+    if not _ALIAS.fullmatch(plan) or not _PARAMETER.fullmatch(chain):
+        raise ValueError("plan_price takes a row alias and a bigint[] parameter, such as p and $2::bigint[]")
+    step = (
+        "SELECT CASE WHEN m.kind = 'PERCENTAGE'"  # noqa: S608 (an alias and a parameter, checked above)
+        f" THEN s.amount + {_half_even('s.amount * m.percentage / 100')}"
+        " ELSE s.amount + m.fixed_amount END"
+        " FROM partner_margin m"
+        f" WHERE m.partner_id = ({chain})[s.level + 1]"
+        f" AND m.scope IN ('PLAN:' || {plan}.id, 'FAMILY:' || {plan}.family_id, 'BULK:' || {plan}.currency, 'BULK')"
+        f" AND (m.kind = 'PERCENTAGE' OR m.currency = {plan}.currency)"
+        f" ORDER BY CASE m.scope WHEN 'PLAN:' || {plan}.id THEN 0 WHEN 'FAMILY:' || {plan}.family_id THEN 1"
+        f" WHEN 'BULK:' || {plan}.currency THEN 2 ELSE 3 END LIMIT 1"
+    )
+    return (
+        "(WITH RECURSIVE levels(level, amount) AS ("  # noqa: S608 (an alias and a parameter, checked above)
+        f" SELECT 0, ({plan}.price_amount)::numeric"
+        f" UNION ALL SELECT s.level + 1, COALESCE(({step}), s.amount) FROM levels s"
+        f" WHERE {plan}.partner_id IS NULL AND s.level < coalesce(cardinality({chain}), 0)"
+        ") SELECT amount::bigint FROM levels ORDER BY level DESC LIMIT 1)"
+    )
