@@ -8,7 +8,9 @@ values on PostgreSQL (tests/test_compiled_values.py):
 - :func:`amount`: ``billing.core.money.format_minor`` (minor units as an exact decimal in the unit's places:
   a currency's exponent, none for POINTS and other units);
 - :func:`plan_price`: ``billing.catalog.plans.price_down`` (a platform plan's price with each level's margin
-  on top, the most specific margin of each level, rounded once per level, half-even).
+  on top, the most specific margin of each level, rounded once per level, half-even);
+- :func:`limits`: ``Workspace.limits`` (``billing.subscriptions.limits.combine`` of the live plan's limits
+  and the active add-ons' deltas times their quantities, by name in code-point order).
 
 Column arguments are SQL expressions the compiler writes itself, never text from a request.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 
 from billing.core.money import _EXPONENTS, _KNOWN_CURRENCIES
+from billing.subscriptions.current import LIVE
 
 _ALIAS = re.compile(r"[a-z_][a-z0-9_]*")
 _PARAMETER = re.compile(r"\$[1-9][0-9]*::bigint\[\]")
@@ -90,4 +93,28 @@ def plan_price(plan: str, chain: str) -> str:
         f" UNION ALL SELECT s.level + 1, COALESCE(({step}), s.amount) FROM levels s"
         f" WHERE {plan}.partner_id IS NULL AND s.level < coalesce(cardinality({chain}), 0)"
         ") SELECT amount::bigint FROM levels ORDER BY level DESC LIMIT 1)"
+    )
+
+
+LIVE_STATUSES = "(" + ", ".join(f"'{status.value}'" for status in LIVE) + ")"
+
+
+def limits(workspace: str) -> str:
+    """A workspace's effective limits as the JSON array ``Workspace.limits`` answers, for the ``workspace``
+    row alias: its newest live subscription's plan's limits plus each active add-on's deltas times its
+    quantity, a name at a time, ordered by name byte for byte (Python's ``sorted``)."""
+    if not _ALIAS.fullmatch(workspace):
+        raise ValueError("limits takes a row alias, such as w")
+    return (
+        "(SELECT coalesce(json_agg(json_build_object('name', l.name, 'value', l.value)"  # noqa: S608 (an alias)
+        " ORDER BY l.name COLLATE \"C\"), '[]'::json) FROM ("  # code-point order, whatever the collation
+        "SELECT x.name, sum(x.value) AS value FROM ("
+        "SELECT e.key AS name, (e.value)::numeric AS value FROM ("
+        f"SELECT s.plan_id FROM subscription s WHERE s.workspace_id = {workspace}.id"
+        f" AND s.status IN {LIVE_STATUSES} ORDER BY s.id DESC LIMIT 1"
+        ") live JOIN plan p ON p.id = live.plan_id CROSS JOIN LATERAL jsonb_each_text(p.limits::jsonb) e"
+        " UNION ALL SELECT d.key, (d.value)::numeric * wa.quantity FROM workspace_add_on wa"
+        " JOIN add_on a ON a.id = wa.add_on_id CROSS JOIN LATERAL jsonb_each_text(a.limit_deltas::jsonb) d"
+        f" WHERE wa.workspace_id = {workspace}.id AND wa.active"
+        ") x GROUP BY x.name) l)"
     )
