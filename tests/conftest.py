@@ -17,9 +17,11 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -29,6 +31,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 from tortoise import Tortoise
 from tortoise.backends.base import executor
+from tortoise.transactions import in_transaction
 
 from billing.catalog import rate_cards
 from billing.core import clock
@@ -141,13 +144,45 @@ _KEEP = {"tortoise_migrations"}
 _rate_cards_made = 0
 
 
+# A connection of this database other than the wipe's, in a transaction for longer than this, is stuck.
+_STUCK = (
+    "SELECT pid, state, wait_event, (now() - xact_start)::text AS age, left(query, 300) AS query"
+    " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND xact_start < now() - interval '5 seconds'"
+)
+
+
+async def _truncate(conn: Any, tables: list[str]) -> None:
+    """TRUNCATE every table, waiting at most 5 seconds at a time for its locks. Between tests no connection
+    should be in a transaction: one that is (a server process's connection left mid-statement when a
+    websocket operation was cancelled, seen once in the browser tests) would hold the wipe, and the whole
+    run, for ever. It is ended, and the test session warns, naming its statement."""
+    statement = "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"
+    for attempt in range(3):
+        try:
+            async with in_transaction("default") as tx:
+                await tx.execute_script("SET LOCAL lock_timeout = '5s'")
+                await tx.execute_script(statement)
+            return
+        except Exception as error:
+            if "lock timeout" not in str(error) or attempt == 2:
+                raise
+        for row in await conn.execute_query_dict(_STUCK):
+            warnings.warn(
+                f"a connection in a transaction for {row['age']} ({row['state']}, {row['wait_event']}) held the"
+                f" wipe: ended. Its statement: {row['query']}",
+                stacklevel=1,
+            )
+            await conn.execute_query("SELECT pg_terminate_backend($1)", [row["pid"]])
+
+
 async def _wipe(backend: Backend) -> None:
     rate_cards.forget_cached()  # ids and versions start again: a cached card would be another's
     conn = Tortoise.get_connection("default")
     tables = [r["name"] for r in await conn.execute_query_dict(_TABLES_SQL[backend.name])]
     tables = [t for t in tables if t not in _KEEP and "migration" not in t]
     if backend.is_postgres:
-        await conn.execute_script("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE")
+        await _truncate(conn, tables)
         # Rate cards are cached by id and version in the server processes, which outlive a wipe: their ids go
         # on across the session, as SQLite's AUTOINCREMENT does, so a new card never passes for an old one.
         global _rate_cards_made
