@@ -67,14 +67,6 @@ async def collector_of(wallet: Wallet) -> int | None:
     return (await Partner.get(id=wallet.partner_id)).parent_id
 
 
-async def package_price(wallet: Wallet, package: CreditPackage) -> Money:
-    """What the wallet's owner pays for one ``package``: a partner's own package's price to its client; one
-    of the platform's, what the wallet's partner pays for it (the platform's price, or its parent's)."""
-    if package.partner_id is not None or wallet.owner_kind is not OwnerKind.PARTNER or wallet.partner_id is None:
-        return Money(package.price_amount, package.currency)
-    return await plans.package_cost(wallet.partner_id, package)
-
-
 async def paying_card(wallet: Wallet) -> SavedPaymentMethod | None:
     """The card that pays for credit bought for a wallet (an auto top-up, a top-up bought now, an
     auto-billing purchase): its payer's card on file with the wallet's collector, if any."""
@@ -171,9 +163,8 @@ async def _new_payment(wallet: Wallet, rule: AutoTopUp) -> Payment | None:
     if payer_key is None or package.status is not PlanStatus.ACTIVE:  # an archived package is never bought
         return None
     config, card = await _route(wallet)
-    price = await package_price(wallet, package)
     collector = await collector_of(wallet)
-    owed_above: list[dict[str, int]] = []
+    price, owed_above = Money(package.price_amount, package.currency), list[dict[str, int]]()
     if collector is not None and wallet.owner_kind is OwnerKind.PARTNER and wallet.partner_id is not None:
         price, owed_above = await plans.package_purchase(wallet.partner_id, [(package, 1)])
     return await payments.create_payment(

@@ -483,11 +483,8 @@ async def _basket(wallet: Wallet, need: int) -> tuple[Basket, str, dict[int, str
     else:
         raise _CannotBuy(f"{who} sells {wallet.unit} in {', '.join(sorted(currencies))}, none of them yours")
     # A pool pays what its partner pays for each package (a parent's price, for a partner reselling below one).
-    offers = [
-        Offer(p.id, p.quantity, (await top_ups.package_price(wallet, p)).amount)
-        for p in packages
-        if p.currency == currency
-    ]
+    above = (await plans.margins_down(partner.id))[1][:-1] if seller is None else []
+    offers = [Offer(p.id, p.quantity, plans.stacked(above, p).amount) for p in packages if p.currency == currency]
     try:
         optimise = cheapest_exact if wallet.unit in EXACT_UNITS else cheapest_cover
         basket = optimise(offers, need)
