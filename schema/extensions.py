@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 from graphql import ExecutionResult, GraphQLError
 from strawberry.extensions import ParserCache, SchemaExtension
 from strawberry.types.graphql import OperationType
-from tortoise.transactions import in_transaction
 
 from billing.core import sql
 from billing.core.errors import BillingError, ErrorCode
@@ -24,7 +23,7 @@ class OneConnectionPerQuery(SchemaExtension):
         if self.execution_context.operation_type is not OperationType.QUERY or not sql.is_postgres():
             yield
             return
-        async with in_transaction("default"):
+        async with sql.read_transaction():
             yield
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import re
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -107,11 +108,35 @@ def _query_too_large(query: object, max_bytes: int) -> bool:
     return isinstance(query, str) and len(query.encode("utf-8", "surrogatepass")) > max_bytes
 
 
+@functools.lru_cache(maxsize=1000)
+def _runs_to_its_end(document: str, operation_name: str | None) -> bool:
+    """Whether an operation is a query or a mutation (a document that does not parse fails before
+    any statement, and a subscription waits between its reads: those can be stopped at once)."""
+    try:
+        operation = get_operation_ast(parse(document), operation_name)
+    except GraphQLError:
+        return False
+    return operation is not None and operation.operation is not OperationType.SUBSCRIPTION
+
+
 class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with our refusals: an operation over the connection's limit, or whose
-    query is too large, gets an ``error`` message with its code (strawberry's own carries none)."""
+    query is too large, gets an ``error`` message with its code (strawberry's own carries none).
+
+    A query or mutation whose client completes it or goes away is not cancelled, as strawberry
+    would: it runs to its end and its answer is dropped. Cancelled, it would stop between any two
+    statements (a mutation half-way through its transaction) or in the middle of one, on a
+    connection that other tasks of the operation may still be using."""
 
     view: GraphQLApp
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        operation = self.operations.get(operation_id)
+        if operation is not None and _runs_to_its_end(operation.query, operation.operation_name):
+            operation.completed = True  # nothing more is sent for it
+            del self.operations[operation_id]
+            return
+        await super().cleanup_operation(operation_id)
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged and message["id"] not in self.operations:

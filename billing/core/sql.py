@@ -5,15 +5,17 @@ Statements are written once with PostgreSQL's ``$n`` placeholders; SQLite runs t
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
-from tortoise.connection import get_connection
+from tortoise.connection import get_connection, get_connections
 from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction as tortoise_transaction
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -26,6 +28,50 @@ def connection() -> BaseDBAsyncClient:
 def in_transaction(conn: BaseDBAsyncClient | None = None) -> bool:
     """Whether statements run inside an open transaction (``tortoise.transactions.in_transaction``)."""
     return isinstance(conn or connection(), TransactionalDBClient)
+
+
+@contextlib.asynccontextmanager
+async def read_transaction() -> AsyncIterator[None]:
+    """One pooled connection and one transaction for a block of reads, given back to the pool
+    whatever happens, cancellation included.
+
+    Tortoise's ``in_transaction`` keeps its connection for good when it is cancelled during its
+    BEGIN (its exit never runs), and cannot roll back while another task still has a statement on
+    the connection (a DataLoader's batch, which a cancelled operation does not wait for). A
+    websocket operation is cancelled whenever its client goes away, so both happen: each time, one
+    connection of the pool was lost, mid-transaction, until none was left. Here, when anything but
+    a clean end leaves the block, the connection is closed instead of rolled back. Closing needs no
+    round trip, so a second cancellation cannot interrupt it; PostgreSQL rolls the transaction
+    back, and the pool opens a fresh connection when it next needs one."""
+    context = tortoise_transaction("default")
+    try:
+        await context.__aenter__()
+    except BaseException:
+        _abandon(context)
+        raise
+    try:
+        yield
+    except BaseException:
+        _abandon(context)
+        raise
+    try:
+        await context.__aexit__(None, None, None)
+    except BaseException:
+        _abandon(context)
+        raise
+
+
+def _abandon(context: Any) -> None:
+    """Close the transaction's connection, which gives its slot back to the pool, and forget it."""
+    client = getattr(context, "client", None)
+    pooled = getattr(client, "_connection", None)
+    if pooled is not None:
+        with contextlib.suppress(asyncpg.InterfaceError):  # already given back
+            pooled.terminate()
+    token = getattr(context, "token", None)
+    if token is not None:
+        with contextlib.suppress(ValueError):  # already reset
+            get_connections().reset(token)
 
 
 def is_postgres(conn: BaseDBAsyncClient | None = None) -> bool:
