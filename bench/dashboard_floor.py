@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from billing.core.money import format_minor
+from whitebill.cli import KEEP_ALIVE_SECONDS
 
 LIVE = ("ACTIVE", "TRIALING", "PAST_DUE")
 MAX_PAGE = 100
@@ -177,7 +178,14 @@ def main() -> None:
 
     app = create_floor_app(os.environ["FLOOR_DATABASE_URL"], int(os.environ.get("FLOOR_POOL", "8")))
     # The same server settings as `whitebill serve`.
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(os.environ["PORT"]),
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,  # the load generator's connections wait through the other turns
+    )
 
 
 if __name__ == "__main__":

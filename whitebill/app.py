@@ -43,7 +43,8 @@ from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
 from whitebill import cors, db, documents_http, metrics, operations, pay_page, usage_http, web
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
-from whitebill.schema import schema
+from whitebill.compiled.compiler import Fallback
+from whitebill.schema import VALIDATION_RULES, schema
 from whitebill.settings import Settings, configure_domain, load_settings
 from whitebill.webhooks import handle_provider_webhook
 
@@ -195,7 +196,7 @@ class GraphQLApp(GraphQL):
             allowed_origins=("*",),
         )
         self.settings = settings
-        self.operations = operations.Registry(settings.operations, schema._schema)
+        self.operations = operations.Registry(settings.operations, schema._schema, VALIDATION_RULES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -294,11 +295,53 @@ class GraphQLApp(GraphQL):
             raise Refused(400, ErrorCode.INVALID_INPUT, "Strings must not contain NUL characters")
         return decoded
 
+    async def execute_single(  # type: ignore[override]
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Context,
+        root_value: Any,
+        request_data: Any,
+    ) -> ExecutionResult:
+        """A registered query that compiles runs as its one statement on PostgreSQL (whitebill.compiled);
+        anything else, or anything the statement cannot answer as the general executor would, runs there."""
+        query = request_data.query
+        if isinstance(query, str) and sql.is_postgres():
+            compiled = await self.operations.compiled(query)
+            if compiled is not None and request_data.operation_name in (None, compiled.name):
+                try:
+                    text, parameters = compiled.prepare(self.schema._schema, context.viewer, request_data.variables)  # type: ignore[attr-defined]
+                    answer = await compiled.run(text, parameters)
+                except Fallback:
+                    metrics.count_compiled("fallback")
+                else:
+                    metrics.count_compiled("compiled")
+                    return CompiledResult(answer)
+        return await super().execute_single(
+            request=request,
+            request_adapter=request_adapter,
+            sub_response=sub_response,
+            context=context,
+            root_value=root_value,
+            request_data=request_data,
+        )
+
     async def process_result(self, request: Any, result: ExecutionResult) -> GraphQLHTTPResponse:
+        if isinstance(result, CompiledResult):
+            return {"data": orjson.Fragment(result.json)}  # type: ignore[typeddict-item]
         for error in result.errors or ():
             if (error.extensions or {}).get("code") == "INTERNAL_ERROR":
                 metrics.count_error("graphql")
         return process_result(result)
+
+
+class CompiledResult(ExecutionResult):
+    """The data of a compiled query as PostgreSQL wrote it: sent as it is."""
+
+    def __init__(self, json: str) -> None:
+        super().__init__(data=None, errors=None)
+        self.json = json
 
 
 def _has_nul(value: object) -> bool:

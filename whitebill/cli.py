@@ -271,11 +271,23 @@ def _operations_list(args: argparse.Namespace) -> int:
         finally:
             await Tortoise.close_connections()
 
+    from whitebill.schema import VALIDATION_RULES, schema
+
     for operation in asyncio.run(run()):
+        executor = operations.executor_of(operation, schema._schema, VALIDATION_RULES)
         if args.json:
-            print(json.dumps({"name": operation.name, "sha256Hash": operation.sha256, "query": operation.document}))
+            print(
+                json.dumps(
+                    {
+                        "name": operation.name,
+                        "sha256Hash": operation.sha256,
+                        "query": operation.document,
+                        "executor": executor,
+                    }
+                )
+            )
         else:
-            print(f"{operation.sha256}  {operation.name or '(anonymous)'}")
+            print(f"{operation.sha256}  {operation.name or '(anonymous)'}  {executor}")
     return 0
 
 
@@ -353,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     register.add_argument("files", nargs="+", metavar="FILE.graphql")
     register.set_defaults(run=_operations_register)
-    listing = persisted_commands.add_parser("list", help="the registered operations: SHA-256 and name")
+    listing = persisted_commands.add_parser(
+        "list", help="the registered operations: SHA-256, name, and compiled or why not (on PostgreSQL)"
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object per line, with the document")
     listing.set_defaults(run=_operations_list)
     removing = persisted_commands.add_parser("remove", help="forget a registered operation (by its SHA-256)")

@@ -52,6 +52,19 @@ _latency = Histogram(
 )
 
 
+_compiled = Counter(
+    "whitebill_compiled_queries",
+    "Registered queries run as their compiled statement (compiled), or handed to the general executor"
+    " at run time (fallback: no caller, bad variables or page, or a value the statement cannot write).",
+    ["result"],
+    registry=_registry,
+)
+
+
+def count_compiled(result: str) -> None:
+    _compiled.labels(result).inc()
+
+
 def route_of(routes: list[BaseRoute], scope: Scope) -> str:
     """The template of the route ``scope`` matches (also when only its method is wrong), else ``other``."""
     for route in routes:

@@ -28,6 +28,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +49,7 @@ from graphql.language import Visitor
 
 from billing.core import clock, sql
 from billing.core.errors import ErrorCode
+from whitebill.compiled.compiler import Compiled, NotCompiled, compile_operation
 
 log = logging.getLogger("whitebill.operations")
 
@@ -159,12 +161,14 @@ class Registry:
     seconds when a request needs it (so a removed operation stops within that time), one read at a time
     with every request waiting on it; and, outside registered-only mode, what APQ learnt."""
 
-    def __init__(self, mode: str = ANY, schema: GraphQLSchema | None = None) -> None:
+    def __init__(self, mode: str = ANY, schema: GraphQLSchema | None = None, rules: Sequence[Any] = ()) -> None:
         if mode not in MODES:
             raise ValueError(f"WHITEBILL_OPERATIONS is one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
-        self.schema = schema  # APQ learns only documents valid against it
+        self.schema = schema  # APQ learns only documents valid against it; registered ones compile against it
+        self.rules = tuple(rules)  # the general executor's validation rules besides the specified ones
         self._registered: dict[str, str] = {}
+        self._compiled: dict[str, Compiled | str] = {}  # by document: its compiled form, or why there is none
         self._loaded_at: float | None = None
         self._loading = asyncio.Lock()
         self._learnt: OrderedDict[str, str] = OrderedDict()
@@ -172,7 +176,7 @@ class Registry:
     def _stale(self) -> bool:
         return self._loaded_at is None or time.monotonic() - self._loaded_at >= RELOAD_EVERY
 
-    async def _trusted(self, digest: str) -> str | None:
+    async def _refresh(self) -> None:
         if self._stale():
             async with self._loading:
                 if self._stale():  # not read again by another request while this one waited
@@ -183,8 +187,30 @@ class Registry:
                         raise OperationRefused(
                             503, ErrorCode.UNAVAILABLE, "the registry of operations cannot be read now: retry"
                         ) from error
+                    if self.schema is not None:
+                        known = self._compiled
+                        self._compiled = {d: known.get(d) or self._compile(d) for d in loaded.values()}
                     self._registered, self._loaded_at = loaded, time.monotonic()
+
+    def _compile(self, document: str) -> Compiled | str:
+        assert self.schema is not None
+        try:
+            return compile_operation(document, self.schema, self.rules)
+        except NotCompiled as reason:
+            return str(reason)
+
+    async def _trusted(self, digest: str) -> str | None:
+        await self._refresh()
         return self._registered.get(digest)
+
+    async def compiled(self, document: str) -> Compiled | None:
+        """The compiled form of a registered operation's document, if it has one."""
+        try:
+            await self._refresh()
+        except OperationRefused:
+            return None  # the general executor answers
+        found = self._compiled.get(document)
+        return found if isinstance(found, Compiled) else None
 
     def _learn(self, digest: str, document: str) -> None:
         if self.schema is not None:
@@ -228,6 +254,15 @@ class Registry:
             # Apollo's clients look for this code (or the message) to send the query with its hash.
             raise OperationRefused(200, ErrorCode.PERSISTED_QUERY_NOT_FOUND, "PersistedQueryNotFound")
         return document
+
+
+def executor_of(operation: Operation, schema: GraphQLSchema, rules: Sequence[Any] = ()) -> str:
+    """What runs a registered operation on PostgreSQL: "compiled", or "general: <why not compiled>"."""
+    try:
+        compile_operation(operation.document, schema, rules)
+    except NotCompiled as reason:
+        return f"general: {reason}"
+    return "compiled"
 
 
 def _digest_of(persisted: object) -> str:

@@ -24,6 +24,7 @@ from billing.subscriptions.current import LIVE
 
 _ALIAS = re.compile(r"[a-z_][a-z0-9_]*")
 _PARAMETER = re.compile(r"\$[1-9][0-9]*::bigint\[\]")
+CHAIN = "(SELECT ids FROM wb_chain)"  # the caller's chain, in a statement that starts with with_chain()
 _IDENTIFIER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -74,8 +75,8 @@ def plan_price(plan: str, chain: str) -> str:
     partner's own plan is its price; a platform plan gets, level by level, that level's most specific
     margin (the plan's, its family's, the bulk fixed one in the plan's currency, the bulk percentage; a
     fixed margin only in the plan's currency) on its parent's price."""
-    if not _ALIAS.fullmatch(plan) or not _PARAMETER.fullmatch(chain):
-        raise ValueError("plan_price takes a row alias and a bigint[] parameter, such as p and $2::bigint[]")
+    if not _ALIAS.fullmatch(plan) or not (_PARAMETER.fullmatch(chain) or chain == CHAIN):
+        raise ValueError("plan_price takes a row alias and a bigint[] parameter (or CHAIN), such as p and $2::bigint[]")
     step = (
         "SELECT CASE WHEN m.kind = 'PERCENTAGE'"  # noqa: S608 (an alias and a parameter, checked above)
         f" THEN s.amount + {_half_even('s.amount * m.percentage / 100')}"
@@ -99,14 +100,29 @@ def plan_price(plan: str, chain: str) -> str:
 LIVE_STATUSES = "(" + ", ".join(f"'{status.value}'" for status in LIVE) + ")"
 
 
-def limits(workspace: str) -> str:
+def with_chain(partner: str, statement: str) -> str:
+    """``statement`` with :data:`CHAIN` defined: the partner ids from the platform's direct partner down to
+    ``partner`` (a parameter; none for the platform), as ``hierarchy.ancestry`` reads them."""
+    if not re.fullmatch(r"\$[1-9][0-9]*::bigint", partner):
+        raise ValueError("with_chain takes a bigint parameter, such as $3::bigint")
+    return (
+        "WITH RECURSIVE wb_up(id, parent_id, depth) AS ("  # noqa: S608 (a parameter, checked, and our SQL)
+        f"SELECT id, parent_id, 0 FROM partner WHERE id = {partner}"
+        " UNION ALL SELECT p.id, p.parent_id, u.depth + 1 FROM partner p JOIN wb_up u ON p.id = u.parent_id),"
+        " wb_chain AS (SELECT coalesce(array_agg(id ORDER BY depth DESC), '{}'::bigint[]) AS ids FROM wb_up) "
+        + statement
+    )
+
+
+def limits(workspace: str, element: str = "json_build_object('name', l.name, 'value', l.value)") -> str:
     """A workspace's effective limits as the JSON array ``Workspace.limits`` answers, for the ``workspace``
     row alias: its newest live subscription's plan's limits plus each active add-on's deltas times its
-    quantity, a name at a time, ordered by name byte for byte (Python's ``sorted``)."""
+    quantity, a name at a time, ordered by name byte for byte (Python's ``sorted``). ``element`` writes
+    one limit from ``l.name`` and ``l.value`` (SQL the compiler wrote)."""
     if not _ALIAS.fullmatch(workspace):
         raise ValueError("limits takes a row alias, such as w")
     return (
-        "(SELECT coalesce(json_agg(json_build_object('name', l.name, 'value', l.value)"  # noqa: S608 (an alias)
+        f"(SELECT coalesce(json_agg({element}"  # noqa: S608 (an alias, and the compiler's own SQL)
         " ORDER BY l.name COLLATE \"C\"), '[]'::json) FROM ("  # code-point order, whatever the collation
         "SELECT x.name, sum(x.value) AS value FROM ("
         "SELECT e.key AS name, (e.value)::numeric AS value FROM ("
