@@ -107,6 +107,11 @@ TIE = {"bulk": (MarginKind.PERCENTAGE, Decimal(50)), "bulk_fixed": None, "family
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @example([TIE], 1, "BRL")  # 0.5 of a centavo: half to even, 0
+@example(
+    [{"bulk": (MarginKind.PERCENTAGE, Decimal("50.0001")), "bulk_fixed": None, "family": None, "plan": None}],
+    999_999_999_999_999,
+    "BRL",
+)  # .49995 of a centavo: below a half, though a division to PostgreSQL's default scale makes it one
 @example([TIE, TIE], 3, "BRL")  # 3 + 1.5 -> 5, then 5 + 2.5 -> 7: a tie at each level, each to even
 @example(
     [{"bulk": None, "bulk_fixed": 500, "family": (MarginKind.PERCENTAGE, Decimal("12.5")), "plan": None}], 4990, "BRL"

@@ -44,7 +44,7 @@ from schema.context import Context, authenticate, bearer_token
 from whitebill import cors, db, documents_http, metrics, operations, pay_page, usage_http, web
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.compiled.compiler import Fallback
-from whitebill.schema import VALIDATION_RULES, schema
+from whitebill.schema import MAX_TOKENS, VALIDATION_RULES, schema
 from whitebill.settings import Settings, configure_domain, load_settings
 from whitebill.webhooks import handle_provider_webhook
 
@@ -196,7 +196,7 @@ class GraphQLApp(GraphQL):
             allowed_origins=("*",),
         )
         self.settings = settings
-        self.operations = operations.Registry(settings.operations, schema._schema, VALIDATION_RULES)
+        self.operations = operations.Registry(settings.operations, schema._schema, VALIDATION_RULES, MAX_TOKENS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -314,6 +314,9 @@ class GraphQLApp(GraphQL):
                     text, parameters = compiled.prepare(self.schema._schema, context.viewer, request_data.variables)  # type: ignore[attr-defined]
                     answer = await compiled.run(text, parameters)
                 except Fallback:
+                    metrics.count_compiled("fallback")
+                except Exception:  # a fault of the compiled path: the general executor still answers
+                    log.exception("a compiled query failed: the general executor answers it")
                     metrics.count_compiled("fallback")
                 else:
                     metrics.count_compiled("compiled")

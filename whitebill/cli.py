@@ -271,10 +271,10 @@ def _operations_list(args: argparse.Namespace) -> int:
         finally:
             await Tortoise.close_connections()
 
-    from whitebill.schema import VALIDATION_RULES, schema
+    from whitebill.schema import MAX_TOKENS, VALIDATION_RULES, schema
 
     for operation in asyncio.run(run()):
-        executor = operations.executor_of(operation, schema._schema, VALIDATION_RULES)
+        executor = operations.executor_of(operation, schema._schema, VALIDATION_RULES, MAX_TOKENS)
         if args.json:
             print(
                 json.dumps(

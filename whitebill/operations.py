@@ -161,12 +161,19 @@ class Registry:
     seconds when a request needs it (so a removed operation stops within that time), one read at a time
     with every request waiting on it; and, outside registered-only mode, what APQ learnt."""
 
-    def __init__(self, mode: str = ANY, schema: GraphQLSchema | None = None, rules: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        mode: str = ANY,
+        schema: GraphQLSchema | None = None,
+        rules: Sequence[Any] = (),
+        max_tokens: int | None = None,
+    ) -> None:
         if mode not in MODES:
             raise ValueError(f"WHITEBILL_OPERATIONS is one of {', '.join(MODES)}, not {mode!r}")
         self.mode = mode
         self.schema = schema  # APQ learns only documents valid against it; registered ones compile against it
         self.rules = tuple(rules)  # the general executor's validation rules besides the specified ones
+        self.max_tokens = max_tokens  # and its parser's limit
         self._registered: dict[str, str] = {}
         self._compiled: dict[str, Compiled | str] = {}  # by document: its compiled form, or why there is none
         self._loaded_at: float | None = None
@@ -194,10 +201,7 @@ class Registry:
 
     def _compile(self, document: str) -> Compiled | str:
         assert self.schema is not None
-        try:
-            return compile_operation(document, self.schema, self.rules)
-        except NotCompiled as reason:
-            return str(reason)
+        return compiled_or_why_not(document, self.schema, self.rules, self.max_tokens)
 
     async def _trusted(self, digest: str) -> str | None:
         await self._refresh()
@@ -256,13 +260,26 @@ class Registry:
         return document
 
 
-def executor_of(operation: Operation, schema: GraphQLSchema, rules: Sequence[Any] = ()) -> str:
-    """What runs a registered operation on PostgreSQL: "compiled", or "general: <why not compiled>"."""
+def compiled_or_why_not(
+    document: str, schema: GraphQLSchema, rules: Sequence[Any] = (), max_tokens: int | None = None
+) -> Compiled | str:
+    """A registered document's compiled form, or why it has none. A fault of the compiler itself leaves
+    the operation on the general executor, logged: it never stops the registry from loading."""
     try:
-        compile_operation(operation.document, schema, rules)
+        return compile_operation(document, schema, rules, max_tokens)
     except NotCompiled as reason:
-        return f"general: {reason}"
-    return "compiled"
+        return str(reason)
+    except Exception as error:
+        log.exception("the compiler failed on a registered operation: the general executor runs it")
+        return f"the compiler failed ({type(error).__name__})"
+
+
+def executor_of(
+    operation: Operation, schema: GraphQLSchema, rules: Sequence[Any] = (), max_tokens: int | None = None
+) -> str:
+    """What runs a registered operation on PostgreSQL: "compiled", or "general: <why not compiled>"."""
+    found = compiled_or_why_not(operation.document, schema, rules, max_tokens)
+    return "compiled" if isinstance(found, Compiled) else f"general: {found}"
 
 
 def _digest_of(persisted: object) -> str:

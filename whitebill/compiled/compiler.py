@@ -325,6 +325,18 @@ def _json_object(type_name: str, pairs: Sequence[tuple[str, str]]) -> str:
     return f"json_build_object({arguments})"
 
 
+class Lazy:
+    """SQL text made when first written into the statement (a parameter that is used only if asked for)."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make, self._text = make, ""
+
+    def __str__(self) -> str:
+        if not self._text:
+            self._text = self._make()
+        return self._text
+
+
 # -- root fields ------------------------------------------------------------------------------------------
 
 
@@ -347,7 +359,7 @@ def _arguments(s: Statement, type_name: str, name: str, node: FieldNode) -> Call
 def workspaces(s: Statement, nodes: list[FieldNode]) -> str:
     """Query.workspaces(first, after): the caller's workspaces, oldest first (tenancy.workspaces, paginate)."""
     node = nodes[0]  # validation made every node of one key alike in arguments
-    if any(argument.name.value not in ("first", "after") for argument in node.arguments):
+    if any(argument.name.value not in ("first", "after") for argument in node.arguments or ()):
         raise NotCompiled("Query.workspaces(ownerEmail:) is not compiled")
     arguments = _arguments(s, "Query", "workspaces", node)
 
@@ -365,7 +377,7 @@ def workspaces(s: Statement, nodes: list[FieldNode]) -> str:
             raise Fallback from None
 
     s.prepared += [size, after]
-    shown = s.parameter(size, "int")
+    shown = Lazy(lambda: s.parameter(size, "int"))  # a parameter only if used: each must appear in the text
     read = s.parameter(lambda i: size(i) + 1 if size(i) else 0, "int")  # one more tells of a next page
     past = s.parameter(lambda i: after(i) or 0, "bigint")  # ids start at 1
     scope = ["w.deleted_at IS NULL", f"w.id > {past}"]
@@ -379,7 +391,7 @@ def workspaces(s: Statement, nodes: list[FieldNode]) -> str:
         f" WHERE {' AND '.join(scope)}"
         f" ORDER BY w.id LIMIT {read}) {a}"
     )
-    visible = f"{a}.wb_n <= {shown}"
+    visible = Lazy(lambda: f"{a}.wb_n <= {shown}")
     connection = s.schema.get_type("Query").fields["workspaces"].type.of_type.name  # type: ignore[union-attr]
     edge_type = connection.removesuffix("Connection") + "Edge"
     cursor = "cursor"
@@ -411,7 +423,6 @@ def workspaces(s: Statement, nodes: list[FieldNode]) -> str:
     def page_info(selection: SelectionSetNode | None) -> str:
         columns: dict[str, Callable[[], str]] = {
             "hasNextPage": lambda: f"(count(*) > {shown})",
-            # a parameter only if asked for: every parameter must appear in the statement
             "hasPreviousPage": lambda: s.parameter(lambda i: after(i) is not None, "boolean"),
             "startCursor": lambda: cursor_of(f"min({a}.id) FILTER (WHERE {visible})"),
             "endCursor": lambda: cursor_of(f"max({a}.id) FILTER (WHERE {visible})"),
@@ -431,7 +442,8 @@ def workspaces(s: Statement, nodes: list[FieldNode]) -> str:
             pairs.append((key, ""))
         else:
             raise NotCompiled(f"{connection}.{name} is not compiled")
-    return f"(SELECT {_json_object(connection, pairs)} FROM {page})"  # noqa: S608 (our SQL, $n values)
+    # GROUP BY (): one row, page or no page, whatever the selection aggregates.
+    return f"(SELECT {_json_object(connection, pairs)} FROM {page} GROUP BY ())"  # noqa: S608 (our SQL, $n values)
 
 
 ROOTS: dict[str, Callable[[Statement, list[FieldNode]], str]] = {"workspaces": workspaces}
@@ -457,7 +469,7 @@ class Compiled:
         try:
             async with client.acquire_connection() as connection:
                 answer = await connection.fetchval(text, *parameters)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
             log.debug("a compiled statement failed: the general executor answers", exc_info=True)
             raise Fallback from None
         return str(answer)
@@ -478,10 +490,13 @@ class Compiled:
         return text, [source(inputs) for source in sources]
 
 
-def compile_operation(document: str, schema: GraphQLSchema, rules: Sequence[Any] = ()) -> Compiled:
-    """The compiled form of a registered query's document; NotCompiled says why it cannot be."""
+def compile_operation(
+    document: str, schema: GraphQLSchema, rules: Sequence[Any] = (), max_tokens: int | None = None
+) -> Compiled:
+    """The compiled form of a registered query's document; NotCompiled says why it cannot be. ``rules`` and
+    ``max_tokens`` are the general executor's limits: an operation it refuses is not compiled."""
     try:
-        parsed = parse(document)
+        parsed = parse(document, max_tokens=max_tokens)
     except GraphQLError as error:
         raise NotCompiled(f"it does not parse: {error.message}") from None
     if validate(schema, parsed, (*specified_rules, *rules)):

@@ -54,18 +54,24 @@ def amount(amount_column: str, unit_column: str) -> str:
         by_places.setdefault(_EXPONENTS.get(code, 2), set()).add(code)
     cases = " ".join(
         f"WHEN ({unit_column}) IN ({_quoted(codes)}) THEN"
-        f" round(({amount_column})::numeric / {10**places}, {places})::text"
+        f" (({amount_column})::numeric * 0.{'0' * (places - 1)}1)::text"  # exact: a product keeps every digit
         for places, codes in sorted(by_places.items())
         if places
     )
     return f"(CASE {cases} ELSE ({amount_column})::text END)"
 
 
-def _half_even(value: str) -> str:
-    """A non-negative numeric rounded to an integer, half to even (``round`` of a ``Fraction``)."""
+def _half_even_percent(amount: str, percentage: str) -> str:
+    """``amount`` times ``percentage`` / 100 (both non-negative numerics) rounded to an integer, half to even,
+    exactly: PostgreSQL's numeric division keeps a limited number of decimals, which near 10^12 could
+    make a quotient just below a half look like one. The product is exact; its division by 100 is done
+    as an integer quotient and remainder."""
+    product = f"(({amount}) * ({percentage}))"
+    quotient = f"div({product}, 100)"
+    twice_the_rest = f"(2 * ({product} - 100 * {quotient}))"
     return (
-        f"(CASE WHEN ({value}) - floor({value}) = 0.5 THEN floor({value}) + mod(floor({value}), 2)"
-        f" ELSE round({value}) END)"
+        f"(CASE WHEN {twice_the_rest} > 100 THEN {quotient} + 1"
+        f" WHEN {twice_the_rest} = 100 THEN {quotient} + mod({quotient}, 2) ELSE {quotient} END)"
     )
 
 
@@ -79,7 +85,7 @@ def plan_price(plan: str, chain: str) -> str:
         raise ValueError("plan_price takes a row alias and a bigint[] parameter (or CHAIN), such as p and $2::bigint[]")
     step = (
         "SELECT CASE WHEN m.kind = 'PERCENTAGE'"  # noqa: S608 (an alias and a parameter, checked above)
-        f" THEN s.amount + {_half_even('s.amount * m.percentage / 100')}"
+        f" THEN s.amount + {_half_even_percent('s.amount', 'm.percentage')}"
         " ELSE s.amount + m.fixed_amount END"
         " FROM partner_margin m"
         f" WHERE m.partner_id = ({chain})[s.level + 1]"
