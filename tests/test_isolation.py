@@ -54,7 +54,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from graphql import GraphQLSyntaxError, parse, validate
+from graphql import GraphQLObjectType, GraphQLSyntaxError, get_named_type, parse, validate
 from tortoise import Tortoise
 from websockets.frames import Close
 from websockets.typing import Subprotocol
@@ -66,9 +66,11 @@ from billing.tenants import api_keys, identity
 from gateways.base import WebhookNotice
 from models.operations import OutboxEvent
 from models.payments import GatewayConfig
-from schema.ids import from_global_id, to_global_id
+from schema.ids import encode_cursor, from_global_id, to_global_id
 from schema.limits import cost_rule
 from schema.relay import DEFAULT_PAGE, MAX_PAGE
+from whitebill import operations
+from whitebill.compiled.compiler import CATALOGUE, ROOTS, Compiled
 from whitebill.schema import MAX_COST, MAX_TOKENS
 from whitebill.schema import schema as graphql_schema
 
@@ -1291,6 +1293,64 @@ class Prober:
             # tells the attacker which keys the victim used (and lets it block them).
             self.problem("CROSS-TENANT", failure(probe, "the victim's idempotency key collided", response.text))
 
+    async def compiled_phase(self, attackers: list[Attacker], url: str) -> int:
+        """Every compiled root field (whitebill.compiled.compiler.ROOTS), with every field the compiler's
+        catalogue answers, registered so that the server runs it compiled; each attacker sends it with
+        no cursor, its own workspaces' cursors and its victims'. The same checks as the other probes,
+        and the server's count of compiled answers shows they took the compiled path."""
+        sent = []
+        for root in ROOTS:
+            connection = get_named_type(graphql_schema._schema.query_type.fields[root].type)  # type: ignore[union-attr]
+            document = (
+                f"query($after: String) {{ {root}(first: 5, after: $after) {compiled_selection(connection.name)} }}"
+            )
+            [registered] = operations.split(document, graphql_schema._schema)
+            assert isinstance(operations.compiled_or_why_not(registered.document, graphql_schema._schema), Compiled)
+            await operations.register([registered])
+            for attacker in attackers:
+                own = attacker.own.db_ids.get("Workspace", [])[:2]
+                cursors: list[tuple[str, str | None, set[str]]] = [("bare", None, set())]
+                cursors += [("own", encode_cursor(i), set()) for i in own]
+                for victim in attacker.victims:
+                    for i in victim.db_ids.get("Workspace", []):
+                        cursors.append((f"victim:{victim.label}", encode_cursor(i - 1), set()))
+                for variant, cursor, taken in cursors:
+                    variables = {"after": cursor}
+                    sent.append(
+                        Probe(attacker, "Query", root, f"compiled:{variant}", registered.document, variables, taken)
+                    )
+        await asyncio.sleep(operations.RELOAD_EVERY + 0.5)  # every server reads the registry again by then
+        before = await compiled_answers(url)
+        for probe in sent:
+            await self.run(probe)
+        self.count += len(sent)
+        answered = await compiled_answers(url) - before
+        if answered < len(sent):
+            self.problem("NOT COMPILED", f"NOT COMPILED: {len(sent) - answered} of {len(sent)} compiled probes\n")
+        return len(sent)
+
+
+def compiled_selection(type_name: str) -> str:
+    """Every field the compiler answers on ``type_name``, recursively (all of a type outside its catalogue:
+    a connection, an edge, page info, an amount)."""
+    graphql_type = graphql_schema._schema.get_type(type_name)
+    assert isinstance(graphql_type, GraphQLObjectType)
+    parts = ["__typename"]
+    for name, definition in graphql_type.fields.items():
+        if type_name in CATALOGUE and name not in CATALOGUE[type_name]:
+            continue
+        target = get_named_type(definition.type)
+        parts.append(f"{name} {compiled_selection(target.name)}" if isinstance(target, GraphQLObjectType) else name)
+    return "{ " + " ".join(parts) + " }"
+
+
+async def compiled_answers(url: str) -> float:
+    """How many queries the server has answered by their compiled statement (its /metrics)."""
+    async with httpx.AsyncClient(base_url=url) as http:
+        text = (await http.get("/metrics")).text
+    found = re.search(r'^whitebill_compiled_queries_total\{result="compiled"\} (\S+)$', text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
 
 # ---------------------------------------------------------------------------------------- the test
 
@@ -1444,6 +1504,9 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
             for attacker in attackers:
                 await prober.phase(gen, attacker, public=public)
 
+        # Phase 3: the compiled path (registered queries run as one statement on PostgreSQL), probed the same way.
+        compiled_probes = await prober.compiled_phase(attackers, server.url)
+
     must = schema.must_probe()
     for parent, name in sorted(must - prober.executed):
         hint = "seed B so that one of its own objects reaches it, or teach the generator its arguments"
@@ -1452,7 +1515,8 @@ async def test_no_query_or_mutation_crosses_a_tenant(server, database, capsys) -
         prober.problem("NOT PROBED", f"NOT PROBED: {parent}.{name}: no probe executed it ({hint})\n")
     roots = sum(1 for pair in must if pair[0] in (*schema.roots, schema.subscription))
     summary = (
-        f"isolation: probed {prober.count} cases over {len(must)} fields ({roots} root fields,"
+        f"isolation: probed {prober.count} cases ({compiled_probes} of them compiled) over {len(must)} fields"
+        f" ({roots} root fields,"
         f" {len(must) - roots} nested connection/list/Node fields) as {len(attackers)} attackers"
         f" on {database.name} in {time.monotonic() - started:.1f}s; sessions re-opened {prober.relogins}x"
     )
