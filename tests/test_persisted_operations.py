@@ -245,3 +245,46 @@ def test_the_registered_dashboard_is_the_benchmarks_query_and_the_readme_names_i
 
     assert DASHBOARD_OPERATION.document == print_ast(parse(DASHBOARD))
     assert DASHBOARD_OPERATION.sha256 in (Path(__file__).parents[1] / "README.md").read_text()
+
+
+async def test_a_registered_query_runs_compiled_on_postgres_and_operations_list_says_which(
+    backend: Backend, tmp_path: Path, server: Server
+) -> None:
+    from tests.test_isolation import compiled_answers
+
+    partner = await a_partner("Compiled")
+    await a_workspace(partner, "Client One")
+    await a_workspace(partner, "Client Two")
+    key = (await api_keys.create_key(partner_id=partner.id)).secret
+    path = tmp_path / "dashboard.graphql"
+    path.write_text(FILE)
+    assert register(backend, path).returncode == 0
+    documents = {op.name: op for op in operations.split(FILE, schema._schema)}
+    listed = operations_cli(backend, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == [
+        f"{documents['PartnerName'].sha256}  PartnerName  general: Query.viewer is not compiled",
+        f"{documents['Clients'].sha256}  Clients  compiled",
+    ]
+    as_json = [json.loads(line) for line in operations_cli(backend, "list", "--json").stdout.splitlines()]
+    assert [line["executor"] for line in as_json] == ["general: Query.viewer is not compiled", "compiled"]
+
+    await asyncio.sleep(operations.RELOAD_EVERY + 0.5)  # the server reads the registry again
+    clients = documents["Clients"]
+    before = await compiled_answers(server.url)
+    by_hash = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": 1}})
+    compiled = await compiled_answers(server.url) - before
+    # The same operation written otherwise is not the registered text: the general executor runs it.
+    general = await post(
+        server, key, {"query": WORKSPACES + " fragment Client on Workspace { name status }", "variables": {"first": 1}}
+    )
+    assert await compiled_answers(server.url) - before == compiled
+    assert (
+        by_hash.json()
+        == general.json()
+        == {"data": {"workspaces": {"nodes": [{"name": "Client One", "status": "RESTRICTED"}]}}}
+    )
+    assert compiled == (1 if backend.is_postgres else 0)  # SQLite runs every operation on the general executor
+    # Bad variables go to the general executor, which answers with its error.
+    bad = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": "one"}})
+    assert bad.json()["errors"] and await compiled_answers(server.url) - before == compiled
