@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP) $(WEB_STAMP)
 	$(BIN)/whitebill migrate
 	$(BIN)/whitebill demo
+	$(BIN)/whitebill operations register web/dist/portal-operations.graphql
 	PORT=$(PORT) $(BIN)/whitebill serve
 
 # Coverage of lines and branches, the servers and workers the tests start included (pyproject.toml's

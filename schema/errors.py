@@ -36,6 +36,17 @@ def _domain_error(error: GraphQLError) -> BillingError | None:
     return original if isinstance(original, BillingError) else None
 
 
+def _bad_variable(error: GraphQLError) -> bool:
+    """A variable's value the schema could not take (``"one"`` for an Int): graphql-core reports it before
+    anything runs (no path), wrapping the scalar's own GraphQLError, not an exception of ours."""
+    original = error.original_error
+    while isinstance(original, GraphQLError):
+        if original.original_error is None:
+            return error.path is None
+        original = original.original_error
+    return False
+
+
 # graphql-core's parser stops at the token limit with this message (graphql.language.parser).
 _TOKEN_LIMIT = re.compile(r"Syntax Error: Document contains more than \d+ tokens\b")
 
@@ -65,6 +76,12 @@ class ShapeErrors(MaskErrors):
                 if domain.field:
                     extensions["field"] = domain.field
                 shaped.append(GraphQLError(domain.message, nodes=error.nodes, path=error.path, extensions=extensions))
+            elif _bad_variable(error):
+                shaped.append(
+                    GraphQLError(
+                        error.message, nodes=error.nodes, extensions={"code": DomainErrorCode.INVALID_INPUT.value}
+                    )
+                )
             elif error.original_error is None:
                 code = _request_error_code(error)
                 if (error.extensions or {}).get("code") != code:
@@ -84,5 +101,5 @@ class ShapeErrors(MaskErrors):
 
 def log_unexpected(errors: list[GraphQLError]) -> None:
     for error in errors:
-        if error.original_error is not None and _domain_error(error) is None:
+        if error.original_error is not None and _domain_error(error) is None and not _bad_variable(error):
             log.error("unexpected error in %s", error.path, exc_info=error.original_error)

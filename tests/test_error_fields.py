@@ -123,3 +123,20 @@ def test_a_rename_to_a_field_the_input_lacks_does_not_build() -> None:
     declare({"price": "priceAmount"})
     with pytest.raises(TypeError, match="not a field of its input"):
         declare({"price": "amount"})
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [{"first": "one"}, {"first": 2**40}, {"first": 1.5}, {}, {"first": None}],
+)
+async def test_a_variable_the_schema_cannot_take_is_invalid_input_not_an_internal_error(server, variables) -> None:
+    """Checked before anything runs: its message says which variable and why, with INVALID_INPUT (it was
+    answered "Unexpected error." with INTERNAL_ERROR, and logged as a fault of the server)."""
+    key = (await api_keys.create_key(partner_id=(await a_partner("Variables")).id)).secret
+    body = await GraphQLClient(server.url, key).execute(
+        "query($first: Int!) { workspaces(first: $first) { nodes { id } } }", variables
+    )
+    assert body.get("data") is None
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "INVALID_INPUT", error
+    assert "$first" in error["message"]

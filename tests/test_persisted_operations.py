@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -210,9 +211,20 @@ async def test_registered_only_runs_registered_operations_by_hash_or_text_and_re
     by_get = await get(server, key, extensions=persisted(clients.sha256), variables={"first": 5})
     assert by_get.json() == by_hash.json()
 
+    # The registered operation laid out otherwise (as a frontend's sources write it) is the same operation.
+    laid_out = await post(
+        server,
+        key,
+        {"query": WORKSPACES + "\n\nfragment Client on Workspace {\n  name\n  status\n}", "variables": {"first": 5}},
+    )
+    assert laid_out.json() == by_hash.json()
     for body in (
-        {"query": WORKSPACES + " fragment Client on Workspace { name status }", "variables": {"first": 5}},
-        {"query": NAME},  # the registered text differs (printed form): not the same operation
+        {"query": WORKSPACES + " fragment Client on Workspace { name }", "variables": {"first": 5}},
+        {
+            "query": "query Clients($first: Int!) { workspaces(first: $first) { nodes { name status } } }",
+            "variables": {"first": 5},
+        },
+        {"query": "query PartnerName { viewer { partner { name slug } } }"},
         {"query": "{ __typename }", "extensions": persisted(sha("{ __typename }"))},  # APQ learns nothing here
         {"extensions": persisted(sha("{ __typename }"))},
     ):
@@ -274,11 +286,22 @@ async def test_a_registered_query_runs_compiled_on_postgres_and_operations_list_
     before = await compiled_answers(server.url)
     by_hash = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": 1}})
     compiled = await compiled_answers(server.url) - before
-    # The same operation written otherwise is not the registered text: the general executor runs it.
+    # The same answer by the general executor: the fragment inlined is another document, not registered.
     general = await post(
-        server, key, {"query": WORKSPACES + " fragment Client on Workspace { name status }", "variables": {"first": 1}}
+        server,
+        key,
+        {
+            "query": "query Clients($first: Int!) { workspaces(first: $first) { nodes { name status } } }",
+            "variables": {"first": 1},
+        },
     )
     assert await compiled_answers(server.url) - before == compiled
+    # Laid out otherwise, the registered operation runs compiled.
+    laid_out = await post(
+        server, key, {"query": WORKSPACES + " fragment Client on Workspace { name status }", "variables": {"first": 1}}
+    )
+    assert laid_out.json() == by_hash.json()
+    assert await compiled_answers(server.url) - before == 2 * compiled
     assert (
         by_hash.json()
         == general.json()
@@ -287,4 +310,32 @@ async def test_a_registered_query_runs_compiled_on_postgres_and_operations_list_
     assert compiled == (1 if backend.is_postgres else 0)  # SQLite runs every operation on the general executor
     # Bad variables go to the general executor, which answers with its error.
     bad = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": "one"}})
-    assert bad.json()["errors"] and await compiled_answers(server.url) - before == compiled
+    assert code(bad) == "INVALID_INPUT" and await compiled_answers(server.url) - before == 2 * compiled
+
+
+async def test_the_portals_operations_from_its_build_run_in_registered_only_mode(
+    backend: Backend, tmp_path: Path, registered_only: Server
+) -> None:
+    """`make web` lists every operation of the portal's sources in web/dist/portal-operations.graphql; once
+    registered, each runs as the portal sends it (its sources' text), and nothing the portal does not send."""
+    built = Path(__file__).parents[1] / "web" / "dist" / "portal-operations.graphql"
+    assert built.exists(), "build the portal first: make web"
+    made = register(backend, built)
+    assert made.returncode == 0, made.stderr
+    sources = sorted((Path(__file__).parents[1] / "web" / "portal" / "src").rglob("*.ts"))
+    sent = {
+        m.group(1) for f in sources for m in re.finditer(r"`((?:query|mutation|subscription)\b[^`]*)`", f.read_text())
+    }
+    assert len(sent) >= 20
+    registered = {op.name for op in operations.split(built.read_text(), schema._schema)}
+    assert len(registered) == len(sent)
+    await asyncio.sleep(operations.RELOAD_EVERY + 0.5)
+    key = (await api_keys.create_key(partner_id=(await a_partner("Portal")).id)).secret
+    for text in sorted(sent):
+        if text.startswith("subscription"):
+            continue  # over HTTP a subscription is refused for its transport, not for being unregistered
+        answer = await post(registered_only, key, {"query": text, "variables": {}})
+        codes = [e.get("extensions", {}).get("code") for e in answer.json().get("errors", [])]
+        assert "OPERATION_NOT_REGISTERED" not in codes, text
+    refused = await post(registered_only, key, {"query": "query Who { viewer { kind } }"})
+    assert code(refused) == "OPERATION_NOT_REGISTERED"

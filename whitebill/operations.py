@@ -16,7 +16,9 @@ document, with the fragments it uses, printed in graphql-core's standard form. T
 are what ``whitebill operations list`` prints, and what clients send.
 
 **Registered operations only.** With ``WHITEBILL_OPERATIONS=registered``, only registered operations run,
-whether named by hash or sent as their exact text. Anything else gets OPERATION_NOT_REGISTERED, over HTTP
+whether named by hash or sent as their text (in any layout: a text is compared in its printed form, so a
+frontend sends its operations as written in its sources; ``make web`` lists the portal's in
+``web/dist/portal-operations.graphql``). Anything else gets OPERATION_NOT_REGISTERED, over HTTP
 and over websockets alike, and APQ learns nothing.
 """
 
@@ -179,6 +181,7 @@ class Registry:
         self._loaded_at: float | None = None
         self._loading = asyncio.Lock()
         self._learnt: OrderedDict[str, str] = OrderedDict()
+        self._printed_forms: OrderedDict[str, str | None] = OrderedDict()
 
     def _stale(self) -> bool:
         return self._loaded_at is None or time.monotonic() - self._loaded_at >= RELOAD_EVERY
@@ -198,6 +201,23 @@ class Registry:
                         known = self._compiled
                         self._compiled = {d: known.get(d) or self._compile(d) for d in loaded.values()}
                     self._registered, self._loaded_at = loaded, time.monotonic()
+
+    def _printed(self, text: str) -> str | None:
+        """A one-operation document in the form a registered one is kept in (None if it is not one that
+        validates); the last LEARNT_AT_MOST texts are remembered, parsed once each."""
+        if text in self._printed_forms:
+            self._printed_forms.move_to_end(text)
+            return self._printed_forms[text]
+        assert self.schema is not None
+        try:
+            found = split(text, self.schema)
+        except ValueError:
+            found = []
+        printed = found[0].document if len(found) == 1 else None
+        self._printed_forms[text] = printed
+        while len(self._printed_forms) > LEARNT_AT_MOST:
+            self._printed_forms.popitem(last=False)
+        return printed
 
     def _compile(self, document: str) -> Compiled | str:
         assert self.schema is not None
@@ -233,9 +253,17 @@ class Registry:
         OperationRefused for a request that may not run (None: no document, as without APQ)."""
         persisted = extensions.get("persistedQuery") if isinstance(extensions, dict) else None
         if persisted is None:
-            if self.mode == REGISTERED and isinstance(query, str) and await self._trusted(sha256_of(query)) is None:
+            if not isinstance(query, str):
+                return None
+            registered = await self._trusted(sha256_of(query))
+            if registered is None and self.schema is not None:
+                # The same operation written otherwise (a frontend's own spacing, its fragments first):
+                # the registered text, which is the one that runs compiled.
+                printed = self._printed(query)
+                registered = await self._trusted(sha256_of(printed)) if printed is not None else None
+            if registered is None and self.mode == REGISTERED:
                 raise _not_registered()
-            return query if isinstance(query, str) else None
+            return registered or query
         digest = _digest_of(persisted)
         if isinstance(query, str):
             if sha256_of(query) != digest:

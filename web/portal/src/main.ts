@@ -20,7 +20,7 @@ function header(brand: Brand, email: string | null): HTMLElement {
   const out = h("button", { type: "button", class: "link", "data-test": "sign-out" }, t("sign-out"));
   out.addEventListener("click", async () => {
     try {
-      await gql(`mutation { logout { ok } }`);
+      await gql(`mutation Logout { logout { ok } }`);
     } finally {
       signedOut();
       location.hash = "#/";

@@ -96,9 +96,15 @@ const WORKSPACE = `query StaffWorkspace($id: ID!) {
 const WALLET_CHANGED = `subscription WalletChanged($id: ID!) {
   walletBalanceChanged(walletId: $id) { id unit balance { amount unit } }
 }`;
-const ADJUST = (name: "grantUnits" | "debitUnits"): string => `mutation Adjust($input: AdjustWorkspaceBalanceInput!) {
-  ${name}(input: $input) { errors { code field message } }
-}`;
+// Whole operations, never assembled at run time: the build lists them for the registry (portal-operations.graphql).
+const ADJUST = {
+  grantUnits: `mutation Grant($input: AdjustWorkspaceBalanceInput!) {
+  grantUnits(input: $input) { errors { code field message } }
+}`,
+  debitUnits: `mutation Debit($input: AdjustWorkspaceBalanceInput!) {
+  debitUnits(input: $input) { errors { code field message } }
+}`,
+};
 const ASSIGN = `mutation Assign($input: AssignPlanInput!) {
   assignPlan(input: $input) { errors { code field message } }
 }`;
@@ -185,7 +191,7 @@ export async function workspacePage(
     const values = fields(adjust);
     try {
       const input = { workspaceId: workspace.id, unit: values.unit, amount: values.amount.trim(), note: values.note, idempotencyKey: key };
-      const done = await gql<Record<string, { errors: UserError[] }>>(ADJUST(which), { input });
+      const done = await gql<Record<string, { errors: UserError[] }>>(ADJUST[which], { input });
       settled(done[which]);
       key = newKey();
       replace(outcome, h("p", { class: "ok" }, t("saved")));
