@@ -23,7 +23,7 @@ from billing.tenants import api_keys
 from tests.conftest import Backend, Server, serving
 from tests.factories import a_partner, a_workspace
 from whitebill import operations
-from whitebill.schema import schema
+from whitebill.schema import MAX_TOKENS, schema
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -296,12 +296,13 @@ async def test_a_registered_query_runs_compiled_on_postgres_and_operations_list_
         },
     )
     assert await compiled_answers(server.url) - before == compiled
-    # Laid out otherwise, the registered operation runs compiled.
+    # Laid out otherwise, the same answer; outside registered-only mode the registry is not read for a text,
+    # so the general executor gives it.
     laid_out = await post(
         server, key, {"query": WORKSPACES + " fragment Client on Workspace { name status }", "variables": {"first": 1}}
     )
     assert laid_out.json() == by_hash.json()
-    assert await compiled_answers(server.url) - before == 2 * compiled
+    assert await compiled_answers(server.url) - before == compiled
     assert (
         by_hash.json()
         == general.json()
@@ -310,7 +311,7 @@ async def test_a_registered_query_runs_compiled_on_postgres_and_operations_list_
     assert compiled == (1 if backend.is_postgres else 0)  # SQLite runs every operation on the general executor
     # Bad variables go to the general executor, which answers with its error.
     bad = await post(server, key, {"extensions": persisted(clients.sha256), "variables": {"first": "one"}})
-    assert code(bad) == "INVALID_INPUT" and await compiled_answers(server.url) - before == 2 * compiled
+    assert code(bad) == "INVALID_INPUT" and await compiled_answers(server.url) - before == compiled
 
 
 async def test_the_portals_operations_from_its_build_run_in_registered_only_mode(
@@ -339,3 +340,62 @@ async def test_the_portals_operations_from_its_build_run_in_registered_only_mode
         assert "OPERATION_NOT_REGISTERED" not in codes, text
     refused = await post(registered_only, key, {"query": "query Who { viewer { kind } }"})
     assert code(refused) == "OPERATION_NOT_REGISTERED"
+
+
+REGISTERED_CLIENTS = operations.split(FILE, schema._schema)[1].document
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        WORKSPACES + " fragment Client on Workspace { status } fragment Client on Workspace { name status }",
+        WORKSPACES + " fragment Client on Workspace { name status } fragment Junk on NoSuchType { nope }",
+        WORKSPACES + " fragment Client on Workspace { name status } query Other { __typename }",
+        WORKSPACES + " fragment Client on Workspace { name status " + "__typename " * 2500 + "}",
+    ],
+)
+def test_only_a_valid_document_of_one_operation_is_compared_in_its_printed_form(text: str) -> None:
+    """Duplicate or invalid fragments, a second operation, a document past the token limit (refused at once,
+    before any validation): none stands for the registered operation."""
+    registry = operations.Registry(operations.REGISTERED, schema._schema, max_tokens=MAX_TOKENS)
+    assert registry._printed(text) is None
+    laid_out = WORKSPACES + "\n\nfragment Client on Workspace {\n  name\n  status\n}"
+    assert registry._printed(laid_out) == REGISTERED_CLIENTS
+
+
+async def test_outside_registered_only_mode_a_text_never_waits_on_the_registry(monkeypatch) -> None:
+    """A registry that cannot be read costs a plain query nothing, and the compiled path tries it again
+    only RELOAD_EVERY seconds later."""
+    reads = []
+
+    async def unreadable() -> list[operations.Operation]:
+        reads.append(1)
+        raise OSError("the database is down")
+
+    monkeypatch.setattr(operations, "registered", unreadable)
+    registry = operations.Registry(operations.ANY, schema._schema, max_tokens=MAX_TOKENS)
+    assert await registry.document_for("{ __typename }", None) == "{ __typename }"
+    assert reads == []
+    assert await registry.compiled(REGISTERED_CLIENTS) is None
+    assert await registry.compiled(REGISTERED_CLIENTS) is None
+    assert reads == [1]
+
+
+async def test_a_subscribe_message_whose_operation_name_is_not_a_string_is_refused(server: Server) -> None:
+    key = (await api_keys.create_key(partner_id=(await a_partner("Names")).id)).secret
+    url = server.url.replace("http://", "ws://", 1) + "/graphql"
+    async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as socket:  # type: ignore[list-item]
+        await socket.send(json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {key}"}}))
+        assert json.loads(await socket.recv())["type"] == "connection_ack"
+        payload = {"query": "{ __typename }", "operationName": []}
+        await socket.send(json.dumps({"id": "a", "type": "subscribe", "payload": payload}))
+        await socket.send(json.dumps({"id": "a", "type": "complete"}))
+        refused = json.loads(await socket.recv())
+        assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "MALFORMED_REQUEST"
+        payload = {"query": "query Q { __typename }", "operationName": "Q"}
+        await socket.send(json.dumps({"id": "b", "type": "subscribe", "payload": payload}))
+        assert json.loads(await socket.recv()) == {
+            "id": "b",
+            "type": "next",
+            "payload": {"data": {"__typename": "Query"}},
+        }

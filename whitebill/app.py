@@ -114,9 +114,9 @@ def _runs_to_its_end(document: str, operation_name: str | None) -> bool:
     """Whether an operation is a query or a mutation (a document that does not parse fails before
     any statement, and a subscription waits between its reads: those can be stopped at once)."""
     try:
-        operation = get_operation_ast(parse(document), operation_name)
+        operation = get_operation_ast(parse(document, max_tokens=MAX_TOKENS), operation_name)
     except GraphQLError:
-        return False
+        return False  # strawberry refuses it before it runs
     return operation is not None and operation.operation is not OperationType.SUBSCRIPTION
 
 
@@ -131,13 +131,29 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
 
     view: GraphQLApp
 
+    @functools.cached_property
+    def finishing(self) -> set[asyncio.Task[Any]]:
+        """Operations completed or left by the client, still running to their end: they count towards
+        the connection's limit until they end, and the connection's end waits for them."""
+        return set()
+
     async def cleanup_operation(self, operation_id: str) -> None:
         operation = self.operations.get(operation_id)
-        if operation is not None and _runs_to_its_end(operation.query, operation.operation_name):
-            operation.completed = True  # nothing more is sent for it
-            del self.operations[operation_id]
-            return
+        if operation is not None and operation.task is not None and not operation.task.done():
+            name = operation.operation_name
+            if (name is None or isinstance(name, str)) and _runs_to_its_end(operation.query, name):
+                operation.completed = True  # nothing more is sent for it
+                del self.operations[operation_id]
+                self.finishing.add(operation.task)
+                operation.task.add_done_callback(self.finishing.discard)
+                return
         await super().cleanup_operation(operation_id)
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        for task in list(self.finishing):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
 
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if self.connection_acknowledged and message["id"] not in self.operations:
@@ -147,7 +163,11 @@ class LimitedTransportWS(BaseGraphQLTransportWSHandler[Context, None]):
                     "a subscribe message's payload is an object with the query",
                     extensions={"code": ErrorCode.MALFORMED_REQUEST.value},
                 )
-            elif len(self.operations) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
+            elif not isinstance(message["payload"].get("operationName"), str | None):
+                refused = GraphQLError(
+                    "operationName is a string", extensions={"code": ErrorCode.MALFORMED_REQUEST.value}
+                )
+            elif len(self.operations) + len(self.finishing) >= MAX_SUBSCRIPTIONS_PER_CONNECTION:
                 refused = GraphQLError(
                     f"at most {MAX_SUBSCRIPTIONS_PER_CONNECTION} operations at once on one connection",
                     extensions={"code": ErrorCode.RATE_LIMITED.value},

@@ -181,7 +181,8 @@ class Registry:
         self._loaded_at: float | None = None
         self._loading = asyncio.Lock()
         self._learnt: OrderedDict[str, str] = OrderedDict()
-        self._printed_forms: OrderedDict[str, str | None] = OrderedDict()
+        self._printed_forms: OrderedDict[str, str | None] = OrderedDict()  # by the sent text's SHA-256
+        self._unreadable_until = 0.0
 
     def _stale(self) -> bool:
         return self._loaded_at is None or time.monotonic() - self._loaded_at >= RELOAD_EVERY
@@ -203,18 +204,23 @@ class Registry:
                     self._registered, self._loaded_at = loaded, time.monotonic()
 
     def _printed(self, text: str) -> str | None:
-        """A one-operation document in the form a registered one is kept in (None if it is not one that
-        validates); the last LEARNT_AT_MOST texts are remembered, parsed once each."""
-        if text in self._printed_forms:
-            self._printed_forms.move_to_end(text)
-            return self._printed_forms[text]
+        """A document of one operation, valid as sent, in the form a registered one is kept in; else None.
+        Parsed within the general executor's token limit, and validated only once that holds; the last
+        LEARNT_AT_MOST answers are remembered by the text's hash."""
+        digest = sha256_of(text)
+        if digest in self._printed_forms:
+            self._printed_forms.move_to_end(digest)
+            return self._printed_forms[digest]
         assert self.schema is not None
+        printed = None
         try:
-            found = split(text, self.schema)
-        except ValueError:
-            found = []
-        printed = found[0].document if len(found) == 1 else None
-        self._printed_forms[text] = printed
+            parsed = parse(text, max_tokens=self.max_tokens)
+        except GraphQLError:
+            parsed = None
+        if parsed is not None and sum(isinstance(d, OperationDefinitionNode) for d in parsed.definitions) == 1:
+            if not validate(self.schema, parsed):  # every fragment sent, used or not, valid and named once
+                printed = split(text, self.schema)[0].document
+        self._printed_forms[digest] = printed
         while len(self._printed_forms) > LEARNT_AT_MOST:
             self._printed_forms.popitem(last=False)
         return printed
@@ -228,10 +234,14 @@ class Registry:
         return self._registered.get(digest)
 
     async def compiled(self, document: str) -> Compiled | None:
-        """The compiled form of a registered operation's document, if it has one."""
+        """The compiled form of a registered operation's document, if it has one. A registry that cannot
+        be read leaves every request to the general executor, and is tried again RELOAD_EVERY later."""
+        if self._unreadable_until > time.monotonic():
+            return None
         try:
             await self._refresh()
         except OperationRefused:
+            self._unreadable_until = time.monotonic() + RELOAD_EVERY
             return None  # the general executor answers
         found = self._compiled.get(document)
         return found if isinstance(found, Compiled) else None
@@ -255,6 +265,8 @@ class Registry:
         if persisted is None:
             if not isinstance(query, str):
                 return None
+            if self.mode != REGISTERED:
+                return query  # the registry is read only for what it decides
             registered = await self._trusted(sha256_of(query))
             if registered is None and self.schema is not None:
                 # The same operation written otherwise (a frontend's own spacing, its fragments first):
