@@ -108,6 +108,12 @@ def split(text: str, schema: GraphQLSchema) -> list[Operation]:
     return found
 
 
+def _printed_alone(parsed: DocumentNode, operation: OperationDefinitionNode) -> str:
+    """``operation`` of ``parsed`` as :func:`split` keeps it: itself, then the fragments it uses."""
+    fragments = {d.name.value: d for d in parsed.definitions if isinstance(d, FragmentDefinitionNode)}
+    return print_ast(DocumentNode(definitions=(operation, *_fragments_used(operation, fragments))))
+
+
 class _Spreads(Visitor):
     """The names of the fragments a node spreads."""
 
@@ -217,9 +223,10 @@ class Registry:
             parsed = parse(text, max_tokens=self.max_tokens)
         except GraphQLError:
             parsed = None
-        if parsed is not None and sum(isinstance(d, OperationDefinitionNode) for d in parsed.definitions) == 1:
+        operations = [d for d in parsed.definitions if isinstance(d, OperationDefinitionNode)] if parsed else []
+        if parsed is not None and len(operations) == 1:
             if not validate(self.schema, parsed):  # every fragment sent, used or not, valid and named once
-                printed = split(text, self.schema)[0].document
+                printed = _printed_alone(parsed, operations[0])
         self._printed_forms[digest] = printed
         while len(self._printed_forms) > LEARNT_AT_MOST:
             self._printed_forms.popitem(last=False)

@@ -85,7 +85,6 @@ class Statement:
     def __init__(self, schema: GraphQLSchema, kind: ViewerKind, fragments: dict[str, FragmentDefinitionNode]) -> None:
         self.schema, self.kind, self.fragments = schema, kind, fragments
         self.sources: list[Source] = []
-        self.prepared: list[Callable[[Inputs], None]] = []
         self.uses_chain = False
         self._aliases = 0
 
@@ -376,7 +375,6 @@ def workspaces(s: Statement, nodes: list[FieldNode]) -> str:
         except BillingError:
             raise Fallback from None
 
-    s.prepared += [size, after]
     shown = Lazy(lambda: s.parameter(size, "int"))  # a parameter only if used: each must appear in the text
     read = s.parameter(lambda i: size(i) + 1 if size(i) else 0, "int")  # one more tells of a next page
     past = s.parameter(lambda i: after(i) or 0, "bigint")  # ids start at 1
@@ -457,7 +455,7 @@ class Compiled:
     """One registered query as a statement per kind of caller."""
 
     operation: OperationDefinitionNode
-    statements: dict[ViewerKind, tuple[str, tuple[Source, ...], tuple[Callable[[Inputs], None], ...]]]
+    statements: dict[ViewerKind, tuple[str, tuple[Source, ...]]]
 
     @property
     def name(self) -> str | None:
@@ -484,9 +482,7 @@ class Compiled:
         if isinstance(coerced, list):
             raise Fallback
         inputs = Inputs(viewer, coerced)
-        text, sources, prepared = self.statements[viewer.kind]
-        for check in prepared:
-            check(inputs)
+        text, sources = self.statements[viewer.kind]  # a source that cannot be had raises Fallback
         return text, [source(inputs) for source in sources]
 
 
@@ -526,5 +522,5 @@ def compile_operation(
         if s.uses_chain:
             partner = s.parameter(lambda i: i.viewer.partner_id, "bigint")
             body = values.with_chain(partner, body)
-        statements[kind] = (body, tuple(s.sources), tuple(s.prepared))
+        statements[kind] = (body, tuple(s.sources))
     return Compiled(operation, statements)
