@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +24,23 @@ from hypothesis import strategies as st
 from billing.accounts import wallets
 from billing.catalog import plans
 from billing.core import clock
+from billing.core.ids import to_global_id
 from billing.core.money import Money
 from billing.core.tenancy import Viewer
 from billing.subscriptions import entitlements, lifecycle
 from billing.tenants import partners
-from models.enums import PARTNER_PERMISSIONS, BillingInterval, MarginKind
+from models.enums import (
+    PARTNER_PERMISSIONS,
+    BillingInterval,
+    LedgerCause,
+    MarginKind,
+    PaymentMethodKind,
+    PaymentPurpose,
+    PaymentStatus,
+)
+from models.payments import Payment
 from models.tenancy import Partner, Workspace
+from models.wallets import LedgerEntry, Posting, Wallet
 from schema.context import Context
 from schema.ids import encode_cursor
 from tests.factories import PLATFORM, partner_viewer
@@ -74,6 +86,71 @@ fragment Card on Workspace {
 }
 """
 
+WALLET = """
+query WalletEntries($id: ID!, $n: Int, $from: String, $cause: LedgerCause, $since: DateTime) {
+  node(id: $id) {
+    __typename
+    id
+    ... on Wallet {
+      unit
+      balance { amount unit }
+      entries(first: $n, after: $from, cause: $cause, since: $since) {
+        edges {
+          cursor
+          node {
+            id amount { amount unit } balanceAfter { amount unit } cause note actor causedBy counterAccount
+            postingId createdAt __typename
+          }
+        }
+        pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+      }
+    }
+  }
+}
+"""
+
+PAYMENTS = """
+query Payments($id: ID!, $n: Int, $from: String) {
+  node(id: $id) {
+    ...Paid
+    ... on Node { id }
+  }
+}
+
+fragment Paid on Workspace {
+  name
+  payments(first: $n, after: $from) {
+    nodes {
+      id amount { amount currency } status method provider providerReference purpose note createdAt
+      refunded { amount currency } declineReason payerAction
+    }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}
+"""
+
+HISTORY = """
+query History($n: Int, $from: String) {
+  workspaces(first: 10) {
+    nodes {
+      id
+      planHistory(first: $n, after: $from) {
+        edges { cursor node { planId planName status startedAt endedAt note } }
+        pageInfo { hasNextPage endCursor }
+      }
+      newest: payments(first: 1) { nodes { id status } }
+    }
+  }
+  plans(first: $n) { nodes { id name price { amount currency } } pageInfo { hasNextPage } }
+}
+"""
+
+PORTAL_SOURCES = sorted((Path(__file__).parents[1] / "web" / "portal" / "src").rglob("*.ts"))
+# The portal's queries as it sends them: those that compile are compared below.
+PORTAL = sorted(
+    m.group(1) for f in PORTAL_SOURCES for m in re.finditer(r"`(query\b[^`]*)`", f.read_text(encoding="utf-8"))
+)
+
 NAMES = st.text(
     st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")), min_size=1, max_size=12
 ).filter(lambda name: name.strip() == name and name.strip() != "")
@@ -90,6 +167,31 @@ WORKSPACE = st.fixed_dictionaries(
         "points": st.one_of(st.none(), st.integers(1, 10**12)),
         "credits": st.one_of(st.none(), st.integers(1, 10**6)),
         "deleted": st.booleans(),
+        "replan": st.booleans(),  # a second plan after the first: two history entries
+        "debit": st.booleans(),
+        "caused_by": st.sampled_from([None, ("Payment", "12"), ("", "5"), ("UsageEvent", ""), ("Subscription", "7")]),
+        "payments": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "status": st.sampled_from(PaymentStatus),
+                    "method": st.sampled_from(PaymentMethodKind),
+                    "purpose": st.sampled_from(PaymentPurpose),
+                    "currency": st.sampled_from(["BRL", "JPY", "USD"]),
+                    "amount": st.integers(0, 10**12),
+                    "refunded": st.sampled_from([0, 1, 10**6]),
+                    "reference": st.one_of(st.none(), NAMES),
+                    "decline": st.one_of(st.none(), NAMES),
+                    "action": st.one_of(
+                        st.none(),
+                        st.dictionaries(
+                            NAMES, st.one_of(NAMES, st.integers(-(10**15), 10**15), st.booleans()), max_size=3
+                        ),
+                    ),
+                    "own": st.booleans(),  # the workspace's, or its partner's own
+                }
+            ),
+            max_size=3,
+        ),
     }
 )
 WORLD = st.fixed_dictionaries(
@@ -156,6 +258,11 @@ async def a_world(world: dict[str, Any]) -> tuple[list[Partner], list[Workspace]
                 await entitlements.set_add_on(
                     viewer, workspace_id=workspace.id, add_on_id=add_ons[which].id, quantity=quantity, force=True
                 )
+            if drawn.get("replan"):
+                other_plan = [*offered, own][drawn["plan"] % 3]
+                await lifecycle.assign_plan(
+                    viewer, workspace_id=workspace.id, plan_id=other_plan.id, note="again", idempotency_key=f"{tag}{n}b"
+                )
         for unit, amount in (("POINTS", drawn["points"]), ("MESSAGE_CREDITS", drawn["credits"])):
             if amount:
                 await wallets.adjust_workspace_balance(
@@ -166,6 +273,33 @@ async def a_world(world: dict[str, Any]) -> tuple[list[Partner], list[Workspace]
                     note="",
                     idempotency_key=f"{tag}{n}{unit}",
                 )
+        if drawn.get("debit") and drawn["points"]:
+            await wallets.adjust_workspace_balance(
+                viewer, workspace_id=workspace.id, unit="POINTS", amount=1, note="back", idempotency_key=f"{tag}{n}d",
+                debit=True,
+            )  # fmt: skip
+        if drawn.get("caused_by") is not None:
+            kind, caused_id = drawn.get("caused_by")
+            entries = LedgerEntry.filter(wallet__workspace_id=workspace.id).values_list("posting_id", flat=True)
+            await Posting.filter(id__in=list(await entries)).update(caused_by_type=kind, caused_by_id=caused_id)
+        for k, paid in enumerate(drawn.get("payments", ())):
+            await Payment.create(
+                partner_id=owner.id,
+                payer_key=f"WORKSPACE:{workspace.id}" if paid["own"] else f"PARTNER:{owner.id}",
+                reference=f"{tag}-{n}-{k}",
+                provider="manual",
+                method=paid["method"],
+                amount=paid["amount"],
+                currency=paid["currency"],
+                status=paid["status"],
+                provider_ref=None if paid["reference"] is None else f"{paid['reference']}{tag}{n}{k}",
+                purpose={"kind": paid["purpose"].value},
+                purpose_kind=paid["purpose"],
+                decline_reason=paid["decline"],
+                payer_action=paid["action"],
+                note=drawn["name"],
+                refunded_amount=paid["refunded"],
+            )
         if drawn["deleted"]:
             await Workspace.filter(id=workspace.id).update(deleted_at=clock.now())
         made.append(await Workspace.get(id=workspace.id))
@@ -202,8 +336,12 @@ def sorted_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
-async def both_ways(document: str, viewer: Viewer | None, variables: dict[str, Any]) -> None:
-    """The compiled answer is the general executor's; or, where that is an error, the compiled path hands over."""
+async def both_ways(
+    document: str, viewer: Viewer | None, variables: dict[str, Any], *, may_hand_over: bool = False
+) -> bool:
+    """The compiled answer is the general executor's; or, where that is an error, the compiled path hands over.
+    ``may_hand_over``: a nested connection's page or cursor is one the general executor refuses; it answers
+    with data where no row reaches that connection, and the compiled path hands such a request over whole."""
     compiled = compile_operation(document, schema._schema, VALIDATION_RULES, MAX_TOKENS)
     general = await schema.execute(
         document, variable_values=variables, context_value=Context(viewer=viewer, request_id="t")
@@ -212,10 +350,11 @@ async def both_ways(document: str, viewer: Viewer | None, variables: dict[str, A
         text, parameters = compiled.prepare(schema._schema, viewer, variables)
         answer = await compiled.run(text, parameters)
     except Fallback:
-        assert general.errors, f"the compiled path handed over a request the general executor answers: {variables}"
-        return
+        assert general.errors or may_hand_over, f"the compiled path handed over a request answered: {variables}"
+        return False
     assert not general.errors, f"the compiled path answered where the general executor errs: {general.errors}"
     assert sorted_json(json.loads(answer)) == sorted_json(general.data), (viewer, variables)
+    return True
 
 
 @settings(
@@ -226,11 +365,57 @@ async def test_compiled_operations_answer_what_the_general_executor_answers(
     postgres, world: dict[str, Any], pages: list[tuple[int | None, str]]
 ) -> None:
     tenants, workspaces = await a_world(world)
+    wallet_ids = (
+        await Wallet.filter(workspace_id__in=[w.id for w in workspaces]).order_by("id").values_list("id", flat=True)
+    )
+    payment_ids = (
+        await Payment.filter(partner_id__in=[p.id for p in tenants]).order_by("id").values_list("id", flat=True)
+    )
+    answered: dict[str, bool] = {}  # each operation: answered on the compiled path at least once
+
+    async def compare(name: str, document: str, variables: dict[str, Any], may_hand_over: bool = False) -> None:
+        compiled = await both_ways(document, viewer, variables, may_hand_over=may_hand_over)
+        answered[name] = answered.get(name, False) or compiled
+
     for viewer in callers(tenants, workspaces):
-        for first, after in pages:
+        for n, (first, after) in enumerate(pages):
             at = cursor(after, workspaces, viewer)
-            await both_ways(DASHBOARD, viewer, {"first": first if first is not None else 20, "after": at})
-            await both_ways(WRITTEN, viewer, {"n": first, "from": at})
+            refused = first in (-1, 101) or after == "broken"  # a page the general executor refuses
+            await compare("dashboard", DASHBOARD, {"first": first if first is not None else 20, "after": at})
+            await compare("written", WRITTEN, {"n": first, "from": at})
+            await compare("history", HISTORY, {"n": first, "from": at}, refused)
+            workspace = workspaces[n % len(workspaces)]
+            shown = {"id": to_global_id("Workspace", workspace.id), "n": first, "from": at}
+            await compare("payments", PAYMENTS, shown, refused)
+            for portal in PORTAL:
+                if compiles(portal):
+                    variables = {"first": first if first is not None else 20, "after": at}
+                    variables["id"] = to_global_id("Workspace", workspace.id)
+                    await compare(portal, portal, variables, refused)
+            if wallet_ids:
+                wallet = to_global_id("Wallet", wallet_ids[n % len(wallet_ids)])
+                cause = [None, LedgerCause.GRANT.value, LedgerCause.ADJUSTMENT.value][n % 3]
+                since = [None, "2000-01-01T00:00:00+00:00", "2999-01-01T00:00:00Z"][(n + 1) % 3]
+                entries = {"id": wallet, "n": first, "from": at, "cause": cause, "since": since}
+                await compare("wallet", WALLET, entries, refused)
+            if payment_ids:  # a payment's id where a workspace's is expected: not a Workspace, so its id alone
+                await compare("payment", PAYMENTS, {"id": to_global_id("Payment", payment_ids[n % len(payment_ids)])})
+    if any(first not in (-1, 101) and after != "broken" for first, after in pages):
+        assert all(answered.values()), answered  # a page the general executor answers: so does the compiled path
+
+
+def compiles(document: str) -> bool:
+    try:
+        compile_operation(document, schema._schema, VALIDATION_RULES, MAX_TOKENS)
+    except NotCompiled:
+        return False
+    return True
+
+
+def test_the_portals_workspace_pages_compile() -> None:
+    """The staff's dashboard and workspace page (a wallet's entries, plans) compile; the others say why not."""
+    named = {re.search(r"query (\w+)", text).group(1): compiles(text) for text in PORTAL}  # type: ignore[union-attr]
+    assert named["Dashboard"] and named["StaffWorkspace"], named
 
 
 async def test_requests_the_general_executor_refuses_are_handed_over(postgres) -> None:
@@ -305,13 +490,19 @@ def test_a_document_over_the_token_limit_is_not_compiled() -> None:
 @pytest.mark.parametrize(
     ("document", "reason"),
     [
-        ("{ workspaces { nodes { payments { nodes { id } } } } }", "Workspace.payments is not compiled"),
+        ("{ workspaces { nodes { projects { nodes { id } } } } }", "Workspace.projects is not compiled"),
+        (
+            "{ workspaces { nodes { payments { nodes { refunds { nodes { id } } } } } } }",
+            "Payment.refunds is not compiled",
+        ),
+        ("{ workspaces { nodes { payments(first: 1) { totalCount } } } }", "does not pass validation"),
         ('{ workspaces(ownerEmail: "a@b.c") { nodes { id } } }', "Query.workspaces(ownerEmail:) is not compiled"),
         ("query($s: Boolean!) { workspaces { nodes { id @include(if: $s) } } }", "directives"),
         ("{ partners { nodes { id } } }", "Query.partners is not compiled"),
         ("mutation { logout { ok } }", "only queries are compiled"),
         ("{ workspaces { nodes { nope } } }", "does not pass validation"),
-        ('{ node(id: "x") { ... on Workspace { id } } }', "Query.node is not compiled"),
+        ('{ node(id: "x") { ... on Partner { id } } }', "Query.node for a Partner is not compiled"),
+        ("{ viewer { kind } }", "Query.viewer is not compiled"),
     ],
 )
 def test_what_does_not_compile_says_why(document: str, reason: str) -> None:

@@ -85,6 +85,24 @@ async def test_global_ids_are_written_as_to_global_id_writes_them(postgres, type
     assert [r["text"] for r in rows] == [to_global_id(type_name, i) for i in ids]
 
 
+TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=70)
+
+
+@FEW
+@given(st.lists(st.tuples(TEXT, TEXT), min_size=1, max_size=20))
+async def test_global_ids_of_columns_are_written_as_to_global_id_writes_them(
+    postgres, pairs: list[tuple[str, str]]
+) -> None:
+    """A posting's caused_by: a type and an id that are text, of any length (no line breaks in the base64)."""
+    rows = await sql.fetch(
+        f"SELECT {values.global_id_of('t', 'i')} AS text"
+        " FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS v(t, i, n) ORDER BY n",
+        [t for t, _ in pairs],
+        [i for _, i in pairs],
+    )
+    assert [r["text"] for r in rows] == [to_global_id(t, i) for t, i in pairs]
+
+
 def test_a_type_name_that_is_not_one_is_refused() -> None:
     for bad in ("", "1Plan", "Plan'; DROP TABLE plan; --", "Pl an"):
         with pytest.raises(ValueError):

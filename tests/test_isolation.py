@@ -70,8 +70,8 @@ from schema.ids import encode_cursor, from_global_id, to_global_id
 from schema.limits import cost_rule
 from schema.relay import DEFAULT_PAGE, MAX_PAGE
 from whitebill import operations
-from whitebill.compiled.compiler import CATALOGUE, ROOTS, Compiled
-from whitebill.schema import MAX_COST, MAX_TOKENS
+from whitebill.compiled.compiler import CATALOGUE, NODE_SCOPES, ROOTS, Compiled
+from whitebill.schema import MAX_COST, MAX_TOKENS, VALIDATION_RULES
 from whitebill.schema import schema as graphql_schema
 
 pytestmark = pytest.mark.usefixtures("database")
@@ -1300,12 +1300,18 @@ class Prober:
         and the server's count of compiled answers shows they took the compiled path."""
         sent = []
         for root in ROOTS:
+            if root == "node":
+                sent += await _compiled_nodes(attackers)
+                continue
             connection = get_named_type(graphql_schema._schema.query_type.fields[root].type)  # type: ignore[union-attr]
             document = (
                 f"query($after: String) {{ {root}(first: 5, after: $after) {compiled_selection(connection.name)} }}"
             )
             [registered] = operations.split(document, graphql_schema._schema)
-            assert isinstance(operations.compiled_or_why_not(registered.document, graphql_schema._schema), Compiled)
+            compiled = operations.compiled_or_why_not(
+                registered.document, graphql_schema._schema, VALIDATION_RULES, MAX_TOKENS
+            )
+            assert isinstance(compiled, Compiled), compiled
             await operations.register([registered])
             for attacker in attackers:
                 own = attacker.own.db_ids.get("Workspace", [])[:2]
@@ -1330,9 +1336,43 @@ class Prober:
         return len(sent)
 
 
-def compiled_selection(type_name: str) -> str:
+async def _compiled_nodes(attackers: list[Attacker]) -> list[Probe]:
+    """node(id:) with every compiled field of each type it compiles (NODE_SCOPES), one operation per type,
+    asked for each attacker's own ids of that type and its victims'."""
+    sent = []
+    for type_name in NODE_SCOPES:
+        document = (
+            f"query($id: ID!) {{ node(id: $id) {{ __typename ... on {type_name} {compiled_selection(type_name)} }} }}"
+        )
+        [registered] = operations.split(document, graphql_schema._schema)
+        compiled = operations.compiled_or_why_not(
+            registered.document, graphql_schema._schema, VALIDATION_RULES, MAX_TOKENS
+        )
+        assert isinstance(compiled, Compiled), compiled
+        await operations.register([registered])
+        for attacker in attackers:
+            ids = [("own", i) for i in attacker.own.db_ids.get(type_name, [])[:2]]
+            ids += [(f"victim:{v.label}", i) for v in attacker.victims for i in v.db_ids.get(type_name, [])[:3]]
+            for variant, db_id in ids:
+                variables = {"id": to_global_id(type_name, db_id)}
+                sent.append(
+                    Probe(
+                        attacker,
+                        "Query",
+                        "node",
+                        f"compiled:{type_name}:{variant}",
+                        registered.document,
+                        variables,
+                        set(),
+                    )
+                )
+    return sent
+
+
+def compiled_selection(type_name: str, alias: str = "") -> str:
     """Every field the compiler answers on ``type_name``, recursively (all of a type outside its catalogue:
-    a connection, an edge, page info, an amount)."""
+    a connection, an edge, page info, an amount); ``alias`` prefixes the top level's keys (fragments on
+    several types side by side)."""
     graphql_type = graphql_schema._schema.get_type(type_name)
     assert isinstance(graphql_type, GraphQLObjectType)
     parts = ["__typename"]
@@ -1340,7 +1380,8 @@ def compiled_selection(type_name: str) -> str:
         if type_name in CATALOGUE and name not in CATALOGUE[type_name]:
             continue
         target = get_named_type(definition.type)
-        parts.append(f"{name} {compiled_selection(target.name)}" if isinstance(target, GraphQLObjectType) else name)
+        key = f"{alias}{name}: {name}" if alias else name
+        parts.append(f"{key} {compiled_selection(target.name)}" if isinstance(target, GraphQLObjectType) else key)
     return "{ " + " ".join(parts) + " }"
 
 

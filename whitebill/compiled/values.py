@@ -35,6 +35,11 @@ def global_id(type_name: str, column: str) -> str:
     return f"translate(encode(convert_to('{type_name}:' || ({column})::text, 'UTF8'), 'base64'), E'\\n', '')"
 
 
+def global_id_of(type_column: str, id_column: str) -> str:
+    """``to_global_id`` of a type name and an id both read from columns (a posting's ``caused_by``)."""
+    return f"translate(encode(convert_to(({type_column}) || ':' || ({id_column})::text, 'UTF8'), 'base64'), E'\\n', '')"
+
+
 def date_time(column: str) -> str:
     utc = f"(({column}) AT TIME ZONE 'UTC')"
     return (
