@@ -4,13 +4,15 @@ A websocket's context lives as long as its connection (every operation sent on i
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from strawberry.dataloader import DataLoader
+from strawberry.types.nodes import SelectedField
 
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
@@ -76,8 +78,75 @@ async def _load_add_ons(keys: list[int]) -> list[list[WorkspaceAddOn]]:
     return _group(rows, "workspace_id", keys)
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def now_or_later(pending: Awaitable[T], then: Callable[[T], R]) -> Any:
+    """``then`` of a DataLoader's value: at once if the loader has it already (a page its connection
+    primed), else an awaitable of it, which graphql-core awaits as it would an async resolver's. A field
+    that resolves at once costs no coroutine and no task: over a page of 50 workspaces, that is most of
+    what the general executor spends beyond the fields themselves."""
+    if isinstance(pending, asyncio.Future) and pending.done():
+        return then(pending.result())
+
+    async def later() -> R:
+        return then(await pending)
+
+    return later()
+
+
+def ready(*pending: Awaitable[Any]) -> list[Any] | None:
+    """The values of DataLoader futures that are all settled already; None if any is still to come."""
+    if all(isinstance(p, asyncio.Future) and p.done() for p in pending):
+        return [p.result() for p in pending]  # type: ignore[attr-defined]
+    return None
+
+
+def asked_for(selections: Iterable[Any], parent: str = "") -> set[str]:
+    """Every field name in a strawberry selection (``info.selected_fields``), at any depth, fragments
+    included, and each as ``parent.name`` (``plan.price``): what a connection's page will be asked for."""
+    names: set[str] = set()
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            names |= {selection.name, f"{parent}.{selection.name}"}
+            names |= asked_for(selection.selections, selection.name)
+        else:  # a fragment: its fields are the parent's
+            names |= asked_for(selection.selections, parent)
+    return names
+
+
 class Loaders:
     """The request's DataLoaders, each made when first used: most requests use none or one."""
+
+    async def prime_workspaces(self, ids: list[int], asked: set[str]) -> None:
+        """For a page of workspaces, loads what its selection asks of each, one statement per kind as the
+        DataLoaders would, before any of its fields runs: they then resolve at once (:func:`now_or_later`)."""
+        if not ids:
+            return
+        # The workspaces' own fields: under the connection's nodes, or its edges' node.
+        asked = {name.partition(".")[2] for name in asked if name.startswith(("nodes.", "node."))} | {
+            name for name in asked if "." in name and not name.startswith(".")
+        }
+        if asked & {"subscription", "limits"}:
+            subscriptions = await _load_live_subscriptions(ids)
+            self.live_subscription.prime_many(dict(zip(ids, subscriptions, strict=True)))
+            plan_ids = sorted({s.plan_id for s in subscriptions if s is not None})
+            if plan_ids and asked & {"subscription.plan", "limits"}:
+                self.plan.prime_many(dict(zip(plan_ids, await _load_plans(plan_ids), strict=True)))
+        if "limits" in asked:
+            self.add_ons_of_workspace.prime_many(dict(zip(ids, await _load_add_ons(ids), strict=True)))
+        if "wallets" in asked:
+            self.wallets_of_workspace.prime_many(dict(zip(ids, await _load_wallets(ids), strict=True)))
+
+    async def prime_margins(self, partner_id: int | None) -> None:
+        """The caller's chain and each level's margins (what every price on a page is made from)."""
+        if partner_id is None:
+            return
+        [chain] = await _load_ancestry([partner_id])
+        self.ancestry.prime(partner_id, chain)
+        if chain:
+            self.margins_of_partner.prime_many(dict(zip(chain, await _load_margins(chain), strict=True)))
 
     @cached_property
     def partner(self) -> DataLoader[int, Partner | None]:

@@ -17,8 +17,9 @@ from typing import Any
 from graphql import ExecutionResult
 from strawberry.extensions import MaskErrors, SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext
+
+from schema.execution import PlainLeaves
 
 # The attribute of an event object that holds the results executed on it, by operation and caller.
 _RESULTS = "_whitebill_shared_results"
@@ -32,7 +33,7 @@ def shared(event: Any) -> Any:
     return event
 
 
-class SharedEvents(StrawberryGraphQLCoreExecutionContext):
+class SharedEvents(PlainLeaves):
     """Strawberry's executor, except that a shared event's result is computed once per operation,
     variables and caller (tenant and permissions): the caller's context decides what a field shows."""
 

@@ -122,7 +122,7 @@ fragment Paid on Workspace {
   payments(first: $n, after: $from) {
     nodes {
       id amount { amount currency } status method provider providerReference purpose note createdAt
-      refunded { amount currency } declineReason payerAction
+      refunded { amount currency } declineReason
     }
     pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
   }
@@ -503,6 +503,7 @@ def test_a_document_over_the_token_limit_is_not_compiled() -> None:
         ("{ workspaces { nodes { nope } } }", "does not pass validation"),
         ('{ node(id: "x") { ... on Partner { id } } }', "Query.node for a Partner is not compiled"),
         ("{ viewer { kind } }", "Query.viewer is not compiled"),
+        ("{ workspaces { nodes { payments { nodes { payerAction } } } } }", "Payment.payerAction is not compiled"),
     ],
 )
 def test_what_does_not_compile_says_why(document: str, reason: str) -> None:

@@ -17,7 +17,7 @@ from billing.core.money import plain_decimal
 from models import catalog as catalog_models
 from models import enums
 from schema.amounts import Money
-from schema.context import Context
+from schema.context import Context, ready
 from schema.ids import to_global_id
 from schema.relay import Connection, Node, slice_connection
 
@@ -71,7 +71,13 @@ class Plan(Node):
         description="What the caller's clients pay each period: the platform price plus each margin down the"
         " chain of resellers to the caller's own."
     )
-    async def price(self, info: Info[Context, None]) -> Money:
+    def price(self, info: Info[Context, None]) -> Money:
+        levels = _margins_down_now(info)
+        if levels is not None:  # primed with the page: at once
+            return _money(price_down(levels, self.row))
+        return self._price_later(info)  # type: ignore[return-value]
+
+    async def _price_later(self, info: Info[Context, None]) -> Money:
         return _money(price_down(await _margins_down(info), self.row))
 
     @strawberry.field(
@@ -108,6 +114,18 @@ async def _margins_down(info: Info[Context, None]) -> list[list[catalog_models.P
     partner_id = viewer.partner_id if viewer else None
     chain = await info.context.loaders.ancestry.load(partner_id) if partner_id is not None else []
     return [await info.context.loaders.margins_of_partner.load(p) for p in chain]
+
+
+def _margins_down_now(info: Info[Context, None]) -> list[list[catalog_models.PartnerMargin]] | None:
+    """:func:`_margins_down` if the request's loaders have them already; None if not."""
+    viewer = info.context.viewer
+    if viewer is None or viewer.partner_id is None:
+        return []
+    loaders = info.context.loaders
+    chain = ready(loaders.ancestry.load(viewer.partner_id))
+    if chain is None:
+        return None
+    return ready(*(loaders.margins_of_partner.load(p) for p in chain[0]))
 
 
 async def _margins_above(info: Info[Context, None]) -> list[list[catalog_models.PartnerMargin]]:

@@ -13,12 +13,13 @@ from strawberry.types import Info
 from billing.core.errors import BillingError
 from billing.subscriptions.limits import Preview
 from billing.subscriptions.renewals import Forecast
+from models import catalog as catalog_models
 from models import enums
 from models import subscriptions as subscription_models
 from models import tenancy as tenancy_models
 from schema.amounts import Money, Quantity
 from schema.catalog.types import AddOn, Limit, Plan
-from schema.context import Context
+from schema.context import Context, now_or_later
 from schema.ids import to_global_id
 from schema.relay import Connection, Node, paginate, slice_connection
 
@@ -104,6 +105,11 @@ class SubscriptionHistoryEntry:
         return plan.name
 
 
+def _plan(row: catalog_models.Plan | None) -> Plan:
+    assert row is not None  # a subscription's plan is never deleted (RESTRICT)
+    return Plan.of(row)
+
+
 @strawberry.type(description="One billed period of a subscription.")
 class SubscriptionPeriod:
     number: int
@@ -181,10 +187,8 @@ class Subscription(Node):
         )
 
     @strawberry.field
-    async def plan(self, info: Info[Context, None]) -> Plan:
-        row = await info.context.loaders.plan.load(self.plan_db_id)
-        assert row is not None  # a subscription's plan is never deleted (RESTRICT)
-        return Plan.of(row)
+    def plan(self, info: Info[Context, None]) -> Plan:
+        return now_or_later(info.context.loaders.plan.load(self.plan_db_id), _plan)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Every plan this subscription has had, oldest first.")
     async def history(self, first: int | None = None, after: str | None = None) -> Connection[SubscriptionHistoryEntry]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 
 import strawberry
@@ -16,6 +17,7 @@ from billing.outbox import partner_webhooks
 from billing.subscriptions.current import live_partner_subscription
 from billing.subscriptions.lifecycle import history_of
 from billing.subscriptions.limits import combine
+from models import catalog as catalog_models
 from models import enums
 from models import operations as operations_models
 from models import payments as payment_models
@@ -24,7 +26,7 @@ from models import tenancy as tenancy_models
 from models import wallets as wallet_models
 from schema.accounts.types import Wallet
 from schema.catalog.types import Limit, PartnerMargin
-from schema.context import Context
+from schema.context import Context, asked_for, now_or_later, ready
 from schema.ids import to_global_id
 from schema.outbox.types import WebhookEndpoint
 from schema.relay import Connection, Node, paginate, paginate_loaded
@@ -117,9 +119,9 @@ class Workspace(Node):
     status_reasons: list[StatusReason] = strawberry.field(default_factory=list)
 
     @strawberry.field(description="The live subscription, if any.")
-    async def subscription(self, info: Info[Context, None]) -> Subscription | None:
-        row = await info.context.loaders.live_subscription.load(self.db_id)
-        return Subscription.of(row) if row else None
+    def subscription(self, info: Info[Context, None]) -> Subscription | None:
+        pending = info.context.loaders.live_subscription.load(self.db_id)
+        return now_or_later(pending, lambda row: Subscription.of(row) if row else None)  # type: ignore[no-any-return]
 
     @strawberry.field(description="Every plan this workspace has had, with dates and what ended it, oldest first.")
     async def plan_history(
@@ -138,17 +140,31 @@ class Workspace(Node):
         return await paginate(held, first=first, after=after, to_node=WorkspaceAddOn.of)
 
     @strawberry.field(description="Effective limits: the plan's plus every add-on's.")
-    async def limits(self, info: Info[Context, None]) -> list[Limit]:
+    def limits(self, info: Info[Context, None]) -> list[Limit]:
         loaders = info.context.loaders
         # Both asked for before either is awaited: one batch each for the whole page.
         subscription_of, add_ons_of = (
             loaders.live_subscription.load(self.db_id),
             loaders.add_ons_of_workspace.load(self.db_id),
         )
+        settled = ready(subscription_of, add_ons_of)
+        if settled is not None:  # a primed page
+            subscription, add_ons = settled
+            plan_of = loaders.plan.load(subscription.plan_id) if subscription else None
+            plan = ready(plan_of) if plan_of is not None else [None]
+            if plan is not None:
+                return _limits(plan[0], add_ons)
+        return self._limits_later(info, subscription_of, add_ons_of)  # type: ignore[return-value]
+
+    async def _limits_later(
+        self,
+        info: Info[Context, None],
+        subscription_of: Awaitable[subscription_models.Subscription | None],
+        add_ons_of: Awaitable[list[subscription_models.WorkspaceAddOn]],
+    ) -> list[Limit]:
         subscription, add_ons = await subscription_of, await add_ons_of
-        plan = await loaders.plan.load(subscription.plan_id) if subscription else None
-        deltas = [(a.add_on.limit_deltas, a.quantity) for a in add_ons]
-        return Limit.all_of(combine(plan.limits if plan else {}, deltas))
+        plan = await info.context.loaders.plan.load(subscription.plan_id) if subscription else None
+        return _limits(plan, add_ons)
 
     @strawberry.field(description="Current usage of limited metrics, as the platform reported it.")
     async def usage(self, info: Info[Context, None]) -> list[Limit]:
@@ -164,8 +180,9 @@ class Workspace(Node):
         return paginate_loaded(rows, first=first, after=after, to_node=Project.of)
 
     @strawberry.field
-    async def wallets(self, info: Info[Context, None]) -> list[Wallet]:
-        return [Wallet.of(w) for w in await info.context.loaders.wallets_of_workspace.load(self.db_id)]
+    def wallets(self, info: Info[Context, None]) -> list[Wallet]:
+        pending = info.context.loaders.wallets_of_workspace.load(self.db_id)
+        return now_or_later(pending, lambda rows: [Wallet.of(w) for w in rows])  # type: ignore[no-any-return]
 
     @strawberry.field(description="The workspace's payments, newest first.")
     async def payments(self, first: int | None = None, after: str | None = None) -> Connection[Payment]:
@@ -181,6 +198,11 @@ class Workspace(Node):
             .prefetch_related("gateway_config")
         )
         return [SavedPaymentMethod.of(r, r.gateway_config.provider) for r in rows]
+
+
+def _limits(plan: catalog_models.Plan | None, add_ons: list[subscription_models.WorkspaceAddOn]) -> list[Limit]:
+    deltas = [(a.add_on.limit_deltas, a.quantity) for a in add_ons]
+    return Limit.all_of(combine(plan.limits if plan else {}, deltas))
 
 
 @strawberry.type(description="An agency or reseller.")
@@ -509,4 +531,10 @@ async def workspaces_seen(
         queryset = tenancy.workspaces(viewer, with_descendants=True).filter(partner_id=partner_db_id)
     if owner_email is not None:
         queryset = queryset.filter(owner_email=check_text(owner_email, "ownerEmail", max_length=254).lower())
-    return await paginate(queryset, first=first, after=after, to_node=Workspace.of)
+    page = await paginate(queryset, first=first, after=after, to_node=Workspace.of)
+    # What the page's workspaces are asked for, loaded now: their fields then resolve at once.
+    asked = asked_for(info.selected_fields)
+    await info.context.loaders.prime_workspaces([edge.node.db_id for edge in page.edges], asked)
+    if "plan.price" in asked and page.edges:
+        await info.context.loaders.prime_margins(viewer.partner_id)
+    return page

@@ -621,7 +621,8 @@ CATALOGUE: dict[str, dict[str, Build | Paged]] = {
         "createdAt": time_column("created_at"),
         "refunded": refunded,
         "declineReason": column("decline_reason"),
-        "payerAction": column("payer_action"),
+        # payerAction stays on the general executor: free JSON whose numbers PostgreSQL keeps as written,
+        # while the general executor reads them back as Python floats past 64 bits (or fails past a float).
     },
     "SubscriptionHistoryEntry": {
         "planId": id_column("Plan", "plan_id"),

@@ -1,0 +1,66 @@
+"""graphql-core's executor with a shorter path for the commonest field of a page: a scalar or enum read off
+its object.
+
+Most of a page's fields (a workspace's ``name``, a wallet's ``unit``, an amount's ``amount``) are strawberry
+fields with no resolver of their own and no arguments: their value is an attribute of the object. For
+each, graphql-core builds a ``GraphQLResolveInfo``, reads the field's arguments, calls the resolver (which
+ignores both), checks for an awaitable and walks ``complete_value`` down to the leaf. This executor reads the
+attribute and serialises it as ``complete_leaf_value`` does; anything else (a null where the schema says
+non-null, a value the scalar refuses, an exception) goes through graphql-core's own ``execute_field``,
+which reads the attribute again (reading it does nothing else) and answers with its own error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLField, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType, Undefined, is_leaf_type
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+_NOT_PLAIN = (None, False)
+
+
+def _plain_leaf(field: GraphQLField) -> tuple[GraphQLLeafType | None, bool]:
+    """(the leaf type, whether it is non-null) of a field read off its object; (None, False) for others."""
+    if field.args or not getattr(field.resolve, "_is_default", False):
+        return _NOT_PLAIN
+    non_null = isinstance(field.type, GraphQLNonNull)
+    named = field.type.of_type if non_null else field.type  # type: ignore[union-attr]
+    return (named, non_null) if is_leaf_type(named) else _NOT_PLAIN
+
+
+class PlainLeaves(StrawberryGraphQLCoreExecutionContext):
+    # Per field of the process's schemas: the field itself (kept, so that its id stays its own), its leaf
+    # type if it is read off its object, and whether it is non-null.
+    _plain: dict[int, tuple[GraphQLField, GraphQLLeafType | None, bool]] = {}
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: Any,
+        path: Any,
+        position_context: Any,
+    ) -> Any:
+        node = field_details_list[0].node
+        field = self.schema.get_field(parent_type, node.name.value)
+        middleware = self.middleware_manager  # strawberry passes one always: empty unless an extension resolves
+        if field is None or node.arguments or (middleware is not None and middleware.middlewares):
+            return super().execute_field(parent_type, source, field_details_list, path, position_context)
+        known = self._plain.get(id(field))
+        if known is None or known[0] is not field:
+            known = self._plain[id(field)] = (field, *_plain_leaf(field))
+        _, leaf, non_null = known
+        if leaf is not None:
+            try:
+                value = field.resolve(source, None)  # type: ignore[misc]
+                if value is None or value is Undefined:
+                    if not non_null:
+                        return None
+                else:
+                    serialized = leaf.serialize(value)
+                    if serialized is not None and serialized is not Undefined:
+                        return serialized
+            except Exception:  # noqa: S110 (graphql-core's own path answers with the error)
+                pass
+        return super().execute_field(parent_type, source, field_details_list, path, position_context)
