@@ -9,15 +9,18 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, TypeVar
 
 import asyncpg
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
 from tortoise.connection import get_connection, get_connections
 from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.models import Model
 from tortoise.transactions import in_transaction as tortoise_transaction
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+M = TypeVar("M", bound=Model)
 
 
 def connection() -> BaseDBAsyncClient:
@@ -90,6 +93,37 @@ async def fetch(sql: str, *params: Any, conn: BaseDBAsyncClient | None = None) -
     client = conn or connection()
     text, values = _adapt(client, sql, list(params))
     return await client.execute_query_dict(text, values)
+
+
+class PlainRow(SimpleNamespace):
+    """A row read without the ORM: its columns as attributes, each converted as the model's field converts
+    it (what Tortoise's ``_init_from_db`` does), with no model behind it: for read paths only."""
+
+
+def placeholders(values: Sequence[Any], first: int = 1) -> str:
+    """``$first, $first+1, ...`` for an ``IN (...)`` of ``values`` (both databases take the list this way)."""
+    return ", ".join(f"${n}" for n in range(first, first + len(values)))
+
+
+async def plain_rows(model: type[M], query: str, *params: Any) -> list[M]:
+    """The rows of ``model``'s table ``query`` selects (``SELECT *``, or aliases named as its columns), read
+    as the model would read them, without building models: the ORM's query building and model objects
+    cost more than the statement on a page's read path. Typed as the model for the read-only code that
+    takes either (``Wallet.of``...)."""
+    meta = model._meta
+    native = [(key, name) for key, name, _ in meta.db_native_fields]
+    default = [(key, name, field.field_type) for key, name, field in meta.db_default_fields]
+    complex_ = [(key, name, field.to_python_value) for key, name, field in meta.db_complex_fields]
+    found = []
+    for row in await fetch(query, *params):
+        values = {name: row[key] for key, name in native}
+        for key, name, kind in default:
+            value = row[key]
+            values[name] = value if value is None else kind(value)
+        for key, name, convert in complex_:
+            values[name] = convert(row[key])
+        found.append(PlainRow(**values))
+    return found  # type: ignore[return-value]
 
 
 async def execute(sql: str, *params: Any, conn: BaseDBAsyncClient | None = None) -> int:
