@@ -9,6 +9,7 @@ import strawberry
 import strawberry.scalars
 from tortoise.queryset import QuerySet
 
+from billing.core import sql
 from billing.core.errors import BillingError, ErrorCode
 from schema.ids import decode_cursor, encode_cursor
 
@@ -86,6 +87,36 @@ async def paginate(
         cursor = decode_cursor(after)
         queryset = queryset.filter(id__lt=cursor) if newest_first else queryset.filter(id__gt=cursor)
     rows = await queryset.order_by("-id" if newest_first else "id").limit(size + 1) if size else []
+    page = rows[:size]
+    return connection_of(
+        [to_node(r) for r in page],
+        [r.id for r in page],
+        has_next=len(rows) > size,
+        has_previous=after is not None,
+    )
+
+
+async def paginate_plain(
+    model: type[Any],
+    scope: tuple[str, list[Any]],
+    *,
+    first: int | None,
+    after: str | None,
+    to_node: Callable[[Any], N],
+) -> Connection[N]:
+    """:func:`paginate` (oldest first) over plain rows of ``model`` (``sql.plain_rows``) for a hot read path:
+    ``scope`` is the rows' condition over the alias ``r`` and its parameters, numbered from $1."""
+    size = page_size(first)
+    cursor = decode_cursor(after) if after is not None else None
+    rows = []
+    if size:
+        condition, params = scope
+        if cursor is not None:
+            params = [*params, cursor]
+            condition = f"({condition}) AND r.id > ${len(params)}"
+        table = model._meta.db_table
+        query = f"SELECT r.* FROM {table} r WHERE {condition} ORDER BY r.id LIMIT {size + 1}"  # noqa: S608 (ours)
+        rows = await sql.plain_rows(model, query, *params)
     page = rows[:size]
     return connection_of(
         [to_node(r) for r in page],

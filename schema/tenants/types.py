@@ -29,7 +29,7 @@ from schema.catalog.types import Limit, PartnerMargin
 from schema.context import Context, asked_for, now_or_later, ready
 from schema.ids import to_global_id
 from schema.outbox.types import WebhookEndpoint
-from schema.relay import Connection, Node, paginate, paginate_loaded
+from schema.relay import Connection, Node, paginate, paginate_loaded, paginate_plain
 from schema.sales.types import GatewayConfig, Payment, PaymentMethodKind, RefundPlanPolicy, SavedPaymentMethod
 from schema.subscriptions.types import (
     DunningPolicy,
@@ -525,13 +525,17 @@ async def workspaces_seen(
     """Workspaces the caller can see, oldest first; by owner e-mail. A partner's own, or with ``partner_db_id``
     (``Partner.workspaces``) that partner's: the caller's or one reselling below it."""
     viewer = info.context.require_viewer()
-    if partner_db_id is None:
-        queryset = tenancy.workspaces(viewer)
+    if partner_db_id is None and owner_email is None:  # the dashboard's page: plain rows
+        scope = tenancy.workspace_visible_sql(viewer, "r", 1)
+        page = await paginate_plain(tenancy_models.Workspace, scope, first=first, after=after, to_node=Workspace.of)
     else:
-        queryset = tenancy.workspaces(viewer, with_descendants=True).filter(partner_id=partner_db_id)
-    if owner_email is not None:
-        queryset = queryset.filter(owner_email=check_text(owner_email, "ownerEmail", max_length=254).lower())
-    page = await paginate(queryset, first=first, after=after, to_node=Workspace.of)
+        if partner_db_id is None:
+            queryset = tenancy.workspaces(viewer)
+        else:
+            queryset = tenancy.workspaces(viewer, with_descendants=True).filter(partner_id=partner_db_id)
+        if owner_email is not None:
+            queryset = queryset.filter(owner_email=check_text(owner_email, "ownerEmail", max_length=254).lower())
+        page = await paginate(queryset, first=first, after=after, to_node=Workspace.of)
     # What the page's workspaces are asked for, loaded now: their fields then resolve at once.
     asked = asked_for(info.selected_fields)
     await info.context.loaders.prime_workspaces([edge.node.db_id for edge in page.edges], asked)
