@@ -16,23 +16,34 @@ from typing import Any
 
 from graphql import GraphQLField, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType, Undefined, is_leaf_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.field import StrawberryField
 
-_NOT_PLAIN = (None, False)
+_NOT_PLAIN = (None, False, "")
 
 
-def _plain_leaf(field: GraphQLField) -> tuple[GraphQLLeafType | None, bool]:
-    """(the leaf type, whether it is non-null) of a field read off its object; (None, False) for others."""
-    if field.args or not getattr(field.resolve, "_is_default", False):
+def _plain_leaf(field: GraphQLField) -> tuple[GraphQLLeafType | None, bool, str]:
+    """(the leaf type, whether it is non-null, the attribute) of a field read off its object with ``getattr``
+    (strawberry's default resolver, which its basic fields call); (None, False, "") for others."""
+    definition = (field.extensions or {}).get("strawberry-definition")
+    if (
+        field.args
+        or not getattr(field.resolve, "_is_default", False)
+        or not isinstance(definition, StrawberryField)
+        or definition.base_resolver is not None
+        or definition.extensions
+        or definition.default_resolver is not getattr
+        or not definition.python_name
+    ):
         return _NOT_PLAIN
     non_null = isinstance(field.type, GraphQLNonNull)
     named = field.type.of_type if non_null else field.type  # type: ignore[union-attr]
-    return (named, non_null) if is_leaf_type(named) else _NOT_PLAIN
+    return (named, non_null, definition.python_name) if is_leaf_type(named) else _NOT_PLAIN
 
 
 class PlainLeaves(StrawberryGraphQLCoreExecutionContext):
     # Per field of the process's schemas: the field itself (kept, so that its id stays its own), its leaf
     # type if it is read off its object, and whether it is non-null.
-    _plain: dict[int, tuple[GraphQLField, GraphQLLeafType | None, bool]] = {}
+    _plain: dict[int, tuple[GraphQLField, GraphQLLeafType | None, bool, str]] = {}
 
     def execute_field(
         self,
@@ -50,10 +61,10 @@ class PlainLeaves(StrawberryGraphQLCoreExecutionContext):
         known = self._plain.get(id(field))
         if known is None or known[0] is not field:
             known = self._plain[id(field)] = (field, *_plain_leaf(field))
-        _, leaf, non_null = known
+        _, leaf, non_null, attribute = known
         if leaf is not None:
             try:
-                value = field.resolve(source, None)  # type: ignore[misc]
+                value = getattr(source, attribute)
                 if value is None or value is Undefined:
                     if not non_null:
                         return None
