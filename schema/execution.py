@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import strawberry
 from graphql import GraphQLField, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType, Undefined, is_leaf_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types import Info
 from strawberry.types.field import StrawberryField
 
 _NOT_PLAIN = (None, False, "")
@@ -75,3 +77,40 @@ class PlainLeaves(StrawberryGraphQLCoreExecutionContext):
             except Exception:  # noqa: S110 (graphql-core's own path answers with the error)
                 pass
         return super().execute_field(parent_type, source, field_details_list, path, position_context)
+
+
+def lean_resolvers(schema: strawberry.Schema) -> int:
+    """Has graphql-core call, directly, each resolver of an object type's field that takes only ``self``
+    (and ``info``): no arguments, no field extensions. For such a field, strawberry's wrapper converts no
+    argument and chains no extension; it only passes the object and an ``Info``, which this does too.
+    Root types keep strawberry's wrapper, and so does every field if the schema has exception handlers.
+    Returns how many fields it changed."""
+    if getattr(schema.schema_converter, "_exception_handler_specs", None):
+        return 0
+    roots = {schema._schema.query_type, schema._schema.mutation_type, schema._schema.subscription_type}
+    info_class = schema.config.info_class
+    changed = 0
+    for graphql_type in schema._schema.type_map.values():
+        if not isinstance(graphql_type, GraphQLObjectType) or graphql_type in roots:
+            continue
+        for field in graphql_type.fields.values():
+            definition = (field.extensions or {}).get("strawberry-definition")
+            if not isinstance(definition, StrawberryField) or field.args or definition.extensions:
+                continue
+            resolver = definition.base_resolver
+            if resolver is None or definition.is_subscription or resolver.self_parameter is None:
+                continue
+            info = resolver.info_parameter
+            if resolver.parent_parameter or resolver.root_parameter or definition.arguments:
+                continue
+            if len(resolver.signature.parameters) != 1 + (info is not None):
+                continue
+            field.resolve = _direct(resolver.wrapped_func, info.name if info else None, info_class, definition)
+            changed += 1
+    return changed
+
+
+def _direct(function: Any, info_name: str | None, info_class: type[Info], definition: StrawberryField) -> Any:
+    if info_name is None:
+        return lambda source, _info: function(source)
+    return lambda source, info: function(source, **{info_name: info_class(_raw_info=info, _field=definition)})

@@ -20,6 +20,7 @@ from strawberry.types import ExecutionContext
 from billing.core.errors import ErrorCode
 from resolvers import accounts, auto_billing, catalog, documents, live, outbox, sales, subscriptions, tenants, usage
 from schema.errors import ShapeErrors, log_unexpected
+from schema.execution import lean_resolvers
 from schema.extensions import (
     FreshLoadersOnWebsockets,
     OneConnectionPerQuery,
@@ -63,7 +64,7 @@ class WhitebillSchema(strawberry.Schema):
 
 
 def build_schema() -> strawberry.Schema:
-    return WhitebillSchema(
+    built = WhitebillSchema(
         query=Query,
         mutation=Mutation,
         subscription=LiveUpdates,
@@ -82,6 +83,8 @@ def build_schema() -> strawberry.Schema:
             FreshLoadersOnWebsockets,
         ],
     )
+    lean_resolvers(built)  # a page's object fields called directly by graphql-core (schema/execution.py)
+    return built
 
 
 schema = build_schema()
