@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from importlib import metadata
 from typing import Any
 
 from whitebill.settings import (
     Settings,
+    SettingsError,
     configure_domain,
     development_secret_key,
     load_settings,
@@ -321,6 +323,8 @@ def _secret_key(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whitebill", description="Billing backend for white-label reseller programs.")
+    parser.add_argument("--version", action="version", version=f"whitebill {_version()}")
+    parser.add_argument("--debug", action="store_true", help="on a failure, show the traceback too")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the GraphQL API (PORT, DATABASE_URL from the environment)")
@@ -385,9 +389,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    try:
+        return metadata.version("whitebill")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs a command. A failure is one line on stderr, never a traceback unless ``--debug``: settings
+    with problems (one line each) exit 2, anything else 1."""
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except SettingsError as error:
+        if args.debug:
+            raise
+        for problem in error.problems:
+            print(f"whitebill: {problem}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"whitebill: {type(error).__name__}: {error} (--debug shows where)".replace("\n", " "), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

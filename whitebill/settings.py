@@ -13,15 +13,17 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from limits import parse as parse_rate_limit
 
 from billing.core import config
 
 log = logging.getLogger("whitebill.settings")
+T = TypeVar("T")
 
 SECRET_KEY_ENV = "WHITEBILL_SECRET_KEY"  # noqa: S105 (the variable's name, not a key)
 NOTICE_DAYS_ENV = "WHITEBILL_EXPIRY_NOTICE_DAYS"
@@ -226,40 +228,104 @@ def _bytes(name: str, default: int) -> int:
     return int(raw)
 
 
+ENVIRONMENTS = ("development", "test", "production")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class SettingsError(ValueError):
+    """The environment's settings have problems: each is one line saying what to set."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _environment() -> str:
+    raw = os.environ.get("WHITEBILL_ENV", "development")
+    if raw not in ENVIRONMENTS:
+        raise ValueError(f"WHITEBILL_ENV={raw!r} is one of {', '.join(ENVIRONMENTS)}")
+    return raw
+
+
+def _integer(name: str, default: int, lowest: int, highest: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not lowest <= int(raw) <= highest:
+        raise ValueError(f"{name}={raw!r} is a whole number from {lowest} to {highest}")
+    return int(raw)
+
+
+def _log_level() -> str:
+    raw = os.environ.get("LOG_LEVEL", "INFO")
+    if raw.upper() not in LOG_LEVELS:
+        raise ValueError(f"LOG_LEVEL={raw!r} is one of {', '.join(LOG_LEVELS)}")
+    return raw.upper()
+
+
 def load_settings() -> Settings:
-    env = os.environ.get("WHITEBILL_ENV", "development")
+    """The settings from the environment, every variable checked: SettingsError lists every problem."""
+    problems: list[str] = []
+
+    def checked(read: Callable[[], T], fallback: T) -> T:
+        try:
+            return read()
+        except ValueError as problem:
+            problems.append(str(problem))
+            return fallback
+
+    env = checked(_environment, "development")
+    settings = checked(lambda: _read(env, checked), Settings())
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def _read(env: str, checked: Callable[[Callable[[], Any], Any], Any]) -> Settings:
     return Settings(
         database_url=os.environ.get("DATABASE_URL", "sqlite://whitebill.sqlite3"),
         env=env,
         host=os.environ.get("HOST", "127.0.0.1"),
-        port=int(os.environ.get("PORT", "8000")),
-        log_level=os.environ.get("LOG_LEVEL", "INFO"),
+        port=checked(lambda: _integer("PORT", 8000, 1, 65535), 8000),
+        log_level=checked(_log_level, "INFO"),
         test_clock=_flag("WHITEBILL_TEST_CLOCK"),
         password_hash_cheap=_flag("WHITEBILL_CHEAP_PASSWORD_HASH"),
-        processes=int(os.environ.get("WHITEBILL_PROCESSES", "1")),
+        processes=checked(lambda: _integer("WHITEBILL_PROCESSES", 1, 1, 64), 1),
         secret_key=os.environ.get(SECRET_KEY_ENV, ""),
         public_url=os.environ.get("WHITEBILL_PUBLIC_URL", "http://127.0.0.1:8000"),
         gateway_api_bases=_api_bases(),
-        gateway_timeout_seconds=_timeout(),
+        gateway_timeout_seconds=checked(_timeout, None),
         smtp_url=os.environ.get("WHITEBILL_SMTP_URL") or None,
         mail_from=os.environ.get("WHITEBILL_MAIL_FROM"),
         reset_url=os.environ.get("WHITEBILL_RESET_URL", "http://127.0.0.1:8000/reset-password"),
         expiry_notice_days=_notice_days(),
-        usage_max_ahead_seconds=_whole_number(USAGE_AHEAD_ENV, DEFAULT_USAGE_AHEAD_SECONDS, 86_400),
-        usage_months_back=_whole_number(USAGE_MONTHS_BACK_ENV, DEFAULT_USAGE_MONTHS_BACK, 24),
-        max_partner_levels=max(1, _whole_number(PARTNER_LEVELS_ENV, DEFAULT_PARTNER_LEVELS, DEFAULT_PARTNER_LEVELS)),
-        cors_origins=_cors_origins(env),
+        usage_max_ahead_seconds=checked(
+            lambda: _whole_number(USAGE_AHEAD_ENV, DEFAULT_USAGE_AHEAD_SECONDS, 86_400), DEFAULT_USAGE_AHEAD_SECONDS
+        ),
+        usage_months_back=checked(
+            lambda: _whole_number(USAGE_MONTHS_BACK_ENV, DEFAULT_USAGE_MONTHS_BACK, 24), DEFAULT_USAGE_MONTHS_BACK
+        ),
+        max_partner_levels=max(
+            1,
+            checked(
+                lambda: _whole_number(PARTNER_LEVELS_ENV, DEFAULT_PARTNER_LEVELS, DEFAULT_PARTNER_LEVELS),
+                DEFAULT_PARTNER_LEVELS,
+            ),
+        ),
+        cors_origins=checked(lambda: _cors_origins(env), ()),
         rate_limit_storage=os.environ.get("WHITEBILL_RATE_LIMIT_STORAGE", "async+memory://"),
-        login_limit_per_email=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "10/minute"),
-        login_limit_per_address=_rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"),
-        reset_limit_per_email=_rate_limit("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"),
-        reset_limit_per_address=_rate_limit("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"),
-        outbound_allowed_networks=_outbound_allowed(env),
-        max_body_bytes=_bytes("WHITEBILL_MAX_BODY_BYTES", Settings.max_body_bytes),
-        max_usage_body_bytes=_bytes("WHITEBILL_MAX_USAGE_BODY_BYTES", Settings.max_usage_body_bytes),
-        max_query_bytes=_bytes("WHITEBILL_MAX_QUERY_BYTES", Settings.max_query_bytes),
+        login_limit_per_email=checked(lambda: _rate_limit("WHITEBILL_LOGIN_LIMIT_PER_EMAIL", "10/minute"), ""),
+        login_limit_per_address=checked(lambda: _rate_limit("WHITEBILL_LOGIN_LIMIT_PER_ADDRESS", "60/minute"), ""),
+        reset_limit_per_email=checked(lambda: _rate_limit("WHITEBILL_RESET_LIMIT_PER_EMAIL", "5/hour"), ""),
+        reset_limit_per_address=checked(lambda: _rate_limit("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/hour"), ""),
+        outbound_allowed_networks=checked(lambda: _outbound_allowed(env), ()),
+        max_body_bytes=checked(lambda: _bytes("WHITEBILL_MAX_BODY_BYTES", Settings.max_body_bytes), 0),
+        max_usage_body_bytes=checked(
+            lambda: _bytes("WHITEBILL_MAX_USAGE_BODY_BYTES", Settings.max_usage_body_bytes), 0
+        ),
+        max_query_bytes=checked(lambda: _bytes("WHITEBILL_MAX_QUERY_BYTES", Settings.max_query_bytes), 0),
         metrics_dir=os.environ.get(METRICS_DIR_ENV) or None,
-        operations=_operations_mode(),
+        operations=checked(_operations_mode, "any"),
     )
 
 

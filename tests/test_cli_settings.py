@@ -1,0 +1,61 @@
+"""Settings with problems stop every command at once: one line on stderr per problem, saying what to set,
+exit code 2, no traceback (unless --debug); `whitebill --version` names the version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+BAD = {"WHITEBILL_ENV": "prod", "PORT": "abc", "LOG_LEVEL": "loud", "WHITEBILL_PROCESSES": "0"}
+COMMANDS = [
+    ["serve"],
+    ["worker"],
+    ["migrate"],
+    ["demo"],
+    ["operations", "list"],
+    ["api-key", "create", "--platform"],
+    ["operator", "create", "--email", "ops@example.com"],
+]
+
+
+def whitebill(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in BAD}
+    environment.update(DATABASE_URL=f"sqlite://{tmp_path / 'never.sqlite3'}", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "whitebill.cli", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_refuses_bad_settings_in_one_line_each(tmp_path: Path, command: list[str]) -> None:
+    done = whitebill(tmp_path, *command, **BAD)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        "whitebill: WHITEBILL_ENV='prod' is one of development, test, production",
+        "whitebill: PORT='abc' is a whole number from 1 to 65535",
+        "whitebill: LOG_LEVEL='loud' is one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+        "whitebill: WHITEBILL_PROCESSES='0' is a whole number from 1 to 64",
+    ]
+    assert not (tmp_path / "never.sqlite3").exists()  # nothing was started
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    done = whitebill(tmp_path, "--debug", "migrate", PORT="70000")
+    assert done.returncode != 0 and "Traceback" in done.stderr and "SettingsError" in done.stderr
+
+
+def test_the_version(tmp_path: Path) -> None:
+    done = whitebill(tmp_path, "--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"whitebill {metadata.version('whitebill')}"
