@@ -25,7 +25,7 @@ COMMANDS = [
 
 def whitebill(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in BAD}
-    environment.update(DATABASE_URL=f"sqlite://{tmp_path / 'never.sqlite3'}", **env)
+    environment.update({"DATABASE_URL": f"sqlite://{tmp_path / 'never.sqlite3'}", **env})
     return subprocess.run(
         [sys.executable, "-m", "whitebill.cli", *args],
         env=environment,
@@ -49,6 +49,23 @@ def test_every_command_refuses_bad_settings_in_one_line_each(tmp_path: Path, com
         "whitebill: WHITEBILL_PROCESSES='0' is a whole number from 1 to 64",
     ]
     assert not (tmp_path / "never.sqlite3").exists()  # nothing was started
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://root:secret@db/billing", "whitebill: DATABASE_URL ('mysql') is sqlite://PATH or postgres://"),
+        ("localhost/billing", "whitebill: DATABASE_URL ('no scheme') is sqlite://PATH or postgres://"),
+        ("sqlite:///no/such/folder/x.sqlite3", "whitebill: DATABASE_URL: the folder of the SQLite file"),
+    ],
+)
+def test_a_database_url_that_cannot_work_stops_every_command(tmp_path: Path, url: str, problem: str) -> None:
+    """At once, where SQLite would wait forever for a missing folder; the URL's password is never shown."""
+    for command in (["migrate"], ["serve"], ["worker"]):
+        done = whitebill(tmp_path, *command, DATABASE_URL=url)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        [line] = done.stderr.splitlines()
+        assert line.startswith(problem) and "secret" not in line
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 from billing.core.audit import request_id
 
-# Keys of LogRecord that are not extra fields passed by the caller.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# Keys of LogRecord that are not extra fields passed by the caller; and uvicorn's ``color_message``, its
+# message again with terminal colour codes, which a JSON line has no use for.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

@@ -281,9 +281,26 @@ def load_settings() -> Settings:
     return settings
 
 
+DATABASE_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "asyncpg://")
+
+
+def _database_url() -> str:
+    """DATABASE_URL: ``sqlite://PATH`` (its folder must exist: SQLite would wait for it forever) or
+    ``postgres://USER:PASSWORD@HOST:PORT/NAME``."""
+    raw = os.environ.get("DATABASE_URL", "sqlite://whitebill.sqlite3")
+    if not raw.startswith(DATABASE_SCHEMES):  # the rest is not shown: it may hold a password
+        scheme = raw.split("://")[0][:20] if "://" in raw else "no scheme"
+        raise ValueError(f"DATABASE_URL ({scheme!r}) is sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/NAME")
+    if raw.startswith("sqlite://"):
+        path = raw[len("sqlite://") :].split("?")[0]
+        if path != ":memory:" and not Path(path or ".").absolute().parent.is_dir():
+            raise ValueError(f"DATABASE_URL: the folder of the SQLite file {path!r} does not exist: create it first")
+    return raw
+
+
 def _read(env: str, checked: Callable[[Callable[[], Any], Any], Any]) -> Settings:
     return Settings(
-        database_url=os.environ.get("DATABASE_URL", "sqlite://whitebill.sqlite3"),
+        database_url=checked(_database_url, "sqlite://whitebill.sqlite3"),
         env=env,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=checked(lambda: _integer("PORT", 8000, 1, 65535), 8000),
