@@ -4,6 +4,7 @@ exit code 2, no traceback (unless --debug); `whitebill --version` names the vers
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from importlib import metadata
@@ -44,7 +45,7 @@ def test_every_command_refuses_bad_settings_in_one_line_each(tmp_path: Path, com
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert done.stderr.splitlines() == [
         "whitebill: WHITEBILL_ENV='prod' is one of development, test, production",
-        "whitebill: PORT='abc' is a whole number from 1 to 65535",
+        "whitebill: PORT='abc' is a whole number from 0 to 65535",
         "whitebill: LOG_LEVEL='loud' is one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
         "whitebill: WHITEBILL_PROCESSES='0' is a whole number from 1 to 64",
     ]
@@ -76,3 +77,17 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 def test_the_version(tmp_path: Path) -> None:
     done = whitebill(tmp_path, "--version")
     assert done.returncode == 0 and done.stdout.strip() == f"whitebill {metadata.version('whitebill')}"
+
+
+def test_serve_on_a_taken_port_says_so_before_anything_starts(tmp_path: Path) -> None:
+    """The port is bound before "serving" is printed and before the embedded worker starts."""
+    database = {"DATABASE_URL": f"sqlite://{tmp_path / 'served.sqlite3'}"}
+    assert whitebill(tmp_path, "migrate", **database).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        done = whitebill(tmp_path, "serve", "--port", str(port), **database)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"whitebill: cannot listen on 127.0.0.1:{port}: ") and "in use" in line

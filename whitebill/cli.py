@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 import sys
 from importlib import metadata
 from typing import Any
@@ -59,6 +60,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     port = args.port or settings.port
     processes = args.processes or settings.processes
+    try:  # the port first: nothing is printed or started on a port that is taken
+        listening = _bind(settings.host, port)
+    except OSError as error:
+        print(f"whitebill: cannot listen on {settings.host}:{port}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    port = listening.getsockname()[1]  # PORT=0: the one the system chose
     print(f"whitebill serving on http://{settings.host}:{port}/graphql", flush=True)
     options: dict[str, Any] = {
         "host": settings.host,
@@ -70,13 +77,28 @@ def _serve(args: argparse.Namespace) -> int:
         "ws": SmallWindowWebSockets,  # permessage-deflate sized for live updates
     }
     if processes > 1:
-        # Several processes on one port (uvicorn's supervisor), each opening its own pool: on
-        # PostgreSQL they share nothing else, so this is the same as N servers behind a balancer.
+        # Several processes on one port (uvicorn's supervisor, which binds it again), each opening its own
+        # pool: on PostgreSQL they share nothing else, so this is the same as N servers behind a balancer.
+        listening.close()
         with shared_metrics_dir(settings):
             uvicorn.run("whitebill.app:create_app", factory=True, workers=processes, **options)
         return 0
-    uvicorn.run(create_app(settings), **options)
+    uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run(sockets=[listening])
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        listening.bind((host, port))
+        listening.listen(2048)
+    except OSError:
+        listening.close()
+        raise
+    listening.set_inheritable(True)
+    return listening
 
 
 # An idle kept-alive connection is closed after this long. Longer than clients' and balancers' own idle

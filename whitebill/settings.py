@@ -303,7 +303,7 @@ def _read(env: str, checked: Callable[[Callable[[], Any], Any], Any]) -> Setting
         database_url=checked(_database_url, "sqlite://whitebill.sqlite3"),
         env=env,
         host=os.environ.get("HOST", "127.0.0.1"),
-        port=checked(lambda: _integer("PORT", 8000, 1, 65535), 8000),
+        port=checked(lambda: _integer("PORT", 8000, 0, 65535), 8000),  # 0: any free port
         log_level=checked(_log_level, "INFO"),
         test_clock=_flag("WHITEBILL_TEST_CLOCK"),
         password_hash_cheap=_flag("WHITEBILL_CHEAP_PASSWORD_HASH"),
