@@ -5,8 +5,9 @@ A websocket's context lives as long as its connection (every operation sent on i
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
@@ -110,6 +111,7 @@ async def _load_add_ons(keys: list[int]) -> list[list[WorkspaceAddOn]]:
 
 T = TypeVar("T")
 R = TypeVar("R")
+log = logging.getLogger("whitebill.loaders")
 
 
 def now_or_later(pending: Awaitable[T], then: Callable[[T], R]) -> Any:
@@ -127,56 +129,86 @@ def now_or_later(pending: Awaitable[T], then: Callable[[T], R]) -> Any:
 
 
 def ready(*pending: Awaitable[Any]) -> list[Any] | None:
-    """The values of DataLoader futures that are all settled already; None if any is still to come."""
+    """The values of DataLoader futures that are all settled already; None if any is still to come. A
+    settled future's exception is raised, as awaiting it would."""
     if all(isinstance(p, asyncio.Future) and p.done() for p in pending):
         return [p.result() for p in pending]  # type: ignore[attr-defined]
     return None
 
 
-def asked_for(selections: Iterable[Any], parent: str = "") -> set[str]:
-    """Every field name in a strawberry selection (``info.selected_fields``), at any depth, fragments
-    included, and each as ``parent.name`` (``plan.price``): what a connection's page will be asked for."""
-    names: set[str] = set()
+def _fields(selections: Iterable[Any]) -> Iterator[SelectedField]:
+    """The fields of one level of a strawberry selection (``info.selected_fields``), fragments flattened.
+    A field or fragment under @skip or @include is left out: whether it runs is not known here."""
     for selection in selections:
+        if selection.directives.keys() & {"skip", "include"}:
+            continue
         if isinstance(selection, SelectedField):
-            names |= {selection.name, f"{parent}.{selection.name}"}
-            names |= asked_for(selection.selections, selection.name)
-        else:  # a fragment: its fields are the parent's
-            names |= asked_for(selection.selections, parent)
-    return names
+            yield selection
+        else:
+            yield from _fields(selection.selections)
+
+
+def page_asks(selected_fields: Iterable[Any]) -> set[str]:
+    """What a connection's page asks of each of its objects: the fields under its ``nodes`` and its
+    ``edges { node }``, and ``subscription.plan`` and ``plan.price`` below them."""
+    asked: set[str] = set()
+    for connection in _fields(selected_fields):
+        for part in _fields(connection.selections):
+            if part.name == "nodes":
+                objects = list(_fields(part.selections))
+            elif part.name == "edges":
+                objects = [
+                    f for edge in _fields(part.selections) if edge.name == "node" for f in _fields(edge.selections)
+                ]
+            else:
+                continue
+            for field_ in objects:
+                asked.add(field_.name)
+                for plan in (p for p in _fields(field_.selections) if p.name == "plan"):
+                    asked.add(f"{field_.name}.plan")
+                    asked |= {f"plan.{price.name}" for price in _fields(plan.selections) if price.name == "price"}
+    return asked
+
+
+async def _prime(loader: DataLoader[int, T], keys: list[int]) -> dict[int, T]:
+    """Asks ``loader`` for every key of a page at once and waits: one batch (keys it holds, or has asked
+    for already, are not read again), settled before the page's fields run. Returns each key's value; on
+    a failed statement, nothing: each field then answers with the loader's error, as it would have."""
+    try:
+        return dict(zip(keys, await loader.load_many(keys), strict=True))
+    except Exception:
+        log.debug("priming a page failed: its fields answer with the error one by one", exc_info=True)
+        return {}
 
 
 class Loaders:
     """The request's DataLoaders, each made when first used: most requests use none or one."""
 
-    async def prime_workspaces(self, ids: list[int], asked: set[str]) -> None:
-        """For a page of workspaces, loads what its selection asks of each, one statement per kind as the
-        DataLoaders would, before any of its fields runs: they then resolve at once (:func:`now_or_later`)."""
-        if not ids:
-            return
-        # The workspaces' own fields: under the connection's nodes, or its edges' node.
-        asked = {name.partition(".")[2] for name in asked if name.startswith(("nodes.", "node."))} | {
-            name for name in asked if "." in name and not name.startswith(".")
-        }
+    async def prime_workspaces(self, ids: list[int], asked: set[str]) -> bool:
+        """For a page of workspaces, loads what its selection asks of each (:func:`page_asks`), one statement
+        per kind as the DataLoaders would, before any of its fields runs: they then resolve at once
+        (:func:`now_or_later`). Keys a loader holds already are not read again. Returns whether a
+        workspace of the page has a live subscription."""
+        subscribed = False
         if asked & {"subscription", "limits"}:
-            subscriptions = await _load_live_subscriptions(ids)
-            self.live_subscription.prime_many(dict(zip(ids, subscriptions, strict=True)))
-            plan_ids = sorted({s.plan_id for s in subscriptions if s is not None})
+            found = await _prime(self.live_subscription, ids)
+            subscribed = any(s is not None for s in found.values())
+            plan_ids = sorted({s.plan_id for s in found.values() if s is not None})
             if plan_ids and asked & {"subscription.plan", "limits"}:
-                self.plan.prime_many(dict(zip(plan_ids, await _load_plans(plan_ids), strict=True)))
+                await _prime(self.plan, plan_ids)
         if "limits" in asked:
-            self.add_ons_of_workspace.prime_many(dict(zip(ids, await _load_add_ons(ids), strict=True)))
+            await _prime(self.add_ons_of_workspace, ids)
         if "wallets" in asked:
-            self.wallets_of_workspace.prime_many(dict(zip(ids, await _load_wallets(ids), strict=True)))
+            await _prime(self.wallets_of_workspace, ids)
+        return subscribed
 
     async def prime_margins(self, partner_id: int | None) -> None:
         """The caller's chain and each level's margins (what every price on a page is made from)."""
         if partner_id is None:
             return
-        [chain] = await _load_ancestry([partner_id])
-        self.ancestry.prime(partner_id, chain)
+        chain = (await _prime(self.ancestry, [partner_id])).get(partner_id)
         if chain:
-            self.margins_of_partner.prime_many(dict(zip(chain, await _load_margins(chain), strict=True)))
+            await _prime(self.margins_of_partner, chain)
 
     @cached_property
     def partner(self) -> DataLoader[int, Partner | None]:

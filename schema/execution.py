@@ -13,9 +13,18 @@ which reads the attribute again (reading it does nothing else) and answers with 
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import strawberry
-from graphql import GraphQLField, GraphQLLeafType, GraphQLNonNull, GraphQLObjectType, Undefined, is_leaf_type
+from graphql import (
+    GraphQLField,
+    GraphQLLeafType,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    Undefined,
+    is_leaf_type,
+)
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import Info
 from strawberry.types.field import StrawberryField
@@ -42,11 +51,14 @@ def _plain_leaf(field: GraphQLField) -> tuple[GraphQLLeafType | None, bool, str]
     return (named, non_null, definition.python_name) if is_leaf_type(named) else _NOT_PLAIN
 
 
-class PlainLeaves(StrawberryGraphQLCoreExecutionContext):
-    # Per field of the process's schemas: the field itself (kept, so that its id stays its own), its leaf
-    # type if it is read off its object, and whether it is non-null.
-    _plain: dict[int, tuple[GraphQLField, GraphQLLeafType | None, bool, str]] = {}
+# Per schema (gone with it), per field: the field itself (kept, so that its id stays its own), its leaf type
+# if it is read off its object, whether it is non-null, and its attribute.
+_PLAIN: WeakKeyDictionary[GraphQLSchema, dict[int, tuple[GraphQLField, GraphQLLeafType | None, bool, str]]] = (
+    WeakKeyDictionary()
+)
 
+
+class PlainLeaves(StrawberryGraphQLCoreExecutionContext):
     def execute_field(
         self,
         parent_type: GraphQLObjectType,
@@ -60,9 +72,12 @@ class PlainLeaves(StrawberryGraphQLCoreExecutionContext):
         middleware = self.middleware_manager  # strawberry passes one always: empty unless an extension resolves
         if field is None or node.arguments or (middleware is not None and middleware.middlewares):
             return super().execute_field(parent_type, source, field_details_list, path, position_context)
-        known = self._plain.get(id(field))
+        plain = _PLAIN.get(self.schema)
+        if plain is None:
+            plain = _PLAIN[self.schema] = {}
+        known = plain.get(id(field))
         if known is None or known[0] is not field:
-            known = self._plain[id(field)] = (field, *_plain_leaf(field))
+            known = plain[id(field)] = (field, *_plain_leaf(field))
         _, leaf, non_null, attribute = known
         if leaf is not None:
             try:

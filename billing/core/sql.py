@@ -99,6 +99,9 @@ class PlainRow(SimpleNamespace):
     """A row read without the ORM: its columns as attributes, each converted as the model's field converts
     it (what Tortoise's ``_init_from_db`` does), with no model behind it: for read paths only."""
 
+    def __repr__(self) -> str:  # like a model's: its id, never its other columns (e-mails, tax ids...)
+        return f"<PlainRow: {getattr(self, 'id', '?')}>"
+
 
 def placeholders(values: Sequence[Any], first: int = 1) -> str:
     """``$first, $first+1, ...`` for an ``IN (...)`` of ``values`` (both databases take the list this way)."""

@@ -26,7 +26,7 @@ from models import tenancy as tenancy_models
 from models import wallets as wallet_models
 from schema.accounts.types import Wallet
 from schema.catalog.types import Limit, PartnerMargin
-from schema.context import Context, asked_for, now_or_later, ready
+from schema.context import Context, now_or_later, page_asks, ready
 from schema.ids import to_global_id
 from schema.outbox.types import WebhookEndpoint
 from schema.relay import Connection, Node, paginate, paginate_loaded, paginate_plain
@@ -537,8 +537,9 @@ async def workspaces_seen(
             queryset = queryset.filter(owner_email=check_text(owner_email, "ownerEmail", max_length=254).lower())
         page = await paginate(queryset, first=first, after=after, to_node=Workspace.of)
     # What the page's workspaces are asked for, loaded now: their fields then resolve at once.
-    asked = asked_for(info.selected_fields)
-    await info.context.loaders.prime_workspaces([edge.node.db_id for edge in page.edges], asked)
-    if "plan.price" in asked and page.edges:
-        await info.context.loaders.prime_margins(viewer.partner_id)
+    if page.edges:
+        asked = page_asks(info.selected_fields)
+        subscribed = await info.context.loaders.prime_workspaces([edge.node.db_id for edge in page.edges], asked)
+        if subscribed and "plan.price" in asked:
+            await info.context.loaders.prime_margins(viewer.partner_id)
     return page
