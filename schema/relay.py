@@ -87,13 +87,7 @@ async def paginate(
         cursor = decode_cursor(after)
         queryset = queryset.filter(id__lt=cursor) if newest_first else queryset.filter(id__gt=cursor)
     rows = await queryset.order_by("-id" if newest_first else "id").limit(size + 1) if size else []
-    page = rows[:size]
-    return connection_of(
-        [to_node(r) for r in page],
-        [r.id for r in page],
-        has_next=len(rows) > size,
-        has_previous=after is not None,
-    )
+    return _page_of(rows, size, after, to_node)
 
 
 async def paginate_plain(
@@ -117,6 +111,11 @@ async def paginate_plain(
         table = model._meta.db_table
         query = f"SELECT r.* FROM {table} r WHERE {condition} ORDER BY r.id LIMIT {size + 1}"  # noqa: S608 (ours)
         rows = await sql.plain_rows(model, query, *params)
+    return _page_of(rows, size, after, to_node)
+
+
+def _page_of(rows: list[Any], size: int, after: str | None, to_node: Callable[[Any], N]) -> Connection[N]:
+    """The first ``size`` of ``rows`` as a page; a row beyond them tells of a next page."""
     page = rows[:size]
     return connection_of(
         [to_node(r) for r in page],
@@ -133,14 +132,7 @@ def paginate_loaded(
     DataLoader fetched in one statement for a whole page of parents (each workspace's projects)."""
     size = page_size(first)
     cursor = decode_cursor(after) if after is not None else None
-    remaining = [r for r in rows if cursor is None or r.id > cursor]
-    page = remaining[:size]
-    return connection_of(
-        [to_node(r) for r in page],
-        [r.id for r in page],
-        has_next=len(remaining) > size,
-        has_previous=after is not None,
-    )
+    return _page_of([r for r in rows if cursor is None or r.id > cursor], size, after, to_node)
 
 
 def slice_connection(items: list[N], *, first: int | None, after: str | None) -> Connection[N]:

@@ -1307,12 +1307,7 @@ class Prober:
             document = (
                 f"query($after: String) {{ {root}(first: 5, after: $after) {compiled_selection(connection.name)} }}"
             )
-            [registered] = operations.split(document, graphql_schema._schema)
-            compiled = operations.compiled_or_why_not(
-                registered.document, graphql_schema._schema, VALIDATION_RULES, MAX_TOKENS
-            )
-            assert isinstance(compiled, Compiled), compiled
-            await operations.register([registered])
+            registered = await _register_compiled(document)
             for attacker in attackers:
                 own = attacker.own.db_ids.get("Workspace", [])[:2]
                 cursors: list[tuple[str, str | None, set[str]]] = [("bare", None, set())]
@@ -1322,9 +1317,7 @@ class Prober:
                         cursors.append((f"victim:{victim.label}", encode_cursor(i - 1), set()))
                 for variant, cursor, taken in cursors:
                     variables = {"after": cursor}
-                    sent.append(
-                        Probe(attacker, "Query", root, f"compiled:{variant}", registered.document, variables, taken)
-                    )
+                    sent.append(Probe(attacker, "Query", root, f"compiled:{variant}", registered, variables, taken))
         await asyncio.sleep(operations.RELOAD_EVERY + 0.5)  # every server reads the registry again by then
         before = await compiled_answers(url)
         for probe in sent:
@@ -1336,6 +1329,15 @@ class Prober:
         return len(sent)
 
 
+async def _register_compiled(document: str) -> str:
+    """Registers an operation the server compiles (with its own limits), and returns its text."""
+    [registered] = operations.split(document, graphql_schema._schema)
+    compiled = operations.compiled_or_why_not(registered.document, graphql_schema._schema, VALIDATION_RULES, MAX_TOKENS)
+    assert isinstance(compiled, Compiled), compiled
+    await operations.register([registered])
+    return registered.document
+
+
 async def _compiled_nodes(attackers: list[Attacker]) -> list[Probe]:
     """node(id:) with every compiled field of each type it compiles (NODE_SCOPES), one operation per type,
     asked for each attacker's own ids of that type and its victims'."""
@@ -1344,28 +1346,16 @@ async def _compiled_nodes(attackers: list[Attacker]) -> list[Probe]:
         document = (
             f"query($id: ID!) {{ node(id: $id) {{ __typename ... on {type_name} {compiled_selection(type_name)} }} }}"
         )
-        [registered] = operations.split(document, graphql_schema._schema)
-        compiled = operations.compiled_or_why_not(
-            registered.document, graphql_schema._schema, VALIDATION_RULES, MAX_TOKENS
-        )
-        assert isinstance(compiled, Compiled), compiled
-        await operations.register([registered])
+        registered = await _register_compiled(document)
         for attacker in attackers:
             ids = [("own", i) for i in attacker.own.db_ids.get(type_name, [])[:2]]
             ids += [(f"victim:{v.label}", i) for v in attacker.victims for i in v.db_ids.get(type_name, [])[:3]]
             for variant, db_id in ids:
                 variables = {"id": to_global_id(type_name, db_id)}
-                sent.append(
-                    Probe(
-                        attacker,
-                        "Query",
-                        "node",
-                        f"compiled:{type_name}:{variant}",
-                        registered.document,
-                        variables,
-                        set(),
-                    )
+                probe = Probe(
+                    attacker, "Query", "node", f"compiled:{type_name}:{variant}", registered, variables, set()
                 )
+                sent.append(probe)
     return sent
 
 
