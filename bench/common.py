@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
+from billing.core.credentials import new_key
 from whitebill import db
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -106,6 +107,9 @@ def server(url: str, processes: int = 1) -> Iterator[tuple[str, subprocess.Popen
     """A real ``whitebill serve`` on 127.0.0.1 against ``url`` (``processes`` server processes)."""
     port = free_port()
     env = dict(os.environ, DATABASE_URL=url, PORT=str(port), WHITEBILL_ENV="production", LOG_LEVEL="WARNING")
+    # What production requires to start; nothing is sent to the public address in a benchmark.
+    env.setdefault("WHITEBILL_SECRET_KEY", new_key())
+    env.setdefault("WHITEBILL_PUBLIC_URL", "https://billing.example")
     base = f"http://127.0.0.1:{port}"
     argv = [sys.executable, "-m", "whitebill.cli", "serve", "--processes", str(processes)]
     with process_server(argv, env, base) as process:

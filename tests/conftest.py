@@ -104,6 +104,17 @@ async def _pg_reachable() -> str | None:
     return None
 
 
+def as_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production's settings with what production requires: a key, a public address, and SQLite allowed
+    (the SQLite half runs these tests too)."""
+    from billing.core.credentials import new_key
+
+    monkeypatch.setenv("WHITEBILL_ENV", "production")
+    monkeypatch.setenv("WHITEBILL_SECRET_KEY", new_key())
+    monkeypatch.setenv("WHITEBILL_PUBLIC_URL", "https://billing.example")
+    monkeypatch.setenv("WHITEBILL_ALLOW_SQLITE_IN_PRODUCTION", "1")
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     if request.param == "sqlite":

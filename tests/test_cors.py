@@ -16,7 +16,7 @@ import websockets
 from billing.core.errors import BillingError, ErrorCode
 from billing.tenants import api_keys, origins
 from models.tenancy import Branding, Partner
-from tests.conftest import Backend, Server, serving
+from tests.conftest import Backend, Server, as_production, serving
 from tests.factories import a_client_login, a_partner, a_workspace
 from tests.graphql import GraphQLClient
 from whitebill.settings import configure_domain, load_settings
@@ -211,7 +211,7 @@ def test_origins_are_checked_as_a_browser_sends_them(monkeypatch: pytest.MonkeyP
     with pytest.raises(BillingError):
         origins.check_allowed_origins([f"https://a{n}.example" for n in range(origins.MAX_ALLOWED_ORIGINS + 1)])
     monkeypatch.setenv("WHITEBILL_CORS_ORIGINS", "https://a.example, http://b.example")
-    monkeypatch.setenv("WHITEBILL_ENV", "production")
+    as_production(monkeypatch)
     with pytest.raises(ValueError, match="WHITEBILL_CORS_ORIGINS"):
         load_settings()
     monkeypatch.setenv("WHITEBILL_ENV", "development")
@@ -227,8 +227,7 @@ async def test_in_production_a_custom_domain_is_an_origin_only_over_https_on_its
     other_port = f"https://{partner.domain}:8443"
     await Branding.filter(partner_id=partner.id).update(allowed_origins=[other_port])
     origins.forget()
-    monkeypatch.setenv("WHITEBILL_ENV", "production")
-    monkeypatch.setenv("WHITEBILL_SECRET_KEY", "x" * 44)
+    as_production(monkeypatch)
     configure_domain(load_settings())
     try:
         assert await origins.owner_of(f"https://{partner.domain}") == origins.Owner(partner.id)

@@ -14,6 +14,7 @@ from billing.core.errors import BillingError, ErrorCode
 from billing.outbox import partner_webhooks
 from billing.tenants import api_keys
 from models.operations import OutboxEvent, WebhookDelivery
+from tests.conftest import as_production
 from tests.factories import a_partner, partner_viewer
 from tests.graphql import GraphQLClient
 from tests.test_partner_webhooks import drain, receiving
@@ -57,7 +58,7 @@ REFUSED_EVERYWHERE = [
 
 @pytest.fixture
 def production(monkeypatch) -> None:
-    monkeypatch.setenv("WHITEBILL_ENV", "production")
+    as_production(monkeypatch)
     configure_domain(load_settings())
 
 
@@ -120,7 +121,7 @@ async def test_production_takes_only_https_to_public_addresses(production, monke
 
 
 def test_the_loopback_allowance_is_not_a_production_setting(monkeypatch) -> None:
-    monkeypatch.setenv("WHITEBILL_ENV", "production")
+    as_production(monkeypatch)
     monkeypatch.setenv("WHITEBILL_OUTBOUND_ALLOW", "127.0.0.0/8")
     with pytest.raises(ValueError, match="WHITEBILL_OUTBOUND_ALLOW"):
         load_settings()

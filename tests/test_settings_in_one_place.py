@@ -11,8 +11,9 @@ import pytest
 from billing.charges import gateway_configs
 from billing.core import config, outbound
 from billing.core.config import DomainConfig
+from billing.core.credentials import new_key
 from billing.core.errors import BillingError
-from whitebill.settings import Settings, configure_domain, load_settings
+from whitebill.settings import Settings, SettingsError, configure_domain, load_settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 READS_THE_ENVIRONMENT = re.compile(r"\benviron\b|getenv")
@@ -40,6 +41,9 @@ def test_the_check_sees_a_module_that_reads_the_environment() -> None:
         assert READS_THE_ENVIRONMENT.search(line), line
 
 
+KEY_ONE, KEY_TWO = new_key(), new_key()
+
+
 def test_the_domains_defaults_are_the_settings_defaults() -> None:
     assert Settings().domain_config() == DomainConfig()
 
@@ -48,7 +52,8 @@ def test_every_variable_the_domain_needs_is_read_from_the_environment(monkeypatc
     for name, value in {
         "WHITEBILL_ENV": "production",
         "WHITEBILL_CHEAP_PASSWORD_HASH": "1",
-        "WHITEBILL_SECRET_KEY": "key-one,key-two",
+        "WHITEBILL_SECRET_KEY": f"{KEY_ONE},{KEY_TWO}",
+        "DATABASE_URL": "postgres://whitebill@db.example/billing",
         "WHITEBILL_LOGIN_LIMIT_PER_EMAIL": "1/second",
         "WHITEBILL_LOGIN_LIMIT_PER_ADDRESS": "2/second",
         "WHITEBILL_RESET_LIMIT_PER_EMAIL": "3/second",
@@ -69,7 +74,7 @@ def test_every_variable_the_domain_needs_is_read_from_the_environment(monkeypatc
     assert domain == DomainConfig(
         production=True,
         cheap_password_hash=True,
-        secret_key="key-one,key-two",
+        secret_key=f"{KEY_ONE},{KEY_TWO}",
         login_limit_per_email="1/second",
         login_limit_per_address="2/second",
         reset_limit_per_email="3/second",
@@ -128,3 +133,45 @@ def test_the_webhook_url_starts_with_the_configured_public_url() -> None:
 
     configure_domain(Settings(public_url="https://billing.example/"))
     assert gateway_configs.webhook_url(Row()) == "https://billing.example/webhooks/stripe/7"  # type: ignore[arg-type]
+
+
+PRODUCTION = {
+    "WHITEBILL_ENV": "production",
+    "WHITEBILL_SECRET_KEY": KEY_ONE,
+    "DATABASE_URL": "postgres://whitebill@db.example/billing",
+    "WHITEBILL_PUBLIC_URL": "https://billing.example",
+}
+
+
+@pytest.mark.parametrize(
+    ("changed", "problem"),
+    [
+        ({"WHITEBILL_SECRET_KEY": ""}, "WHITEBILL_SECRET_KEY is required in production"),
+        ({"WHITEBILL_SECRET_KEY": f"{KEY_ONE},not-a-key"}, "WHITEBILL_SECRET_KEY: key 2 is not a key"),
+        ({"DATABASE_URL": "sqlite://whitebill.sqlite3"}, "DATABASE_URL is SQLite: production runs on PostgreSQL"),
+        (
+            {"WHITEBILL_PUBLIC_URL": "http://127.0.0.1:8000"},
+            "WHITEBILL_PUBLIC_URL='http://127.0.0.1:8000' is a loopback",
+        ),
+        ({"WHITEBILL_PUBLIC_URL": "http://localhost"}, "WHITEBILL_PUBLIC_URL='http://localhost' is a loopback"),
+        ({"WHITEBILL_PUBLIC_URL": "http://[::1]:8000"}, "WHITEBILL_PUBLIC_URL='http://[::1]:8000' is a loopback"),
+    ],
+)
+def test_production_refuses_to_start_without_what_it_needs(
+    monkeypatch: pytest.MonkeyPatch, changed: dict[str, str], problem: str
+) -> None:
+    for name, value in {**PRODUCTION, **changed}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as refused:
+        load_settings()
+    [found] = refused.value.problems
+    assert found.startswith(problem), found
+
+
+def test_production_starts_with_what_it_needs_and_sqlite_when_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in PRODUCTION.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().env == "production"
+    monkeypatch.setenv("DATABASE_URL", "sqlite://whitebill.sqlite3")
+    monkeypatch.setenv("WHITEBILL_ALLOW_SQLITE_IN_PRODUCTION", "1")
+    assert not load_settings().is_postgres

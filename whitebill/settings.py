@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from limits import parse as parse_rate_limit
 
@@ -276,9 +277,45 @@ def load_settings() -> Settings:
 
     env = checked(_environment, "development")
     settings = checked(lambda: _read(env, checked), Settings())
+    if env == "production":
+        problems += _production_problems(settings)
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+ALLOW_SQLITE_ENV = "WHITEBILL_ALLOW_SQLITE_IN_PRODUCTION"
+
+
+def _production_problems(settings: Settings) -> list[str]:
+    """What production needs beyond well-formed values: a valid key for gateway credentials, PostgreSQL
+    (unless SQLite is explicitly allowed), and a public address that providers and partners can reach."""
+    from cryptography.fernet import Fernet
+
+    problems = []
+    keys = [k.strip() for k in settings.secret_key.split(",") if k.strip()]
+    if not keys:
+        problems.append(f"{SECRET_KEY_ENV} is required in production: make one with `whitebill secret-key`")
+    for number, key in enumerate(keys, 1):
+        try:
+            Fernet(key)
+        except ValueError:
+            problems.append(f"{SECRET_KEY_ENV}: key {number} is not a key `whitebill secret-key` makes")
+    if not settings.is_postgres and not _flag(ALLOW_SQLITE_ENV):
+        problems.append(f"DATABASE_URL is SQLite: production runs on PostgreSQL ({ALLOW_SQLITE_ENV}=1 to run anyway)")
+    host = (urlsplit(settings.public_url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost") or _is_loopback(host):
+        problems.append(
+            f"WHITEBILL_PUBLIC_URL={settings.public_url!r} is a loopback address: set the address providers reach"
+        )
+    return problems
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 DATABASE_SCHEMES = ("sqlite://", "postgres://", "postgresql://", "asyncpg://")
