@@ -10,7 +10,7 @@ WEB_STAMP := web/dist/.built
 WEB_SOURCES := web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json \
 	$(shell find web/portal web/graphiql -type f 2>/dev/null)
 
-.PHONY: run test test-serial lint typecheck schema bench mutate clean web
+.PHONY: run test test-serial lint typecheck schema bench mutate clean web docs
 
 # The browser pages, built from pinned packages (web/package-lock.json) into web/dist, which whitebill serves.
 web: $(WEB_STAMP)
@@ -73,6 +73,11 @@ typecheck: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/whitebill schema > schema.graphql
 
+# The documentation site (mkdocs.yml, docs/) into site/, git-ignored; strict: any warning (a broken link, a
+# page missing from the nav, an unknown anchor) fails. The API reference is generated from schema.graphql.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
@@ -83,8 +88,8 @@ mutate: $(STAMP)
 	CI=true $(BIN)/mutmut run --max-children 1
 	@echo "Mutants per module and outcome:"
 	@$(BIN)/mutmut results --all true | sed -E -n 's/^ *(billing\.[a-z_.]+)\.x[^:]*__mutmut_[0-9]+: (.*)/\1: \2/p' | sort | uniq -c
-	@echo "Survivors (see README, Mutation testing):"
+	@echo "Survivors (see docs/quality/mutation-testing.md):"
 	@$(BIN)/mutmut results | grep -E ": (survived|no tests)$$" || true
 
 clean:
-	rm -rf $(VENV) whitebill.sqlite3 whitebill.sqlite3-* .coverage .coverage.* htmlcov mutants web/node_modules web/dist
+	rm -rf $(VENV) whitebill.sqlite3 whitebill.sqlite3-* .coverage .coverage.* htmlcov mutants web/node_modules web/dist site

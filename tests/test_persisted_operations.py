@@ -250,13 +250,13 @@ async def test_registered_only_runs_registered_operations_by_hash_or_text_and_re
     assert operations_cli(backend, "remove", clients.sha256).returncode == 2  # nothing left to remove
 
 
-def test_the_registered_dashboard_is_the_benchmarks_query_and_the_readme_names_its_hash() -> None:
+def test_the_registered_dashboard_is_the_benchmarks_query_and_the_performance_page_names_its_hash() -> None:
     from graphql import parse, print_ast
 
     from bench.p1_dashboard import DASHBOARD, DASHBOARD_OPERATION
 
     assert DASHBOARD_OPERATION.document == print_ast(parse(DASHBOARD))
-    assert DASHBOARD_OPERATION.sha256 in (Path(__file__).parents[1] / "README.md").read_text()
+    assert DASHBOARD_OPERATION.sha256 in (Path(__file__).parents[1] / "docs" / "performance.md").read_text()
 
 
 async def test_a_registered_query_runs_compiled_on_postgres_and_operations_list_says_which(
