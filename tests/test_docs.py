@@ -89,3 +89,13 @@ def test_nothing_in_the_site_is_fetched_from_the_internet(site: Path) -> None:
         assert loaded == [], (page, loaded)
         assert "fonts.googleapis.com" not in html and "fonts.gstatic.com" not in html, page
         assert 'class="mermaid"' not in html, page  # Material would load mermaid from a CDN
+
+
+def test_the_readmes_links_lead_to_files_of_the_repository() -> None:
+    """The README links into docs/ by relative paths, which work on a forge and in a checkout alike."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [t for t in targets if "://" not in t]
+    assert any(t.startswith("docs/") for t in local)
+    assert [t for t in local if not (ROOT / t).exists()] == []
+    assert [t for t in targets if "://" in t] == []  # nothing needed to read it is elsewhere
