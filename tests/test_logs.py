@@ -17,3 +17,33 @@ def test_a_line_keeps_extra_fields_and_drops_uvicorns_coloured_copy() -> None:
     entry = json.loads(line)
     assert entry["message"] == "Started server process [42]" and entry["partner_id"] == 7
     assert "color_message" not in entry
+
+
+def test_a_line_has_todays_fields_in_order_and_no_escape_sequences() -> None:
+    from pythonjsonlogger.json import JsonFormatter as LibraryJsonFormatter
+
+    formatter = JsonFormatter()
+    assert isinstance(formatter, LibraryJsonFormatter)  # python-json-logger writes the lines
+    record = logging.LogRecord(
+        "whitebill.worker", logging.WARNING, __file__, 1, "paid \x1b[1;32m%s\x1b[0m", ("42",), None
+    )
+    record.kind = "renewal"
+    entry = json.loads(formatter.format(record))
+    assert list(entry) == ["time", "level", "logger", "message", "request_id", "kind"]
+    assert entry["level"] == "WARNING" and entry["logger"] == "whitebill.worker"
+    assert entry["message"] == "paid 42" and entry["request_id"] is None
+    assert entry["time"].endswith("+00:00") and len(entry["time"].split("T")[1]) == len("00:00:00.000+00:00")
+
+
+def test_an_exception_comes_last_with_its_traceback() -> None:
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        import sys
+
+        info = sys.exc_info()
+    record = logging.LogRecord("whitebill.worker", logging.ERROR, __file__, 1, "job failed", (), info)
+    record.job_id = 9
+    entry = json.loads(JsonFormatter().format(record))
+    assert list(entry)[-2:] == ["job_id", "exception"]
+    assert "Traceback" in entry["exception"] and "ZeroDivisionError: division by zero" in entry["exception"]

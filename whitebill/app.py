@@ -467,6 +467,7 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
     unmigrated one, and closes it on shutdown; tests that own the connection pass False."""
     settings = settings or load_settings()
     configure_domain(settings)
+    metrics.install()
     clock.use_shared_offset(settings.test_clock)
 
     @contextlib.asynccontextmanager

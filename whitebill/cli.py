@@ -119,11 +119,20 @@ def _worker(args: argparse.Namespace) -> int:
     settings = development_secret_key(settings)
     configure_domain(settings)
     clock.use_shared_offset(settings.test_clock)
+    health = None
+    if settings.worker_health_port is not None:  # bound first: a taken port is one line, before any work
+        try:
+            health = _bind(settings.host, settings.worker_health_port)
+        except OSError as error:
+            where = f"{settings.host}:{settings.worker_health_port}"
+            print(f"whitebill: cannot listen on {where}: {error.strerror or error}", file=sys.stderr)
+            return 2
+        print(f"whitebill worker health on http://{settings.host}:{health.getsockname()[1]}/healthz", flush=True)
 
     async def run() -> None:
         await db.connect(settings.database_url)
         try:
-            await Worker(settings, name=args.name, poll_seconds=args.poll).run_forever()
+            await Worker(settings, name=args.name, poll_seconds=args.poll, health_socket=health).run_forever()
         finally:
             await Tortoise.close_connections()
 

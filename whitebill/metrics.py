@@ -5,6 +5,10 @@ matched (``/graphql``, ``/reports/{report}.csv``...) or ``other``, its method on
 methods or ``OTHER``. A client choosing the path therefore can neither add series without bound nor
 break the exposition (prometheus-client escapes label values).
 
+Business metrics come from the domain's reports (``billing.core.observe``), made only once the work they
+count has committed: this module installs the ``Observer`` that counts them (``install``). The worker adds
+how long due work waited before it was taken, and its own loop's ticks.
+
 ``whitebill serve --processes N`` runs N processes on one port: it points PROMETHEUS_MULTIPROC_DIR at
 a fresh temporary directory before starting them, so that each process writes its values there and
 any of them answers /metrics with the sum (see prometheus-client's multiprocess mode).
@@ -17,6 +21,7 @@ import os
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -25,6 +30,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Match
 from starlette.types import Scope
+
+from billing.core import observe as domain_observe
 
 disable_created_metrics()  # no *_created series: they mean nothing summed over processes
 
@@ -59,6 +66,85 @@ _compiled = Counter(
     ["result"],
     registry=_registry,
 )
+
+
+_payments = Counter(
+    "whitebill_payment_transitions",
+    "Payments reaching a status (CREATED when made), by provider (gateway) and status; counted on commit.",
+    ["provider", "status"],
+    registry=_registry,
+)
+_postings = Counter(
+    "whitebill_ledger_postings",
+    "Ledger postings written, by cause; counted on commit (a rolled-back posting never counts).",
+    ["cause"],
+    registry=_registry,
+)
+_usage = Counter(
+    "whitebill_usage_events",
+    "Usage events answered, by result (CHARGED, FREE, DUPLICATE, REFUSED) and reason (none unless REFUSED).",
+    ["result", "reason"],
+    registry=_registry,
+)
+_webhooks = Counter(
+    "whitebill_webhook_attempts",
+    "Partner webhook delivery attempts, by result: delivered, failed (tried again later), dead (no attempts"
+    " left: dead-lettered), dropped (endpoint removed or disabled).",
+    ["result"],
+    registry=_registry,
+)
+_LAG_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+_lag = Histogram(
+    "whitebill_worker_lag_seconds",
+    "Seconds between due work becoming due and a worker taking it, by kind: a job's kind, or the queue"
+    " (outbox_event, webhook_delivery).",
+    ["kind"],
+    buckets=_LAG_BUCKETS,
+    registry=_registry,
+)
+_ticks = Counter("whitebill_worker_ticks", "Passes of the worker loop over every queue, completed.", registry=_registry)
+_handled = Counter(
+    "whitebill_worker_items", "Items (jobs, events, deliveries...) the worker handled.", registry=_registry
+)
+_last_tick = Gauge(
+    "whitebill_worker_last_tick_timestamp_seconds",
+    "Unix time of the worker loop's last completed pass (the latest of every worker process).",
+    registry=_registry,
+    multiprocess_mode="max",
+)
+
+
+class Counting:
+    """The domain's observer (``billing.core.observe.Observer``): each report is one increment."""
+
+    def payment_moved(self, provider: str, status: str) -> None:
+        _payments.labels(provider, status).inc()
+
+    def ledger_posted(self, cause: str, postings: int) -> None:
+        _postings.labels(cause).inc(postings)
+
+    def usage_results(self, counts: dict[tuple[str, str], int]) -> None:
+        for (result, reason), count in counts.items():
+            _usage.labels(result, reason).inc(count)
+
+    def webhook_attempt(self, result: str) -> None:
+        _webhooks.labels(result).inc()
+
+
+def install() -> None:
+    """Count the domain's reports in this process (the server's and the worker's)."""
+    domain_observe.install(Counting())
+
+
+def worker_took(kind: str, lag_seconds: float) -> None:
+    _lag.labels(kind).observe(max(lag_seconds, 0.0))
+
+
+def worker_ticked(handled: int, at: float) -> None:
+    _ticks.inc()
+    if handled:
+        _handled.inc(handled)
+    _last_tick.set(at)
 
 
 def count_compiled(result: str) -> None:

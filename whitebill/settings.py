@@ -37,6 +37,9 @@ DEFAULT_USAGE_MONTHS_BACK = 1
 PARTNER_LEVELS_ENV = "WHITEBILL_MAX_PARTNER_LEVELS"
 DEFAULT_PARTNER_LEVELS = 3
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own name for it
+WORKER_HEALTH_PORT_ENV = "WHITEBILL_WORKER_HEALTH_PORT"
+STALL_ENV = "WHITEBILL_WORKER_STALL_SECONDS"
+DEFAULT_STALL_SECONDS = 120  # longer than the worker's longest pass (a batch of slow webhook receivers)
 _API_BASE = re.compile(r"WHITEBILL_(.+)_API_BASE")
 OUTBOUND_ALLOW_ENV = "WHITEBILL_OUTBOUND_ALLOW"
 CORS_ORIGINS_ENV = "WHITEBILL_CORS_ORIGINS"
@@ -86,6 +89,10 @@ class Settings:
     max_usage_body_bytes: int = 4 * 1024 * 1024  # a POST /usage batch (up to 1,000 events)
     max_query_bytes: int = 64 * 1024  # a GraphQL document's text, in UTF-8 bytes
     metrics_dir: str | None = None  # PROMETHEUS_MULTIPROC_DIR: metrics shared by `serve --processes N`
+    # `whitebill worker`'s /healthz and /metrics (WHITEBILL_WORKER_HEALTH_PORT): None, not served; 0, any free
+    # port (printed); and the age of its last completed pass past which /healthz answers 503.
+    worker_health_port: int | None = None
+    worker_stall_seconds: int = DEFAULT_STALL_SECONDS
     # "any": every valid operation runs (and APQ learns documents); "registered": only the operations
     # registered with `whitebill operations register` (whitebill.operations).
     operations: str = "any"
@@ -257,6 +264,13 @@ def _integer(name: str, default: int, lowest: int, highest: int) -> int:
     return int(raw)
 
 
+def _worker_health_port() -> int | None:
+    """WHITEBILL_WORKER_HEALTH_PORT: unset or empty, the worker serves no health endpoint; 0, a free port."""
+    if not os.environ.get(WORKER_HEALTH_PORT_ENV, "").strip():
+        return None
+    return _integer(WORKER_HEALTH_PORT_ENV, 0, 0, 65535)
+
+
 def _log_level() -> str:
     raw = os.environ.get("LOG_LEVEL", "INFO")
     if raw.upper() not in LOG_LEVELS:
@@ -379,6 +393,10 @@ def _read(env: str, checked: Callable[[Callable[[], Any], Any], Any]) -> Setting
         ),
         max_query_bytes=checked(lambda: _bytes("WHITEBILL_MAX_QUERY_BYTES", Settings.max_query_bytes), 0),
         metrics_dir=os.environ.get(METRICS_DIR_ENV) or None,
+        worker_health_port=checked(_worker_health_port, None),
+        worker_stall_seconds=checked(
+            lambda: _integer(STALL_ENV, DEFAULT_STALL_SECONDS, 1, 86_400), DEFAULT_STALL_SECONDS
+        ),
         operations=checked(_operations_mode, "any"),
     )
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from tortoise.transactions import in_transaction
 
-from billing.core import clock, realtime, sql
+from billing.core import clock, observe, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import MAX_AMOUNT, MAX_BALANCE
 from models.enums import ExternalAccount, LedgerCause
@@ -154,6 +154,7 @@ async def _post_single_wallet_pg(
     if not rows:
         await _explain_refusal(wallet_id, unit, amount)
     row = rows[0]
+    observe.ledger_posted(cause.value)
     return PostingResult(row["posting_id"], [Entry(row["id"], wallet_id, amount, row["balance_after"])])
 
 
@@ -205,6 +206,7 @@ async def _post_in_transaction(
         actor,
     )
     posting_id = posting[0]["id"]
+    observe.ledger_posted(cause.value)  # inside this transaction: counted once it commits
 
     # Running balance per wallet, so each entry's balance_after is exact even when a wallet has
     # several sides in one posting.

@@ -21,7 +21,7 @@ from tortoise.transactions import in_transaction
 from billing.accounts import expiry, ledger, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.accounts.opening import named_wallet, open_wallet, wallet_owner_key, workspace_wallet
-from billing.core import audit, clock, idempotency, realtime, sql, tenancy
+from billing.core import audit, clock, idempotency, observe, realtime, sql, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import (
     MAX_BALANCE,
@@ -264,6 +264,7 @@ async def _adjust_in_one_statement(
     if not rows:
         return None
     row = rows[0]
+    observe.ledger_posted((LedgerCause.ADJUSTMENT if debit else LedgerCause.GRANT).value)
     return Adjustment(row["wallet_id"], row["posting_id"], row["balance"])
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from billing.charges import pay_links
-from billing.core import audit, clock, realtime, sql
+from billing.core import audit, clock, observe, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.documents import invoices, issuing
 from gateways.base import ChargeRequest, ChargeResult, Gateway, Outcome, Payer
@@ -151,6 +151,7 @@ async def create_payment(
             remote_ip=remote_ip,
         )
         await issuing.open_for(invoice, payment.id)
+        observe.payment_moved(provider, S.CREATED.value)
     return payment
 
 
@@ -199,7 +200,9 @@ async def move(
     the same success. A move to SUCCEEDED fulfils the purpose in the same transaction.
     """
     async with in_transaction("default"):
-        rows = await sql.fetch("SELECT status, purpose_kind, partner_id FROM payment WHERE id = $1", payment_id)
+        rows = await sql.fetch(
+            "SELECT status, purpose_kind, partner_id, provider FROM payment WHERE id = $1", payment_id
+        )
         if not rows:
             raise BillingError(ErrorCode.NOT_FOUND, "payment not found")
         current = PaymentStatus(rows[0]["status"])
@@ -219,6 +222,7 @@ async def move(
         if updated != 1:
             return False
         await PaymentTransition.create(payment_id=payment_id, from_status=current, to_status=target, reason=reason)
+        observe.payment_moved(rows[0]["provider"], target.value)  # counted once this commits
         # Subscribers (paymentChanged) hear of it once this commits (PostgreSQL) or at once (SQLite).
         await realtime.publish(realtime.Change(realtime.PAYMENT, payment_id, rows[0]["partner_id"]))
         # Its documents first (a late success takes its coupons back before the plan they reduce starts).

@@ -68,19 +68,22 @@ async def retry_later(
     attempts: int,
     max_attempts: int,
     base_delay: timedelta = timedelta(seconds=30),
-) -> None:
-    """Back off exponentially; after ``max_attempts`` the item is DEAD."""
+) -> WorkState | None:
+    """Back off exponentially; after ``max_attempts`` the item is DEAD. Returns the item's new state (PENDING
+    or DEAD), or None when its lease was lost and nothing changed."""
     dead = attempts >= max_attempts
     delay = base_delay * (2 ** max(attempts - 1, 0))
-    await sql.execute(
+    state = WorkState.DEAD if dead else WorkState.PENDING
+    changed = await sql.execute(
         f"UPDATE {queue} SET state = $1, run_at = $2, last_error = $3, lease_owner = NULL, lease_until = NULL "  # noqa: S608
         "WHERE id = $4 AND lease_owner = $5",
-        (WorkState.DEAD if dead else WorkState.PENDING).value,
+        state.value,
         clock.now() + delay,
         error[:2000],
         item_id,
         owner,
     )
+    return state if changed == 1 else None
 
 
 async def schedule(

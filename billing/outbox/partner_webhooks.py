@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from tortoise.queryset import QuerySet
 
-from billing.core import audit, clock, credentials, outbound, sql, tenancy, work
+from billing.core import audit, clock, credentials, observe, outbound, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.outbox.signing import sign
@@ -172,6 +172,7 @@ class Sender:
         endpoint, secret = await self._endpoint(int(row["endpoint_id"]))
         if endpoint is None or not endpoint.enabled:
             await work.finish("webhook_delivery", claimed.id, owner)
+            observe.webhook_attempt("dropped")
             return False
         body = str(row["body"]).encode()
         headers = {
@@ -194,9 +195,10 @@ class Sender:
             error = f"HTTP {status}"
         if status is not None and 200 <= status < 300:
             await sql.execute(_DONE, WorkState.DONE.value, clock.now(), status, claimed.id, owner)
+            observe.webhook_attempt("delivered")
             return True
         await sql.execute("UPDATE webhook_delivery SET last_status = $1 WHERE id = $2", status, claimed.id)
-        await work.retry_later(
+        state = await work.retry_later(
             "webhook_delivery",
             claimed.id,
             owner,
@@ -204,6 +206,8 @@ class Sender:
             attempts=claimed.attempts,
             max_attempts=endpoint.max_attempts,
         )
+        if state is not None:  # None: another worker holds it now, and reports what it does
+            observe.webhook_attempt("dead" if state is WorkState.DEAD else "failed")
         return False
 
     async def aclose(self) -> None:

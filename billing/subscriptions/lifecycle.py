@@ -27,7 +27,7 @@ from billing.accounts.ledger import CausedBy, Leg
 from billing.auto_billing import engine
 from billing.catalog import plans
 from billing.charges import charging, payments
-from billing.core import audit, clock, idempotency, tenancy
+from billing.core import audit, clock, idempotency, observe, tenancy
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Money
 from billing.core.periods import period_end, prorate
@@ -195,7 +195,7 @@ async def collect(payment: Payment, mode: PaymentMode, *, by_hand: bool, refuse_
         partner_id=payment.partner_id, owner_kind=OwnerKind.PARTNER, owner_id=payment.partner_id, unit=payment.currency
     )
     try:
-        async with in_transaction("default"):
+        async with observe.savepoint():  # undone alone when something else settled the payment first
             await ledger.post(
                 [Leg(payment.amount, payment.currency, wallet.id, ExternalAccount.PLATFORM_REVENUE)],
                 cause=LedgerCause.RENEWAL

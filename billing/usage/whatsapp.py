@@ -46,7 +46,7 @@ from billing.accounts import ledger, opening, top_ups
 from billing.accounts.ledger import CausedBy, Leg
 from billing.catalog import rate_cards
 from billing.catalog.calling_codes import country_of
-from billing.core import clock, config, realtime, sql
+from billing.core import clock, config, observe, realtime, sql
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
 from billing.core.text import storable_line
@@ -400,14 +400,15 @@ async def report(
         project_ids = [e.project_id for e in events]  # type: ignore[attr-defined]
     groups = await _price(events, project_ids, results)
     if not groups:
+        observe.usage_results(results)
         return results
     batch = clock.now()
     for attempt in itertools.count():
         try:
             tiered = any(item.tiered is not None for group in groups.values() for item in group.events)
-            if sql.is_postgres() and not tiered and await _fast(groups, batch, viewer.actor):
-                return results
-            await _careful(groups, batch, viewer.actor)
+            if not (sql.is_postgres() and not tiered and await _fast(groups, batch, viewer.actor)):
+                await _careful(groups, batch, viewer.actor)
+            observe.usage_results(results)
             return results
         except (BillingError, OperationalError, asyncpg.DeadlockDetectedError) as error:
             # Undone, nothing written: a balance moved between the careful path's lock and its
@@ -636,6 +637,7 @@ async def _fast(groups: dict[int, _Group], now: datetime, actor: str | None) -> 
                     low.append(row["id"])
     except _Short:
         return False
+    observe.ledger_posted(LedgerCause.USAGE.value, len(groups))  # one posting per partner, committed
     for group in groups.values():
         fresh = inserted.get(group.partner_id)
         if fresh is None:
@@ -853,6 +855,7 @@ async def _bare_posting(partner_id: int, now: datetime, actor: str | None) -> in
         partner_id,
         actor,
     )
+    observe.ledger_posted(LedgerCause.USAGE.value)  # inside the batch's transaction: counted once it commits
     return int(rows[0]["id"])
 
 
