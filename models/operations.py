@@ -103,6 +103,9 @@ class WebhookEndpoint(Entity):
     events = fields.JSONField(default=list)  # empty: every event
     enabled = fields.BooleanField(default=True)
     max_attempts = fields.IntField(default=8)  # then the delivery is DEAD
+    # The body's shape (billing.outbox.payloads): 2, the API's ids and times, for endpoints made since 0.2.0;
+    # db_default: those made before it keep version 1.
+    payload_version = fields.SmallIntField(default=2, db_default=1)
 
     class Meta:
         table = "webhook_endpoint"

@@ -84,6 +84,7 @@ MUST_BE_ENUMS = [
 
 # Each mutation that writes a setting, and the field that reads it back.
 READ_BACK = {
+    "setWebhookPayloadVersion": "WebhookEndpoint.payloadVersion",
     "setDunningPolicy": "Partner.dunningPolicy",
     "setPartnerMargin": "Partner.margins",
     "removePartnerMargin": "Partner.margins",

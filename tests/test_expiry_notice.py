@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from billing.core.ids import to_global_id
 from billing.outbox import partner_webhooks
 from billing.subscriptions import expiring_plans, lifecycle
 from billing.tenants import branding
@@ -74,7 +75,9 @@ async def test_auto_renew_off_is_announced_seven_days_before_the_end_once_by_mai
         )
         assert "Pro plan ends on 2027-02-10 and will not renew (auto-renew is off)" in inbox.text(0)
         bodies = [json.loads(body) for _, body, _ in receiver.received]
-        assert [b["data"]["subscription_id"] for b in bodies if b["type"] == expiring_plans.EVENT] == [subscription.id]
+        assert [b["data"]["subscription_id"] for b in bodies if b["type"] == expiring_plans.EVENT] == [
+            to_global_id("Subscription", subscription.id)  # the API's id (payload version 2)
+        ]
 
     await at(utc(2027, 2, 10, 9))
     await deliver_outbox()

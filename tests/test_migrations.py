@@ -26,6 +26,7 @@ from billing.catalog import rate_cards
 from billing.core import audit, clock, sql
 from models.catalog import AddOn, PlatformRate, RateCardCell
 from models.enums import AddOnState, PaymentMethodKind, PaymentPurpose, PaymentStatus, RefundStatus, WorkspaceStatus
+from models.operations import WebhookEndpoint
 from models.payments import GatewayConfig, IgnoredProviderEvent, Payment, Refund
 from models.subscriptions import WorkspaceAddOn
 from models.tenancy import Partner, Project, Workspace
@@ -332,6 +333,16 @@ async def fill_0017(made: dict[str, Any]) -> None:
         )
 
 
+async def fill_0025(made: dict[str, Any]) -> None:
+    """An endpoint as the release before 0025 made it: its receiver reads version 1 bodies."""
+    partner = await an_old_partner()
+    endpoint = WebhookEndpoint(
+        partner_id=partner.id, url="https://hooks.agency.example/in", secret_encrypted=b"x", created_at=clock.now()
+    )
+    await as_of_release(endpoint)
+    made["partner"], made["endpoint"] = partner.id, endpoint.id
+
+
 # Each step: the migration the database is at, the next one's name, and the rows the release at it wrote.
 STEPS: list[tuple[str, str, Callable[[dict[str, Any]], Awaitable[None]]]] = [
     ("0011_reset_tokens_off_the_outbox", "0012", fill_0012),
@@ -340,6 +351,7 @@ STEPS: list[tuple[str, str, Callable[[dict[str, Any]], Awaitable[None]]]] = [
     ("0014_refunds", "0015", fill_0015),
     ("0015_remote_ip_and_card_saving", "0016", fill_0016),
     ("0016_exact_usage", "0017", fill_0017),
+    ("0024_persisted_operations", "0025", fill_0025),
 ]
 
 
@@ -389,6 +401,7 @@ def test_each_step_applies_the_next_migration_and_the_last_every_one_after_it(wa
             "models.0023_usage_levels",
             "models.0024_persisted_operations",
         ],
+        ["models.0025_webhook_payload_versions"],
     ]
 
 
@@ -496,5 +509,20 @@ def test_0017_moves_the_platforms_prices_to_dated_rates_and_prices_usage_as_befo
             assert (br.platform, br.partner) == (Fraction(1, 16), Fraction(1, 16) * Fraction(11, 10))
             assert (elsewhere.platform, elsewhere.partner) == (Fraction(3, 5), Fraction(3, 5) * Fraction(6, 5))
         assert table.changes() == []
+
+    _read(walked.url, after)
+
+
+def test_0025_keeps_existing_endpoints_on_payload_version_1_and_gives_new_ones_version_2(walked: Walk) -> None:
+    """A receiver written for the bodies sent before 0025 keeps getting them; an endpoint made after it gets
+    the API's ids and times (version 2)."""
+    made = walked.made["0025"]
+
+    async def after() -> None:
+        assert (await WebhookEndpoint.get(id=made["endpoint"])).payload_version == 1
+        new = await WebhookEndpoint.create(
+            partner_id=made["partner"], url="https://hooks.example/new", secret_encrypted=b"x"
+        )
+        assert (await WebhookEndpoint.get(id=new.id)).payload_version == 2
 
     _read(walked.url, after)

@@ -17,11 +17,9 @@ The signature, so a partner can check a request in a few lines::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -30,6 +28,7 @@ from tortoise.queryset import QuerySet
 from billing.core import audit, clock, credentials, observe, outbound, sql, tenancy, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.tenancy import Viewer
+from billing.outbox import payloads
 from billing.outbox.signing import sign
 from models.enums import Permission, ViewerKind, WorkState
 from models.operations import OutboxEvent, WebhookDelivery, WebhookEndpoint
@@ -50,7 +49,13 @@ INTERNAL = ("email.",)
 
 
 async def create_endpoint(
-    viewer: Viewer, *, partner_id: int, url: str, events: list[str], max_attempts: int = 8
+    viewer: Viewer,
+    *,
+    partner_id: int,
+    url: str,
+    events: list[str],
+    max_attempts: int = 8,
+    payload_version: int = payloads.LATEST,
 ) -> tuple[WebhookEndpoint, str]:
     """Add an endpoint; returns it with its signing secret, shown this once."""
     viewer.require(Permission.MANAGE_BILLING)
@@ -59,6 +64,7 @@ async def create_endpoint(
     partner = await tenancy.get_scoped(tenancy.partners(viewer), partner_id, "partner")
     if not 1 <= max_attempts <= 20:
         raise BillingError(ErrorCode.INVALID_INPUT, "between 1 and 20 attempts", field="maxAttempts")
+    _check_version(payload_version, "payloadVersion")
     if await WebhookEndpoint.filter(partner_id=partner.id).count() >= MAX_ENDPOINTS:
         raise BillingError(ErrorCode.INVALID_INPUT, f"at most {MAX_ENDPOINTS} endpoints", field="url")
     cleaned = sorted({e.strip() for e in events if e.strip()})
@@ -72,6 +78,7 @@ async def create_endpoint(
         secret_hint=credentials.hint({"secret": secret}),
         events=cleaned,
         max_attempts=max_attempts,
+        payload_version=payload_version,
     )
     await audit.record(
         actor=viewer.actor,
@@ -79,9 +86,40 @@ async def create_endpoint(
         target_type="WebhookEndpoint",
         target_id=endpoint.id,
         partner_id=partner.id,
-        after={"url": endpoint.url, "events": cleaned},
+        after={"url": endpoint.url, "events": cleaned, "payload_version": payload_version},
     )
     return endpoint, secret
+
+
+def _check_version(version: int, field: str) -> None:
+    if version not in payloads.VERSIONS:
+        versions = " or ".join(str(v) for v in payloads.VERSIONS)
+        raise BillingError(ErrorCode.INVALID_INPUT, f"a payload version is {versions}", field=field)
+
+
+async def set_payload_version(viewer: Viewer, *, endpoint_id: int, version: int) -> WebhookEndpoint:
+    """Move an endpoint to another payload version (``billing.outbox.payloads``): events fanned out from
+    now on are written in it; deliveries already queued, and their resends, keep the body they were
+    signed with."""
+    viewer.require(Permission.MANAGE_BILLING)
+    endpoint = await tenancy.get_scoped(
+        tenancy.partner_owned(WebhookEndpoint.all(), viewer), endpoint_id, "webhook endpoint", field="endpointId"
+    )
+    _check_version(version, "version")
+    if endpoint.payload_version != version:
+        before = endpoint.payload_version
+        endpoint.payload_version = version
+        await endpoint.save(update_fields=["payload_version"])
+        await audit.record(
+            actor=viewer.actor,
+            action="webhook_endpoint.payload_version",
+            target_type="WebhookEndpoint",
+            target_id=endpoint.id,
+            partner_id=endpoint.partner_id,
+            before={"payload_version": before},
+            after={"payload_version": version},
+        )
+    return endpoint
 
 
 def endpoints_of(viewer: Viewer, partner_id: int) -> QuerySet[WebhookEndpoint]:
@@ -91,21 +129,6 @@ def endpoints_of(viewer: Viewer, partner_id: int) -> QuerySet[WebhookEndpoint]:
     if Permission.MANAGE_BILLING not in viewer.permissions:
         return endpoints.filter(id=None)
     return endpoints
-
-
-def _body(event: dict[str, Any]) -> str:
-    created = event.get("created_at")
-    return json.dumps(
-        {
-            "id": f"evt_{event['id']}",
-            "type": event["event_type"],
-            "created_at": created.isoformat() if isinstance(created, datetime) else created,
-            "partner_id": event["partner_id"],
-            "data": event["payload"],
-        },
-        separators=(",", ":"),
-        default=str,
-    )
 
 
 async def fan_out(event: dict[str, Any], endpoints: list[WebhookEndpoint] | None = None) -> int:
@@ -122,9 +145,11 @@ async def fan_out(event: dict[str, Any], endpoints: list[WebhookEndpoint] | None
         wanted = [e for e in endpoints if not e.events or event["event_type"] in e.events]
     if not wanted:
         return 0
-    body = _body(event)
+    bodies: dict[int, str] = {}  # by payload version
     queued = 0
     for endpoint in wanted:
+        if endpoint.payload_version not in bodies:
+            bodies[endpoint.payload_version] = payloads.body(event, endpoint.payload_version)
         queued += await sql.execute(
             "INSERT INTO webhook_delivery (created_at, state, run_at, attempts, endpoint_id, partner_id, event_id,"
             " event_type, body) VALUES ($1, $2, $1, 0, $3, $4, $5, $6, $7)"
@@ -135,7 +160,7 @@ async def fan_out(event: dict[str, Any], endpoints: list[WebhookEndpoint] | None
             endpoint.partner_id,
             event["id"],
             event["event_type"],
-            body,
+            bodies[endpoint.payload_version],
         )
     return queued
 

@@ -21,12 +21,25 @@ class CreateWebhookEndpointInput:
     events: list[str] = strawberry.field(default_factory=list)
     max_attempts: int = 8
     partner_id: strawberry.ID | None = None
+    payload_version: int = strawberry.field(default=2, description="1 or 2 (the default): see WebhookEndpoint.")
 
 
 @strawberry.type
 class CreateWebhookEndpointPayload:
     endpoint: WebhookEndpoint | None = None
     secret: str | None = strawberry.field(default=None, description="The signing secret: shown this once.")
+    errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.input
+class SetWebhookPayloadVersionInput:
+    endpoint_id: strawberry.ID
+    version: int
+
+
+@strawberry.type
+class WebhookEndpointPayload:
+    endpoint: WebhookEndpoint | None = None
     errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -65,8 +78,23 @@ class Mutation:
             url=input.url,
             events=input.events,
             max_attempts=input.max_attempts,
+            payload_version=input.payload_version,
         )
         return CreateWebhookEndpointPayload(endpoint=WebhookEndpoint.of(endpoint), secret=secret)
+
+    @mutation(
+        permission=Permission.MANAGE_BILLING,
+        description="Move an endpoint to another payload version: events from now on are sent in it.",
+    )
+    async def set_webhook_payload_version(
+        self, info: Info[Context, None], input: SetWebhookPayloadVersionInput
+    ) -> WebhookEndpointPayload:
+        endpoint = await partner_webhooks.set_payload_version(
+            viewer_with(info),
+            endpoint_id=expect_id(input.endpoint_id, "WebhookEndpoint", "endpointId"),
+            version=input.version,
+        )
+        return WebhookEndpointPayload(endpoint=WebhookEndpoint.of(endpoint))
 
     @mutation(permission=Permission.MANAGE_BILLING, description="Send a webhook.test event to one endpoint.")
     async def send_test_webhook(self, info: Info[Context, None], input: SendTestWebhookInput) -> SendTestWebhookPayload:

@@ -52,6 +52,10 @@ class WebhookEndpoint(Node):
     max_attempts: int
     secret_hint: str | None
     created_at: datetime
+    payload_version: int = strawberry.field(
+        description="The shape of the bodies sent here: 2, the API's global ids and ISO 8601 times (new"
+        " endpoints); 1, database ids (endpoints made before 0.2.0). See setWebhookPayloadVersion."
+    )
 
     @classmethod
     def of(cls, row: operations_models.WebhookEndpoint) -> WebhookEndpoint:
@@ -64,6 +68,7 @@ class WebhookEndpoint(Node):
             max_attempts=row.max_attempts,
             secret_hint=row.secret_hint,
             created_at=row.created_at,
+            payload_version=row.payload_version,
         )
 
     @strawberry.field(description="Deliveries to this endpoint, oldest first.")
