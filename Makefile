@@ -42,16 +42,25 @@ run: $(STAMP) $(WEB_STAMP)
 # The SQLite half (with the tests of neither backend) and the PostgreSQL half run side by side, one pytest
 # each (`--backend`, tests/conftest.py), each with its own coverage data, which tests/coverage_floors.py
 # combines; each half's output is shown when both are done. `make test-serial` runs them in one process.
+# After the SQLite half, in the same background job, the money tests run again on PostgreSQL through
+# pgbouncer in transaction mode (`--via-pgbouncer`, tests/pgbouncer.py; docs/operations/pgbouncer.md).
+PGBOUNCER_TESTS := tests/test_ledger.py tests/test_idempotency.py tests/test_payments.py \
+	tests/test_refund_lifecycles.py tests/test_wallet_top_ups.py tests/test_usage.py tests/test_exact_usage.py \
+	tests/test_renewals.py tests/test_crash.py
+
 test: $(STAMP) $(WEB_STAMP) lint typecheck
 	rm -f .coverage .coverage.*
 	status=0; \
-	COVERAGE_FILE=.coverage.half-sqlite $(BIN)/python -m pytest --backend=sqlite --cov --cov-report= \
-		> .test-sqlite.log 2>&1 & sqlite=$$!; \
+	( COVERAGE_FILE=.coverage.half-sqlite $(BIN)/python -m pytest --backend=sqlite --cov --cov-report= \
+		> .test-sqlite.log 2>&1; first=$$?; \
+	  COVERAGE_FILE=.coverage.half-pgbouncer $(BIN)/python -m pytest --backend=postgres --via-pgbouncer \
+		--cov --cov-report= $(PGBOUNCER_TESTS) > .test-pgbouncer.log 2>&1 || first=1; exit $$first ) & sqlite=$$!; \
 	COVERAGE_FILE=.coverage.half-postgres $(BIN)/python -m pytest --backend=postgres --cov --cov-report= \
 		> .test-postgres.log 2>&1 & postgres=$$!; \
 	wait $$sqlite || status=1; wait $$postgres || status=1; \
 	echo "=== the SQLite half, and the tests of neither backend ==="; cat .test-sqlite.log; \
 	echo "=== the PostgreSQL half ==="; cat .test-postgres.log; \
+	echo "=== the money tests on PostgreSQL through pgbouncer ==="; cat .test-pgbouncer.log; \
 	$(BIN)/python -m tests.coverage_floors || status=1; \
 	exit $$status
 

@@ -37,6 +37,7 @@ from billing.catalog import rate_cards
 from billing.core import clock
 from billing.tenants import ratelimit
 from gateways import registry
+from tests import pgbouncer as pgbouncer_harness
 from tests.fake_asaas.control import FakeAsaasController
 from tests.fake_asaas.fixtures import asaas, fake_asaas  # noqa: F401
 from tests.localstripe_server import LocalStripe, localstripe  # noqa: F401
@@ -73,16 +74,27 @@ hypothesis_settings.load_profile("ci" if IN_CI else "dev")
 PG_ADMIN = os.environ.get("WHITEBILL_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
 REQUIRE_PG = os.environ.get("WHITEBILL_REQUIRE_POSTGRES", "").lower() in {"1", "true", "yes"}
 _pg_skipped: list[str] = []
+_pgbouncer_skipped: list[str] = []
 
 
 @dataclass(frozen=True)
 class Backend:
     name: str
     url: str
+    # --via-pgbouncer: url goes through pgbouncer in transaction mode, and this goes straight to PostgreSQL
+    # (the servers' WHITEBILL_LISTEN_DATABASE_URL).
+    listen_url: str | None = None
 
     @property
     def is_postgres(self) -> bool:
         return self.name == "postgres"
+
+    @property
+    def pgbouncer_env(self) -> dict[str, str]:
+        """What a server needs besides DATABASE_URL when that goes through pgbouncer."""
+        if self.listen_url is None:
+            return {}
+        return {"WHITEBILL_PGBOUNCER": "1", "WHITEBILL_LISTEN_DATABASE_URL": self.listen_url}
 
 
 def _pg_url(database: str, **params: str) -> str:
@@ -132,8 +144,16 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         pytest.skip(message)
     name = f"whitebill_test_{secrets.token_hex(4)}"
     url = _pg_url(name, minsize="1", maxsize="20")
-    _run(db.migrate(url, quiet=True))
-    yield Backend("postgres", url)
+    if request.config.getoption("via_pgbouncer"):
+        # Everything goes through pgbouncer in transaction mode as WHITEBILL_PGBOUNCER=1 has it, the
+        # database's creation and migrations included: no statement cache, and LISTEN straight to PostgreSQL.
+        bouncer: pgbouncer_harness.PgBouncer = request.getfixturevalue("pgbouncer")
+        bounced = bouncer.url(name, minsize="1", maxsize="20", statement_cache_size="0")
+        _run(db.migrate(bounced, quiet=True))
+        yield Backend("postgres", bounced, url)
+    else:
+        _run(db.migrate(url, quiet=True))
+        yield Backend("postgres", url)
 
     async def drop() -> None:
         conn = await asyncpg.connect(PG_ADMIN.replace("postgres://", "postgresql://", 1))
@@ -333,6 +353,7 @@ def serving(
         WHITEBILL_RESET_LIMIT_PER_ADDRESS="100000/minute",
         WHITEBILL_LOGIN_LIMIT_PER_EMAIL="100000/minute",
         WHITEBILL_RESET_LIMIT_PER_EMAIL="100000/minute",
+        **backend.pgbouncer_env,
         **(extra_env or {}),
     )
     with log_path.open("wb") as log:
@@ -370,7 +391,26 @@ def server(backend: Backend, providers: None, tmp_path_factory: pytest.TempPathF
     assert not misnamed, misnamed
 
 
+@pytest.fixture(scope="session")
+def pgbouncer() -> Iterator[pgbouncer_harness.PgBouncer]:
+    """pgbouncer in transaction mode in front of the test PostgreSQL (tests/pgbouncer.py). Not installed:
+    skipped with a notice, or failing the run when WHITEBILL_REQUIRE_POSTGRES=true (CI)."""
+    if pgbouncer_harness.binary() is None:
+        if REQUIRE_PG:
+            pytest.fail(f"{pgbouncer_harness.MISSING}, and WHITEBILL_REQUIRE_POSTGRES is set", pytrace=False)
+        _pgbouncer_skipped.append(pgbouncer_harness.MISSING)
+        pytest.skip(pgbouncer_harness.MISSING)
+    with pgbouncer_harness.running(PG_ADMIN) as bouncer:
+        yield bouncer
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--via-pgbouncer",
+        action="store_true",
+        help="the PostgreSQL tests' traffic goes through pgbouncer in transaction mode (tests/pgbouncer.py),"
+        " as WHITEBILL_PGBOUNCER=1 runs whitebill",
+    )
     parser.addoption(
         "--backend",
         choices=("sqlite", "postgres"),
@@ -404,3 +444,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("!", "PostgreSQL half SKIPPED", red=True, bold=True)
         terminalreporter.write_line(_pg_skipped[0])
         terminalreporter.write_line("Only the SQLite half ran. Start PostgreSQL (see README) to run both.")
+    if _pgbouncer_skipped:
+        terminalreporter.write_sep("!", "pgbouncer tests SKIPPED", red=True, bold=True)
+        terminalreporter.write_line(_pgbouncer_skipped[0])

@@ -488,8 +488,14 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
             # thousand subscribers' connections and more) paused the process for up to 190 ms.
             gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
             if settings.is_postgres:
-                # Subscribers hear of changes made by any process (servers, workers) through LISTEN.
-                listener = realtime.Listener(realtime.connect_like_the_pool())
+                # Subscribers hear of changes made by any process (servers, workers) through LISTEN, on a
+                # connection of its own: straight to PostgreSQL when DATABASE_URL goes through pgbouncer.
+                connect = (
+                    realtime.connect_with(**db.listen_options(settings.listen_database_url))
+                    if settings.listen_database_url
+                    else realtime.connect_like_the_pool()
+                )
+                listener = realtime.Listener(connect)
                 await listener.start()
             embedded_worker = None
             if not settings.is_postgres and settings.env != "test":

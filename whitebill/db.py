@@ -45,6 +45,16 @@ def _connection(database_url: str) -> str | dict[str, Any]:
     return config
 
 
+def listen_options(database_url: str) -> dict[str, Any]:
+    """How to reach the PostgreSQL server a URL names, for the connection that LISTENs
+    (WHITEBILL_LISTEN_DATABASE_URL): its address, user, password, database and TLS; the URL's pool
+    options are not for it."""
+    credentials = expand_db_url(normalise_url(database_url))["credentials"]
+    options = {key: credentials.get(key) for key in ("host", "port", "user", "password", "database")}
+    options["ssl"] = credentials.get("ssl")
+    return options
+
+
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
         "connections": {"default": _connection(database_url)},
@@ -84,7 +94,8 @@ async def create_database_if_missing(database_url: str) -> None:
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     admin = urlunsplit(("postgresql", parts.netloc, "/postgres", "", ""))
-    conn = await asyncpg.connect(admin)
+    # No named statements: through pgbouncer in transaction mode another client's may hold the name.
+    conn = await asyncpg.connect(admin, statement_cache_size=0)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:

@@ -96,6 +96,12 @@ class Settings:
     # "any": every valid operation runs (and APQ learns documents); "registered": only the operations
     # registered with `whitebill operations register` (whitebill.operations).
     operations: str = "any"
+    # DATABASE_URL goes through pgbouncer in transaction mode (WHITEBILL_PGBOUNCER): no named prepared
+    # statements (database_url then carries statement_cache_size=0), and LISTEN goes to listen_database_url.
+    pgbouncer: bool = False
+    # WHITEBILL_LISTEN_DATABASE_URL: a direct connection to PostgreSQL for live updates' LISTEN (it needs
+    # a session of its own); None: DATABASE_URL's server.
+    listen_database_url: str | None = field(default=None, repr=False)
 
     @property
     def is_postgres(self) -> bool:
@@ -349,9 +355,44 @@ def _database_url() -> str:
     return raw
 
 
+PGBOUNCER_ENV = "WHITEBILL_PGBOUNCER"
+LISTEN_URL_ENV = "WHITEBILL_LISTEN_DATABASE_URL"
+POSTGRES_SCHEMES = DATABASE_SCHEMES[1:]
+
+
+def _pooled_database_url() -> str:
+    """DATABASE_URL, and with WHITEBILL_PGBOUNCER=1 (it goes through pgbouncer in transaction mode, where
+    each transaction may get another server connection) asyncpg's statement cache off: its named prepared
+    statements would be looked for on a server connection that does not have them."""
+    url = _database_url()
+    if not _flag(PGBOUNCER_ENV):
+        return url
+    if not url.startswith(POSTGRES_SCHEMES):
+        raise ValueError(f"{PGBOUNCER_ENV}=1 is for a PostgreSQL DATABASE_URL that goes through pgbouncer")
+    cache = re.search(r"[?&]statement_cache_size=([^&]*)", url)
+    if cache is None:
+        return url + ("&" if "?" in url else "?") + "statement_cache_size=0"
+    if cache[1] != "0":
+        raise ValueError(f"DATABASE_URL: statement_cache_size={cache[1]!r} is 0 through pgbouncer ({PGBOUNCER_ENV}=1)")
+    return url
+
+
+def _listen_database_url() -> str | None:
+    """WHITEBILL_LISTEN_DATABASE_URL: where live updates LISTEN, straight to PostgreSQL; required with
+    WHITEBILL_PGBOUNCER=1, since a LISTEN through pgbouncer's transaction mode hears nothing."""
+    raw = os.environ.get(LISTEN_URL_ENV, "").strip()
+    if not raw:
+        if _flag(PGBOUNCER_ENV):
+            raise ValueError(f"{PGBOUNCER_ENV}=1: set {LISTEN_URL_ENV} to PostgreSQL itself, not pgbouncer (LISTEN)")
+        return None
+    if not raw.startswith(POSTGRES_SCHEMES):  # the rest is not shown: it may hold a password
+        raise ValueError(f"{LISTEN_URL_ENV} is postgres://USER:PASSWORD@HOST:PORT/NAME, straight to PostgreSQL")
+    return raw
+
+
 def _read(env: str, checked: Callable[[Callable[[], Any], Any], Any]) -> Settings:
     return Settings(
-        database_url=checked(_database_url, "sqlite://whitebill.sqlite3"),
+        database_url=checked(_pooled_database_url, "sqlite://whitebill.sqlite3"),
         env=env,
         host=os.environ.get("HOST", "127.0.0.1"),
         port=checked(lambda: _integer("PORT", 8000, 0, 65535), 8000),  # 0: any free port
@@ -398,6 +439,8 @@ def _read(env: str, checked: Callable[[Callable[[], Any], Any], Any]) -> Setting
             lambda: _integer(STALL_ENV, DEFAULT_STALL_SECONDS, 1, 86_400), DEFAULT_STALL_SECONDS
         ),
         operations=checked(_operations_mode, "any"),
+        pgbouncer=_flag(PGBOUNCER_ENV),
+        listen_database_url=checked(_listen_database_url, None),
     )
 
 

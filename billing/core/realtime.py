@@ -248,17 +248,41 @@ Connect = Callable[[], Awaitable[asyncpg.Connection]]
 def connect_like_the_pool() -> Connect:
     """A way to open one more connection with the settings of Tortoise's PostgreSQL pool."""
     client: Any = sql.connection()
+    return connect_with(
+        host=client.host,
+        port=client.port,
+        user=client.user,
+        password=client.password,
+        database=client.database,
+        server_settings=client.server_settings,
+        ssl=client.extra.get("ssl"),
+    )
+
+
+def connect_with(
+    *,
+    host: str | None,
+    port: int,
+    user: str | None,
+    password: Any,
+    database: str | None,
+    server_settings: dict[str, str] | None = None,
+    ssl: Any = None,
+) -> Connect:
+    """A way to open the listening connection to the PostgreSQL server named: straight to it, not through
+    a pooler in transaction mode (pgbouncer's), which gives the session that LISTENs to other clients
+    after each statement, and with it the notifications."""
     options: dict[str, Any] = {
-        "host": client.host,
-        "port": client.port,
-        "user": client.user,
-        "password": client.password,
-        "database": client.database,
+        "host": host,
+        "port": port,
+        "user": user,
+        "password": password,
+        "database": database,
         # Seen in pg_stat_activity as what it is.
-        "server_settings": {**(client.server_settings or {}), "application_name": LISTENER_NAME},
+        "server_settings": {**(server_settings or {}), "application_name": LISTENER_NAME},
     }
-    if client.extra.get("ssl") is not None:
-        options["ssl"] = client.extra["ssl"]
+    if ssl is not None:
+        options["ssl"] = ssl
 
     async def connect() -> asyncpg.Connection:
         return await asyncpg.connect(**options, timeout=10)
