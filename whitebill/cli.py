@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import signal
 import sys
 from importlib import metadata
 from typing import Any
@@ -130,6 +131,12 @@ def _worker(args: argparse.Namespace) -> int:
         print(f"whitebill worker health on http://{settings.host}:{health.getsockname()[1]}/healthz", flush=True)
 
     async def run() -> None:
+        # SIGTERM (systemd, a container's stop) stops the worker as Ctrl-C does: the work in hand is cut, its
+        # transaction rolls back and its lease lets another worker take it. As a container's first process
+        # the worker would otherwise ignore SIGTERM until it is killed.
+        main = asyncio.current_task()
+        assert main is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
         await db.connect(settings.database_url)
         try:
             await Worker(settings, name=args.name, poll_seconds=args.poll, health_socket=health).run_forever()
@@ -138,7 +145,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         pass
     return 0
 
@@ -156,7 +163,7 @@ def _demo(args: argparse.Namespace) -> int:
     from whitebill.demo import seed
 
     settings = _configured()
-    asyncio.run(seed(settings, port=settings.port))
+    asyncio.run(seed(settings, port=settings.port, new_keys=args.new_keys))
     return 0
 
 
@@ -371,7 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_worker)
 
     commands.add_parser("migrate", help="apply database migrations").set_defaults(run=_migrate)
-    commands.add_parser("demo", help="seed a demo platform, partner, plans and workspaces").set_defaults(run=_demo)
+    demo = commands.add_parser("demo", help="seed a demo platform, partner, plans and workspaces (again: adds nothing)")
+    demo.add_argument("--new-keys", action="store_true", help="replace the demo's keys (the old ones stop working)")
+    demo.set_defaults(run=_demo)
     commands.add_parser("schema", help="print the GraphQL SDL").set_defaults(run=_schema)
     commands.add_parser(
         "secret-key", help="print a new key for WHITEBILL_SECRET_KEY (encrypts gateway credentials)"
