@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import signal
+import socket
 import sys
 from importlib import metadata
 from typing import Any
