@@ -209,3 +209,16 @@ async def test_endpoints_receive_their_version_and_move_to_another_when_their_pa
     refused = (await other.data(SET_VERSION, {"e": made[2], "v": 1}))["setWebhookPayloadVersion"]
     assert refused == {"endpoint": None, "errors": [{"code": "NOT_FOUND", "field": "endpointId"}]}
     assert (await WebhookEndpoint.get(id=from_global_id(made[2])[1])).payload_version == 2
+
+
+def test_the_docs_example_body_has_the_shape_version_2_sends() -> None:
+    text = (ROOT / "docs" / "guides" / "partner-webhooks.md").read_text()
+    [example] = [json.loads(block) for block in text.split("```json\n")[1:] for block in [block.split("```")[0]]]
+    sent = json.loads(payloads.body(an_event(event_type="receipt.issued"), 2))
+    assert list(example) == list(sent) and example["version"] == 2
+    assert datetime.fromisoformat(example["created_at"]).utcoffset() == timedelta(0)
+    for key, value in {"partner_id": example["partner_id"], **example["data"]}.items():
+        if key in payloads.GLOBAL_TYPES:
+            assert from_global_id(value)[0] == payloads.GLOBAL_TYPES[key], key
+        elif key in payloads.OWNER_KEYS:
+            assert from_global_id(value)[0] in ("Workspace", "Partner", "Project"), key
