@@ -45,8 +45,7 @@ run: $(STAMP) $(WEB_STAMP)
 # After the SQLite half, in the same background job, the money tests run again on PostgreSQL through
 # pgbouncer in transaction mode (`--via-pgbouncer`, tests/pgbouncer.py; docs/operations/pgbouncer.md).
 PGBOUNCER_TESTS := tests/test_ledger.py tests/test_idempotency.py tests/test_payments.py \
-	tests/test_refund_lifecycles.py tests/test_wallet_top_ups.py tests/test_usage.py tests/test_exact_usage.py \
-	tests/test_renewals.py tests/test_crash.py
+	tests/test_refund_lifecycles.py tests/test_wallet_top_ups.py tests/test_exact_usage.py tests/test_crash.py
 
 test: $(STAMP) $(WEB_STAMP) lint typecheck
 	rm -f .coverage .coverage.*

@@ -93,8 +93,17 @@ async def create_database_if_missing(database_url: str) -> None:
 
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
+    # A database that exists is not looked for in the server's list: through pgbouncer, the list's database
+    # (postgres) may not be one pgbouncer serves. No named statements either: through pgbouncer in
+    # transaction mode, another client's may hold the name.
+    try:
+        target = await asyncpg.connect(urlunsplit(("postgresql", parts.netloc, parts.path, "", "")))
+    except (asyncpg.InvalidCatalogNameError, asyncpg.ProtocolViolationError):  # pgbouncer says the latter
+        pass
+    else:
+        await target.close()
+        return
     admin = urlunsplit(("postgresql", parts.netloc, "/postgres", "", ""))
-    # No named statements: through pgbouncer in transaction mode another client's may hold the name.
     conn = await asyncpg.connect(admin, statement_cache_size=0)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
