@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
@@ -41,6 +42,8 @@ from tests.graphql import GraphQLClient
 from tests.test_crash import usage_setup
 from tests.test_partner_webhooks import an_endpoint, receiving
 from whitebill import metrics
+from whitebill.settings import load_settings
+from whitebill.worker import Worker
 
 pytestmark = pytest.mark.usefixtures("database")
 
@@ -235,6 +238,26 @@ async def test_a_worker_serves_its_health_and_counts_deliveries_dead_letters_and
     body = health.json()
     assert body["status"] == "ok" and body["ticks"] >= 1 and body["items_handled"] >= 4
     assert 0 <= body["last_tick_age_seconds"] < 120 and body["stall_after_seconds"] == 120
+
+
+async def test_a_failed_attempt_is_counted_apart_from_the_last_one_which_is_dead(database: Backend) -> None:
+    def attempts() -> dict[str, float]:
+        text = metrics.render(None).decode()
+        return {r: value(text, "whitebill_webhook_attempts_total", result=r) for r in ("delivered", "failed", "dead")}
+
+    with receiving() as (receiver, url):
+        partner, _, _ = await an_endpoint(url + "/flaky", max_attempts=2)  # the receiver fails each event twice
+        await OutboxEvent.create(partner_id=partner.id, event_type="wallet.low_balance", payload={}, run_at=clock.now())
+        worker = Worker(load_settings())  # counts in this process
+        start = attempts()
+        while await worker.tick():
+            pass
+        assert attempts() == {**start, "failed": start["failed"] + 1}
+        await clock.advance(timedelta(seconds=30))  # its back-off: the second attempt is its last
+        while await worker.tick():
+            pass
+        assert attempts() == {**start, "failed": start["failed"] + 1, "dead": start["dead"] + 1}
+        assert receiver.ids() == []
 
 
 @contextlib.asynccontextmanager
