@@ -91,3 +91,46 @@ def test_serve_on_a_taken_port_says_so_before_anything_starts(tmp_path: Path) ->
     assert done.returncode == 2 and done.stdout == "", done.stdout
     [line] = done.stderr.splitlines()
     assert line.startswith(f"whitebill: cannot listen on 127.0.0.1:{port}: ") and "in use" in line
+
+
+DATABASE_COMMANDS = [c for c in COMMANDS if c != ["migrate"]]
+
+
+@pytest.mark.parametrize("command", DATABASE_COMMANDS, ids=" ".join)
+def test_a_database_not_migrated_stops_every_command_in_one_line(tmp_path: Path, command: list[str]) -> None:
+    """Not a traceback from the first statement that finds a table missing: what to run."""
+    done = whitebill(
+        tmp_path,
+        *command,
+        DATABASE_URL=f"sqlite://{tmp_path / 'empty.sqlite3'}",
+        WHITEBILL_OPERATOR_PASSWORD="pw-1234567",
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    [line] = [line for line in done.stderr.splitlines() if not line.startswith("{")]  # JSON log lines aside
+    assert line.startswith("whitebill: the database has ") and "unapplied migration(s)" in line, line
+    assert line.endswith("run `whitebill migrate` first") and len(line) < 200, line
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgres://whitebill:secret-pass@127.0.0.1:{closed}/billing",  # nothing listens there
+        "postgres://no_such_role:secret-pass@127.0.0.1:5432/billing",  # PostgreSQL refuses the role
+        "postgres://whitebill:secret-pass@no-such-host.invalid:5432/billing",  # no such host
+    ],
+)
+def test_a_database_that_cannot_be_reached_stops_every_command_in_one_line(tmp_path: Path, url: str) -> None:
+    url = url.format(closed=_closed_port())
+    for command in (["migrate"], ["serve"], ["worker"], ["demo"], ["operations", "list"]):
+        done = whitebill(tmp_path, *command, DATABASE_URL=url)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (command, done.stderr)
+        [line] = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+        assert line.startswith("whitebill: DATABASE_URL: cannot use the database ("), (command, line)
+        assert line.endswith("check its host, port, user, password and database name"), (command, line)
+        assert "secret-pass" not in done.stderr + done.stdout

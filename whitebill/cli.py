@@ -32,33 +32,26 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from whitebill import logs
-    from whitebill.app import NotMigrated, create_app
+    from whitebill.app import create_app
     from whitebill.websockets import SmallWindowWebSockets
 
     settings = load_settings()
     logs.configure(settings.log_level)
     settings = development_secret_key(settings)  # create_app configures the domain with it
 
-    async def check() -> str | None:
+    async def check() -> None:
         from tortoise import Tortoise
 
-        from whitebill import db
-        from whitebill.app import ensure_migrated
+        from whitebill import db, ready
 
-        await db.create_database_if_missing(settings.database_url)
-        await db.connect(settings.database_url)
         try:
-            await ensure_migrated(settings)
-        except NotMigrated as problem:
-            return str(problem)
-        finally:
-            await Tortoise.close_connections()
-        return None
+            await db.create_database_if_missing(settings.database_url)
+        except Exception as error:
+            raise ready.unreachable(error) or error from error
+        await ready.connect(settings)  # refuses a database it cannot reach or that is not migrated
+        await Tortoise.close_connections()
 
-    problem = asyncio.run(check())
-    if problem:
-        print(f"whitebill: {problem}", file=sys.stderr)
-        return 2
+    asyncio.run(check())
     port = args.port or settings.port
     processes = args.processes or settings.processes
     try:  # the port first: nothing is printed or started on a port that is taken
@@ -112,7 +105,7 @@ def _worker(args: argparse.Namespace) -> int:
     from tortoise import Tortoise
 
     from billing.core import clock
-    from whitebill import db, logs
+    from whitebill import logs, ready
     from whitebill.worker import Worker
 
     settings = load_settings()
@@ -137,7 +130,7 @@ def _worker(args: argparse.Namespace) -> int:
         main = asyncio.current_task()
         assert main is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
-        await db.connect(settings.database_url)
+        await ready.connect(settings)
         try:
             await Worker(settings, name=args.name, poll_seconds=args.poll, health_socket=health).run_forever()
         finally:
@@ -151,10 +144,13 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from whitebill import db
+    from whitebill import db, ready
 
     settings = load_settings()
-    applied = asyncio.run(db.migrate(settings.database_url))
+    try:
+        applied = asyncio.run(db.migrate(settings.database_url))
+    except Exception as error:
+        raise ready.unreachable(error) or error from error
     print("database is up to date" if not applied else f"{len(applied)} migration(s) applied")
     return 0
 
@@ -194,7 +190,7 @@ def _api_key_create(args: argparse.Namespace) -> int:
     from billing.core.errors import BillingError
     from billing.tenants import api_keys
     from models.enums import Permission
-    from whitebill import db
+    from whitebill import ready
 
     partner_id = None if args.platform else _db_id(args.partner, "Partner")
     if not args.platform and partner_id is None:
@@ -207,7 +203,7 @@ def _api_key_create(args: argparse.Namespace) -> int:
     settings = _configured()
 
     async def run() -> str:
-        await db.connect(settings.database_url)
+        await ready.connect(settings)
         try:
             permissions = (
                 frozenset(Permission(p.strip().upper()) for p in args.permissions.split(",") if p.strip())
@@ -223,6 +219,8 @@ def _api_key_create(args: argparse.Namespace) -> int:
 
     try:
         print(asyncio.run(run()))
+    except SettingsError:
+        raise
     except ValueError as error:
         print(
             f"whitebill: unknown permission ({error}); choose from {', '.join(p.value for p in Permission)}",
@@ -242,13 +240,13 @@ def _operator_create(args: argparse.Namespace) -> int:
 
     from billing.core.errors import BillingError
     from billing.tenants import identity
-    from whitebill import db
+    from whitebill import ready
 
     settings = _configured()
     password = operator_password() or getpass.getpass("Password: ")
 
     async def run() -> None:
-        await db.connect(settings.database_url)
+        await ready.connect(settings)
         try:
             await identity.create_platform_user(email=args.email, password=password, name=args.name)
         finally:
@@ -268,7 +266,7 @@ def _operations_register(args: argparse.Namespace) -> int:
 
     from tortoise import Tortoise
 
-    from whitebill import db, operations
+    from whitebill import operations, ready
     from whitebill.schema import schema
 
     found: list[operations.Operation] = []
@@ -284,7 +282,7 @@ def _operations_register(args: argparse.Namespace) -> int:
     settings = _configured()
 
     async def run() -> list[tuple[operations.Operation, bool]]:
-        await db.connect(settings.database_url)
+        await ready.connect(settings)
         try:
             return await operations.register(found)
         finally:
@@ -300,12 +298,12 @@ def _operations_list(args: argparse.Namespace) -> int:
 
     from tortoise import Tortoise
 
-    from whitebill import db, operations
+    from whitebill import operations, ready
 
     settings = _configured()
 
     async def run() -> list[operations.Operation]:
-        await db.connect(settings.database_url)
+        await ready.connect(settings)
         try:
             return await operations.registered()
         finally:
@@ -334,12 +332,12 @@ def _operations_list(args: argparse.Namespace) -> int:
 def _operations_remove(args: argparse.Namespace) -> int:
     from tortoise import Tortoise
 
-    from whitebill import db, operations
+    from whitebill import operations, ready
 
     settings = _configured()
 
     async def run() -> bool:
-        await db.connect(settings.database_url)
+        await ready.connect(settings)
         try:
             return await operations.remove(args.sha256)
         finally:

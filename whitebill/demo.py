@@ -26,7 +26,7 @@ from models.enums import (
 )
 from models.tenancy import ApiKey, Branding, Partner, PartnerUser, Project, Workspace, WorkspaceUser
 from schema.ids import to_global_id
-from whitebill import db
+from whitebill import ready
 from whitebill.settings import Settings
 
 DEMO_SLUG = "demo-agency"
@@ -194,7 +194,7 @@ async def _keys(partner: Partner, *, new_keys: bool) -> dict[str, str] | None:
 
 
 async def seed(settings: Settings, *, port: int = 8000, new_keys: bool = False) -> None:
-    await db.connect(settings.database_url)
+    await ready.connect(settings)
     try:
         await _catalog()
         partner = await _partner()
