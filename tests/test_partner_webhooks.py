@@ -409,3 +409,36 @@ async def test_a_password_e_mail_never_reaches_a_partner_endpoint() -> None:
 
 if __name__ == "__main__":
     serve_receiver(int(sys.argv[1]), Path(sys.argv[2]))
+
+
+async def test_a_worker_slowed_past_its_lease_leaves_a_delivery_another_worker_took() -> None:
+    """A worker starved of CPU past its lease (here: the clock moved past it between claim and send) must not
+    send what another worker claimed since: that one sends it, once. Holding a claim, a send renews it, so
+    nobody takes it while it is on the wire."""
+    with receiving() as (receiver, url):
+        partner, endpoint, _ = await an_endpoint(url + "/ok")
+        await OutboxEvent.create(partner_id=partner.id, event_type="plan.renewed", payload={}, run_at=clock.now())
+        slow, quick = Worker(load_settings(), name="slow"), Worker(load_settings(), name="quick")
+        for item in await work.claim("outbox_event", slow.owner):  # fan out: one delivery
+            await partner_webhooks.fan_out({**item.row, "payload": {}})
+            await work.finish("outbox_event", item.id, slow.owner)
+        [held] = await work.claim("webhook_delivery", slow.owner)
+        await clock.advance(work.DEFAULT_LEASE + timedelta(seconds=1))  # the slow worker's lease runs out...
+        [taken] = await work.claim("webhook_delivery", quick.owner)  # ...and the quick one takes the delivery
+        assert taken.id == held.id
+        assert not await slow.webhooks.send(slow.owner, held)  # not sent: it is the quick worker's now
+        assert receiver.received == []
+        assert await quick.webhooks.send(quick.owner, taken)
+        assert receiver.ids() == [f"evt_{taken.row['event_id']}"]
+        delivery = await WebhookDelivery.get(id=taken.id)
+        assert delivery.state is WorkState.DONE and delivery.endpoint_id == endpoint.id
+
+        # A lease that ran out with nobody taking the delivery since is still the worker's: renewed, it sends.
+        await OutboxEvent.create(partner_id=partner.id, event_type="plan.renewed", payload={}, run_at=clock.now())
+        for item in await work.claim("outbox_event", slow.owner):
+            await partner_webhooks.fan_out({**item.row, "payload": {}})
+            await work.finish("outbox_event", item.id, slow.owner)
+        [late] = await work.claim("webhook_delivery", slow.owner)
+        await clock.advance(work.DEFAULT_LEASE + timedelta(seconds=1))
+        assert await slow.webhooks.send(slow.owner, late)
+        assert len(receiver.ids()) == 2

@@ -59,6 +59,21 @@ async def finish(queue: str, item_id: int, owner: str, result: Any = None) -> bo
     return changed == 1
 
 
+async def renew(queue: str, item_id: int, owner: str, *, lease: timedelta = DEFAULT_LEASE) -> bool:
+    """Hold an item for ``lease`` more from now, if ``owner`` still holds it (its lease may have run out,
+    so long as nobody claimed it since); False when another worker has it now."""
+    if queue not in QUEUES:
+        raise ValueError(queue)
+    changed = await sql.execute(
+        f"UPDATE {queue} SET lease_until = $1 WHERE id = $2 AND lease_owner = $3 AND state = $4",  # noqa: S608
+        clock.now() + lease,
+        item_id,
+        owner,
+        WorkState.PENDING.value,
+    )
+    return changed == 1
+
+
 async def retry_later(
     queue: str,
     item_id: int,

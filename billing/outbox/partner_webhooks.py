@@ -207,17 +207,23 @@ class Sender:
             "Whitebill-Event-Type": str(row["event_type"]),
         }
         status: int | None = None
-        try:
-            async with self._slots, asyncio.timeout(DEADLINE_SECONDS):
-                answer = await self.http.post(endpoint.url, content=body, headers=headers)
-            status = answer.status_code
-        except httpx.HTTPError as exc:
-            # A refused address was never connected to: the partner learns that, not how its port answers.
-            error = outbound.REFUSED if outbound.was_refused(exc) else f"{type(exc).__name__}"
-        except TimeoutError:
-            error = f"no answer within {DEADLINE_SECONDS:g} s"
-        else:
-            error = f"HTTP {status}"
+        async with self._slots:
+            # The claim is renewed right before sending: a worker slowed past its lease (a starved CPU, a
+            # long pause) finds that another worker has taken the delivery since, and leaves it to that one
+            # instead of sending it a second time; renewed, nobody else takes it while it is sent.
+            if not await work.renew("webhook_delivery", claimed.id, owner):
+                return False
+            try:
+                async with asyncio.timeout(DEADLINE_SECONDS):
+                    answer = await self.http.post(endpoint.url, content=body, headers=headers)
+                status = answer.status_code
+            except httpx.HTTPError as exc:
+                # A refused address was never connected to: the partner learns that, not how its port answers.
+                error = outbound.REFUSED if outbound.was_refused(exc) else f"{type(exc).__name__}"
+            except TimeoutError:
+                error = f"no answer within {DEADLINE_SECONDS:g} s"
+            else:
+                error = f"HTTP {status}"
         if status is not None and 200 <= status < 300:
             await sql.execute(_DONE, WorkState.DONE.value, clock.now(), status, claimed.id, owner)
             observe.webhook_attempt("delivered")
