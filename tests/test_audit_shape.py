@@ -245,7 +245,10 @@ async def everything_audited() -> Partner:
         viewer, partner_id=partner.id, plan_policy=RefundPlanPolicy.KEEP_TO_PERIOD_END, take_back_units=True
     )
     await project_credit.set_policy(viewer, partner_id=partner.id, policy=UsageCreditPolicy.ALLOW_TO_CREDIT_LIMIT)
-    await partner_webhooks.create_endpoint(viewer, partner_id=partner.id, url="https://8.8.8.8/in", events=[])
+    endpoint, _ = await partner_webhooks.create_endpoint(
+        viewer, partner_id=partner.id, url="https://8.8.8.8/in", events=[]
+    )
+    await partner_webhooks.set_payload_version(viewer, endpoint_id=endpoint.id, version=1)
     await engine.configure(viewer, partner_id=partner.id, enabled=False, for_clients=False, client_overdraft=50)
     await renewals.set_dunning_policy(
         viewer,
@@ -387,8 +390,17 @@ ID_TYPES = {
     "to": {"Wallet"},
     "payer": {"Workspace", "Partner"},
 }
-# Whole numbers the API shows as Int: counts of days and failures, limit values, add-on quantities.
-COUNTS = {"retry_days", "restrict_after", "suspend_after", "fallback_after", "limits", "limit_deltas"}
+# Whole numbers the API shows as Int: counts of days and failures, limit values, add-on quantities, a webhook
+# endpoint's payload version.
+COUNTS = {
+    "retry_days",
+    "restrict_after",
+    "suspend_after",
+    "fallback_after",
+    "limits",
+    "limit_deltas",
+    "payload_version",
+}
 COUNTED = {
     ("add_on.set", "quantity"),
     ("add_on.points", "quantity"),
