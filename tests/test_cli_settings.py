@@ -58,6 +58,8 @@ def test_every_command_refuses_bad_settings_in_one_line_each(tmp_path: Path, com
         ("mysql://root:secret@db/billing", "whitebill: DATABASE_URL ('mysql') is sqlite://PATH or postgres://"),
         ("localhost/billing", "whitebill: DATABASE_URL ('no scheme') is sqlite://PATH or postgres://"),
         ("sqlite:///no/such/folder/x.sqlite3", "whitebill: DATABASE_URL: the folder of the SQLite file"),
+        # A password with a bare slash cuts the URL short: its start would be read as the port, and shown.
+        ("postgres://whitebill:secret/x@db:5432/billing", "whitebill: DATABASE_URL cannot be read: percent-encode"),
     ],
 )
 def test_a_database_url_that_cannot_work_stops_every_command(tmp_path: Path, url: str, problem: str) -> None:
@@ -134,3 +136,32 @@ def test_a_database_that_cannot_be_reached_stops_every_command_in_one_line(tmp_p
         assert line.startswith("whitebill: DATABASE_URL: cannot use the database ("), (command, line)
         assert line.endswith("check its host, port, user, password and database name"), (command, line)
         assert "secret-pass" not in done.stderr + done.stdout
+
+
+def test_only_failures_to_reach_the_database_are_called_a_database_url_problem() -> None:
+    import asyncpg
+    from tortoise.exceptions import DBConnectionError
+
+    from whitebill.ready import unreachable
+
+    for refused in (
+        ConnectionRefusedError(111, "Connect call failed"),
+        socket.gaierror(-2, "Name or service not known"),
+        asyncpg.InvalidPasswordError('password authentication failed for user "whitebill"'),
+        asyncpg.InvalidCatalogNameError('database "billing" does not exist'),
+        asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+        DBConnectionError("cannot connect"),
+    ):
+        problem = unreachable(refused)
+        assert problem is not None and problem.problems[0].startswith("DATABASE_URL: cannot use the database ("), (
+            refused
+        )
+    for other in (  # a lock, a cancelled statement, a deadlock, a full disk: the error's own words, not a setting
+        asyncpg.LockNotAvailableError("could not obtain lock"),
+        asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+        asyncpg.DeadlockDetectedError("deadlock detected"),
+        asyncpg.DiskFullError("could not extend file"),
+        ValueError("something else"),
+        TimeoutError(),
+    ):
+        assert unreachable(other) is None, other

@@ -322,7 +322,9 @@ def test_compose_runs_postgres_redis_a_migration_two_api_processes_and_two_worke
         assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
         # Every environment variable of the other whitebill services too (a merge key replaces a mapping).
         assert services[name]["environment"].items() >= services[migrate]["environment"].items()
-        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "*"  # the ports are on loopback only
+        # X-Forwarded-For is trusted from the proxy's address only, never from any address ("*"): a client
+        # could name its own address and escape its per-address login limit.
+        assert services[name]["environment"]["FORWARDED_ALLOW_IPS"] == "${WHITEBILL_PROXY_ADDRESSES:-127.0.0.1}"
         assert "healthcheck" not in services[name]  # the image's HEALTHCHECK: GET /healthz
         assert _replicas(services[name]) == 1 or "ports" not in services[name]
     assert services[migrate]["healthcheck"] == {"disable": True}  # one-shot, no HTTP

@@ -442,3 +442,21 @@ async def test_a_worker_slowed_past_its_lease_leaves_a_delivery_another_worker_t
         await clock.advance(work.DEFAULT_LEASE + timedelta(seconds=1))
         assert await slow.webhooks.send(slow.owner, late)
         assert len(receiver.ids()) == 2
+
+
+async def test_a_delivery_that_fails_in_the_worker_holds_up_neither_the_others_nor_the_tick(caplog) -> None:
+    """One endpoint's secret cannot be opened (a key rotated away, say): its delivery fails in the worker
+    itself. The tick goes on, the other endpoint gets the event, and the failed one waits for its lease."""
+    with receiving() as (receiver, url):
+        partner, good, _ = await an_endpoint(url + "/ok")
+        broken, _ = await partner_webhooks.create_endpoint(
+            partner_viewer(partner), partner_id=partner.id, url=url + "/ok?broken", events=[]
+        )
+        await WebhookEndpoint.filter(id=broken.id).update(secret_encrypted=b"not a token")
+        await OutboxEvent.create(partner_id=partner.id, event_type="plan.renewed", payload={}, run_at=clock.now())
+        worker = Worker(load_settings())
+        await drain(worker)  # does not raise
+        assert len(receiver.ids()) == 1
+        states = {d.endpoint_id: d.state for d in await WebhookDelivery.filter(partner_id=partner.id)}
+        assert states == {good.id: WorkState.DONE, broken.id: WorkState.PENDING}
+        assert any("webhook delivery" in r.getMessage() and r.exc_info for r in caplog.records)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -169,6 +170,11 @@ async def test_endpoints_receive_their_version_and_move_to_another_when_their_pa
         assert old["data"]["payer_key"] == f"WORKSPACE:{workspace.id}"
         created = datetime.fromisoformat(new["created_at"])
         assert "T" in new["created_at"] and created.utcoffset() is not None and created.utcoffset().total_seconds() == 0
+        # No database id or owner key left anywhere in what version 2 endpoints got (every event type sent).
+        every_v2 = [json.loads(d.body) for d in await WebhookDelivery.filter(partner_id=partner.id)]
+        every_v2 = [b for b in every_v2 if b.get("version") == 2]
+        assert {b["type"] for b in every_v2} >= {"workspace.created", "receipt.issued"}
+        assert [leak for b in every_v2 for leak in _database_ids(b)] == []
         received = {json.loads(body).get("version", 1) for _, body, _ in receiver.received}
         assert received == {1, 2}
 
@@ -222,3 +228,17 @@ def test_the_docs_example_body_has_the_shape_version_2_sends() -> None:
             assert from_global_id(value)[0] == payloads.GLOBAL_TYPES[key], key
         elif key in payloads.OWNER_KEYS:
             assert from_global_id(value)[0] in ("Workspace", "Partner", "Project"), key
+
+
+def _database_ids(value: object, key: str = "") -> list[str]:
+    """Where a body still names a row as the database does: a number under an ``*_id`` key (but the ones
+    kept as numbers) or a ``KIND:12`` owner key."""
+    if isinstance(value, dict):
+        return [leak for k, v in value.items() for leak in _database_ids(v, k)]
+    if isinstance(value, list):
+        return [leak for item in value for leak in _database_ids(item, key)]
+    if isinstance(value, int) and not isinstance(value, bool) and key.endswith("_id"):
+        return [] if key in payloads.KEPT_AS_NUMBERS else [f"{key}={value}"]
+    if isinstance(value, str) and re.fullmatch(r"[A-Z_]+:[0-9]+", value):
+        return [f"{key}={value}"]
+    return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 import socket
 import sys
@@ -47,7 +48,10 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             await db.create_database_if_missing(settings.database_url)
         except Exception as error:
-            raise ready.unreachable(error) or error from error
+            problem = ready.unreachable(error)
+            if problem is None:
+                raise
+            raise problem from error
         await ready.connect(settings)  # refuses a database it cannot reach or that is not migrated
         await Tortoise.close_connections()
 
@@ -150,7 +154,10 @@ def _migrate(args: argparse.Namespace) -> int:
     try:
         applied = asyncio.run(db.migrate(settings.database_url))
     except Exception as error:
-        raise ready.unreachable(error) or error from error
+        problem = ready.unreachable(error)
+        if problem is None:
+            raise
+        raise problem from error
     print("database is up to date" if not applied else f"{len(applied)} migration(s) applied")
     return 0
 
@@ -434,6 +441,9 @@ def _version() -> str:
         return "unknown"
 
 
+_CREDENTIALS = re.compile(r"(\w+://[^/@\s:]*:)[^@\s]*@")  # a URL's password, never printed
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs a command. A failure is one line on stderr, never a traceback unless ``--debug``: settings
     with problems (one line each) exit 2, anything else 1."""
@@ -449,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"whitebill: {type(error).__name__}: {error} (--debug shows where)".replace("\n", " "), file=sys.stderr)
+        text = _CREDENTIALS.sub(r"\1***@", f"{type(error).__name__}: {error}").replace("\n", " ")
+        print(f"whitebill: {text} (--debug shows where)", file=sys.stderr)
         return 1
 
 

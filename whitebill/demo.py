@@ -6,6 +6,7 @@ replaces them."""
 from __future__ import annotations
 
 from tortoise import Tortoise
+from tortoise.expressions import Q
 
 from billing.accounts import wallets
 from billing.catalog import rate_cards
@@ -25,6 +26,7 @@ from models.enums import (
     Unit,
 )
 from models.tenancy import ApiKey, Branding, Partner, PartnerUser, Project, Workspace, WorkspaceUser
+from models.wallets import Posting
 from schema.ids import to_global_id
 from whitebill import ready
 from whitebill.settings import Settings
@@ -36,6 +38,8 @@ DEMO_DOMAIN = "demo.localhost"  # browsers and curl resolve *.localhost to this 
 DEMO_CLIENT = "dono@padaria.example"
 SYSTEM = Viewer(kind="PLATFORM", actor="demo", permissions=PLATFORM_PERMISSIONS)
 KEYS = ("demo platform", "demo partner", "demo usage")  # the names of the keys the demo makes
+BALANCE_NOTE = "demo: the centralised balance usage is paid from"
+CREDIT_NOTE = "demo: project credit"
 # The platform's price per delivered WhatsApp message in BRL, per country ("*": any other) and category.
 RATES = (
     ("BR", MessageCategory.MARKETING, "0.0625"),
@@ -161,29 +165,33 @@ async def _usage(partner: Partner) -> Project:
     agency = Viewer(kind="PARTNER", actor="demo", partner_id=partner.id, permissions=PARTNER_PERMISSIONS)
     if not await rate_cards.margins(partner.id, "BRL"):
         await rate_cards.set_partner_margin(agency, partner_id=partner.id, kind=MarginKind.PERCENTAGE, value="20")
-    await wallets.grant_partner_balance(
-        SYSTEM,
-        partner_id=partner.id,
-        currency="BRL",
-        amount=100_000,
-        note="demo: the centralised balance usage is paid from",
-        idempotency_key="demo-partner-balance",
-    )
+    # Each grant once: found by its note, not only by its idempotency key (keys are forgotten after 30 days).
+    if not await Posting.exists(note=BALANCE_NOTE):
+        await wallets.grant_partner_balance(
+            SYSTEM,
+            partner_id=partner.id,
+            currency="BRL",
+            amount=100_000,
+            note=BALANCE_NOTE,
+            idempotency_key="demo-partner-balance",
+        )
     padaria = await Workspace.get(partner_id=partner.id, owner_email=DEMO_CLIENT)
     project = await Project.get(workspace_id=padaria.id, is_default=True)
-    await project_credit.assign(
-        agency, project_id=project.id, amount="50.00", note="demo credit", idempotency_key="demo-project-credit"
-    )
+    if not await Posting.exists(note=CREDIT_NOTE):
+        await project_credit.assign(
+            agency, project_id=project.id, amount="50.00", note=CREDIT_NOTE, idempotency_key="demo-project-credit"
+        )
     return project
 
 
 async def _keys(partner: Partner, *, new_keys: bool) -> dict[str, str] | None:
     """The demo's three keys: made when missing (or all replaced with ``new_keys``), their secrets returned;
     None when the ones made before are kept."""
-    kept = await ApiKey.filter(name__in=KEYS, revoked_at=None).values_list("name", flat=True)
+    demo_keys = ApiKey.filter(name__in=KEYS).filter(Q(partner_id=partner.id) | Q(partner_id=None))
+    kept = await demo_keys.filter(revoked_at=None).values_list("name", flat=True)
     if set(kept) == set(KEYS) and not new_keys:
         return None
-    await ApiKey.filter(name__in=KEYS).delete()
+    await demo_keys.delete()
     creator = api_keys.operator("demo")
     platform = await api_keys.create_key(partner_id=None, name=KEYS[0], creator=creator)
     agency = await api_keys.create_key(partner_id=partner.id, name=KEYS[1], creator=creator)

@@ -17,12 +17,26 @@ class NotMigrated(SettingsError):
     """The database lacks migrations this release needs."""
 
 
+# What says the database cannot be reached or refused us; anything else (a lock, a timeout inside a
+# statement, a full disk) is not a settings problem and keeps its own message.
+_REFUSALS = (
+    "CannotConnectNowError",
+    "ClientConfigurationError",
+    "ConnectionDoesNotExistError",
+    "InvalidAuthorizationSpecificationError",
+    "InvalidCatalogNameError",
+    "InvalidPasswordError",
+    "TooManyConnectionsError",
+)
+
+
 def unreachable(error: BaseException) -> SettingsError | None:
     """``error`` as a problem with DATABASE_URL when it says the database cannot be reached or refused
-    us (no server there, a wrong password, a database that does not exist); None for anything else."""
-    if not isinstance(error, (OSError, TimeoutError, DBConnectionError)) and not type(error).__module__.startswith(
-        "asyncpg"
-    ):
+    us (no server there, an unknown host, a wrong user or password, a database that does not exist, no
+    connection left); None for anything else."""
+    refused = type(error).__module__.startswith("asyncpg") and type(error).__name__ in _REFUSALS
+    connecting = isinstance(error, OSError) and not isinstance(error, TimeoutError)  # a timeout may be a statement's
+    if not (refused or connecting or isinstance(error, DBConnectionError)):
         return None
     reason = str(error).splitlines()[0] if str(error) else "no answer"
     return SettingsError(
@@ -44,8 +58,13 @@ async def connect(settings: Settings, *, migrated: bool = True) -> None:
     try:
         await db.connect(settings.database_url)
         # A statement first: reading which migrations are applied takes a failure to connect for "none".
-        await asyncio.wait_for(Tortoise.get_connection("default").execute_query("SELECT 1"), timeout=30)
-        missing = await asyncio.wait_for(pending(settings), timeout=30) if migrated else []
+        try:
+            await asyncio.wait_for(Tortoise.get_connection("default").execute_query("SELECT 1"), timeout=30)
+        except TimeoutError:
+            raise SettingsError(
+                ["DATABASE_URL: the database did not answer within 30 s: check its host and port"]
+            ) from None
+        missing = await pending(settings) if migrated else []
     except Exception as error:
         await Tortoise.close_connections()
         problem = unreachable(error)

@@ -55,7 +55,7 @@ def _flag(name: str, default: bool = False) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "sqlite://whitebill.sqlite3"
+    database_url: str = field(default="sqlite://whitebill.sqlite3", repr=False)  # may hold a password
     env: str = "development"  # development, production, test
     host: str = "127.0.0.1"
     port: int = 8000
@@ -348,6 +348,13 @@ def _database_url() -> str:
     if not raw.startswith(DATABASE_SCHEMES):  # the rest is not shown: it may hold a password
         scheme = raw.split("://")[0][:20] if "://" in raw else "no scheme"
         raise ValueError(f"DATABASE_URL ({scheme!r}) is sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/NAME")
+    if not raw.startswith("sqlite://"):
+        try:
+            urlsplit(raw).port  # noqa: B018 (read to check it: a password with a bare / ? # @ breaks the URL)
+        except ValueError:
+            raise ValueError(
+                "DATABASE_URL cannot be read: percent-encode / ? # @ : in its user and password (%2F %3F %23 %40 %3A)"
+            ) from None
     if raw.startswith("sqlite://"):
         path = raw[len("sqlite://") :].split("?")[0]
         if path != ":memory:" and not Path(path or ".").absolute().parent.is_dir():

@@ -151,7 +151,16 @@ class Worker:
         handled += await renewals.run_due(limit=50)
         deliveries = await self._claim("webhook_delivery", limit=partner_webhooks.BATCH)
         if deliveries:  # sent side by side: a slow receiver does not hold up the others
-            await asyncio.gather(*(self.webhooks.send(self.owner, claimed) for claimed in deliveries))
+            # Each send ends on its own: one that fails (its database statement, its endpoint's secret) is
+            # logged and retried when its lease runs out, and neither cuts the others short nor the tick.
+            sent = await asyncio.gather(
+                *(self.webhooks.send(self.owner, claimed) for claimed in deliveries), return_exceptions=True
+            )
+            for claimed, outcome in zip(deliveries, sent, strict=True):
+                if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                    raise outcome  # a cancellation: the worker is stopping
+                if isinstance(outcome, Exception):
+                    log.error("webhook delivery %s failed", claimed.id, exc_info=outcome)
             handled += len(deliveries)
         handled += await reconciler.run_due(limit=20)
         handled += await provider_webhooks.run_due(limit=20)

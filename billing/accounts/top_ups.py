@@ -18,12 +18,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from tortoise.transactions import in_transaction
-
 from billing.accounts.opening import named_wallet
 from billing.catalog import plans
 from billing.charges import charging, gateway_configs, payments
-from billing.core import audit, clock, sql, work
+from billing.core import audit, clock, observe, sql, work
 from billing.core.errors import BillingError, ErrorCode
 from billing.core.money import Entered, Money, minor_of
 from billing.core.tenancy import Viewer
@@ -121,7 +119,7 @@ async def _start(wallet_id: int, *, only_below_threshold: bool = True) -> int | 
     if only_below_threshold and wallet.balance >= rule.threshold:
         return None
     try:
-        async with in_transaction("default"):
+        async with observe.savepoint():  # inside a caller's transaction: what _SlotTaken undoes is not reported
             payment = await _new_payment(wallet, rule)
             if payment is None:
                 return None

@@ -196,8 +196,8 @@ class Sender:
         row = claimed.row
         endpoint, secret = await self._endpoint(int(row["endpoint_id"]))
         if endpoint is None or not endpoint.enabled:
-            await work.finish("webhook_delivery", claimed.id, owner)
-            observe.webhook_attempt("dropped")
+            if await work.finish("webhook_delivery", claimed.id, owner):
+                observe.webhook_attempt("dropped")
             return False
         body = str(row["body"]).encode()
         headers = {
@@ -225,8 +225,10 @@ class Sender:
             else:
                 error = f"HTTP {status}"
         if status is not None and 200 <= status < 300:
-            await sql.execute(_DONE, WorkState.DONE.value, clock.now(), status, claimed.id, owner)
-            observe.webhook_attempt("delivered")
+            if await sql.execute(_DONE, WorkState.DONE.value, clock.now(), status, claimed.id, owner) == 1:
+                observe.webhook_attempt("delivered")
+            else:  # the lease ran out while the receiver answered: another worker holds it now
+                log.warning("delivery %s answered after its lease ran out", claimed.id)
             return True
         await sql.execute("UPDATE webhook_delivery SET last_status = $1 WHERE id = $2", status, claimed.id)
         state = await work.retry_later(

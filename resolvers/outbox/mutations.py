@@ -5,7 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from billing.outbox import partner_webhooks
+from billing.outbox import partner_webhooks, payloads
 from models.enums import Permission
 from schema.auth import target_partner, viewer_with
 from schema.context import Context
@@ -21,7 +21,9 @@ class CreateWebhookEndpointInput:
     events: list[str] = strawberry.field(default_factory=list)
     max_attempts: int = 8
     partner_id: strawberry.ID | None = None
-    payload_version: int = strawberry.field(default=2, description="1 or 2 (the default): see WebhookEndpoint.")
+    payload_version: int = strawberry.field(
+        default=payloads.LATEST, description="1 or 2 (the default): see WebhookEndpoint."
+    )
 
 
 @strawberry.type
