@@ -47,19 +47,37 @@ run: $(STAMP) $(WEB_STAMP)
 PGBOUNCER_TESTS := tests/test_ledger.py tests/test_idempotency.py tests/test_payments.py \
 	tests/test_refund_lifecycles.py tests/test_wallet_top_ups.py tests/test_exact_usage.py tests/test_crash.py
 
-test: $(STAMP) $(WEB_STAMP) lint typecheck
+# Python 3.13 too: with PYTHON313 naming its interpreter (.ci/run finds pyenv's), `make test` also runs the
+# SQLite half, with the tests of neither backend, on it (in .venv/py3.13, without coverage), beside the others.
+PYTHON313 ?=
+# Inside .venv: ignored by git and the linters, removed by `make clean` with it.
+VENV313 := $(VENV)/py3.13
+PYTEST_FLAGS := -p no:cacheprovider --durations=15
+
+$(VENV313)/.installed: pyproject.toml
+	@test -x $(VENV313)/bin/python || $(PYTHON313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV313)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+test: $(STAMP) $(WEB_STAMP) lint typecheck $(if $(PYTHON313),$(VENV313)/.installed)
 	rm -f .coverage .coverage.*
-	status=0; \
-	( COVERAGE_FILE=.coverage.half-sqlite $(BIN)/python -m pytest --backend=sqlite --cov --cov-report= \
+	status=0; py313=; \
+	if [ -n "$(PYTHON313)" ]; then \
+	  $(VENV313)/bin/python -m pytest --backend=sqlite $(PYTEST_FLAGS) > .test-sqlite-3.13.log 2>&1 & py313=$$!; \
+	fi; \
+	( COVERAGE_FILE=.coverage.half-sqlite $(BIN)/python -m pytest --backend=sqlite $(PYTEST_FLAGS) --cov --cov-report= \
 		> .test-sqlite.log 2>&1; first=$$?; \
 	  COVERAGE_FILE=.coverage.half-pgbouncer $(BIN)/python -m pytest --backend=postgres --via-pgbouncer \
 		--cov --cov-report= $(PGBOUNCER_TESTS) > .test-pgbouncer.log 2>&1 || first=1; exit $$first ) & sqlite=$$!; \
-	COVERAGE_FILE=.coverage.half-postgres $(BIN)/python -m pytest --backend=postgres --cov --cov-report= \
+	COVERAGE_FILE=.coverage.half-postgres $(BIN)/python -m pytest --backend=postgres $(PYTEST_FLAGS) --cov --cov-report= \
 		> .test-postgres.log 2>&1 & postgres=$$!; \
 	wait $$sqlite || status=1; wait $$postgres || status=1; \
+	if [ -n "$$py313" ]; then wait $$py313 || status=1; fi; \
 	echo "=== the SQLite half, and the tests of neither backend ==="; cat .test-sqlite.log; \
 	echo "=== the PostgreSQL half ==="; cat .test-postgres.log; \
 	echo "=== the money tests on PostgreSQL through pgbouncer ==="; cat .test-pgbouncer.log; \
+	if [ -n "$$py313" ]; then echo "=== the SQLite half on Python 3.13 ==="; cat .test-sqlite-3.13.log; fi; \
 	$(BIN)/python -m tests.coverage_floors || status=1; \
 	exit $$status
 
