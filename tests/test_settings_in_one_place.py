@@ -91,8 +91,9 @@ def test_every_variable_the_domain_needs_is_read_from_the_environment(monkeypatc
     )
 
 
-def test_unset_or_unreadable_optional_values_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WHITEBILL_EXPIRY_NOTICE_DAYS", "a week")  # logged, and the default used
+def test_empty_optional_values_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty variable counts as unset; an unreadable one stops the start (below), never a silent default."""
+    monkeypatch.setenv("WHITEBILL_EXPIRY_NOTICE_DAYS", "")
     monkeypatch.setenv("WHITEBILL_SMTP_URL", "")
     monkeypatch.setenv("WHITEBILL_GATEWAY_TIMEOUT_SECONDS", "")
     settings = load_settings()
@@ -108,6 +109,11 @@ def test_unset_or_unreadable_optional_values_fall_back(monkeypatch: pytest.Monke
         ("WHITEBILL_RESET_LIMIT_PER_ADDRESS", "30/fortnight"),
         ("WHITEBILL_OPERATIONS", "registered-only"),
         ("WHITEBILL_OPERATIONS", "Registered "),
+        ("WHITEBILL_EXPIRY_NOTICE_DAYS", "a week"),  # was logged and the default used
+        ("WHITEBILL_GATEWAY_TIMEOUT_SECONDS", "-1"),
+        ("WHITEBILL_TEST_CLOCK", "maybe"),  # was read as off
+        ("WHITEBILL_PGBOUNCER", "y"),
+        ("WHITEBILL_WORKER_HEALTH_PORT", "http"),
     ],
 )
 def test_a_malformed_value_stops_the_start_naming_its_variable(
