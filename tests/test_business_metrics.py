@@ -217,11 +217,12 @@ async def test_a_worker_serves_its_health_and_counts_deliveries_dead_letters_and
             async with httpx.AsyncClient(base_url=base, timeout=10) as http:
 
                 async def counted() -> str | None:
+                    """The metrics once both attempts are counted and the pass that made them has ended (the
+                    deliveries may be sent in the same pass that fanned the events out: its end comes after)."""
                     text = (await http.get("/metrics")).text
                     done = value(text, "whitebill_webhook_attempts_total", result="delivered") == 1
-                    return (
-                        text if done and value(text, "whitebill_webhook_attempts_total", result="dead") == 1 else None
-                    )
+                    done = done and value(text, "whitebill_webhook_attempts_total", result="dead") == 1
+                    return text if done and value(text, "whitebill_worker_items_total") >= 4 else None
 
                 exposition = await counted() or await until(counted)
                 assert exposition, (await http.get("/metrics")).text
