@@ -165,3 +165,13 @@ def test_only_failures_to_reach_the_database_are_called_a_database_url_problem()
         TimeoutError(),
     ):
         assert unreachable(other) is None, other
+
+
+def test_a_connection_made_outside_the_pool_keeps_the_urls_tls_settings() -> None:
+    from whitebill.db import direct_url
+
+    url = "postgres://u:p%2Fw@db.example:5432/billing?minsize=1&sslmode=verify-full&sslrootcert=/etc/ca.pem&maxsize=5"
+    assert direct_url(url, "/postgres") == (
+        "postgresql://u:p%2Fw@db.example:5432/postgres?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem"
+    )
+    assert direct_url("postgres://u@h/b?statement_cache_size=0", "/b") == "postgresql://u@h/b"

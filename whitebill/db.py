@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
@@ -84,6 +84,18 @@ async def pending_migrations(database_url: str) -> list[str]:
     return [f"{s.migration.app_label}.{s.migration.name}" for s in steps if not s.backward]
 
 
+TLS_PARAMETERS = ("sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword", "sslcrl")
+
+
+def direct_url(url: str, path: str) -> str:
+    """``url`` (postgres://) as asyncpg connects to it by itself, to the database at ``path``: the pool's
+    own parameters (minsize, statement_cache_size...) left out, its TLS ones kept, so that a connection made
+    outside the pool is as private as the pool's."""
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query) if k in TLS_PARAMETERS]
+    return urlunsplit(("postgresql", parts.netloc, path, urlencode(kept), ""))
+
+
 async def create_database_if_missing(database_url: str) -> None:
     """PostgreSQL only: create the named database so a fresh install needs no manual step."""
     url = normalise_url(database_url)
@@ -97,13 +109,13 @@ async def create_database_if_missing(database_url: str) -> None:
     # (postgres) may not be one pgbouncer serves. No named statements either: through pgbouncer in
     # transaction mode, another client's may hold the name.
     try:
-        target = await asyncpg.connect(urlunsplit(("postgresql", parts.netloc, parts.path, "", "")))
+        target = await asyncpg.connect(direct_url(url, parts.path))
     except (asyncpg.InvalidCatalogNameError, asyncpg.ProtocolViolationError):  # pgbouncer says the latter
         pass
     else:
         await target.close()
         return
-    admin = urlunsplit(("postgresql", parts.netloc, "/postgres", "", ""))
+    admin = direct_url(url, "/postgres")
     conn = await asyncpg.connect(admin, statement_cache_size=0)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
