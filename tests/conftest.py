@@ -41,6 +41,7 @@ from tests import pgbouncer as pgbouncer_harness
 from tests.fake_asaas.control import FakeAsaasController
 from tests.fake_asaas.fixtures import asaas, fake_asaas  # noqa: F401
 from tests.localstripe_server import LocalStripe, localstripe  # noqa: F401
+from tests.processes import stop
 from whitebill import db
 from whitebill.settings import configure_domain, load_settings
 
@@ -375,11 +376,7 @@ def serving(
     try:
         yield Server(url, process, log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @pytest.fixture(scope="session")

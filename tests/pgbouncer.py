@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tests.processes import stop
+
 # Debian installs it in /usr/sbin, which is not on every user's PATH.
 CANDIDATES = ("pgbouncer", "/usr/sbin/pgbouncer")
 MISSING = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
@@ -126,10 +128,5 @@ def running(server_url: str, *, pool_size: int = 20, start_seconds: float = 10.0
             time.sleep(0.05)
         yield bouncer
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         shutil.rmtree(directory, ignore_errors=True)

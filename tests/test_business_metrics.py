@@ -39,6 +39,7 @@ from schema.ids import to_global_id
 from tests.conftest import Backend, serving
 from tests.factories import a_partner, a_workspace
 from tests.graphql import GraphQLClient
+from tests.processes import stop
 from tests.test_crash import usage_setup
 from tests.test_partner_webhooks import an_endpoint, receiving
 from whitebill import metrics
@@ -188,11 +189,7 @@ def stopping(process: subprocess.Popen[str]) -> Iterator[None]:
     try:
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 async def until(check, *, within: float = 60.0):  # type: ignore[no-untyped-def]

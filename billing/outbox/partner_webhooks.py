@@ -91,6 +91,13 @@ async def create_endpoint(
     return endpoint, secret
 
 
+async def _endpoint_of(viewer: Viewer, endpoint_id: int) -> WebhookEndpoint:
+    """One of the caller's partner's endpoints; another's, or none, is not found (field endpointId)."""
+    return await tenancy.get_scoped(
+        tenancy.partner_owned(WebhookEndpoint.all(), viewer), endpoint_id, "webhook endpoint", field="endpointId"
+    )
+
+
 def _check_version(version: int, field: str) -> None:
     if version not in payloads.VERSIONS:
         versions = " or ".join(str(v) for v in payloads.VERSIONS)
@@ -102,9 +109,7 @@ async def set_payload_version(viewer: Viewer, *, endpoint_id: int, version: int)
     now on are written in it; deliveries already queued, and their resends, keep the body they were
     signed with."""
     viewer.require(Permission.MANAGE_BILLING)
-    endpoint = await tenancy.get_scoped(
-        tenancy.partner_owned(WebhookEndpoint.all(), viewer), endpoint_id, "webhook endpoint", field="endpointId"
-    )
+    endpoint = await _endpoint_of(viewer, endpoint_id)
     _check_version(version, "version")
     if endpoint.payload_version != version:
         before = endpoint.payload_version
@@ -266,9 +271,7 @@ async def resend(viewer: Viewer, *, delivery_id: int) -> WebhookDelivery:
 
 async def send_test_event(viewer: Viewer, *, endpoint_id: int) -> OutboxEvent:
     viewer.require(Permission.MANAGE_BILLING)
-    endpoint = await tenancy.get_scoped(
-        tenancy.partner_owned(WebhookEndpoint.all(), viewer), endpoint_id, "webhook endpoint", field="endpointId"
-    )
+    endpoint = await _endpoint_of(viewer, endpoint_id)
     await audit.emit(TEST_EVENT, endpoint.partner_id, {"endpoint_id": endpoint.id, "message": "hello from whitebill"})
     event = await OutboxEvent.filter(partner_id=endpoint.partner_id, event_type=TEST_EVENT).order_by("-id").first()
     assert event is not None
