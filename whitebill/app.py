@@ -41,7 +41,7 @@ from billing.core import clock, realtime, sql
 from billing.core.audit import request_id
 from billing.core.errors import ErrorCode
 from schema.context import Context, authenticate, bearer_token
-from whitebill import cors, db, documents_http, metrics, operations, pay_page, usage_http, web
+from whitebill import cors, db, documents_http, metrics, operations, pay_page, ready, usage_http, web
 from whitebill.boundary import GRAPHQL_PATH, BodyLimit, graphql_refusal
 from whitebill.compiled.compiler import Fallback
 from whitebill.schema import MAX_TOKENS, VALIDATION_RULES, schema
@@ -49,10 +49,6 @@ from whitebill.settings import Settings, configure_domain, load_settings
 from whitebill.webhooks import handle_provider_webhook
 
 log = logging.getLogger("whitebill.http")
-
-
-class NotMigrated(RuntimeError):
-    pass
 
 
 MAX_SUBSCRIPTIONS_PER_CONNECTION = 20
@@ -453,15 +449,6 @@ async def provider_webhook(request: Request) -> Response:
     return await handle_provider_webhook(request)
 
 
-async def ensure_migrated(settings: Settings) -> None:
-    pending = await db.pending_migrations(settings.database_url)
-    if pending:
-        raise NotMigrated(
-            f"the database has {len(pending)} unapplied migration(s) ({', '.join(pending)}): "
-            "run `whitebill migrate` first"
-        )
-
-
 def create_app(settings: Settings | None = None, *, manage_database: bool = True) -> Starlette:
     """The ASGI app. With ``manage_database`` it opens the database on startup, refusing an
     unmigrated one, and closes it on shutdown; tests that own the connection pass False."""
@@ -478,7 +465,7 @@ def create_app(settings: Settings | None = None, *, manage_database: bool = True
         await db.connect(settings.database_url)
         listener = None
         try:
-            await ensure_migrated(settings)
+            await ready.ensure_migrated(settings)
             # Everything loaded so far (modules, the schema, the pool) lives as long as the process:
             # keep the collector from scanning it again and again.
             gc.freeze()

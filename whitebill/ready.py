@@ -47,9 +47,16 @@ def unreachable(error: BaseException) -> SettingsError | None:
     )
 
 
-async def pending(settings: Settings) -> list[str]:
-    """The migrations this release has that the database (connected) has not applied."""
-    return await db.pending_migrations(settings.database_url)
+async def ensure_migrated(settings: Settings) -> None:
+    """NotMigrated unless the database (connected) has every migration this release has."""
+    missing = await db.pending_migrations(settings.database_url)
+    if missing:
+        raise NotMigrated(
+            [
+                f"the database has {len(missing)} unapplied migration(s) ({_listed(missing)}): "
+                "run `whitebill migrate` first"
+            ]
+        )
 
 
 async def connect(settings: Settings, *, migrated: bool = True) -> None:
@@ -64,21 +71,14 @@ async def connect(settings: Settings, *, migrated: bool = True) -> None:
             raise SettingsError(
                 ["DATABASE_URL: the database did not answer within 30 s: check its host and port"]
             ) from None
-        missing = await pending(settings) if migrated else []
+        if migrated:
+            await ensure_migrated(settings)
     except Exception as error:
         await Tortoise.close_connections()
         problem = unreachable(error)
         if problem is None:
             raise
         raise problem from error
-    if missing:
-        await Tortoise.close_connections()
-        raise NotMigrated(
-            [
-                f"the database has {len(missing)} unapplied migration(s) ({_listed(missing)}): "
-                "run `whitebill migrate` first"
-            ]
-        )
 
 
 def _listed(names: list[str]) -> str:
